@@ -1,0 +1,1 @@
+"""Node functions, agent state, prompts, tools and the chat-model factory."""

@@ -1,0 +1,1 @@
+"""Switchboard's HTTP face: settings, lifespan, routes, SSE and the CLI."""

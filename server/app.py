@@ -1,0 +1,54 @@
+"""The FastAPI application: lifespan (owns every client), middleware, error handlers, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from server.errors import install_error_handlers
+from server.limits import BodyLimitMiddleware
+from server.resources import open_resources
+from server.routes import agents, conversations, health, users
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app; connections open when it starts and close when it stops."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            app.state.resources = resources
+            log.info(
+                "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
+                settings.host,
+                settings.port,
+                resources.database_kind,
+            )
+            yield
+
+    app = FastAPI(
+        title="Switchboard",
+        summary="Graph-orchestrated AI agents served over JSON and SSE.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["Location", "Content-Location"],
+    )
+    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes)
+    install_error_handlers(app)
+    for module in (health, users, agents, conversations):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,136 @@
+"""The `switchboard` command: serve, migrate, seed-users."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from server.resources import database_url, open_resources
+from server.schemas.chat import UserCreate
+from server.settings import Settings
+from stores import migrate
+from stores.errors import ConflictError
+from stores.sql import repositories as repo
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        base = Settings()
+    except ValidationError as error:
+        raise SystemExit(f"invalid settings:\n{error}") from error
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=changes) if changes else base
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the API until interrupted (Ctrl-C stops the server and the embedded database)."""
+    from server.app import create_app
+
+    settings = _settings(host=args.host, port=args.port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    print(f"Switchboard: serving on http://{settings.host}:{settings.port} (docs at /docs)")
+    if not settings.database_url:
+        print(f"Switchboard: embedded PostgreSQL with data in {settings.data_dir / 'postgres'}")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Migrate the database up to a revision (default head), or down with --down."""
+    settings = _settings()
+    with database_url(settings) as url:
+        if args.down is not None:
+            migrate.downgrade(url, args.down)
+        else:
+            migrate.upgrade(url, args.revision)
+        print(f"database at revision {migrate.current_revision(url)}")
+    return 0
+
+
+def _read_users(path: Path) -> list[dict[str, Any]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [dict(row) for row in csv.DictReader(handle)]
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise SystemExit(f"{path}: expected a JSON array of user objects")
+    return data
+
+
+async def _seed_users(settings: Settings, rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    users = [UserCreate.model_validate(row) for row in rows]
+    created = skipped = 0
+    async with open_resources(settings) as resources:
+        for user in users:
+            try:
+                await repo.users.create(resources.database, repo.column_changes(user.model_dump()))
+                created += 1
+            except ConflictError:
+                skipped += 1
+    return created, skipped
+
+
+def cmd_seed_users(args: argparse.Namespace) -> int:
+    """Create the users listed in FILE (JSON array or CSV with email,name); existing emails skip."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    rows = _read_users(path)
+    try:
+        created, skipped = asyncio.run(_seed_users(_settings(), rows))
+    except ValidationError as error:
+        raise SystemExit(f"{path}: invalid user:\n{error}") from error
+    print(f"created {created} users, skipped {skipped} already present")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `switchboard`."""
+    parser = argparse.ArgumentParser(
+        prog="switchboard", description="Graph-orchestrated AI agents behind a streaming API."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API", description=cmd_serve.__doc__)
+    serve.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser(
+        "migrate", help="apply database migrations", description=cmd_migrate.__doc__
+    )
+    mig.add_argument("--revision", default="head", help="target revision (default: head)")
+    mig.add_argument("--down", metavar="REVISION", help="migrate down to REVISION (`base`: empty)")
+    mig.set_defaults(func=cmd_migrate)
+
+    seed = sub.add_parser(
+        "seed-users", help="create users from a file", description=cmd_seed_users.__doc__
+    )
+    seed.add_argument("file", metavar="FILE", help="JSON array of {email, name, metadata} or CSV")
+    seed.set_defaults(func=cmd_seed_users)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `switchboard` console script."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

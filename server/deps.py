@@ -1,0 +1,27 @@
+"""FastAPI dependencies as `Annotated` aliases: the resources a route may ask for."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from server.resources import Resources
+from stores.sql.database import Database
+
+
+def get_resources(request: Request) -> Resources:
+    """The process's resources, opened by the lifespan."""
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+def get_database(request: Request) -> Database:
+    """The SQL database."""
+    return get_resources(request).database
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+Limit = Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]

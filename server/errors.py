@@ -1,0 +1,51 @@
+"""Exception handlers: every error the server makes on purpose is JSON that names what was wrong."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from stores.errors import ConflictError, NotFoundError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, detail: str, *, field: str | None = None) -> JSONResponse:
+    """A JSON error body `{"detail": ..., "field": ...}` with `status`."""
+    body: dict[str, str] = {"detail": detail}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status)
+
+
+async def _not_found(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NotFoundError)
+    return error_response(404, str(exc), field=exc.field)
+
+
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConflictError)
+    return error_response(409, str(exc), field=exc.field)
+
+
+async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(503, str(exc))
+
+
+async def _database_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", exc)
+    return error_response(503, "the database is unavailable; try again shortly")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map store exceptions to HTTP statuses on `app`."""
+    app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(ConflictError, _conflict)
+    app.add_exception_handler(UnavailableError, _unavailable)
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(PoolTimeoutError, _database_down)
+    app.add_exception_handler(DBAPIError, _database_down)

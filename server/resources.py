@@ -1,0 +1,98 @@
+"""The resources a running server owns, opened in the lifespan and handed to routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import anyio.to_thread
+from langchain_core.embeddings import Embeddings
+from qdrant_client import AsyncQdrantClient
+
+from server.settings import Settings
+from stores import migrate
+from stores.embedded_postgres import embedded_postgres
+from stores.embeddings import open_embedder
+from stores.qdrant import open_qdrant
+from stores.sql.database import Database, open_database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Everything a request may use; built once per process by `open_resources`."""
+
+    settings: Settings
+    database: Database
+    database_url: str
+    database_kind: str  # "external" or "embedded"
+    qdrant: AsyncQdrantClient
+    embedder: Embeddings
+    embedding_dimension: int
+    embedding_model: str
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """`DATABASE_URL` when set; else the URL of the embedded PostgreSQL, running until exit."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    with embedded_postgres(settings.data_dir / "postgres") as url:
+        yield url
+
+
+async def _enter_database_url(settings: Settings, stack: AsyncExitStack) -> str:
+    manager = database_url(settings)
+    url = await anyio.to_thread.run_sync(manager.__enter__)
+
+    async def _exit() -> None:
+        await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
+
+    stack.push_async_callback(_exit)
+    return url
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Open the database (embedded or not), migrate it if asked, and close all on exit."""
+    async with AsyncExitStack() as stack:
+        url = await _enter_database_url(settings, stack)
+        kind = "external" if settings.database_url else "embedded"
+        if settings.migrate_on_start:
+            await anyio.to_thread.run_sync(migrate.upgrade, url)
+        database = await stack.enter_async_context(
+            open_database(
+                url,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+                pool_timeout=settings.db_pool_timeout,
+            )
+        )
+        qdrant = await stack.enter_async_context(
+            open_qdrant(
+                url=settings.qdrant_url,
+                path=settings.data_dir / "qdrant",
+                api_key=settings.qdrant_api_key,
+            )
+        )
+        embedder, dimension, model_name = open_embedder(
+            provider=settings.embeddings_provider,
+            openai_api_key=settings.openai_api_key,
+            openai_base_url=settings.openai_base_url,
+            openai_model=settings.embeddings_model,
+            openai_dimension=settings.embeddings_dimension,
+        )
+        yield Resources(
+            settings=settings,
+            database=database,
+            database_url=url,
+            database_kind=kind,
+            qdrant=qdrant,
+            embedder=embedder,
+            embedding_dimension=dimension,
+            embedding_model=model_name,
+        )

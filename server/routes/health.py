@@ -1,0 +1,53 @@
+"""`/healthz`: each dependency's status, 200 when all answer and 503 when one does not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from server.deps import ResourcesDep
+
+router = APIRouter(tags=["health"])
+PING_TIMEOUT_S = 3.0
+
+
+class DependencyStatus(BaseModel):
+    """How one dependency answered."""
+
+    status: Literal["ok", "down"]
+    kind: str
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Health(BaseModel):
+    """The server's health: `ok` when every dependency answered."""
+
+    status: Literal["ok", "degraded"]
+    dependencies: dict[str, DependencyStatus]
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+async def healthz(resources: ResourcesDep) -> JSONResponse:
+    """Ping every dependency (3 s timeout each) and report."""
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(resources.database.ping(), PING_TIMEOUT_S)
+        postgres = DependencyStatus(
+            status="ok",
+            kind=resources.database_kind,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+    except Exception as error:  # any failure to answer is "down", with the reason
+        postgres = DependencyStatus(
+            status="down", kind=resources.database_kind, error=f"{type(error).__name__}: {error}"
+        )
+    deps = {"postgres": postgres}
+    healthy = all(d.status == "ok" for d in deps.values())
+    body = Health(status="ok" if healthy else "degraded", dependencies=deps)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)

@@ -1,0 +1,79 @@
+"""Settings, read once from the environment (and `.env`), validated at startup, then injected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob Switchboard has. Environment variables use the upper-case field name."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    host: str = Field("127.0.0.1", description="Interface the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    data_dir: Path = Field(
+        Path(".data"), description="Where embedded services keep their data (postgres/, ...)."
+    )
+
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL URL. Unset: an embedded PostgreSQL in DATA_DIR/postgres.",
+    )
+    db_pool_size: int = Field(10, ge=1, le=500, description="Connections kept per process.")
+    db_max_overflow: int = Field(10, ge=0, le=500, description="Extra connections under load.")
+    db_pool_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")
+    migrate_on_start: bool = Field(True, description="Apply migrations when the server starts.")
+
+    qdrant_url: str | None = Field(
+        None, description="Qdrant server URL. Unset: qdrant-client local mode in DATA_DIR/qdrant."
+    )
+    qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
+    mongodb_uri: str | None = Field(
+        None, description="MongoDB URI. Unset: an embedded nx-27017 server in DATA_DIR/mongo."
+    )
+    embeddings_provider: Literal["minilm", "openai"] = Field(
+        "minilm", description="minilm (offline all-MiniLM-L6-v2, 384-d) or openai."
+    )
+    embeddings_model: str = Field(
+        "text-embedding-3-small", description="OpenAI embeddings model (provider openai)."
+    )
+    embeddings_dimension: int = Field(
+        1536, ge=8, le=8192, description="Vector size of the OpenAI embeddings model."
+    )
+    openai_api_key: str | None = Field(None, description="Key of the OpenAI-compatible API.")
+    openai_base_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible API (Gemini, vLLM, Ollama...)."
+    )
+
+    max_body_bytes: int = Field(
+        MIB, ge=1024, description="Largest request body accepted; bigger bodies get 413."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["https://smith.langchain.com"],
+        description="Origins allowed by CORS (LangGraph Studio's by default).",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0]
+        if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+            raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
+        return value
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment; raises `ValidationError` naming bad variables."""
+    return Settings()

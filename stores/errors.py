@@ -1,0 +1,29 @@
+"""Exceptions the stores raise; the server maps each to one HTTP status."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error a store raises on purpose."""
+
+
+class NotFoundError(StoreError):
+    """A record that was asked for by id does not exist (HTTP 404)."""
+
+    def __init__(self, entity: str, key: object, *, field: str | None = None) -> None:
+        self.entity = entity
+        self.key = key
+        self.field = field
+        super().__init__(f"{entity} {key} not found")
+
+
+class ConflictError(StoreError):
+    """A write would break a uniqueness rule or the state of a record (HTTP 409)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class UnavailableError(StoreError):
+    """A backing service (database, vector store, memory store) cannot be reached (HTTP 503)."""

@@ -1,0 +1,1 @@
+"""PostgreSQL data model (SQLAlchemy 2) and the repositories the routes call."""

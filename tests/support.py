@@ -1,0 +1,85 @@
+"""Test helpers: throwaway databases, settings, and a real uvicorn server on a free port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from server.app import create_app
+from server.settings import Settings
+from stores import migrate
+
+
+def database_url_named(admin_url: str, name: str) -> str:
+    """`admin_url` pointed at database `name` (keeps host, socket dir and credentials)."""
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def scratch_database(admin_url: str, label: str, *, migrated: bool = True) -> Iterator[str]:
+    """Create a database of its own for one test module, migrate it, drop it afterwards."""
+    safe = "".join(c if c.isalnum() else "_" for c in label.lower())[-30:]
+    name = f"sb_{safe}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = database_url_named(admin_url, name)
+    try:
+        if migrated:
+            migrate.upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test server: no `.env`, its own data folder, a free port."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "port": free_port(),
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@contextmanager
+def running_server(settings: Settings) -> Iterator[str]:
+    """Serve `create_app(settings)` with uvicorn in a thread; yield its base URL."""
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("test server failed to start; see the log above")
+        if time.monotonic() > deadline:
+            raise TimeoutError("test server did not start within 60 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
