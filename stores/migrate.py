@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -14,6 +15,9 @@ from sqlalchemy.pool import NullPool
 from stores.sql.database import sqlalchemy_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Alembic's `context` is process-global: migrations in one process run one at a time.
+# Across processes, env.py takes a PostgreSQL advisory lock.
+_PROCESS_LOCK = threading.Lock()
 
 
 def alembic_config(url: str) -> Config:
@@ -26,12 +30,14 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at `url` up to `revision` (serialised by an advisory lock)."""
-    command.upgrade(alembic_config(url), revision)
+    with _PROCESS_LOCK:
+        command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
     """Migrate the database at `url` down to `revision` (`base` removes every table)."""
-    command.downgrade(alembic_config(url), revision)
+    with _PROCESS_LOCK:
+        command.downgrade(alembic_config(url), revision)
 
 
 def head_revision() -> str | None:

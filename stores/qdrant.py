@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from qdrant_client import AsyncQdrantClient
+from qdrant_client.local.async_qdrant_local import AsyncQdrantLocal
+
+T = TypeVar("T")
+# Local mode is plain Python under `async def`s and not thread-safe: one call at a time.
+_LOCAL_LOCK = threading.Lock()
 
 
 @asynccontextmanager
@@ -21,9 +29,40 @@ async def open_qdrant(
     if url:
         client = AsyncQdrantClient(url=url, api_key=api_key)
     else:
-        path.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
         client = AsyncQdrantClient(path=str(path))
     try:
         yield client
     finally:
         await client.close()
+
+
+def is_local(client: AsyncQdrantClient) -> bool:
+    """True when `client` is qdrant-client local mode (in-process, on disk) rather than a server."""
+    return isinstance(client._client, AsyncQdrantLocal)
+
+
+def _run_locked(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    with _LOCAL_LOCK:
+        return asyncio.run(call())
+
+
+async def qdrant_call(
+    client: AsyncQdrantClient,
+    call: Callable[[AsyncQdrantClient], Coroutine[Any, Any, T]],
+) -> T:
+    """Await `call(client)` without blocking the event loop.
+
+    A server client is awaited as is. Local mode computes synchronously inside its coroutines
+    (brute-force search, SQLite writes), so its calls run one at a time in a worker thread.
+
+    Args:
+        client: The process's Qdrant client.
+        call: Builds the coroutine to run, e.g. `lambda c: c.query_points(...)`.
+
+    Returns:
+        What the coroutine returns.
+    """
+    if not is_local(client):
+        return await call(client)
+    return await asyncio.to_thread(_run_locked, lambda: call(client))

@@ -1,0 +1,94 @@
+"""The `switchboard` command: help for every subcommand, migrate, seed-users."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from stores import migrate
+from stores.sql.database import libpq_url
+from tests.support import scratch_database
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate", "seed-users"])
+def test_every_subcommand_has_help(command: str) -> None:
+    result = _run(command, "--help")
+    assert result.returncode == 0
+    assert "usage: switchboard" in result.stdout
+
+
+def test_migrate_up_and_down(pg_admin_url: str, tmp_path: Path) -> None:
+    with scratch_database(pg_admin_url, "cli_migrate", migrated=False) as url:
+        env = {"DATABASE_URL": url, "DATA_DIR": str(tmp_path)}
+        up = _run("migrate", env=env)
+        assert up.returncode == 0, up.stderr
+        assert f"revision {migrate.head_revision()}" in up.stdout
+        down = _run("migrate", "--down", "base", env=env)
+        assert down.returncode == 0, down.stderr
+        assert migrate.current_revision(url) is None
+
+
+def test_seed_users_from_json_and_csv_is_idempotent(database_url: str, tmp_path: Path) -> None:
+    people = tmp_path / "users.json"
+    people.write_text(
+        json.dumps(
+            [
+                {"email": "grace@example.com", "name": "Grace", "metadata": {"team": "navy"}},
+                {"email": "alan@example.com", "name": "Alan"},
+            ]
+        )
+    )
+    table = tmp_path / "users.csv"
+    table.write_text("email,name\nkatherine@example.com,Katherine\nalan@example.com,Alan\n")
+    env = {"DATABASE_URL": database_url, "DATA_DIR": str(tmp_path)}
+
+    first = _run("seed-users", str(people), env=env)
+    assert first.returncode == 0, first.stderr
+    assert "created 2 users, skipped 0" in first.stdout
+    second = _run("seed-users", str(table), env=env)
+    assert "created 1 users, skipped 1" in second.stdout
+
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        rows = conn.execute(
+            "SELECT email, metadata FROM users WHERE email LIKE '%@example.com' "
+            "AND email IN ('grace@example.com', 'alan@example.com', 'katherine@example.com') "
+            "ORDER BY email"
+        ).fetchall()
+    assert rows == [
+        ("alan@example.com", {}),
+        ("grace@example.com", {"team": "navy"}),
+        ("katherine@example.com", {}),
+    ]
+
+
+def test_seed_users_rejects_a_bad_file_and_writes_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"email": "ok@example.org", "name": "Ok"}, {"email": "nope"}]))
+    result = _run("seed-users", str(bad), env={"DATABASE_URL": database_url})
+    assert result.returncode != 0
+    assert "email" in result.stderr
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        count = conn.execute("SELECT count(*) FROM users WHERE email = 'ok@example.org'").fetchone()
+    assert count == (0,)
+    missing = _run("seed-users", str(tmp_path / "absent.json"))
+    assert missing.returncode != 0
+    assert "no such file" in missing.stderr
