@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -55,6 +55,26 @@ class Settings(BaseSettings):
         None, description="Base URL of an OpenAI-compatible API (Gemini, vLLM, Ollama...)."
     )
 
+    knowledge_default_collection: str = Field(
+        "knowledge",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$",
+        description="Knowledge base that uploads and searches use when none is named.",
+    )
+    chunk_size: int = Field(
+        1000, ge=100, le=20_000, description="Characters per chunk when splitting documents."
+    )
+    chunk_overlap: int = Field(
+        150, ge=0, le=5_000, description="Characters shared by neighbouring chunks."
+    )
+    max_upload_bytes: int = Field(
+        20 * MIB, ge=1024, description="Largest document upload accepted; bigger ones get 413."
+    )
+    ingest_samples_on_start: bool = Field(
+        True, description="Ingest the bundled sample documents when the knowledge base is empty."
+    )
+
     max_body_bytes: int = Field(
         MIB, ge=1024, description="Largest request body accepted; bigger bodies get 413."
     )
@@ -72,6 +92,15 @@ class Settings(BaseSettings):
         if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
             raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
         return value
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
 
 
 def get_settings() -> Settings:
