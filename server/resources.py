@@ -15,6 +15,7 @@ from server.settings import Settings
 from stores import migrate
 from stores.embedded_postgres import embedded_postgres
 from stores.embeddings import open_embedder
+from stores.knowledge import KnowledgeBase, open_knowledge
 from stores.qdrant import open_qdrant
 from stores.sql.database import Database, open_database
 
@@ -33,6 +34,7 @@ class Resources:
     embedder: Embeddings
     embedding_dimension: int
     embedding_model: str
+    knowledge: KnowledgeBase
 
 
 @contextmanager
@@ -86,6 +88,17 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             openai_model=settings.embeddings_model,
             openai_dimension=settings.embeddings_dimension,
         )
+        # Raises DimensionMismatchError when a collection was built by another embedder.
+        knowledge = await open_knowledge(
+            client=qdrant,
+            embedder=embedder,
+            database=database,
+            dimension=dimension,
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+            default_collection=settings.knowledge_default_collection,
+            max_bytes=settings.max_upload_bytes,
+        )
         yield Resources(
             settings=settings,
             database=database,
@@ -95,4 +108,5 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             embedder=embedder,
             embedding_dimension=dimension,
             embedding_model=model_name,
+            knowledge=knowledge,
         )
