@@ -12,7 +12,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.resources import open_resources
-from server.routes import agents, conversations, health, users
+from server.routes import agents, conversations, documents, health, users
+from server.samples import sample_ingest
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources:
+        async with open_resources(settings) as resources, sample_ingest(resources):
             app.state.resources = resources
             log.info(
                 "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
@@ -47,8 +48,15 @@ def create_app(settings: Settings) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["Location", "Content-Location"],
     )
-    app.add_middleware(BodyLimitMiddleware, default_limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_body_bytes,
+        # Uploads may be as large as MAX_UPLOAD_BYTES plus room for the multipart framing.
+        limit_for_path=lambda path: (
+            settings.max_upload_bytes + 64 * 1024 if path.startswith("/documents") else None
+        ),
+    )
     install_error_handlers(app)
-    for module in (health, users, agents, conversations):
+    for module in (health, users, agents, conversations, documents):
         app.include_router(module.router)
     return app

@@ -1,4 +1,4 @@
-"""The `switchboard` command: serve, migrate, seed-users."""
+"""The `switchboard` command: serve, migrate, seed-users, ingest."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from server.ingest import add_ingest_parser
 from server.resources import database_url, open_resources
 from server.schemas.chat import UserCreate
 from server.settings import Settings
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument("file", metavar="FILE", help="JSON array of {email, name, metadata} or CSV")
     seed.set_defaults(func=cmd_seed_users)
+
+    add_ingest_parser(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from server.resources import Resources
+from stores.knowledge import KnowledgeBase
 from stores.sql.database import Database
 
 
@@ -21,7 +22,13 @@ def get_database(request: Request) -> Database:
     return get_resources(request).database
 
 
+def get_knowledge(request: Request) -> KnowledgeBase:
+    """The knowledge base (documents and semantic search)."""
+    return get_resources(request).knowledge
+
+
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]

@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from stores.errors import ConflictError, NotFoundError, UnavailableError
+from stores.extract import DocumentError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return error_response(409, str(exc), field=exc.field)
 
 
+async def _bad_document(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DocumentError)
+    return error_response(exc.status, str(exc), field=exc.field)
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, str(exc))
 
@@ -46,6 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(UnavailableError, _unavailable)
+    app.add_exception_handler(DocumentError, _bad_document)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(PoolTimeoutError, _database_down)
     app.add_exception_handler(DBAPIError, _database_down)

@@ -57,6 +57,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "data_dir": data_dir,
         "port": free_port(),
         "log_level": "warning",
+        # Seeding loads the embedding model (seconds of CPU): tests that want it turn it on.
+        "ingest_samples_on_start": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

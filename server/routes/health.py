@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from server.deps import ResourcesDep
+from server.resources import Resources
 
 router = APIRouter(tags=["health"])
 PING_TIMEOUT_S = 3.0
@@ -32,6 +33,17 @@ class Health(BaseModel):
     dependencies: dict[str, DependencyStatus]
 
 
+async def _qdrant_status(resources: Resources) -> DependencyStatus:
+    kind = "server" if resources.settings.qdrant_url else "local"
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(resources.knowledge.ping(), PING_TIMEOUT_S)
+    except Exception as error:  # any failure to answer is "down", with the reason
+        return DependencyStatus(status="down", kind=kind, error=f"{type(error).__name__}: {error}")
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return DependencyStatus(status="ok", kind=kind, latency_ms=latency)
+
+
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(resources: ResourcesDep) -> JSONResponse:
     """Ping every dependency (3 s timeout each) and report."""
@@ -47,7 +59,7 @@ async def healthz(resources: ResourcesDep) -> JSONResponse:
         postgres = DependencyStatus(
             status="down", kind=resources.database_kind, error=f"{type(error).__name__}: {error}"
         )
-    deps = {"postgres": postgres}
+    deps = {"postgres": postgres, "qdrant": await _qdrant_status(resources)}
     healthy = all(d.status == "ok" for d in deps.values())
     body = Health(status="ok" if healthy else "degraded", dependencies=deps)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)

@@ -1,0 +1,112 @@
+"""`switchboard ingest PATH...`: put files and folders of documents into the knowledge base."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+from server.resources import open_resources
+from server.settings import Settings
+from stores.errors import StoreError
+from stores.extract import DOC_TYPES
+from stores.knowledge import check_collection_name
+
+
+def collect_files(paths: Sequence[Path]) -> list[Path]:
+    """The files to ingest: each file named, and every supported file under each folder.
+
+    Hidden files and folders (names starting with `.`) inside a folder are skipped.
+
+    Raises:
+        SystemExit: A path does not exist.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    found
+                    for found in path.rglob("*")
+                    if found.is_file()
+                    and found.suffix.lower() in DOC_TYPES
+                    and not any(part.startswith(".") for part in found.relative_to(path).parts)
+                )
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"{path}: no such file or folder")
+    unique: dict[Path, None] = dict.fromkeys(f.resolve() for f in files)
+    return list(unique)
+
+
+async def ingest_files(
+    settings: Settings, files: Sequence[Path], *, collection: str | None, progress: bool = True
+) -> Counter[str]:
+    """Ingest `files` into `collection`, one by one, with a progress bar.
+
+    Returns:
+        How many documents were `created`, `updated`, `unchanged` and `failed`.
+    """
+    counts: Counter[str] = Counter()
+    try:
+        async with open_resources(settings) as resources:
+            with tqdm(files, unit="file", disable=not progress) as bar:
+                for path in bar:
+                    bar.set_postfix_str(path.name, refresh=False)
+                    try:
+                        result = await resources.knowledge.ingest_path(path, collection=collection)
+                    except (StoreError, OSError) as error:
+                        counts["failed"] += 1
+                        tqdm.write(f"failed: {path}: {error}")
+                        continue
+                    counts[result.status] += 1
+    except RuntimeError as error:
+        if "already accessed" not in str(error):
+            raise
+        raise SystemExit(
+            f"the Qdrant local store in {settings.data_dir / 'qdrant'} is open in another "
+            "process (a running server?): stop it, or set QDRANT_URL to a Qdrant server"
+        ) from error
+    return counts
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Ingest .txt, .md, .html and .pdf files (folders: recursively) into the knowledge base."""
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise SystemExit(f"invalid settings:\n{error}") from error
+    collection = args.collection or settings.knowledge_default_collection
+    try:
+        check_collection_name(collection)
+    except ValueError as error:
+        raise SystemExit(f"--collection: {error}") from error
+    files = collect_files([Path(p) for p in args.paths])
+    if not files:
+        print("no .txt, .md, .html or .pdf files found")
+        return 1
+    counts = asyncio.run(ingest_files(settings, files, collection=collection))
+    print(
+        f"collection {collection!r}: {counts['created']} created, {counts['updated']} updated, "
+        f"{counts['unchanged']} unchanged, {counts['failed']} failed"
+    )
+    return 1 if counts["failed"] else 0
+
+
+def add_ingest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `switchboard ingest` on the sub-command parsers `sub`."""
+    ingest = sub.add_parser(
+        "ingest", help="ingest documents into the knowledge base", description=cmd_ingest.__doc__
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to ingest")
+    ingest.add_argument(
+        "--collection", help="knowledge base to ingest into (default: KNOWLEDGE_DEFAULT_COLLECTION)"
+    )
+    ingest.set_defaults(func=cmd_ingest)

@@ -1,0 +1,106 @@
+"""`/documents` (upload, list, read, delete) and `/search` (semantic search of the chunks)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+
+from server.deps import KnowledgeDep, Limit, Offset
+from server.schemas.common import NOT_FOUND, ErrorBody, Identifier, Page, Responses
+from server.schemas.knowledge import DocumentOut, IngestOut, SearchHitOut, SearchOut, SearchRequest
+from stores.extract import DocumentTooLargeError
+
+router = APIRouter(tags=["knowledge"])
+
+READ_CHUNK = 1024 * 1024
+UPLOAD_ERRORS: Responses = {
+    413: {"model": ErrorBody, "description": "The file is over MAX_UPLOAD_BYTES."},
+    415: {"model": ErrorBody, "description": "Not a .txt, .md, .html or .pdf file."},
+    422: {"model": ErrorBody, "description": "Empty, corrupt, or no text; or a bad field."},
+    503: {"model": ErrorBody, "description": "The vector store is unavailable."},
+}
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise DocumentTooLargeError(
+                f"{upload.filename or 'the file'} is over the limit of {limit} bytes"
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@router.post("/documents", status_code=status.HTTP_201_CREATED, responses=UPLOAD_ERRORS)
+async def upload_document(
+    knowledge: KnowledgeDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description="A .txt, .md, .html or .pdf file.")],
+    collection: Annotated[
+        Identifier | None, Form(description="Knowledge base (default: the configured one).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        Form(min_length=1, max_length=2000, description="Identity in the collection (filename)."),
+    ] = None,
+) -> IngestOut:
+    """Ingest a file: 201 when new, 200 when it replaced an older version or was unchanged."""
+    data = await _read_limited(file, knowledge.max_bytes)
+    result = await knowledge.ingest_bytes(
+        data,
+        filename=file.filename or "upload",
+        collection=collection,
+        source=source,
+        content_type=file.content_type,
+    )
+    if result.status != "created":
+        response.status_code = status.HTTP_200_OK
+    document = DocumentOut.model_validate(result.document)
+    return IngestOut(**document.model_dump(), status=result.status)
+
+
+@router.get("/documents")
+async def list_documents(
+    knowledge: KnowledgeDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    collection: Annotated[
+        Identifier | None, Query(description="Only documents of this collection.")
+    ] = None,
+) -> Page[DocumentOut]:
+    """Documents, newest first."""
+    page = await knowledge.list_documents(collection=collection, limit=limit, offset=offset)
+    return Page[DocumentOut].model_validate(page)
+
+
+@router.get("/documents/{document_id}", responses=NOT_FOUND)
+async def get_document(document_id: uuid.UUID, knowledge: KnowledgeDep) -> DocumentOut:
+    """One document."""
+    return DocumentOut.model_validate(await knowledge.get_document(document_id))
+
+
+@router.delete(
+    "/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND
+)
+async def delete_document(document_id: uuid.UUID, knowledge: KnowledgeDep) -> None:
+    """Delete a document and its vectors."""
+    await knowledge.delete_document(document_id)
+
+
+@router.post("/search")
+async def search(body: SearchRequest, knowledge: KnowledgeDep) -> SearchOut:
+    """The `k` chunks closest in meaning to `query`, optionally filtered by payload."""
+    collection = body.filter.collection
+    hits = await knowledge.search(
+        body.query,
+        k=body.k,
+        collections=None if collection is None else [collection],
+        source=body.filter.source,
+        doc_type=body.filter.doc_type,
+    )
+    return SearchOut(query=body.query, hits=[SearchHitOut.model_validate(hit) for hit in hits])

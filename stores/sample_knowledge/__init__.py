@@ -1,0 +1,1 @@
+"""Sample documents about Switchboard, ingested into an empty knowledge base at startup."""
