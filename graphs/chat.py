@@ -1,0 +1,53 @@
+"""The default assistant: recall → retrieve → plan → call_tools ⟲ reason → respond → remember."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+
+from nodes.call_tools import call_tools
+from nodes.context import AgentContext
+from nodes.plan import plan, route_after_plan
+from nodes.reason import reason, route_after_reason
+from nodes.recall import recall
+from nodes.remember import remember
+from nodes.respond import respond
+from nodes.retrieve import retrieve
+from nodes.state import AgentState, InputState, OutputState
+
+ChatGraph = CompiledStateGraph[AgentState, AgentContext, InputState, OutputState]
+
+
+def build_chat_graph(
+    *,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    store: BaseStore | None = None,
+    name: str = "chat",
+) -> ChatGraph:
+    """Compile the chat graph; it connects to nothing until it runs."""
+    builder = StateGraph(
+        AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState
+    )
+    builder.add_node("recall", recall)
+    builder.add_node("retrieve", retrieve)
+    builder.add_node("plan", plan)
+    builder.add_node("call_tools", call_tools)
+    builder.add_node("reason", reason)
+    builder.add_node("respond", respond)
+    builder.add_node("remember", remember)
+    builder.add_edge(START, "recall")
+    builder.add_edge("recall", "retrieve")
+    builder.add_edge("retrieve", "plan")
+    builder.add_conditional_edges("plan", route_after_plan)
+    builder.add_edge("call_tools", "reason")
+    builder.add_conditional_edges("reason", route_after_reason)
+    builder.add_edge("respond", "remember")
+    builder.add_edge("remember", END)
+    return builder.compile(checkpointer=checkpointer, store=store, name=name)
+
+
+graph = build_chat_graph()

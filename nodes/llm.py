@@ -1,0 +1,68 @@
+"""Helpers shared by the nodes that call the chat model: prompt, tool binding, token usage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.runnables import Runnable
+
+from nodes.context import AgentContext
+from nodes.models import chat_model_for
+from nodes.prompts import system_text
+from nodes.state import AgentState
+from nodes.tools.registry import ToolSpec, tool_registry
+
+log = logging.getLogger(__name__)
+
+
+def agent_tools(ctx: AgentContext) -> list[ToolSpec]:
+    """The built-in tools enabled for the agent (unknown names are logged and skipped)."""
+    registry = tool_registry()
+    unknown = [name for name in ctx.tools if name not in registry]
+    if unknown:
+        log.warning("agent %s lists unknown tools %s; skipping them", ctx.agent_name, unknown)
+    return [registry[name] for name in ctx.tools if name in registry]
+
+
+def tool_model(ctx: AgentContext) -> Runnable[LanguageModelInput, AIMessage]:
+    """The agent's chat model bound to its tools (or bare when it has none)."""
+    model = chat_model_for(ctx)
+    tools = agent_tools(ctx)
+    if not tools:
+        return model
+    return model.bind_tools([spec.openai_schema() for spec in tools])
+
+
+def prompt(
+    state: AgentState, ctx: AgentContext, *, extra_warnings: Sequence[str] = ()
+) -> list[BaseMessage]:
+    """System message (prompt, summary, memories, sources, warnings) + the message window."""
+    system = system_text(
+        system_prompt=ctx.system_prompt,
+        summary=state.get("summary", ""),
+        memories=state.get("memories", []),
+        sources=state.get("sources", []),
+        warnings=[*state.get("warnings", []), *extra_warnings],
+    )
+    return [SystemMessage(system), *state.get("messages", [])]
+
+
+def add_usage(total: Mapping[str, int], usage: UsageMetadata | None) -> dict[str, int]:
+    """`total` plus one model call's token usage."""
+    out = dict(total)
+    if usage is not None:
+        for key in ("input_tokens", "output_tokens", "total_tokens"):
+            out[key] = out.get(key, 0) + int(usage.get(key) or 0)  # type: ignore[call-overload]
+    out["calls"] = out.get("calls", 0) + 1
+    return out
+
+
+def describe_call(call: Mapping[str, Any]) -> str:
+    """A tool call as a plan step: `calculator(expression="2+2")`."""
+    args = ", ".join(f"{k}={v!r}" for k, v in dict(call.get("args") or {}).items())
+    return f"Call {call.get('name')}({args})"

@@ -1,0 +1,48 @@
+"""`recall`: start the turn and fetch what long-term memory holds about the user."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from nodes.context import AgentContext, context_from
+from nodes.memory import recall_memories
+from nodes.state import AgentState, Memory, emit, last_user_text
+
+log = logging.getLogger(__name__)
+
+
+async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Reset the per-turn keys and recall the user's memories relevant to the new message."""
+    ctx = context_from(runtime.context)
+    memories: list[Memory] = []
+    warnings: list[str] = []
+    if runtime.store is not None and ctx.memory_policy != "off":
+        try:
+            memories = await asyncio.wait_for(
+                recall_memories(
+                    runtime.store, ctx.user_id, last_user_text(state), limit=ctx.memory_limit
+                ),
+                timeout=ctx.tool_timeout_s,
+            )
+        except Exception as error:  # an outage degrades the answer, never fails the run
+            log.warning("memory recall failed: %r", error)
+            warnings.append(f"I could not consult long-term memory ({type(error).__name__})")
+            emit(runtime.stream_writer, "warning", {"node": "recall", "message": warnings[-1]})
+    if memories:
+        emit(runtime.stream_writer, "memories", {"memories": [m["text"] for m in memories]})
+    return {
+        "memories": memories,
+        "warnings": warnings,
+        "sources": [],
+        "plan": [],
+        "steps": 0,
+        "answer": "",
+        "citations": [],
+        "usage": {},
+        "stopped": False,
+        "turn": state.get("turn", 0) + 1,
+    }

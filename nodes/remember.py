@@ -1,0 +1,95 @@
+"""`remember`: save what the user said about themselves, and keep the message window bounded."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, RemoveMessage, ToolMessage
+from langgraph.runtime import Runtime
+
+from nodes.context import AgentContext, context_from
+from nodes.memory import save_memory
+from nodes.state import AgentState, emit, last_user_text
+
+log = logging.getLogger(__name__)
+
+SUMMARY_LINE_CHARS = 200
+_SELF_FACT = re.compile(
+    r"^(?:i am|i'm|my name is|i live in|i work (?:at|as|in)|i like|i love|i prefer|i hate|"
+    r"i don't eat|i do not eat|i'm allergic|i am allergic)\b[^?]*$",
+    re.IGNORECASE,
+)
+
+
+def self_fact(text: str) -> str | None:
+    """The user's statement about themselves ("I'm vegetarian"), or None."""
+    first = re.split(r"(?<=[.!])\s+", text.strip())[0].strip()
+    return first.rstrip(".!") if _SELF_FACT.match(first) and len(first) <= 300 else None
+
+
+def fold_summary(summary: str, dropped: Sequence[AnyMessage], *, max_chars: int) -> str:
+    """`summary` with one line per dropped message appended, cut to the newest `max_chars`."""
+    lines = [line for line in summary.splitlines() if line]
+    for message in dropped:
+        who = "User" if message.type == "human" else "Assistant"
+        text = " ".join(message.text.split())
+        if text:
+            lines.append(f"{who}: {text[:SUMMARY_LINE_CHARS]}")
+    while lines and sum(len(line) + 1 for line in lines) > max_chars:
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+def window_changes(
+    messages: Sequence[AnyMessage], *, window: int, summary: str, max_chars: int
+) -> dict[str, Any]:
+    """Drop this turn's tool traffic and the turns beyond `window`, folding them into summary."""
+    scratch = [
+        m
+        for m in messages
+        if isinstance(m, ToolMessage) or (isinstance(m, AIMessage) and m.tool_calls)
+    ]
+    kept = [m for m in messages if m not in scratch]
+    overflow = kept[: max(0, len(kept) - window)]
+    removals: list[RemoveMessage] = [RemoveMessage(id=m.id) for m in [*scratch, *overflow] if m.id]
+    changes: dict[str, Any] = {}
+    if removals:
+        changes["messages"] = removals
+    if overflow:
+        changes["summary"] = fold_summary(summary, overflow, max_chars=max_chars)
+    return changes
+
+
+async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Save a self-statement to memory (policy "auto") and trim the message window."""
+    ctx = context_from(runtime.context)
+    messages = state.get("messages", [])
+    used_memory_tool = any(
+        isinstance(m, AIMessage) and any(c["name"] in {"remember", "forget"} for c in m.tool_calls)
+        for m in messages
+    )
+    fact = self_fact(last_user_text(state))
+    changes: dict[str, Any] = {}
+    if fact and ctx.memory_policy == "auto" and runtime.store is not None and not used_memory_tool:
+        try:
+            await save_memory(runtime.store, ctx.user_id, fact, origin="auto")
+            emit(runtime.stream_writer, "memory_saved", {"text": fact})
+        except Exception as error:  # an outage loses the fact, never the answer
+            log.warning("saving a memory failed: %r", error)
+            emit(
+                runtime.stream_writer,
+                "warning",
+                {"node": "remember", "message": "I could not save that to long-term memory"},
+            )
+    changes.update(
+        window_changes(
+            messages,
+            window=ctx.history_window,
+            summary=state.get("summary", ""),
+            max_chars=ctx.summary_max_chars,
+        )
+    )
+    return changes

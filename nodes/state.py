@@ -1,0 +1,83 @@
+"""The agent's typed state: a bounded window of messages, a running summary, and per-turn work."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+
+class Source(TypedDict):
+    """A retrieved chunk the answer may cite as `[n]`."""
+
+    n: int
+    document_id: str
+    chunk_index: int
+    collection: str
+    source: str
+    doc_type: str
+    title: str
+    text: str
+    score: float
+
+
+class Memory(TypedDict):
+    """A long-term fact about the user, recalled from the memory store."""
+
+    key: str
+    text: str
+
+
+class AgentState(TypedDict, total=False):
+    """State of one conversation (thread).
+
+    `messages` holds only a window of recent turns (the `remember` node trims it and folds what
+    drops out into `summary`), so the checkpoint written per turn does not grow with the
+    conversation; the full transcript lives in the SQL `messages` table. The other keys are
+    rewritten every turn.
+    """
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    summary: str
+    memories: list[Memory]
+    sources: list[Source]
+    plan: list[str]
+    steps: int
+    warnings: list[str]
+    answer: str
+    citations: list[Source]
+    turn: int
+    usage: dict[str, int]
+    stopped: bool
+
+
+class InputState(TypedDict):
+    """What a run takes: the new user message(s)."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class OutputState(TypedDict, total=False):
+    """What a run returns: the answer with its citations, and the plan it followed."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    answer: str
+    citations: list[Source]
+    plan: list[str]
+    warnings: list[str]
+    summary: str
+    turn: int
+
+
+def last_user_text(state: AgentState) -> str:
+    """The text of the latest human message of the state ("" when there is none)."""
+    for message in reversed(state.get("messages", [])):
+        if message.type == "human":
+            return message.text
+    return ""
+
+
+def emit(writer: Any, event: str, data: dict[str, Any]) -> None:
+    """Send a typed custom stream event `{"event": ..., "data": ...}` through `writer`."""
+    writer({"event": event, "data": data})
