@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from stores.errors import ConflictError, NotFoundError, UnavailableError
+from stores.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
 from stores.extract import DocumentError
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ async def _bad_document(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, str(exc), field=exc.field)
 
 
+async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidInputError)
+    return error_response(422, str(exc), field=exc.field)
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, str(exc))
 
@@ -51,6 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map store exceptions to HTTP statuses on `app`."""
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(ConflictError, _conflict)
+    app.add_exception_handler(InvalidInputError, _invalid)
     app.add_exception_handler(UnavailableError, _unavailable)
     app.add_exception_handler(DocumentError, _bad_document)
     app.add_exception_handler(OperationalError, _database_down)

@@ -25,5 +25,13 @@ class ConflictError(StoreError):
         super().__init__(message)
 
 
+class InvalidInputError(StoreError, ValueError):
+    """A request value a store cannot accept, named by its field (HTTP 422)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 class UnavailableError(StoreError):
     """A backing service (database, vector store, memory store) cannot be reached (HTTP 503)."""

@@ -1,0 +1,96 @@
+"""Long-term memory: a LangGraph store on MongoDB with semantic recall through Qdrant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from langchain_core.embeddings import Embeddings
+from qdrant_client import AsyncQdrantClient
+
+from stores.errors import UnavailableError
+from stores.memory.mongo import MongoGateway, open_mongo
+from stores.memory.store import MongoStore
+from stores.memory.tool_cache import ToolCache
+from stores.memory.vectors import MemoryVectors
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MemoryVectors",
+    "MongoGateway",
+    "MongoStore",
+    "ToolCache",
+    "open_memory_store",
+    "open_mongo",
+]
+
+
+async def _sweep_forever(store: MongoStore, cache: ToolCache, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            purged = await store.asweep_ttl()
+            cached = await cache.sweep()
+            if purged or cached:
+                log.info("TTL sweep: %d memories, %d cached tool results purged", purged, cached)
+        except UnavailableError as error:
+            log.warning("TTL sweep skipped: %s", error)
+
+
+@asynccontextmanager
+async def open_memory_store(
+    mongo: MongoGateway,
+    *,
+    qdrant: AsyncQdrantClient | None,
+    embedder: Embeddings | None,
+    dimension: int,
+    vector_collection: str = "memory_vectors",
+    index_fields: tuple[str, ...] = ("$",),
+    default_ttl_minutes: float | None = None,
+    sweep_interval_s: float | None = 60.0,
+) -> AsyncIterator[tuple[MongoStore, ToolCache]]:
+    """Open the memory store and the tool cache on `mongo`; sweep expired entries meanwhile.
+
+    A MongoDB that is down at startup is logged, not fatal: the indexes are created on first
+    use and requests answer 503 until the server is back.
+    """
+    vectors = (
+        MemoryVectors(qdrant, collection=vector_collection, dimension=dimension)
+        if qdrant is not None and embedder is not None
+        else None
+    )
+    store = MongoStore(
+        mongo=mongo,
+        vectors=vectors,
+        embedder=embedder if vectors is not None else None,
+        index_fields=index_fields,
+        ttl={
+            "refresh_on_read": True,
+            "omit_expired": True,
+            "default_ttl": default_ttl_minutes,
+        },
+        loop=asyncio.get_running_loop(),
+    )
+    cache = ToolCache(mongo)
+    try:
+        await store.ensure_indexes()
+    except UnavailableError as error:
+        log.warning("memory store not ready at startup (will retry on use): %s", error)
+    if vectors is not None:
+        await vectors.ensure()
+    sweeper = (
+        asyncio.create_task(_sweep_forever(store, cache, sweep_interval_s), name="memory-ttl-sweep")
+        if sweep_interval_s
+        else None
+    )
+    try:
+        yield store, cache
+    finally:
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
