@@ -210,8 +210,8 @@ class MongoStore(BaseStore):
             validate_op_namespace(op)
             if isinstance(op, PutOp):
                 _check_put_namespace(op.namespace)
-            elif isinstance(op, SearchOp) and op.filter:
-                check_filter(op.filter)
+            elif isinstance(op, SearchOp):
+                check_filter(op.filter or {})
             elif not isinstance(op, (GetOp, ListNamespacesOp)):
                 raise ValueError(f"unknown store operation {type(op).__name__}")
         await self.ensure_indexes()

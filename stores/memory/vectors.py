@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,10 +78,12 @@ class MemoryVectors:
             self.collection,
             vectors_config=qm.VectorParams(size=self.dimension, distance=qm.Distance.COSINE),
         )
-        for field in (PAYLOAD_DOC_ID, PAYLOAD_PREFIXES):
-            await self.client.create_payload_index(
-                self.collection, field, field_schema=qm.PayloadSchemaType.KEYWORD
-            )
+        with warnings.catch_warnings():  # local mode warns that it scans instead
+            warnings.simplefilter("ignore", UserWarning)
+            for field in (PAYLOAD_DOC_ID, PAYLOAD_PREFIXES):
+                await self.client.create_payload_index(
+                    self.collection, field, field_schema=qm.PayloadSchemaType.KEYWORD
+                )
 
     async def recreate(self) -> None:
         """Drop the collection and create it empty."""
