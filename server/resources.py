@@ -13,9 +13,11 @@ from qdrant_client import AsyncQdrantClient
 
 from server.settings import Settings
 from stores import migrate
+from stores.embedded_mongo import embedded_mongo
 from stores.embedded_postgres import embedded_postgres
 from stores.embeddings import open_embedder
 from stores.knowledge import KnowledgeBase, open_knowledge
+from stores.memory import MongoGateway, MongoStore, ToolCache, open_memory_store, open_mongo
 from stores.qdrant import open_qdrant
 from stores.sql.database import Database, open_database
 
@@ -35,6 +37,10 @@ class Resources:
     embedding_dimension: int
     embedding_model: str
     knowledge: KnowledgeBase
+    memory: MongoStore  # LangGraph store: long-term memory (MongoDB + Qdrant vectors)
+    tool_cache: ToolCache
+    mongo: MongoGateway
+    mongo_kind: str  # "external" or "embedded"
 
 
 @contextmanager
@@ -56,6 +62,27 @@ async def _enter_database_url(settings: Settings, stack: AsyncExitStack) -> str:
 
     stack.push_async_callback(_exit)
     return url
+
+
+@contextmanager
+def mongodb_uri(settings: Settings) -> Iterator[str]:
+    """`MONGODB_URI` when set; else the URI of an embedded nx-27017, running until exit."""
+    if settings.mongodb_uri:
+        yield settings.mongodb_uri
+        return
+    with embedded_mongo(settings.data_dir / "mongo") as uri:
+        yield uri
+
+
+async def _enter_mongodb_uri(settings: Settings, stack: AsyncExitStack) -> str:
+    manager = mongodb_uri(settings)
+    uri = await anyio.to_thread.run_sync(manager.__enter__)
+
+    async def _exit() -> None:
+        await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
+
+    stack.push_async_callback(_exit)
+    return uri
 
 
 @asynccontextmanager
@@ -99,6 +126,28 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             default_collection=settings.knowledge_default_collection,
             max_bytes=settings.max_upload_bytes,
         )
+        # Long-term memory: items in MongoDB (MONGODB_URI or embedded nx-27017), vectors in Qdrant.
+        mongo = await stack.enter_async_context(
+            open_mongo(
+                await _enter_mongodb_uri(settings, stack),
+                settings.memory_database,
+                timeout_ms=settings.mongodb_timeout_ms,
+                write_retries=settings.mongodb_write_retries,
+                retry_backoff_s=settings.mongodb_retry_backoff_s,
+            )
+        )
+        memory, tool_cache = await stack.enter_async_context(
+            open_memory_store(
+                mongo,
+                qdrant=qdrant,
+                embedder=embedder,
+                dimension=dimension,
+                vector_collection=settings.memory_vector_collection,
+                index_fields=tuple(settings.memory_index_fields),
+                default_ttl_minutes=settings.memory_default_ttl_minutes,
+                sweep_interval_s=settings.memory_sweep_interval_s,
+            )
+        )
         yield Resources(
             settings=settings,
             database=database,
@@ -109,4 +158,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             embedding_dimension=dimension,
             embedding_model=model_name,
             knowledge=knowledge,
+            memory=memory,
+            tool_cache=tool_cache,
+            mongo=mongo,
+            mongo_kind="external" if settings.mongodb_uri else "embedded",
         )

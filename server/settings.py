@@ -41,6 +41,31 @@ class Settings(BaseSettings):
     mongodb_uri: str | None = Field(
         None, description="MongoDB URI. Unset: an embedded nx-27017 server in DATA_DIR/mongo."
     )
+    mongodb_timeout_ms: int = Field(
+        2000, ge=100, le=60_000, description="MongoDB connect/server-selection timeout (ms)."
+    )
+    mongodb_write_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed memory write before it is reported."
+    )
+    mongodb_retry_backoff_s: float = Field(
+        0.1, ge=0, le=10, description="First backoff between write retries (doubles each time)."
+    )
+    memory_database: str = Field(
+        "switchboard", min_length=1, description="MongoDB database of agent_memory/tool_cache."
+    )
+    memory_vector_collection: str = Field(
+        "memory_vectors", min_length=1, description="Qdrant collection of memory vectors."
+    )
+    memory_index_fields: list[str] = Field(
+        default_factory=lambda: ["$"],
+        description='JSON paths of a memory value that get embedded ("$": the whole value).',
+    )
+    memory_default_ttl_minutes: float | None = Field(
+        None, gt=0, description="TTL of memories put without one (unset: they never expire)."
+    )
+    memory_sweep_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between purges of expired memories and cache entries."
+    )
     embeddings_provider: Literal["minilm", "openai"] = Field(
         "minilm", description="minilm (offline all-MiniLM-L6-v2, 384-d) or openai."
     )
