@@ -24,17 +24,18 @@ async def _cached(ctx: AgentContext, spec: ToolSpec, args: dict[str, Any]) -> st
     if not spec.cacheable or ctx.tool_cache is None:
         return None
     try:
-        return await ctx.tool_cache.get(spec.name, args)
+        hit = await ctx.tool_cache.get(spec.name, args)
     except Exception as error:  # a cache outage only costs a recomputation
         log.warning("tool cache read failed: %r", error)
         return None
+    return hit if isinstance(hit, str) else None
 
 
 async def _store_cached(ctx: AgentContext, spec: ToolSpec, args: dict[str, Any], out: str) -> None:
     if not spec.cacheable or ctx.tool_cache is None:
         return
     try:
-        await ctx.tool_cache.put(spec.name, args, out, ttl_s=ctx.tool_cache_ttl_s)
+        await ctx.tool_cache.put(spec.name, args, out, ttl_seconds=ctx.tool_cache_ttl_s)
     except Exception as error:
         log.warning("tool cache write failed: %r", error)
 

@@ -55,10 +55,10 @@ class KnowledgeSearch(Protocol):
 class ToolCache(Protocol):
     """Where results of cacheable tools are kept (MongoDB `tool_cache`)."""
 
-    async def get(self, tool: str, args: Mapping[str, Any]) -> str | None: ...
+    async def get(self, tool: str, args: Mapping[str, Any]) -> Any | None: ...
 
     async def put(
-        self, tool: str, args: Mapping[str, Any], result: str, *, ttl_s: float
+        self, tool: str, args: Mapping[str, Any], result: Any, *, ttl_seconds: float
     ) -> None: ...
 
 

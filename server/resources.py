@@ -13,6 +13,7 @@ from qdrant_client import AsyncQdrantClient
 
 from server.settings import Settings
 from stores import migrate
+from stores.checkpoints import Checkpoints, open_checkpoints
 from stores.embedded_mongo import embedded_mongo
 from stores.embedded_postgres import embedded_postgres
 from stores.embeddings import open_embedder
@@ -41,6 +42,7 @@ class Resources:
     tool_cache: ToolCache
     mongo: MongoGateway
     mongo_kind: str  # "external" or "embedded"
+    checkpoints: Checkpoints
 
 
 @contextmanager
@@ -126,6 +128,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             default_collection=settings.knowledge_default_collection,
             max_bytes=settings.max_upload_bytes,
         )
+        # LangGraph's checkpoint tables live in the same database, on a psycopg pool of their own.
+        checkpoints = await stack.enter_async_context(
+            open_checkpoints(
+                url, max_size=settings.checkpoint_pool_size, timeout_s=settings.db_pool_timeout
+            )
+        )
         # Long-term memory: items in MongoDB (MONGODB_URI or embedded nx-27017), vectors in Qdrant.
         mongo = await stack.enter_async_context(
             open_mongo(
@@ -162,4 +170,5 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             tool_cache=tool_cache,
             mongo=mongo,
             mongo_kind="external" if settings.mongodb_uri else "embedded",
+            checkpoints=checkpoints,
         )

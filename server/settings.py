@@ -80,6 +80,34 @@ class Settings(BaseSettings):
         None, description="Base URL of an OpenAI-compatible API (Gemini, vLLM, Ollama...)."
     )
 
+    # The agents (issue 5): defaults an agent's own `model` / `config` may override.
+    llm_provider: Literal["offline", "openai"] = Field(
+        "offline", description="Chat model of agents that name none: offline or openai."
+    )
+    llm_model: str = Field("gpt-4o-mini", description="Model name for the openai provider.")
+    llm_temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+    llm_max_tokens: int | None = Field(None, ge=1, description="Cap on tokens per answer.")
+    llm_timeout_s: float = Field(60.0, gt=0, le=600, description="Seconds per model call.")
+    llm_max_retries: int = Field(2, ge=0, le=10, description="Retries of a failed model call.")
+    offline_token_delay_s: float = Field(
+        0.0, ge=0, le=5, description="Pause between the offline model's streamed tokens."
+    )
+    agent_max_steps: int = Field(4, ge=1, le=50, description="Tool rounds per turn at most.")
+    agent_history_window: int = Field(
+        12, ge=2, le=200, description="Messages kept in a conversation's checkpointed window."
+    )
+    agent_tool_timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds per tool call.")
+    http_tool_allowed_hosts: list[str] = Field(
+        default_factory=list, description="Hosts the http_get tool may fetch (`*.domain` ok)."
+    )
+    chat_max_message_chars: int = Field(
+        32_000, ge=1, le=1_000_000, description="Longest /chat message; longer ones get 413."
+    )
+    chat_ping_s: float = Field(10.0, gt=0, le=300, description="SSE heartbeat interval.")
+    checkpoint_pool_size: int = Field(
+        10, ge=1, le=500, description="psycopg connections for LangGraph checkpoints."
+    )
+
     knowledge_default_collection: str = Field(
         "knowledge",
         min_length=1,

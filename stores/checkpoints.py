@@ -1,0 +1,87 @@
+"""LangGraph's PostgreSQL checkpointer on a psycopg pool of its own, tables set up on first use."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from stores.errors import UnavailableError
+from stores.sql.database import libpq_url
+
+log = logging.getLogger(__name__)
+
+# Any constant works; it only keeps two processes from creating the tables at once.
+_SETUP_LOCK_KEY = 5_318_008_001
+
+
+class Checkpoints:
+    """The checkpointer and its pool; `ready()` creates the tables once per process."""
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        self.pool = pool
+        self.saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def ready(self) -> AsyncPostgresSaver:
+        """The saver, its tables created (under an advisory lock); `UnavailableError` if down."""
+        if self._ready:
+            return self.saver
+        async with self._lock:
+            if self._ready:
+                return self.saver
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK_KEY,))
+                    try:
+                        await self.saver.setup()
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
+            except (psycopg.OperationalError, PoolTimeout) as error:
+                message = f"the checkpoint database is unavailable: {error}"
+                raise UnavailableError(message) from error
+            self._ready = True
+            return self.saver
+
+
+@asynccontextmanager
+async def open_checkpoints(
+    url: str, *, max_size: int = 10, timeout_s: float = 10.0
+) -> AsyncIterator[Checkpoints]:
+    """Checkpoints on a pool of up to `max_size` connections; tables are set up at open if the
+    database answers, else on first use (a database that is down does not stop the server).
+
+    Args:
+        url: PostgreSQL URL of the database that also holds the chat tables.
+        max_size: Connections the pool may open (at least 2: setup holds a lock on one).
+        timeout_s: Seconds to wait for a free connection.
+    """
+    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
+        libpq_url(url),
+        min_size=1,
+        max_size=max(2, max_size),
+        timeout=timeout_s,
+        kwargs=kwargs,
+        open=False,
+        name="checkpoints",
+    )
+    await pool.open(wait=False)
+    checkpoints = Checkpoints(pool)
+    try:
+        try:
+            await checkpoints.ready()
+        except UnavailableError as error:
+            log.warning("checkpoint tables not set up at startup (will retry on use): %s", error)
+        yield checkpoints
+    finally:
+        await pool.close()
