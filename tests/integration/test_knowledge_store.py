@@ -1,0 +1,295 @@
+"""The knowledge base on real PostgreSQL, real Qdrant local mode and the real MiniLM model."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from qdrant_client import models
+from sqlalchemy.exc import DBAPIError
+
+from stores.embeddings import MiniLMEmbeddings
+from stores.extract import DocumentTooLargeError, UnreadableDocumentError, UnsupportedTypeError
+from stores.knowledge import (
+    COLLECTION_PREFIX,
+    DimensionMismatchError,
+    KnowledgeBase,
+    open_knowledge,
+    point_id,
+)
+from stores.qdrant import open_qdrant, qdrant_call
+from stores.sql.database import open_database
+from tests.integration.knowledge_support import (
+    all_points,
+    make_pdf,
+    open_kb,
+    shared_embedder,
+    unique_collection,
+)
+
+VOLCANO = (
+    "Volcanoes form where magma from the Earth's mantle reaches the surface. Lava, ash and "
+    "gases erupt through vents; Mount Etna in Sicily erupts several times a year."
+)
+BAKING = (
+    "Sourdough bread rises thanks to a starter of wild yeast and lactic acid bacteria. The dough "
+    "ferments slowly overnight before it is baked in a very hot oven."
+)
+CHESS = (
+    "In chess, castling moves the king two squares towards a rook, and the rook jumps to the "
+    "other side of the king. It is the only move in which two pieces move at once."
+)
+HTML_PAGE = f"""<!doctype html>
+<html><head><title>Volcano facts</title><style>p {{ color: red; }}</style>
+<script>var secret = "do not index this script";</script></head>
+<body><h1>Volcanoes</h1><p>{VOLCANO}</p><!-- a comment --><p>Tags &amp; entities go.</p>
+</body></html>"""
+
+FORMATS = {
+    "notes.txt": VOLCANO.encode(),
+    "notes.md": f"# Volcanoes\n\n{VOLCANO}\n\n## More\n\n- lava\n- ash\n".encode(),
+    "notes.html": HTML_PAGE.encode(),
+    "notes.pdf": make_pdf([VOLCANO[:90], VOLCANO[90:]], title="Volcano facts"),
+}
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbeddings:
+    """The real model, loaded once for the process."""
+    return shared_embedder()
+
+
+@pytest.fixture
+async def kb(
+    database_url: str, tmp_path: Path, embedder: MiniLMEmbeddings
+) -> AsyncIterator[KnowledgeBase]:
+    """A knowledge base on this module's database and a fresh local Qdrant."""
+    async with open_kb(database_url, tmp_path / "qdrant") as knowledge:
+        yield knowledge
+
+
+@pytest.mark.parametrize("filename", sorted(FORMATS))
+async def test_each_format_is_extracted_chunked_and_found_by_meaning(
+    kb: KnowledgeBase, filename: str
+) -> None:
+    collection = unique_collection("fmt")
+    result = await kb.ingest_bytes(FORMATS[filename], filename=filename, collection=collection)
+
+    assert result.status == "created"
+    doc = result.document
+    assert doc.doc_type == filename.rsplit(".", 1)[1]
+    assert doc.chunk_count >= 1
+    assert len(doc.content_hash) == 64
+    hits = await kb.search("where does lava come from?", k=3, collections=[collection])
+    assert hits, "the document should be found"
+    top = hits[0]
+    assert top.document_id == doc.id
+    assert top.source == filename
+    assert top.doc_type == doc.doc_type
+    assert "magma" in top.text
+    assert 0 < top.score <= 1
+
+
+async def test_html_is_indexed_without_tags_scripts_or_styles(kb: KnowledgeBase) -> None:
+    collection = unique_collection("html")
+    result = await kb.ingest_bytes(HTML_PAGE.encode(), filename="v.html", collection=collection)
+
+    assert result.document.title == "Volcano facts"
+    text = " ".join(str((p.payload or {})["chunk"]) for p in await all_points(kb, collection))
+    assert "Mount Etna" in text
+    assert "Tags & entities go." in text
+    for leaked in ("<p>", "secret", "color: red", "a comment"):
+        assert leaked not in text
+
+
+async def test_payload_carries_the_seed_fields_and_deterministic_ids(kb: KnowledgeBase) -> None:
+    collection = unique_collection("payload")
+    long_text = "\n\n".join(f"Paragraph {i}. {BAKING}" for i in range(8))
+    result = await kb.ingest_bytes(long_text.encode(), filename="b.txt", collection=collection)
+
+    doc = result.document
+    points = sorted(
+        await all_points(kb, collection), key=lambda p: int((p.payload or {})["chunk_index"])
+    )
+    assert doc.chunk_count == len(points) > 1
+    for index, point in enumerate(points):
+        payload = point.payload or {}
+        assert payload["chunk_index"] == index
+        assert payload["document_id"] == str(doc.id)
+        assert payload["collection"] == collection
+        assert payload["source"] == "b.txt"
+        assert payload["doc_type"] == "txt"
+        assert "conversation_context" in payload
+        assert str(payload["chunk"]).strip()
+        assert str(point.id) == point_id(doc.id, doc.content_hash, index)
+
+
+async def test_same_file_twice_changes_nothing(kb: KnowledgeBase) -> None:
+    collection = unique_collection("same")
+    first = await kb.ingest_bytes(CHESS.encode(), filename="chess.md", collection=collection)
+    before = {str(p.id) for p in await all_points(kb, collection)}
+
+    again = await kb.ingest_bytes(CHESS.encode(), filename="chess.md", collection=collection)
+
+    assert again.status == "unchanged"
+    assert again.document.id == first.document.id
+    assert again.document.updated_at == first.document.updated_at
+    assert {str(p.id) for p in await all_points(kb, collection)} == before
+    page = await kb.list_documents(collection=collection)
+    assert page.total == 1
+
+
+async def test_changed_file_replaces_its_old_chunks(kb: KnowledgeBase) -> None:
+    collection = unique_collection("change")
+    old_text = "\n\n".join(f"Old part {i}. {BAKING}" for i in range(6))
+    first = await kb.ingest_bytes(old_text.encode(), filename="doc.txt", collection=collection)
+    assert first.document.chunk_count > 1
+
+    second = await kb.ingest_bytes(CHESS.encode(), filename="doc.txt", collection=collection)
+
+    assert second.status == "updated"
+    assert second.document.id == first.document.id
+    assert second.document.content_hash != first.document.content_hash
+    points = await all_points(kb, collection)
+    assert len(points) == second.document.chunk_count == 1
+    assert all("Sourdough" not in str((p.payload or {})["chunk"]) for p in points)
+    hits = await kb.search("sourdough starter", k=5, collections=[collection])
+    assert [h.text for h in hits] == [CHESS]
+
+
+async def test_delete_removes_the_row_and_every_vector(kb: KnowledgeBase) -> None:
+    collection = unique_collection("delete")
+    keep = await kb.ingest_bytes(CHESS.encode(), filename="keep.txt", collection=collection)
+    gone = await kb.ingest_bytes(VOLCANO.encode(), filename="gone.txt", collection=collection)
+
+    await kb.delete_document(gone.document.id)
+
+    with pytest.raises(Exception, match="not found"):
+        await kb.get_document(gone.document.id)
+    remaining = {(p.payload or {})["document_id"] for p in await all_points(kb, collection)}
+    assert remaining == {str(keep.document.id)}
+    hits = await kb.search("volcano eruption", k=5, collections=[collection])
+    assert {h.document_id for h in hits} == {keep.document.id}
+
+
+async def test_filters_return_only_matching_payloads(kb: KnowledgeBase) -> None:
+    first, second = unique_collection("fa"), unique_collection("fb")
+    await kb.ingest_bytes(VOLCANO.encode(), filename="v.txt", collection=first)
+    await kb.ingest_bytes(FORMATS["notes.md"], filename="v.md", collection=first)
+    await kb.ingest_bytes(BAKING.encode(), filename="bread.md", collection=second)
+    query = "volcano lava bread"
+
+    by_type = await kb.search(query, k=10, collections=[first, second], doc_type="md")
+    assert by_type
+    assert {h.doc_type for h in by_type} == {"md"}
+    by_source = await kb.search(query, k=10, collections=[first, second], source="v.txt")
+    assert by_source
+    assert {h.source for h in by_source} == {"v.txt"}
+    only_second = await kb.search(query, k=10, collections=[second])
+    assert only_second
+    assert {h.collection for h in only_second} == {second}
+    both = await kb.search(query, k=10, collections=[first, second])
+    assert {h.collection for h in both} == {first, second}
+    assert [h.score for h in both] == sorted((h.score for h in both), reverse=True)
+    none = await kb.search(query, k=10, collections=[second], source="v.txt")
+    assert none == []
+
+
+async def test_unknown_collection_finds_nothing_and_raises_nothing(kb: KnowledgeBase) -> None:
+    assert await kb.search("anything", collections=[unique_collection("nope")]) == []
+
+
+async def test_documents_and_vectors_survive_a_restart(
+    database_url: str, tmp_path: Path, embedder: MiniLMEmbeddings
+) -> None:
+    collection = unique_collection("restart")
+    async with open_kb(database_url, tmp_path / "q") as kb:
+        created = await kb.ingest_bytes(CHESS.encode(), filename="c.txt", collection=collection)
+
+    async with open_kb(database_url, tmp_path / "q") as reopened:
+        hits = await reopened.search("how does castling work?", k=1, collections=[collection])
+        assert [h.document_id for h in hits] == [created.document.id]
+        again = await reopened.ingest_bytes(CHESS.encode(), filename="c.txt", collection=collection)
+        assert again.status == "unchanged"
+
+
+async def test_failed_row_write_leaves_no_vectors_and_keeps_the_old_version(
+    kb: KnowledgeBase,
+) -> None:
+    collection = unique_collection("fail")
+    old = await kb.ingest_bytes(CHESS.encode(), filename="doc.txt", collection=collection)
+    old_points = {str(p.id) for p in await all_points(kb, collection)}
+
+    # NaN is not JSON: PostgreSQL refuses the row after the new vectors were written.
+    with pytest.raises(DBAPIError):
+        await kb.ingest_bytes(
+            VOLCANO.encode(), filename="doc.txt", collection=collection, metadata={"x": math.nan}
+        )
+    with pytest.raises(DBAPIError):
+        await kb.ingest_bytes(
+            BAKING.encode(), filename="new.txt", collection=collection, metadata={"x": math.nan}
+        )
+
+    assert {str(p.id) for p in await all_points(kb, collection)} == old_points
+    row = await kb.get_document(old.document.id)
+    assert row.content_hash == old.document.content_hash
+    assert (await kb.list_documents(collection=collection)).total == 1
+
+
+async def test_bad_files_are_refused_before_anything_is_stored(kb: KnowledgeBase) -> None:
+    collection = unique_collection("bad")
+    with pytest.raises(UnsupportedTypeError, match=r"\.docx"):
+        await kb.ingest_bytes(b"PK\x03\x04", filename="report.docx", collection=collection)
+    with pytest.raises(UnreadableDocumentError, match="empty"):
+        await kb.ingest_bytes(b"  \n", filename="blank.md", collection=collection)
+    with pytest.raises(UnreadableDocumentError, match="corrupt PDF"):
+        await kb.ingest_bytes(b"%PDF-1.7\nnot really", filename="x.pdf", collection=collection)
+    with pytest.raises(UnreadableDocumentError, match="no extractable text"):
+        await kb.ingest_bytes(make_pdf([""]), filename="scan.pdf", collection=collection)
+    with pytest.raises(DocumentTooLargeError, match="over the limit"):
+        await kb.ingest_bytes(b"a" * (kb.max_bytes + 1), filename="big.txt", collection=collection)
+
+    assert (await kb.list_documents(collection=collection)).total == 0
+    assert await all_points(kb, collection) == []
+
+
+async def test_collection_of_another_dimension_is_refused_at_startup(
+    database_url: str, tmp_path: Path, embedder: MiniLMEmbeddings
+) -> None:
+    name = unique_collection("dim")
+    async with open_qdrant(url=None, path=tmp_path / "q") as client:
+        await qdrant_call(
+            client,
+            lambda c: c.create_collection(
+                COLLECTION_PREFIX + name,
+                vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE),
+            ),
+        )
+        async with open_database(database_url) as database:
+            with pytest.raises(DimensionMismatchError) as raised:
+                await open_knowledge(
+                    client=client, embedder=embedder, database=database, dimension=384
+                )
+    message = str(raised.value)
+    assert COLLECTION_PREFIX + name in message
+    assert "8-d" in message
+    assert "384-d" in message
+
+
+async def test_ingest_path_uses_the_absolute_path_as_source(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    collection = unique_collection("path")
+    path = tmp_path / "chess.md"
+    path.write_text(f"# Chess\n\n{CHESS}\n", encoding="utf-8")
+
+    result = await kb.ingest_path(path, collection=collection)
+
+    assert result.document.source == path.resolve().as_posix()
+    assert result.document.title == "Chess"
+    missing = uuid.uuid4()
+    with pytest.raises(Exception, match="not found"):
+        await kb.delete_document(missing)
