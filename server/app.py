@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.resources import open_resources
-from server.routes import agents, conversations, documents, health, users
+from server.routes import agents, conversations, documents, health, memory, users
 from server.samples import sample_ingest
 from server.settings import Settings
 
@@ -57,6 +57,6 @@ def create_app(settings: Settings) -> FastAPI:
         ),
     )
     install_error_handlers(app)
-    for module in (health, users, agents, conversations, documents):
+    for module in (health, users, agents, conversations, documents, memory):
         app.include_router(module.router)
     return app

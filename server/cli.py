@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from server.ingest import add_ingest_parser
+from server.memory_cli import add_memory_parser
 from server.resources import database_url, open_resources
 from server.schemas.chat import UserCreate
 from server.settings import Settings
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(func=cmd_seed_users)
 
     add_ingest_parser(sub)
+    add_memory_parser(sub)
     return parser
 
 

@@ -44,6 +44,18 @@ async def _qdrant_status(resources: Resources) -> DependencyStatus:
     return DependencyStatus(status="ok", kind=kind, latency_ms=latency)
 
 
+async def _mongodb_status(resources: Resources) -> DependencyStatus:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(resources.mongo.ping(), PING_TIMEOUT_S)
+    except Exception as error:  # any failure to answer is "down", with the reason
+        return DependencyStatus(
+            status="down", kind=resources.mongo_kind, error=f"{type(error).__name__}: {error}"
+        )
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return DependencyStatus(status="ok", kind=resources.mongo_kind, latency_ms=latency)
+
+
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 async def healthz(resources: ResourcesDep) -> JSONResponse:
     """Ping every dependency (3 s timeout each) and report."""
@@ -59,7 +71,11 @@ async def healthz(resources: ResourcesDep) -> JSONResponse:
         postgres = DependencyStatus(
             status="down", kind=resources.database_kind, error=f"{type(error).__name__}: {error}"
         )
-    deps = {"postgres": postgres, "qdrant": await _qdrant_status(resources)}
+    deps = {
+        "postgres": postgres,
+        "qdrant": await _qdrant_status(resources),
+        "mongodb": await _mongodb_status(resources),
+    }
     healthy = all(d.status == "ok" for d in deps.values())
     body = Health(status="ok" if healthy else "degraded", dependencies=deps)
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)
