@@ -90,7 +90,10 @@ def doc_type_for(filename: str, content_type: str | None = None) -> str:
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if not suffix and media in MEDIA_TYPES:
         return MEDIA_TYPES[media]
-    named = suffix or (f"media type {media!r}" if media else f"file {filename!r} (no extension)")
+    if suffix:
+        named = repr(suffix)
+    else:
+        named = f"{filename!r} (no extension, media type {media or 'not given'!r})"
     raise UnsupportedTypeError(f"unsupported file type {named}; supported: {SUPPORTED}")
 
 
