@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from server.chat import open_chat
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.resources import open_resources
-from server.routes import agents, conversations, documents, health, memory, users
+from server.routes import agents, chat, conversations, documents, health, memory, users
 from server.samples import sample_ingest
 from server.settings import Settings
 
@@ -24,8 +25,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources, sample_ingest(resources):
+        async with (
+            open_resources(settings) as resources,
+            sample_ingest(resources),
+            open_chat(resources) as chat,
+        ):
             app.state.resources = resources
+            app.state.chat = chat
             log.info(
                 "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
                 settings.host,
@@ -57,6 +63,6 @@ def create_app(settings: Settings) -> FastAPI:
         ),
     )
     install_error_handlers(app)
-    for module in (health, users, agents, conversations, documents, memory):
+    for module in (health, users, agents, conversations, documents, memory, chat):
         app.include_router(module.router)
     return app

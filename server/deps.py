@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from server.chat import ChatService
 from server.resources import Resources
 from stores.knowledge import KnowledgeBase
 from stores.sql.database import Database
@@ -22,12 +23,19 @@ def get_database(request: Request) -> Database:
     return get_resources(request).database
 
 
+def get_chat(request: Request) -> ChatService:
+    """The chat service (runs agent turns), opened by the lifespan."""
+    service: ChatService = request.app.state.chat
+    return service
+
+
 def get_knowledge(request: Request) -> KnowledgeBase:
     """The knowledge base (documents and semantic search)."""
     return get_resources(request).knowledge
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+ChatDep = Annotated[ChatService, Depends(get_chat)]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")]

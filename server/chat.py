@@ -1,0 +1,389 @@
+"""Chat turns: run an agent's graph in a task of its own, stream its events, save what it says."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+from langgraph.types import StreamMode
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from graphs.registry import build_graphs
+from nodes.context import AgentContext, ModelSpec, ToolCache
+from nodes.models import ChatModelCache
+from nodes.retrieve import public_source
+from server.resources import Resources
+from server.schemas.turns import ChatAnswer, ChatRequest
+from server.settings import Settings
+from stores.errors import ConflictError
+from stores.sql import repositories as repo
+from stores.sql import turns
+from stores.sql.models import Agent
+
+log = logging.getLogger(__name__)
+
+STREAM_MODES: list[StreamMode] = ["custom", "values"]
+
+
+class AgentRunConfig(BaseModel):
+    """The keys of an agent's `config` the graphs read; unset ones come from the settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_steps: int | None = Field(None, ge=1, le=50)
+    history_window: int | None = Field(None, ge=2, le=200)
+    retrieve_k: int = Field(4, ge=0, le=20)
+    min_score: float = Field(0.2, ge=-1, le=1)
+    memory_policy: Literal["auto", "tool", "off"] = "auto"
+    tool_timeout_s: float | None = Field(None, gt=0, le=300)
+
+
+def agent_context(
+    agent: Agent,
+    *,
+    user_id: uuid.UUID | None,
+    settings: Settings,
+    knowledge: Any,
+    tool_cache: ToolCache | None,
+    models: ChatModelCache,
+) -> AgentContext:
+    """The run context of `agent` for `user_id`: its row's settings over the server's defaults."""
+    try:
+        config = AgentRunConfig.model_validate(agent.config or {})
+    except ValidationError as error:
+        raise ConflictError(
+            f"agent {agent.id} has an invalid config: {error}", field="config"
+        ) from error
+    model: Mapping[str, Any] = agent.model or {}
+    provider = model.get("provider") or settings.llm_provider
+    spec = ModelSpec(
+        provider=provider,
+        name=model.get("name") or (settings.llm_model if provider == "openai" else "offline"),
+        temperature=float(model.get("temperature", settings.llm_temperature)),
+        max_tokens=model.get("max_tokens", settings.llm_max_tokens),
+        timeout_s=float(model.get("timeout_s", settings.llm_timeout_s)),
+        max_retries=settings.llm_max_retries,
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        token_delay_s=settings.offline_token_delay_s,
+    )
+    return AgentContext(
+        user_id=str(user_id) if user_id else "anonymous",
+        agent_name=agent.name,
+        system_prompt=agent.system_prompt,
+        model=spec,
+        tools=tuple(agent.tools),
+        collections=tuple(agent.collections),
+        max_steps=config.max_steps or settings.agent_max_steps,
+        history_window=config.history_window or settings.agent_history_window,
+        retrieve_k=config.retrieve_k,
+        min_score=config.min_score,
+        memory_policy=config.memory_policy,
+        tool_timeout_s=config.tool_timeout_s or settings.agent_tool_timeout_s,
+        http_allowed_hosts=tuple(settings.http_tool_allowed_hosts),
+        knowledge=knowledge,
+        tool_cache=tool_cache,
+        models=models,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent:
+    """One typed event of a turn's stream."""
+
+    event: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Turn:
+    """A turn that was accepted: its rows exist, its graph runs in `task`."""
+
+    run_id: uuid.UUID
+    conversation_id: uuid.UUID
+    queue: asyncio.Queue[ChatEvent | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[ChatAnswer] | None = None
+
+    async def events(self) -> AsyncIterator[ChatEvent]:
+        """The turn's events until `end`; leaving early does not stop the turn."""
+        while (event := await self.queue.get()) is not None:
+            yield event
+
+    async def result(self) -> ChatAnswer:
+        """The turn's answer once it has been saved."""
+        assert self.task is not None
+        return await asyncio.shield(self.task)
+
+
+class ChatService:
+    """Runs turns of every declared graph with the server's checkpointer, store and knowledge."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self.settings = resources.settings
+        store: BaseStore = resources.memory
+        self.tool_cache: ToolCache = resources.tool_cache
+        self.graphs: dict[str, CompiledStateGraph[Any, Any, Any, Any]] = build_graphs(
+            checkpointer=resources.checkpoints.saver, store=store
+        )
+        self.models = ChatModelCache()
+        self._tasks: set[asyncio.Task[ChatAnswer]] = set()
+        self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def _lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = self._locks[conversation_id] = asyncio.Lock()
+        return lock
+
+    async def start(self, request: ChatRequest) -> Turn:
+        """Check the target, write the user message and run row, and start the graph.
+
+        Raises `NotFoundError` (unknown conversation, user or agent) and `ConflictError`
+        (the conversation's agent was deleted, or its graph is not declared) before any work.
+        """
+        db = self.resources.database
+        if request.conversation_id is None:
+            conversation = await repo.create_conversation(
+                db,
+                {
+                    "user_id": request.user_id,
+                    "agent_id": request.agent_id,
+                    "title": request.title or request.message[:80],
+                },
+            )
+            conversation_id = conversation.id
+        else:
+            conversation_id = request.conversation_id
+        conversation, agent = await turns.conversation_with_agent(db, conversation_id)
+        graph = self.graphs.get(agent.graph_id)
+        if graph is None:
+            raise ConflictError(
+                f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
+                f"declared graphs: {sorted(self.graphs)}",
+                field="graph_id",
+            )
+        context = agent_context(
+            agent,
+            user_id=conversation.user_id,
+            settings=self.settings,
+            knowledge=self.resources.knowledge,
+            tool_cache=self.tool_cache,
+            models=self.models,
+        )
+        user_message, run = await turns.start_turn(
+            db,
+            conversation_id,
+            content=request.message,
+            agent_id=agent.id,
+            metadata={"graph_id": agent.graph_id, "source": "chat"},
+        )
+        turn = Turn(run_id=run.id, conversation_id=conversation_id)
+        turn.queue.put_nowait(
+            ChatEvent(
+                "metadata",
+                {
+                    "run_id": str(run.id),
+                    "conversation_id": str(conversation_id),
+                    "agent_id": str(agent.id),
+                    "graph_id": agent.graph_id,
+                    "user_message_id": str(user_message.id),
+                    "model": context.model.name,
+                },
+            )
+        )
+        task = asyncio.create_task(
+            self._run(turn, graph, context, request.message, str(user_message.id)),
+            name=f"chat-turn-{run.id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        turn.task = task
+        return turn
+
+    async def _run(
+        self,
+        turn: Turn,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        context: AgentContext,
+        message: str,
+        message_id: str,
+    ) -> ChatAnswer:
+        started = time.perf_counter()
+        first_token: float | None = None
+        tool_records: list[dict[str, Any]] = []
+        final: dict[str, Any] = {}
+        status, error_text = "success", None
+        put = turn.queue.put_nowait
+        try:
+            async with self._lock(turn.conversation_id):
+                await self.resources.checkpoints.ready()
+                config: RunnableConfig = {
+                    "configurable": {"thread_id": str(turn.conversation_id)},
+                    "run_id": turn.run_id,
+                    "recursion_limit": 2 * context.max_steps + 12,
+                }
+                async for mode, chunk in graph.astream(
+                    {"messages": [HumanMessage(content=message, id=message_id)]},
+                    config,
+                    context=context,
+                    stream_mode=STREAM_MODES,
+                ):
+                    payload: Any = chunk
+                    if mode == "values":
+                        final = dict(payload)
+                        continue
+                    event = ChatEvent(str(payload["event"]), dict(payload["data"]))
+                    if event.event == "tool_result":
+                        tool_records.append(event.data)
+                    elif event.event == "token" and first_token is None:
+                        first_token = time.perf_counter()
+                    put(event)
+        except Exception as error:
+            log.exception("chat turn %s failed", turn.run_id)
+            status, error_text = "error", f"{type(error).__name__}: {error}"
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        answer = self._answer(turn, final, tool_records, context, latency_ms, status, error_text)
+        try:
+            rows = await turns.finish_turn(
+                self.resources.database,
+                conversation_id=turn.conversation_id,
+                run_id=turn.run_id,
+                messages=self._transcript(answer, tool_records, first_token, started),
+                status=status,
+                error=error_text,
+            )
+            agent_rows = [row for row in rows if row.sender == "agent"]
+            answer.message_id = agent_rows[-1].id if agent_rows else None
+        except Exception as error:
+            log.exception("could not save chat turn %s", turn.run_id)
+            answer.status, answer.error = "error", f"saving the answer failed: {error}"
+        if answer.status == "success":
+            put(
+                ChatEvent(
+                    "message",
+                    {
+                        "id": str(answer.message_id),
+                        "content": answer.content,
+                        "citations": answer.citations,
+                        "usage": answer.usage,
+                        "model": answer.model,
+                        "latency_ms": answer.latency_ms,
+                    },
+                )
+            )
+        else:
+            put(ChatEvent("error", {"message": answer.error or "the turn failed"}))
+        put(ChatEvent("end", {"run_id": str(turn.run_id), "status": answer.status}))
+        put(None)
+        return answer
+
+    @staticmethod
+    def _answer(
+        turn: Turn,
+        final: Mapping[str, Any],
+        tool_records: list[dict[str, Any]],
+        context: AgentContext,
+        latency_ms: float,
+        status: str,
+        error: str | None,
+    ) -> ChatAnswer:
+        return ChatAnswer(
+            run_id=turn.run_id,
+            conversation_id=turn.conversation_id,
+            message_id=None,
+            status=status,
+            content=str(final.get("answer", "")) if status == "success" else "",
+            citations=[public_source(s) for s in final.get("citations", [])],
+            plan=list(final.get("plan", [])),
+            tool_calls=tool_records,
+            sources=[public_source(s) for s in final.get("sources", [])],
+            warnings=list(final.get("warnings", [])),
+            usage=dict(final.get("usage", {})),
+            model=f"{context.model.provider}:{context.model.name}",
+            latency_ms=latency_ms,
+            error=error,
+        )
+
+    @staticmethod
+    def _transcript(
+        answer: ChatAnswer,
+        tool_records: list[dict[str, Any]],
+        first_token: float | None,
+        started: float,
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [
+            {
+                "sender": "tool",
+                "content": record["content"],
+                "metadata": {
+                    "run_id": str(answer.run_id),
+                    "tool": record["name"],
+                    "tool_call_id": record["id"],
+                    "args": record["args"],
+                    "status": record["status"],
+                    "latency_ms": record["latency_ms"],
+                    "cached": record["cached"],
+                },
+            }
+            for record in tool_records
+        ]
+        if answer.status == "success":
+            rows.append(
+                {
+                    "sender": "agent",
+                    "content": answer.content,
+                    "metadata": {
+                        "run_id": str(answer.run_id),
+                        "model": answer.model,
+                        "usage": answer.usage,
+                        "latency_ms": answer.latency_ms,
+                        "time_to_first_token_ms": (
+                            round((first_token - started) * 1000, 2) if first_token else None
+                        ),
+                        "tool_calls": [
+                            {k: r[k] for k in ("id", "name", "args", "status")}
+                            for r in tool_records
+                        ],
+                        "citations": answer.citations,
+                        "plan": answer.plan,
+                        "warnings": answer.warnings,
+                    },
+                }
+            )
+        return rows
+
+    async def aclose(self, *, grace_s: float = 10.0) -> None:
+        """Let running turns finish (up to `grace_s`), then cancel the rest."""
+        pending = list(self._tasks)
+        if not pending:
+            return
+        _, still = await asyncio.wait(pending, timeout=grace_s)
+        for task in still:
+            task.cancel()
+        for task in still:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@contextlib.asynccontextmanager
+async def open_chat(resources: Resources) -> AsyncIterator[ChatService]:
+    """The chat service for the lifespan; on exit running turns finish before pools close."""
+    service = ChatService(resources)
+    try:
+        yield service
+    finally:
+        await service.aclose()

@@ -1,0 +1,86 @@
+"""`/chat`: one user turn, answered as an SSE stream of typed events or as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from server.chat import Turn
+from server.deps import ChatDep, ResourcesDep
+from server.errors import error_response
+from server.schemas.common import CONFLICT, NOT_FOUND, ErrorBody, Responses
+from server.schemas.turns import ChatAnswer, ChatRequest
+
+router = APIRouter(tags=["chat"])
+
+TOO_LARGE: Responses = {413: {"model": ErrorBody, "description": "The message is too long."}}
+SSE_DOC: Responses = {
+    200: {
+        "description": (
+            "With `stream=true` (default): `text/event-stream` of events metadata, memories, "
+            "sources, plan, tool_call, tool_result, step_limit, warning, token, message, end "
+            "(a failure: error, then end). With `stream=false`: the JSON answer."
+        ),
+        "model": ChatAnswer,
+    }
+}
+
+
+async def _sse(turn: Turn) -> AsyncIterator[ServerSentEvent]:
+    seq = 0
+    async for event in turn.events():
+        seq += 1
+        yield ServerSentEvent(
+            data=json.dumps(event.data, ensure_ascii=False), event=event.event, id=str(seq)
+        )
+
+
+def _too_long(message: str, limit: int) -> JSONResponse | None:
+    if len(message) <= limit:
+        return None
+    return error_response(
+        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        f"message is {len(message)} characters; the limit is {limit}",
+        field="message",
+    )
+
+
+@router.post("/chat", responses={**SSE_DOC, **NOT_FOUND, **CONFLICT, **TOO_LARGE})
+async def chat(
+    body: ChatRequest,
+    chat: ChatDep,
+    resources: ResourcesDep,
+    stream: Annotated[bool, Query(description="SSE stream (default) or one JSON answer.")] = True,
+) -> Any:
+    """Send a message to an agent and stream its answer.
+
+    Give `conversation_id`, or `user_id` + `agent_id` to start a new conversation. The answer
+    is saved even if the client disconnects mid-stream. Unknown conversation → 404; a
+    conversation whose agent was deleted → 409; an empty message → 422; a too long one → 413.
+    """
+    refused = _too_long(body.message, resources.settings.chat_max_message_chars)
+    if refused is not None:
+        return refused
+    turn = await chat.start(body)
+    if not stream:
+        return await turn.result()
+    return EventSourceResponse(
+        _sse(turn),
+        ping=resources.settings.chat_ping_s,
+        headers={"Content-Location": f"/conversations/{turn.conversation_id}/messages"},
+    )
+
+
+@router.post("/chat/invoke", responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE})
+async def chat_invoke(body: ChatRequest, chat: ChatDep, resources: ResourcesDep) -> ChatAnswer:
+    """Send a message to an agent and wait for the whole answer as JSON."""
+    refused = _too_long(body.message, resources.settings.chat_max_message_chars)
+    if refused is not None:
+        return refused  # type: ignore[return-value]
+    turn = await chat.start(body)
+    return await turn.result()

@@ -1,0 +1,108 @@
+"""Chat turns in SQL: the user message and the run row first, then what the agent produced."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+
+from stores.errors import ConflictError, NotFoundError
+from stores.sql.database import Database
+from stores.sql.models import Agent, Conversation, Message, Run
+
+
+async def conversation_with_agent(
+    db: Database, conversation_id: uuid.UUID
+) -> tuple[Conversation, Agent]:
+    """The conversation and its agent; 404 if unknown, 409 if its agent was deleted."""
+    async with db.sessions() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            raise NotFoundError("conversation", conversation_id, field="conversation_id")
+        if conversation.agent_id is None:
+            raise ConflictError(
+                f"conversation {conversation_id} has no agent any more (it was deleted); "
+                "start a new conversation with another agent",
+                field="conversation_id",
+            )
+        agent = await session.get(Agent, conversation.agent_id)
+        if agent is None:
+            raise ConflictError(
+                f"the agent of conversation {conversation_id} was deleted",
+                field="conversation_id",
+            )
+        return conversation, agent
+
+
+async def start_turn(
+    db: Database,
+    conversation_id: uuid.UUID,
+    *,
+    content: str,
+    agent_id: uuid.UUID,
+    metadata: Mapping[str, Any],
+) -> tuple[Message, Run]:
+    """Write the user's message and a `running` run row in one transaction."""
+    async with db.sessions.begin() as session:
+        conversation = await session.get(
+            Conversation, conversation_id, with_for_update={"key_share": True}
+        )
+        if conversation is None:
+            raise NotFoundError("conversation", conversation_id, field="conversation_id")
+        message = Message(
+            conversation_id=conversation_id, sender="user", content=content, metadata_={}
+        )
+        run = Run(
+            thread_id=conversation_id,
+            assistant_id=agent_id,
+            status="running",
+            kwargs={"input": {"message": content}},
+            metadata_=dict(metadata),
+            attempt=1,
+        )
+        session.add_all([message, run])
+        conversation.updated_at = func.now()
+        await session.flush()
+        return message, run
+
+
+async def finish_turn(
+    db: Database,
+    *,
+    conversation_id: uuid.UUID,
+    run_id: uuid.UUID,
+    messages: Sequence[Mapping[str, Any]],
+    status: str,
+    error: str | None = None,
+) -> list[Message]:
+    """Write the turn's tool and agent messages (in order) and close its run row."""
+    async with db.sessions.begin() as session:
+        rows = [
+            Message(
+                conversation_id=conversation_id,
+                sender=values["sender"],
+                content=values["content"],
+                metadata_=dict(values.get("metadata", {})),
+            )
+            for values in messages
+        ]
+        session.add_all(rows)
+        run = await session.get(Run, run_id)
+        if run is not None:
+            run.status = status
+            run.error = error
+        if rows:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is not None:
+                conversation.updated_at = func.now()
+        await session.flush()
+        return rows
+
+
+async def count_messages(db: Database, conversation_id: uuid.UUID) -> int:
+    """How many messages the conversation's transcript holds."""
+    async with db.sessions() as session:
+        stmt = select(func.count()).where(Message.conversation_id == conversation_id)
+        return int(await session.scalar(stmt) or 0)
