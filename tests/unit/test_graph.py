@@ -1,0 +1,286 @@
+"""The agent graph with the offline model (or a fake one), in-memory checkpointer and store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+
+from graphs.chat import build_chat_graph
+from graphs.researcher import build_researcher_graph
+from nodes.context import AgentContext
+from nodes.models import OfflineChatModel
+from nodes.remember import window_changes
+from nodes.tools.calculator import evaluate
+from nodes.tools.http_get import address_refused, check_url
+from nodes.tools.registry import ToolError
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A knowledge-base hit as `stores.knowledge.SearchHit` has it."""
+
+    document_id: str
+    chunk_index: int
+    collection: str
+    source: str
+    doc_type: str
+    title: str
+    text: str
+    score: float
+
+
+class FakeKnowledge:
+    """A knowledge base of two passages, ranked by shared words (unit tests only)."""
+
+    passages = (
+        Hit("d1", 0, "kb", "handbook.md", "md", "Handbook",
+            "Switchboard keeps checkpoints in PostgreSQL. Vectors live in Qdrant.", 0.7),
+        Hit("d2", 0, "kb", "menu.md", "md", "Menu",
+            "The canteen serves lentil soup on Mondays.", 0.5),
+    )  # fmt: skip
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.queries: list[str] = []
+
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int = 4,
+        collections: Sequence[str] | None = None,
+        source: str | None = None,
+        doc_type: str | None = None,
+    ) -> list[Hit]:
+        self.queries.append(query)
+        if self.fail:
+            raise ConnectionError("qdrant is down")
+        words = set(query.lower().split())
+        return [h for h in self.passages if words & set(h.text.lower().replace(".", "").split())][
+            :k
+        ]
+
+
+class LoopingModel(OfflineChatModel):
+    """A fake model that asks for the calculator on every call while it has tools."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self.model_copy(update={"tool_names": ("calculator",)})
+
+    async def _agenerate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> Any:
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        if self.tool_names:
+            call = {
+                "name": "calculator",
+                "args": {"expression": "1+1"},
+                "id": uuid.uuid4().hex,
+                "type": "tool_call",
+            }
+            return ChatResult(
+                generations=[ChatGeneration(message=AIMessage("", tool_calls=[call]))]
+            )
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)  # fmt: skip
+
+
+async def run_turn(
+    graph: Any, thread: str, text: str, ctx: AgentContext
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One turn; returns the final state and the custom events in order."""
+    events: list[dict[str, Any]] = []
+    final: dict[str, Any] = {}
+    async for mode, chunk in graph.astream(
+        {"messages": [HumanMessage(text)]},
+        {"configurable": {"thread_id": thread}},
+        context=ctx,
+        stream_mode=["custom", "values"],
+    ):
+        if mode == "custom":
+            events.append(chunk)
+        else:
+            final = chunk
+    return final, events
+
+
+@pytest.fixture
+def ctx() -> AgentContext:
+    return AgentContext(
+        user_id=f"user-{uuid.uuid4().hex[:6]}",
+        knowledge=FakeKnowledge(),
+        tools=("calculator", "current_time", "remember", "forget", "knowledge_search", "http_get"),
+    )
+
+
+async def test_question_is_answered_from_knowledge_with_a_citation(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    final, events = await run_turn(graph, "t", "Where are checkpoints kept?", ctx)
+    assert "[1]" in final["answer"]
+    assert "PostgreSQL" in final["answer"]
+    assert [c["source"] for c in final["citations"]] == ["handbook.md"]
+    names = [e["event"] for e in events]
+    assert names.index("sources") < names.index("plan") < names.index("token")
+
+
+async def test_arithmetic_goes_through_the_calculator_tool(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    final, events = await run_turn(graph, "t", "What is 12 * (3 + 4)?", ctx)
+    results = [e["data"] for e in events if e["event"] == "tool_result"]
+    assert results[0]["name"] == "calculator"
+    assert results[0]["content"] == "84"
+    assert "84" in final["answer"]
+
+
+async def test_memory_from_one_conversation_is_recalled_in_another(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    await run_turn(graph, "first", "Remember that I'm vegetarian", ctx)
+    final, _ = await run_turn(graph, "second", "What should I cook for me tonight?", ctx)
+    assert "vegetarian" in final["answer"]
+
+
+async def test_other_users_memories_are_not_recalled(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    await run_turn(graph, "first", "Remember that I'm vegetarian", ctx)
+    other = replace(ctx, user_id="someone-else")
+    final, _ = await run_turn(graph, "second", "What do you know about me?", other)
+    assert "vegetarian" not in final["answer"]
+
+
+async def test_nothing_to_go_on_is_said_plainly(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    final, _ = await run_turn(graph, "t", "Who won the 1934 football world cup?", ctx)
+    assert "don't have anything to go on" in final["answer"]
+    assert final["citations"] == []
+
+
+async def test_step_limit_ends_in_a_graceful_answer(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    looping = replace(ctx, chat_model=LoopingModel(), max_steps=2)
+    final, events = await run_turn(graph, "t", "add one and one forever", looping)
+    assert sum(e["event"] == "tool_result" for e in events) == 2
+    assert any(e["event"] == "step_limit" for e in events)
+    assert "step limit" in final["answer"]
+
+
+async def test_multi_round_question_stops_at_the_step_limit(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    _final, events = await run_turn(graph, "t", "compute 2+3 then what time is it", ctx)
+    assert [e["data"]["name"] for e in events if e["event"] == "tool_result"] == [
+        "calculator",
+        "current_time",
+    ]
+    limited, events = await run_turn(
+        graph, "u", "compute 2+3 then what time is it", replace(ctx, max_steps=1)
+    )
+    assert [e["data"]["name"] for e in events if e["event"] == "tool_result"] == ["calculator"]
+    assert "step limit" in limited["answer"]
+
+
+async def test_failing_tool_becomes_a_message_the_model_sees(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    final, events = await run_turn(graph, "t", "What is 1/0?", ctx)
+    result = next(e["data"] for e in events if e["event"] == "tool_result")
+    assert result["status"] == "error"
+    assert "division by zero" in result["content"]
+    assert "failed" in final["answer"]
+
+
+async def test_knowledge_outage_is_a_warning_not_a_failure(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    down = replace(ctx, knowledge=FakeKnowledge(fail=True))
+    final, events = await run_turn(graph, "t", "Where are checkpoints kept?", down)
+    assert any(e["event"] == "warning" for e in events)
+    assert "could not consult the knowledge base" in final["answer"]
+
+
+async def test_window_stays_bounded_and_older_turns_fold_into_summary(ctx: AgentContext) -> None:
+    saver = InMemorySaver()
+    graph = build_chat_graph(checkpointer=saver, store=InMemoryStore())
+    small = replace(ctx, history_window=4)
+    for i in range(6):
+        final, _ = await run_turn(graph, "t", f"What is {i} + {i}?", small)
+    state = await graph.aget_state({"configurable": {"thread_id": "t"}})
+    assert len(state.values["messages"]) == 4
+    assert "User: What is 0 + 0?" in state.values["summary"]
+    assert final["turn"] == 6
+
+
+async def test_conversation_continues_from_the_checkpoint_in_a_new_graph(ctx: AgentContext) -> None:
+    saver, store = InMemorySaver(), InMemoryStore()
+    await run_turn(build_chat_graph(checkpointer=saver, store=store), "t", "What is 2+2?", ctx)
+    again = build_chat_graph(checkpointer=saver, store=store)
+    final, _ = await run_turn(again, "t", "What did I ask before?", ctx)
+    assert "What is 2+2?" in final["answer"]
+
+
+async def test_researcher_always_searches_twice_and_cites(ctx: AgentContext) -> None:
+    graph = build_researcher_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    final, events = await run_turn(graph, "t", "Where does Switchboard keep vectors?", ctx)
+    assert isinstance(ctx.knowledge, FakeKnowledge)
+    assert len(ctx.knowledge.queries) == 2
+    assert "[1]" in final["answer"]
+    assert any(e["event"] == "plan" for e in events)
+
+
+def test_window_changes_drop_tool_traffic() -> None:
+    call = {"name": "calculator", "args": {}, "id": "c1", "type": "tool_call"}
+    from langchain_core.messages import ToolMessage
+
+    messages = [
+        HumanMessage("q", id="h"),
+        AIMessage("", tool_calls=[call], id="a1"),  # type: ignore[list-item]
+        ToolMessage("2", tool_call_id="c1", id="t1"),
+        AIMessage("answer", id="a2"),
+    ]
+    changes = window_changes(messages, window=10, summary="", max_chars=100)  # type: ignore[arg-type]
+    assert [m.id for m in changes["messages"]] == ["a1", "t1"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [("2+3*4", 14), ("(1+2)^3", 27), ("sqrt(16)", 4.0), ("-7 // 2", -4), ("10 % 4", 2)],
+)
+def test_calculator_evaluates_arithmetic(expression: str, value: float) -> None:
+    assert evaluate(expression) == value
+
+
+@pytest.mark.parametrize(
+    "expression", ["__import__('os')", "a+1", "2**100000", "[1,2]", "(lambda: 1)()", "1/0"]
+)
+def test_calculator_refuses_anything_else(expression: str) -> None:
+    with pytest.raises(ToolError):
+        evaluate(expression)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [("127.0.0.1", "loopback"), ("169.254.169.254", "link-local"), ("10.0.0.8", "private"),
+     ("::1", "loopback"), ("::ffff:192.168.1.1", "private"), ("8.8.8.8", None)],
+)  # fmt: skip
+def test_http_get_refuses_internal_addresses(address: str, reason: str | None) -> None:
+    assert address_refused(address) == reason
+
+
+async def test_http_get_refuses_hosts_off_the_allow_list_and_loopback() -> None:
+    with pytest.raises(ToolError, match="allow-list"):
+        await check_url("https://example.org/", ["example.com"])
+    with pytest.raises(ToolError, match="loopback"):
+        await check_url("http://localhost:8000/", ["localhost"])
+    with pytest.raises(ToolError, match="http and https"):
+        await check_url("file:///etc/passwd", ["localhost"])
+
+
+async def test_offline_model_streams_tokens() -> None:
+    model: BaseChatModel = OfflineChatModel()
+    chunks = [c async for c in model.astream([HumanMessage("hello")])]
+    assert len([c for c in chunks if c.text]) > 3
+    assert "".join(c.text for c in chunks).startswith("Hello!")
