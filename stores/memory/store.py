@@ -456,7 +456,7 @@ class MongoStore(BaseStore):
         if self.vectors is None or not ids:
             return {}
         docs = await self.mongo.read(
-            "read memories",
+            "read the memories being written",
             lambda: self.items.find({"_id": {"$in": list(ids)}}, {"vector_paths": 1}).to_list(None),
         )
         return {doc["_id"]: list(doc.get("vector_paths") or []) for doc in docs}

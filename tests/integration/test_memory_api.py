@@ -1,0 +1,114 @@
+"""The memory API over real HTTP: a server that spawns its own nx-27017, Qdrant local, MiniLM."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from tests.integration.memory_support import FACTS
+
+
+def new_user(api: httpx.Client) -> str:
+    response = api.post(
+        "/users", json={"email": f"{uuid.uuid4().hex[:10]}@example.com", "name": "Mem"}
+    )
+    assert response.status_code == 201, response.text
+    user_id: str = response.json()["id"]
+    return user_id
+
+
+def remember(api: httpx.Client, user: str, key: str, text: str) -> httpx.Response:
+    return api.put(f"/users/{user}/memories/{key}", json={"value": {"text": text}})
+
+
+def test_healthz_reports_the_embedded_mongodb(api: httpx.Client) -> None:
+    body = api.get("/healthz").json()
+    assert body["dependencies"]["mongodb"]["status"] == "ok"
+    assert body["dependencies"]["mongodb"]["kind"] == "embedded"
+
+
+def test_put_list_and_search_memories_ranks_the_allergy_first(api: httpx.Client) -> None:
+    user = new_user(api)
+    for i, fact in enumerate(FACTS):
+        response = remember(api, user, f"fact-{i}", fact)
+        assert response.status_code == 200, response.text
+    stored = response.json()
+    assert stored["namespace"] == [user, "memories"]
+    assert stored["key"] == f"fact-{len(FACTS) - 1}"
+
+    listing = api.get(f"/users/{user}/memories", params={"limit": 5}).json()
+    assert listing["total"] == len(FACTS)
+    assert [m["key"] for m in listing["items"]] == [f"fact-{i}" for i in range(10, 5, -1)]
+    assert all(m["score"] is None for m in listing["items"])
+
+    found = api.get(
+        f"/users/{user}/memories", params={"q": "what food should I avoid?", "limit": 3}
+    ).json()
+    assert found["query"] == "what food should I avoid?"
+    assert found["items"][0]["value"]["text"] == "I'm allergic to peanuts"
+    assert found["items"][0]["score"] > found["items"][1]["score"]
+    page2 = api.get(
+        f"/users/{user}/memories", params={"q": "what food should I avoid?", "offset": 1}
+    ).json()
+    assert page2["items"][0]["key"] == found["items"][1]["key"]
+
+
+def test_search_never_returns_another_users_memories(api: httpx.Client) -> None:
+    alice, bob = new_user(api), new_user(api)
+    remember(api, alice, "allergy", "I'm allergic to peanuts")
+    remember(api, bob, "hobby", "I collect stamps")
+    bob_found = api.get(f"/users/{bob}/memories", params={"q": "peanut allergy"}).json()
+    assert [m["key"] for m in bob_found["items"]] == ["hobby"]
+    assert api.get(f"/users/{bob}/memories").json()["total"] == 1
+    alice_found = api.get(f"/users/{alice}/memories", params={"q": "stamps"}).json()
+    assert [m["key"] for m in alice_found["items"]] == ["allergy"]
+
+
+def test_forget_one_memory_then_everything_including_vectors(api: httpx.Client) -> None:
+    user = new_user(api)
+    for key, text in [("a", "I'm allergic to peanuts"), ("b", "I like tea"), ("c", "I run")]:
+        remember(api, user, key, text)
+    assert api.delete(f"/users/{user}/memories/a").status_code == 204
+    missing = api.delete(f"/users/{user}/memories/a")
+    assert missing.status_code == 404
+    assert missing.json()["field"] == "key"
+    found = api.get(f"/users/{user}/memories", params={"q": "peanuts"}).json()
+    assert "a" not in [m["key"] for m in found["items"]]
+    forgot = api.delete(f"/users/{user}/memories")
+    assert forgot.status_code == 200
+    assert forgot.json() == {"deleted": 2}
+    assert api.get(f"/users/{user}/memories").json() == {
+        "items": [],
+        "total": 0,
+        "limit": 20,
+        "offset": 0,
+        "query": None,
+    }
+    assert api.get(f"/users/{user}/memories", params={"q": "tea"}).json()["items"] == []
+
+
+def test_unknown_users_get_404_and_malformed_input_422(api: httpx.Client) -> None:
+    ghost = str(uuid.uuid4())
+    assert api.get(f"/users/{ghost}/memories").status_code == 404
+    assert api.delete(f"/users/{ghost}/memories").status_code == 404
+    assert api.delete(f"/users/{ghost}/memories/k").status_code == 404
+    assert remember(api, ghost, "k", "text").status_code == 404
+    assert api.get("/users/not-a-uuid/memories").status_code == 422
+
+    user = new_user(api)
+    not_object = api.put(f"/users/{user}/memories/k", json={"value": ["a", "list"]})
+    assert not_object.status_code == 422
+    assert "value" in not_object.text
+    assert api.put(f"/users/{user}/memories/k", json={"value": "text"}).status_code == 422
+    assert api.put(f"/users/{user}/memories/k", json={}).status_code == 422
+    extra = api.put(f"/users/{user}/memories/k", json={"value": {}, "surprise": 1})
+    assert extra.status_code == 422
+    bad_ttl = api.put(f"/users/{user}/memories/k", json={"value": {}, "ttl_minutes": -1})
+    assert bad_ttl.status_code == 422
+    long_key = "k" * 600
+    assert remember(api, user, long_key, "text").status_code == 422
+    assert remember(api, user, "tab%09key", "text").status_code == 422
+    assert api.get(f"/users/{user}/memories", params={"limit": 0}).status_code == 422
+    assert api.get(f"/users/{user}/memories", params={"q": ""}).status_code == 422
+    assert api.get(f"/users/{user}/memories").json()["total"] == 0
