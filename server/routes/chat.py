@@ -44,7 +44,7 @@ def _too_long(message: str, limit: int) -> JSONResponse | None:
     if len(message) <= limit:
         return None
     return error_response(
-        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        status.HTTP_413_CONTENT_TOO_LARGE,
         f"message is {len(message)} characters; the limit is {limit}",
         field="message",
     )
