@@ -17,7 +17,7 @@ from typing import Any, Literal
 from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,6 +81,15 @@ def check_collection_name(name: str) -> str:
     return name
 
 
+def document_uuid(collection: str, source: str) -> uuid.UUID:
+    """The id a new document gets, derived from (collection, source).
+
+    A retried upload reuses it, so vectors that a failed attempt could not take back stay tied
+    to the document and go with its next change or its deletion.
+    """
+    return uuid.uuid5(POINT_NAMESPACE, f"document:{collection}\n{source}")
+
+
 def point_id(document_id: uuid.UUID, content_hash: str, chunk_index: int) -> str:
     """The deterministic Qdrant point id of one chunk of one version of a document."""
     return str(uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{content_hash}:{chunk_index}"))
@@ -120,6 +129,7 @@ class KnowledgeBase:
             chunk_size=chunk_size, chunk_overlap=chunk_overlap, add_start_index=False
         )
         self._known: set[str] = set()
+        self._dimensions_checked = False
         self._create_lock = asyncio.Lock()
 
     # -- Qdrant plumbing -------------------------------------------------------------------
@@ -127,7 +137,7 @@ class KnowledgeBase:
     async def _q(self, call: Callable[[AsyncQdrantClient], Coroutine[Any, Any, Any]]) -> Any:
         try:
             return await qdrant_call(self.client, call)
-        except (UnexpectedResponse, OSError) as error:
+        except (UnexpectedResponse, ResponseHandlingException, OSError) as error:
             raise UnavailableError(f"the vector store failed: {error}") from error
         except Exception as error:
             # qdrant-client raises transport errors (httpx, grpc) of many kinds.
@@ -166,6 +176,12 @@ class KnowledgeBase:
                     "delete the collection and ingest again"
                 )
             self._known.add(name)
+        self._dimensions_checked = True
+
+    async def _ensure_checked(self) -> None:
+        """Run the dimension check now if Qdrant could not answer it at startup."""
+        if not self._dimensions_checked:
+            await self.check_dimensions()
 
     async def _ensure_collection(self, name: str) -> None:
         if name in self._known:
@@ -277,6 +293,7 @@ class KnowledgeBase:
         doc_type, title, _, chunks = await asyncio.to_thread(
             self._prepare, data, filename, content_type
         )
+        await self._ensure_checked()
         vectors = await self.embedder.aembed_documents(chunks)
         await self._ensure_collection(collection)
         document_id: uuid.UUID | None = None
@@ -296,7 +313,7 @@ class KnowledgeBase:
                 if row is not None and row.content_hash == content_hash:
                     return IngestResult(row, "unchanged")
                 previous_hash = row.content_hash if row is not None else None
-                document_id = row.id if row is not None else uuid.uuid4()
+                document_id = row.id if row is not None else document_uuid(collection, source)
                 await self._upsert(
                     collection=collection,
                     document_id=document_id,
@@ -538,6 +555,7 @@ class KnowledgeBase:
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        await self._ensure_checked()
         existing = await self._collections()
         targets = existing if collections is None else [c for c in collections if c in existing]
         if not targets or not query.strip():
@@ -624,6 +642,9 @@ async def open_knowledge(
 ) -> KnowledgeBase:
     """Build the knowledge base and check its collections' vector size against the embedder.
 
+    When Qdrant cannot be reached the check waits for the first search or ingest, so the
+    server still starts.
+
     Raises:
         DimensionMismatchError: A collection was built with an embedder of another dimension.
     """
@@ -637,5 +658,9 @@ async def open_knowledge(
         default_collection=default_collection,
         max_bytes=max_bytes,
     )
-    await knowledge.check_dimensions()
+    try:
+        await knowledge.check_dimensions()
+    except UnavailableError as error:
+        # Serve anyway (a run must still complete without Qdrant); check again on first use.
+        log.warning("Qdrant is unavailable at startup (%s); the knowledge base waits for it", error)
     return knowledge
