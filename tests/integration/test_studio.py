@@ -70,11 +70,13 @@ async def test_langgraph_dev_serves_both_graphs_and_streams_a_run(dev_server: st
     thread = await client.threads.create()
     custom: list[dict[str, Any]] = []
     values: dict[str, Any] = {}
+    run_input: Any = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
+    run_context: Any = {"user_id": "studio-user", "tools": ["calculator"]}
     async for part in client.runs.stream(
         thread["thread_id"],
         "chat",
-        input={"messages": [{"role": "user", "content": "What is 6 * 7?"}]},
-        context={"user_id": "studio-user", "tools": ["calculator"]},
+        input=run_input,
+        context=run_context,
         stream_mode=["custom", "values"],
     ):
         if part.event == "custom":
@@ -82,7 +84,8 @@ async def test_langgraph_dev_serves_both_graphs_and_streams_a_run(dev_server: st
         elif part.event == "values":
             values = part.data
     results = [e["data"] for e in custom if e["event"] == "tool_result"]
-    assert results and results[0]["content"] == "42"
+    assert results
+    assert results[0]["content"] == "42"
     assert "42" in values["answer"]
-    state = await client.threads.get_state(thread["thread_id"])
+    state: Any = await client.threads.get_state(thread["thread_id"])
     assert len(state["values"]["messages"]) == 2  # the window keeps the turn, not tool traffic
