@@ -55,15 +55,17 @@ def document_id(namespace: Sequence[str], key: str) -> str:
 
 
 def prefix_condition(namespace_prefix: Sequence[str]) -> Document:
-    """A Mongo condition on `ns_key` matching `namespace_prefix` and every namespace under it.
+    """A Mongo condition on `ns_path` matching `namespace_prefix` and every namespace under it.
 
-    Namespaces are matched as strings (nx-27017 cannot compare arrays): the namespace itself,
-    or a key in [prefix + ".", prefix + "/"), "/" being the character after ".".
+    Namespaces are matched as strings (nx-27017 cannot compare arrays): `ns_path` is the joined
+    namespace plus a trailing ".", so the namespaces under ("a", "b") are exactly the paths in
+    ["a.b.", "a.b/"), "/" being the character after ".". One range, no `$or` (which nx-27017
+    evaluates by scanning the collection).
     """
     if not namespace_prefix:
         return {}
-    joined = join_namespace(namespace_prefix)
-    return {"$or": [{"ns_key": joined}, {"ns_key": {"$gte": joined + ".", "$lt": joined + "/"}}]}
+    path = join_namespace(namespace_prefix) + "."
+    return {"ns_path": {"$gte": path, "$lt": path[:-1] + "/"}}
 
 
 def _when(micros: int) -> datetime:
@@ -127,11 +129,15 @@ class MongoStore(BaseStore):
     """A LangGraph store: one MongoDB document per (namespace, key), vectors in Qdrant.
 
     Documents live in collection `agent_memory`: `_id` (uuid5 of namespace and key), `ns`
-    (labels), `ns_key` (labels joined by `.`, unique with `key`), `key`, `value`, `index`
-    (the put's index argument), `created_at`/`updated_at`/`expires_at` (integer microseconds;
-    `expires_at` is 2**62 without TTL) and `ttl_minutes`. Expired items are invisible at once
-    and purged by `asweep_ttl`. With an embedder, text at the index paths of each value is
-    embedded into `vectors`, and `search(query=...)` ranks by cosine similarity.
+    (labels), `ns_key` (labels joined by `.`, unique with `key`), `ns_path` (`ns_key` + "."
+    for prefix ranges), `key`, `value`, `index` (the put's index argument), `vector_paths`
+    (the fields that have vectors), `created_at`/`updated_at`/`expires_at` (integer
+    microseconds; `expires_at` is 2**62 without TTL) and `ttl_minutes`. Expired items are
+    invisible at once and purged by `asweep_ttl`. With an embedder, text at the index paths of
+    each value is embedded into `vectors`, and `search(query=...)` ranks by cosine similarity:
+    when at most `exact_scan_limit` items match the prefix and filter (a user's memories), their
+    vectors are fetched by id and scored exactly, so the cost follows the user's memories and not
+    the whole store; larger scopes use Qdrant's filtered nearest-neighbour search.
 
     The async methods are the real ones; the sync ones hand the work to the event loop the
     store was opened on, so they must be called from another thread.
@@ -149,6 +155,7 @@ class MongoStore(BaseStore):
         index_fields: Sequence[str] = ("$",),
         ttl: TTLConfig | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        exact_scan_limit: int = 1000,
     ) -> None:
         if (vectors is None) != (embedder is None):
             raise ValueError("vectors and embedder go together: pass both or neither")
@@ -159,6 +166,7 @@ class MongoStore(BaseStore):
         self.index_fields = list(index_fields)
         self.ttl_config = ttl or {"refresh_on_read": True, "omit_expired": True}
         self.loop = loop
+        self.exact_scan_limit = exact_scan_limit
         self._indexes_ready = False
         self._index_lock = asyncio.Lock()
 
@@ -173,7 +181,7 @@ class MongoStore(BaseStore):
                 return
             models = [
                 IndexModel([("ns_key", ASCENDING), ("key", ASCENDING)], unique=True),
-                IndexModel([("ns_key", ASCENDING), ("updated_at", DESCENDING)]),
+                IndexModel([("ns_path", ASCENDING), ("updated_at", DESCENDING)]),
                 IndexModel([("expires_at", ASCENDING)]),
             ]
             await self.mongo.write(
@@ -339,7 +347,22 @@ class MongoStore(BaseStore):
     ) -> list[tuple[Document, float | None]]:
         if self.vectors is None or not op.query:
             return []
-        vector = await self._embed_query(op.query)
+        scope = {
+            **prefix_condition(op.namespace_prefix),
+            **self._alive(now_us()),
+            **mongo_filter(op.filter),
+        }
+        fields = {"_id": 1, "vector_paths": 1, **({"value": 1} if op.filter else {})}
+        limit = self.exact_scan_limit + 1
+        vector, candidates = await asyncio.gather(
+            self._embed_query(op.query),
+            self.mongo.read(
+                "search memories",
+                lambda: self.items.find(scope, fields).limit(limit).to_list(None),
+            ),
+        )
+        if len(candidates) <= self.exact_scan_limit:
+            return await self._exact_search(op, offset, vector, candidates)
         need = offset + op.limit
         page = max(2 * need, 20)
         seen: set[str] = set()
@@ -375,6 +398,32 @@ class MongoStore(BaseStore):
                 break
             page = min(page * 2, 2000)
         return ranked[offset:need]
+
+    async def _exact_search(
+        self, op: SearchOp, offset: int, vector: list[float], candidates: list[Document]
+    ) -> list[tuple[Document, float | None]]:
+        """Score every candidate's vectors (fetched by id) and keep the best per memory."""
+        assert self.vectors is not None
+        owner: dict[str, str] = {}
+        for doc in candidates:
+            if matches_filter(doc.get("value"), op.filter):
+                for path in doc.get("vector_paths") or []:
+                    owner[point_id(doc["_id"], path)] = doc["_id"]
+        scores = await self._vector_call(
+            "score memory vectors", self.vectors.score(vector, list(owner))
+        )
+        best: dict[str, float] = {}
+        for pid, score in scores.items():
+            doc_id = owner[pid]
+            best[doc_id] = max(score, best.get(doc_id, -2.0))
+        ranked = sorted(best.items(), key=lambda pair: (-pair[1], pair[0]))[
+            offset : offset + op.limit
+        ]
+        if not ranked:
+            return []
+        docs = await self._find({"_id": {"$in": [doc_id for doc_id, _ in ranked]}})
+        by_id = {doc["_id"]: doc for doc in docs}
+        return [(by_id[doc_id], score) for doc_id, score in ranked if doc_id in by_id]
 
     async def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conditions = [c for c in op.match_conditions or () if c.path]
@@ -426,6 +475,7 @@ class MongoStore(BaseStore):
                         "$set": {
                             "ns": list(op.namespace),
                             "ns_key": join_namespace(op.namespace),
+                            "ns_path": join_namespace(op.namespace) + ".",
                             "key": op.key,
                             "value": dict(op.value),
                             "index": op.index if op.index is False else (op.index or None),

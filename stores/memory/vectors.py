@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
@@ -162,6 +163,34 @@ class MemoryVectors:
             VectorHit(doc_id=str((point.payload or {})[PAYLOAD_DOC_ID]), score=float(point.score))
             for point in response.points
         ]
+
+    async def score(self, vector: Sequence[float], point_ids: Sequence[str]) -> dict[str, float]:
+        """Cosine similarity of `vector` with each of `point_ids` (missing points are skipped).
+
+        Fetching a bounded set of vectors by id and scoring them here costs the same however
+        big the collection is, where local mode evaluates a payload filter on every point.
+        """
+        if not point_ids:
+            return {}
+        await self.ensure()
+        query = np.asarray(vector, dtype=np.float32)
+        query /= np.linalg.norm(query) or 1.0
+        out: dict[str, float] = {}
+        for start in range(0, len(point_ids), 256):
+            records = await self.client.retrieve(
+                self.collection,
+                ids=list(point_ids[start : start + 256]),
+                with_payload=False,
+                with_vectors=True,
+            )
+            if not records:
+                continue
+            matrix = np.asarray([record.vector for record in records], dtype=np.float32)
+            norms = np.linalg.norm(matrix, axis=1)
+            norms[norms == 0] = 1.0
+            for record, score in zip(records, (matrix @ query) / norms, strict=True):
+                out[str(record.id)] = float(score)
+        return out
 
     @staticmethod
     def _prefix_filter(namespace_prefix: Sequence[str]) -> qm.Filter | None:

@@ -241,6 +241,24 @@ async def test_semantic_search_ranks_the_peanut_allergy_first(store: MongoStore)
     assert [r.key for r in second_page[:2]] == [r.key for r in results[1:3]]
 
 
+async def test_large_scopes_use_qdrant_search_with_the_same_ranking(store: MongoStore) -> None:
+    for i, fact in enumerate(FACTS):
+        await store.aput(("big", "memories"), f"m{i}", {"text": fact, "i": i})
+    await store.aput(("other",), "x", {"text": "I'm allergic to peanuts"})
+    query = "what food should I avoid?"
+    exact = await store.asearch(("big",), query=query, limit=4, offset=1)
+    exact_filtered = await store.asearch(("big",), query=query, filter={"i": {"$gte": 5}})
+    store.exact_scan_limit = 2  # every scope here is bigger: Qdrant's filtered search runs
+    nearest = await store.asearch(("big",), query=query, limit=4, offset=1)
+    nearest_filtered = await store.asearch(("big",), query=query, filter={"i": {"$gte": 5}})
+    assert [r.key for r in nearest] == [r.key for r in exact]
+    assert [round(r.score or 0, 4) for r in nearest] == [round(r.score or 0, 4) for r in exact]
+    assert [r.key for r in nearest_filtered] == [r.key for r in exact_filtered]
+    assert {r.namespace for r in await store.asearch(("big",), query=query, limit=20)} == {
+        ("big", "memories")
+    }
+
+
 async def test_semantic_search_applies_filters_and_index_settings(store: MongoStore) -> None:
     await store.aput(("s",), "peanuts", {"text": "I'm allergic to peanuts", "kind": "health"})
     await store.aput(("s",), "shellfish", {"text": "Shellfish makes me ill", "kind": "diet"})
