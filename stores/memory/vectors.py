@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
 from stores.errors import UnavailableError
+from stores.qdrant import is_local, qdrant_call
+
+T = TypeVar("T")
 
 PAYLOAD_DOC_ID = "doc_id"
 PAYLOAD_PREFIXES = "ns_prefixes"
@@ -66,7 +69,7 @@ class MemoryVectors:
             if self._ready:
                 return
             try:
-                if not await self.client.collection_exists(self.collection):
+                if not await self._call(lambda c: c.collection_exists(self.collection)):
                     await self._create()
             except Exception as error:  # qdrant raises transport-specific errors
                 raise UnavailableError(
@@ -74,23 +77,26 @@ class MemoryVectors:
                 ) from error
             self._ready = True
 
+    async def _call(self, call: Callable[[AsyncQdrantClient], Coroutine[Any, Any, T]]) -> T:
+        return await qdrant_call(self.client, call)
+
     async def _create(self) -> None:
-        await self.client.create_collection(
-            self.collection,
-            vectors_config=qm.VectorParams(size=self.dimension, distance=qm.Distance.COSINE),
-        )
-        with warnings.catch_warnings():  # local mode warns that it scans instead
-            warnings.simplefilter("ignore", UserWarning)
-            for field in (PAYLOAD_DOC_ID, PAYLOAD_PREFIXES):
-                await self.client.create_payload_index(
+        config = qm.VectorParams(size=self.dimension, distance=qm.Distance.COSINE)
+        await self._call(lambda c: c.create_collection(self.collection, vectors_config=config))
+        if is_local(self.client):
+            return  # local mode scans; payload indexes have no effect there
+        for field in (PAYLOAD_DOC_ID, PAYLOAD_PREFIXES):
+            await self._call(
+                lambda c, field=field: c.create_payload_index(  # type: ignore[misc]
                     self.collection, field, field_schema=qm.PayloadSchemaType.KEYWORD
                 )
+            )
 
     async def recreate(self) -> None:
         """Drop the collection and create it empty."""
         async with self._lock:
-            if await self.client.collection_exists(self.collection):
-                await self.client.delete_collection(self.collection)
+            if await self._call(lambda c: c.collection_exists(self.collection)):
+                await self._call(lambda c: c.delete_collection(self.collection))
             await self._create()
             self._ready = True
 
@@ -115,16 +121,15 @@ class MemoryVectors:
             )
             for field in fields
         ]
-        await self.client.upsert(self.collection, points=points, wait=True)
+        await self._call(lambda c: c.upsert(self.collection, points=points, wait=True))
 
     async def delete_points(self, point_ids: Sequence[str]) -> None:
         """Delete vectors by point id (cheap: no scan, unlike a payload filter in local mode)."""
         if not point_ids:
             return
         await self.ensure()
-        await self.client.delete(
-            self.collection, points_selector=qm.PointIdsList(points=list(point_ids)), wait=True
-        )
+        selector = qm.PointIdsList(points=list(point_ids))
+        await self._call(lambda c: c.delete(self.collection, points_selector=selector, wait=True))
 
     async def delete_docs(self, doc_ids: Sequence[str]) -> None:
         """Delete every vector of the memories `doc_ids`, whatever their paths."""
@@ -136,13 +141,14 @@ class MemoryVectors:
                 must=[qm.FieldCondition(key=PAYLOAD_DOC_ID, match=qm.MatchAny(any=list(doc_ids)))]
             )
         )
-        await self.client.delete(self.collection, points_selector=selector, wait=True)
+        await self._call(lambda c: c.delete(self.collection, points_selector=selector, wait=True))
 
     async def count(self, *, namespace_prefix: Sequence[str] = ()) -> int:
         """How many vectors lie under `namespace_prefix`."""
         await self.ensure()
-        result = await self.client.count(
-            self.collection, count_filter=self._prefix_filter(namespace_prefix), exact=True
+        where = self._prefix_filter(namespace_prefix)
+        result = await self._call(
+            lambda c: c.count(self.collection, count_filter=where, exact=True)
         )
         return result.count
 
@@ -151,13 +157,16 @@ class MemoryVectors:
     ) -> list[VectorHit]:
         """The nearest vectors under `namespace_prefix`, best first (one hit per vector)."""
         await self.ensure()
-        response = await self.client.query_points(
-            self.collection,
-            query=list(vector),
-            query_filter=self._prefix_filter(namespace_prefix),
-            limit=limit,
-            offset=offset,
-            with_payload=[PAYLOAD_DOC_ID],
+        where = self._prefix_filter(namespace_prefix)
+        response = await self._call(
+            lambda c: c.query_points(
+                self.collection,
+                query=list(vector),
+                query_filter=where,
+                limit=limit,
+                offset=offset,
+                with_payload=[PAYLOAD_DOC_ID],
+            )
         )
         return [
             VectorHit(doc_id=str((point.payload or {})[PAYLOAD_DOC_ID]), score=float(point.score))
@@ -177,11 +186,11 @@ class MemoryVectors:
         query /= np.linalg.norm(query) or 1.0
         out: dict[str, float] = {}
         for start in range(0, len(point_ids), 256):
-            records = await self.client.retrieve(
-                self.collection,
-                ids=list(point_ids[start : start + 256]),
-                with_payload=False,
-                with_vectors=True,
+            chunk = list(point_ids[start : start + 256])
+            records = await self._call(
+                lambda c, chunk=chunk: c.retrieve(  # type: ignore[misc]
+                    self.collection, ids=chunk, with_payload=False, with_vectors=True
+                )
             )
             if not records:
                 continue
