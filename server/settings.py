@@ -57,8 +57,9 @@ class Settings(BaseSettings):
         "memory_vectors", min_length=1, description="Qdrant collection of memory vectors."
     )
     memory_index_fields: list[str] = Field(
-        default_factory=lambda: ["$"],
-        description='JSON paths of a memory value that get embedded ("$": the whole value).',
+        default_factory=lambda: ["text", "content"],
+        description='JSON paths of a memory value that get embedded ("$": the whole value); '
+        "a value with none of them is embedded whole.",
     )
     memory_default_ttl_minutes: float | None = Field(
         None, gt=0, description="TTL of memories put without one (unset: they never expire)."

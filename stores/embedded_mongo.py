@@ -16,9 +16,20 @@ from pymongo.errors import PyMongoError
 
 log = logging.getLogger(__name__)
 
-_LAUNCH = (
-    "import sys; from nx_27017.nx_27017 import main; sys.argv[0] = 'nx-27017'; sys.exit(main())"
-)
+# Runs nx-27017 in a child Python that stops itself (SIGTERM, a clean shutdown) once its parent
+# is gone, even if the parent was killed with SIGKILL: no orphaned server holds the data folder.
+_LAUNCH = """
+import os, signal, sys, threading, time
+parent = os.getppid()
+def _watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=_watch, daemon=True).start()
+from nx_27017.nx_27017 import main
+sys.argv[0] = "nx-27017"
+sys.exit(main())
+"""
 
 
 def free_loopback_port() -> int:
@@ -78,7 +89,10 @@ class EmbeddedMongo:
         ]
         with (self.data_dir / "nx-27017.out").open("ab") as output:
             self._process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         self._wait_until_ready()
         log.info("embedded MongoDB (nx-27017) on port %s with data in %s", self.port, self.data_dir)

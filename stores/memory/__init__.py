@@ -49,7 +49,7 @@ async def open_memory_store(
     embedder: Embeddings | None,
     dimension: int,
     vector_collection: str = "memory_vectors",
-    index_fields: tuple[str, ...] = ("$",),
+    index_fields: tuple[str, ...] = ("text", "content"),
     default_ttl_minutes: float | None = None,
     sweep_interval_s: float | None = 60.0,
 ) -> AsyncIterator[tuple[MongoStore, ToolCache]]:

@@ -152,7 +152,7 @@ class MongoStore(BaseStore):
         collection: str = COLLECTION,
         vectors: MemoryVectors | None = None,
         embedder: Embeddings | None = None,
-        index_fields: Sequence[str] = ("$",),
+        index_fields: Sequence[str] = ("text", "content"),
         ttl: TTLConfig | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         exact_scan_limit: int = 1000,
@@ -518,7 +518,11 @@ class MongoStore(BaseStore):
         await self._vector_call("delete memory vectors", self.vectors.delete_points(ids))
 
     def _texts(self, value: Mapping[str, Any], index: Any) -> list[tuple[str, str]]:
-        """(path, text) pairs to embed for `value`, per the put's `index` or the store default."""
+        """(path, text) pairs to embed for `value`, per the put's `index` or the store default.
+
+        With the store default, a value none of whose default paths holds text is embedded
+        whole (path `$`), so every item stays findable by meaning.
+        """
         if index is False:
             return []
         paths = list(index) if index else self.index_fields
@@ -529,7 +533,10 @@ class MongoStore(BaseStore):
                 out.append((path, texts[0]))
             else:
                 out.extend((f"{path}.{i}", text) for i, text in enumerate(texts))
-        return [(path, text) for path, text in out if text.strip()]
+        kept = [(path, text) for path, text in out if text.strip()]
+        if not kept and not index and value:
+            kept = [("$", get_text_at_path(value, "$")[0])]
+        return kept
 
     async def _embed_fields(
         self, indexed: Sequence[tuple[str, Any, list[tuple[str, str]]]]

@@ -280,7 +280,22 @@ async def test_semantic_search_applies_filters_and_index_settings(store: MongoSt
     points = await store.vectors.client.retrieve(
         store.vectors.collection, [point_id(doc, "title"), point_id(doc, "$")]
     )
-    assert [p.id for p in points] == [point_id(doc, "title")]
+    assert [str(p.id) for p in points] == [point_id(doc, "title")]
+
+
+async def test_text_fields_are_embedded_and_other_values_whole(store: MongoStore) -> None:
+    await store.aput(("e",), "text", {"text": "I hate mushrooms", "origin": "chat"})
+    await store.aput(("e",), "content", {"content": "Dinner at eight", "text": "Call mum"})
+    await store.aput(("e",), "plain", {"note": "I hate olives"})
+    assert store.vectors is not None
+    expected = {"text": ["text"], "content": ["text", "content"], "plain": ["$"]}
+    for key, paths in expected.items():
+        doc = document_id(("e",), key)
+        ids = [point_id(doc, path) for path in ("$", "text", "content")]
+        points = await store.vectors.client.retrieve(store.vectors.collection, ids)
+        assert sorted(str(p.id) for p in points) == sorted(point_id(doc, p) for p in paths)
+    found = await store.asearch(("e",), query="olives", limit=1)
+    assert [r.key for r in found] == ["plain"]
 
 
 async def test_reput_with_fewer_fields_drops_stale_vectors(store: MongoStore) -> None:
