@@ -252,6 +252,7 @@ class ChatService:
                     elif event.event == "token" and first_token is None:
                         first_token = time.perf_counter()
                     put(event)
+                await self._maybe_prune(turn.conversation_id, final)
         except Exception as error:
             log.exception("chat turn %s failed", turn.run_id)
             status, error_text = "error", f"{type(error).__name__}: {error}"
@@ -290,6 +291,11 @@ class ChatService:
         put(ChatEvent("end", {"run_id": str(turn.run_id), "status": answer.status}))
         put(None)
         return answer
+
+    async def _maybe_prune(self, conversation_id: uuid.UUID, final: Mapping[str, Any]) -> None:
+        every = self.settings.checkpoint_prune_every
+        if every and int(final.get("turn", 0)) % every == 0:
+            await self.resources.checkpoints.prune(str(conversation_id))
 
     @staticmethod
     def _answer(

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     checkpoint_pool_size: int = Field(
         10, ge=1, le=500, description="psycopg connections for LangGraph checkpoints."
     )
+    checkpoint_prune_every: int = Field(
+        10,
+        ge=0,
+        le=100_000,
+        description="Keep only a conversation's latest checkpoint every N turns (0: never).",
+    )
 
     knowledge_default_collection: str = Field(
         "knowledge",

@@ -52,6 +52,19 @@ class Checkpoints:
             self._ready = True
             return self.saver
 
+    async def prune(self, thread_id: str) -> None:
+        """Delete the thread's older checkpoints, keeping the latest (and what it references).
+
+        Without it a thread's rows grow with every step, and reading the latest checkpoint
+        (which joins the thread's blobs) slows down as the conversation grows. Failures
+        (e.g. a concurrent prune) are logged: pruning is housekeeping, never part of a turn.
+        """
+        saver = await self.ready()
+        try:
+            await saver.aprune([thread_id], strategy="keep_latest")
+        except psycopg.Error as error:
+            log.warning("pruning checkpoints of thread %s failed: %s", thread_id, error)
+
 
 @asynccontextmanager
 async def open_checkpoints(

@@ -231,3 +231,23 @@ def test_conversation_resumes_after_a_restart(pg_admin_url: str, tmp_path: Path)
 def test_sse_parser_handles_pings() -> None:
     response = httpx.Response(200, text=": ping\n\nevent: end\ndata: {}\n\n")
     assert sse_events(response) == [("end", {})]
+
+
+def test_long_conversation_keeps_only_the_latest_checkpoint(
+    api: httpx.Client, pair: tuple[str, str], database_url: str
+) -> None:
+    user_id, agent_id = pair
+    conversation = create_conversation(api, user_id, agent_id)
+    for i in range(10):  # the server prunes every CHECKPOINT_PRUNE_EVERY (10) turns
+        body = {"conversation_id": conversation["id"], "message": f"What is {i} + 1?"}
+        assert api.post("/chat/invoke", json=body).json()["status"] == "success"
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM checkpoints WHERE thread_id = %s", (conversation["id"],)
+        ).fetchone()
+    assert row == (1,)
+    again = api.post(
+        "/chat/invoke",
+        json={"conversation_id": conversation["id"], "message": "What did I ask before?"},
+    ).json()
+    assert "What is 9 + 1?" in again["content"]
