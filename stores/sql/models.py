@@ -110,12 +110,31 @@ class Agent(Base):
     tools: Mapped[list[Any]] = _jsonb_array()
     collections: Mapped[list[Any]] = _jsonb_array()
     config: Mapped[dict[str, Any]] = _jsonb_object()
+    context: Mapped[dict[str, Any]] = _jsonb_object()
     metadata_: Mapped[dict[str, Any]] = _metadata()
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
     __table_args__ = (Index(None, "graph_id"), Index(None, "created_at", "id"))
+
+
+class AgentVersion(Base):
+    """A snapshot of an agent (assistant) at one version, kept for the versions API."""
+
+    __tablename__ = "agent_versions"
+
+    agent_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    graph_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    config: Mapped[dict[str, Any]] = _jsonb_object()
+    context: Mapped[dict[str, Any]] = _jsonb_object()
+    metadata_: Mapped[dict[str, Any]] = _metadata()
+    created_at: Mapped[datetime] = _created_at()
 
 
 class Conversation(Base):
@@ -133,6 +152,11 @@ class Conversation(Base):
     title: Mapped[str] = mapped_column(String(300), nullable=False, server_default="")
     status: Mapped[str] = mapped_column(String(20), nullable=False, server_default="idle")
     metadata_: Mapped[dict[str, Any]] = _metadata()
+    # The thread's latest state values and pending interrupts, cached for thread search/get.
+    values_: Mapped[dict[str, Any]] = mapped_column(
+        "values", JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    interrupts: Mapped[dict[str, Any]] = _jsonb_object()
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -187,6 +211,7 @@ class Run(Base):
     kwargs: Mapped[dict[str, Any]] = _jsonb_object()
     metadata_: Mapped[dict[str, Any]] = _metadata()
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cancel_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -201,6 +226,51 @@ class Run(Base):
         Index(None, "thread_id", "created_at"),
         Index(None, "status", "created_at"),
         Index(None, "assistant_id"),
+    )
+
+
+class RunEvent(Base):
+    """One streamed event of a run, kept so a client can rejoin with `Last-Event-ID`."""
+
+    __tablename__ = "run_events"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event: Mapped[str] = mapped_column(String(200), nullable=False)
+    data: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    created_at: Mapped[datetime] = _created_at()
+
+
+class Cron(Base):
+    """A scheduled run: a cron expression in a timezone, creating runs of an assistant."""
+
+    __tablename__ = "crons"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    assistant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), nullable=False
+    )
+    thread_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), nullable=True
+    )
+    user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    schedule: Mapped[str] = mapped_column(String(200), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(100), nullable=False, server_default="UTC")
+    payload: Mapped[dict[str, Any]] = _jsonb_object()
+    metadata_: Mapped[dict[str, Any]] = _metadata()
+    on_run_completed: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_run_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    enabled: Mapped[bool] = mapped_column(nullable=False, server_default=text("true"))
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    __table_args__ = (
+        Index(None, "enabled", "next_run_date"),
+        Index(None, "assistant_id"),
+        Index(None, "thread_id"),
     )
 
 
