@@ -81,7 +81,10 @@ async def open_memory_store(
     except UnavailableError as error:
         log.warning("memory store not ready at startup (will retry on use): %s", error)
     if vectors is not None:
-        await vectors.ensure()
+        try:
+            await vectors.ensure()
+        except UnavailableError as error:
+            log.error("memory vectors not ready (semantic recall answers 503): %s", error)
     sweeper = (
         asyncio.create_task(_sweep_forever(store, cache, sweep_interval_s), name="memory-ttl-sweep")
         if sweep_interval_s

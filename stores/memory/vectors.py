@@ -62,7 +62,12 @@ class MemoryVectors:
         self._lock = asyncio.Lock()
 
     async def ensure(self) -> None:
-        """Create the collection (cosine distance, payload indexes) when it is missing."""
+        """Create the collection (cosine distance, payload indexes) when it is missing.
+
+        Raises:
+            UnavailableError: Qdrant cannot be reached, or the collection holds vectors of
+                another size (built by another embedder): reindex to rebuild it.
+        """
         if self._ready:
             return
         async with self._lock:
@@ -71,10 +76,21 @@ class MemoryVectors:
             try:
                 if not await self._call(lambda c: c.collection_exists(self.collection)):
                     await self._create()
+                    size = self.dimension
+                else:
+                    info = await self._call(lambda c: c.get_collection(self.collection))
+                    params = info.config.params.vectors
+                    size = params.size if isinstance(params, qm.VectorParams) else -1
             except Exception as error:  # qdrant raises transport-specific errors
                 raise UnavailableError(
                     f"Qdrant is unavailable: could not open collection {self.collection}"
                 ) from error
+            if size != self.dimension:
+                raise UnavailableError(
+                    f"memory vectors in Qdrant collection {self.collection} have {size} "
+                    f"dimensions but the embedder makes {self.dimension}; "
+                    "run `switchboard memory reindex` to rebuild them"
+                )
             self._ready = True
 
     async def _call(self, call: Callable[[AsyncQdrantClient], Coroutine[Any, Any, T]]) -> T:

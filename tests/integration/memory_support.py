@@ -47,9 +47,10 @@ async def open_test_store(
     semantic: bool = True,
     timeout_ms: int = 2000,
     write_retries: int = 2,
+    database: str | None = None,
 ) -> AsyncIterator[tuple[MongoStore, ToolCache]]:
     """A MongoStore + ToolCache on a database of its own, vectors in local-mode Qdrant."""
-    database = f"t_{uuid.uuid4().hex[:12]}"
+    database = database or f"t_{uuid.uuid4().hex[:12]}"
     embedder = shared_embedder() if semantic else None
     async with (
         open_mongo(

@@ -17,9 +17,10 @@ from langgraph.store.base import (
     PutOp,
     SearchOp,
 )
+from qdrant_client import models as qm
 
 from stores.embedded_mongo import EmbeddedMongo
-from stores.errors import InvalidInputError, NotFoundError
+from stores.errors import InvalidInputError, NotFoundError, UnavailableError
 from stores.memory import MongoStore, ToolCache
 from stores.memory import operations as ops
 from stores.memory.store import document_id
@@ -320,6 +321,25 @@ async def test_reindex_rebuilds_vectors_with_identical_results(store: MongoStore
     after = [(r.key, round(r.score or 0, 5)) for r in await store.asearch(("u",), query=query)]
     assert after == before
     assert await vector_count(store) == len(FACTS)
+
+
+async def test_vectors_of_another_size_ask_for_a_reindex_which_fixes_them(
+    nx: EmbeddedMongo, tmp_path: Path
+) -> None:
+    database = f"dim_{uuid.uuid4().hex[:8]}"
+    async with open_test_store(nx.uri, tmp_path / "qdrant", database=database) as (store, _):
+        await store.aput(("d",), "k", {"text": "I'm allergic to peanuts"})
+        vectors = store.vectors
+        assert vectors is not None
+        await vectors.client.delete_collection(vectors.collection)
+        await vectors.client.create_collection(
+            vectors.collection, vectors_config=qm.VectorParams(size=8, distance=qm.Distance.COSINE)
+        )
+    async with open_test_store(nx.uri, tmp_path / "qdrant", database=database) as (reopened, _):
+        with pytest.raises(UnavailableError, match=r"have 8 dimensions.*memory reindex"):
+            await reopened.asearch(("d",), query="food")
+        assert await reopened.areindex() == 1
+        assert [r.key for r in await reopened.asearch(("d",), query="food")] == ["k"]
 
 
 async def test_one_users_memories_never_come_back_for_another(store: MongoStore) -> None:
