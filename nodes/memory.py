@@ -39,7 +39,7 @@ async def recall_memories(
     store: BaseStore, user_id: str, query: str, *, limit: int
 ) -> list[Memory]:
     """Up to `limit` memories of the user, the ones sharing words with `query` first."""
-    items = await store.asearch(namespace(user_id), query=query or None, limit=max(limit, 50))
+    items = await store.asearch(namespace(user_id), query=query or None, limit=limit * 2)
     wanted = terms(query)
     memories = [
         Memory(key=item.key, text=str(item.value.get("text", "")))
