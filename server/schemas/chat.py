@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, EmailStr, Field, field_validator
 
+from nodes.tools.registry import tool_registry
 from server.schemas.common import Identifier, JsonObject, PatchModel, RequestModel, ResponseModel
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -20,6 +21,14 @@ Metadata = Annotated[
 def _unique(values: list[str], field: str) -> list[str]:
     if len(set(values)) != len(values):
         raise ValueError(f"{field} must not repeat a name")
+    return values
+
+
+def _known_tools(values: list[str]) -> list[str]:
+    known = tool_registry()
+    unknown = [name for name in values if name not in known]
+    if unknown:
+        raise ValueError(f"unknown tools {unknown}; available: {sorted(known)}")
     return values
 
 
@@ -90,7 +99,7 @@ class AgentCreate(RequestModel):
     @field_validator("tools")
     @classmethod
     def _unique_tools(cls, value: list[str]) -> list[str]:
-        return _unique(value, "tools")
+        return _known_tools(_unique(value, "tools"))
 
     @field_validator("collections")
     @classmethod
@@ -114,7 +123,7 @@ class AgentUpdate(PatchModel):
     @field_validator("tools")
     @classmethod
     def _unique_tools(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else _unique(value, "tools")
+        return None if value is None else _known_tools(_unique(value, "tools"))
 
     @field_validator("collections")
     @classmethod

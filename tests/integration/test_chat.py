@@ -251,3 +251,9 @@ def test_long_conversation_keeps_only_the_latest_checkpoint(
         json={"conversation_id": conversation["id"], "message": "What did I ask before?"},
     ).json()
     assert "What is 9 + 1?" in again["content"]
+
+
+def test_agent_with_an_unknown_tool_is_refused(api: httpx.Client) -> None:
+    response = api.post("/agents", json={"name": "a", "tools": ["calculator", "shell"]})
+    assert response.status_code == 422
+    assert "unknown tools ['shell']" in response.text
