@@ -253,6 +253,23 @@ class ChatService:
                         first_token = time.perf_counter()
                     put(event)
                 await self._maybe_prune(turn.conversation_id, final)
+        except asyncio.CancelledError:
+            # Shutdown cancelled the turn: record it (the checkpoint holds its progress).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    turns.finish_turn(
+                        self.resources.database,
+                        conversation_id=turn.conversation_id,
+                        run_id=turn.run_id,
+                        messages=[],
+                        status="interrupted",
+                        error="the server stopped during the turn",
+                    )
+                )
+            put(ChatEvent("error", {"message": "the server stopped during the turn"}))
+            put(ChatEvent("end", {"run_id": str(turn.run_id), "status": "interrupted"}))
+            put(None)
+            raise
         except Exception as error:
             log.exception("chat turn %s failed", turn.run_id)
             status, error_text = "error", f"{type(error).__name__}: {error}"

@@ -257,3 +257,21 @@ def test_agent_with_an_unknown_tool_is_refused(api: httpx.Client) -> None:
     response = api.post("/agents", json={"name": "a", "tools": ["calculator", "shell"]})
     assert response.status_code == 422
     assert "unknown tools ['shell']" in response.text
+
+
+def test_slow_answer_gets_heartbeats_and_ends_with_end(pg_admin_url: str, tmp_path: Path) -> None:
+    with scratch_database(pg_admin_url, "chat_ping") as url:
+        settings = make_settings(
+            url, tmp_path, migrate_on_start=False, offline_token_delay_s=0.1, chat_ping_s=0.25
+        )
+        with running_server(settings) as base, httpx.Client(base_url=base, timeout=60) as api:
+            user_id = create_user(api)["id"]
+            agent_id = create_agent(api)["id"]
+            body = {"user_id": user_id, "agent_id": agent_id, "message": "hello"}
+            with api.stream("POST", "/chat", json=body) as response:
+                lines = list(response.iter_lines())
+    assert any(line.startswith(": ping") for line in lines)
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event:")]
+    assert events[0] == "metadata"
+    assert events[-1] == "end"
+    assert events.count("token") > 5

@@ -284,3 +284,31 @@ async def test_offline_model_streams_tokens() -> None:
     chunks = [c async for c in model.astream([HumanMessage("hello")])]
     assert len([c for c in chunks if c.text]) > 3
     assert "".join(c.text for c in chunks).startswith("Hello!")
+
+
+class BrokenStore(InMemoryStore):
+    """A memory store whose server is down."""
+
+    async def asearch(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("mongo is down")
+
+    async def aput(self, *args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("mongo is down")
+
+
+async def test_memory_outage_is_a_warning_and_the_turn_still_answers(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=BrokenStore())
+    final, events = await run_turn(graph, "t", "I'm vegetarian. What is 2+2?", ctx)
+    warnings = [e["data"]["node"] for e in events if e["event"] == "warning"]
+    assert warnings == ["recall", "remember"]
+    assert "2+2 = 4" in final["answer"]
+    assert "long-term memory" in final["answer"]
+
+
+async def test_statement_about_oneself_is_saved_when_policy_is_auto(ctx: AgentContext) -> None:
+    store = InMemoryStore()
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=store)
+    _, events = await run_turn(graph, "t", "I'm allergic to peanuts.", ctx)
+    assert {"event": "memory_saved", "data": {"text": "I'm allergic to peanuts"}} in events
+    _, events = await run_turn(graph, "u", "I'm a night owl", replace(ctx, memory_policy="tool"))
+    assert not any(e["event"] == "memory_saved" for e in events)
