@@ -40,7 +40,9 @@ async def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str
     text = ""
     usage = state.get("usage", {})
     final_usage = None
+    message_id: str | None = None
     async for chunk in model.astream(prompt(state, ctx, extra_warnings=extra)):
+        message_id = message_id or chunk.id
         piece = chunk.text
         if piece:
             text += piece
@@ -50,7 +52,7 @@ async def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str
     usage = add_usage(usage, final_usage)
     citations = cited_sources(text, state.get("sources", []))
     return {
-        "messages": [AIMessage(content=text)],
+        "messages": [AIMessage(content=text, id=message_id)],
         "answer": text,
         "citations": citations,
         "usage": usage,
