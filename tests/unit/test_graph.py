@@ -312,3 +312,18 @@ async def test_statement_about_oneself_is_saved_when_policy_is_auto(ctx: AgentCo
     assert {"event": "memory_saved", "data": {"text": "I'm allergic to peanuts"}} in events
     _, events = await run_turn(graph, "u", "I'm a night owl", replace(ctx, memory_policy="tool"))
     assert not any(e["event"] == "memory_saved" for e in events)
+
+
+async def test_messages_mode_streams_only_the_answer_tokens_once(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    streamed: list[tuple[str, str]] = []
+    async for chunk, meta in graph.astream(
+        {"messages": [HumanMessage("What is 2+2?")]},
+        {"configurable": {"thread_id": "t"}},
+        context=ctx,
+        stream_mode="messages",
+    ):
+        streamed.append((meta["langgraph_node"], type(chunk).__name__))
+    from_respond = [kind for node, kind in streamed if node == "respond"]
+    assert set(from_respond) == {"AIMessageChunk"}  # no second, whole copy of the answer
+    assert ("plan", "AIMessageChunk") not in streamed  # planning is not streamed as tokens
