@@ -317,12 +317,14 @@ async def test_statement_about_oneself_is_saved_when_policy_is_auto(ctx: AgentCo
 async def test_messages_mode_streams_only_the_answer_tokens_once(ctx: AgentContext) -> None:
     graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
     streamed: list[tuple[str, str]] = []
-    async for chunk, meta in graph.astream(
+    part: Any
+    async for part in graph.astream(
         {"messages": [HumanMessage("What is 2+2?")]},
         {"configurable": {"thread_id": "t"}},
         context=ctx,
         stream_mode="messages",
     ):
+        chunk, meta = part
         streamed.append((meta["langgraph_node"], type(chunk).__name__))
     from_respond = [kind for node, kind in streamed if node == "respond"]
     assert set(from_respond) == {"AIMessageChunk"}  # no second, whole copy of the answer
