@@ -5,7 +5,10 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
+from pydantic import BaseModel, ValidationError
 
+from server.schemas.memory import StoreItemPut, StoreItemsSearch, StoreNamespacesList
 from tests.integration.memory_support import FACTS
 
 
@@ -112,3 +115,22 @@ def test_unknown_users_get_404_and_malformed_input_422(api: httpx.Client) -> Non
     assert api.get(f"/users/{user}/memories", params={"limit": 0}).status_code == 422
     assert api.get(f"/users/{user}/memories", params={"q": ""}).status_code == 422
     assert api.get(f"/users/{user}/memories").json()["total"] == 0
+
+
+def test_store_api_bodies_name_the_bad_field() -> None:
+    ok = StoreItemPut.model_validate({"namespace": ["u", "m"], "key": "k", "value": {"a": 1}})
+    assert ok.namespace == ["u", "m"]
+    bad_bodies: list[tuple[type[BaseModel], dict[str, object], str]] = [
+        (StoreItemPut, {"namespace": ["a.b"], "key": "k", "value": {}}, "namespace"),
+        (StoreItemPut, {"namespace": [], "key": "k", "value": {}}, "namespace"),
+        (StoreItemPut, {"namespace": ["u", 7], "key": "k", "value": {}}, "namespace"),
+        (StoreItemPut, {"namespace": ["u"], "key": "", "value": {}}, "key"),
+        (StoreItemPut, {"namespace": ["u"], "key": "k", "value": [1]}, "value"),
+        (StoreItemsSearch, {"namespace_prefix": ["x."]}, "namespace_prefix"),
+        (StoreItemsSearch, {"limit": 0}, "limit"),
+        (StoreNamespacesList, {"max_depth": 0}, "max_depth"),
+    ]
+    for model, body, field in bad_bodies:
+        with pytest.raises(ValidationError) as error:
+            model.model_validate(body)
+        assert error.value.errors()[0]["loc"][0] == field, (model.__name__, body)
