@@ -29,7 +29,7 @@ from server.settings import Settings
 from stores.errors import ConflictError
 from stores.sql import repositories as repo
 from stores.sql import turns
-from stores.sql.models import Agent
+from stores.sql.models import Agent, Conversation
 
 log = logging.getLogger(__name__)
 
@@ -168,28 +168,33 @@ class ChatService:
             conversation_id = conversation.id
         else:
             conversation_id = request.conversation_id
-        conversation, agent = await turns.conversation_with_agent(db, conversation_id)
-        graph = self.graphs.get(agent.graph_id)
-        if graph is None:
-            raise ConflictError(
-                f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
-                f"declared graphs: {sorted(self.graphs)}",
-                field="graph_id",
+
+        def prepare(
+            conversation: Conversation, agent: Agent
+        ) -> tuple[str, CompiledStateGraph[Any, Any, Any, Any], AgentContext]:
+            graph = self.graphs.get(agent.graph_id)
+            if graph is None:
+                raise ConflictError(
+                    f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
+                    f"declared graphs: {sorted(self.graphs)}",
+                    field="graph_id",
+                )
+            context = agent_context(
+                agent,
+                user_id=conversation.user_id,
+                settings=self.settings,
+                knowledge=self.resources.knowledge,
+                tool_cache=self.tool_cache,
+                models=self.models,
             )
-        context = agent_context(
-            agent,
-            user_id=conversation.user_id,
-            settings=self.settings,
-            knowledge=self.resources.knowledge,
-            tool_cache=self.tool_cache,
-            models=self.models,
-        )
-        user_message, run = await turns.start_turn(
+            return agent.graph_id, graph, context
+
+        (graph_id, graph, context), user_message, run = await turns.begin_turn(
             db,
             conversation_id,
             content=request.message,
-            agent_id=agent.id,
-            metadata={"graph_id": agent.graph_id, "source": "chat"},
+            metadata={"source": "chat", "message_chars": len(request.message)},
+            prepare=prepare,
         )
         turn = Turn(run_id=run.id, conversation_id=conversation_id)
         turn.queue.put_nowait(
@@ -198,8 +203,8 @@ class ChatService:
                 {
                     "run_id": str(run.id),
                     "conversation_id": str(conversation_id),
-                    "agent_id": str(agent.id),
-                    "graph_id": agent.graph_id,
+                    "agent_id": str(run.assistant_id),
+                    "graph_id": graph_id,
                     "user_message_id": str(user_message.id),
                     "model": context.model.name,
                 },

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 
@@ -12,51 +12,53 @@ from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.models import Agent, Conversation, Message, Run
 
-
-async def conversation_with_agent(
-    db: Database, conversation_id: uuid.UUID
-) -> tuple[Conversation, Agent]:
-    """The conversation and its agent; 404 if unknown, 409 if its agent was deleted."""
-    async with db.sessions() as session:
-        conversation = await session.get(Conversation, conversation_id)
-        if conversation is None:
-            raise NotFoundError("conversation", conversation_id, field="conversation_id")
-        if conversation.agent_id is None:
-            raise ConflictError(
-                f"conversation {conversation_id} has no agent any more (it was deleted); "
-                "start a new conversation with another agent",
-                field="conversation_id",
-            )
-        agent = await session.get(Agent, conversation.agent_id)
-        if agent is None:
-            raise ConflictError(
-                f"the agent of conversation {conversation_id} was deleted",
-                field="conversation_id",
-            )
-        return conversation, agent
+T = TypeVar("T")
 
 
-async def start_turn(
+def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
+    if conversation.agent_id is None or agent is None:
+        raise ConflictError(
+            f"conversation {conversation.id} has no agent any more (it was deleted); "
+            "start a new conversation with another agent",
+            field="conversation_id",
+        )
+    return agent
+
+
+async def begin_turn(
     db: Database,
     conversation_id: uuid.UUID,
     *,
     content: str,
-    agent_id: uuid.UUID,
     metadata: Mapping[str, Any],
-) -> tuple[Message, Run]:
-    """Write the user's message and a `running` run row in one transaction."""
+    prepare: Callable[[Conversation, Agent], T],
+) -> tuple[T, Message, Run]:
+    """Check the conversation, then write the user's message and a `running` run row.
+
+    One transaction: the conversation (404 if unknown) and its agent (409 if deleted) are
+    read, `prepare(conversation, agent)` runs (it may raise to refuse the turn, and nothing is
+    written), then the message and the run are inserted.
+
+    Returns:
+        What `prepare` returned, the user's message and the run.
+    """
     async with db.sessions.begin() as session:
         conversation = await session.get(
             Conversation, conversation_id, with_for_update={"key_share": True}
         )
         if conversation is None:
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
+        agent = _agent_of(
+            conversation,
+            await session.get(Agent, conversation.agent_id) if conversation.agent_id else None,
+        )
+        prepared = prepare(conversation, agent)
         message = Message(
             conversation_id=conversation_id, sender="user", content=content, metadata_={}
         )
         run = Run(
             thread_id=conversation_id,
-            assistant_id=agent_id,
+            assistant_id=agent.id,
             status="running",
             kwargs={"input": {"message": content}},
             metadata_=dict(metadata),
@@ -65,7 +67,7 @@ async def start_turn(
         session.add_all([message, run])
         conversation.updated_at = func.now()
         await session.flush()
-        return message, run
+        return prepared, message, run
 
 
 async def finish_turn(
