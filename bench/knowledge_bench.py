@@ -1,7 +1,7 @@
 """Knowledge-base benchmark: ingestion chunks/s and search latency p50/p99 at 1k, 10k, 100k chunks.
 
 Runs in Qdrant local mode with the real MiniLM model and a real PostgreSQL (DATABASE_URL, else
-an embedded server). Embedding 100k chunks on a small CPU would take most of an hour, so the
+an embedded server). Embedding 100k chunks on a small CPU would take hours, so the
 full pipeline (extract → split → embed → Qdrant → PostgreSQL) is measured on 1k real chunks,
 and the 10k / 100k collections are filled with those real vectors plus small random
 perturbations, written through the same batched upserts. Figures are ratios against the 1k
@@ -315,7 +315,8 @@ def _report(
         "The 1k collection holds the real chunks' vectors; 10k and 100k hold the same vectors "
         "with Gaussian noise (sigma 0.02, renormalised) and the same payloads, written in "
         f"batches of {UPSERT_BATCH} through the upsert path ingestion uses. Embedding was not "
-        "repeated for them (it would take most of an hour), so their write rate excludes "
+        f"repeated for them (100k chunks at the rate above would take "
+        f"{SIZES[-1] / (chunks / ingest_s) / 60:.0f} minutes), so their write rate excludes "
         "embedding. Search: k = 4; end to end = `KnowledgeBase.search` including the query "
         f"embedding ({SEARCHES} queries); Qdrant only = `query_points` with a precomputed "
         f"vector; filtered = `query_points` with a `source` payload filter ({FILTERED_SEARCHES} "
