@@ -142,6 +142,15 @@ class Settings(BaseSettings):
         default_factory=lambda: ["https://smith.langchain.com"],
         description="Origins allowed by CORS (LangGraph Studio's by default).",
     )
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Webhook hosts allowed even on loopback/private addresses (`*.domain` ok).",
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Seconds per webhook POST.")
+    webhook_attempts: int = Field(3, ge=1, le=10, description="Webhook POST attempts at most.")
+    cron_poll_interval_s: float = Field(
+        5.0, gt=0, le=300, description="Seconds between checks for due crons (0.x in tests)."
+    )
 
     @field_validator("database_url")
     @classmethod

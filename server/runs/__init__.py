@@ -1,0 +1,1 @@
+"""Runs of the Agent Server API: the engine, streaming, event log, webhooks and crons."""
