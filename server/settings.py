@@ -114,6 +114,18 @@ class Settings(BaseSettings):
         le=100_000,
         description="Keep only a conversation's latest checkpoint every N turns (0: never).",
     )
+    run_workers: int = Field(4, ge=0, le=256, description="Runs this process executes at once.")
+    run_lease_s: float = Field(
+        30.0, ge=0.5, le=3600, description="Seconds a claimed run stays ours without a heartbeat."
+    )
+    run_poll_s: float = Field(
+        2.0, gt=0, le=300, description="Seconds between looks for runs when no NOTIFY arrives."
+    )
+    extra_graphs: dict[str, str] = Field(
+        default_factory=dict,
+        description='More graphs runs may use, by id: {"id": "module:builder"} (tests, plugins); '
+        "the builder takes keyword-only checkpointer and store.",
+    )
 
     knowledge_default_collection: str = Field(
         "knowledge",

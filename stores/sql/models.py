@@ -215,6 +215,8 @@ class Run(Base):
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What `/wait` and `/join` return: final values, `__interrupt__` or `__error__` (0003_b1).
+    output: Mapped[Any] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -225,6 +227,7 @@ class Run(Base):
         ),
         Index(None, "thread_id", "created_at"),
         Index(None, "status", "created_at"),
+        Index(None, "status", "lease_expires_at"),
         Index(None, "assistant_id"),
     )
 
