@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, update
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
@@ -91,20 +91,16 @@ async def finish_turn(
             for values in messages
         ]
         session.add_all(rows)
-        run = await session.get(Run, run_id)
-        if run is not None:
-            run.status = status
-            run.error = error
-        if rows:
-            conversation = await session.get(Conversation, conversation_id)
-            if conversation is not None:
-                conversation.updated_at = func.now()
         await session.flush()
+        await session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=status, error=error, updated_at=func.now())
+        )
+        if rows:
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id)
+                .values(updated_at=func.now())
+            )
         return rows
-
-
-async def count_messages(db: Database, conversation_id: uuid.UUID) -> int:
-    """How many messages the conversation's transcript holds."""
-    async with db.sessions() as session:
-        stmt = select(func.count()).where(Message.conversation_id == conversation_id)
-        return int(await session.scalar(stmt) or 0)

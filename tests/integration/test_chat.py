@@ -60,7 +60,7 @@ def test_sse_events_arrive_in_order_and_the_answer_cites_sample_knowledge(
 
 
 def test_arithmetic_goes_through_the_calculator_and_is_saved_as_messages(
-    api: httpx.Client, pair: tuple[str, str]
+    api: httpx.Client, pair: tuple[str, str], database_url: str
 ) -> None:
     user_id, agent_id = pair
     events = stream_chat(
@@ -79,6 +79,12 @@ def test_arithmetic_goes_through_the_calculator_and_is_saved_as_messages(
     assert agent_meta["latency_ms"] > 0
     assert agent_meta["tool_calls"][0]["name"] == "calculator"
     assert transcript[1]["metadata"]["tool"] == "calculator"
+    with psycopg.connect(database_url) as conn:
+        run = conn.execute(
+            "SELECT status, thread_id::text FROM runs WHERE id = %s",
+            (data["metadata"]["run_id"],),
+        ).fetchone()
+    assert run == ("success", conversation_id)
 
 
 def test_remembered_fact_is_recalled_in_a_new_conversation(
