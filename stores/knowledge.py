@@ -19,6 +19,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import NotFoundError, StoreError, UnavailableError
@@ -37,6 +38,8 @@ POINT_NAMESPACE = uuid.UUID("6f1c3a52-8d4e-4c1b-9a57-3f2b1e0d9c11")
 SAMPLE_SOURCE_PREFIX = "switchboard-sample:"
 INDEXED_FIELDS = ("document_id", "collection", "source", "doc_type", "content_hash")
 UPSERT_BATCH = 256
+# Extra hits fetched per collection, so dropping stale ones still leaves k.
+OVERFETCH = 8
 
 IngestStatus = Literal["created", "updated", "unchanged"]
 
@@ -571,7 +574,7 @@ class KnowledgeBase:
                     COLLECTION_PREFIX + name,
                     query=vector,
                     query_filter=condition,
-                    limit=k,
+                    limit=k + OVERFETCH,
                     with_payload=True,
                 )
             )
@@ -580,7 +583,32 @@ class KnowledgeBase:
 
         results = await asyncio.gather(*(one(name) for name in sorted(set(targets))))
         merged = sorted((p for points in results for p in points), key=lambda p: -p.score)
+        current = await self._current_versions(merged)
+        if current is not None:
+            merged = [p for p in merged if _version(p) in current]
         return [_hit(p) for p in merged[:k]]
+
+    async def _current_versions(
+        self, points: Sequence[models.ScoredPoint]
+    ) -> set[tuple[str, str]] | None:
+        """(document id, content hash) of the rows behind `points`; None when PG is down.
+
+        Hits are kept only when their row exists with their hash, so a search never shows a
+        superseded version (between an update's commit and its clean-up) nor a vector whose
+        row is gone. Without PostgreSQL the hits are returned unchecked rather than not at all.
+        """
+        ids = {_uuid_or_none((p.payload or {}).get("document_id")) for p in points} - {None}
+        if not ids:
+            return set()
+        try:
+            async with self.database.sessions() as session:
+                rows = await session.execute(
+                    select(Document.id, Document.content_hash).where(Document.id.in_(ids))
+                )
+                return {(str(row.id), row.content_hash) for row in rows}
+        except DBAPIError as error:
+            log.warning("search hits unchecked against PostgreSQL: %s", error)
+            return None
 
     # -- samples ------------------------------------------------------------------------------
 
@@ -613,6 +641,18 @@ class KnowledgeBase:
         results = await self.ingest_samples()
         log.info("ingested %d sample documents into %r", len(results), self.default_collection)
         return len(results)
+
+
+def _uuid_or_none(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _version(point: models.ScoredPoint) -> tuple[str, str]:
+    payload = point.payload or {}
+    return str(payload.get("document_id")), str(payload.get("content_hash"))
 
 
 def _hit(point: models.ScoredPoint) -> SearchHit:

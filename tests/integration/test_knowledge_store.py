@@ -293,3 +293,29 @@ async def test_ingest_path_uses_the_absolute_path_as_source(
     missing = uuid.uuid4()
     with pytest.raises(Exception, match="not found"):
         await kb.delete_document(missing)
+
+
+async def test_search_never_shows_orphan_or_superseded_vectors(kb: KnowledgeBase) -> None:
+    collection = unique_collection("orphans")
+    doc = (await kb.ingest_bytes(CHESS.encode(), filename="c.txt", collection=collection)).document
+    vector = await kb.embedder.aembed_query(CHESS)
+    # What a failed clean-up could leave behind: an old version, and a document with no row.
+    leftovers = [
+        models.PointStruct(
+            id=point_id(doc.id, "0" * 64, 0),
+            vector=vector,
+            payload={"document_id": str(doc.id), "content_hash": "0" * 64, "chunk": "old"},
+        ),
+        models.PointStruct(
+            id=str(uuid.uuid4()),
+            vector=vector,
+            payload={"document_id": str(uuid.uuid4()), "content_hash": "1" * 64, "chunk": "gone"},
+        ),
+    ]
+    await qdrant_call(
+        kb.client, lambda c: c.upsert(COLLECTION_PREFIX + collection, points=leftovers)
+    )
+
+    hits = await kb.search(CHESS, k=3, collections=[collection])
+
+    assert [(h.document_id, h.text) for h in hits] == [(doc.id, CHESS)]
