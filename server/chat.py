@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -18,16 +19,19 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from langgraph.types import StreamMode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from graphs.registry import build_graphs
 from nodes.context import AgentContext, ModelSpec, ToolCache
 from nodes.models import ChatModelCache
 from nodes.retrieve import public_source
+from nodes.tools.builtin import BUILTIN_TOOLS
 from server.resources import Resources
 from server.schemas.turns import ChatAnswer, ChatRequest
 from server.settings import Settings
 from stores.errors import ConflictError
 from stores.sql import repositories as repo
+from stores.sql import tools as sql_tools
 from stores.sql import turns
 from stores.sql.models import Agent, Conversation
 
@@ -138,10 +142,33 @@ class ChatService:
             checkpointer=resources.checkpoints.saver, store=store
         )
         self.models = ChatModelCache()
+        self.disabled_tools: frozenset[str] = frozenset()
         self._tasks: set[asyncio.Task[ChatAnswer]] = set()
         self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    async def sync_tools(self) -> None:
+        """Write the built-in tools to the `tools` table and note which are switched off there.
+
+        A database that is down is logged, not fatal: every tool then counts as enabled.
+        """
+        rows = [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "parameters": dict(spec.parameters),
+                "cacheable": spec.cacheable,
+            }
+            for spec in BUILTIN_TOOLS
+        ]
+        try:
+            await sql_tools.sync_tools(self.resources.database, rows)
+            listed = await sql_tools.list_tools(self.resources.database)
+        except (SQLAlchemyError, OSError) as error:
+            log.warning("could not sync the tools table (all tools stay enabled): %s", error)
+            return
+        self.disabled_tools = frozenset(row.name for row in listed if not row.enabled)
 
     def _lock(self, conversation_id: uuid.UUID) -> asyncio.Lock:
         lock = self._locks.get(conversation_id)
@@ -187,6 +214,9 @@ class ChatService:
                 tool_cache=self.tool_cache,
                 models=self.models,
             )
+            if self.disabled_tools:
+                tools = tuple(t for t in context.tools if t not in self.disabled_tools)
+                context = dataclasses.replace(context, tools=tools)
             return agent.graph_id, graph, context
 
         (graph_id, graph, context), user_message, run = await turns.begin_turn(
@@ -411,6 +441,7 @@ class ChatService:
 async def open_chat(resources: Resources) -> AsyncIterator[ChatService]:
     """The chat service for the lifespan; on exit running turns finish before pools close."""
     service = ChatService(resources)
+    await service.sync_tools()
     try:
         yield service
     finally:

@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from server.chat import Turn
-from server.deps import ChatDep, ResourcesDep
+from server.deps import ChatDep, DatabaseDep, ResourcesDep
 from server.errors import error_response
 from server.schemas.common import CONFLICT, NOT_FOUND, ErrorBody, Responses
-from server.schemas.turns import ChatAnswer, ChatRequest
+from server.schemas.turns import ChatAnswer, ChatRequest, ToolOut
+from stores.sql import tools as sql_tools
 
 router = APIRouter(tags=["chat"])
 
@@ -84,3 +85,9 @@ async def chat_invoke(body: ChatRequest, chat: ChatDep, resources: ResourcesDep)
         return refused  # type: ignore[return-value]
     turn = await chat.start(body)
     return await turn.result()
+
+
+@router.get("/tools", tags=["tools"])
+async def list_tools(db: DatabaseDep) -> list[ToolOut]:
+    """The tools an agent may enable by name (`enabled` false: switched off on this server)."""
+    return [ToolOut.model_validate(row) for row in await sql_tools.list_tools(db)]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from server.schemas.common import RequestModel
+from server.schemas.common import RequestModel, ResponseModel
 
 
 class ChatRequest(RequestModel):
@@ -47,3 +47,13 @@ class ChatAnswer(BaseModel):
     model: str
     latency_ms: float
     error: str | None = None
+
+
+class ToolOut(ResponseModel):
+    """A tool agents may list in `tools`, with the JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    cacheable: bool
+    enabled: bool

@@ -281,3 +281,11 @@ def test_slow_answer_gets_heartbeats_and_ends_with_end(pg_admin_url: str, tmp_pa
     assert events[0] == "metadata"
     assert events[-1] == "end"
     assert events.count("token") > 5
+
+
+def test_tools_are_listed_with_their_json_schemas(api: httpx.Client) -> None:
+    tools = {tool["name"]: tool for tool in api.get("/tools").json()}
+    assert set(TOOLS) | {"http_get"} <= set(tools)
+    assert tools["calculator"]["parameters"]["required"] == ["expression"]
+    assert tools["http_get"]["cacheable"] is True
+    assert all(tool["enabled"] for tool in tools.values())
