@@ -1,0 +1,141 @@
+"""Request and response bodies of the crons routes, as langgraph-sdk's `client.crons` sends them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+StreamModeName = Literal[
+    "values",
+    "messages",
+    "updates",
+    "events",
+    "tasks",
+    "checkpoints",
+    "debug",
+    "custom",
+    "messages-tuple",
+]
+CronSortBy = Literal[
+    "cron_id", "assistant_id", "thread_id", "created_at", "updated_at", "next_run_date", "end_time"
+]
+CRON_FIELDS = (
+    "cron_id",
+    "assistant_id",
+    "thread_id",
+    "on_run_completed",
+    "end_time",
+    "schedule",
+    "timezone",
+    "created_at",
+    "updated_at",
+    "payload",
+    "user_id",
+    "next_run_date",
+    "metadata",
+    "enabled",
+)
+CronField = Literal[
+    "cron_id",
+    "assistant_id",
+    "thread_id",
+    "on_run_completed",
+    "end_time",
+    "schedule",
+    "timezone",
+    "created_at",
+    "updated_at",
+    "payload",
+    "user_id",
+    "next_run_date",
+    "metadata",
+    "enabled",
+    "now",
+]
+# Fields of a cron body that are kept in `payload` and become the body of each run it creates.
+RUN_PAYLOAD_FIELDS = (
+    "assistant_id",
+    "input",
+    "config",
+    "context",
+    "metadata",
+    "webhook",
+    "interrupt_before",
+    "interrupt_after",
+    "multitask_strategy",
+    "stream_mode",
+    "stream_subgraphs",
+    "stream_resumable",
+    "durability",
+    "checkpoint_during",
+)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class _RunFields(_Body):
+    input: Any = None
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    checkpoint_during: bool | None = None
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    webhook: str | None = Field(None, max_length=2000)
+    stream_mode: StreamModeName | list[StreamModeName] | None = None
+    stream_subgraphs: bool | None = None
+    stream_resumable: bool | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+    timezone: str | None = Field(None, max_length=100)
+    end_time: datetime | None = None
+    enabled: bool | None = None
+
+    @field_validator("end_time")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("end_time needs a timezone offset (e.g. 2026-01-01T00:00:00Z)")
+        return value
+
+
+class CronCreate(_RunFields):
+    """`POST /runs/crons` and `POST /threads/{thread_id}/runs/crons`."""
+
+    schedule: str = Field(min_length=1, max_length=200)
+    assistant_id: str = Field(min_length=1, max_length=200)
+    multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] | None = None
+    on_run_completed: Literal["delete", "keep"] | None = None
+
+
+class CronUpdate(_RunFields):
+    """`PATCH /runs/crons/{cron_id}`: only the fields sent change; `end_time: null` clears it."""
+
+    schedule: str | None = Field(None, min_length=1, max_length=200)
+    on_run_completed: Literal["delete", "keep"] | None = None
+
+
+class CronSearch(_Body):
+    """`POST /runs/crons/search`."""
+
+    assistant_id: uuid.UUID | None = None
+    thread_id: uuid.UUID | None = None
+    enabled: bool | None = None
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    sort_by: CronSortBy = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+    select: list[CronField] | None = None
+
+
+class CronCount(_Body):
+    """`POST /runs/crons/count`."""
+
+    assistant_id: uuid.UUID | None = None
+    thread_id: uuid.UUID | None = None
+    metadata: dict[str, Any] | None = None
