@@ -14,6 +14,7 @@ from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.resources import open_resources
 from server.routes import agents, chat, conversations, documents, health, memory, users
+from server.runs.events import open_run_events
 from server.samples import sample_ingest
 from server.settings import Settings
 
@@ -29,9 +30,11 @@ def create_app(settings: Settings) -> FastAPI:
             open_resources(settings) as resources,
             sample_ingest(resources),
             open_chat(resources) as chat,
+            open_run_events(resources) as run_events,
         ):
             app.state.resources = resources
             app.state.chat = chat
+            app.state.run_events = run_events
             log.info(
                 "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
                 settings.host,

@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 
 from server.chat import ChatService
 from server.resources import Resources
+from server.runs.events import RunEventLog
 from stores.knowledge import KnowledgeBase
 from stores.sql.database import Database
 
@@ -29,6 +30,12 @@ def get_chat(request: Request) -> ChatService:
     return service
 
 
+def get_run_events(request: Request) -> RunEventLog:
+    """The run event log (stream replay and cross-process follow), opened by the lifespan."""
+    events: RunEventLog = request.app.state.run_events
+    return events
+
+
 def get_knowledge(request: Request) -> KnowledgeBase:
     """The knowledge base (documents and semantic search)."""
     return get_resources(request).knowledge
@@ -38,5 +45,6 @@ ResourcesDep = Annotated[Resources, Depends(get_resources)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+RunEventsDep = Annotated[RunEventLog, Depends(get_run_events)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]

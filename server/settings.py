@@ -126,6 +126,18 @@ class Settings(BaseSettings):
         description='More graphs runs may use, by id: {"id": "module:builder"} (tests, plugins); '
         "the builder takes keyword-only checkpointer and store.",
     )
+    sse_heartbeat_s: float = Field(
+        5.0, gt=0, le=300, description="Seconds between `: heartbeat` comments of run streams."
+    )
+    run_events_poll_s: float = Field(
+        1.0, gt=0, le=60, description="Seconds a stream follower waits before re-reading events."
+    )
+    run_events_retention_s: float = Field(
+        3600.0, ge=0, description="Seconds a finished run's events are kept for stream rejoins."
+    )
+    run_events_prune_every_s: float = Field(
+        300.0, gt=0, le=86_400, description="Seconds between prunes of old run events."
+    )
 
     knowledge_default_collection: str = Field(
         "knowledge",

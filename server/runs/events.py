@@ -1,0 +1,354 @@
+"""The run event log: every streamed event in `run_events`, followed live from any process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from server.resources import Resources
+from server.runs.streaming import TERMINAL_EVENTS, dumps
+from stores.errors import InvalidInputError
+from stores.sql.database import Database, libpq_url
+
+log = logging.getLogger(__name__)
+
+CHANNEL: Final[str] = "run_events"
+ACTIVE_RUN_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running"})
+Event = tuple[int, str, Any]
+
+_APPEND = text(
+    "WITH ins AS ("
+    " INSERT INTO run_events (run_id, seq, event, data)"
+    " SELECT :run_id, COALESCE(MAX(seq), 0) + 1, :event, CAST(:data AS jsonb)"
+    " FROM run_events WHERE run_id = :run_id"
+    " RETURNING seq"
+    ") SELECT seq, pg_notify(:channel, :origin || ':' || :run_id_text || ':' || seq) FROM ins"
+)
+_AFTER = text(
+    "SELECT seq, event, data FROM run_events WHERE run_id = :run_id AND seq > :after ORDER BY seq"
+)
+_STATUS = text("SELECT status FROM runs WHERE id = :run_id")
+_LAST = text("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = :run_id")
+_PRUNE = text(
+    "DELETE FROM run_events e USING ("
+    " SELECT ev.run_id FROM run_events ev JOIN runs r ON r.id = ev.run_id"
+    " WHERE r.status NOT IN ('pending', 'running')"
+    " GROUP BY ev.run_id HAVING MAX(ev.created_at) < now() - make_interval(secs => :keep)"
+    ") old WHERE e.run_id = old.run_id"
+)
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    """The seq in a `Last-Event-ID` header (None when absent or empty).
+
+    Raises `InvalidInputError` (422) naming the header when it is not a whole number ≥ 0.
+    """
+    if value is None or not value.strip():
+        return None
+    try:
+        seq = int(value.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"Last-Event-ID must be the id of an event of this run, got {value!r}",
+            field="Last-Event-ID",
+        ) from None
+    if seq < 0:
+        raise InvalidInputError(
+            f"Last-Event-ID must be ≥ 0, got {seq}", field="Last-Event-ID"
+        ) from None
+    return seq
+
+
+@dataclass(eq=False, slots=True)
+class _Subscriber:
+    """One open `follow()`: local events land in `items`, remote ones set `stale`."""
+
+    items: deque[Event] = field(default_factory=deque)
+    stale: bool = False
+    signal: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, item: Event) -> None:
+        self.items.append(item)
+        self.signal.set()
+
+    def poke(self) -> None:
+        self.stale = True
+        self.signal.set()
+
+
+class RunEventLog:
+    """Appends run events to PostgreSQL and follows them, here or in another process.
+
+    Writers INSERT each event and NOTIFY `run_events` with `origin:run_id:seq` in the same
+    statement; followers in this process get appended events directly, followers elsewhere
+    are woken by the NOTIFY and read the rows. A follower also re-reads every `poll_s`, so a
+    lost notification only delays it.
+    """
+
+    def __init__(self, database: Database, *, url: str, poll_s: float = 1.0) -> None:
+        self.database = database
+        self.url = libpq_url(url)
+        self.poll_s = poll_s
+        self.origin = uuid.uuid4().hex[:12]
+        self._subscribers: dict[uuid.UUID, set[_Subscriber]] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start listening for other processes' events; returns once LISTEN is in place."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="run-events-listener")
+        waiter = asyncio.create_task(self._listening.wait())
+        done, _ = await asyncio.wait({waiter, self._listener}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+            self._listener.result()  # raises why listening failed
+
+    async def aclose(self) -> None:
+        """Stop listening."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None
+
+    async def _listen(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    backoff = 0.2
+                    self._poke_all()  # whatever was sent while not listening is re-read
+                    async for note in conn.notifies():
+                        self._dispatch(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not self._listening.is_set():
+                    raise
+                log.warning("run event listener lost its connection (%s); reconnecting", error)
+                self._poke_all()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _dispatch(self, payload: str) -> None:
+        origin, _, rest = payload.partition(":")
+        if origin == self.origin:
+            return  # appended here: local followers already have it
+        run_text, _, _ = rest.partition(":")
+        try:
+            run_id = uuid.UUID(run_text)
+        except ValueError:
+            return
+        for subscriber in self._subscribers.get(run_id, ()):
+            subscriber.poke()
+
+    def _poke_all(self) -> None:
+        for subscribers in self._subscribers.values():
+            for subscriber in subscribers:
+                subscriber.poke()
+
+    async def append(self, run_id: uuid.UUID, event: str, data: Any) -> int:
+        """Store one event of `run_id` and publish it; returns its seq (1, 2, ... per run)."""
+        body = dumps(data).decode()
+        params = {
+            "run_id": run_id,
+            "run_id_text": str(run_id),
+            "event": event,
+            "data": body,
+            "channel": CHANNEL,
+            "origin": self.origin,
+        }
+        for attempt in range(5):
+            try:
+                async with self.database.engine.begin() as conn:
+                    seq = int((await conn.execute(_APPEND, params)).scalar_one())
+                break
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))  # another writer took that seq
+        item: Event = (seq, event, orjson.loads(body))
+        for subscriber in self._subscribers.get(run_id, ()):
+            subscriber.push(item)
+        return seq
+
+    async def events_after(self, run_id: uuid.UUID, after_seq: int = 0) -> list[Event]:
+        """The stored events of `run_id` with seq > `after_seq`, in order."""
+        async with self.database.engine.connect() as conn:
+            rows = await conn.execute(_AFTER, {"run_id": run_id, "after": after_seq})
+            return [(int(r.seq), str(r.event), r.data) for r in rows]
+
+    async def last_seq(self, run_id: uuid.UUID) -> int:
+        """The seq of the last stored event of `run_id` (0 when none)."""
+        async with self.database.engine.connect() as conn:
+            return int((await conn.execute(_LAST, {"run_id": run_id})).scalar_one())
+
+    async def _run_active(self, run_id: uuid.UUID) -> bool:
+        async with self.database.engine.connect() as conn:
+            status = (await conn.execute(_STATUS, {"run_id": run_id})).scalar_one_or_none()
+        return status in ACTIVE_RUN_STATUSES
+
+    async def follow(
+        self, run_id: uuid.UUID, *, after_seq: int | None = None
+    ) -> AsyncIterator[Event]:
+        """Yield `(seq, event, data)` of `run_id` after `after_seq` (None: from the first),
+        stored ones first, then live ones, until `end` or `error`.
+
+        Also stops when the run is no longer pending/running and nothing new came for two
+        polls (a run that died without its `end`, or a log already pruned).
+        """
+        last = after_seq or 0
+        subscriber = _Subscriber()
+        self._subscribers.setdefault(run_id, set()).add(subscriber)
+        try:
+            stale, idle_polls = True, 0
+            while True:
+                if stale:
+                    stale = False
+                    for item in await self.events_after(run_id, last):
+                        idle_polls = 0
+                        last = item[0]
+                        yield item
+                        if item[1] in TERMINAL_EVENTS:
+                            return
+                while subscriber.items:
+                    item = subscriber.items.popleft()
+                    if item[0] <= last:
+                        continue
+                    if item[0] > last + 1:
+                        stale = True  # a gap: someone else's rows come first
+                        subscriber.items.clear()
+                        break
+                    idle_polls = 0
+                    last = item[0]
+                    yield item
+                    if item[1] in TERMINAL_EVENTS:
+                        return
+                if stale:
+                    continue
+                subscriber.signal.clear()
+                if subscriber.items:
+                    continue
+                if not subscriber.stale:
+                    try:
+                        await asyncio.wait_for(subscriber.signal.wait(), self.poll_s)
+                    except TimeoutError:
+                        stale = True
+                        if await self._run_active(run_id):
+                            idle_polls = 0
+                        else:
+                            idle_polls += 1
+                            if idle_polls > 2:
+                                return
+                if subscriber.stale:
+                    subscriber.stale = False
+                    stale = True
+        finally:
+            subscribers = self._subscribers.get(run_id)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._subscribers[run_id]
+
+    async def prune(self, *, keep_s: float) -> int:
+        """Delete the events of finished runs whose last event is older than `keep_s`."""
+        async with self.database.engine.begin() as conn:
+            result = await conn.execute(_PRUNE, {"keep": keep_s})
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+@asynccontextmanager
+async def open_run_event_log(
+    database: Database,
+    *,
+    url: str,
+    poll_s: float = 1.0,
+    retention_s: float = 3600.0,
+    prune_every_s: float = 300.0,
+) -> AsyncIterator[RunEventLog]:
+    """A listening `RunEventLog`, pruning finished runs' events older than `retention_s`."""
+    events = RunEventLog(database, url=url, poll_s=poll_s)
+    await events.start()
+
+    async def prune_forever() -> None:
+        while True:
+            await asyncio.sleep(prune_every_s)
+            try:
+                deleted = await events.prune(keep_s=retention_s)
+                if deleted:
+                    log.info("pruned %d run events of finished runs", deleted)
+            except Exception:
+                log.exception("pruning run events failed")
+
+    pruner = asyncio.create_task(prune_forever(), name="run-events-pruner")
+    try:
+        yield events
+    finally:
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
+        await events.aclose()
+
+
+def heartbeat() -> ServerSentEvent:
+    """The comment line sent while a stream is quiet (`: heartbeat`)."""
+    return ServerSentEvent(comment="heartbeat")
+
+
+async def _encode(events: AsyncIterator[tuple[int | None, str, Any]]) -> AsyncIterator[Any]:
+    async for seq, event, data in events:
+        yield ServerSentEvent(
+            data=dumps(data).decode(), event=event, id=None if seq is None else str(seq)
+        )
+
+
+def sse_response(
+    events: AsyncIterator[tuple[int | None, str, Any]],
+    *,
+    headers: Mapping[str, str] | None = None,
+    heartbeat_s: float = 5.0,
+) -> EventSourceResponse:
+    """An SSE response of `(seq, event, data)`: `id: <seq>` per event (none when seq is
+    None), JSON data, and a `: heartbeat` comment every `heartbeat_s` seconds."""
+    return EventSourceResponse(
+        _encode(events),
+        headers=dict(headers or {}),
+        ping=heartbeat_s,
+        ping_message_factory=heartbeat,
+    )
+
+
+def run_headers(run_id: uuid.UUID, *, thread_id: uuid.UUID | None) -> dict[str, str]:
+    """`Location` (where to rejoin the stream) and `Content-Location` (the run) of a run."""
+    base = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
+    return {"Location": f"{base}/stream", "Content-Location": base}
+
+
+@asynccontextmanager
+async def open_run_events(resources: Resources) -> AsyncIterator[RunEventLog]:
+    """The lifespan's run event log, configured from the settings."""
+    settings = resources.settings
+    async with open_run_event_log(
+        resources.database,
+        url=resources.database_url,
+        poll_s=settings.run_events_poll_s,
+        retention_s=settings.run_events_retention_s,
+        prune_every_s=settings.run_events_prune_every_s,
+    ) as events:
+        yield events
