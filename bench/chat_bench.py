@@ -164,6 +164,8 @@ class LevelResult:
     overhead_p99_ms: float
     first_event_p50_ms: float
     first_event_p99_ms: float
+    first_token_p50_ms: float
+    rss_per_stream_kb: float | None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -171,12 +173,28 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _one_turn(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any]
-) -> tuple[float, float, int]:
-    """(total ms, first event ms, token events) of one streamed turn."""
+def _rss_kb(pid: int) -> int:
+    """Resident memory of process `pid` in KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTiming:
+    """What the client saw of one streamed turn."""
+
+    total_ms: float
+    first_event_ms: float
+    first_token_ms: float
+    tokens: int
+
+
+async def _one_turn(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> TurnTiming:
     started = time.perf_counter()
     first: float | None = None
+    first_token: float | None = None
     tokens = 0
     async with client.stream("POST", path, json=body) as response:
         response.raise_for_status()
@@ -185,38 +203,58 @@ async def _one_turn(
                 first = time.perf_counter()
             if line == "event: token":
                 tokens += 1
+                first_token = first_token or time.perf_counter()
             if line.startswith("event: error"):
                 raise RuntimeError("the turn failed")
-    total = (time.perf_counter() - started) * 1000
-    return total, ((first or time.perf_counter()) - started) * 1000, tokens
+    end = time.perf_counter()
+    return TurnTiming(
+        total_ms=(end - started) * 1000,
+        first_event_ms=((first or end) - started) * 1000,
+        first_token_ms=((first_token or end) - started) * 1000,
+        tokens=tokens,
+    )
 
 
 async def _level(
-    base_url: str, path: str, bodies: list[dict[str, Any]], turns_each: int
+    base_url: str, path: str, bodies: list[dict[str, Any]], turns_each: int, *, pid: int
 ) -> LevelResult:
     limits = httpx.Limits(max_connections=len(bodies) + 8)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
         await _one_turn(client, path, bodies[0])  # warm up
-        results: list[tuple[float, float, int]] = []
+        results: list[TurnTiming] = []
+        idle_rss = _rss_kb(pid)
+        peak_rss = idle_rss
+        running = True
+
+        async def sample_rss() -> None:
+            nonlocal peak_rss
+            while running:
+                peak_rss = max(peak_rss, _rss_kb(pid))
+                await asyncio.sleep(0.05)
 
         async def worker(body: dict[str, Any]) -> None:
             for _ in range(turns_each):
                 results.append(await _one_turn(client, path, body))
 
+        sampler = asyncio.create_task(sample_rss())
         started = time.perf_counter()
         await asyncio.gather(*(worker(body) for body in bodies))
         wall = time.perf_counter() - started
-    overheads = [total - tokens * PACE_S * 1000 for total, _, tokens in results]
-    firsts = [first for _, first, _ in results]
+        running = False
+        await sampler
+    overheads = [r.total_ms - r.tokens * PACE_S * 1000 for r in results]
+    firsts = [r.first_event_ms for r in results]
     return LevelResult(
         concurrency=len(bodies),
         turns=len(results),
         runs_per_s=round(len(results) / wall, 2),
-        tokens=round(statistics.mean(t for _, _, t in results)),
+        tokens=round(statistics.mean(r.tokens for r in results)),
         overhead_p50_ms=round(_pct(overheads, 0.5), 1),
         overhead_p99_ms=round(_pct(overheads, 0.99), 1),
         first_event_p50_ms=round(_pct(firsts, 0.5), 1),
         first_event_p99_ms=round(_pct(firsts, 0.99), 1),
+        first_token_p50_ms=round(_pct([r.first_token_ms for r in results], 0.5), 1),
+        rss_per_stream_kb=round((peak_rss - idle_rss) / len(bodies), 1),
     )
 
 
@@ -230,7 +268,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], url: str) -> Iterator[str]:
+def _process(args: list[str], env: dict[str, str], url: str) -> Iterator[int]:
     process = subprocess.Popen(
         args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -245,7 +283,7 @@ def _process(args: list[str], env: dict[str, str], url: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{args} did not start")
             time.sleep(0.5)
-        yield url
+        yield process.pid
     finally:
         process.terminate()
         try:
@@ -299,7 +337,7 @@ async def _overhead(admin: str, *, memory_policy: str) -> tuple[list[LevelResult
             "CHECKPOINT_POOL_SIZE": "20",
         }
         base = f"http://127.0.0.1:{port}"
-        with _process([str(bin_dir / "switchboard"), "serve"], env, f"{base}/healthz"):
+        with _process([str(bin_dir / "switchboard"), "serve"], env, f"{base}/healthz") as pid:
             async with httpx.AsyncClient(base_url=base, timeout=60) as api:
                 agent = (
                     await api.post(
@@ -322,7 +360,8 @@ async def _overhead(admin: str, *, memory_policy: str) -> tuple[list[LevelResult
                     ).json()
                     bodies.append({"conversation_id": conv["id"], "message": "hello"})
             levels = [
-                await _level(base, "/chat", bodies[:c], TURNS_PER_CLIENT[c]) for c in CONCURRENCY
+                await _level(base, "/chat", bodies[:c], TURNS_PER_CLIENT[c], pid=pid)
+                for c in CONCURRENCY
             ]
     return levels, levels[0].tokens
 
@@ -331,9 +370,12 @@ async def _baseline(tokens: int) -> list[LevelResult]:
     port = _free_port()
     args = [sys.executable, "-m", "bench.chat_bench", "--baseline-server", str(port), str(tokens)]
     base = f"http://127.0.0.1:{port}"
-    with _process(args, dict(os.environ), f"{base}/"):
+    with _process(args, dict(os.environ), f"{base}/") as pid:
         bodies = [{"message": "hello"} for _ in range(max(CONCURRENCY))]
-        return [await _level(base, "/chat", bodies[:c], TURNS_PER_CLIENT[c]) for c in CONCURRENCY]
+        return [
+            await _level(base, "/chat", bodies[:c], TURNS_PER_CLIENT[c], pid=pid)
+            for c in CONCURRENCY
+        ]
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -387,11 +429,15 @@ def _report(
         f"{PACE_S * 1000:.0f} ms (N ≈ {baseline[0].tokens} tokens per answer here). Each client "
         "has its own conversation and sends its turns one after another. The baseline is a bare "
         "sse-starlette endpoint streaming the same tokens at the same pace, measured in the same "
-        "run; *vs baseline* compares overhead p50. Time to first event is the `metadata` event.",
+        "run; *vs baseline* compares overhead p50. Time to first event is the `metadata` event; "
+        "first token includes recall, retrieval, planning and checkpoint writes. *RSS per open "
+        "stream* = (peak resident memory of the server during the level - its RSS before) / "
+        "concurrency (a rough figure: it includes allocator growth).",
         "",
         "| server | concurrency | turns | runs/s | overhead p50 ms | overhead p99 ms "
-        "| first event p50 ms | first event p99 ms | vs baseline |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| first event p50 ms | first event p99 ms | first token p50 ms | RSS per open stream KiB "
+        "| vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for server, results in [*levels.items(), ("baseline SSE", baseline)]:
         for level, base in zip(results, baseline, strict=True):
@@ -403,7 +449,8 @@ def _report(
             lines.append(
                 f"| {server} | {level.concurrency} | {level.turns} | {level.runs_per_s} | "
                 f"{level.overhead_p50_ms} | {level.overhead_p99_ms} | {level.first_event_p50_ms} | "
-                f"{level.first_event_p99_ms} | {ratio} |"
+                f"{level.first_event_p99_ms} | {level.first_token_p50_ms} | "
+                f"{level.rss_per_stream_kb} | {ratio} |"
             )
     return "\n".join(lines) + "\n"
 
