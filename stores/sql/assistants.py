@@ -1,0 +1,293 @@
+"""Assistants on the agents table: system assistants, resolution by id or graph id, versions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stores.errors import ConflictError, NotFoundError
+from stores.sql.database import Database
+from stores.sql.models import Agent, AgentVersion, Conversation
+
+# The namespace langgraph-api derives system assistant ids from, so ids match across servers.
+NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+
+ASSISTANT_SORT_COLUMNS = ("assistant_id", "graph_id", "name", "created_at", "updated_at")
+AssistantSort = Literal["assistant_id", "graph_id", "name", "created_at", "updated_at"]
+
+# Fields an assistant version snapshots (and that `set_latest` restores).
+_VERSIONED = ("graph_id", "name", "description", "config", "context", "metadata_")
+
+
+def system_assistant_id(graph_id: str) -> uuid.UUID:
+    """The deterministic id of the system assistant of `graph_id` (as langgraph-api derives it)."""
+    return uuid.uuid5(NAMESPACE_GRAPH, graph_id)
+
+
+def _parse_id(value: str | uuid.UUID) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _snapshot(agent: Agent) -> AgentVersion:
+    return AgentVersion(
+        agent_id=agent.id,
+        version=agent.version,
+        **{name: getattr(agent, name) for name in _VERSIONED},
+    )
+
+
+async def record_version(session: AsyncSession, agent: Agent) -> None:
+    """Write the version row of `agent` at its current `version` (after a create or update)."""
+    await session.flush()
+    await session.merge(_snapshot(agent))
+
+
+async def resolve_assistant(db: Database, assistant_id_or_graph_id: str | uuid.UUID) -> Agent:
+    """The assistant with this id, or the system assistant of the graph with this id.
+
+    Raises:
+        NotFoundError: neither an assistant id nor a graph with a system assistant
+            (field `assistant_id`).
+    """
+    key = _parse_id(assistant_id_or_graph_id)
+    if key is None:
+        key = system_assistant_id(str(assistant_id_or_graph_id))
+    async with db.sessions() as session:
+        agent = await session.get(Agent, key)
+    if agent is None:
+        raise NotFoundError("assistant", assistant_id_or_graph_id, field="assistant_id")
+    return agent
+
+
+async def ensure_system_assistants(db: Database, graph_ids: Iterable[str]) -> list[Agent]:
+    """Create the system assistant of every graph that lacks one (idempotent, race-safe)."""
+    created: list[Agent] = []
+    for graph_id in graph_ids:
+        key = system_assistant_id(graph_id)
+        async with db.sessions.begin() as session:
+            # A transaction-scoped advisory lock makes concurrent server starts insert once.
+            await session.execute(select(func.pg_advisory_xact_lock(key.int & 0x7FFFFFFFFFFFFFFF)))
+            agent = await session.get(Agent, key)
+            if agent is None:
+                agent = Agent(
+                    id=key,
+                    graph_id=graph_id,
+                    name=graph_id,
+                    description="",
+                    config={},
+                    context={},
+                    metadata_={"created_by": "system"},
+                    version=1,
+                )
+                session.add(agent)
+                await record_version(session, agent)
+            created.append(agent)
+    return created
+
+
+async def create_assistant(
+    db: Database,
+    *,
+    graph_id: str,
+    assistant_id: uuid.UUID | None,
+    if_exists: Literal["raise", "do_nothing"],
+    name: str,
+    description: str,
+    config: Mapping[str, Any],
+    context: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+) -> Agent:
+    """Create an assistant at version 1 (and its version row).
+
+    Raises:
+        ConflictError: `assistant_id` exists and `if_exists="raise"` (field `assistant_id`).
+    """
+    async with db.sessions.begin() as session:
+        if assistant_id is not None:
+            existing = await session.get(Agent, assistant_id, with_for_update=True)
+            if existing is not None:
+                if if_exists == "do_nothing":
+                    return existing
+                raise ConflictError(
+                    f"assistant {assistant_id} already exists", field="assistant_id"
+                )
+        agent = Agent(
+            graph_id=graph_id,
+            name=name,
+            description=description,
+            config=dict(config),
+            context=dict(context),
+            metadata_=dict(metadata),
+            version=1,
+        )
+        if assistant_id is not None:
+            agent.id = assistant_id
+        session.add(agent)
+        await record_version(session, agent)
+        return agent
+
+
+async def _locked(session: AsyncSession, assistant_id: uuid.UUID) -> Agent:
+    agent = await session.get(Agent, assistant_id, with_for_update=True)
+    if agent is None:
+        raise NotFoundError("assistant", assistant_id)
+    return agent
+
+
+async def _next_version(session: AsyncSession, assistant_id: uuid.UUID) -> int:
+    latest = await session.scalar(
+        select(func.max(AgentVersion.version)).where(AgentVersion.agent_id == assistant_id)
+    )
+    return (latest or 0) + 1
+
+
+async def update_assistant(
+    db: Database,
+    assistant_id: uuid.UUID,
+    *,
+    graph_id: str | None,
+    name: str | None,
+    description: str | None,
+    config: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+) -> Agent:
+    """Write a new version of an assistant (metadata is merged) and make it the latest."""
+    async with db.sessions.begin() as session:
+        agent = await _locked(session, assistant_id)
+        if graph_id is not None:
+            agent.graph_id = graph_id
+        if name is not None:
+            agent.name = name
+        if description is not None:
+            agent.description = description
+        if config is not None:
+            agent.config = dict(config)
+        if context is not None:
+            agent.context = dict(context)
+        if metadata is not None:
+            agent.metadata_ = {**agent.metadata_, **metadata}
+        agent.version = await _next_version(session, assistant_id)
+        agent.updated_at = func.now()
+        await record_version(session, agent)
+        await session.refresh(agent)
+        return agent
+
+
+async def delete_assistant(db: Database, assistant_id: uuid.UUID, *, delete_threads: bool) -> None:
+    """Delete an assistant (its versions by cascade); optionally the threads that used it."""
+    async with db.sessions.begin() as session:
+        agent = await _locked(session, assistant_id)
+        if delete_threads:
+            await session.execute(
+                delete(Conversation).where(
+                    (Conversation.agent_id == assistant_id)
+                    | (Conversation.metadata_["assistant_id"].astext == str(assistant_id))
+                )
+            )
+        await session.delete(agent)
+
+
+def _assistant_filters(
+    *, graph_id: str | None, name: str | None, metadata: Mapping[str, Any] | None
+) -> list[Any]:
+    clauses: list[Any] = []
+    if graph_id is not None:
+        clauses.append(Agent.graph_id == graph_id)
+    if name:
+        escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append(Agent.name.ilike(f"%{escaped}%", escape="\\"))
+    if metadata:
+        clauses.append(Agent.metadata_.contains(dict(metadata)))
+    return clauses
+
+
+async def search_assistants(
+    db: Database,
+    *,
+    graph_id: str | None,
+    name: str | None,
+    metadata: Mapping[str, Any] | None,
+    limit: int,
+    offset: int,
+    sort_by: AssistantSort | None,
+    sort_order: Literal["asc", "desc"] | None,
+) -> tuple[Sequence[Agent], bool]:
+    """A page of assistants matching the filters, and whether more follow."""
+    column = {
+        "assistant_id": Agent.id,
+        "graph_id": func.lower(Agent.graph_id),
+        "name": func.lower(Agent.name),
+        "created_at": Agent.created_at,
+        "updated_at": Agent.updated_at,
+    }[sort_by or "created_at"]
+    descending = sort_order != "asc" if sort_by else True
+    order = column.desc() if descending else column.asc()
+    stmt = (
+        select(Agent)
+        .where(*_assistant_filters(graph_id=graph_id, name=name, metadata=metadata))
+        .order_by(order, Agent.id.desc() if descending else Agent.id.asc())
+        .limit(limit + 1)
+        .offset(offset)
+    )
+    async with db.sessions() as session:
+        rows = (await session.scalars(stmt)).all()
+    return rows[:limit], len(rows) > limit
+
+
+async def count_assistants(
+    db: Database, *, graph_id: str | None, name: str | None, metadata: Mapping[str, Any] | None
+) -> int:
+    """How many assistants match the filters."""
+    stmt = select(func.count()).select_from(Agent)
+    stmt = stmt.where(*_assistant_filters(graph_id=graph_id, name=name, metadata=metadata))
+    async with db.sessions() as session:
+        return int(await session.scalar(stmt) or 0)
+
+
+async def list_versions(
+    db: Database,
+    assistant_id: uuid.UUID,
+    *,
+    metadata: Mapping[str, Any] | None,
+    limit: int,
+    offset: int,
+) -> Sequence[AgentVersion]:
+    """An assistant's versions, newest first (`NotFoundError` if the assistant is unknown)."""
+    stmt = select(AgentVersion).where(AgentVersion.agent_id == assistant_id)
+    if metadata:
+        stmt = stmt.where(AgentVersion.metadata_.contains(dict(metadata)))
+    stmt = stmt.order_by(AgentVersion.version.desc()).limit(limit).offset(offset)
+    async with db.sessions() as session:
+        if await session.get(Agent, assistant_id) is None:
+            raise NotFoundError("assistant", assistant_id)
+        return (await session.scalars(stmt)).all()
+
+
+async def set_latest_version(db: Database, assistant_id: uuid.UUID, *, version: int) -> Agent:
+    """Make an existing version the assistant's current one.
+
+    Raises:
+        NotFoundError: unknown assistant, or no such version (field `version`).
+    """
+    async with db.sessions.begin() as session:
+        agent = await _locked(session, assistant_id)
+        row = await session.get(AgentVersion, (assistant_id, version))
+        if row is None:
+            raise NotFoundError(f"version of assistant {assistant_id}", version, field="version")
+        for name in _VERSIONED:
+            setattr(agent, name, getattr(row, name))
+        agent.version = version
+        agent.updated_at = func.now()
+        await session.flush()
+        await session.refresh(agent)
+        return agent
