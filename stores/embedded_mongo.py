@@ -63,6 +63,11 @@ class EmbeddedMongo:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     @property
+    def pid_file(self) -> Path:
+        """Holds the server's process id while it runs (`data_dir/nx-27017.pid`)."""
+        return self.data_dir / "nx-27017.pid"
+
+    @property
     def pid(self) -> int | None:
         """The process id while the server runs."""
         return self._process.pid if self._process and self._process.poll() is None else None
@@ -95,6 +100,7 @@ class EmbeddedMongo:
                 stdin=subprocess.DEVNULL,
             )
         self._wait_until_ready()
+        self.pid_file.write_text(f"{self._process.pid}\n", encoding="utf-8")
         log.info("embedded MongoDB (nx-27017) on port %s with data in %s", self.port, self.data_dir)
         return self.uri
 
@@ -131,10 +137,12 @@ class EmbeddedMongo:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait(timeout=10)
+        self.pid_file.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
         process = self._process
+        self.pid_file.unlink(missing_ok=True)
         if process is None or process.poll() is not None:
             return
         process.terminate()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from server.schemas.memory import StoreItemPut, StoreItemsSearch, StoreNamespacesList
 from tests.integration.memory_support import FACTS
+from tests.support import make_settings, running_server
 
 
 def new_user(api: httpx.Client) -> str:
@@ -134,3 +138,34 @@ def test_store_api_bodies_name_the_bad_field() -> None:
         with pytest.raises(ValidationError) as error:
             model.model_validate(body)
         assert error.value.errors()[0]["loc"][0] == field, (model.__name__, body)
+
+
+def test_embedded_mongodb_stops_with_the_server_and_memories_survive_a_restart(
+    database_url: str, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "mongo" / "nx-27017.pid"
+    settings = make_settings(database_url, tmp_path, migrate_on_start=False)
+    with running_server(settings) as url, httpx.Client(base_url=url, timeout=30) as api:
+        assert api.get("/healthz").json()["dependencies"]["mongodb"]["kind"] == "embedded"
+        user = new_user(api)
+        assert remember(api, user, "allergy", "I'm allergic to peanuts").status_code == 200
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)  # running
+    assert not pid_file.exists()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+    restarted = make_settings(database_url, tmp_path, migrate_on_start=False)
+    with running_server(restarted) as url, httpx.Client(base_url=url, timeout=30) as api:
+        found = api.get(f"/users/{user}/memories", params={"q": "food to avoid"}).json()
+        assert [m["key"] for m in found["items"]] == ["allergy"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
