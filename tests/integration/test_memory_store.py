@@ -203,14 +203,15 @@ async def test_expired_items_are_invisible_then_swept_with_their_vectors(store: 
     await store.aput(("t",), "long", {"text": "lasting"}, ttl=10)
     await store.aput(("t",), "forever", {"text": "permanent"})
     await store.aput(("t",), "short", {"text": "fleeting"}, ttl=1.0 / 60)  # one second
+    await store.aput(("gone",), "only", {"v": 0}, ttl=1.0 / 60, index=False)
     assert await store.aget(("t",), "short", refresh_ttl=False) is not None
     await asyncio.sleep(1.3)
     assert await store.aget(("t",), "short") is None
     assert sorted(i.key for i in await store.asearch(("t",))) == ["forever", "long"]
     assert [k.key for k in await store.asearch(("t",), query="fleeting")] != ["short"]
-    assert await store.alist_namespaces() == [("t",)]
+    assert await store.alist_namespaces() == [("t",)]  # ("gone",) held only an expired item
     assert await vector_count(store) == 3
-    assert await store.asweep_ttl() == 1
+    assert await store.asweep_ttl() == 2
     assert await vector_count(store) == 2
     assert await store.asweep_ttl() == 0
 
@@ -371,6 +372,20 @@ async def test_forgetting_one_memory_and_everything(store: MongoStore) -> None:
     assert await ops.forget_user(store, user) == 1
     assert (await ops.list_user_memories(store, user)).total == 0
     assert await vector_count(store, (str(user),)) == 0
+
+
+async def test_concurrent_puts_and_searches_all_land(store: MongoStore) -> None:
+    async def writer(i: int) -> None:
+        await store.aput((f"c{i % 5}", "memories"), f"k{i}", {"text": FACTS[i % len(FACTS)]})
+
+    async def reader(i: int) -> int:
+        return len(await store.asearch((f"c{i % 5}",), query="food", limit=50))
+
+    await asyncio.gather(*(writer(i) for i in range(40)), *(reader(i) for i in range(20)))
+    counts = await asyncio.gather(*(reader(i) for i in range(5)))
+    assert counts == [8, 8, 8, 8, 8]
+    assert await store.acount() == 40
+    assert await vector_count(store) == 40
 
 
 async def test_batch_runs_reads_before_puts_and_returns_results_in_order(store: MongoStore) -> None:
