@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from server.agent_api import runs as agent_runs
 from server.chat import open_chat
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.resources import open_resources
 from server.routes import agents, chat, conversations, documents, health, memory, users
+from server.runs.engine import open_run_engine
 from server.runs.events import open_run_events
 from server.samples import sample_ingest
 from server.settings import Settings
@@ -31,10 +33,12 @@ def create_app(settings: Settings) -> FastAPI:
             sample_ingest(resources),
             open_chat(resources) as chat,
             open_run_events(resources) as run_events,
+            open_run_engine(resources, events=run_events, models=chat.models) as runs,
         ):
             app.state.resources = resources
             app.state.chat = chat
             app.state.run_events = run_events
+            app.state.runs = runs
             log.info(
                 "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
                 settings.host,
@@ -68,4 +72,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (health, users, agents, conversations, documents, memory, chat):
         app.include_router(module.router)
+    app.include_router(agent_runs.router)
     return app

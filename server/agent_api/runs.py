@@ -1,0 +1,403 @@
+"""Agent Server API runs: create, stream, wait, list, get, delete, join, cancel; stateless forms."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.deps import DatabaseDep, ResourcesDep, RunEventsDep
+from server.runs.engine import RunEngine, run_json
+from server.runs.events import parse_last_event_id, run_headers, sse_response
+from server.runs.streaming import validate_stream_modes
+from server.runs.webhooks import check_webhook_url
+from stores.errors import InvalidInputError
+from stores.sql import runs as run_store
+from stores.sql.assistants import resolve_assistant
+from stores.sql.models import Run
+
+router = APIRouter(tags=["runs"])
+
+
+def get_engine(request: Request) -> RunEngine:
+    """The run engine, opened by the lifespan."""
+    engine: RunEngine = request.app.state.runs
+    return engine
+
+
+EngineDep = Annotated[RunEngine, Depends(get_engine)]
+
+
+class RunCommand(BaseModel):
+    """A `Command` for the graph: resume an interrupt, update the state, go to nodes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resume: Any = None
+    update: dict[str, Any] | list[Any] | None = None
+    goto: str | list[Any] | dict[str, Any] | None = None
+
+
+class CheckpointRef(BaseModel):
+    """A checkpoint to start from (only its id is used)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    checkpoint_id: str | None = None
+    checkpoint_ns: str | None = None
+    thread_id: str | None = None
+
+
+class RunCreate(BaseModel):
+    """The body of a run creation (langgraph-sdk `runs.create` / `stream` / `wait`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    assistant_id: str = Field(min_length=1, max_length=200)
+    input: dict[str, Any] | list[Any] | str | int | float | bool | None = None
+    command: RunCommand | None = None
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    checkpoint_id: str | None = Field(None, max_length=100)
+    checkpoint: CheckpointRef | None = None
+    checkpoint_during: bool | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+    stream_mode: str | list[str] | None = None
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    webhook: str | None = Field(None, max_length=2000)
+    multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "enqueue"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    on_completion: Literal["delete", "keep"] = "delete"
+    after_seconds: float | None = Field(None, ge=0, le=86_400)
+    feedback_keys: list[str] | None = None
+
+    @field_validator("stream_mode")
+    @classmethod
+    def _modes(cls, value: str | list[str] | None) -> list[str]:
+        return validate_stream_modes(value)
+
+
+class RunsCancel(BaseModel):
+    """The body of `POST /runs/cancel`: runs by id (on a thread), or every run of a status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: uuid.UUID | None = None
+    run_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
+    status: Literal["pending", "running", "all"] | None = None
+
+
+Action = Annotated[Literal["interrupt", "rollback"], Query(description="interrupt or rollback")]
+
+
+async def _submit(
+    body: RunCreate,
+    *,
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+    thread_id: uuid.UUID | None,
+) -> Run:
+    assistant = await resolve_assistant(db, body.assistant_id)
+    graph = engine.graphs.get(assistant.graph_id)
+    if graph is not None:
+        for field in ("interrupt_before", "interrupt_after"):
+            nodes = getattr(body, field)
+            unknown = [n for n in nodes if n not in graph.nodes] if isinstance(nodes, list) else []
+            if unknown:
+                raise InvalidInputError(
+                    f"{field}: graph {assistant.graph_id!r} has no node {unknown[0]!r}",
+                    field=field,
+                )
+    if body.webhook:
+        try:
+            await check_webhook_url(
+                body.webhook, allowed_hosts=resources.settings.webhook_allowed_hosts
+            )
+        except ValueError as error:
+            raise InvalidInputError(str(error), field="webhook") from error
+    if body.command is not None and body.input is not None:
+        raise InvalidInputError("give either input or command, not both", field="command")
+    kwargs = body.model_dump(
+        mode="json",
+        exclude={"assistant_id", "metadata", "multitask_strategy", "checkpoint", "if_not_exists"},
+    )
+    if body.command is not None:
+        kwargs["command"] = body.command.model_dump(mode="json", exclude_unset=True)
+    if body.checkpoint is not None and body.checkpoint.checkpoint_id and not body.checkpoint_id:
+        kwargs["checkpoint_id"] = body.checkpoint.checkpoint_id
+    stateless = thread_id is None
+    return await engine.submit(
+        thread_id=thread_id or uuid.uuid4(),
+        assistant=assistant,
+        kwargs=kwargs,
+        metadata=body.metadata or {},
+        multitask_strategy=body.multitask_strategy,
+        if_not_exists="create" if stateless else body.if_not_exists,
+        temporary=stateless,
+    )
+
+
+def _stream(
+    run: Run,
+    *,
+    engine: RunEngine,
+    events: RunEventsDep,
+    after_seq: int | None,
+    cancel_on_disconnect: bool,
+    modes: list[str] | None = None,
+) -> Response:
+    async def follow() -> AsyncIterator[tuple[int | None, str, Any]]:
+        finished = False
+        try:
+            async for seq, event, data in events.follow(run.id, after_seq=after_seq):
+                if event in ("end", "error"):
+                    finished = True
+                if modes and event.split("|")[0] not in modes and event not in _ALWAYS:
+                    continue
+                yield seq, event, data
+        finally:
+            if cancel_on_disconnect and not finished:
+                await engine.cancel([run.id], reason="the client disconnected")
+
+    return sse_response(follow(), headers=run_headers(run.id, thread_id=run.thread_id))
+
+
+_ALWAYS = frozenset({"metadata", "end", "error"})
+
+
+def _join_headers(run: Run) -> dict[str, str]:
+    base = f"/threads/{run.thread_id}/runs/{run.id}" if run.thread_id else f"/runs/{run.id}"
+    return {"Location": f"{base}/join", "Content-Location": base}
+
+
+# -- runs on a thread ----------------------------------------------------------------------
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_run(
+    thread_id: uuid.UUID,
+    body: RunCreate,
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+) -> JSONResponse:
+    """Create a background run on a thread."""
+    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
+    return JSONResponse(
+        run_json(run), headers={"Content-Location": f"/threads/{thread_id}/runs/{run.id}"}
+    )
+
+
+@router.post("/threads/{thread_id}/runs/stream")
+async def stream_run(
+    thread_id: uuid.UUID,
+    body: RunCreate,
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+    events: RunEventsDep,
+) -> Response:
+    """Create a run on a thread and stream its events (SSE)."""
+    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
+    return _stream(
+        run,
+        engine=engine,
+        events=events,
+        after_seq=None,
+        cancel_on_disconnect=body.on_disconnect == "cancel",
+    )
+
+
+@router.post("/threads/{thread_id}/runs/wait")
+async def wait_run(
+    thread_id: uuid.UUID,
+    body: RunCreate,
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+) -> JSONResponse:
+    """Create a run on a thread and return its final values (or `__error__`)."""
+    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
+    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(
+    thread_id: uuid.UUID,
+    db: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[
+        Literal["pending", "running", "success", "error", "timeout", "interrupted"] | None,
+        Query(),
+    ] = None,
+) -> list[dict[str, Any]]:
+    """The thread's runs, newest first."""
+    await run_store.require_thread(db, thread_id)
+    runs = await run_store.list_runs(db, thread_id, limit=limit, offset=offset, status=status)
+    return [run_json(run) for run in runs]
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def get_run(thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep) -> dict[str, Any]:
+    """One run of the thread."""
+    await run_store.require_thread(db, thread_id)
+    return run_json(await run_store.get_run(db, run_id, thread_id=thread_id))
+
+
+@router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
+async def delete_run(thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep) -> Response:
+    """Delete a finished run (409 while it is pending or running)."""
+    await run_store.require_thread(db, thread_id)
+    await run_store.delete_run(db, run_id, thread_id=thread_id)
+    return Response(status_code=204)
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/join")
+async def join_run(
+    thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep, engine: EngineDep
+) -> JSONResponse:
+    """Wait for the run to finish; its final values (or `__error__`)."""
+    run = await run_store.get_run(db, run_id, thread_id=thread_id)
+    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+async def join_run_stream(
+    thread_id: uuid.UUID,
+    run_id: uuid.UUID,
+    db: DatabaseDep,
+    engine: EngineDep,
+    events: RunEventsDep,
+    cancel_on_disconnect: bool = False,
+    stream_mode: Annotated[list[str] | None, Query()] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Follow the run's events: stored ones after `Last-Event-ID` (or all), then live ones."""
+    run = await run_store.get_run(db, run_id, thread_id=thread_id)
+    try:
+        wanted = [m for m in stream_mode or [] if m]  # the SDK sends `stream_mode=` for None
+        modes = validate_stream_modes(wanted) if wanted else None
+        after = parse_last_event_id(last_event_id)
+    except ValueError as error:
+        raise InvalidInputError(str(error), field="stream_mode") from error
+    return _stream(
+        run,
+        engine=engine,
+        events=events,
+        after_seq=after,
+        cancel_on_disconnect=cancel_on_disconnect,
+        modes=modes,
+    )
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(
+    thread_id: uuid.UUID,
+    run_id: uuid.UUID,
+    db: DatabaseDep,
+    engine: EngineDep,
+    wait: bool = False,
+    action: Action = "interrupt",
+) -> Response:
+    """Cancel the run (interrupt keeps its checkpoints; rollback deletes the run and them)."""
+    run = await run_store.get_run(db, run_id, thread_id=thread_id)
+    await engine.cancel(
+        [run.id],
+        action=action,
+        thread_id=thread_id,
+        reason=f"{action} requested via POST /threads/{{thread_id}}/runs/{{run_id}}/cancel",
+    )
+    if not wait:
+        return Response(status_code=202)
+    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+
+
+# -- stateless runs ------------------------------------------------------------------------
+
+
+@router.post("/runs")
+async def create_stateless_run(
+    body: RunCreate, engine: EngineDep, db: DatabaseDep, resources: ResourcesDep
+) -> JSONResponse:
+    """Create a background run on a temporary thread (deleted after, unless `keep`)."""
+    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
+    return JSONResponse(run_json(run), headers={"Content-Location": f"/runs/{run.id}"})
+
+
+@router.post("/runs/stream")
+async def stream_stateless_run(
+    body: RunCreate,
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+    events: RunEventsDep,
+) -> Response:
+    """Create a run on a temporary thread and stream its events (SSE)."""
+    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
+    return _stream(
+        run,
+        engine=engine,
+        events=events,
+        after_seq=None,
+        cancel_on_disconnect=body.on_disconnect == "cancel",
+    )
+
+
+@router.post("/runs/wait")
+async def wait_stateless_run(
+    body: RunCreate, engine: EngineDep, db: DatabaseDep, resources: ResourcesDep
+) -> JSONResponse:
+    """Create a run on a temporary thread and return its final values (or `__error__`)."""
+    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
+    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+
+
+@router.post("/runs/batch")
+async def create_run_batch(
+    body: Annotated[list[RunCreate], Field(min_length=1, max_length=100)],
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+) -> list[dict[str, Any]]:
+    """Create several stateless background runs."""
+    return [
+        run_json(await _submit(item, engine=engine, db=db, resources=resources, thread_id=None))
+        for item in body
+    ]
+
+
+@router.post("/runs/cancel", status_code=204)
+async def cancel_many_runs(
+    body: RunsCancel, db: DatabaseDep, engine: EngineDep, action: Action = "interrupt"
+) -> Response:
+    """Cancel runs by id (optionally on one thread), or every run with a status."""
+    if body.status is not None:
+        if body.thread_id or body.run_ids:
+            raise InvalidInputError(
+                "give either status, or thread_id/run_ids, not both", field="status"
+            )
+        statuses = ("pending", "running") if body.status == "all" else (body.status,)
+        run_ids = await run_store.runs_with_status(db, statuses)
+    elif body.run_ids:
+        run_ids = list(body.run_ids)
+    elif body.thread_id is not None:
+        run_ids = await run_store.runs_with_status(
+            db, run_store.IN_FLIGHT, thread_id=body.thread_id
+        )
+    else:
+        raise InvalidInputError("give run_ids, thread_id or status", field="run_ids")
+    await engine.cancel(
+        run_ids, action=action, thread_id=body.thread_id, reason="cancelled via POST /runs/cancel"
+    )
+    return Response(status_code=204)

@@ -1,0 +1,373 @@
+"""Durable runs in SQL: a row before work, claims with a lease, multitask rules, thread status."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from stores.errors import ConflictError, NotFoundError
+from stores.sql.database import Database
+from stores.sql.models import Conversation, Run
+
+CancelAction = Literal["interrupt", "rollback"]
+IN_FLIGHT = ("pending", "running")
+DONE = ("success", "error", "timeout", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A running run another process (or this one) must stop: its id, owner and action."""
+
+    run_id: uuid.UUID
+    thread_id: uuid.UUID | None
+    owner: str | None
+    action: CancelAction
+
+
+def _lease(seconds: float) -> Any:
+    return func.now() + timedelta(seconds=seconds)
+
+
+async def _lock_thread(session: AsyncSession, thread_id: uuid.UUID) -> Conversation | None:
+    # Every writer locks the thread row before its runs, so lock order never inverts.
+    return await session.get(Conversation, thread_id, with_for_update=True, populate_existing=True)
+
+
+async def _in_flight(
+    session: AsyncSession, thread_id: uuid.UUID, *, exclude: uuid.UUID | None = None
+) -> list[Run]:
+    stmt = select(Run).where(Run.thread_id == thread_id, Run.status.in_(IN_FLIGHT))
+    if exclude is not None:
+        stmt = stmt.where(Run.id != exclude)
+    return list((await session.scalars(stmt.order_by(Run.created_at))).all())
+
+
+async def _cancel_in_session(
+    session: AsyncSession, runs: Sequence[Run], *, action: CancelAction, reason: str
+) -> list[CancelRequest]:
+    """Pending runs stop here; running ones are marked and returned for their owner to stop."""
+    requests: list[CancelRequest] = []
+    for run in runs:
+        if run.status == "pending":
+            if action == "rollback":
+                await session.delete(run)
+            else:
+                run.status, run.cancel_reason = "interrupted", reason
+                run.lease_owner, run.lease_expires_at = None, None
+        elif run.status == "running":
+            run.cancel_reason = f"{action}: {reason}"
+            requests.append(CancelRequest(run.id, run.thread_id, run.lease_owner, action))
+    await session.flush()
+    return requests
+
+
+async def create_run(
+    db: Database,
+    *,
+    thread_id: uuid.UUID,
+    assistant_id: uuid.UUID,
+    graph_id: str,
+    kwargs: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    multitask_strategy: str,
+    if_not_exists: Literal["create", "reject"] = "reject",
+    temporary: bool = False,
+) -> tuple[Run, list[CancelRequest]]:
+    """Write a pending run on `thread_id`, applying the multitask strategy to runs in flight.
+
+    The thread row is locked first, so two creations on one thread (e.g. two resumes of the
+    same interrupt) are serialised: the second sees the first and is rejected or queued.
+    Raises `NotFoundError` (unknown thread and `if_not_exists="reject"`) and `ConflictError`
+    (`reject` while a run is pending or running).
+    """
+    async with db.sessions.begin() as session:
+        thread = await _lock_thread(session, thread_id)
+        if thread is None:
+            if if_not_exists != "create":
+                raise NotFoundError("thread", thread_id, field="thread_id")
+            thread_meta: dict[str, Any] = {"graph_id": graph_id, "assistant_id": str(assistant_id)}
+            if temporary:
+                thread_meta["temporary"] = True
+            thread = Conversation(
+                id=thread_id, agent_id=assistant_id, status="busy", metadata_=thread_meta
+            )
+            session.add(thread)
+            await session.flush()
+        cancels: list[CancelRequest] = []
+        in_flight = await _in_flight(session, thread_id)
+        if in_flight:
+            if multitask_strategy == "reject":
+                raise ConflictError(
+                    f"thread {thread_id} is busy with run {in_flight[0].id}; "
+                    "multitask_strategy 'reject' refuses a second run",
+                    field="multitask_strategy",
+                )
+            if multitask_strategy in ("interrupt", "rollback"):
+                action: CancelAction = (
+                    "rollback" if multitask_strategy == "rollback" else "interrupt"
+                )
+                cancels = await _cancel_in_session(
+                    session, in_flight, action=action, reason="a new run replaced it"
+                )
+        run = Run(
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            status="pending",
+            multitask_strategy=multitask_strategy,
+            kwargs=dict(kwargs),
+            metadata_=dict(metadata),
+        )
+        session.add(run)
+        thread.status = "busy"
+        if thread.agent_id is None:
+            thread.agent_id = assistant_id
+        thread.updated_at = func.now()
+        await session.flush()
+        return run, cancels
+
+
+async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16) -> Run | None:
+    """Claim the oldest runnable run: pending, or running with an expired lease (a dead owner).
+
+    A run is runnable when no other run of its thread holds a live lease and no older run of
+    its thread is still pending (runs of one thread go in order, one at a time). Candidates are
+    locked with `SKIP LOCKED` (thread row first, then the run), so processes never claim the same
+    run and never run two runs of one thread at once.
+    """
+    other = aliased(Run)
+    runnable = or_(
+        Run.status == "pending",
+        and_(Run.status == "running", Run.lease_expires_at < func.now()),
+    )
+    blocked = exists().where(
+        other.thread_id == Run.thread_id,
+        other.id != Run.id,
+        or_(
+            and_(other.status == "running", other.lease_expires_at >= func.now()),
+            and_(other.status == "pending", other.created_at < Run.created_at),
+        ),
+    )
+    async with db.sessions.begin() as session:
+        candidates = (
+            await session.execute(
+                select(Run.id, Run.thread_id)
+                .where(runnable, ~blocked)
+                .order_by(Run.created_at)
+                .limit(scan)
+            )
+        ).all()
+        for run_id, thread_id in candidates:
+            if thread_id is not None:
+                locked = await session.scalar(
+                    select(Conversation.id)
+                    .where(Conversation.id == thread_id)
+                    .with_for_update(skip_locked=True)
+                )
+                if locked is None:
+                    continue
+            run = await session.scalar(
+                select(Run)
+                .where(Run.id == run_id, runnable, ~blocked)
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            )
+            if run is None:
+                continue
+            run.status = "running"
+            run.lease_owner = owner
+            run.lease_expires_at = _lease(lease_s)
+            run.attempt = Run.attempt + 1
+            await session.flush()
+            await session.refresh(run)
+            return run
+    return None
+
+
+async def renew_lease(
+    db: Database, run_id: uuid.UUID, *, owner: str, lease_s: float
+) -> tuple[bool, str | None]:
+    """Extend our lease on `run_id`: (still ours, the cancel request recorded on it if any)."""
+    async with db.sessions.begin() as session:
+        row = (
+            await session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.lease_owner == owner, Run.status == "running")
+                .values(lease_expires_at=_lease(lease_s))
+                .returning(Run.id, Run.cancel_reason)
+            )
+        ).first()
+        return (row is not None, row[1] if row is not None else None)
+
+
+async def release_runs(db: Database, *, owner: str) -> int:
+    """Hand our running runs back (pending, no lease) so another process resumes them now."""
+    async with db.sessions.begin() as session:
+        result = await session.execute(
+            update(Run)
+            .where(Run.lease_owner == owner, Run.status == "running")
+            .values(status="pending", lease_owner=None, lease_expires_at=None)
+            .returning(Run.id)
+        )
+        return len(result.all())
+
+
+async def finish_run(
+    db: Database,
+    run_id: uuid.UUID,
+    *,
+    owner: str,
+    status: str,
+    output: Any,
+    error: str | None = None,
+    thread_status: str,
+    thread_values: Mapping[str, Any] | None,
+    thread_interrupts: Mapping[str, Any] | None,
+    delete_thread: bool = False,
+) -> bool:
+    """Close our run and update its thread (status, values, interrupts) in one transaction.
+
+    With `delete_thread` (a stateless run), the run is detached from its temporary thread,
+    which is then deleted. False when the run was not ours any more (lease lost).
+    """
+    async with db.sessions.begin() as session:
+        run = await session.get(Run, run_id)
+        if run is None:
+            return False
+        thread = await _lock_thread(session, run.thread_id) if run.thread_id else None
+        run = await session.get(Run, run_id, with_for_update=True, populate_existing=True)
+        if run is None or run.lease_owner != owner or run.status != "running":
+            return False
+        run.status, run.output, run.error = status, output, error
+        run.lease_expires_at = None  # lease_owner stays: which process ran it last
+        if thread is not None:
+            if delete_thread:
+                run.thread_id = None
+                await session.flush()
+                await session.delete(thread)
+            else:
+                busy = await _in_flight(session, thread.id, exclude=run_id)
+                thread.status = "busy" if busy else thread_status
+                if thread_values is not None:
+                    thread.values_ = dict(thread_values)
+                if thread_interrupts is not None:
+                    thread.interrupts = dict(thread_interrupts)
+                thread.updated_at = func.now()
+        return True
+
+
+async def drop_run(db: Database, run_id: uuid.UUID, *, owner: str | None = None) -> bool:
+    """Delete a run row (rollback); with `owner`, only while we hold it."""
+    async with db.sessions.begin() as session:
+        run = await session.get(Run, run_id)
+        if run is None:
+            return False
+        thread = await _lock_thread(session, run.thread_id) if run.thread_id else None
+        stmt = delete(Run).where(Run.id == run_id)
+        if owner is not None:
+            stmt = stmt.where(Run.lease_owner == owner)
+        deleted = await session.scalar(stmt.returning(Run.id))
+        idle = deleted is not None and thread is not None and thread.status == "busy"
+        if idle and thread is not None and not await _in_flight(session, thread.id):
+            thread.status = "idle"
+        return deleted is not None
+
+
+async def get_run(db: Database, run_id: uuid.UUID, *, thread_id: uuid.UUID | None = None) -> Run:
+    """The run; `NotFoundError` if unknown (or not on `thread_id` when given)."""
+    async with db.sessions() as session:
+        run = await session.get(Run, run_id, populate_existing=True)
+        if run is None or (thread_id is not None and run.thread_id != thread_id):
+            raise NotFoundError("run", run_id, field="run_id")
+        return run
+
+
+async def require_thread(db: Database, thread_id: uuid.UUID) -> Conversation:
+    """The thread; `NotFoundError` naming `thread_id` if unknown."""
+    async with db.sessions() as session:
+        thread = await session.get(Conversation, thread_id)
+        if thread is None:
+            raise NotFoundError("thread", thread_id, field="thread_id")
+        return thread
+
+
+async def list_runs(
+    db: Database, thread_id: uuid.UUID, *, limit: int, offset: int, status: str | None = None
+) -> list[Run]:
+    """The thread's runs, newest first."""
+    stmt = select(Run).where(Run.thread_id == thread_id)
+    if status is not None:
+        stmt = stmt.where(Run.status == status)
+    stmt = stmt.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset)
+    async with db.sessions() as session:
+        return list((await session.scalars(stmt)).all())
+
+
+async def delete_run(db: Database, run_id: uuid.UUID, *, thread_id: uuid.UUID) -> None:
+    """Delete a finished run; `ConflictError` while it is pending or running."""
+    async with db.sessions.begin() as session:
+        run = await session.get(Run, run_id)
+        if run is None or run.thread_id != thread_id:
+            raise NotFoundError("run", run_id, field="run_id")
+        if run.status in IN_FLIGHT:
+            raise ConflictError(
+                f"run {run_id} is {run.status}; cancel it before deleting it", field="run_id"
+            )
+        await session.delete(run)
+
+
+async def cancel_runs(
+    db: Database,
+    run_ids: Sequence[uuid.UUID],
+    *,
+    action: CancelAction,
+    reason: str,
+    thread_id: uuid.UUID | None = None,
+) -> list[CancelRequest]:
+    """Cancel runs by id: pending ones at once, running ones marked for their owner to stop.
+
+    Raises `NotFoundError` for an unknown run (or one not on `thread_id`). Finished runs are
+    left as they are.
+    """
+    requests: list[CancelRequest] = []
+    for run_id in run_ids:
+        async with db.sessions.begin() as session:
+            run = await session.get(Run, run_id)
+            if run is None or (thread_id is not None and run.thread_id != thread_id):
+                raise NotFoundError("run", run_id, field="run_id")
+            if run.thread_id is not None:
+                thread = await _lock_thread(session, run.thread_id)
+            else:
+                thread = None
+            run = await session.get(Run, run_id, with_for_update=True, populate_existing=True)
+            if run is None or run.status not in IN_FLIGHT:
+                continue
+            requests += await _cancel_in_session(session, [run], action=action, reason=reason)
+            busy = thread is not None and thread.status == "busy"
+            if busy and thread is not None and not await _in_flight(session, thread.id):
+                thread.status = "idle"
+    return requests
+
+
+async def runs_with_status(
+    db: Database, statuses: Sequence[str], *, thread_id: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """Ids of runs in `statuses` (on `thread_id` when given)."""
+    stmt = select(Run.id).where(Run.status.in_(statuses))
+    if thread_id is not None:
+        stmt = stmt.where(Run.thread_id == thread_id)
+    async with db.sessions() as session:
+        return list((await session.scalars(stmt)).all())
+
+
+async def cancel_reason(db: Database, run_id: uuid.UUID) -> str | None:
+    """The cancel request recorded on a run ("interrupt: ..." / "rollback: ..."), if any."""
+    async with db.sessions() as session:
+        reason: str | None = await session.scalar(select(Run.cancel_reason).where(Run.id == run_id))
+        return reason

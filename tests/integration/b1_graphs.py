@@ -1,0 +1,85 @@
+"""Graphs the run-engine tests register through setting EXTRA_GRAPHS: steps and a review."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+from langgraph.types import interrupt
+
+STEPS = ("s1", "s2", "s3", "s4")
+
+
+class StepsState(TypedDict, total=False):
+    """What the test graphs carry: a log every node appends its name to."""
+
+    log: Annotated[list[str], operator.add]
+    approved: bool
+
+
+def _step(name: str) -> Any:
+    async def node(state: StepsState, config: RunnableConfig) -> dict[str, Any]:
+        configurable = config.get("configurable") or {}
+        await asyncio.sleep(float(configurable.get("delay", 0.0)))
+        if configurable.get("fail_at") == name:
+            raise ValueError(f"step {name} failed on purpose")
+        return {"log": [name]}
+
+    return node
+
+
+def build_steps_graph(
+    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """s1 → s2 → s3 → s4, each sleeping `configurable.delay` seconds, then logging its name."""
+    builder = StateGraph(StepsState)
+    previous = START
+    for name in STEPS:
+        builder.add_node(name, _step(name))
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, END)
+    return builder.compile(checkpointer=checkpointer, store=store, name="steps")
+
+
+async def review(state: StepsState) -> dict[str, Any]:
+    """Ask a human whether to publish the draft."""
+    answer = interrupt({"question": "publish the draft?", "log": state.get("log", [])})
+    return {"approved": bool(answer), "log": [f"review:{answer}"]}
+
+
+async def draft(state: StepsState) -> dict[str, Any]:
+    """Write the draft."""
+    return {"log": ["draft"]}
+
+
+async def publish(state: StepsState) -> dict[str, Any]:
+    """Publish (only reached after the review)."""
+    return {"log": ["published" if state.get("approved") else "discarded"]}
+
+
+def build_review_graph(
+    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """draft → review (interrupt) → publish."""
+    builder = StateGraph(StepsState)
+    builder.add_node("draft", draft)
+    builder.add_node("review", review)
+    builder.add_node("publish", publish)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "review")
+    builder.add_edge("review", "publish")
+    builder.add_edge("publish", END)
+    return builder.compile(checkpointer=checkpointer, store=store, name="review")
+
+
+EXTRA_GRAPHS = {
+    "b1_steps": "tests.integration.b1_graphs:build_steps_graph",
+    "b1_review": "tests.integration.b1_graphs:build_review_graph",
+}

@@ -1,0 +1,396 @@
+"""Runs over HTTP with langgraph-sdk: create/wait/join/list/get/delete/cancel, multitask, HITL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+from psycopg.rows import dict_row
+
+from tests.integration.b1_graphs import EXTRA_GRAPHS
+from tests.support import make_settings, running_server
+
+STEPS = ["s1", "s2", "s3", "s4"]
+SLOW = {"configurable": {"delay": 0.6}}
+
+
+@pytest.fixture(scope="module")
+def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
+    """A server with the test graphs, short leases and quick polls."""
+    settings = make_settings(
+        database_url,
+        data_dir,
+        migrate_on_start=False,
+        extra_graphs=EXTRA_GRAPHS,
+        run_lease_s=3.0,
+        run_poll_s=0.3,
+    )
+    with running_server(settings) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(server_url: str) -> AsyncIterator[LangGraphClient]:
+    """The official async client of the module's server."""
+    client = get_client(url=server_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def sql(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows of a query on the module's database."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return list(conn.execute(query, args).fetchall())
+
+
+def make_assistant(database_url: str, graph_id: str) -> str:
+    """An assistant (agents row) of a test graph; its id."""
+    rows = sql(
+        database_url,
+        "INSERT INTO agents (graph_id, name) VALUES (%s, %s) RETURNING id",
+        graph_id,
+        f"{graph_id} {uuid.uuid4().hex[:6]}",
+    )
+    return str(rows[0]["id"])
+
+
+@pytest.fixture(scope="module")
+def steps(database_url: str, server_url: str) -> str:
+    return make_assistant(database_url, "b1_steps")
+
+
+@pytest.fixture(scope="module")
+def review(database_url: str, server_url: str) -> str:
+    return make_assistant(database_url, "b1_review")
+
+
+def thread_row(database_url: str, thread_id: str) -> dict[str, Any] | None:
+    rows = sql(database_url, "SELECT * FROM conversations WHERE id = %s", thread_id)
+    return rows[0] if rows else None
+
+
+async def new_thread(client: Any, assistant: str) -> str:
+    """A thread made by a first (quick) run with if_not_exists=create."""
+    thread_id = str(uuid.uuid4())
+    await client.runs.wait(thread_id, assistant, input={"log": ["start"]}, if_not_exists="create")
+    return thread_id
+
+
+async def running(client: Any, thread_id: str, run_id: str) -> None:
+    """Wait until the run is running (claimed by a worker)."""
+    for _ in range(200):
+        run = await client.runs.get(thread_id, run_id)
+        if run["status"] == "running":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never started")
+
+
+async def test_wait_returns_final_values_and_the_run_is_listed_then_deleted(
+    client: Any, steps: str, database_url: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    result = await client.runs.wait(thread_id, steps, input={"log": []}, if_not_exists="create")
+    assert result == {"log": STEPS}
+    runs = await client.runs.list(thread_id)
+    assert [r["status"] for r in runs] == ["success"]
+    run = await client.runs.get(thread_id, runs[0]["run_id"])
+    assert run["thread_id"] == thread_id
+    assert run["assistant_id"] == steps
+    assert run["multitask_strategy"] == "enqueue"
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "idle"
+    assert thread["values"] == {"log": STEPS}
+    assert thread["interrupts"] == {}
+    await client.runs.delete(thread_id, run["run_id"])
+    with pytest.raises(httpx.HTTPStatusError) as missing:
+        await client.runs.get(thread_id, run["run_id"])
+    assert missing.value.response.status_code == 404
+
+
+async def test_background_run_is_a_row_first_and_join_returns_its_values(
+    client: Any, steps: str, database_url: str
+) -> None:
+    thread_id = await new_thread(client, steps)
+    run = await client.runs.create(thread_id, steps, input={"log": ["x"]}, config=SLOW)
+    assert run["status"] in ("pending", "running")
+    rows = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run["run_id"])
+    assert rows
+    assert rows[0]["status"] in ("pending", "running")
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "busy"
+    result = await client.runs.join(thread_id, run["run_id"])
+    assert result["log"] == ["start", *STEPS, "x", *STEPS]
+    done = await client.runs.get(thread_id, run["run_id"])
+    assert done["status"] == "success"
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "idle"
+
+
+async def test_failing_run_returns_error_and_marks_the_thread(
+    client: Any, steps: str, database_url: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    result = await client.runs.wait(
+        thread_id,
+        steps,
+        input={"log": []},
+        config={"configurable": {"fail_at": "s2"}},
+        if_not_exists="create",
+        raise_error=False,
+    )
+    assert result["__error__"]["error"] == "ValueError"
+    assert "s2 failed on purpose" in result["__error__"]["message"]
+    [run] = await client.runs.list(thread_id)
+    assert run["status"] == "error"
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "error"
+
+
+async def test_reject_answers_409_while_the_thread_is_busy(client: Any, steps: str) -> None:
+    thread_id = await new_thread(client, steps)
+    first = await client.runs.create(thread_id, steps, input={"log": []}, config=SLOW)
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        await client.runs.create(thread_id, steps, input={"log": []}, multitask_strategy="reject")
+    assert refused.value.response.status_code == 409
+    assert "multitask_strategy" in refused.value.response.text
+    await client.runs.join(thread_id, first["run_id"])
+
+
+async def test_interrupt_stops_the_running_run_and_keeps_its_checkpoints(
+    client: Any, steps: str
+) -> None:
+    thread_id = await new_thread(client, steps)
+    first = await client.runs.create(thread_id, steps, input={"log": ["a"]}, config=SLOW)
+    await running(client, thread_id, first["run_id"])
+    await asyncio.sleep(0.9)  # s1 done (0.6 s), s2 under way
+    second = await client.runs.create(
+        thread_id, steps, input={"log": ["b"]}, multitask_strategy="interrupt"
+    )
+    result = await client.runs.join(thread_id, second["run_id"])
+    assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "interrupted"
+    assert (await client.runs.get(thread_id, second["run_id"]))["status"] == "success"
+    log = result["log"]
+    assert log[5:7] == ["a", "s1"]  # the first run's finished steps are kept...
+    assert 1 <= log.index("b") - log.index("a") - 1 < len(STEPS)  # ...it did not finish
+    assert log[-5:] == ["b", *STEPS]
+
+
+async def test_rollback_deletes_the_running_run_and_its_checkpoints(
+    client: Any, steps: str
+) -> None:
+    thread_id = await new_thread(client, steps)
+    first = await client.runs.create(thread_id, steps, input={"log": ["a"]}, config=SLOW)
+    await running(client, thread_id, first["run_id"])
+    await asyncio.sleep(0.9)
+    second = await client.runs.create(
+        thread_id, steps, input={"log": ["b"]}, multitask_strategy="rollback"
+    )
+    result = await client.runs.join(thread_id, second["run_id"])
+    assert result["log"] == ["start", *STEPS, "b", *STEPS]  # nothing of the first run
+    with pytest.raises(httpx.HTTPStatusError) as gone:
+        await client.runs.get(thread_id, first["run_id"])
+    assert gone.value.response.status_code == 404
+
+
+async def test_enqueue_runs_one_after_the_other_in_order(client: Any, steps: str) -> None:
+    thread_id = await new_thread(client, steps)
+    fast = {"configurable": {"delay": 0.05}}
+    first = await client.runs.create(thread_id, steps, input={"log": ["a"]}, config=fast)
+    second = await client.runs.create(thread_id, steps, input={"log": ["b"]}, config=fast)
+    result = await client.runs.join(thread_id, second["run_id"])
+    assert result["log"] == ["start", *STEPS, "a", *STEPS, "b", *STEPS]
+    assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
+
+
+async def test_cancel_interrupts_a_running_run_and_cancel_many_a_pending_one(
+    client: Any, steps: str
+) -> None:
+    thread_id = await new_thread(client, steps)
+    first = await client.runs.create(thread_id, steps, input={"log": []}, config=SLOW)
+    second = await client.runs.create(thread_id, steps, input={"log": []}, config=SLOW)
+    await running(client, thread_id, first["run_id"])
+    await client.runs.cancel_many(thread_id=thread_id, run_ids=[second["run_id"]])
+    await client.runs.cancel(thread_id, first["run_id"], wait=True)
+    cancelled = await client.runs.get(thread_id, first["run_id"])
+    assert cancelled["status"] == "interrupted"
+    assert (await client.runs.get(thread_id, second["run_id"]))["status"] == "interrupted"
+    # The thread is free again.
+    result = await client.runs.wait(thread_id, steps, input={"log": ["z"]})
+    assert result["log"][-5:] == ["z", *STEPS]
+
+
+async def test_interrupt_in_a_node_then_resume_with_command(
+    client: Any, review: str, database_url: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    paused = await client.runs.wait(thread_id, review, input={"log": []}, if_not_exists="create")
+    assert paused["log"] == ["draft"]
+    [pending] = paused["__interrupt__"]
+    assert pending["value"]["question"] == "publish the draft?"
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "interrupted"
+    [listed] = [i for group in thread["interrupts"].values() for i in group]
+    assert listed["id"] == pending["id"]
+    done = await client.runs.wait(thread_id, review, command={"resume": True})
+    assert done["log"] == ["draft", "review:True", "published"]
+    assert "__interrupt__" not in done
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "idle"
+    assert thread["interrupts"] == {}
+
+
+async def test_two_concurrent_resumes_cannot_both_consume_the_interrupt(
+    client: Any, review: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    await client.runs.wait(thread_id, review, input={"log": []}, if_not_exists="create")
+    results = await asyncio.gather(
+        client.runs.wait(thread_id, review, command={"resume": True}, raise_error=False),
+        client.runs.wait(thread_id, review, command={"resume": False}, raise_error=False),
+    )
+    resumed = [r for r in results if "__error__" not in r]
+    refused = [r for r in results if "__error__" in r]
+    assert len(resumed) == 1
+    assert len(refused) == 1
+    assert "no pending interrupt" in refused[0]["__error__"]["message"]
+    log = resumed[0]["log"]
+    assert sum(entry.startswith("review:") for entry in log) == 1
+
+    # Under reject, the second resume is refused at once with 409.
+    thread_id = str(uuid.uuid4())
+    await client.runs.wait(thread_id, review, input={"log": []}, if_not_exists="create")
+    outcomes = await asyncio.gather(
+        client.runs.create(thread_id, review, command={"resume": 1}, multitask_strategy="reject"),
+        client.runs.create(thread_id, review, command={"resume": 2}, multitask_strategy="reject"),
+        return_exceptions=True,
+    )
+    errors = [o for o in outcomes if isinstance(o, httpx.HTTPStatusError)]
+    assert len(errors) == 1
+    assert errors[0].response.status_code == 409
+
+
+async def test_interrupt_before_and_after_stop_the_run_at_a_node(
+    client: Any, steps: str, database_url: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    before = await client.runs.wait(
+        thread_id, steps, input={"log": []}, interrupt_before=["s3"], if_not_exists="create"
+    )
+    assert before["log"] == ["s1", "s2"]
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "interrupted"
+    rest = await client.runs.wait(thread_id, steps, input=None)
+    assert rest["log"] == STEPS
+    thread_id = str(uuid.uuid4())
+    after = await client.runs.wait(
+        thread_id, steps, input={"log": []}, interrupt_after=["s1"], if_not_exists="create"
+    )
+    assert after["log"] == ["s1"]
+    with pytest.raises(httpx.HTTPStatusError) as bad:
+        await client.runs.wait(thread_id, steps, input=None, interrupt_before=["nope"])
+    assert bad.value.response.status_code == 422
+    assert "interrupt_before" in bad.value.response.text
+
+
+async def test_run_from_a_past_checkpoint_forks_the_thread(
+    client: Any, steps: str, database_url: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    await client.runs.wait(thread_id, steps, input={"log": ["one"]}, if_not_exists="create")
+    [first_end] = sql(
+        database_url,
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
+        "ORDER BY checkpoint_id DESC LIMIT 1",
+        thread_id,
+    )
+    second = await client.runs.wait(thread_id, steps, input={"log": ["two"]})
+    assert second["log"] == ["one", *STEPS, "two", *STEPS]
+    forked = await client.runs.wait(
+        thread_id, steps, input={"log": ["fork"]}, checkpoint_id=first_end["checkpoint_id"]
+    )
+    assert forked["log"] == ["one", *STEPS, "fork", *STEPS]  # "two" is on the other branch
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["values"]["log"] == forked["log"]
+
+
+async def test_stateless_runs_use_a_temporary_thread(
+    client: Any, steps: str, database_url: str
+) -> None:
+    result = await client.runs.wait(None, steps, input={"log": ["tmp"]})
+    assert result == {"log": ["tmp", *STEPS]}
+    temporary = sql(
+        database_url, "SELECT id FROM conversations WHERE metadata->>'temporary' = 'true'"
+    )
+    assert temporary == []
+    kept = await client.runs.create(None, steps, input={"log": []}, on_completion="keep")
+    assert kept["thread_id"]
+    assert (await client.runs.join(kept["thread_id"], kept["run_id"]))["log"] == STEPS
+    assert thread_row(database_url, kept["thread_id"]) is not None
+    batch = await client.runs.create_batch(
+        [{"assistant_id": steps, "input": {"log": [str(n)]}} for n in range(3)]
+    )
+    assert len(batch) == 3
+    assert len({r["run_id"] for r in batch}) == 3
+    parts = [p async for p in client.runs.stream(None, steps, input={"log": []})]
+    assert parts[0].event == "metadata"
+    assert parts[-1].event == "end"
+    assert [p for p in parts if p.event == "values"][-1].data["log"] == STEPS
+
+
+async def test_stream_and_join_stream_on_a_thread(client: Any, steps: str) -> None:
+    thread_id = await new_thread(client, steps)
+    parts = [
+        p
+        async for p in client.runs.stream(
+            thread_id, steps, input={"log": []}, stream_mode=["values", "updates"]
+        )
+    ]
+    assert parts[0].event == "metadata"
+    assert [p.event for p in parts].count("updates") == 4
+    run = await client.runs.create(thread_id, steps, input={"log": []}, config=SLOW)
+    joined = [p async for p in client.runs.join_stream(thread_id, run["run_id"])]
+    assert joined[0].event == "metadata"
+    assert joined[-1].event == "end"
+    assert joined[-2].event == "values"
+    assert joined[-2].data["log"][-4:] == STEPS
+
+
+async def test_bad_requests_name_the_problem(client: Any, steps: str, server_url: str) -> None:
+    unknown = str(uuid.uuid4())
+    with pytest.raises(httpx.HTTPStatusError) as no_thread:
+        await client.runs.create(unknown, steps, input={})
+    assert no_thread.value.response.status_code == 404
+    assert "detail" in no_thread.value.response.json()
+    with pytest.raises(httpx.HTTPStatusError) as no_assistant:
+        await client.runs.wait(None, str(uuid.uuid4()), input={})
+    assert no_assistant.value.response.status_code == 404
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        bad = await http.post(
+            "/runs/wait", json={"assistant_id": steps, "multitask_strategy": "sometimes"}
+        )
+        assert bad.status_code == 422
+        assert "multitask_strategy" in bad.text
+        bad_mode = await http.post("/runs", json={"assistant_id": steps, "stream_mode": "nope"})
+        assert bad_mode.status_code == 422
+        assert "stream_mode" in bad_mode.text
+        missing = await http.get(f"/threads/{unknown}/runs/{unknown}")
+        assert missing.status_code == 404
