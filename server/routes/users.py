@@ -6,9 +6,10 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from server.deps import DatabaseDep, Limit, Offset
+from server.deps import DatabaseDep, Limit, Offset, ResourcesDep
 from server.schemas.chat import ConversationOut, UserCreate, UserOut, UserUpdate
 from server.schemas.common import CONFLICT, NOT_FOUND, Page
+from stores.memory.operations import forget_user
 from stores.sql import repositories as repo
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -42,9 +43,14 @@ async def update_user(user_id: uuid.UUID, body: UserUpdate, db: DatabaseDep) -> 
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
-async def delete_user(user_id: uuid.UUID, db: DatabaseDep) -> None:
-    """Delete a user with their conversations and messages."""
-    await repo.users.delete(db, user_id)
+async def delete_user(user_id: uuid.UUID, resources: ResourcesDep) -> None:
+    """Delete a user with their conversations, messages and long-term memories.
+
+    Memories go first: if MongoDB is down the answer is 503 and nothing is deleted.
+    """
+    await repo.users.get(resources.database, user_id)
+    await forget_user(resources.memory, user_id)
+    await repo.users.delete(resources.database, user_id)
 
 
 @router.get("/{user_id}/conversations", responses=NOT_FOUND)
