@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pymongo
@@ -28,7 +29,7 @@ def test_deleting_a_user_deletes_their_memories(database_url: str, tmp_path: Pat
 
     # The server (and its embedded MongoDB) has stopped; read what MongoDB kept on disk.
     with embedded_mongo(tmp_path / "mongo") as uri:
-        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(uri)
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)
         try:
             items = client[settings.memory_database]["agent_memory"]
             owners = {str(doc["ns"][0]) for doc in items.find({}, {"ns": 1})}
