@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -55,15 +55,15 @@ def database_url(settings: Settings) -> Iterator[str]:
         yield url
 
 
-async def _enter_database_url(settings: Settings, stack: AsyncExitStack) -> str:
-    manager = database_url(settings)
-    url = await anyio.to_thread.run_sync(manager.__enter__)
+async def _enter_in_thread(manager: AbstractContextManager[str], stack: AsyncExitStack) -> str:
+    """Enter a blocking context manager (an embedded server's start) off the event loop."""
+    value = await anyio.to_thread.run_sync(manager.__enter__)
 
     async def _exit() -> None:
         await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
 
     stack.push_async_callback(_exit)
-    return url
+    return value
 
 
 @contextmanager
@@ -76,22 +76,11 @@ def mongodb_uri(settings: Settings) -> Iterator[str]:
         yield uri
 
 
-async def _enter_mongodb_uri(settings: Settings, stack: AsyncExitStack) -> str:
-    manager = mongodb_uri(settings)
-    uri = await anyio.to_thread.run_sync(manager.__enter__)
-
-    async def _exit() -> None:
-        await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
-
-    stack.push_async_callback(_exit)
-    return uri
-
-
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open the database (embedded or not), migrate it if asked, and close all on exit."""
     async with AsyncExitStack() as stack:
-        url = await _enter_database_url(settings, stack)
+        url = await _enter_in_thread(database_url(settings), stack)
         kind = "external" if settings.database_url else "embedded"
         if settings.migrate_on_start:
             await anyio.to_thread.run_sync(migrate.upgrade, url)
@@ -137,7 +126,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         # Long-term memory: items in MongoDB (MONGODB_URI or embedded nx-27017), vectors in Qdrant.
         mongo = await stack.enter_async_context(
             open_mongo(
-                await _enter_mongodb_uri(settings, stack),
+                await _enter_in_thread(mongodb_uri(settings), stack),
                 settings.memory_database,
                 timeout_ms=settings.mongodb_timeout_ms,
                 write_retries=settings.mongodb_write_retries,
