@@ -8,6 +8,7 @@ from fastapi import Depends, Query, Request
 
 from server.chat import ChatService
 from server.resources import Resources
+from server.runs.engine import RunEngine
 from server.runs.events import RunEventLog
 from stores.knowledge import KnowledgeBase
 from stores.sql.database import Database
@@ -36,6 +37,12 @@ def get_run_events(request: Request) -> RunEventLog:
     return events
 
 
+def get_engine(request: Request) -> RunEngine:
+    """The run engine (durable runs, shared with other processes), opened by the lifespan."""
+    engine: RunEngine = request.app.state.runs
+    return engine
+
+
 def get_knowledge(request: Request) -> KnowledgeBase:
     """The knowledge base (documents and semantic search)."""
     return get_resources(request).knowledge
@@ -46,5 +53,6 @@ ChatDep = Annotated[ChatService, Depends(get_chat)]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 RunEventsDep = Annotated[RunEventLog, Depends(get_run_events)]
+EngineDep = Annotated[RunEngine, Depends(get_engine)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]

@@ -6,11 +6,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.deps import DatabaseDep, ResourcesDep, RunEventsDep
+from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
 from server.runs.engine import RunEngine, run_json
 from server.runs.events import parse_last_event_id, run_headers, sse_response
 from server.runs.streaming import validate_stream_modes
@@ -21,15 +21,6 @@ from stores.sql.assistants import resolve_assistant
 from stores.sql.models import Run
 
 router = APIRouter(tags=["runs"])
-
-
-def get_engine(request: Request) -> RunEngine:
-    """The run engine, opened by the lifespan."""
-    engine: RunEngine = request.app.state.runs
-    return engine
-
-
-EngineDep = Annotated[RunEngine, Depends(get_engine)]
 
 
 class RunCommand(BaseModel):

@@ -1,0 +1,198 @@
+"""Durable runs across processes: resume after `kill -9`, two servers sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from langgraph_sdk import get_client
+from psycopg.rows import dict_row
+
+from tests.integration.b1_graphs import EXTRA_GRAPHS
+from tests.support import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = ["s1", "s2", "s3", "s4"]
+
+
+def sql(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows of a query on the module's database."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return list(conn.execute(query, args).fetchall())
+
+
+@contextmanager
+def server_process(
+    database_url: str, data_dir: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m server.cli serve` on the database, with the test graphs and a 2 s lease."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(data_dir),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "MIGRATE_ON_START": "false",
+        "INGEST_SAMPLES_ON_START": "false",
+        "LOG_LEVEL": "warning",
+        "EXTRA_GRAPHS": json.dumps(EXTRA_GRAPHS),
+        "RUN_LEASE_S": "2",
+        "RUN_POLL_S": "0.3",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code < 600:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start within 90 s")
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def steps(database_url: str) -> str:
+    rows = sql(
+        database_url,
+        "INSERT INTO agents (graph_id, name) VALUES ('b1_steps', 'steps') RETURNING id",
+    )
+    return str(rows[0]["id"])
+
+
+def run_checkpoints(database_url: str, run_id: str) -> list[dict[str, Any]]:
+    return sql(
+        database_url,
+        "SELECT metadata FROM checkpoints WHERE checkpoint_ns = '' "
+        "AND metadata->>'run_id' = %s ORDER BY checkpoint_id",
+        run_id,
+    )
+
+
+def test_resume_after_kill_continues_from_the_last_checkpoint(
+    database_url: str, tmp_path: Path, steps: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    with server_process(database_url, tmp_path / "a") as (url, process):
+        response = httpx.post(
+            f"{url}/threads/{thread_id}/runs",
+            json={
+                "assistant_id": steps,
+                "input": {"log": ["in"]},
+                "config": {"configurable": {"delay": 1.0}},
+                "if_not_exists": "create",
+            },
+            timeout=10,
+        )
+        response.raise_for_status()
+        run_id = response.json()["run_id"]
+        deadline = time.monotonic() + 30
+        while not any(
+            c["metadata"].get("step", -1) >= 1 for c in run_checkpoints(database_url, run_id)
+        ):
+            assert time.monotonic() < deadline, "the run never got past s1"
+            time.sleep(0.1)
+        os.kill(process.pid, signal.SIGKILL)  # mid-run: s2 is sleeping
+        process.wait()
+    [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
+    assert row["status"] == "running"
+    assert row["attempt"] == 1
+    with server_process(database_url, tmp_path / "b") as (url, _):
+        result = asyncio.run(_join(url, thread_id, run_id))
+    assert result["log"] == ["in", *STEPS]  # s1 ran once, the input was not applied twice
+    [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
+    assert row["status"] == "success"
+    assert row["attempt"] == 2
+    checkpoints = [c["metadata"] for c in run_checkpoints(database_url, run_id)]
+    assert [c["source"] for c in checkpoints].count("input") == 1
+    step_numbers = [c["step"] for c in checkpoints]
+    assert step_numbers == sorted(set(step_numbers))  # no step written twice
+    attempts = {c["step"]: c["run_attempt"] for c in checkpoints}
+    assert attempts[-1] == 1
+    assert attempts[1] == 1  # s1's checkpoint came from the killed process
+    assert attempts[max(attempts)] == 2  # the rest from the second one
+
+
+async def _join(url: str, thread_id: str, run_id: str) -> Any:
+    client = get_client(url=url)
+    try:
+        return await client.runs.join(thread_id, run_id)
+    finally:
+        await client.aclose()
+
+
+async def _share(urls: list[str], assistant: str, count: int) -> list[tuple[str, str, Any]]:
+    clients = [get_client(url=url) for url in urls]
+    try:
+        created = []
+        for n in range(count):
+            thread_id = str(uuid.uuid4())
+            run = await clients[n % 2].runs.create(
+                thread_id,
+                assistant,
+                input={"log": [f"in{n}"]},
+                config={"configurable": {"delay": 0.05}},
+                if_not_exists="create",
+            )
+            created.append((thread_id, run["run_id"], n))
+        results = await asyncio.gather(*(clients[n % 2 - 1].runs.join(t, r) for t, r, n in created))
+        return [(t, r, result) for (t, r, _), result in zip(created, results, strict=True)]
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def test_two_servers_share_the_runs_and_never_run_one_twice(
+    database_url: str, tmp_path: Path, steps: str
+) -> None:
+    with (
+        server_process(database_url, tmp_path / "one") as (one, _),
+        server_process(database_url, tmp_path / "two") as (two, _),
+    ):
+        outcomes = asyncio.run(_share([one, two], steps, 20))
+    for n, (_, _, result) in enumerate(outcomes):
+        assert result["log"] == [f"in{n}", *STEPS]  # every node ran exactly once
+    ids = [run_id for _, run_id, _ in outcomes]
+    rows = sql(
+        database_url,
+        "SELECT status, attempt, lease_owner FROM runs WHERE id = ANY(%s::uuid[])",
+        ids,
+    )
+    assert len(rows) == 20
+    assert {r["status"] for r in rows} == {"success"}
+    assert {r["attempt"] for r in rows} == {1}  # claimed once each
+    owners = {r["lease_owner"] for r in rows}
+    assert len(owners) == 2  # both processes took a share
+    for run_id in ids:
+        inputs = [
+            c for c in run_checkpoints(database_url, run_id) if c["metadata"]["source"] == "input"
+        ]
+        assert len(inputs) == 1
