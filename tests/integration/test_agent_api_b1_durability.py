@@ -150,7 +150,7 @@ async def _join(url: str, thread_id: str, run_id: str) -> Any:
 
 
 async def _share(urls: list[str], assistant: str, count: int) -> list[tuple[str, str, Any]]:
-    clients = [get_client(url=url) for url in urls]
+    clients: list[Any] = [get_client(url=url) for url in urls]
     try:
         created = []
         for n in range(count):
