@@ -8,61 +8,22 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import anyio.to_thread
 from pydantic import ValidationError
 
-from server.resources import mongodb_uri
+from server.resources import embedder_for, open_memory_for, qdrant_for
 from server.settings import Settings
-from stores.embeddings import open_embedder
 from stores.errors import StoreError
-from stores.memory import MongoStore, open_memory_store, open_mongo
-from stores.qdrant import open_qdrant
+from stores.memory import MongoStore
 
 
 @asynccontextmanager
 async def open_memory_only(settings: Settings) -> AsyncIterator[MongoStore]:
     """Open just what the memory store needs: MongoDB, Qdrant and the embedder."""
     async with AsyncExitStack() as stack:
-        manager = mongodb_uri(settings)
-        uri = await anyio.to_thread.run_sync(manager.__enter__)
-
-        async def _exit() -> None:
-            await anyio.to_thread.run_sync(manager.__exit__, None, None, None)
-
-        stack.push_async_callback(_exit)
-        qdrant = await stack.enter_async_context(
-            open_qdrant(
-                url=settings.qdrant_url,
-                path=settings.data_dir / "qdrant",
-                api_key=settings.qdrant_api_key,
-            )
-        )
-        embedder, dimension, _ = open_embedder(
-            provider=settings.embeddings_provider,
-            openai_api_key=settings.openai_api_key,
-            openai_base_url=settings.openai_base_url,
-            openai_model=settings.embeddings_model,
-            openai_dimension=settings.embeddings_dimension,
-        )
-        mongo = await stack.enter_async_context(
-            open_mongo(
-                uri,
-                settings.memory_database,
-                timeout_ms=settings.mongodb_timeout_ms,
-                write_retries=settings.mongodb_write_retries,
-                retry_backoff_s=settings.mongodb_retry_backoff_s,
-            )
-        )
-        store, _ = await stack.enter_async_context(
-            open_memory_store(
-                mongo,
-                qdrant=qdrant,
-                embedder=embedder,
-                dimension=dimension,
-                vector_collection=settings.memory_vector_collection,
-                index_fields=tuple(settings.memory_index_fields),
-                sweep_interval_s=None,
-            )
+        qdrant = await stack.enter_async_context(qdrant_for(settings))
+        embedder, dimension, _ = embedder_for(settings)
+        _, store, _ = await open_memory_for(
+            settings, stack, qdrant=qdrant, embedder=embedder, dimension=dimension, sweep=False
         )
         yield store
 

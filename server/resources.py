@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 
 import anyio.to_thread
@@ -76,6 +82,62 @@ def mongodb_uri(settings: Settings) -> Iterator[str]:
         yield uri
 
 
+def qdrant_for(settings: Settings) -> AbstractAsyncContextManager[AsyncQdrantClient]:
+    """The Qdrant client the settings ask for (server at QDRANT_URL, else local mode)."""
+    return open_qdrant(
+        url=settings.qdrant_url, path=settings.data_dir / "qdrant", api_key=settings.qdrant_api_key
+    )
+
+
+def embedder_for(settings: Settings) -> tuple[Embeddings, int, str]:
+    """The embedder the settings ask for: (embedder, dimension, model name)."""
+    return open_embedder(
+        provider=settings.embeddings_provider,
+        openai_api_key=settings.openai_api_key,
+        openai_base_url=settings.openai_base_url,
+        openai_model=settings.embeddings_model,
+        openai_dimension=settings.embeddings_dimension,
+    )
+
+
+async def open_memory_for(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    qdrant: AsyncQdrantClient,
+    embedder: Embeddings,
+    dimension: int,
+    sweep: bool = True,
+) -> tuple[MongoGateway, MongoStore, ToolCache]:
+    """MongoDB (MONGODB_URI or an embedded nx-27017) and the memory store on it, closed by `stack`.
+
+    Items live in MongoDB, their vectors in Qdrant; `sweep=False` skips the TTL sweeper
+    (for one-shot commands).
+    """
+    mongo = await stack.enter_async_context(
+        open_mongo(
+            await _enter_in_thread(mongodb_uri(settings), stack),
+            settings.memory_database,
+            timeout_ms=settings.mongodb_timeout_ms,
+            write_retries=settings.mongodb_write_retries,
+            retry_backoff_s=settings.mongodb_retry_backoff_s,
+        )
+    )
+    memory, tool_cache = await stack.enter_async_context(
+        open_memory_store(
+            mongo,
+            qdrant=qdrant,
+            embedder=embedder,
+            dimension=dimension,
+            vector_collection=settings.memory_vector_collection,
+            index_fields=tuple(settings.memory_index_fields),
+            default_ttl_minutes=settings.memory_default_ttl_minutes,
+            sweep_interval_s=settings.memory_sweep_interval_s if sweep else None,
+        )
+    )
+    return mongo, memory, tool_cache
+
+
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open the database (embedded or not), migrate it if asked, and close all on exit."""
@@ -92,20 +154,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 pool_timeout=settings.db_pool_timeout,
             )
         )
-        qdrant = await stack.enter_async_context(
-            open_qdrant(
-                url=settings.qdrant_url,
-                path=settings.data_dir / "qdrant",
-                api_key=settings.qdrant_api_key,
-            )
-        )
-        embedder, dimension, model_name = open_embedder(
-            provider=settings.embeddings_provider,
-            openai_api_key=settings.openai_api_key,
-            openai_base_url=settings.openai_base_url,
-            openai_model=settings.embeddings_model,
-            openai_dimension=settings.embeddings_dimension,
-        )
+        qdrant = await stack.enter_async_context(qdrant_for(settings))
+        embedder, dimension, model_name = embedder_for(settings)
         # Raises DimensionMismatchError when a collection was built by another embedder.
         knowledge = await open_knowledge(
             client=qdrant,
@@ -124,26 +174,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             )
         )
         # Long-term memory: items in MongoDB (MONGODB_URI or embedded nx-27017), vectors in Qdrant.
-        mongo = await stack.enter_async_context(
-            open_mongo(
-                await _enter_in_thread(mongodb_uri(settings), stack),
-                settings.memory_database,
-                timeout_ms=settings.mongodb_timeout_ms,
-                write_retries=settings.mongodb_write_retries,
-                retry_backoff_s=settings.mongodb_retry_backoff_s,
-            )
-        )
-        memory, tool_cache = await stack.enter_async_context(
-            open_memory_store(
-                mongo,
-                qdrant=qdrant,
-                embedder=embedder,
-                dimension=dimension,
-                vector_collection=settings.memory_vector_collection,
-                index_fields=tuple(settings.memory_index_fields),
-                default_ttl_minutes=settings.memory_default_ttl_minutes,
-                sweep_interval_s=settings.memory_sweep_interval_s,
-            )
+        mongo, memory, tool_cache = await open_memory_for(
+            settings, stack, qdrant=qdrant, embedder=embedder, dimension=dimension
         )
         yield Resources(
             settings=settings,
