@@ -15,7 +15,6 @@ from typing import Any, Final
 import orjson
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from server.resources import Resources
@@ -29,14 +28,13 @@ CHANNEL: Final[str] = "run_events"
 ACTIVE_RUN_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running"})
 Event = tuple[int, str, Any]
 
-_APPEND = text(
-    "WITH ins AS ("
-    " INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT :run_id, COALESCE(MAX(seq), 0) + 1, :event, CAST(:data AS jsonb)"
-    " FROM run_events WHERE run_id = :run_id"
-    " RETURNING seq"
-    ") SELECT seq, pg_notify(:channel, :origin || ':' || :run_id_text || ':' || seq) FROM ins"
+_INSERT = text(
+    "INSERT INTO run_events (run_id, seq, event, data)"
+    " SELECT * FROM unnest(CAST(:run_ids AS uuid[]), CAST(:seqs AS integer[]),"
+    " CAST(:events AS text[]), CAST(CAST(:data AS text[]) AS jsonb[]))"
+    " ON CONFLICT DO NOTHING"
 )
+_NOTIFY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 _AFTER = text(
     "SELECT seq, event, data FROM run_events WHERE run_id = :run_id AND seq > :after ORDER BY seq"
 )
@@ -72,6 +70,17 @@ def parse_last_event_id(value: str | None) -> int | None:
     return seq
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """An event numbered and waiting for the writer."""
+
+    ticket: int
+    run_id: uuid.UUID
+    seq: int
+    event: str
+    body: str
+
+
 @dataclass(eq=False, slots=True)
 class _Subscriber:
     """One open `follow()`: local events land in `items`, remote ones set `stale`."""
@@ -92,23 +101,45 @@ class _Subscriber:
 class RunEventLog:
     """Appends run events to PostgreSQL and follows them, here or in another process.
 
-    Writers INSERT each event and NOTIFY `run_events` with `origin:run_id:seq` in the same
-    statement; followers in this process get appended events directly, followers elsewhere
-    are woken by the NOTIFY and read the rows. A follower also re-reads every `poll_s`, so a
-    lost notification only delays it.
+    `append` numbers an event and queues it; one writer task stores whatever is queued in a
+    single INSERT and NOTIFYs `run_events` with `origin:run_id:seq` per run in the same
+    transaction, then hands the stored events to this process's followers. Followers
+    elsewhere are woken by the NOTIFY and read the rows; every follower also re-reads every
+    `poll_s`, so a lost notification only delays it. A follower only ever sees stored events,
+    so a replay from the table never misses what a live follower was shown.
     """
 
-    def __init__(self, database: Database, *, url: str, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        url: str,
+        poll_s: float = 1.0,
+        max_batch: int = 500,
+        max_queued: int = 5000,
+    ) -> None:
         self.database = database
         self.url = libpq_url(url)
         self.poll_s = poll_s
+        self.max_batch = max_batch
+        self.max_queued = max_queued
         self.origin = uuid.uuid4().hex[:12]
         self._subscribers: dict[uuid.UUID, set[_Subscriber]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self._seqs: dict[uuid.UUID, int] = {}
+        self._seq_locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._queue: deque[_Queued] = deque()
+        self._queued_ticket = 0
+        self._stored_ticket = 0
+        self._wake_writer = asyncio.Event()
+        self._stored = asyncio.Condition()
+        self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start listening for other processes' events; returns once LISTEN is in place."""
+        """Start the writer and listen for other processes' events (returns once listening)."""
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_forever(), name="run-events-writer")
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="run-events-listener")
         waiter = asyncio.create_task(self._listening.wait())
@@ -117,13 +148,17 @@ class RunEventLog:
             waiter.cancel()
             self._listener.result()  # raises why listening failed
 
-    async def aclose(self) -> None:
-        """Stop listening."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            self._listener = None
+    async def aclose(self, *, flush_timeout_s: float = 10.0) -> None:
+        """Store what is queued (up to `flush_timeout_s`), then stop writing and listening."""
+        if self._writer is not None and self._queue:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), flush_timeout_s)
+        for task in (self._writer, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._writer = self._listener = None
 
     async def _listen(self) -> None:
         backoff = 0.2
@@ -164,29 +199,99 @@ class RunEventLog:
                 subscriber.poke()
 
     async def append(self, run_id: uuid.UUID, event: str, data: Any) -> int:
-        """Store one event of `run_id` and publish it; returns its seq (1, 2, ... per run)."""
+        """Queue one event of `run_id` for storing and publishing; returns its seq (1, 2, ...
+        per run). Returns at once, except for `end`/`error`, which return once every event of
+        the run is stored (so a run marked finished has its whole log in the table)."""
         body = dumps(data).decode()
-        params = {
-            "run_id": run_id,
-            "run_id_text": str(run_id),
-            "event": event,
-            "data": body,
-            "channel": CHANNEL,
-            "origin": self.origin,
-        }
-        for attempt in range(5):
-            try:
-                async with self.database.engine.begin() as conn:
-                    seq = int((await conn.execute(_APPEND, params)).scalar_one())
-                break
-            except IntegrityError:
-                if attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))  # another writer took that seq
-        item: Event = (seq, event, orjson.loads(body))
-        for subscriber in self._subscribers.get(run_id, ()):
-            subscriber.push(item)
+        seq = await self._next_seq(run_id)
+        self._queued_ticket += 1
+        ticket = self._queued_ticket
+        self._queue.append(_Queued(ticket, run_id, seq, event, body))
+        self._wake_writer.set()
+        if event in TERMINAL_EVENTS or len(self._queue) > self.max_queued:
+            await self._wait_stored(ticket)
+            if event in TERMINAL_EVENTS and self._seqs.get(run_id) == seq:
+                del self._seqs[run_id]  # nothing came after it: forget the counter
         return seq
+
+    async def flush(self) -> None:
+        """Return once every event queued so far is stored."""
+        await self._wait_stored(self._queued_ticket)
+
+    async def _wait_stored(self, ticket: int) -> None:
+        if self._writer is None:
+            raise RuntimeError("the run event log is not started")
+        async with self._stored:
+            await self._stored.wait_for(lambda: self._stored_ticket >= ticket)
+
+    async def _next_seq(self, run_id: uuid.UUID) -> int:
+        if run_id not in self._seqs:
+            lock = self._seq_locks.setdefault(run_id, asyncio.Lock())
+            try:
+                async with lock:
+                    if run_id not in self._seqs:
+                        # First event of this run in this process: continue the stored log.
+                        self._seqs[run_id] = await self.last_seq(run_id)
+            finally:
+                self._seq_locks.pop(run_id, None)
+        self._seqs[run_id] += 1
+        return self._seqs[run_id]
+
+    async def _write_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._queue:
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+                continue
+            batch = [self._queue[i] for i in range(min(len(self._queue), self.max_batch))]
+            try:
+                await self._write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("storing %d run events failed (%s); retrying", len(batch), error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            for _ in batch:
+                self._queue.popleft()
+            for item in batch:
+                stored: Event = (item.seq, item.event, orjson.loads(item.body))
+                for subscriber in self._subscribers.get(item.run_id, ()):
+                    subscriber.push(stored)
+            async with self._stored:
+                self._stored_ticket = batch[-1].ticket
+                self._stored.notify_all()
+
+    async def _write(self, batch: list[_Queued]) -> None:
+        last: dict[uuid.UUID, int] = {}
+        for item in batch:
+            last[item.run_id] = item.seq
+        async with self.database.engine.begin() as conn:
+            result = await conn.execute(
+                _INSERT,
+                {
+                    "run_ids": [item.run_id for item in batch],
+                    "seqs": [item.seq for item in batch],
+                    "events": [item.event for item in batch],
+                    "data": [item.body for item in batch],
+                },
+            )
+            if result.rowcount != len(batch):
+                log.warning(
+                    "%d of %d run events had a seq already stored (two writers on one run?)",
+                    len(batch) - result.rowcount,
+                    len(batch),
+                )
+            await conn.execute(
+                _NOTIFY,
+                {
+                    "channel": CHANNEL,
+                    "payloads": [f"{self.origin}:{run}:{seq}" for run, seq in last.items()],
+                },
+            )
 
     async def events_after(self, run_id: uuid.UUID, after_seq: int = 0) -> list[Event]:
         """The stored events of `run_id` with seq > `after_seq`, in order."""

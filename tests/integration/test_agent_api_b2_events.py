@@ -78,8 +78,22 @@ async def test_seq_counts_from_one_in_each_run(log: RunEventLog, database: Datab
     first, second = await new_run(database), await new_run(database)
     assert [await log.append(first, "values", {"n": n}) for n in range(3)] == [1, 2, 3]
     assert await log.append(second, "values", {"n": 0}) == 1
+    await log.flush()
     assert await log.last_seq(first) == 3
     assert await log.events_after(first, 1) == [(2, "values", {"n": 1}), (3, "values", {"n": 2})]
+
+
+async def test_another_process_taking_over_a_run_continues_its_numbering(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    run_id = await new_run(database)
+    async with open_run_event_log(database, url=database_url) as first:
+        assert [await first.append(run_id, "values", {"n": n}) for n in range(2)] == [1, 2]
+    # Closing stored what was queued; a process resuming the run numbers on from there.
+    async with open_run_event_log(database, url=database_url) as second:
+        assert await second.append(run_id, "metadata", {"attempt": 2}) == 3
+        assert await second.append(run_id, "end", None) == 4
+    assert [seq for seq, _, _ in await log.events_after(run_id)] == [1, 2, 3, 4]
 
 
 async def test_follow_replays_stored_events_then_live_ones_until_end(
