@@ -73,6 +73,15 @@ def run_json(run: Run) -> dict[str, Any]:
     }
 
 
+def _checkpoint_during(kwargs: Mapping[str, Any]) -> bool | None:
+    """`checkpoint_during` from the request, or from `durability` (exit: only at the end)."""
+    during = kwargs.get("checkpoint_during")
+    if during is not None:
+        return bool(during)
+    durability = kwargs.get("durability")
+    return None if durability is None else durability != "exit"
+
+
 def _merge_config(*configs: Mapping[str, Any] | None) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for config in configs:
@@ -300,7 +309,12 @@ class RunEngine:
                     await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)
                 self._wake.clear()
                 continue
-            await self._execute(run)
+            try:
+                await self._execute(run)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the run's lease expires and another worker takes it over
+                log.exception("executing run %s failed", run.id)
 
     async def _heartbeat(self, run_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         while True:
@@ -468,7 +482,7 @@ class RunEngine:
                 subgraphs=bool(kwargs.get("stream_subgraphs")),
                 interrupt_before=kwargs.get("interrupt_before"),
                 interrupt_after=kwargs.get("interrupt_after"),
-                checkpoint_during=kwargs.get("checkpoint_during"),
+                checkpoint_during=_checkpoint_during(kwargs),
             ):
                 await self.events.append(run.id, event, data)
             values, interrupts, stopped = await self._state(graph, thread_id)
@@ -518,8 +532,8 @@ class RunEngine:
     async def _command(self, graph: Graph, thread_id: uuid.UUID, command: Mapping[str, Any]) -> Any:
         """A `Command` from the request's `command`; a resume needs a pending interrupt."""
         if "resume" in command and command["resume"] is not None:
-            _, interrupts, _ = await self._state(graph, thread_id)
-            if not interrupts:
+            _, interrupts, stopped = await self._state(graph, thread_id)
+            if not interrupts and not stopped:
                 raise ConflictError(
                     f"thread {thread_id} has no pending interrupt to resume (another run may "
                     "have resumed it already)",

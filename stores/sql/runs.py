@@ -142,8 +142,16 @@ async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16)
     run and never run two runs of one thread at once.
     """
     other = aliased(Run)
+    # `after_seconds` delays a pending run's start.
+    due = (
+        Run.created_at
+        + func.make_interval(
+            0, 0, 0, 0, 0, 0, func.coalesce(Run.kwargs["after_seconds"].as_float(), 0.0)
+        )
+        <= func.now()
+    )
     runnable = or_(
-        Run.status == "pending",
+        and_(Run.status == "pending", due),
         and_(Run.status == "running", Run.lease_expires_at < func.now()),
     )
     blocked = exists().where(

@@ -394,3 +394,13 @@ async def test_bad_requests_name_the_problem(client: Any, steps: str, server_url
         assert "stream_mode" in bad_mode.text
         missing = await http.get(f"/threads/{unknown}/runs/{unknown}")
         assert missing.status_code == 404
+
+
+async def test_after_seconds_delays_the_start(client: Any, steps: str) -> None:
+    thread_id = await new_thread(client, steps)
+    started = asyncio.get_running_loop().time()
+    run = await client.runs.create(thread_id, steps, input={"log": []}, after_seconds=1)
+    await asyncio.sleep(0.4)
+    assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "pending"
+    await client.runs.join(thread_id, run["run_id"])
+    assert asyncio.get_running_loop().time() - started >= 1.0
