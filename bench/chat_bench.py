@@ -321,7 +321,9 @@ def serve_baseline(port: int, tokens: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-async def _overhead(admin: str, *, memory_policy: str) -> tuple[list[LevelResult], int]:
+async def _overhead(
+    admin: str, *, memory_policy: str, durability: str = "async"
+) -> tuple[list[LevelResult], int]:
     bin_dir = Path(sys.executable).parent
     with scratch(admin, "chat") as url, tempfile.TemporaryDirectory(prefix="sb-bench-") as data:
         port = _free_port()
@@ -335,6 +337,7 @@ async def _overhead(admin: str, *, memory_policy: str) -> tuple[list[LevelResult
             "INGEST_SAMPLES_ON_START": "false",
             "DB_POOL_SIZE": "20",
             "CHECKPOINT_POOL_SIZE": "20",
+            "CHAT_DURABILITY": durability,
         }
         base = f"http://127.0.0.1:{port}"
         with _process([str(bin_dir / "switchboard"), "serve"], env, f"{base}/healthz") as pid:
@@ -432,7 +435,10 @@ def _report(
         "run; *vs baseline* compares overhead p50. Time to first event is the `metadata` event; "
         "first token includes recall, retrieval, planning and checkpoint writes. *RSS per open "
         "stream* = (peak resident memory of the server during the level - its RSS before) / "
-        "concurrency (a rough figure: it includes allocator growth).",
+        "concurrency (a rough figure: it includes allocator growth). *memory on/off*: the agent's "
+        "`memory_policy` (recall embeds the message and searches the memory store every turn). "
+        "*durability exit*: `CHAT_DURABILITY=exit`, one checkpoint write per turn instead of one "
+        "per step.",
         "",
         "| server | concurrency | turns | runs/s | overhead p50 ms | overhead p99 ms "
         "| first event p50 ms | first event p99 ms | first token p50 ms | RSS per open stream KiB "
@@ -466,6 +472,9 @@ async def _run() -> str:
         levels: dict[str, list[LevelResult]] = {}
         levels["switchboard (memory on)"], tokens = await _overhead(admin, memory_policy="auto")
         levels["switchboard (memory off)"], _ = await _overhead(admin, memory_policy="off")
+        levels["switchboard (memory off, durability exit)"], _ = await _overhead(
+            admin, memory_policy="off", durability="exit"
+        )
         baseline = await _baseline(tokens)
     return _report(flat, full, levels, baseline)
 

@@ -276,6 +276,7 @@ class ChatService:
                     config,
                     context=context,
                     stream_mode=STREAM_MODES,
+                    durability=self.settings.chat_durability,
                 ):
                     payload: Any = chunk
                     if mode == "values":

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         le=100_000,
         description="Keep only a conversation's latest checkpoint every N turns (0: never).",
     )
+    chat_durability: Literal["sync", "async", "exit"] = Field(
+        "async",
+        description="When /chat turns write checkpoints: after every step (sync/async) or "
+        "once at the end of the turn (exit: fewer writes, no mid-turn progress kept).",
+    )
     run_workers: int = Field(4, ge=0, le=256, description="Runs this process executes at once.")
     run_lease_s: float = Field(
         30.0, ge=0.5, le=3600, description="Seconds a claimed run stays ours without a heartbeat."

@@ -205,9 +205,12 @@ def test_researcher_agent_answers_with_citations(api: httpx.Client) -> None:
     assert events["message"]["citations"]
 
 
-def test_conversation_resumes_after_a_restart(pg_admin_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["async", "exit"])
+def test_conversation_resumes_after_a_restart(
+    pg_admin_url: str, tmp_path: Path, durability: str
+) -> None:
     with scratch_database(pg_admin_url, "chat_restart") as url:
-        settings = make_settings(url, tmp_path, migrate_on_start=False)
+        settings = make_settings(url, tmp_path, migrate_on_start=False, chat_durability=durability)
         with running_server(settings) as base, httpx.Client(base_url=base, timeout=60) as api:
             user_id = create_user(api)["id"]
             agent_id = create_agent(api, tools=TOOLS)["id"]
