@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from server.agent_api import crons as agent_crons
 from server.agent_api import runs as agent_runs
 from server.chat import open_chat
 from server.errors import install_error_handlers
@@ -34,11 +35,13 @@ def create_app(settings: Settings) -> FastAPI:
             open_chat(resources) as chat,
             open_run_events(resources) as run_events,
             open_run_engine(resources, events=run_events, models=chat.models) as runs,
+            agent_crons.open_crons(runs, poll_interval_s=settings.cron_poll_interval_s) as crons,
         ):
             app.state.resources = resources
             app.state.chat = chat
             app.state.run_events = run_events
             app.state.runs = runs
+            app.state.cron_scheduler = crons
             log.info(
                 "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
                 settings.host,
@@ -73,4 +76,5 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, users, agents, conversations, documents, memory, chat):
         app.include_router(module.router)
     app.include_router(agent_runs.router)
+    app.include_router(agent_crons.router)
     return app

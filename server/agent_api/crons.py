@@ -1,0 +1,223 @@
+"""Agent Server API crons: scheduled runs for a thread or stateless, searched, counted, changed."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+
+from server.agent_api.runs import RunCreate
+from server.deps import DatabaseDep, ResourcesDep
+from server.runs.engine import RunEngine
+from server.runs.scheduler import CronScheduler, open_cron_scheduler
+from server.runs.webhooks import check_webhook_url
+from server.schemas.crons import (
+    CRON_FIELDS,
+    RUN_PAYLOAD_FIELDS,
+    CronCount,
+    CronCreate,
+    CronSearch,
+    CronUpdate,
+)
+from stores.errors import InvalidInputError
+from stores.sql import crons as store
+from stores.sql.assistants import resolve_assistant
+from stores.sql.models import Cron, Run
+
+router = APIRouter(tags=["crons"])
+
+_COLUMN_FIELDS = ("schedule", "timezone", "end_time", "enabled", "on_run_completed")
+
+
+def cron_out(row: Cron, *, select: list[str] | None = None) -> dict[str, Any]:
+    """A cron as langgraph-sdk's `Cron` shape (optionally only the `select`ed fields)."""
+    body: dict[str, Any] = {
+        "cron_id": str(row.id),
+        "assistant_id": str(row.assistant_id),
+        "thread_id": str(row.thread_id) if row.thread_id else None,
+        "on_run_completed": row.on_run_completed,
+        "end_time": row.end_time.isoformat() if row.end_time else None,
+        "schedule": row.schedule,
+        "timezone": row.timezone,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "payload": row.payload,
+        "user_id": row.user_id,
+        "next_run_date": row.next_run_date.isoformat() if row.next_run_date else None,
+        "metadata": row.metadata_,
+        "enabled": row.enabled,
+    }
+    if select:
+        return {name: body[name] for name in select if name in CRON_FIELDS}
+    return body
+
+
+async def _checked_webhook(url: str | None, resources: ResourcesDep) -> None:
+    if url is None:
+        return
+    try:
+        await check_webhook_url(url, allowed_hosts=resources.settings.webhook_allowed_hosts)
+    except ValueError as error:
+        raise InvalidInputError(str(error), field="webhook") from error
+
+
+def _wake_scheduler(request: Request) -> None:
+    scheduler = getattr(request.app.state, "cron_scheduler", None)
+    if scheduler is not None:
+        scheduler.wake()
+
+
+async def _create(
+    body: CronCreate,
+    *,
+    thread_id: uuid.UUID | None,
+    resources: ResourcesDep,
+    request: Request,
+) -> dict[str, Any]:
+    db = resources.database
+    assistant = await resolve_assistant(db, body.assistant_id)
+    await _checked_webhook(body.webhook, resources)
+    if thread_id is not None and body.on_run_completed is not None:
+        raise InvalidInputError(
+            "on_run_completed applies only to stateless crons", field="on_run_completed"
+        )
+    sent = body.model_dump(include=set(RUN_PAYLOAD_FIELDS), exclude_none=True, mode="json")
+    sent["assistant_id"] = str(assistant.id)
+    row = await store.create_cron(
+        db,
+        assistant_id=assistant.id,
+        thread_id=thread_id,
+        schedule=body.schedule,
+        timezone=body.timezone,
+        payload=sent,
+        metadata=body.metadata or {},
+        on_run_completed=(body.on_run_completed or "delete") if thread_id is None else None,
+        end_time=body.end_time,
+        enabled=True if body.enabled is None else body.enabled,
+    )
+    _wake_scheduler(request)
+    return cron_out(row)
+
+
+@router.post("/threads/{thread_id}/runs/crons")
+async def create_thread_cron(
+    thread_id: uuid.UUID, body: CronCreate, resources: ResourcesDep, request: Request
+) -> dict[str, Any]:
+    """Schedule runs of an assistant on one thread."""
+    return await _create(body, thread_id=thread_id, resources=resources, request=request)
+
+
+@router.post("/runs/crons")
+async def create_cron(
+    body: CronCreate, resources: ResourcesDep, request: Request
+) -> dict[str, Any]:
+    """Schedule stateless runs: each firing runs on a new thread (deleted after, unless `keep`)."""
+    return await _create(body, thread_id=None, resources=resources, request=request)
+
+
+@router.post("/runs/crons/search")
+async def search_crons(body: CronSearch, db: DatabaseDep) -> list[dict[str, Any]]:
+    """Crons matching the filters, one page."""
+    rows = await store.search_crons(
+        db,
+        assistant_id=body.assistant_id,
+        thread_id=body.thread_id,
+        enabled=body.enabled,
+        metadata=body.metadata,
+        limit=body.limit,
+        offset=body.offset,
+        sort_by=body.sort_by,
+        sort_order=body.sort_order,
+    )
+    select = [str(name) for name in body.select] if body.select else None
+    return [cron_out(row, select=select) for row in rows]
+
+
+@router.post("/runs/crons/count")
+async def count_crons(body: CronCount, db: DatabaseDep) -> int:
+    """How many crons match the filters."""
+    return await store.count_crons(
+        db, assistant_id=body.assistant_id, thread_id=body.thread_id, metadata=body.metadata
+    )
+
+
+@router.get("/runs/crons/{cron_id}")
+async def get_cron(cron_id: uuid.UUID, db: DatabaseDep) -> dict[str, Any]:
+    """One cron."""
+    return cron_out(await store.get_cron(db, cron_id))
+
+
+@router.patch("/runs/crons/{cron_id}")
+async def update_cron(
+    cron_id: uuid.UUID, body: CronUpdate, resources: ResourcesDep, request: Request
+) -> dict[str, Any]:
+    """Change a cron; its next run date is recomputed from now."""
+    sent = body.model_fields_set
+    for name in ("schedule", "enabled"):
+        if name in sent and getattr(body, name) is None:
+            raise InvalidInputError(f"{name} may not be null", field=name)
+    if "webhook" in sent:
+        await _checked_webhook(body.webhook, resources)
+    changes: dict[str, Any] = {name: getattr(body, name) for name in _COLUMN_FIELDS if name in sent}
+    if "timezone" in changes and changes["timezone"] is None:
+        changes["timezone"] = "UTC"
+    if body.metadata is not None:
+        changes["metadata"] = body.metadata
+    payload_changes = body.model_dump(
+        include=set(RUN_PAYLOAD_FIELDS) & sent, exclude_none=True, mode="json"
+    )
+    row = await store.update_cron(
+        resources.database, cron_id, changes=changes, payload_changes=payload_changes
+    )
+    _wake_scheduler(request)
+    return cron_out(row)
+
+
+@router.delete("/runs/crons/{cron_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_cron(cron_id: uuid.UUID, db: DatabaseDep) -> Response:
+    """Delete a cron; runs it already created are kept."""
+    await store.delete_cron(db, cron_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def submit_cron_run(engine: RunEngine, cron: Cron) -> Run:
+    """Create the run of one firing of `cron` (the scheduler's `submit`).
+
+    A thread cron runs on its thread with the cron's multitask strategy; a stateless cron runs
+    on a new temporary thread, deleted after the run unless `on_run_completed` is `keep`. The
+    run's metadata is the cron's metadata, then the payload's, plus `cron_id`.
+    """
+    payload = dict(cron.payload)
+    stateless = cron.thread_id is None
+    if stateless:
+        payload["on_completion"] = "keep" if cron.on_run_completed == "keep" else "delete"
+    body = RunCreate.model_validate(payload)
+    assistant = await resolve_assistant(engine.db, str(cron.assistant_id))
+    kwargs = body.model_dump(
+        mode="json",
+        exclude={"assistant_id", "metadata", "multitask_strategy", "checkpoint", "if_not_exists"},
+    )
+    metadata = {**cron.metadata_, **(body.metadata or {}), "cron_id": str(cron.id)}
+    return await engine.submit(
+        thread_id=cron.thread_id or uuid.uuid4(),
+        assistant=assistant,
+        kwargs=kwargs,
+        metadata=metadata,
+        multitask_strategy=body.multitask_strategy,
+        if_not_exists="create" if stateless else "reject",
+        temporary=stateless,
+    )
+
+
+def open_crons(
+    engine: RunEngine, *, poll_interval_s: float
+) -> AbstractAsyncContextManager[CronScheduler]:
+    """The lifespan's cron scheduler, creating runs through `engine`."""
+    return open_cron_scheduler(
+        database=engine.db,
+        submit=functools.partial(submit_cron_run, engine),
+        poll_interval_s=poll_interval_s,
+    )
