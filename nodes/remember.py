@@ -24,9 +24,13 @@ _SELF_FACT = re.compile(
 )
 
 
+_REMEMBER_PREFIX = re.compile(r"^(?:please\s+)?remember(?:\s+that)?[\s,:]+", re.IGNORECASE)
+
+
 def self_fact(text: str) -> str | None:
-    """The user's statement about themselves ("I'm vegetarian"), or None."""
+    """The statement of the user about themselves ("I'm vegan", "remember that I ..."), or None."""
     first = re.split(r"(?<=[.!])\s+", text.strip())[0].strip()
+    first = _REMEMBER_PREFIX.sub("", first)
     return first.rstrip(".!") if _SELF_FACT.match(first) and len(first) <= 300 else None
 
 

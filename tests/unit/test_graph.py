@@ -329,3 +329,13 @@ async def test_messages_mode_streams_only_the_answer_tokens_once(ctx: AgentConte
     from_respond = [kind for node, kind in streamed if node == "respond"]
     assert set(from_respond) == {"AIMessageChunk"}  # no second, whole copy of the answer
     assert ("plan", "AIMessageChunk") not in streamed  # planning is not streamed as tokens
+
+
+async def test_remember_request_is_kept_even_without_the_remember_tool(ctx: AgentContext) -> None:
+    store = InMemoryStore()
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=store)
+    no_tools = replace(ctx, tools=())
+    _, events = await run_turn(graph, "t", "Please remember that I'm vegetarian.", no_tools)
+    assert {"event": "memory_saved", "data": {"text": "I'm vegetarian"}} in events
+    final, _ = await run_turn(graph, "u", "What do you know about me?", no_tools)
+    assert "vegetarian" in final["answer"]
