@@ -9,8 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from server.agent_api import assistants as agent_assistants
 from server.agent_api import crons as agent_crons
+from server.agent_api import meta as agent_meta
 from server.agent_api import runs as agent_runs
+from server.agent_api import store as agent_store
+from server.agent_api import threads as agent_threads
+from server.agent_api.meta import TextPlainJSONMiddleware
 from server.chat import open_chat
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
@@ -20,6 +25,7 @@ from server.runs.engine import open_run_engine
 from server.runs.events import open_run_events
 from server.samples import sample_ingest
 from server.settings import Settings
+from stores.sql.assistants import ensure_system_assistants
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.chat = chat
             app.state.run_events = run_events
             app.state.runs = runs
+            await ensure_system_assistants(resources.database, runs.graphs)
             app.state.cron_scheduler = crons
             log.info(
                 "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
@@ -72,9 +79,12 @@ def create_app(settings: Settings) -> FastAPI:
             settings.max_upload_bytes + 64 * 1024 if path.startswith("/documents") else None
         ),
     )
+    app.add_middleware(TextPlainJSONMiddleware)
     install_error_handlers(app)
     for module in (health, users, agents, conversations, documents, memory, chat):
         app.include_router(module.router)
     app.include_router(agent_runs.router)
     app.include_router(agent_crons.router)
+    for api in (agent_assistants, agent_threads, agent_store, agent_meta):
+        app.include_router(api.router)
     return app

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
+from stores.sql.assistants import record_version
 from stores.sql.database import Database
 from stores.sql.models import Agent, Base, Conversation, Message, User
 
@@ -73,6 +74,8 @@ class Repository(Generic[ModelT]):
                 row = self.model(**values)
                 session.add(row)
                 await session.flush()
+                if isinstance(row, Agent):  # assistants keep a row per version
+                    await record_version(session, row)
                 return row
         except IntegrityError as error:
             raise _conflict_from(error) from error
@@ -119,6 +122,8 @@ class Repository(Generic[ModelT]):
                 if bump_version:
                     row.version = row.version + 1  # type: ignore[attr-defined]
                 await session.flush()
+                if isinstance(row, Agent):  # assistants keep a row per version
+                    await record_version(session, row)
                 return row
         except IntegrityError as error:
             raise _conflict_from(error) from error

@@ -1,0 +1,279 @@
+"""Agent Server API `/threads`: CRUD, search, count, copy, prune, state (get/update), history."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+
+from server.agent_api.state import (
+    Graph,
+    GraphsDep,
+    apply_supersteps,
+    cached_state,
+    copy_checkpoints,
+    empty_state,
+    history,
+    read_state,
+    update_state,
+)
+from server.deps import DatabaseDep, ResourcesDep
+from server.schemas.agent_api import (
+    ThreadCount,
+    ThreadCreate,
+    ThreadHistory,
+    ThreadPrune,
+    ThreadSearch,
+    ThreadStateAtCheckpoint,
+    ThreadStateUpdate,
+    ThreadUpdate,
+)
+from server.schemas.common import CONFLICT, NOT_FOUND
+from stores.errors import ConflictError, InvalidInputError
+from stores.sql import threads as store
+from stores.sql.models import Conversation
+
+router = APIRouter(prefix="/threads", tags=["threads"])
+
+
+def thread_json(thread: Conversation) -> dict[str, Any]:
+    """A thread as langgraph-sdk's `Thread`."""
+    return {
+        "thread_id": str(thread.id),
+        "created_at": thread.created_at,
+        "updated_at": thread.updated_at,
+        "metadata": thread.metadata_,
+        "status": thread.status,
+        "values": thread.values_,
+        "interrupts": thread.interrupts,
+    }
+
+
+async def _graph_of(db: DatabaseDep, graphs: GraphsDep, thread: Conversation) -> Graph | None:
+    graph_id = await store.graph_id_of(db, thread)
+    return graphs.get(graph_id) if graph_id is not None else None
+
+
+async def _graph_or_422(
+    db: DatabaseDep, graphs: GraphsDep, thread: Conversation, *, field: str
+) -> Graph:
+    graph = await _graph_of(db, graphs, thread)
+    if graph is None:
+        raise InvalidInputError(
+            f"thread {thread.id} has no graph yet: create it with metadata.graph_id "
+            "(or run an assistant on it) before writing its state",
+            field=field,
+        )
+    return graph
+
+
+@router.post("", responses={**CONFLICT})
+async def create_thread(body: ThreadCreate, db: DatabaseDep, graphs: GraphsDep) -> dict[str, Any]:
+    """Create a thread (optionally with its id, and seeded with `supersteps` of state updates)."""
+    graph_id = body.metadata.get("graph_id")
+    if graph_id is not None and (not isinstance(graph_id, str) or graph_id not in graphs):
+        raise InvalidInputError(
+            f"metadata.graph_id {graph_id!r} is not a declared graph; declared: {sorted(graphs)}",
+            field="metadata.graph_id",
+        )
+    thread, created = await store.create_thread(
+        db, thread_id=body.thread_id, metadata=body.metadata, if_exists=body.if_exists
+    )
+    if body.supersteps and created:
+        graph = await _graph_or_422(db, graphs, thread, field="supersteps")
+        latest = await apply_supersteps(
+            graph,
+            thread.id,
+            [[(u.values, u.as_node) for u in step.updates] for step in body.supersteps],
+        )
+        values, interrupts = cached_state(latest)
+        await store.set_thread_state_cache(
+            db,
+            thread.id,
+            values=values,
+            interrupts=interrupts,
+            status="interrupted" if interrupts else "idle",
+        )
+        thread = await store.get_thread(db, thread.id)
+    return thread_json(thread)
+
+
+@router.post("/search")
+async def search_threads(body: ThreadSearch, db: DatabaseDep, response: Response) -> Any:
+    """Threads matching metadata and values (containment), status and ids, paged."""
+    rows, more = await store.search_threads(
+        db,
+        metadata=body.metadata,
+        values=body.values,
+        status=body.status,
+        ids=body.ids,
+        limit=body.limit,
+        offset=body.offset,
+        sort_by=body.sort_by,
+        sort_order=body.sort_order,
+    )
+    if more:
+        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
+    items = [thread_json(row) for row in rows]
+    if body.select:
+        items = [{k: v for k, v in item.items() if k in body.select} for item in items]
+    return items
+
+
+@router.post("/count")
+async def count_threads(body: ThreadCount, db: DatabaseDep) -> int:
+    """How many threads match the filters."""
+    return await store.count_threads(
+        db, metadata=body.metadata, values=body.values, status=body.status
+    )
+
+
+@router.post("/prune")
+async def prune_threads(
+    body: ThreadPrune, db: DatabaseDep, resources: ResourcesDep
+) -> dict[str, int]:
+    """Delete threads (`delete`) or only their older checkpoints (`keep_latest`)."""
+    saver = await resources.checkpoints.ready()
+    ids = list(dict.fromkeys(body.thread_ids))
+    if body.strategy == "delete":
+        pruned = await store.delete_threads(db, ids)
+        await saver.aprune([str(i) for i in ids], strategy="delete")
+        return {"pruned_count": len(pruned)}
+    existing = await store.existing_thread_ids(db, ids)
+    await saver.aprune([str(i) for i in existing], strategy="keep_latest")
+    return {"pruned_count": len(existing)}
+
+
+@router.get("/{thread_id}", responses={**NOT_FOUND})
+async def get_thread(thread_id: uuid.UUID, db: DatabaseDep) -> dict[str, Any]:
+    """One thread, with its cached latest values and interrupts."""
+    return thread_json(await store.get_thread(db, thread_id))
+
+
+@router.patch("/{thread_id}", responses={**NOT_FOUND})
+async def update_thread(
+    thread_id: uuid.UUID, body: ThreadUpdate, db: DatabaseDep
+) -> dict[str, Any]:
+    """Merge metadata into the thread's."""
+    return thread_json(await store.update_thread(db, thread_id, metadata=body.metadata))
+
+
+@router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NOT_FOUND})
+async def delete_thread(thread_id: uuid.UUID, db: DatabaseDep, resources: ResourcesDep) -> None:
+    """Delete a thread with its runs, messages and checkpoints."""
+    await store.get_thread(db, thread_id)
+    await store.delete_threads(db, [thread_id])
+    saver = await resources.checkpoints.ready()
+    await saver.adelete_thread(str(thread_id))
+
+
+@router.post("/{thread_id}/copy", responses={**NOT_FOUND})
+async def copy_thread(
+    thread_id: uuid.UUID, db: DatabaseDep, resources: ResourcesDep
+) -> dict[str, Any]:
+    """A new thread with the same metadata and every checkpoint of this one."""
+    thread = await store.get_thread(db, thread_id)
+    if thread.status == "busy":
+        raise ConflictError(f"thread {thread_id} is busy; copy it when its run ends")
+    copy = await store.copy_thread_row(db, thread_id)
+    saver = await resources.checkpoints.ready()
+    await copy_checkpoints(saver, thread_id, copy.id)
+    return thread_json(copy)
+
+
+@router.get("/{thread_id}/state", responses={**NOT_FOUND})
+async def get_thread_state(
+    thread_id: uuid.UUID, db: DatabaseDep, graphs: GraphsDep, subgraphs: bool = False
+) -> dict[str, Any]:
+    """The thread's latest state (values, next nodes, tasks, checkpoint, interrupts)."""
+    thread = await store.get_thread(db, thread_id)
+    graph = await _graph_of(db, graphs, thread)
+    if graph is None:
+        return empty_state(thread_id)
+    return await read_state(graph, thread_id, subgraphs=subgraphs)
+
+
+@router.post("/{thread_id}/state", responses={**NOT_FOUND})
+async def update_thread_state(
+    thread_id: uuid.UUID, body: ThreadStateUpdate, db: DatabaseDep, graphs: GraphsDep
+) -> dict[str, Any]:
+    """Write values to the thread's state as if node `as_node` returned them; a new checkpoint."""
+    thread = await store.get_thread(db, thread_id)
+    if thread.status == "busy":
+        raise ConflictError(f"thread {thread_id} is busy; update its state when its run ends")
+    graph = await _graph_or_422(db, graphs, thread, field="thread_id")
+    checkpoint_id = body.checkpoint_id or (
+        body.checkpoint.checkpoint_id if body.checkpoint else None
+    )
+    written, latest = await update_state(
+        graph,
+        thread_id,
+        values=body.values,
+        as_node=body.as_node,
+        checkpoint_id=checkpoint_id,
+        checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else "",
+    )
+    values, interrupts = cached_state(latest)
+    await store.set_thread_state_cache(
+        db,
+        thread_id,
+        values=values,
+        interrupts=interrupts,
+        status="interrupted" if interrupts else "idle",
+    )
+    return written
+
+
+@router.post("/{thread_id}/state/checkpoint", responses={**NOT_FOUND})
+async def get_thread_state_at(
+    thread_id: uuid.UUID, body: ThreadStateAtCheckpoint, db: DatabaseDep, graphs: GraphsDep
+) -> dict[str, Any]:
+    """The thread's state at a checkpoint given as an object (id, namespace, map)."""
+    thread = await store.get_thread(db, thread_id)
+    graph = await _graph_or_422(db, graphs, thread, field="checkpoint")
+    return await read_state(
+        graph,
+        thread_id,
+        checkpoint_id=body.checkpoint.checkpoint_id,
+        checkpoint_ns=body.checkpoint.checkpoint_ns,
+        checkpoint_map=body.checkpoint.checkpoint_map,
+        subgraphs=body.subgraphs,
+    )
+
+
+@router.get("/{thread_id}/state/{checkpoint_id}", responses={**NOT_FOUND})
+async def get_thread_state_by_id(
+    thread_id: uuid.UUID,
+    checkpoint_id: str,
+    db: DatabaseDep,
+    graphs: GraphsDep,
+    subgraphs: bool = False,
+) -> dict[str, Any]:
+    """The thread's state at checkpoint `checkpoint_id`."""
+    thread = await store.get_thread(db, thread_id)
+    graph = await _graph_or_422(db, graphs, thread, field="checkpoint_id")
+    return await read_state(graph, thread_id, checkpoint_id=checkpoint_id, subgraphs=subgraphs)
+
+
+@router.post("/{thread_id}/history", responses={**NOT_FOUND})
+async def get_thread_history(
+    thread_id: uuid.UUID, body: ThreadHistory, db: DatabaseDep, graphs: GraphsDep
+) -> list[dict[str, Any]]:
+    """Past states of the thread, newest first (`before`, `metadata`, `checkpoint` narrow it)."""
+    thread = await store.get_thread(db, thread_id)
+    graph = await _graph_of(db, graphs, thread)
+    if graph is None:
+        return []
+    before = body.before if isinstance(body.before, str) or body.before is None else None
+    if body.before is not None and not isinstance(body.before, str):
+        before = body.before.checkpoint_id
+    return await history(
+        graph,
+        thread_id,
+        limit=body.limit,
+        before=before,
+        metadata=body.metadata,
+        checkpoint_id=body.checkpoint.checkpoint_id if body.checkpoint else None,
+        checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else "",
+    )

@@ -1,0 +1,189 @@
+"""Request bodies of the Agent Server API's assistants and threads routes (langgraph-sdk 0.4)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stores.sql.assistants import AssistantSort
+from stores.sql.threads import ThreadSort, ThreadStatus
+
+SortOrder = Literal["asc", "desc"]
+IfExists = Literal["raise", "do_nothing"]
+AssistantField = Literal[
+    "assistant_id",
+    "graph_id",
+    "name",
+    "description",
+    "config",
+    "context",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "version",
+]
+ThreadField = Literal[
+    "thread_id", "created_at", "updated_at", "metadata", "status", "values", "interrupts"
+]
+
+
+class AgentApiBody(BaseModel):
+    """Base of Agent Server API bodies: fields newer clients add are ignored, as the server does."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class AssistantCreate(AgentApiBody):
+    """Body of `POST /assistants`."""
+
+    graph_id: str = Field(min_length=1, max_length=100)
+    assistant_id: uuid.UUID | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    if_exists: IfExists = "raise"
+    name: str | None = Field(None, max_length=200)
+    description: str | None = None
+
+
+class AssistantUpdate(AgentApiBody):
+    """Body of `PATCH /assistants/{id}`: every field optional; a new version is written."""
+
+    graph_id: str | None = Field(None, min_length=1, max_length=100)
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    name: str | None = Field(None, max_length=200)
+    description: str | None = None
+
+
+class AssistantCount(AgentApiBody):
+    """Body of `POST /assistants/count`."""
+
+    metadata: dict[str, Any] | None = None
+    graph_id: str | None = None
+    name: str | None = None
+
+
+class AssistantSearch(AssistantCount):
+    """Body of `POST /assistants/search`."""
+
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    sort_by: AssistantSort | None = None
+    sort_order: SortOrder | None = None
+    select: list[AssistantField] | None = None
+
+
+class AssistantVersionsSearch(AgentApiBody):
+    """Body of `POST /assistants/{id}/versions`."""
+
+    metadata: dict[str, Any] | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class AssistantSetLatest(AgentApiBody):
+    """Body of `POST /assistants/{id}/latest`."""
+
+    version: int = Field(ge=1)
+
+
+class StateUpdate(AgentApiBody):
+    """One state update of a superstep (thread creation with `supersteps`)."""
+
+    values: Any = None
+    command: dict[str, Any] | None = None
+    as_node: str = Field(min_length=1)
+
+
+class Superstep(AgentApiBody):
+    """The updates applied together as one superstep."""
+
+    updates: list[StateUpdate] = Field(min_length=1)
+
+
+class ThreadCreate(AgentApiBody):
+    """Body of `POST /threads`."""
+
+    thread_id: uuid.UUID | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    if_exists: IfExists = "raise"
+    supersteps: list[Superstep] | None = None
+    ttl: None = Field(None, description="Thread TTLs are not supported; omit it.")
+
+
+class ThreadUpdate(AgentApiBody):
+    """Body of `PATCH /threads/{id}`: metadata merged into the thread's."""
+
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    ttl: None = Field(None, description="Thread TTLs are not supported; omit it.")
+
+
+class ThreadCount(AgentApiBody):
+    """Body of `POST /threads/count`."""
+
+    metadata: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
+    status: ThreadStatus | None = None
+
+
+class ThreadSearch(ThreadCount):
+    """Body of `POST /threads/search`."""
+
+    ids: list[uuid.UUID] | None = Field(None, max_length=1000)
+    limit: int = Field(10, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+    sort_by: ThreadSort | None = None
+    sort_order: SortOrder | None = None
+    select: list[ThreadField] | None = None
+
+
+class ThreadPrune(AgentApiBody):
+    """Body of `POST /threads/prune`."""
+
+    thread_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+    strategy: Literal["delete", "keep_latest"] = "delete"
+
+
+class CheckpointRef(AgentApiBody):
+    """A checkpoint of a thread, as the SDK sends it."""
+
+    checkpoint_id: str | None = None
+    checkpoint_ns: str = ""
+    checkpoint_map: dict[str, Any] | None = None
+    thread_id: str | None = None
+
+
+class ThreadStateAtCheckpoint(AgentApiBody):
+    """Body of `POST /threads/{id}/state/checkpoint`."""
+
+    checkpoint: CheckpointRef
+    subgraphs: bool = False
+
+
+class ThreadStateUpdate(AgentApiBody):
+    """Body of `POST /threads/{id}/state`: `values` written as if by node `as_node`."""
+
+    values: Any = None
+    as_node: str | None = Field(None, min_length=1)
+    checkpoint_id: str | None = None
+    checkpoint: CheckpointRef | None = None
+
+
+class ThreadHistory(AgentApiBody):
+    """Body of `POST /threads/{id}/history`."""
+
+    limit: int = Field(10, ge=1, le=1000)
+    before: str | CheckpointRef | None = None
+    metadata: dict[str, Any] | None = None
+    checkpoint: CheckpointRef | None = None
+
+
+class StoreItemDelete(AgentApiBody):
+    """Body of `DELETE /store/items`."""
+
+    namespace: list[Any]
+    key: str = Field(min_length=1)

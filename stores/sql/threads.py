@@ -1,0 +1,236 @@
+"""Threads on the conversations table: create, get, patch, delete, search, count, copy rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from stores.errors import ConflictError, NotFoundError
+from stores.sql.assistants import system_assistant_id
+from stores.sql.database import Database
+from stores.sql.models import Agent, Conversation
+
+ThreadSort = Literal["thread_id", "status", "created_at", "updated_at"]
+ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+
+
+async def _agent_for(session: AsyncSession, metadata: Mapping[str, Any]) -> uuid.UUID | None:
+    """The assistant a thread belongs to, from its `assistant_id` or `graph_id` metadata."""
+    candidates: list[uuid.UUID] = []
+    assistant_id = metadata.get("assistant_id")
+    if isinstance(assistant_id, str):
+        try:
+            candidates.append(uuid.UUID(assistant_id))
+        except ValueError:
+            candidates.append(system_assistant_id(assistant_id))
+    graph_id = metadata.get("graph_id")
+    if isinstance(graph_id, str) and graph_id:
+        candidates.append(system_assistant_id(graph_id))
+    for key in candidates:
+        if await session.get(Agent, key) is not None:
+            return key
+    return None
+
+
+async def create_thread(
+    db: Database,
+    *,
+    thread_id: uuid.UUID | None,
+    metadata: Mapping[str, Any],
+    if_exists: Literal["raise", "do_nothing"],
+) -> tuple[Conversation, bool]:
+    """Create a thread (no user); returns it and whether it was created just now.
+
+    Raises:
+        ConflictError: `thread_id` exists and `if_exists="raise"` (field `thread_id`).
+    """
+    async with db.sessions.begin() as session:
+        if thread_id is not None:
+            existing = await session.get(Conversation, thread_id)
+            if existing is not None:
+                if if_exists == "do_nothing":
+                    return existing, False
+                raise ConflictError(f"thread {thread_id} already exists", field="thread_id")
+        row = Conversation(
+            metadata_=dict(metadata),
+            agent_id=await _agent_for(session, metadata),
+            status="idle",
+        )
+        if thread_id is not None:
+            row.id = thread_id
+        session.add(row)
+        await session.flush()
+        return row, True
+
+
+async def get_thread(db: Database, thread_id: uuid.UUID) -> Conversation:
+    """The thread with this id, or `NotFoundError`."""
+    async with db.sessions() as session:
+        row = await session.get(Conversation, thread_id)
+    if row is None:
+        raise NotFoundError("thread", thread_id)
+    return row
+
+
+async def graph_id_of(db: Database, thread: Conversation) -> str | None:
+    """The graph whose checkpoints a thread holds: its assistant's, else `metadata.graph_id`."""
+    if thread.agent_id is not None:
+        async with db.sessions() as session:
+            agent = await session.get(Agent, thread.agent_id)
+        if agent is not None:
+            return agent.graph_id
+    graph_id = thread.metadata_.get("graph_id")
+    return graph_id if isinstance(graph_id, str) and graph_id else None
+
+
+async def update_thread(
+    db: Database, thread_id: uuid.UUID, *, metadata: Mapping[str, Any]
+) -> Conversation:
+    """Merge `metadata` into the thread's metadata."""
+    async with db.sessions.begin() as session:
+        row = await session.get(Conversation, thread_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError("thread", thread_id)
+        row.metadata_ = {**row.metadata_, **metadata}
+        if row.agent_id is None:
+            row.agent_id = await _agent_for(session, row.metadata_)
+        row.updated_at = func.now()
+        await session.flush()
+        await session.refresh(row)
+        return row
+
+
+async def set_thread_state_cache(
+    db: Database,
+    thread_id: uuid.UUID,
+    *,
+    values: Mapping[str, Any],
+    interrupts: Mapping[str, Any],
+    status: ThreadStatus | None = None,
+) -> None:
+    """Store the thread's latest values and interrupts (after a state update) and its status."""
+    async with db.sessions.begin() as session:
+        row = await session.get(Conversation, thread_id, with_for_update=True)
+        if row is None:
+            raise NotFoundError("thread", thread_id)
+        row.values_ = dict(values)
+        row.interrupts = dict(interrupts)
+        if status is not None:
+            row.status = status
+        row.updated_at = func.now()
+
+
+async def delete_threads(db: Database, thread_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Delete threads (with their messages and runs); returns the ids that existed."""
+    if not thread_ids:
+        return []
+    async with db.sessions.begin() as session:
+        result = await session.execute(
+            delete(Conversation)
+            .where(Conversation.id.in_(list(thread_ids)))
+            .returning(Conversation.id)
+        )
+        return list(result.scalars().all())
+
+
+async def existing_thread_ids(db: Database, thread_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Which of `thread_ids` exist."""
+    if not thread_ids:
+        return []
+    async with db.sessions() as session:
+        rows = await session.scalars(
+            select(Conversation.id).where(Conversation.id.in_(list(thread_ids)))
+        )
+        return list(rows.all())
+
+
+def _thread_filters(
+    *,
+    metadata: Mapping[str, Any] | None,
+    values: Mapping[str, Any] | None,
+    status: ThreadStatus | None,
+    ids: Sequence[uuid.UUID] | None,
+) -> list[Any]:
+    clauses: list[Any] = []
+    if metadata:
+        clauses.append(Conversation.metadata_.contains(dict(metadata)))
+    if values:
+        clauses.append(Conversation.values_.contains(dict(values)))
+    if status is not None:
+        clauses.append(Conversation.status == status)
+    if ids is not None:
+        clauses.append(Conversation.id.in_(list(ids)))
+    return clauses
+
+
+async def search_threads(
+    db: Database,
+    *,
+    metadata: Mapping[str, Any] | None,
+    values: Mapping[str, Any] | None,
+    status: ThreadStatus | None,
+    ids: Sequence[uuid.UUID] | None,
+    limit: int,
+    offset: int,
+    sort_by: ThreadSort | None,
+    sort_order: Literal["asc", "desc"] | None,
+) -> tuple[Sequence[Conversation], bool]:
+    """A page of threads matching the filters (newest first by default) and whether more follow."""
+    column = {
+        "thread_id": Conversation.id,
+        "status": Conversation.status,
+        "created_at": Conversation.created_at,
+        "updated_at": Conversation.updated_at,
+    }[sort_by or "created_at"]
+    descending = sort_order != "asc"
+    stmt = (
+        select(Conversation)
+        .where(*_thread_filters(metadata=metadata, values=values, status=status, ids=ids))
+        .order_by(
+            column.desc() if descending else column.asc(),
+            Conversation.id.desc() if descending else Conversation.id.asc(),
+        )
+        .limit(limit + 1)
+        .offset(offset)
+    )
+    async with db.sessions() as session:
+        rows = (await session.scalars(stmt)).all()
+    return rows[:limit], len(rows) > limit
+
+
+async def count_threads(
+    db: Database,
+    *,
+    metadata: Mapping[str, Any] | None,
+    values: Mapping[str, Any] | None,
+    status: ThreadStatus | None,
+) -> int:
+    """How many threads match the filters."""
+    stmt = select(func.count()).select_from(Conversation)
+    stmt = stmt.where(*_thread_filters(metadata=metadata, values=values, status=status, ids=None))
+    async with db.sessions() as session:
+        return int(await session.scalar(stmt) or 0)
+
+
+async def copy_thread_row(db: Database, thread_id: uuid.UUID) -> Conversation:
+    """A new thread with the source thread's user, assistant, metadata and cached state."""
+    async with db.sessions.begin() as session:
+        source = await session.get(Conversation, thread_id)
+        if source is None:
+            raise NotFoundError("thread", thread_id)
+        row = Conversation(
+            user_id=source.user_id,
+            agent_id=source.agent_id,
+            title=source.title,
+            status="interrupted" if source.status == "interrupted" else "idle",
+            metadata_=dict(source.metadata_),
+            values_=dict(source.values_),
+            interrupts=dict(source.interrupts),
+        )
+        session.add(row)
+        await session.flush()
+        return row

@@ -1,0 +1,58 @@
+"""A tiny counter graph with a subgraph, served to part A's tests through setting EXTRA_GRAPHS."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+from typing_extensions import TypedDict
+
+
+class CountState(TypedDict, total=False):
+    """A count and a log of the nodes that ran."""
+
+    count: int
+    log: Annotated[list[str], operator.add]
+
+
+async def start(state: CountState) -> dict[str, Any]:
+    """Add one."""
+    return {"count": state.get("count", 0) + 1, "log": ["start"]}
+
+
+async def inner_step(state: CountState) -> dict[str, Any]:
+    """Add ten, inside the subgraph."""
+    return {"count": state.get("count", 0) + 10, "log": ["inner_step"]}
+
+
+async def finish(state: CountState) -> dict[str, Any]:
+    """Add a hundred."""
+    return {"count": state.get("count", 0) + 100, "log": ["finish"]}
+
+
+def build_inner() -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The subgraph: one node."""
+    builder = StateGraph(CountState)
+    builder.add_node("inner_step", inner_step)
+    builder.add_edge(START, "inner_step")
+    builder.add_edge("inner_step", END)
+    return builder.compile()
+
+
+def build_counter_graph(
+    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """start → child (subgraph) → finish."""
+    builder = StateGraph(CountState)
+    builder.add_node("start", start)
+    builder.add_node("child", build_inner())
+    builder.add_node("finish", finish)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "child")
+    builder.add_edge("child", "finish")
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer, store=store)

@@ -1,0 +1,286 @@
+"""Agent Server API part A: assistants, store and meta routes driven with langgraph-sdk."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
+from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+
+from tests.support import make_settings, running_server
+
+NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
+COUNTER = {"counter": "tests.integration.agent_api_a_graphs:build_counter_graph"}
+
+
+@pytest.fixture(scope="module")
+def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
+    """A server that also serves the test counter graph (through setting EXTRA_GRAPHS)."""
+    settings = make_settings(database_url, data_dir, migrate_on_start=False, extra_graphs=COUNTER)
+    with running_server(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator[SyncLangGraphClient]:
+    """A langgraph-sdk sync client of the module's server."""
+    with get_sync_client(url=server_url) as sdk:
+        yield sdk
+
+
+def _field_named(error: httpx.HTTPStatusError, field: str) -> bool:
+    body = error.response.json()
+    return field in str(body.get("detail")) or body.get("field") == field
+
+
+def test_system_assistants_exist_per_graph_with_langgraph_api_ids(
+    client: SyncLangGraphClient,
+) -> None:
+    system = client.assistants.search(metadata={"created_by": "system"}, limit=100)
+    by_graph = {a["graph_id"]: a for a in system}
+    assert {"chat", "researcher", "counter"} <= set(by_graph)
+    for graph_id, assistant in by_graph.items():
+        assert assistant["assistant_id"] == str(uuid.uuid5(NAMESPACE_GRAPH, graph_id))
+        assert assistant["version"] == 1
+    # A graph id is accepted wherever an assistant id is.
+    assert client.assistants.get("chat")["assistant_id"] == by_graph["chat"]["assistant_id"]
+
+
+def test_create_get_update_versions_latest_delete(client: SyncLangGraphClient) -> None:
+    assistant_id = str(uuid.uuid4())
+    created = client.assistants.create(
+        "counter",
+        assistant_id=assistant_id,
+        name="Counter A",
+        description="counts",
+        config={"configurable": {"x": 1}},
+        context={"k": "v"},
+        metadata={"team": "a"},
+    )
+    assert created["assistant_id"] == assistant_id
+    assert (created["version"], created["name"], created["context"]) == (1, "Counter A", {"k": "v"})
+    with pytest.raises(ConflictError):
+        client.assistants.create("counter", assistant_id=assistant_id, if_exists="raise")
+    same = client.assistants.create(
+        "counter", assistant_id=assistant_id, if_exists="do_nothing", name="ignored"
+    )
+    assert same["name"] == "Counter A"
+
+    updated = client.assistants.update(assistant_id, name="Counter B", metadata={"tier": 2})
+    assert updated["version"] == 2
+    assert updated["metadata"] == {"team": "a", "tier": 2}
+    assert updated["config"] == {"configurable": {"x": 1}}
+    assert client.assistants.get(assistant_id)["name"] == "Counter B"
+
+    versions = client.assistants.get_versions(assistant_id)
+    assert [v["version"] for v in versions] == [2, 1]
+    assert [v["name"] for v in versions] == ["Counter B", "Counter A"]
+    assert [v["version"] for v in client.assistants.get_versions(assistant_id, limit=1)] == [2]
+    tier = client.assistants.get_versions(assistant_id, metadata={"tier": 2})
+    assert [v["version"] for v in tier] == [2]
+
+    restored = client.assistants.set_latest(assistant_id, 1)
+    assert (restored["version"], restored["name"], restored["metadata"]) == (
+        1,
+        "Counter A",
+        {"team": "a"},
+    )
+    # The next update is a new version after the highest, not a rewrite of version 2.
+    assert client.assistants.update(assistant_id, description="again")["version"] == 3
+    with pytest.raises(NotFoundError):
+        client.assistants.set_latest(assistant_id, 99)
+
+    client.assistants.delete(assistant_id)
+    with pytest.raises(NotFoundError) as missing:
+        client.assistants.get(assistant_id)
+    assert "detail" in missing.value.response.json()
+    with pytest.raises(NotFoundError):
+        client.assistants.delete(assistant_id)
+
+
+def test_search_and_count_filter_sort_page_and_select(client: SyncLangGraphClient) -> None:
+    tag = uuid.uuid4().hex
+    for name in ("beta", "alpha", "gamma"):
+        client.assistants.create("counter", name=f"{name}-{tag}", metadata={"tag": tag})
+    client.assistants.create("chat", name=f"delta-{tag}", metadata={"tag": tag})
+
+    assert client.assistants.count(metadata={"tag": tag}) == 4
+    assert client.assistants.count(metadata={"tag": tag}, graph_id="counter") == 3
+    assert client.assistants.count(name=f"ALPHA-{tag}") == 1
+
+    ordered = client.assistants.search(
+        metadata={"tag": tag}, sort_by="name", sort_order="asc", limit=10
+    )
+    assert [a["name"].split("-")[0] for a in ordered] == ["alpha", "beta", "delta", "gamma"]
+    page = client.assistants.search(
+        metadata={"tag": tag}, sort_by="name", sort_order="asc", limit=2, offset=1
+    )
+    assert [a["name"].split("-")[0] for a in page] == ["beta", "delta"]
+    paged = client.assistants.search(metadata={"tag": tag}, limit=2, response_format="object")
+    assert paged["next"] == "2"
+    selected = client.assistants.search(
+        metadata={"tag": tag}, graph_id="chat", select=["assistant_id", "name"]
+    )
+    assert len(selected) == 1
+    assert set(selected[0]) == {"assistant_id", "name"}
+
+
+def test_graph_schemas_and_subgraphs(client: SyncLangGraphClient) -> None:
+    drawn = client.assistants.get_graph("counter")
+    nodes = {n["id"] for n in drawn["nodes"]}
+    assert {"__start__", "start", "child", "finish", "__end__"} <= nodes
+    assert {"source": "start", "target": "child"}.items() <= drawn["edges"][1].items() or any(
+        e["source"] == "start" and e["target"] == "child" for e in drawn["edges"]
+    )
+    xray = client.assistants.get_graph("counter", xray=True)
+    assert any("inner_step" in n["id"] for n in xray["nodes"])
+    assert not any("inner_step" in n["id"] for n in drawn["nodes"])
+
+    schemas: dict[str, Any] = dict(client.assistants.get_schemas("counter"))
+    assert schemas["graph_id"] == "counter"
+    assert set(schemas["state_schema"]["properties"]) == {"count", "log"}
+    assert "count" in schemas["input_schema"]["properties"]
+    chat: dict[str, Any] = dict(client.assistants.get_schemas("chat"))
+    assert "messages" in chat["state_schema"]["properties"]
+    assert "messages" in chat["input_schema"]["properties"]
+
+    subgraphs: dict[str, Any] = dict(client.assistants.get_subgraphs("counter"))
+    assert list(subgraphs) == ["child"]
+    assert set(subgraphs["child"]["state_schema"]["properties"]) == {"count", "log"}
+    assert list(client.assistants.get_subgraphs("counter", namespace="child")) == ["child"]
+    assert client.assistants.get_subgraphs("counter", recurse=True).keys() == {"child"}
+
+
+def test_bad_bodies_are_422_naming_the_field(
+    client: SyncLangGraphClient, api: httpx.Client
+) -> None:
+    missing = api.post("/assistants", json={"name": "no graph"})
+    assert missing.status_code == 422
+    assert "graph_id" in missing.text
+    with pytest.raises(UnprocessableEntityError) as unknown:
+        client.assistants.create("no-such-graph")
+    assert _field_named(unknown.value, "graph_id")
+    bad_limit = api.post("/assistants/search", json={"limit": 0})
+    assert bad_limit.status_code == 422
+    assert "limit" in bad_limit.text
+    bad_sort = api.post("/assistants/search", json={"sort_by": "color"})
+    assert bad_sort.status_code == 422
+    assert "sort_by" in bad_sort.text
+    bad_xray = api.get("/assistants/chat/graph", params={"xray": "-1"})
+    assert bad_xray.status_code == 422
+    assert bad_xray.json()["field"] == "xray"
+    bad_version = api.post("/assistants/chat/latest", json={"version": "x"})
+    assert bad_version.status_code == 422
+    assert "version" in bad_version.text
+    assert api.get(f"/assistants/{uuid.uuid4()}").status_code == 404
+    assert api.get("/assistants/no-such-graph/schemas").status_code == 404
+
+
+def test_chat_api_agents_write_assistant_versions(
+    client: SyncLangGraphClient, api: httpx.Client
+) -> None:
+    created = api.post("/agents", json={"name": "Helper", "system_prompt": "Be brief."})
+    assert created.status_code == 201, created.text
+    agent_id = created.json()["id"]
+    patched = api.patch(f"/agents/{agent_id}", json={"system_prompt": "Be briefer."})
+    assert patched.status_code == 200, patched.text
+    versions = client.assistants.get_versions(agent_id)
+    assert [v["version"] for v in versions] == [2, 1]
+    assert client.assistants.get(agent_id)["name"] == "Helper"
+
+
+def test_store_items_put_get_search_namespaces_delete(client: SyncLangGraphClient) -> None:
+    user = uuid.uuid4().hex
+    client.store.put_item(["prefs", user], "color", {"text": "green", "kind": "color"})
+    client.store.put_item(["prefs", user, "work"], "editor", {"text": "vim", "kind": "tool"})
+
+    item = client.store.get_item(["prefs", user], "color")
+    assert (item["namespace"], item["key"], item["value"]["text"]) == (
+        ["prefs", user],
+        "color",
+        "green",
+    )
+    found = client.store.search_items(["prefs", user], filter={"kind": "tool"})
+    assert [i["key"] for i in found["items"]] == ["editor"]
+    both = client.store.search_items(["prefs", user], limit=10)
+    assert {i["key"] for i in both["items"]} == {"color", "editor"}
+    spaces = client.store.list_namespaces(prefix=["prefs", user])
+    assert sorted(spaces["namespaces"]) == [["prefs", user], ["prefs", user, "work"]]
+    shallow = client.store.list_namespaces(prefix=["prefs", user], max_depth=2)
+    assert shallow["namespaces"] == [["prefs", user]]
+
+    client.store.delete_item(["prefs", user], "color")
+    with pytest.raises(NotFoundError):
+        client.store.get_item(["prefs", user], "color")
+
+
+def test_store_bad_input_names_the_field(api: httpx.Client) -> None:
+    empty = api.put("/store/items", json={"namespace": [], "key": "k", "value": {}})
+    assert empty.status_code == 422
+    assert "namespace" in empty.text
+    dotted = api.put("/store/items", json={"namespace": ["a.b"], "key": "k", "value": {}})
+    assert dotted.status_code == 422
+    assert "namespace" in dotted.text
+    not_object = api.put("/store/items", json={"namespace": ["a"], "key": "k", "value": 3})
+    assert not_object.status_code == 422
+    assert "value" in not_object.text
+    no_key = api.get("/store/items", params={"namespace": "a"})
+    assert no_key.status_code == 422
+    assert "key" in no_key.text
+    bad_limit = api.post("/store/items/search", json={"namespace_prefix": ["a"], "limit": 0})
+    assert bad_limit.status_code == 422
+    assert "limit" in bad_limit.text
+
+
+def test_ok_and_info_flags(api: httpx.Client) -> None:
+    assert api.get("/ok").json() == {"ok": True}
+    info = api.get("/info").json()
+    assert info["flags"]["assistants"] is True
+    assert info["flags"]["crons"] is True
+    assert info["flags"]["langsmith"] is False
+    assert info["version"]
+
+
+def test_text_plain_json_bodies_are_accepted(api: httpx.Client) -> None:
+    tag = uuid.uuid4().hex
+    body = f'{{"graph_id": "counter", "name": "plain-{tag}"}}'
+    created = api.post("/assistants", content=body, headers={"Content-Type": "text/plain"})
+    assert created.status_code == 200, created.text
+    found = api.post(
+        "/assistants/search",
+        content=f'{{"name": "plain-{tag}"}}',
+        headers={"Content-Type": "text/plain;charset=UTF-8"},
+    )
+    assert [a["assistant_id"] for a in found.json()] == [created.json()["assistant_id"]]
+    broken = api.post(
+        "/assistants/search", content="{not json", headers={"Content-Type": "text/plain"}
+    )
+    assert broken.status_code == 422
+
+
+def test_cors_preflight_from_studio(api: httpx.Client) -> None:
+    origin = "https://smith.langchain.com"
+    preflight = api.options(
+        "/assistants/search",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-api-key",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    response = api.post("/assistants/count", json={}, headers={"Origin": origin})
+    assert response.headers["access-control-allow-origin"] == origin
+    other = api.options(
+        "/assistants/search",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in other.headers
