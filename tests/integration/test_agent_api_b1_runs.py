@@ -404,3 +404,52 @@ async def test_after_seconds_delays_the_start(client: Any, steps: str) -> None:
     assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "pending"
     await client.runs.join(thread_id, run["run_id"])
     assert asyncio.get_running_loop().time() - started >= 1.0
+
+
+async def test_the_chat_graph_runs_by_graph_id_with_its_agent_context(
+    client: Any, database_url: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    result = await client.runs.wait(
+        thread_id,
+        "chat",
+        input={"messages": [{"role": "user", "content": "What is 6 * 7?"}]},
+        if_not_exists="create",
+    )
+    assert result["answer"]
+    assert [m["type"] for m in result["messages"]] == ["human", "ai"]
+    assert result["messages"][-1]["content"] == result["answer"]
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "idle"
+    assert thread["values"]["messages"][0]["content"] == "What is 6 * 7?"
+
+
+async def test_run_creation_answers_with_location_headers(server_url: str, steps: str) -> None:
+    thread_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+        created = await http.post(
+            f"/threads/{thread_id}/runs",
+            json={"assistant_id": steps, "input": {"log": []}, "if_not_exists": "create"},
+        )
+        run_id = created.json()["run_id"]
+        assert created.headers["content-location"] == f"/threads/{thread_id}/runs/{run_id}"
+        waited = await http.post(
+            f"/threads/{thread_id}/runs/wait", json={"assistant_id": steps, "input": {"log": []}}
+        )
+        location = waited.headers["location"]
+        assert location.startswith(f"/threads/{thread_id}/runs/")
+        assert location.endswith("/join")
+        joined = await http.get(location)
+        assert joined.json() == waited.json()
+        async with http.stream(
+            "POST",
+            f"/threads/{thread_id}/runs/stream",
+            json={"assistant_id": steps, "input": {"log": []}},
+        ) as streamed:
+            assert streamed.headers["location"].endswith("/stream")
+            assert streamed.headers["content-location"].startswith(f"/threads/{thread_id}/runs/")
+            body = (await streamed.aread()).decode()
+        assert (
+            body.index("event: metadata") < body.index("event: values") < body.index("event: end")
+        )
