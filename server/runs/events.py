@@ -15,6 +15,7 @@ from typing import Any, Final
 import orjson
 import psycopg
 from sqlalchemy import text
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from server.resources import Resources
@@ -23,6 +24,9 @@ from stores.errors import InvalidInputError
 from stores.sql.database import Database, libpq_url
 
 log = logging.getLogger(__name__)
+
+# What the database says of the data, not of the connection: retrying the same rows is futile.
+_REFUSED = (DataError, IntegrityError, ProgrammingError)
 
 CHANNEL: Final[str] = "run_events"
 ACTIVE_RUN_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running"})
@@ -246,7 +250,11 @@ class RunEventLog:
                 continue
             batch = [self._queue[i] for i in range(min(len(self._queue), self.max_batch))]
             try:
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                    kept = batch
+                except _REFUSED:
+                    kept = await self._write_each(batch)  # keep the good ones
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -257,13 +265,28 @@ class RunEventLog:
             backoff = 0.1
             for _ in batch:
                 self._queue.popleft()
-            for item in batch:
-                stored: Event = (item.seq, item.event, orjson.loads(item.body))
+            for item in kept:
+                event: Event = (item.seq, item.event, orjson.loads(item.body))
                 for subscriber in self._subscribers.get(item.run_id, ()):
-                    subscriber.push(stored)
+                    subscriber.push(event)
             async with self._stored:
                 self._stored_ticket = batch[-1].ticket
                 self._stored.notify_all()
+
+    async def _write_each(self, batch: list[_Queued]) -> list[_Queued]:
+        """Store events one by one, dropping those the database refuses (e.g. of a run that
+        was deleted meanwhile), so one bad event cannot hold up every run's stream."""
+        stored: list[_Queued] = []
+        for item in batch:
+            try:
+                await self._write([item])
+            except _REFUSED as error:
+                log.warning(
+                    "dropped event %d (%s) of run %s: %s", item.seq, item.event, item.run_id, error
+                )
+                continue
+            stored.append(item)
+        return stored
 
     async def _write(self, batch: list[_Queued]) -> None:
         last: dict[uuid.UUID, int] = {}

@@ -241,7 +241,7 @@ class RunEvent(Base):
         ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    event: Mapped[str] = mapped_column(String(200), nullable=False)
+    event: Mapped[str] = mapped_column(Text, nullable=False)
     data: Mapped[Any] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime] = _created_at()
 

@@ -83,6 +83,28 @@ async def test_seq_counts_from_one_in_each_run(log: RunEventLog, database: Datab
     assert await log.events_after(first, 1) == [(2, "values", {"n": 1}), (3, "values", {"n": 2})]
 
 
+async def test_an_event_the_database_refuses_does_not_hold_up_other_runs(
+    log: RunEventLog, database: Database
+) -> None:
+    gone, run_id = uuid.uuid4(), await new_run(database)  # `gone`: no such run (deleted)
+    await log.append(gone, "values", {"n": 1})
+    await log.append(run_id, "values", {"n": 1})
+    assert await asyncio.wait_for(log.append(run_id, "end", None), 10) == 2
+    assert await log.events_after(gone) == []
+    assert [name for _, name, _ in await log.events_after(run_id)] == ["values", "end"]
+
+
+async def test_a_deeply_nested_subgraph_event_name_is_stored_whole(
+    log: RunEventLog, database: Database
+) -> None:
+    run_id = await new_run(database)
+    name = "values|" + "|".join(f"level{n}:{uuid.uuid4()}" for n in range(6))
+    assert len(name) > 200
+    await log.append(run_id, name, {"deep": True})
+    await log.append(run_id, "end", None)
+    assert (await log.events_after(run_id))[0][1] == name
+
+
 async def test_another_process_taking_over_a_run_continues_its_numbering(
     log: RunEventLog, database: Database, database_url: str
 ) -> None:
