@@ -216,6 +216,21 @@ async def test_subgraph_events_are_named_mode_and_namespace(saver: AsyncPostgres
     assert of(events, "values")[-1]["steps"][-2:] == ["first", "second"]
 
 
+async def test_events_mode_with_subgraphs_keeps_the_namespaced_modes(
+    saver: AsyncPostgresSaver,
+) -> None:
+    events = await collect(
+        _parent_graph(saver), ["events", "updates"], input={"steps": []}, context=None,
+        subgraphs=True,
+    )  # fmt: skip
+    names = {name for name, _ in events}
+    assert "events" in names
+    assert "updates" in names
+    assert any(name.startswith("updates|child:") for name in names)
+    started = {e["name"] for e in of(events, "events") if e["event"] == "on_chain_start"}
+    assert {"start", "first", "second"} <= started
+
+
 async def test_without_subgraphs_only_the_parents_events_are_sent(
     saver: AsyncPostgresSaver,
 ) -> None:
