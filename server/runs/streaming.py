@@ -225,6 +225,7 @@ async def stream_graph(
     interrupt_before: Sequence[str] | Literal["*"] | None = None,
     interrupt_after: Sequence[str] | Literal["*"] | None = None,
     checkpoint_during: bool | None = None,
+    durability: Literal["sync", "async", "exit"] | None = None,
 ) -> AsyncIterator[tuple[str, Any]]:
     """Run `graph` on `input` and yield `(event, data)` for each requested stream mode.
 
@@ -232,7 +233,8 @@ async def stream_graph(
     `messages-tuple` is sent as `messages` with `[message, metadata]`; legacy `messages`
     as `messages/metadata`, `messages/partial`, `messages/complete`; `events` are
     `astream_events(version="v2")` events. `metadata`, `end` and `error` are the caller's.
-    Exceptions of the graph propagate.
+    `durability` (sync/async/exit) wins over the older `checkpoint_during` (True: async,
+    False: exit). Exceptions of the graph propagate.
     """
     modes = validate_stream_modes(stream_modes)
     graph_modes = _graph_modes(modes)
@@ -244,7 +246,9 @@ async def stream_graph(
         "interrupt_before": interrupt_before,
         "interrupt_after": interrupt_after,
     }
-    if checkpoint_during is not None:
+    if durability is not None:
+        kwargs["durability"] = durability
+    elif checkpoint_during is not None:
         kwargs["durability"] = "async" if checkpoint_during else "exit"
     if "events" not in modes:
         stream = cast(AsyncGenerator[Any, None], graph.astream(input, config, **kwargs))

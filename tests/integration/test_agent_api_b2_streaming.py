@@ -273,6 +273,22 @@ async def test_interrupt_before_stops_the_run_before_that_node(chat: Any) -> Non
     assert nodes[-1] == "__interrupt__"
 
 
+async def test_durability_exit_saves_only_the_final_checkpoint(
+    chat: Any, saver: AsyncPostgresSaver
+) -> None:
+    saved: dict[str, int] = {}
+    for durability in ("sync", "exit"):
+        thread = str(uuid.uuid4())
+        config: Any = {"configurable": {"thread_id": thread}}
+        async for _ in stream_graph(
+            chat, QUESTION, config=config, context=CONTEXT, durability=durability
+        ):
+            pass
+        saved[durability] = len([c async for c in saver.alist(config)])
+    assert saved["exit"] == 1
+    assert saved["sync"] > 3
+
+
 async def test_a_failing_node_raises_out_of_the_stream(saver: AsyncPostgresSaver) -> None:
     def fail(state: Approval) -> dict[str, Any]:
         raise ValueError("no approver on duty")
