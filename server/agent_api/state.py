@@ -162,11 +162,17 @@ async def read_state(
         checkpoint_ns=checkpoint_ns,
         checkpoint_map=checkpoint_map,
     )
-    state = await graph.aget_state(config, subgraphs=subgraphs)
-    if checkpoint_id and state.config.get("configurable", {}).get("checkpoint_id") is None:
+    saver = graph.checkpointer
+    known = (
+        not checkpoint_id
+        or not isinstance(saver, BaseCheckpointSaver)
+        or await saver.aget_tuple(config) is not None
+    )
+    if not known:
         raise NotFoundError(
             f"checkpoint of thread {thread_id}", checkpoint_id, field="checkpoint_id"
         )
+    state = await graph.aget_state(config, subgraphs=subgraphs)
     if state.config.get("configurable", {}).get("checkpoint_id") is None:
         return empty_state(thread_id)
     return snapshot_json(state)

@@ -1,0 +1,251 @@
+"""Agent Server API part A: threads (CRUD, search, copy, prune, state, history) via the SDK."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
+from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+from langgraph_sdk.schema import Checkpoint
+
+from tests.support import make_settings, running_server
+
+COUNTER = {"counter": "tests.integration.agent_api_a_graphs:build_counter_graph"}
+
+
+@pytest.fixture(scope="module")
+def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
+    """A server that also serves the test counter graph (through setting EXTRA_GRAPHS)."""
+    settings = make_settings(
+        database_url,
+        data_dir,
+        migrate_on_start=False,
+        extra_graphs=COUNTER,
+        offline_token_delay_s=0.0,
+    )
+    with running_server(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def client(server_url: str) -> Iterator[SyncLangGraphClient]:
+    """A langgraph-sdk sync client of the module's server."""
+    with get_sync_client(url=server_url) as sdk:
+        yield sdk
+
+
+def _checkpoint(thread_id: str, checkpoint_id: str | None) -> Checkpoint:
+    return {
+        "thread_id": thread_id,
+        "checkpoint_ns": "",
+        "checkpoint_id": checkpoint_id,
+        "checkpoint_map": None,
+    }
+
+
+def _counter_thread(client: SyncLangGraphClient, **metadata: Any) -> str:
+    thread = client.threads.create(metadata={"graph_id": "counter", **metadata})
+    return str(thread["thread_id"])
+
+
+def test_create_get_update_delete(client: SyncLangGraphClient) -> None:
+    thread_id = str(uuid.uuid4())
+    created = client.threads.create(thread_id=thread_id, metadata={"owner": "ana"})
+    assert created["thread_id"] == thread_id
+    assert (created["status"], created["values"], created["interrupts"]) == ("idle", {}, {})
+    with pytest.raises(ConflictError):
+        client.threads.create(thread_id=thread_id, if_exists="raise")
+    again = client.threads.create(thread_id=thread_id, if_exists="do_nothing", metadata={"x": 1})
+    assert again["metadata"] == {"owner": "ana"}
+
+    updated = client.threads.update(thread_id, metadata={"topic": "tests"})
+    assert updated["metadata"] == {"owner": "ana", "topic": "tests"}
+    fetched: Any = client.threads.get(thread_id)
+    assert fetched["metadata"]["topic"] == "tests"
+
+    client.threads.delete(thread_id)
+    with pytest.raises(NotFoundError) as missing:
+        client.threads.get(thread_id)
+    assert thread_id in missing.value.response.json()["detail"]
+    with pytest.raises(NotFoundError):
+        client.threads.delete(thread_id)
+    with pytest.raises(NotFoundError):
+        client.threads.update(thread_id, metadata={})
+
+
+def test_search_and_count_by_metadata_values_status_and_ids(client: SyncLangGraphClient) -> None:
+    tag = uuid.uuid4().hex
+    first = _counter_thread(client, tag=tag, n=1)
+    second = _counter_thread(client, tag=tag, n=2)
+    third = _counter_thread(client, tag=tag, n=3)
+    client.threads.update_state(second, {"count": 7}, as_node="start")
+
+    assert client.threads.count(metadata={"tag": tag}) == 3
+    assert client.threads.count(metadata={"tag": tag, "n": 2}) == 1
+    assert client.threads.count(values={"count": 7}, metadata={"tag": tag}) == 1
+    assert client.threads.count(metadata={"tag": tag}, status="idle") == 3
+    assert client.threads.count(metadata={"tag": tag}, status="busy") == 0
+
+    newest_first = client.threads.search(metadata={"tag": tag})
+    assert [t["thread_id"] for t in newest_first] == [third, second, first]
+    oldest_first = client.threads.search(
+        metadata={"tag": tag}, sort_by="created_at", sort_order="asc", limit=2, offset=1
+    )
+    assert [t["thread_id"] for t in oldest_first] == [second, third]
+    by_ids = client.threads.search(ids=[first, third], sort_order="asc")
+    assert [t["thread_id"] for t in by_ids] == [first, third]
+    by_values = client.threads.search(values={"count": 7})
+    assert [t["thread_id"] for t in by_values] == [second]
+    selected = client.threads.search(metadata={"tag": tag}, select=["thread_id", "status"])
+    assert all(set(t) == {"thread_id", "status"} for t in selected)
+
+
+def test_state_update_history_and_checkpoints(client: SyncLangGraphClient) -> None:
+    thread_id = _counter_thread(client)
+    empty = client.threads.get_state(thread_id)
+    assert (empty["values"], empty["next"]) == ({}, [])
+
+    first = client.threads.update_state(thread_id, {"count": 1, "log": ["seed"]}, as_node="start")
+    first_id = first["checkpoint"]["checkpoint_id"]
+    assert first["checkpoint"]["thread_id"] == thread_id
+    second = client.threads.update_state(thread_id, {"count": 5, "log": ["more"]}, as_node="start")
+    second_id = second["checkpoint"]["checkpoint_id"]
+
+    state = client.threads.get_state(thread_id)
+    assert state["values"] == {"count": 5, "log": ["seed", "more"]}
+    assert state["next"] == ["child"]
+    assert state["checkpoint"]["checkpoint_id"] == second_id
+    assert state["parent_checkpoint"] is not None
+    assert state["parent_checkpoint"]["checkpoint_id"] == first_id
+    assert [t["name"] for t in state["tasks"]] == ["child"]
+    # The thread row caches the latest values for GET /threads/{id} and search.
+    assert client.threads.get(thread_id)["values"] == {"count": 5, "log": ["seed", "more"]}
+
+    at_first = client.threads.get_state(thread_id, checkpoint_id=first_id)
+    assert at_first["values"] == {"count": 1, "log": ["seed"]}
+    by_object = client.threads.get_state(thread_id, checkpoint=_checkpoint(thread_id, first_id))
+    assert by_object["values"] == at_first["values"]
+
+    history = client.threads.get_history(thread_id)
+    ids = [h["checkpoint"]["checkpoint_id"] for h in history]
+    assert ids[:2] == [second_id, first_id]
+    assert client.threads.get_history(thread_id, limit=1)[0]["checkpoint"]["checkpoint_id"] == (
+        second_id
+    )
+    before = client.threads.get_history(thread_id, before=_checkpoint(thread_id, second_id))
+    assert before[0]["checkpoint"]["checkpoint_id"] == first_id
+    updates = client.threads.get_history(thread_id, metadata={"source": "update"})
+    assert {h["checkpoint"]["checkpoint_id"] for h in updates} == {first_id, second_id}
+
+    # Fork from the first checkpoint: the new checkpoint's parent is the first one.
+    forked = client.threads.update_state(
+        thread_id, {"count": 100}, as_node="start", checkpoint_id=first_id
+    )
+    fork_state: Any = client.threads.get_state(
+        thread_id, checkpoint_id=forked["checkpoint"]["checkpoint_id"]
+    )
+    assert fork_state["values"]["count"] == 100
+    assert fork_state["parent_checkpoint"] is not None
+    assert fork_state["parent_checkpoint"]["checkpoint_id"] == first_id
+
+
+def test_state_bad_input(client: SyncLangGraphClient, api: httpx.Client) -> None:
+    thread_id = _counter_thread(client)
+    with pytest.raises(UnprocessableEntityError) as bad_node:
+        client.threads.update_state(thread_id, {"count": 1}, as_node="nowhere")
+    assert bad_node.value.response.json()["field"] == "as_node"
+    with pytest.raises(NotFoundError):
+        client.threads.get_state(thread_id, checkpoint_id="1f0-no-such-checkpoint")
+    with pytest.raises(NotFoundError):
+        client.threads.get_state(str(uuid.uuid4()))
+    with pytest.raises(NotFoundError):
+        client.threads.get_history(str(uuid.uuid4()))
+    no_graph = client.threads.create()
+    with pytest.raises(UnprocessableEntityError):
+        client.threads.update_state(no_graph["thread_id"], {"count": 1})
+    bad_limit = api.post(f"/threads/{thread_id}/history", json={"limit": 0})
+    assert bad_limit.status_code == 422
+    assert "limit" in bad_limit.text
+    bad_id = api.get("/threads/not-a-uuid")
+    assert bad_id.status_code == 422
+    assert "thread_id" in bad_id.text
+    bad_status = api.post("/threads/search", json={"status": "sleeping"})
+    assert bad_status.status_code == 422
+    assert "status" in bad_status.text
+    unknown_graph = api.post("/threads", json={"metadata": {"graph_id": "nope"}})
+    assert unknown_graph.status_code == 422
+    assert unknown_graph.json()["field"] == "metadata.graph_id"
+    ttl = api.post("/threads", json={"ttl": {"ttl": 5}})
+    assert ttl.status_code == 422
+    assert "ttl" in ttl.text
+
+
+def test_create_with_supersteps_seeds_the_state(client: SyncLangGraphClient) -> None:
+    thread = client.threads.create(
+        graph_id="counter",
+        supersteps=[
+            {"updates": [{"values": {"count": 2, "log": ["a"]}, "as_node": "start"}]},
+            {"updates": [{"values": {"count": 3, "log": ["b"]}, "as_node": "child"}]},
+        ],
+    )
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["values"] == {"count": 3, "log": ["a", "b"]}
+    assert state["next"] == ["finish"]
+    assert thread["values"] == {"count": 3, "log": ["a", "b"]}
+
+
+def test_copy_keeps_checkpoints_and_prune_keeps_latest_or_deletes(
+    client: SyncLangGraphClient,
+) -> None:
+    source = _counter_thread(client, kind="copy-source")
+    for n in range(3):
+        client.threads.update_state(source, {"count": n, "log": [str(n)]}, as_node="start")
+    copy_thread: Callable[[str], Any] = client.threads.copy  # typed `None`; returns the thread
+    copied = copy_thread(source)
+    assert copied["thread_id"] != source
+    assert copied["metadata"]["kind"] == "copy-source"
+    source_history = client.threads.get_history(source)
+    copy_history = client.threads.get_history(copied["thread_id"])
+    assert [h["values"] for h in copy_history] == [h["values"] for h in source_history]
+    assert [h["checkpoint"]["checkpoint_id"] for h in copy_history] == [
+        h["checkpoint"]["checkpoint_id"] for h in source_history
+    ]
+    assert {h["checkpoint"]["thread_id"] for h in copy_history} == {copied["thread_id"]}
+    # The copy is independent: writing to it leaves the source as it was.
+    client.threads.update_state(copied["thread_id"], {"count": 42}, as_node="start")
+    source_state: Any = client.threads.get_state(source)
+    assert source_state["values"]["count"] == 2
+
+    assert client.threads.prune([copied["thread_id"]], strategy="keep_latest") == {
+        "pruned_count": 1
+    }
+    kept: list[Any] = list(client.threads.get_history(copied["thread_id"]))
+    assert len(kept) == 1
+    assert kept[0]["values"]["count"] == 42
+
+    assert client.threads.prune([source, str(uuid.uuid4())]) == {"pruned_count": 1}
+    with pytest.raises(NotFoundError):
+        client.threads.get(source)
+    with pytest.raises(NotFoundError):
+        client.threads.copy(source)
+
+
+def test_run_on_a_thread_is_visible_in_state_and_history(client: SyncLangGraphClient) -> None:
+    thread = client.threads.create()
+    result: Any = client.runs.wait(thread["thread_id"], "counter", input={"count": 0})
+    assert result["count"] == 111
+    assert result["log"][-2:] == ["inner_step", "finish"]
+    state: Any = client.threads.get_state(thread["thread_id"], subgraphs=True)
+    assert state["values"]["count"] == 111
+    assert state["next"] == []
+    history: list[Any] = list(client.threads.get_history(thread["thread_id"]))
+    steps = [h["metadata"]["step"] for h in history]
+    assert steps == sorted(steps, reverse=True)
+    assert len(steps) >= 4
+    assert client.threads.get(thread["thread_id"])["status"] == "idle"
