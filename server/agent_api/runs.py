@@ -158,7 +158,7 @@ def _stream(
                 yield seq, event, data
         finally:
             if cancel_on_disconnect and not finished:
-                await engine.cancel([run.id], reason="the client disconnected")
+                engine.cancel_soon(run.id, reason="the client disconnected")
 
     return sse_response(follow(), headers=run_headers(run.id, thread_id=run.thread_id))
 

@@ -130,8 +130,9 @@ class RunEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._cancels: dict[uuid.UUID, CancelAction] = {}
-        self._done: dict[uuid.UUID, asyncio.Event] = {}
+        self._done: dict[uuid.UUID, set[asyncio.Event]] = {}  # waiters by run
         self._lost: set[uuid.UUID] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -210,9 +211,16 @@ class RunEngine:
         for run_id in run_ids:
             await self._notify(f"done {run_id}")
 
+    def cancel_soon(self, run_id: uuid.UUID, *, reason: str) -> None:
+        """`cancel` in a task of its own: for callers that are being cancelled (disconnects)."""
+        task = asyncio.create_task(self.cancel([run_id], reason=reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def wait(self, run_id: uuid.UUID, *, timeout_s: float | None = None) -> Run | None:
         """Wait until the run is finished; the final row (None if it was deleted: rollback)."""
-        event = self._done.setdefault(run_id, asyncio.Event())
+        event = asyncio.Event()
+        self._done.setdefault(run_id, set()).add(event)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         try:
@@ -232,8 +240,11 @@ class RunEngine:
                     await asyncio.wait_for(event.wait(), remaining)
                 event.clear()
         finally:
-            if not event.is_set():
-                self._done.pop(run_id, None)
+            waiters = self._done.get(run_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._done[run_id]
 
     async def output(self, run_id: uuid.UUID) -> Any:
         """What `/wait` and `/join` return once the run is done (thread values as fallback)."""
@@ -283,8 +294,7 @@ class RunEngine:
                 )
         elif kind == "done":
             with contextlib.suppress(ValueError):
-                event = self._done.get(uuid.UUID(rest))
-                if event is not None:
+                for event in self._done.get(uuid.UUID(rest), ()):
                     event.set()
 
     def _cancel_local(self, run_id: uuid.UUID, action: CancelAction) -> None:

@@ -453,3 +453,49 @@ async def test_run_creation_answers_with_location_headers(server_url: str, steps
         assert (
             body.index("event: metadata") < body.index("event: values") < body.index("event: end")
         )
+
+
+async def test_cancel_with_rollback_removes_the_run_and_what_it_wrote(
+    client: Any, steps: str, database_url: str
+) -> None:
+    thread_id = await new_thread(client, steps)
+    run = await client.runs.create(thread_id, steps, input={"log": ["gone"]}, config=SLOW)
+    await running(client, thread_id, run["run_id"])
+    await client.runs.cancel(thread_id, run["run_id"], action="rollback", wait=True)
+    with pytest.raises(httpx.HTTPStatusError) as gone:
+        await client.runs.get(thread_id, run["run_id"])
+    assert gone.value.response.status_code == 404
+    written = sql(
+        database_url, "SELECT 1 FROM checkpoints WHERE metadata->>'run_id' = %s", run["run_id"]
+    )
+    assert written == []
+    thread = thread_row(database_url, thread_id)
+    assert thread is not None
+    assert thread["status"] == "idle"
+    assert thread["values"] == {"log": ["start", *STEPS]}
+
+
+async def test_a_stream_with_on_disconnect_cancel_stops_its_run(
+    client: Any, server_url: str, steps: str
+) -> None:
+    thread_id = await new_thread(client, steps)
+    async with (
+        httpx.AsyncClient(base_url=server_url, timeout=30) as http,
+        http.stream(
+            "POST",
+            f"/threads/{thread_id}/runs/stream",
+            json={
+                "assistant_id": steps,
+                "input": {"log": []},
+                "config": SLOW,
+                "on_disconnect": "cancel",
+            },
+        ) as response,
+    ):
+        run_id = response.headers["content-location"].rsplit("/", 1)[-1]
+        async for line in response.aiter_lines():
+            if line.startswith("event: metadata"):
+                break
+    run = await client.runs.join(thread_id, run_id)
+    assert len(run["log"]) < len(["start", *STEPS, *STEPS])
+    assert (await client.runs.get(thread_id, run_id))["status"] == "interrupted"
