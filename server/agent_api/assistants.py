@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Response, status
+from langchain_core.runnables import RunnableConfig
 
 from server.agent_api.state import GraphsDep, graph_named, graph_schemas
 from server.deps import DatabaseDep
@@ -169,7 +170,7 @@ async def get_assistant_graph(
     agent = await store.resolve_assistant(db, assistant_id)
     depth = _parse_xray(xray)
     graph = graph_named(graphs, agent.graph_id)
-    drawable = await graph.aget_graph(config={"configurable": dict(agent.config)}, xray=depth)
+    drawable = await graph.aget_graph(config=cast(RunnableConfig, dict(agent.config)), xray=depth)
     drawn: dict[str, Any] = drawable.to_json()
     for node in drawn.get("nodes", []):
         data = node.get("data")

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from langgraph_sdk import get_sync_client
+from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
@@ -284,3 +284,20 @@ def test_cors_preflight_from_studio(api: httpx.Client) -> None:
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+async def test_async_client_drives_assistants_threads_and_store(server_url: str) -> None:
+    client = get_client(url=server_url)
+    try:
+        assistant = await client.assistants.create("counter", name="async")
+        assert (await client.assistants.get(assistant["assistant_id"]))["name"] == "async"
+        thread = await client.threads.create(metadata={"graph_id": "counter"})
+        written = await client.threads.update_state(
+            thread["thread_id"], {"count": 3}, as_node="start"
+        )
+        state = await client.threads.get_state(thread["thread_id"])
+        assert state["checkpoint"] == written["checkpoint"]
+        await client.store.put_item(["async", "a"], "k", {"v": 1})
+        assert (await client.store.get_item(["async", "a"], "k"))["value"] == {"v": 1}
+    finally:
+        await client.aclose()

@@ -249,3 +249,25 @@ def test_run_on_a_thread_is_visible_in_state_and_history(client: SyncLangGraphCl
     assert steps == sorted(steps, reverse=True)
     assert len(steps) >= 4
     assert client.threads.get(thread["thread_id"])["status"] == "idle"
+
+
+def test_chat_conversations_are_threads(client: SyncLangGraphClient, api: httpx.Client) -> None:
+    user = api.post("/users", json={"email": f"{uuid.uuid4().hex}@example.com", "name": "Ana"})
+    agent = api.post("/agents", json={"name": "Helper"})
+    assert user.status_code == 201, user.text
+    assert agent.status_code == 201, agent.text
+    turn = api.post(
+        "/chat/invoke",
+        json={"user_id": user.json()["id"], "agent_id": agent.json()["id"], "message": "Hello!"},
+    )
+    assert turn.status_code == 200, turn.text
+    conversation_id = turn.json()["conversation_id"]
+
+    thread: Any = client.threads.get(conversation_id)
+    assert thread["status"] == "idle"
+    found = client.threads.search(ids=[conversation_id])
+    assert [t["thread_id"] for t in found] == [conversation_id]
+    state: Any = client.threads.get_state(conversation_id)
+    contents = [m["content"] for m in state["values"]["messages"]]
+    assert "Hello!" in contents
+    assert state["values"]["answer"] == contents[-1]
