@@ -15,7 +15,6 @@ from typing import Any, Final
 import orjson
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from server.resources import Resources
@@ -26,19 +25,24 @@ from stores.sql.database import Database, libpq_url
 log = logging.getLogger(__name__)
 
 # What the database says of the data, not of the connection: retrying the same rows is futile.
-_REFUSED = (DataError, IntegrityError, ProgrammingError)
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 
 CHANNEL: Final[str] = "run_events"
 ACTIVE_RUN_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running"})
 Event = tuple[int, str, Any]
 
-_INSERT = text(
-    "INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT * FROM unnest(CAST(:run_ids AS uuid[]), CAST(:seqs AS integer[]),"
-    " CAST(:events AS text[]), CAST(CAST(:data AS text[]) AS jsonb[]))"
-    " ON CONFLICT DO NOTHING"
+# One statement, so one round trip in autocommit: store the batch, then NOTIFY once per run
+# with its last seq (delivered when the statement commits).
+_STORE = (
+    "WITH ins AS ("
+    " INSERT INTO run_events (run_id, seq, event, data)"
+    " SELECT * FROM unnest(%(run_ids)s::uuid[], %(seqs)s::integer[], %(events)s::text[],"
+    " %(data)s::text[]::jsonb[])"
+    " ON CONFLICT DO NOTHING RETURNING run_id, seq"
+    ") SELECT count(*)::integer,"
+    " pg_notify(%(channel)s, %(origin)s || ':' || run_id::text || ':' || max(seq)::text)::text"
+    " FROM ins GROUP BY run_id"
 )
-_NOTIFY = text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:payloads AS text[])) AS p")
 _AFTER = text(
     "SELECT seq, event, data FROM run_events WHERE run_id = :run_id AND seq > :after ORDER BY seq"
 )
@@ -139,6 +143,7 @@ class RunEventLog:
         self._wake_writer = asyncio.Event()
         self._stored = asyncio.Condition()
         self._writer: asyncio.Task[None] | None = None
+        self._write_conn: psycopg.AsyncConnection[Any] | None = None
 
     async def start(self) -> None:
         """Start the writer and listen for other processes' events (returns once listening)."""
@@ -163,6 +168,9 @@ class RunEventLog:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._writer = self._listener = None
+        if self._write_conn is not None:
+            await self._write_conn.close()
+            self._write_conn = None
 
     async def _listen(self) -> None:
         backoff = 0.2
@@ -289,31 +297,29 @@ class RunEventLog:
         return stored
 
     async def _write(self, batch: list[_Queued]) -> None:
-        last: dict[uuid.UUID, int] = {}
-        for item in batch:
-            last[item.run_id] = item.seq
-        async with self.database.engine.begin() as conn:
-            result = await conn.execute(
-                _INSERT,
+        if self._write_conn is None or self._write_conn.closed:
+            self._write_conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        try:
+            cursor = await self._write_conn.execute(
+                _STORE,
                 {
                     "run_ids": [item.run_id for item in batch],
                     "seqs": [item.seq for item in batch],
                     "events": [item.event for item in batch],
                     "data": [item.body for item in batch],
+                    "channel": CHANNEL,
+                    "origin": self.origin,
                 },
             )
-            if result.rowcount != len(batch):
-                log.warning(
-                    "%d of %d run events had a seq already stored (two writers on one run?)",
-                    len(batch) - result.rowcount,
-                    len(batch),
-                )
-            await conn.execute(
-                _NOTIFY,
-                {
-                    "channel": CHANNEL,
-                    "payloads": [f"{self.origin}:{run}:{seq}" for run, seq in last.items()],
-                },
+            stored = sum(row[0] for row in await cursor.fetchall())
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            await self._write_conn.close()  # reconnect on the next try
+            raise
+        if stored != len(batch):
+            log.warning(
+                "%d of %d run events had a seq already stored (two writers on one run?)",
+                len(batch) - stored,
+                len(batch),
             )
 
     async def events_after(self, run_id: uuid.UUID, after_seq: int = 0) -> list[Event]:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from fastapi import FastAPI, Header, Request
@@ -103,6 +104,24 @@ async def test_a_deeply_nested_subgraph_event_name_is_stored_whole(
     await log.append(run_id, name, {"deep": True})
     await log.append(run_id, "end", None)
     assert (await log.events_after(run_id))[0][1] == name
+
+
+async def test_the_log_recovers_when_its_database_connections_are_cut(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    run_id = await new_run(database)
+    await log.append(run_id, "values", {"n": 1})
+    await log.flush()
+    follower = asyncio.create_task(collect(log.follow(run_id)))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )  # the writer's, the listener's and the pool's connections all go
+    await log.append(run_id, "values", {"n": 2})
+    assert await asyncio.wait_for(log.append(run_id, "end", None), 20) == 3
+    events = await asyncio.wait_for(follower, 20)
+    assert [seq for seq, _, _ in events] == [1, 2, 3]
 
 
 async def test_another_process_taking_over_a_run_continues_its_numbering(
