@@ -141,7 +141,10 @@ async def prune_threads(
         await saver.aprune([str(i) for i in ids], strategy="delete")
         return {"pruned_count": len(pruned)}
     existing = await store.existing_thread_ids(db, ids)
-    await saver.aprune([str(i) for i in existing], strategy="keep_latest")
+    try:
+        await saver.aprune([str(i) for i in existing], strategy="keep_latest")
+    except NotImplementedError as error:  # the saver cannot keep only the latest (DeltaChannel)
+        raise InvalidInputError(str(error), field="strategy") from error
     return {"pruned_count": len(existing)}
 
 
