@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import time
 import uuid
 import weakref
@@ -27,12 +29,13 @@ from nodes.models import ChatModelCache
 from nodes.retrieve import public_source
 from nodes.tools.builtin import BUILTIN_TOOLS
 from server.resources import Resources
+from server.runs.streaming import to_jsonable
 from server.schemas.turns import ChatAnswer, ChatRequest
 from server.settings import Settings
 from stores.errors import ConflictError
 from stores.sql import repositories as repo
+from stores.sql import runs, turns
 from stores.sql import tools as sql_tools
-from stores.sql import turns
 from stores.sql.models import Agent, Conversation
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,15 @@ class ChatEvent:
 
 
 @dataclass(slots=True)
+class _Progress:
+    """What a running turn has produced so far."""
+
+    final: dict[str, Any] = field(default_factory=dict)
+    tool_records: list[dict[str, Any]] = field(default_factory=list)
+    first_token: float | None = None
+
+
+@dataclass(slots=True)
 class Turn:
     """A turn that was accepted: its rows exist, its graph runs in `task`."""
 
@@ -143,6 +155,7 @@ class ChatService:
         )
         self.models = ChatModelCache()
         self.disabled_tools: frozenset[str] = frozenset()
+        self.owner = f"chat:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._tasks: set[asyncio.Task[ChatAnswer]] = set()
         self._locks: weakref.WeakValueDictionary[uuid.UUID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -219,11 +232,22 @@ class ChatService:
                 context = dataclasses.replace(context, tools=tools)
             return agent.graph_id, graph, context
 
+        message_id = uuid.uuid4()
+        human = {"type": "human", "content": request.message, "id": str(message_id)}
         (graph_id, graph, context), user_message, run = await turns.begin_turn(
             db,
             conversation_id,
+            message_id=message_id,
             content=request.message,
-            metadata={"source": "chat", "message_chars": len(request.message)},
+            # What a run worker needs to resume the turn if this process dies mid-way.
+            run_kwargs={
+                "input": {"messages": [human]},
+                "stream_mode": ["values"],
+                "durability": self.settings.chat_durability,
+            },
+            metadata={"source": "chat"},
+            owner=self.owner,
+            lease_s=self.settings.run_lease_s,
             prepare=prepare,
         )
         turn = Turn(run_id=run.id, conversation_id=conversation_id)
@@ -249,6 +273,67 @@ class ChatService:
         turn.task = task
         return turn
 
+    async def _stream(
+        self,
+        turn: Turn,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        context: AgentContext,
+        progress: _Progress,
+        message: str,
+        message_id: str,
+    ) -> None:
+        """Run the graph, forwarding its custom events; the final values go in `progress`."""
+        config: RunnableConfig = {
+            "configurable": {"thread_id": str(turn.conversation_id)},
+            "run_id": turn.run_id,
+            # In checkpoint metadata: a run worker resuming this run after a crash looks for it.
+            "metadata": {"run_id": str(turn.run_id), "source": "chat"},
+            "recursion_limit": 2 * context.max_steps + 12,
+        }
+        async for mode, chunk in graph.astream(
+            {"messages": [HumanMessage(content=message, id=message_id)]},
+            config,
+            context=context,
+            stream_mode=STREAM_MODES,
+            durability=self.settings.chat_durability,
+        ):
+            payload: Any = chunk
+            if mode == "values":
+                progress.final = dict(payload)
+                continue
+            event = ChatEvent(str(payload["event"]), dict(payload["data"]))
+            if event.event == "tool_result":
+                progress.tool_records.append(event.data)
+            elif event.event == "token" and progress.first_token is None:
+                progress.first_token = time.perf_counter()
+            turn.queue.put_nowait(event)
+
+    async def _hold_lease(self, run_id: uuid.UUID, work: asyncio.Task[None]) -> str | None:
+        """Renew the run's lease until `work` ends; a cancel request (or a lost lease) stops it.
+
+        Returns:
+            Why the work was stopped, or None when it ended by itself.
+        """
+        lease_s = self.settings.run_lease_s
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=lease_s / 3)
+            if done:
+                return None
+            try:
+                ours, cancel = await runs.renew_lease(
+                    self.resources.database, run_id, owner=self.owner, lease_s=lease_s
+                )
+            except SQLAlchemyError as error:  # a blip: the next beat may succeed
+                log.warning("could not renew the lease of chat run %s: %s", run_id, error)
+                continue
+            if ours and cancel is None:
+                continue
+            reason = cancel or "the run was taken over by another worker"
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return reason
+
     async def _run(
         self,
         turn: Turn,
@@ -258,73 +343,54 @@ class ChatService:
         message_id: str,
     ) -> ChatAnswer:
         started = time.perf_counter()
-        first_token: float | None = None
-        tool_records: list[dict[str, Any]] = []
-        final: dict[str, Any] = {}
+        progress = _Progress()
         status, error_text = "success", None
-        put = turn.queue.put_nowait
+        work: asyncio.Task[None] | None = None
         try:
             async with self._lock(turn.conversation_id):
                 await self.resources.checkpoints.ready()
-                config: RunnableConfig = {
-                    "configurable": {"thread_id": str(turn.conversation_id)},
-                    "run_id": turn.run_id,
-                    "recursion_limit": 2 * context.max_steps + 12,
-                }
-                async for mode, chunk in graph.astream(
-                    {"messages": [HumanMessage(content=message, id=message_id)]},
-                    config,
-                    context=context,
-                    stream_mode=STREAM_MODES,
-                    durability=self.settings.chat_durability,
-                ):
-                    payload: Any = chunk
-                    if mode == "values":
-                        final = dict(payload)
-                        continue
-                    event = ChatEvent(str(payload["event"]), dict(payload["data"]))
-                    if event.event == "tool_result":
-                        tool_records.append(event.data)
-                    elif event.event == "token" and first_token is None:
-                        first_token = time.perf_counter()
-                    put(event)
-                await self._maybe_prune(turn.conversation_id, final)
+                work = asyncio.create_task(
+                    self._stream(turn, graph, context, progress, message, message_id)
+                )
+                stopped = await self._hold_lease(turn.run_id, work)
+                if stopped is not None:
+                    status, error_text = "interrupted", f"cancelled: {stopped}"
+                else:
+                    work.result()  # raises what the graph raised
+                    await self._maybe_prune(turn.conversation_id, progress.final)
         except asyncio.CancelledError:
             # Shutdown cancelled the turn: record it (the checkpoint holds its progress).
+            if work is not None:
+                work.cancel()
+            reason = "the server stopped during the turn"
             with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    turns.finish_turn(
-                        self.resources.database,
-                        conversation_id=turn.conversation_id,
-                        run_id=turn.run_id,
-                        messages=[],
-                        status="interrupted",
-                        error="the server stopped during the turn",
-                    )
-                )
-            put(ChatEvent("error", {"message": "the server stopped during the turn"}))
-            put(ChatEvent("end", {"run_id": str(turn.run_id), "status": "interrupted"}))
-            put(None)
+                await asyncio.shield(self._close_run(turn, "interrupted", reason, None))
+            turn.queue.put_nowait(ChatEvent("error", {"message": reason}))
+            turn.queue.put_nowait(
+                ChatEvent("end", {"run_id": str(turn.run_id), "status": "interrupted"})
+            )
+            turn.queue.put_nowait(None)
             raise
         except Exception as error:
             log.exception("chat turn %s failed", turn.run_id)
             status, error_text = "error", f"{type(error).__name__}: {error}"
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        answer = self._answer(turn, final, tool_records, context, latency_ms, status, error_text)
+        answer = self._answer(
+            turn, progress.final, progress.tool_records, context, latency_ms, status, error_text
+        )
         try:
-            rows = await turns.finish_turn(
+            rows = await turns.save_messages(
                 self.resources.database,
-                conversation_id=turn.conversation_id,
-                run_id=turn.run_id,
-                messages=self._transcript(answer, tool_records, first_token, started),
-                status=status,
-                error=error_text,
+                turn.conversation_id,
+                self._transcript(answer, progress.tool_records, progress.first_token, started),
             )
             agent_rows = [row for row in rows if row.sender == "agent"]
             answer.message_id = agent_rows[-1].id if agent_rows else None
+            await self._close_run(turn, answer.status, answer.error, progress.final)
         except Exception as error:
             log.exception("could not save chat turn %s", turn.run_id)
             answer.status, answer.error = "error", f"saving the answer failed: {error}"
+        put = turn.queue.put_nowait
         if answer.status == "success":
             put(
                 ChatEvent(
@@ -344,6 +410,24 @@ class ChatService:
         put(ChatEvent("end", {"run_id": str(turn.run_id), "status": answer.status}))
         put(None)
         return answer
+
+    async def _close_run(
+        self, turn: Turn, status: str, error: str | None, final: Mapping[str, Any] | None
+    ) -> None:
+        """Close the run row and set the conversation (thread) status and values."""
+        closed = await runs.finish_run(
+            self.resources.database,
+            turn.run_id,
+            owner=self.owner,
+            status=status,
+            output={"answer": final.get("answer", "")} if final else None,
+            error=error,
+            thread_status="error" if status == "error" else "idle",
+            thread_values=to_jsonable(final) if final else None,
+            thread_interrupts={},
+        )
+        if not closed:
+            log.warning("chat run %s was no longer ours when it ended", turn.run_id)
 
     async def _maybe_prune(self, conversation_id: uuid.UUID, final: Mapping[str, Any]) -> None:
         every = self.settings.checkpoint_prune_every

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, update
+from sqlalchemy import func, select, update
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
@@ -29,22 +30,29 @@ async def begin_turn(
     db: Database,
     conversation_id: uuid.UUID,
     *,
+    message_id: uuid.UUID,
     content: str,
+    run_kwargs: Mapping[str, Any],
     metadata: Mapping[str, Any],
+    owner: str,
+    lease_s: float,
     prepare: Callable[[Conversation, Agent], T],
 ) -> tuple[T, Message, Run]:
-    """Check the conversation, then write the user's message and a `running` run row.
+    """Check the conversation, then write the user's message and a leased `running` run row.
 
-    One transaction: the conversation (404 if unknown) and its agent (409 if deleted) are
-    read, `prepare(conversation, agent)` runs (it may raise to refuse the turn, and nothing is
-    written), then the message and the run are inserted.
+    One transaction, the conversation row locked first (as the run engine does): 404 if it is
+    unknown, 409 if its agent was deleted or a run (of /chat or of the Agent Server API) is
+    already pending or running on it; `prepare(conversation, agent)` runs and may raise to
+    refuse the turn; nothing is written unless all pass. The run is held by `owner` for
+    `lease_s` seconds (renew it with `stores.sql.runs.renew_lease`): if this process dies, the
+    lease runs out and a run worker resumes the turn from its last checkpoint.
 
     Returns:
         What `prepare` returned, the user's message and the run.
     """
     async with db.sessions.begin() as session:
         conversation = await session.get(
-            Conversation, conversation_id, with_for_update={"key_share": True}
+            Conversation, conversation_id, with_for_update=True, populate_existing=True
         )
         if conversation is None:
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
@@ -53,33 +61,48 @@ async def begin_turn(
             await session.get(Agent, conversation.agent_id) if conversation.agent_id else None,
         )
         prepared = prepare(conversation, agent)
+        busy = await session.scalar(
+            select(Run.id)
+            .where(Run.thread_id == conversation_id, Run.status.in_(("pending", "running")))
+            .limit(1)
+        )
+        if busy is not None:
+            raise ConflictError(
+                f"conversation {conversation_id} is busy with run {busy}; "
+                "send the next message when it has ended",
+                field="conversation_id",
+            )
         message = Message(
-            conversation_id=conversation_id, sender="user", content=content, metadata_={}
+            id=message_id,
+            conversation_id=conversation_id,
+            sender="user",
+            content=content,
+            metadata_={},
         )
         run = Run(
             thread_id=conversation_id,
             assistant_id=agent.id,
             status="running",
-            kwargs={"input": {"message": content}},
+            multitask_strategy="reject",
+            kwargs=dict(run_kwargs),
             metadata_=dict(metadata),
             attempt=1,
+            lease_owner=owner,
+            lease_expires_at=func.now() + timedelta(seconds=lease_s),
         )
         session.add_all([message, run])
+        conversation.status = "busy"
         conversation.updated_at = func.now()
         await session.flush()
         return prepared, message, run
 
 
-async def finish_turn(
-    db: Database,
-    *,
-    conversation_id: uuid.UUID,
-    run_id: uuid.UUID,
-    messages: Sequence[Mapping[str, Any]],
-    status: str,
-    error: str | None = None,
+async def save_messages(
+    db: Database, conversation_id: uuid.UUID, messages: Sequence[Mapping[str, Any]]
 ) -> list[Message]:
-    """Write the turn's tool and agent messages (in order) and close its run row."""
+    """Append the turn's tool and agent messages, in order."""
+    if not messages:
+        return []
     async with db.sessions.begin() as session:
         rows = [
             Message(
@@ -93,14 +116,8 @@ async def finish_turn(
         session.add_all(rows)
         await session.flush()
         await session.execute(
-            update(Run)
-            .where(Run.id == run_id)
-            .values(status=status, error=error, updated_at=func.now())
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(updated_at=func.now())
         )
-        if rows:
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id)
-                .values(updated_at=func.now())
-            )
         return rows

@@ -268,7 +268,9 @@ def test_agent_with_an_unknown_tool_is_refused(api: httpx.Client) -> None:
     assert "unknown tools ['shell']" in response.text
 
 
-def test_slow_answer_gets_heartbeats_and_ends_with_end(pg_admin_url: str, tmp_path: Path) -> None:
+def test_slow_answer_gets_heartbeats_and_the_conversation_is_busy_meanwhile(
+    pg_admin_url: str, tmp_path: Path
+) -> None:
     with scratch_database(pg_admin_url, "chat_ping") as url:
         settings = make_settings(
             url, tmp_path, migrate_on_start=False, offline_token_delay_s=0.1, chat_ping_s=0.25
@@ -276,9 +278,20 @@ def test_slow_answer_gets_heartbeats_and_ends_with_end(pg_admin_url: str, tmp_pa
         with running_server(settings) as base, httpx.Client(base_url=base, timeout=60) as api:
             user_id = create_user(api)["id"]
             agent_id = create_agent(api)["id"]
-            body = {"user_id": user_id, "agent_id": agent_id, "message": "hello"}
+            conversation_id = create_conversation(api, user_id, agent_id)["id"]
+            body = {"conversation_id": conversation_id, "message": "hello"}
             with api.stream("POST", "/chat", json=body) as response:
-                lines = list(response.iter_lines())
+                lines: list[str] = []
+                for line in response.iter_lines():
+                    lines.append(line)
+                    if line == "event: token" and lines.count(line) == 1:
+                        second = api.post("/chat", json=body)
+                        assert second.status_code == 409
+                        assert "busy" in second.json()["detail"]
+                        status = api.get(f"/conversations/{conversation_id}").json()["status"]
+                        assert status == "busy"
+            assert api.get(f"/conversations/{conversation_id}").json()["status"] == "idle"
+            assert api.post("/chat/invoke", json=body).json()["status"] == "success"
     assert any(line.startswith(": ping") for line in lines)
     events = [line.removeprefix("event: ") for line in lines if line.startswith("event:")]
     assert events[0] == "metadata"
