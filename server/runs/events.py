@@ -16,6 +16,7 @@ import orjson
 import psycopg
 from sqlalchemy import text
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
@@ -452,20 +453,42 @@ async def _encode(events: AsyncIterator[tuple[int | None, str, Any]]) -> AsyncIt
         )
 
 
+DEFAULT_HEARTBEAT_S: Final[float] = 5.0
+
+
+class RunEventStream(EventSourceResponse):
+    """An SSE response whose heartbeat interval, unless given, is the serving app's
+    `settings.sse_heartbeat_s` (found through the app's resources when it starts)."""
+
+    def __init__(self, content: Any, *, heartbeat_s: float | None, **options: Any) -> None:
+        super().__init__(
+            content,
+            ping=DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s,
+            ping_message_factory=heartbeat,
+            **options,
+        )
+        self.heartbeat_from_app = heartbeat_s is None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.heartbeat_from_app:
+            state = getattr(scope.get("app"), "state", None)
+            settings = getattr(getattr(state, "resources", None), "settings", None)
+            interval = getattr(settings, "sse_heartbeat_s", None)
+            if isinstance(interval, int | float) and interval > 0:
+                self.ping_interval = interval
+        await super().__call__(scope, receive, send)
+
+
 def sse_response(
     events: AsyncIterator[tuple[int | None, str, Any]],
     *,
     headers: Mapping[str, str] | None = None,
-    heartbeat_s: float = 5.0,
+    heartbeat_s: float | None = None,
 ) -> EventSourceResponse:
     """An SSE response of `(seq, event, data)`: `id: <seq>` per event (none when seq is
-    None), JSON data, and a `: heartbeat` comment every `heartbeat_s` seconds."""
-    return EventSourceResponse(
-        _encode(events),
-        headers=dict(headers or {}),
-        ping=heartbeat_s,
-        ping_message_factory=heartbeat,
-    )
+    None), JSON data, and a `: heartbeat` comment every `heartbeat_s` seconds (None: the
+    app's `SSE_HEARTBEAT_S`, else 5)."""
+    return RunEventStream(_encode(events), heartbeat_s=heartbeat_s, headers=dict(headers or {}))
 
 
 def run_headers(run_id: uuid.UUID, *, thread_id: uuid.UUID | None) -> dict[str, str]:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from langgraph_sdk import get_client
 
+from tests.integration.b1_graphs import EXTRA_GRAPHS
 from tests.support import make_settings, running_server
 
 QUESTION: Any = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
@@ -20,9 +21,14 @@ MODES: Any = ["values", "updates", "messages-tuple", "custom"]
 
 @pytest.fixture(scope="module")
 def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
-    """The server that runs the runs (the offline model streams a token every 5 ms)."""
+    """The server that runs the runs (a token every 5 ms, a heartbeat every 0.1 s)."""
     settings = make_settings(
-        database_url, data_dir, migrate_on_start=False, offline_token_delay_s=0.005
+        database_url,
+        data_dir,
+        migrate_on_start=False,
+        offline_token_delay_s=0.005,
+        sse_heartbeat_s=0.1,
+        extra_graphs=EXTRA_GRAPHS,
     )
     with running_server(settings) as url:
         yield url
@@ -139,3 +145,34 @@ async def test_another_server_follows_a_run_it_does_not_execute(
     assert remote[0][1] == "metadata"
     assert remote[-1][1] == "end"
     assert any(p[1] == "messages" for p in remote)
+
+
+async def test_a_slow_run_gets_heartbeat_comments_between_its_events(
+    server_url: str, database_url: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "INSERT INTO agents (graph_id, name) VALUES ('b1_steps', %s) RETURNING id",
+            (f"b2 steps {uuid.uuid4().hex[:6]}",),
+        ).fetchone()
+    assert row is not None
+    body = {
+        "assistant_id": str(row[0]),
+        "input": {"log": []},
+        "config": {"configurable": {"delay": 0.4}},  # each of the 4 steps takes 0.4 s
+        "stream_mode": ["updates"],
+        "if_not_exists": "create",
+    }
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=server_url, timeout=30) as http,
+        http.stream("POST", f"/threads/{uuid.uuid4()}/runs/stream", json=body) as response,
+    ):
+        async for line in response.aiter_lines():
+            lines.append(line)
+    events = [line[6:].strip() for line in lines if line.startswith("event:")]
+    assert events[0] == "metadata"
+    assert events[-1] == "end"
+    assert events.count("updates") == 4
+    first, last = lines.index("event: metadata"), lines.index("event: end")
+    assert lines[first:last].count(": heartbeat") >= 4  # while the steps were working
