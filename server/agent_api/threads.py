@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Response, status
+from langgraph.types import StateSnapshot
 
 from server.agent_api.state import (
     Graph,
@@ -43,11 +44,18 @@ def thread_json(thread: Conversation) -> dict[str, Any]:
         "thread_id": str(thread.id),
         "created_at": thread.created_at,
         "updated_at": thread.updated_at,
+        "state_updated_at": thread.updated_at,
+        "config": {},
         "metadata": thread.metadata_,
         "status": thread.status,
         "values": thread.values_,
         "interrupts": thread.interrupts,
     }
+
+
+def _status_after(state: StateSnapshot) -> Literal["idle", "interrupted"]:
+    """A thread stopped before more nodes (or at an interrupt) is interrupted, else idle."""
+    return "interrupted" if state.next or state.interrupts else "idle"
 
 
 async def _graph_of(db: DatabaseDep, graphs: GraphsDep, thread: Conversation) -> Graph | None:
@@ -93,7 +101,7 @@ async def create_thread(body: ThreadCreate, db: DatabaseDep, graphs: GraphsDep) 
             thread.id,
             values=values,
             interrupts=interrupts,
-            status="interrupted" if interrupts else "idle",
+            status=_status_after(latest),
         )
         thread = await store.get_thread(db, thread.id)
     return thread_json(thread)
@@ -223,7 +231,7 @@ async def update_thread_state(
         thread_id,
         values=values,
         interrupts=interrupts,
-        status="interrupted" if interrupts else "idle",
+        status=_status_after(latest),
     )
     return written
 

@@ -89,7 +89,9 @@ def test_search_and_count_by_metadata_values_status_and_ids(client: SyncLangGrap
     assert client.threads.count(metadata={"tag": tag}) == 3
     assert client.threads.count(metadata={"tag": tag, "n": 2}) == 1
     assert client.threads.count(values={"count": 7}, metadata={"tag": tag}) == 1
-    assert client.threads.count(metadata={"tag": tag}, status="idle") == 3
+    # A state written as node `start` leaves `child` to run: the thread is interrupted.
+    assert client.threads.count(metadata={"tag": tag}, status="idle") == 2
+    assert client.threads.count(metadata={"tag": tag}, status="interrupted") == 1
     assert client.threads.count(metadata={"tag": tag}, status="busy") == 0
 
     newest_first = client.threads.search(metadata={"tag": tag})
