@@ -218,6 +218,20 @@ async def test_prune_deletes_only_finished_runs_events_past_retention(
     assert len(await log.events_after(running)) == 2  # still running: kept
 
 
+async def test_the_opened_log_prunes_finished_runs_on_its_own(
+    database: Database, database_url: str
+) -> None:
+    run_id = await new_run(database, status="success")
+    async with open_run_event_log(
+        database, url=database_url, retention_s=0, prune_every_s=0.05
+    ) as events:
+        await events.append(run_id, "end", None)
+        deadline = time.monotonic() + 10
+        while await events.events_after(run_id):
+            assert time.monotonic() < deadline, "the finished run's events were not pruned"
+            await asyncio.sleep(0.05)
+
+
 def test_last_event_id_must_be_a_whole_number() -> None:
     assert parse_last_event_id(None) is None
     assert parse_last_event_id("") is None
