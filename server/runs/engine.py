@@ -125,7 +125,7 @@ class RunEngine:
         self.models = models or ChatModelCache()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_s = settings.run_lease_s
-        self._wake = asyncio.Event()
+        self._idle: list[asyncio.Future[None]] = []  # workers waiting for a run
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -189,9 +189,7 @@ class RunEngine:
             if_not_exists=if_not_exists,
             temporary=temporary,
         )
-        for request in cancels:
-            await self._notify(f"cancel {request.run_id} {request.action}")
-        await self._notify("new")
+        await self._notify(*(f"cancel {r.run_id} {r.action}" for r in cancels), "new")
         return run
 
     async def cancel(
@@ -206,10 +204,10 @@ class RunEngine:
         requests = await run_store.cancel_runs(
             self.db, run_ids, action=action, reason=reason, thread_id=thread_id
         )
-        for request in requests:
-            await self._notify(f"cancel {request.run_id} {request.action}")
-        for run_id in run_ids:
-            await self._notify(f"done {run_id}")
+        await self._notify(
+            *(f"cancel {r.run_id} {r.action}" for r in requests),
+            *(f"done {run_id}" for run_id in run_ids),
+        )
 
     def cancel_soon(self, run_id: uuid.UUID, *, reason: str) -> None:
         """`cancel` in a task of its own: for callers that are being cancelled (disconnects)."""
@@ -260,12 +258,24 @@ class RunEngine:
 
     # -- NOTIFY ----------------------------------------------------------------------------
 
-    async def _notify(self, payload: str) -> None:
+    async def _notify(self, *payloads: str) -> None:
+        """Act on `payloads` here at once, and tell the other processes (one round trip)."""
+        for payload in payloads:
+            self._dispatch(payload)
+        if not payloads:
+            return
+        params = {f"p{n}": f"{payload}|{self.owner}" for n, payload in enumerate(payloads)}
+        calls = ", ".join(f"pg_notify(:channel, :p{n})" for n in range(len(payloads)))
         async with self.db.engine.begin() as conn:
-            await conn.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": CHANNEL, "payload": payload},
-            )
+            await conn.execute(text(f"SELECT {calls}"), {"channel": CHANNEL, **params})
+
+    def _signal(self) -> None:
+        """Wake one idle worker (if any) to look for a run."""
+        while self._idle:
+            waiter = self._idle.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _listen(self) -> None:
         url = libpq_url(self.resources.database_url)
@@ -273,9 +283,11 @@ class RunEngine:
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    self._wake.set()
+                    self._signal()
                     async for notice in conn.notifies():
-                        self._dispatch(notice.payload)
+                        payload, _, sender = notice.payload.rpartition("|")
+                        if sender != self.owner:  # ours were handled when sent
+                            self._dispatch(payload)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -285,7 +297,7 @@ class RunEngine:
     def _dispatch(self, payload: str) -> None:
         kind, _, rest = payload.partition(" ")
         if kind == "new":
-            self._wake.set()
+            self._signal()
         elif kind == "cancel":
             raw_id, _, action = rest.partition(" ")
             with contextlib.suppress(ValueError):
@@ -315,10 +327,17 @@ class RunEngine:
                 log.warning("claiming a run failed: %s", error)
                 run = None
             if run is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)
-                self._wake.clear()
+                waiter = asyncio.get_running_loop().create_future()
+                self._idle.append(waiter)
+                try:
+                    await asyncio.wait_for(waiter, self.settings.run_poll_s)
+                except TimeoutError:
+                    pass
+                finally:
+                    if waiter in self._idle:
+                        self._idle.remove(waiter)
                 continue
+            self._signal()  # there may be more: pass the word to another idle worker
             try:
                 await self._execute(run)
             except asyncio.CancelledError:
@@ -380,8 +399,7 @@ class RunEngine:
             heartbeat.cancel()
             self._running.pop(run.id, None)
             self._cancels.pop(run.id, None)
-        await self._notify(f"done {run.id}")
-        await self._notify("new")
+        await self._notify(f"done {run.id}", "new")
         if run.kwargs.get("webhook"):
             await self._send_webhook(run.id, started)
 
