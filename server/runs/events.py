@@ -345,7 +345,7 @@ class RunEventLog:
         """Yield `(seq, event, data)` of `run_id` after `after_seq` (None: from the first),
         stored ones first, then live ones, until `end` or `error`.
 
-        Also stops when the run is no longer pending/running and nothing new came for two
+        Also stops when the run is no longer pending/running and nothing new came for three
         polls (a run that died without its `end`, or a log already pruned).
         """
         last = after_seq or 0
