@@ -43,8 +43,8 @@ SIZES = (1_000, 10_000, 100_000)
 CHUNK_SIZE = 1000
 CHUNK_OVERLAP = 150
 CHUNKS_PER_DOC = 10
-SEARCHES = 200
-FILTERED_SEARCHES = 30
+SEARCHES = 100
+FILTERED_SEARCHES = 20
 RESULTS = Path(__file__).parent / "results" / "knowledge.md"
 _WORD_TEXT = (
     "river mountain engine protocol garden harbour signal ledger violin glacier satellite "
@@ -245,6 +245,7 @@ def _ratio(value: float, base: float) -> str:
 
 async def run() -> str:
     """Run the benchmark and return the report as Markdown."""
+    load_before = os.getloadavg()[0]
     embedder = MiniLMEmbeddings()
     load_started = time.perf_counter()
     await asyncio.to_thread(embedder.warm_up)
@@ -274,7 +275,8 @@ async def run() -> str:
                 write_s = await _fill(kb, name, size, base, payloads)
                 e2e, raw, filtered = await _search(kb, name)
                 rows.append((size, size / write_s, e2e, raw, filtered))
-    return _report(load_s, chunks, ingest_s, embed_s, reingest_s, rows)
+    load = (load_before, os.getloadavg()[0])
+    return _report(load_s, chunks, ingest_s, embed_s, reingest_s, rows, load=load)
 
 
 def _report(
@@ -284,6 +286,8 @@ def _report(
     embed_s: float,
     reingest_s: float,
     rows: Sequence[tuple[int, float, Latency, Latency, Latency]],
+    *,
+    load: tuple[float, float],
 ) -> str:
     _, base_write, base_e2e, base_raw, base_filtered = rows[0]
     lines = [
@@ -292,7 +296,9 @@ def _report(
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()} "
         f"with {os.cpu_count()} CPUs (shared with other work), Python "
         f"{platform.python_version()}, Qdrant **local mode**, all-MiniLM-L6-v2 on CPU, "
-        f"chunks of {CHUNK_SIZE} characters. Produced by `python -m bench knowledge`.",
+        f"chunks of {CHUNK_SIZE} characters. Produced by `python -m bench knowledge`. "
+        f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end: above "
+        f"{os.cpu_count()} other work competed for the CPUs and every figure is inflated.",
         "",
         "## Ingestion (full pipeline, real text, measured on ~1k chunks)",
         "",
