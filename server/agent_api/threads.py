@@ -33,6 +33,7 @@ from server.schemas.agent_api import (
 from server.schemas.common import CONFLICT, NOT_FOUND
 from stores.errors import ConflictError, InvalidInputError
 from stores.sql import threads as store
+from stores.sql.assistants import resolve_assistant
 from stores.sql.models import Conversation
 
 router = APIRouter(prefix="/threads", tags=["threads"])
@@ -63,6 +64,19 @@ async def _graph_of(db: DatabaseDep, graphs: GraphsDep, thread: Conversation) ->
     return graphs.get(graph_id) if graph_id is not None else None
 
 
+async def _seed_graph(db: DatabaseDep, graphs: GraphsDep, metadata: dict[str, Any]) -> Graph:
+    """The graph a new thread's supersteps are written with: `graph_id` or `assistant_id`."""
+    graph_id = metadata.get("graph_id")
+    if not isinstance(graph_id, str) and isinstance(metadata.get("assistant_id"), str):
+        graph_id = (await resolve_assistant(db, metadata["assistant_id"])).graph_id
+    if not isinstance(graph_id, str) or graph_id not in graphs:
+        raise InvalidInputError(
+            "supersteps need the thread's graph: set metadata.graph_id (or graph_id in the SDK)",
+            field="supersteps",
+        )
+    return graphs[graph_id]
+
+
 async def _graph_or_422(
     db: DatabaseDep, graphs: GraphsDep, thread: Conversation, *, field: str
 ) -> Graph:
@@ -77,7 +91,9 @@ async def _graph_or_422(
 
 
 @router.post("", responses={**CONFLICT})
-async def create_thread(body: ThreadCreate, db: DatabaseDep, graphs: GraphsDep) -> dict[str, Any]:
+async def create_thread(
+    body: ThreadCreate, db: DatabaseDep, graphs: GraphsDep, resources: ResourcesDep
+) -> dict[str, Any]:
     """Create a thread (optionally with its id, and seeded with `supersteps` of state updates)."""
     graph_id = body.metadata.get("graph_id")
     if graph_id is not None and (not isinstance(graph_id, str) or graph_id not in graphs):
@@ -85,16 +101,25 @@ async def create_thread(body: ThreadCreate, db: DatabaseDep, graphs: GraphsDep) 
             f"metadata.graph_id {graph_id!r} is not a declared graph; declared: {sorted(graphs)}",
             field="metadata.graph_id",
         )
+    seed_graph: Graph | None = None
+    if body.supersteps:
+        if any(u.command for step in body.supersteps for u in step.updates):
+            raise InvalidInputError(
+                "supersteps with a command are not supported; give values and as_node",
+                field="supersteps",
+            )
+        seed_graph = await _seed_graph(db, graphs, body.metadata)
     thread, created = await store.create_thread(
         db, thread_id=body.thread_id, metadata=body.metadata, if_exists=body.if_exists
     )
-    if body.supersteps and created:
-        graph = await _graph_or_422(db, graphs, thread, field="supersteps")
-        latest = await apply_supersteps(
-            graph,
-            thread.id,
-            [[(u.values, u.as_node) for u in step.updates] for step in body.supersteps],
-        )
+    if body.supersteps and seed_graph is not None and created:
+        steps = [[(u.values, u.as_node) for u in step.updates] for step in body.supersteps]
+        try:
+            latest = await apply_supersteps(seed_graph, thread.id, steps)
+        except InvalidInputError:  # nothing of a rejected thread stays behind
+            await store.delete_threads(db, [thread.id])
+            await (await resources.checkpoints.ready()).adelete_thread(str(thread.id))
+            raise
         values, interrupts = cached_state(latest)
         await store.set_thread_state_cache(
             db,

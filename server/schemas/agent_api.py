@@ -25,7 +25,15 @@ AssistantField = Literal[
     "version",
 ]
 ThreadField = Literal[
-    "thread_id", "created_at", "updated_at", "metadata", "status", "values", "interrupts"
+    "thread_id",
+    "created_at",
+    "updated_at",
+    "state_updated_at",
+    "metadata",
+    "config",
+    "status",
+    "values",
+    "interrupts",
 ]
 
 

@@ -273,3 +273,41 @@ def test_chat_conversations_are_threads(client: SyncLangGraphClient, api: httpx.
     contents = [m["content"] for m in state["values"]["messages"]]
     assert "Hello!" in contents
     assert state["values"]["answer"] == contents[-1]
+
+
+def test_rejected_supersteps_leave_no_thread(
+    client: SyncLangGraphClient, api: httpx.Client
+) -> None:
+    thread_id = str(uuid.uuid4())
+    bad_node = api.post(
+        "/threads",
+        json={
+            "thread_id": thread_id,
+            "metadata": {"graph_id": "counter"},
+            "supersteps": [{"updates": [{"values": {"count": 1}, "as_node": "nowhere"}]}],
+        },
+    )
+    assert bad_node.status_code == 422
+    assert bad_node.json()["field"] == "supersteps"
+    no_graph = api.post(
+        "/threads",
+        json={
+            "thread_id": thread_id,
+            "supersteps": [{"updates": [{"values": {"count": 1}, "as_node": "start"}]}],
+        },
+    )
+    assert no_graph.status_code == 422
+    assert no_graph.json()["field"] == "supersteps"
+    with_command = api.post(
+        "/threads",
+        json={
+            "thread_id": thread_id,
+            "metadata": {"graph_id": "counter"},
+            "supersteps": [
+                {"updates": [{"values": None, "command": {"resume": 1}, "as_node": "start"}]}
+            ],
+        },
+    )
+    assert with_command.status_code == 422
+    with pytest.raises(NotFoundError):
+        client.threads.get(thread_id)
