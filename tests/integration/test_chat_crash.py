@@ -1,0 +1,106 @@
+"""A server killed in the middle of a /chat turn: another process resumes the turn's run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from tests.integration.chat_support import sse_events
+from tests.integration.helpers import create_agent, create_conversation, create_user
+from tests.support import free_port, scratch_database
+
+SWITCHBOARD = Path(sys.executable).parent / "switchboard"
+
+
+@contextlib.contextmanager
+def serve(database_url: str, data_dir: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """`switchboard serve` in a process group of its own; yields its URL and pid."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(data_dir),
+        "PORT": str(port),
+        "LOG_LEVEL": "warning",
+        "MIGRATE_ON_START": "false",
+        "INGEST_SAMPLES_ON_START": "false",
+        "OFFLINE_TOKEN_DELAY_S": "0.2",
+        "RUN_LEASE_S": "2",
+        "RUN_POLL_S": "0.5",
+    }
+    with log.open("a") as out:
+        process = subprocess.Popen(
+            [str(SWITCHBOARD), "serve"], env=env, stdout=out, stderr=out, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.3)
+        yield url, process.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def run_status(database_url: str, run_id: str) -> str:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT status FROM runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_turn_of_a_killed_server_is_resumed_by_another(pg_admin_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "servers.log"
+    with scratch_database(pg_admin_url, "chat_crash") as url:
+        with serve(url, tmp_path / "data", log) as (base, pid):
+            with httpx.Client(base_url=base, timeout=60) as api:
+                conversation = create_conversation(
+                    api, create_user(api)["id"], create_agent(api)["id"]
+                )
+                body = {"conversation_id": conversation["id"], "message": "hello"}
+                with api.stream("POST", "/chat", json=body) as response:
+                    lines = []
+                    for line in response.iter_lines():
+                        lines.append(line)
+                        if line == "event: token":
+                            os.killpg(pid, signal.SIGKILL)  # mid-answer, no clean-up
+                            break
+            metadata = dict(sse_events(httpx.Response(200, text="\n".join(lines) + "\n\n")))
+            run_id = metadata["metadata"]["run_id"]
+            assert run_status(url, run_id) == "running"
+        with serve(url, tmp_path / "data", log) as (base, _):
+            deadline = time.monotonic() + 90
+            while run_status(url, run_id) != "success":
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+            with httpx.Client(base_url=base, timeout=60) as api:
+                assert api.get(f"/conversations/{conversation['id']}").json()["status"] == "idle"
+                again = api.post(
+                    "/chat/invoke",
+                    json={
+                        "conversation_id": conversation["id"],
+                        "message": "What did I ask before?",
+                    },
+                ).json()
+    assert again["status"] == "success"
+    assert "hello" in again["content"]
