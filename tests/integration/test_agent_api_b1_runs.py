@@ -499,3 +499,15 @@ async def test_a_stream_with_on_disconnect_cancel_stops_its_run(
     run = await client.runs.join(thread_id, run_id)
     assert len(run["log"]) < len(["start", *STEPS, *STEPS])
     assert (await client.runs.get(thread_id, run_id))["status"] == "interrupted"
+
+
+async def test_command_update_and_goto_steer_the_graph(client: Any, steps: str) -> None:
+    thread_id = await new_thread(client, steps)
+    result = await client.runs.wait(
+        thread_id, steps, command={"update": {"log": ["edited"]}, "goto": "s4"}
+    )
+    assert result["log"] == ["start", *STEPS, "edited", "s4"]
+    with pytest.raises(httpx.HTTPStatusError) as both:
+        await client.runs.wait(thread_id, steps, input={"log": []}, command={"goto": "s1"})
+    assert both.value.response.status_code == 422
+    assert "command" in both.value.response.text
