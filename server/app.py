@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         allow_credentials=True,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["Location", "Content-Location"],
+        expose_headers=["Location", "Content-Location", "X-Pagination-Total", "X-Pagination-Next"],
     )
     app.add_middleware(
         BodyLimitMiddleware,

@@ -7,7 +7,12 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Query, Response, status
 from langchain_core.runnables import RunnableConfig
 
-from server.agent_api.state import GraphsDep, graph_named, graph_schemas
+from server.agent_api.state import (
+    GraphsDep,
+    graph_named,
+    graph_schemas,
+    set_pagination_headers,
+)
 from server.deps import DatabaseDep
 from server.schemas.agent_api import (
     AssistantCount,
@@ -103,8 +108,7 @@ async def search_assistants(body: AssistantSearch, db: DatabaseDep, response: Re
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    if more:
-        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
+    set_pagination_headers(response, offset=body.offset, count=len(rows), more=more)
     items = [assistant_json(row) for row in rows]
     if body.select:
         items = [{k: v for k, v in item.items() if k in body.select} for item in items]

@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
@@ -27,6 +27,15 @@ def get_graphs(request: Request) -> Mapping[str, Graph]:
 
 
 GraphsDep = Annotated[Mapping[str, Graph], Depends(get_graphs)]
+
+
+def set_pagination_headers(response: Response, *, offset: int, count: int, more: bool) -> None:
+    """`X-Pagination-Total` and (when more follow) `X-Pagination-Next`, as langgraph-api sends."""
+    if more:
+        response.headers["X-Pagination-Next"] = str(offset + count)
+        response.headers["X-Pagination-Total"] = str(offset + count + 1)
+    else:
+        response.headers["X-Pagination-Total"] = str(offset + count)
 
 
 def graph_named(graphs: Mapping[str, Graph], graph_id: str, *, field: str = "graph_id") -> Graph:

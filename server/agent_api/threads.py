@@ -17,6 +17,7 @@ from server.agent_api.state import (
     empty_state,
     history,
     read_state,
+    set_pagination_headers,
     update_state,
 )
 from server.deps import DatabaseDep, ResourcesDep
@@ -146,8 +147,7 @@ async def search_threads(body: ThreadSearch, db: DatabaseDep, response: Response
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    if more:
-        response.headers["X-Pagination-Next"] = str(body.offset + body.limit)
+    set_pagination_headers(response, offset=body.offset, count=len(rows), more=more)
     items = [thread_json(row) for row in rows]
     if body.select:
         items = [{k: v for k, v in item.items() if k in body.select} for item in items]

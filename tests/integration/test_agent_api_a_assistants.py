@@ -277,8 +277,12 @@ def test_cors_preflight_from_studio(api: httpx.Client) -> None:
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == origin
     assert "POST" in preflight.headers["access-control-allow-methods"]
-    response = api.post("/assistants/count", json={}, headers={"Origin": origin})
+    assert "content-type" in preflight.headers["access-control-allow-headers"].lower()
+    response = api.post("/assistants/search", json={"limit": 1}, headers={"Origin": origin})
     assert response.headers["access-control-allow-origin"] == origin
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert "x-pagination-next" in exposed
+    assert response.headers["x-pagination-next"] == "1"
     other = api.options(
         "/assistants/search",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},

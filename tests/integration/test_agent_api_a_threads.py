@@ -79,8 +79,16 @@ def test_create_get_update_delete(client: SyncLangGraphClient) -> None:
         client.threads.update(thread_id, metadata={})
 
 
-def test_search_and_count_by_metadata_values_status_and_ids(client: SyncLangGraphClient) -> None:
+def test_search_and_count_by_metadata_values_status_and_ids(
+    client: SyncLangGraphClient, api: httpx.Client
+) -> None:
     tag = uuid.uuid4().hex
+
+    def api_search(**body: Any) -> httpx.Response:
+        response = api.post("/threads/search", json=body)
+        assert response.status_code == 200, response.text
+        return response
+
     first = _counter_thread(client, tag=tag, n=1)
     second = _counter_thread(client, tag=tag, n=2)
     third = _counter_thread(client, tag=tag, n=3)
@@ -100,6 +108,11 @@ def test_search_and_count_by_metadata_values_status_and_ids(client: SyncLangGrap
         metadata={"tag": tag}, sort_by="created_at", sort_order="asc", limit=2, offset=1
     )
     assert [t["thread_id"] for t in oldest_first] == [second, third]
+    page = api_search(metadata={"tag": tag}, limit=2)
+    assert (page.headers["x-pagination-next"], page.headers["x-pagination-total"]) == ("2", "3")
+    last = api_search(metadata={"tag": tag}, limit=2, offset=2)
+    assert "x-pagination-next" not in last.headers
+    assert last.headers["x-pagination-total"] == "3"
     by_ids = client.threads.search(ids=[first, third], sort_order="asc")
     assert [t["thread_id"] for t in by_ids] == [first, third]
     by_values = client.threads.search(values={"count": 7})
