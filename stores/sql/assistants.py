@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
@@ -68,8 +69,38 @@ async def resolve_assistant(db: Database, assistant_id_or_graph_id: str | uuid.U
     return agent
 
 
+async def backfill_versions(db: Database) -> int:
+    """Write the missing version row of each agent's current version (agents made before
+    version rows were kept); returns how many were written."""
+    current = select(
+        Agent.id,
+        Agent.version,
+        Agent.graph_id,
+        Agent.name,
+        Agent.description,
+        Agent.config,
+        Agent.context,
+        Agent.metadata_,
+    ).where(
+        ~select(AgentVersion.agent_id)
+        .where(AgentVersion.agent_id == Agent.id, AgentVersion.version == Agent.version)
+        .exists()
+    )
+    columns = ["agent_id", "version", "graph_id", "name", "description", "config", "context"]
+    stmt = (
+        insert(AgentVersion)
+        .from_select([*columns, "metadata"], current)
+        .on_conflict_do_nothing()
+        .returning(AgentVersion.agent_id)
+    )
+    async with db.sessions.begin() as session:
+        return len((await session.execute(stmt)).all())
+
+
 async def ensure_system_assistants(db: Database, graph_ids: Iterable[str]) -> list[Agent]:
-    """Create the system assistant of every graph that lacks one (idempotent, race-safe)."""
+    """Create the system assistant of every graph that lacks one (idempotent, race-safe), and
+    the version rows that agents made before versions were kept lack."""
+    await backfill_versions(db)
     created: list[Agent] = []
     for graph_id in graph_ids:
         key = system_assistant_id(graph_id)

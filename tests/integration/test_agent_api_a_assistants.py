@@ -12,7 +12,10 @@ import pytest
 from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
+from sqlalchemy import text
 
+from stores.sql.assistants import backfill_versions
+from stores.sql.database import open_database
 from tests.support import make_settings, running_server
 
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
@@ -303,5 +306,23 @@ async def test_async_client_drives_assistants_threads_and_store(server_url: str)
         assert state["checkpoint"] == written["checkpoint"]
         await client.store.put_item(["async", "a"], "k", {"v": 1})
         assert (await client.store.get_item(["async", "a"], "k"))["value"] == {"v": 1}
+    finally:
+        await client.aclose()
+
+
+async def test_backfill_writes_a_missing_version_row_once(
+    database_url: str, server_url: str
+) -> None:
+    async with open_database(database_url, pool_size=1, max_overflow=0) as db:
+        async with db.sessions.begin() as session:
+            agent_id = await session.scalar(
+                text("INSERT INTO agents (name, version) VALUES ('legacy', 3) RETURNING id")
+            )
+        assert await backfill_versions(db) == 1
+        assert await backfill_versions(db) == 0
+    client = get_client(url=server_url)
+    try:
+        versions = await client.assistants.get_versions(str(agent_id))
+        assert [(v["version"], v["name"]) for v in versions] == [(3, "legacy")]
     finally:
         await client.aclose()
