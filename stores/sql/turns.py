@@ -7,7 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, cast, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
@@ -24,6 +25,48 @@ def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
             field="conversation_id",
         )
     return agent
+
+
+async def _recover_answers(session: AsyncSession, conversation_id: uuid.UUID) -> None:
+    """Write the answers of /chat turns that a run worker finished after their process died.
+
+    Such a run (attempt > 1) ends with the graph's values as output but no agent message in the
+    transcript; its answer is added (marked `recovered`) before the next user message.
+    """
+    answered = exists().where(
+        Message.conversation_id == conversation_id,
+        Message.sender == "agent",
+        Message.metadata_["run_id"].astext == cast(Run.id, String),
+    )
+    rows = (
+        await session.execute(
+            select(Run.id, Run.output)
+            .where(
+                Run.thread_id == conversation_id,
+                Run.attempt > 1,
+                Run.status == "success",
+                Run.metadata_["source"].astext == "chat",
+                ~answered,
+            )
+            .order_by(Run.created_at)
+        )
+    ).all()
+    for run_id, output in rows:
+        values = output if isinstance(output, dict) else {}
+        session.add(
+            Message(
+                conversation_id=conversation_id,
+                sender="agent",
+                content=str(values.get("answer", "")),
+                metadata_={
+                    "run_id": str(run_id),
+                    "recovered": True,
+                    "citations": values.get("citations", []),
+                },
+            )
+        )
+    if rows:
+        await session.flush()
 
 
 async def begin_turn(
@@ -72,6 +115,7 @@ async def begin_turn(
                 "send the next message when it has ended",
                 field="conversation_id",
             )
+        await _recover_answers(session, conversation_id)
         message = Message(
             id=message_id,
             conversation_id=conversation_id,

@@ -102,5 +102,10 @@ def test_turn_of_a_killed_server_is_resumed_by_another(pg_admin_url: str, tmp_pa
                         "message": "What did I ask before?",
                     },
                 ).json()
+                transcript = api.get(f"/conversations/{conversation['id']}/messages").json()
     assert again["status"] == "success"
     assert "hello" in again["content"]
+    # The resumed turn's answer is in the transcript, before the next question.
+    senders = [(m["sender"], m["metadata"].get("recovered", False)) for m in transcript["items"]]
+    assert senders == [("user", False), ("agent", True), ("user", False), ("agent", False)]
+    assert transcript["items"][1]["content"].startswith("Hello!")
