@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
 from server.runs.engine import RunEngine, run_json
 from server.runs.events import parse_last_event_id, run_headers, sse_response
-from server.runs.streaming import validate_stream_modes
+from server.runs.streaming import dumps, validate_stream_modes
 from server.runs.webhooks import check_webhook_url
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
@@ -166,6 +167,30 @@ def _stream(
 _ALWAYS = frozenset({"metadata", "end", "error"})
 
 
+def _result(
+    run: Run, *, engine: RunEngine, keepalive_s: float, cancel_on_disconnect: bool = False
+) -> StreamingResponse:
+    """The run's final values as JSON once it is done; a newline every `keepalive_s` until
+    then keeps proxies and clients from timing out (JSON allows leading whitespace)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        result = asyncio.ensure_future(engine.output(run.id))
+        try:
+            while True:
+                done, _ = await asyncio.wait({result}, timeout=keepalive_s)
+                if done:
+                    yield dumps(result.result())
+                    return
+                yield b"\n"
+        finally:
+            if not result.done():
+                result.cancel()
+                if cancel_on_disconnect:
+                    engine.cancel_soon(run.id, reason="the client disconnected")
+
+    return StreamingResponse(body(), media_type="application/json", headers=_join_headers(run))
+
+
 def _join_headers(run: Run) -> dict[str, str]:
     base = f"/threads/{run.thread_id}/runs/{run.id}" if run.thread_id else f"/runs/{run.id}"
     return {"Location": f"{base}/join", "Content-Location": base}
@@ -216,10 +241,15 @@ async def wait_run(
     engine: EngineDep,
     db: DatabaseDep,
     resources: ResourcesDep,
-) -> JSONResponse:
+) -> Response:
     """Create a run on a thread and return its final values (or `__error__`)."""
     run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
-    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+    return _result(
+        run,
+        engine=engine,
+        keepalive_s=resources.settings.sse_heartbeat_s,
+        cancel_on_disconnect=body.on_disconnect == "cancel",
+    )
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -256,11 +286,21 @@ async def delete_run(thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep) -
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join")
 async def join_run(
-    thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep, engine: EngineDep
-) -> JSONResponse:
+    thread_id: uuid.UUID,
+    run_id: uuid.UUID,
+    db: DatabaseDep,
+    engine: EngineDep,
+    resources: ResourcesDep,
+    cancel_on_disconnect: bool = False,
+) -> Response:
     """Wait for the run to finish; its final values (or `__error__`)."""
     run = await run_store.get_run(db, run_id, thread_id=thread_id)
-    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+    return _result(
+        run,
+        engine=engine,
+        keepalive_s=resources.settings.sse_heartbeat_s,
+        cancel_on_disconnect=cancel_on_disconnect,
+    )
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream")
@@ -298,6 +338,7 @@ async def cancel_run(
     run_id: uuid.UUID,
     db: DatabaseDep,
     engine: EngineDep,
+    resources: ResourcesDep,
     wait: bool = False,
     action: Action = "interrupt",
 ) -> Response:
@@ -311,7 +352,7 @@ async def cancel_run(
     )
     if not wait:
         return Response(status_code=202)
-    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+    return _result(run, engine=engine, keepalive_s=resources.settings.sse_heartbeat_s)
 
 
 # -- stateless runs ------------------------------------------------------------------------
@@ -348,10 +389,15 @@ async def stream_stateless_run(
 @router.post("/runs/wait")
 async def wait_stateless_run(
     body: RunCreate, engine: EngineDep, db: DatabaseDep, resources: ResourcesDep
-) -> JSONResponse:
+) -> Response:
     """Create a run on a temporary thread and return its final values (or `__error__`)."""
     run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
-    return JSONResponse(await engine.output(run.id), headers=_join_headers(run))
+    return _result(
+        run,
+        engine=engine,
+        keepalive_s=resources.settings.sse_heartbeat_s,
+        cancel_on_disconnect=body.on_disconnect == "cancel",
+    )
 
 
 @router.post("/runs/batch")

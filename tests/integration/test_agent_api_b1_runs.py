@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
         extra_graphs=EXTRA_GRAPHS,
         run_lease_s=3.0,
         run_poll_s=0.3,
+        sse_heartbeat_s=0.5,
     )
     with running_server(settings) as url:
         yield url
@@ -511,3 +513,22 @@ async def test_command_update_and_goto_steer_the_graph(client: Any, steps: str) 
         await client.runs.wait(thread_id, steps, input={"log": []}, command={"goto": "s1"})
     assert both.value.response.status_code == 422
     assert "command" in both.value.response.text
+
+
+async def test_wait_keeps_the_connection_alive_until_the_result(
+    server_url: str, steps: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+        response = await http.post(
+            f"/threads/{thread_id}/runs/wait",
+            json={
+                "assistant_id": steps,
+                "input": {"log": []},
+                "config": SLOW,
+                "if_not_exists": "create",
+            },
+        )
+    assert response.status_code == 200
+    assert response.text.startswith("\n")  # a keep-alive newline while the run ran (2.4 s)
+    assert json.loads(response.text) == {"log": STEPS}
