@@ -174,7 +174,8 @@ async def _locked(session: AsyncSession, assistant_id: uuid.UUID) -> Agent:
     return agent
 
 
-async def _next_version(session: AsyncSession, assistant_id: uuid.UUID) -> int:
+async def next_version(session: AsyncSession, assistant_id: uuid.UUID) -> int:
+    """The version after the highest one kept (not current + 1: `set_latest` may go back)."""
     latest = await session.scalar(
         select(func.max(AgentVersion.version)).where(AgentVersion.agent_id == assistant_id)
     )
@@ -207,7 +208,7 @@ async def update_assistant(
             agent.context = dict(context)
         if metadata is not None:
             agent.metadata_ = {**agent.metadata_, **metadata}
-        agent.version = await _next_version(session, assistant_id)
+        agent.version = await next_version(session, assistant_id)
         agent.updated_at = func.now()
         await record_version(session, agent)
         await session.refresh(agent)

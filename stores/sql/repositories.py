@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
-from stores.sql.assistants import record_version
+from stores.sql.assistants import next_version, record_version
 from stores.sql.database import Database
 from stores.sql.models import Agent, Base, Conversation, Message, User
 
@@ -119,7 +119,9 @@ class Repository(Generic[ModelT]):
                 row = await self._get(session, key)
                 for name, value in changes.items():
                     setattr(row, name, value)
-                if bump_version:
+                if bump_version and isinstance(row, Agent):
+                    row.version = await next_version(session, row.id)
+                elif bump_version:
                     row.version = row.version + 1  # type: ignore[attr-defined]
                 await session.flush()
                 if isinstance(row, Agent):  # assistants keep a row per version

@@ -196,6 +196,12 @@ def test_chat_api_agents_write_assistant_versions(
     versions = client.assistants.get_versions(agent_id)
     assert [v["version"] for v in versions] == [2, 1]
     assert client.assistants.get(agent_id)["name"] == "Helper"
+    # After going back to version 1, the chat API's next update is version 3, not 2 again.
+    client.assistants.set_latest(agent_id, 1)
+    renamed = api.patch(f"/agents/{agent_id}", json={"name": "Helper 3"})
+    assert renamed.json()["version"] == 3
+    versions = client.assistants.get_versions(agent_id)
+    assert [(v["version"], v["name"]) for v in versions][:2] == [(3, "Helper 3"), (2, "Helper")]
 
 
 def test_store_items_put_get_search_namespaces_delete(client: SyncLangGraphClient) -> None:
