@@ -332,3 +332,18 @@ async def test_backfill_writes_a_missing_version_row_once(
         assert [(v["version"], v["name"]) for v in versions] == [(3, "legacy")]
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("graph_id", ["chat", "researcher"])
+def test_declared_graphs_draw_and_describe_themselves(
+    client: SyncLangGraphClient, graph_id: str
+) -> None:
+    for xray in (False, True):
+        drawn = client.assistants.get_graph(graph_id, xray=xray)
+        ids = {n["id"] for n in drawn["nodes"]}
+        assert {"__start__", "__end__"} <= ids
+        assert len(drawn["edges"]) >= len(ids) - 1
+    schemas: dict[str, Any] = dict(client.assistants.get_schemas(graph_id))
+    assert schemas["state_schema"]["properties"]
+    assert schemas["input_schema"]["properties"]
+    assert isinstance(client.assistants.get_subgraphs(graph_id, recurse=True), dict)
