@@ -155,6 +155,9 @@ def test_state_update_history_and_checkpoints(client: SyncLangGraphClient) -> No
     )
     before = client.threads.get_history(thread_id, before=_checkpoint(thread_id, second_id))
     assert before[0]["checkpoint"]["checkpoint_id"] == first_id
+    from_first = client.threads.get_history(thread_id, checkpoint=_checkpoint(thread_id, first_id))
+    assert from_first[0]["checkpoint"]["checkpoint_id"] == first_id
+    assert second_id not in {h["checkpoint"]["checkpoint_id"] for h in from_first}
     updates = client.threads.get_history(thread_id, metadata={"source": "update"})
     assert {h["checkpoint"]["checkpoint_id"] for h in updates} == {first_id, second_id}
 
