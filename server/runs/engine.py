@@ -588,15 +588,19 @@ class RunEngine:
         async with self.db.sessions() as session:
             agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
         graph = self.graphs.get(agent.graph_id) if agent else None
+        temporary = bool(run.kwargs.get("temporary")) and run.kwargs.get("on_completion") != "keep"
         if action == "rollback":
-            await self._drop_checkpoints(thread_id, run_id=run.id)
+            await self._drop_checkpoints(thread_id, run_id=None if temporary else run.id)
             await run_store.drop_run(self.db, run.id, owner=self.owner)
-            if graph is not None:
-                values, interrupts, _ = await self._state(graph, thread_id)
-                async with self.db.sessions.begin() as session:
-                    thread = await session.get(Conversation, thread_id, with_for_update=True)
-                    if thread is not None:
-                        thread.values_, thread.interrupts = values, interrupts
+            async with self.db.sessions.begin() as session:
+                thread = await session.get(Conversation, thread_id, with_for_update=True)
+                if thread is not None and temporary:
+                    await session.delete(thread)
+                elif thread is not None and graph is not None:
+                    values, interrupts, _ = await self._state(graph, thread_id)
+                    thread.values_, thread.interrupts = values, interrupts
+                    if interrupts and thread.status == "idle":
+                        thread.status = "interrupted"
             return
         values_now: dict[str, Any] | None = None
         interrupts_now: dict[str, Any] | None = None
@@ -608,10 +612,13 @@ class RunEngine:
             owner=self.owner,
             status="interrupted",
             output=values_now or {},
-            thread_status="idle",
+            thread_status="interrupted" if interrupts_now else "idle",
             thread_values=values_now,
             thread_interrupts=interrupts_now,
+            delete_thread=temporary,
         )
+        if temporary:
+            await self._drop_checkpoints(thread_id)
 
     async def _drop_checkpoints(
         self, thread_id: uuid.UUID, *, run_id: uuid.UUID | None = None

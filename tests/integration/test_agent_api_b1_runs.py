@@ -532,3 +532,17 @@ async def test_wait_keeps_the_connection_alive_until_the_result(
     assert response.status_code == 200
     assert response.text.startswith("\n")  # a keep-alive newline while the run ran (2.4 s)
     assert json.loads(response.text) == {"log": STEPS}
+
+
+async def test_a_cancelled_stateless_run_leaves_no_temporary_thread(
+    client: Any, steps: str, database_url: str
+) -> None:
+    run = await client.runs.create(None, steps, input={"log": []}, config=SLOW)
+    await running(client, run["thread_id"], run["run_id"])
+    await client.runs.cancel(run["thread_id"], run["run_id"], wait=True)
+    assert thread_row(database_url, run["thread_id"]) is None
+    [row] = sql(database_url, "SELECT status, thread_id FROM runs WHERE id = %s", run["run_id"])
+    assert row["status"] == "interrupted"
+    assert row["thread_id"] is None
+    left = sql(database_url, "SELECT 1 FROM checkpoints WHERE thread_id = %s", run["thread_id"])
+    assert left == []
