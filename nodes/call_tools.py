@@ -86,7 +86,7 @@ async def run_tool_call(
 async def call_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Run the last message's tool calls concurrently and stream each call and result."""
     ctx = context_from(runtime.context)
-    last = state["messages"][-1]
+    last = state["scratch"][-1]
     calls = last.tool_calls if isinstance(last, AIMessage) else []
     tools = {spec.name: spec for spec in agent_tools(ctx)}
     env = ToolEnv(context=ctx, store=runtime.store)
@@ -100,6 +100,6 @@ async def call_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict[
     for _, record in outcomes:
         emit(runtime.stream_writer, "tool_result", record)
     return {
-        "messages": [message for message, _ in outcomes],
+        "scratch": [message for message, _ in outcomes],
         "steps": state.get("steps", 0) + 1,
     }

@@ -49,7 +49,7 @@ def prompt(
         sources=state.get("sources", []),
         warnings=[*state.get("warnings", []), *extra_warnings],
     )
-    return [SystemMessage(system), *state.get("messages", [])]
+    return [SystemMessage(system), *state.get("messages", []), *state.get("scratch", [])]
 
 
 def add_usage(total: Mapping[str, int], usage: UsageMetadata | None) -> dict[str, int]:

@@ -34,7 +34,7 @@ async def plan(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, A
         "usage": add_usage(state.get("usage", {}), reply.usage_metadata),
     }
     if reply.tool_calls:
-        changes["messages"] = [reply]
+        changes["scratch"] = [reply]
     return changes
 
 
@@ -44,8 +44,8 @@ def route_after_plan(state: AgentState) -> Literal["call_tools", "respond"]:
 
 
 def _wants_tools(state: AgentState) -> bool:
-    messages = state.get("messages", [])
-    return bool(messages) and isinstance(messages[-1], AIMessage) and bool(messages[-1].tool_calls)
+    scratch = state.get("scratch", [])
+    return bool(scratch) and isinstance(scratch[-1], AIMessage) and bool(scratch[-1].tool_calls)
 
 
 def _count(n: int, one: str, many: str) -> str:

@@ -28,7 +28,7 @@ async def reason(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
         steps_list = [*plan[:-1], *more, *plan[-1:]] if plan else more
         emit(runtime.stream_writer, "plan", {"steps": steps_list})
         changes["plan"] = steps_list
-        changes["messages"] = [reply]
+        changes["scratch"] = [reply]
     return changes
 
 
@@ -36,6 +36,6 @@ def route_after_reason(state: AgentState) -> Literal["call_tools", "respond"]:
     """Another tool round if the model asked for one (and the limit allows), else answer."""
     if state.get("stopped"):
         return "respond"
-    messages = state.get("messages", [])
-    last = messages[-1] if messages else None
+    scratch = state.get("scratch", [])
+    last = scratch[-1] if scratch else None
     return "call_tools" if isinstance(last, AIMessage) and last.tool_calls else "respond"

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from typing import Any
 
+from langchain_core.messages import RemoveMessage
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
 from nodes.context import AgentContext, context_from
@@ -34,7 +36,11 @@ async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
             emit(runtime.stream_writer, "warning", {"node": "recall", "message": warnings[-1]})
     if memories:
         emit(runtime.stream_writer, "memories", {"memories": [m["text"] for m in memories]})
+    changes: dict[str, Any] = {}
+    if state.get("scratch"):  # left over by a turn that failed half-way
+        changes["scratch"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
     return {
+        **changes,
         "memories": memories,
         "warnings": warnings,
         "sources": [],

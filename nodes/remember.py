@@ -7,7 +7,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import AIMessage, AnyMessage, RemoveMessage, ToolMessage
+from langchain_core.messages import AIMessage, AnyMessage, RemoveMessage
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
 from nodes.context import AgentContext, context_from
@@ -48,35 +49,36 @@ def fold_summary(summary: str, dropped: Sequence[AnyMessage], *, max_chars: int)
 
 
 def window_changes(
-    messages: Sequence[AnyMessage], *, window: int, summary: str, max_chars: int
+    messages: Sequence[AnyMessage],
+    answer: AIMessage,
+    *,
+    window: int,
+    summary: str,
+    max_chars: int,
 ) -> dict[str, Any]:
-    """Drop this turn's tool traffic and the turns beyond `window`, folding them into summary."""
-    scratch = [
-        m
-        for m in messages
-        if isinstance(m, ToolMessage) or (isinstance(m, AIMessage) and m.tool_calls)
-    ]
-    kept = [m for m in messages if m not in scratch]
+    """Append the turn's answer to the window, drop what is beyond `window` into the summary,
+    and empty the turn's scratch (tool calls and results)."""
+    kept = [*messages, answer]
     overflow = kept[: max(0, len(kept) - window)]
-    removals: list[RemoveMessage] = [RemoveMessage(id=m.id) for m in [*scratch, *overflow] if m.id]
-    changes: dict[str, Any] = {}
-    if removals:
-        changes["messages"] = removals
+    removals: list[AnyMessage | RemoveMessage] = [RemoveMessage(id=m.id) for m in overflow if m.id]
+    changes: dict[str, Any] = {
+        "messages": [*removals, answer],
+        "scratch": [RemoveMessage(id=REMOVE_ALL_MESSAGES)],
+    }
     if overflow:
         changes["summary"] = fold_summary(summary, overflow, max_chars=max_chars)
     return changes
 
 
 async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Save a self-statement to memory (policy "auto") and trim the message window."""
+    """Save a self-statement to memory (policy "auto"), and close the turn: the answer joins
+    the bounded message window and the scratch is emptied."""
     ctx = context_from(runtime.context)
-    messages = state.get("messages", [])
     used_memory_tool = any(
         isinstance(m, AIMessage) and any(c["name"] in {"remember", "forget"} for c in m.tool_calls)
-        for m in messages
+        for m in state.get("scratch", [])
     )
     fact = self_fact(last_user_text(state))
-    changes: dict[str, Any] = {}
     if fact and ctx.memory_policy == "auto" and runtime.store is not None and not used_memory_tool:
         try:
             await save_memory(runtime.store, ctx.user_id, fact, origin="auto")
@@ -88,12 +90,11 @@ async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[st
                 "warning",
                 {"node": "remember", "message": "I could not save that to long-term memory"},
             )
-    changes.update(
-        window_changes(
-            messages,
-            window=ctx.history_window,
-            summary=state.get("summary", ""),
-            max_chars=ctx.summary_max_chars,
-        )
+    answer = AIMessage(content=state.get("answer", ""), id=state.get("answer_id"))
+    return window_changes(
+        state.get("messages", []),
+        answer,
+        window=ctx.history_window,
+        summary=state.get("summary", ""),
+        max_chars=ctx.summary_max_chars,
     )
-    return changes

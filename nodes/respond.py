@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
-from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
 from nodes.context import AgentContext, context_from
@@ -52,7 +52,7 @@ async def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str
     usage = add_usage(usage, final_usage)
     citations = cited_sources(text, state.get("sources", []))
     return {
-        "messages": [AIMessage(content=text, id=message_id)],
+        "answer_id": message_id or f"answer-{uuid.uuid4().hex}",
         "answer": text,
         "citations": citations,
         "usage": usage,

@@ -32,13 +32,17 @@ class Memory(TypedDict):
 class AgentState(TypedDict, total=False):
     """State of one conversation (thread).
 
-    `messages` holds only a window of recent turns (the `remember` node trims it and folds what
-    drops out into `summary`), so the checkpoint written per turn does not grow with the
-    conversation; the full transcript lives in the SQL `messages` table. The other keys are
-    rewritten every turn.
+    `messages` holds only a window of recent turns, user messages and answers (the `remember`
+    node appends the answer, trims the window and folds what drops out into `summary`), so the
+    checkpoint written per turn does not grow with the conversation; the full transcript lives
+    in the SQL `messages` table. `scratch` holds the turn's tool calls and results and is
+    emptied at its end, so the window is written twice per turn, not once per step. The other
+    keys are rewritten every turn.
     """
 
     messages: Annotated[list[AnyMessage], add_messages]
+    scratch: Annotated[list[AnyMessage], add_messages]
+    answer_id: str
     summary: str
     memories: list[Memory]
     sources: list[Source]

@@ -231,18 +231,26 @@ async def test_researcher_always_searches_twice_and_cites(ctx: AgentContext) -> 
     assert any(e["event"] == "plan" for e in events)
 
 
-def test_window_changes_drop_tool_traffic() -> None:
-    call = {"name": "calculator", "args": {}, "id": "c1", "type": "tool_call"}
-    from langchain_core.messages import ToolMessage
+def test_window_changes_keep_the_window_and_fold_the_rest_into_the_summary() -> None:
+    messages = [HumanMessage("q1", id="h1"), AIMessage("a1", id="a1"), HumanMessage("q2", id="h2")]
+    changes = window_changes(
+        messages,  # type: ignore[arg-type]
+        AIMessage("a2", id="a2"),
+        window=2,
+        summary="",
+        max_chars=100,
+    )
+    assert [m.id for m in changes["messages"]] == ["h1", "a1", "a2"]  # two removals, the answer
+    assert changes["summary"] == "User: q1\nAssistant: a1"
+    assert changes["scratch"][0].id == "__remove_all__"
 
-    messages = [
-        HumanMessage("q", id="h"),
-        AIMessage("", tool_calls=[call], id="a1"),  # type: ignore[list-item]
-        ToolMessage("2", tool_call_id="c1", id="t1"),
-        AIMessage("answer", id="a2"),
-    ]
-    changes = window_changes(messages, window=10, summary="", max_chars=100)  # type: ignore[arg-type]
-    assert [m.id for m in changes["messages"]] == ["a1", "t1"]
+
+async def test_tool_traffic_stays_out_of_the_window(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    await run_turn(graph, "t", "What is 2+2?", ctx)
+    state = await graph.aget_state({"configurable": {"thread_id": "t"}})
+    assert [m.type for m in state.values["messages"]] == ["human", "ai"]
+    assert state.values["scratch"] == []
 
 
 @pytest.mark.parametrize(
