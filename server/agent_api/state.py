@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import Depends, Request, Response
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.errors import InvalidUpdateError
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Interrupt, StateSnapshot, StateUpdate
 from pydantic import BaseModel, TypeAdapter, create_model
@@ -208,6 +209,14 @@ async def history(
     return states
 
 
+# Pseudo-nodes `update_state` also accepts: the input, a copy of the checkpoint, the end.
+SPECIAL_NODES = frozenset({"__input__", "__copy__", "__end__"})
+
+
+def _is_node(graph: Graph, name: str) -> bool:
+    return name in graph.nodes or name in SPECIAL_NODES
+
+
 async def update_state(
     graph: Graph,
     thread_id: uuid.UUID,
@@ -224,7 +233,7 @@ async def update_state(
     Raises:
         InvalidInputError: `as_node` is not a node of the graph, or the update is rejected.
     """
-    if as_node is not None and as_node not in graph.nodes:
+    if as_node is not None and not _is_node(graph, as_node):
         raise InvalidInputError(
             f"as_node {as_node!r} is not a node of the graph; nodes: {sorted(graph.nodes)}",
             field="as_node",
@@ -232,7 +241,7 @@ async def update_state(
     config = thread_config(thread_id, checkpoint_id=checkpoint_id, checkpoint_ns=checkpoint_ns)
     try:
         written = await graph.aupdate_state(config, values, as_node=as_node)
-    except (ValueError, TypeError, KeyError) as error:
+    except (InvalidUpdateError, ValueError, TypeError, KeyError) as error:
         raise InvalidInputError(
             f"the state update was rejected: {error}", field="values"
         ) from error
@@ -246,7 +255,7 @@ async def apply_supersteps(
     """Seed a new thread with supersteps of `(values, as_node)` updates."""
     for superstep in supersteps:
         for _, as_node in superstep:
-            if as_node not in graph.nodes:
+            if not _is_node(graph, as_node):
                 raise InvalidInputError(
                     f"as_node {as_node!r} is not a node of the graph; nodes: {sorted(graph.nodes)}",
                     field="supersteps",
@@ -254,7 +263,7 @@ async def apply_supersteps(
     steps = [[StateUpdate(values, as_node) for values, as_node in step] for step in supersteps]
     try:
         await graph.abulk_update_state(thread_config(thread_id), steps)
-    except (ValueError, TypeError, KeyError) as error:
+    except (InvalidUpdateError, ValueError, TypeError, KeyError) as error:
         raise InvalidInputError(f"a superstep was rejected: {error}", field="supersteps") from error
     return await graph.aget_state(thread_config(thread_id))
 

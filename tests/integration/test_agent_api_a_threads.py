@@ -161,6 +161,12 @@ def test_state_update_history_and_checkpoints(client: SyncLangGraphClient) -> No
     updates = client.threads.get_history(thread_id, metadata={"source": "update"})
     assert {h["checkpoint"]["checkpoint_id"] for h in updates} == {first_id, second_id}
 
+    # `__copy__` writes the latest checkpoint again, unchanged.
+    copied = client.threads.update_state(thread_id, None, as_node="__copy__")
+    assert copied["checkpoint"]["checkpoint_id"] not in {first_id, second_id}
+    copy_state: Any = client.threads.get_state(thread_id)
+    assert copy_state["values"] == {"count": 5, "log": ["seed", "more"]}
+
     # Fork from the first checkpoint: the new checkpoint's parent is the first one.
     forked = client.threads.update_state(
         thread_id, {"count": 100}, as_node="start", checkpoint_id=first_id
@@ -178,6 +184,9 @@ def test_state_bad_input(client: SyncLangGraphClient, api: httpx.Client) -> None
     with pytest.raises(UnprocessableEntityError) as bad_node:
         client.threads.update_state(thread_id, {"count": 1}, as_node="nowhere")
     assert bad_node.value.response.json()["field"] == "as_node"
+    with pytest.raises(UnprocessableEntityError) as not_a_dict:
+        client.threads.update_state(thread_id, "not a dict", as_node="start")  # type: ignore[arg-type]
+    assert not_a_dict.value.response.json()["field"] == "values"
     with pytest.raises(NotFoundError):
         client.threads.get_state(thread_id, checkpoint_id="1f0-no-such-checkpoint")
     with pytest.raises(NotFoundError):
