@@ -174,7 +174,14 @@ async def get_assistant_graph(
     agent = await store.resolve_assistant(db, assistant_id)
     depth = _parse_xray(xray)
     graph = graph_named(graphs, agent.graph_id)
-    drawable = await graph.aget_graph(config=cast(RunnableConfig, dict(agent.config)), xray=depth)
+    try:
+        drawable = await graph.aget_graph(
+            config=cast(RunnableConfig, dict(agent.config)), xray=depth
+        )
+    except NotImplementedError as error:
+        raise InvalidInputError(
+            f"graph {agent.graph_id!r} cannot be drawn", field="assistant_id"
+        ) from error
     drawn: dict[str, Any] = drawable.to_json()
     for node in drawn.get("nodes", []):
         data = node.get("data")
