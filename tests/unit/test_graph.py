@@ -347,3 +347,24 @@ async def test_remember_request_is_kept_even_without_the_remember_tool(ctx: Agen
     assert {"event": "memory_saved", "data": {"text": "I'm vegetarian"}} in events
     final, _ = await run_turn(graph, "u", "What do you know about me?", no_tools)
     assert "vegetarian" in final["answer"]
+
+
+class AnswerFails(OfflineChatModel):
+    """A fake model that calls tools normally but fails while streaming its answer."""
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the model went away")
+        yield  # an async generator
+
+
+async def test_turn_after_a_failed_one_starts_with_an_empty_scratch(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    with pytest.raises(RuntimeError, match="went away"):
+        await run_turn(graph, "t", "What is 2+2?", replace(ctx, chat_model=AnswerFails()))
+    state = await graph.aget_state({"configurable": {"thread_id": "t"}})
+    assert state.values["scratch"]  # the failed turn's tool traffic is still there
+    final, events = await run_turn(graph, "t", "Who won the 1934 world cup?", ctx)
+    assert not any(e["event"] == "tool_call" for e in events)
+    assert "don't have anything to go on" in final["answer"]
+    state = await graph.aget_state({"configurable": {"thread_id": "t"}})
+    assert state.values["scratch"] == []
