@@ -132,6 +132,7 @@ class RunEngine:
         self._cancels: dict[uuid.UUID, CancelAction] = {}
         self._done: dict[uuid.UUID, set[asyncio.Event]] = {}  # waiters by run
         self._lost: set[uuid.UUID] = set()
+        self._announced: set[uuid.UUID] = set()  # finished with their NOTIFY sent
         self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -188,8 +189,10 @@ class RunEngine:
             multitask_strategy=multitask_strategy,
             if_not_exists=if_not_exists,
             temporary=temporary,
+            notify=run_store.Notify(CHANNEL, self.owner),
         )
-        await self._notify(*(f"cancel {r.run_id} {r.action}" for r in cancels), "new")
+        for payload in (*(f"cancel {r.run_id} {r.action}" for r in cancels), "new"):
+            self._dispatch(payload)  # the others hear it from the commit
         return run
 
     async def cancel(
@@ -268,6 +271,10 @@ class RunEngine:
         calls = ", ".join(f"pg_notify(:channel, :p{n})" for n in range(len(payloads)))
         async with self.db.engine.begin() as conn:
             await conn.execute(text(f"SELECT {calls}"), {"channel": CHANNEL, **params})
+
+    def _finish_notify(self, run_id: uuid.UUID) -> run_store.Notify:
+        """What the commit that finishes `run_id` tells the other processes."""
+        return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}", "new"))
 
     def _signal(self) -> None:
         """Wake one idle worker (if any) to look for a run."""
@@ -399,7 +406,12 @@ class RunEngine:
             heartbeat.cancel()
             self._running.pop(run.id, None)
             self._cancels.pop(run.id, None)
-        await self._notify(f"done {run.id}", "new")
+        if run.id in self._announced:  # sent with the commit that finished it
+            self._announced.discard(run.id)
+            self._dispatch(f"done {run.id}")
+            self._dispatch("new")
+        else:
+            await self._notify(f"done {run.id}", "new")
         if run.kwargs.get("webhook"):
             await self._send_webhook(run.id, started)
 
@@ -524,7 +536,7 @@ class RunEngine:
             if graph is not None and thread is not None:
                 with contextlib.suppress(Exception):
                     values_after, _, _ = await self._state(graph, thread_id)
-            await run_store.finish_run(
+            if await run_store.finish_run(
                 self.db,
                 run.id,
                 owner=self.owner,
@@ -535,7 +547,9 @@ class RunEngine:
                 thread_values=values_after,
                 thread_interrupts={},
                 delete_thread=temporary,
-            )
+                notify=self._finish_notify(run.id),
+            ):
+                self._announced.add(run.id)
             if temporary:
                 await self._drop_checkpoints(thread_id)
             return
@@ -543,7 +557,7 @@ class RunEngine:
         if interrupts:
             output["__interrupt__"] = [i for group in interrupts.values() for i in group]
         await self.events.append(run.id, "end", None)
-        await run_store.finish_run(
+        if await run_store.finish_run(
             self.db,
             run.id,
             owner=self.owner,
@@ -553,7 +567,9 @@ class RunEngine:
             thread_values=values,
             thread_interrupts=interrupts,
             delete_thread=temporary,
-        )
+            notify=self._finish_notify(run.id),
+        ):
+            self._announced.add(run.id)
         if temporary:
             await self._drop_checkpoints(thread_id)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -29,6 +29,24 @@ class CancelRequest:
     thread_id: uuid.UUID | None
     owner: str | None
     action: CancelAction
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """NOTIFYs to send with a transaction's commit: `payload|sender` on `channel`."""
+
+    channel: str
+    sender: str
+    payloads: tuple[str, ...] = ()
+
+
+async def _send(session: AsyncSession, notify: Notify | None, *extra: str) -> None:
+    payloads = (*(notify.payloads if notify else ()), *extra)
+    if notify is None or not payloads:
+        return
+    params = {f"p{n}": f"{payload}|{notify.sender}" for n, payload in enumerate(payloads)}
+    calls = ", ".join(f"pg_notify(:channel, :p{n})" for n in range(len(payloads)))
+    await session.execute(text(f"SELECT {calls}"), {"channel": notify.channel, **params})
 
 
 def _lease(seconds: float) -> Any:
@@ -79,6 +97,7 @@ async def create_run(
     multitask_strategy: str,
     if_not_exists: Literal["create", "reject"] = "reject",
     temporary: bool = False,
+    notify: Notify | None = None,
 ) -> tuple[Run, list[CancelRequest]]:
     """Write a pending run on `thread_id`, applying the multitask strategy to runs in flight.
 
@@ -130,6 +149,8 @@ async def create_run(
             thread.agent_id = assistant_id
         thread.updated_at = func.now()
         await session.flush()
+        # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new".
+        await _send(session, notify, *(f"cancel {c.run_id} {c.action}" for c in cancels), "new")
         return run, cancels
 
 
@@ -238,6 +259,7 @@ async def finish_run(
     thread_values: Mapping[str, Any] | None,
     thread_interrupts: Mapping[str, Any] | None,
     delete_thread: bool = False,
+    notify: Notify | None = None,
 ) -> bool:
     """Close our run and update its thread (status, values, interrupts) in one transaction.
 
@@ -267,6 +289,7 @@ async def finish_run(
                 if thread_interrupts is not None:
                     thread.interrupts = dict(thread_interrupts)
                 thread.updated_at = func.now()
+        await _send(session, notify)
         return True
 
 
