@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
@@ -142,29 +143,35 @@ async def create_assistant(
     Raises:
         ConflictError: `assistant_id` exists and `if_exists="raise"` (field `assistant_id`).
     """
-    async with db.sessions.begin() as session:
-        if assistant_id is not None:
-            existing = await session.get(Agent, assistant_id, with_for_update=True)
-            if existing is not None:
-                if if_exists == "do_nothing":
-                    return existing
-                raise ConflictError(
-                    f"assistant {assistant_id} already exists", field="assistant_id"
-                )
-        agent = Agent(
-            graph_id=graph_id,
-            name=name,
-            description=description,
-            config=dict(config),
-            context=dict(context),
-            metadata_=dict(metadata),
-            version=1,
-        )
-        if assistant_id is not None:
-            agent.id = assistant_id
-        session.add(agent)
-        await record_version(session, agent)
-        return agent
+    conflict = f"assistant {assistant_id} already exists"
+    try:
+        async with db.sessions.begin() as session:
+            if assistant_id is not None:
+                existing = await session.get(Agent, assistant_id, with_for_update=True)
+                if existing is not None:
+                    if if_exists == "do_nothing":
+                        return existing
+                    raise ConflictError(conflict, field="assistant_id")
+            agent = Agent(
+                graph_id=graph_id,
+                name=name,
+                description=description,
+                config=dict(config),
+                context=dict(context),
+                metadata_=dict(metadata),
+                version=1,
+            )
+            if assistant_id is not None:
+                agent.id = assistant_id
+            session.add(agent)
+            await record_version(session, agent)
+            return agent
+    except IntegrityError as error:  # a concurrent create of the same id won the race
+        if assistant_id is None:
+            raise
+        if if_exists == "do_nothing":
+            return await resolve_assistant(db, assistant_id)
+        raise ConflictError(conflict, field="assistant_id") from error
 
 
 async def _locked(session: AsyncSession, assistant_id: uuid.UUID) -> Agent:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
@@ -48,23 +49,30 @@ async def create_thread(
     Raises:
         ConflictError: `thread_id` exists and `if_exists="raise"` (field `thread_id`).
     """
-    async with db.sessions.begin() as session:
-        if thread_id is not None:
-            existing = await session.get(Conversation, thread_id)
-            if existing is not None:
-                if if_exists == "do_nothing":
-                    return existing, False
-                raise ConflictError(f"thread {thread_id} already exists", field="thread_id")
-        row = Conversation(
-            metadata_=dict(metadata),
-            agent_id=await _agent_for(session, metadata),
-            status="idle",
-        )
-        if thread_id is not None:
-            row.id = thread_id
-        session.add(row)
-        await session.flush()
-        return row, True
+    try:
+        async with db.sessions.begin() as session:
+            if thread_id is not None:
+                existing = await session.get(Conversation, thread_id)
+                if existing is not None:
+                    if if_exists == "do_nothing":
+                        return existing, False
+                    raise ConflictError(f"thread {thread_id} already exists", field="thread_id")
+            row = Conversation(
+                metadata_=dict(metadata),
+                agent_id=await _agent_for(session, metadata),
+                status="idle",
+            )
+            if thread_id is not None:
+                row.id = thread_id
+            session.add(row)
+            await session.flush()
+            return row, True
+    except IntegrityError as error:  # a concurrent create of the same id won the race
+        if thread_id is None:
+            raise
+        if if_exists == "do_nothing":
+            return await get_thread(db, thread_id), False
+        raise ConflictError(f"thread {thread_id} already exists", field="thread_id") from error
 
 
 async def get_thread(db: Database, thread_id: uuid.UUID) -> Conversation:

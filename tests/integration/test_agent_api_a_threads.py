@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from langgraph_sdk import get_sync_client
+from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from langgraph_sdk.schema import Checkpoint
@@ -336,3 +337,34 @@ def test_rejected_supersteps_leave_no_thread(
     assert with_command.status_code == 422
     with pytest.raises(NotFoundError):
         client.threads.get(thread_id)
+
+
+async def test_concurrent_creates_of_one_id_make_one_thread(server_url: str) -> None:
+    client = get_client(url=server_url)
+    try:
+        thread_id = str(uuid.uuid4())
+        made = await asyncio.gather(
+            *(client.threads.create(thread_id=thread_id, if_exists="do_nothing") for _ in range(8))
+        )
+        assert {t["thread_id"] for t in made} == {thread_id}
+
+        other = str(uuid.uuid4())
+        outcomes = await asyncio.gather(
+            *(client.threads.create(thread_id=other, if_exists="raise") for _ in range(8)),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(o, dict) for o in outcomes) == 1
+        assert all(isinstance(o, (dict, ConflictError)) for o in outcomes)
+
+        assistant_id = str(uuid.uuid4())
+        assistants = await asyncio.gather(
+            *(
+                client.assistants.create(
+                    "counter", assistant_id=assistant_id, if_exists="do_nothing"
+                )
+                for _ in range(8)
+            )
+        )
+        assert {a["assistant_id"] for a in assistants} == {assistant_id}
+    finally:
+        await client.aclose()
