@@ -38,7 +38,7 @@ RESULTS = Path(__file__).parent / "results" / "agent_api.md"
 PACE_S = 0.005
 CONCURRENCY = (1, 16, 64)
 RUNS_PER_CLIENT = {1: 10, 16: 2, 64: 1}
-JOBS = 64  # concurrent runs each server may execute (RUN_WORKERS / --n-jobs-per-worker)
+JOBS = 16  # concurrent runs each server executes (RUN_WORKERS / --n-jobs-per-worker)
 ENDPOINTS = ("wait", "stream")
 # langgraph dev builds the agent context from the run's `context`; Switchboard from the
 # assistant's row (an agent made with memory off and no tools, the offline model paced by
