@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any, Literal
 
@@ -20,7 +21,8 @@ from server.agent_api.state import (
     set_pagination_headers,
     update_state,
 )
-from server.deps import DatabaseDep, ResourcesDep
+from server.deps import DatabaseDep, EngineDep, ResourcesDep
+from server.runs.engine import RunEngine
 from server.schemas.agent_api import (
     ThreadCount,
     ThreadCreate,
@@ -33,6 +35,7 @@ from server.schemas.agent_api import (
 )
 from server.schemas.common import CONFLICT, NOT_FOUND
 from stores.errors import ConflictError, InvalidInputError
+from stores.sql import runs as run_store
 from stores.sql import threads as store
 from stores.sql.assistants import resolve_assistant
 from stores.sql.models import Conversation
@@ -53,6 +56,23 @@ def thread_json(thread: Conversation) -> dict[str, Any]:
         "values": thread.values_,
         "interrupts": thread.interrupts,
     }
+
+
+# How long a delete waits for the thread's cancelled runs to stop before deleting anyway.
+STOP_RUNS_TIMEOUT_S = 10.0
+
+
+async def _stop_runs(engine: RunEngine, db: DatabaseDep, thread_ids: list[uuid.UUID]) -> None:
+    """Cancel the threads' pending and running runs and wait (bounded) until they stop, so
+    their streams end with their last event before the rows go."""
+    for thread_id in thread_ids:
+        active = await run_store.runs_with_status(db, ("pending", "running"), thread_id=thread_id)
+        if not active:
+            continue
+        await engine.cancel(active, thread_id=thread_id, reason="its thread was deleted")
+        for run_id in active:
+            with contextlib.suppress(TimeoutError):
+                await engine.wait(run_id, timeout_s=STOP_RUNS_TIMEOUT_S)
 
 
 def _status_after(state: StateSnapshot) -> Literal["idle", "interrupted"]:
@@ -164,12 +184,13 @@ async def count_threads(body: ThreadCount, db: DatabaseDep) -> int:
 
 @router.post("/prune")
 async def prune_threads(
-    body: ThreadPrune, db: DatabaseDep, resources: ResourcesDep
+    body: ThreadPrune, db: DatabaseDep, resources: ResourcesDep, engine: EngineDep
 ) -> dict[str, int]:
     """Delete threads (`delete`) or only their older checkpoints (`keep_latest`)."""
     saver = await resources.checkpoints.ready()
     ids = list(dict.fromkeys(body.thread_ids))
     if body.strategy == "delete":
+        await _stop_runs(engine, db, ids)
         pruned = await store.delete_threads(db, ids)
         await saver.aprune([str(i) for i in ids], strategy="delete")
         return {"pruned_count": len(pruned)}
@@ -196,9 +217,12 @@ async def update_thread(
 
 
 @router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NOT_FOUND})
-async def delete_thread(thread_id: uuid.UUID, db: DatabaseDep, resources: ResourcesDep) -> None:
-    """Delete a thread with its runs, messages and checkpoints."""
+async def delete_thread(
+    thread_id: uuid.UUID, db: DatabaseDep, resources: ResourcesDep, engine: EngineDep
+) -> None:
+    """Delete a thread with its runs (cancelled first), messages and checkpoints."""
     await store.get_thread(db, thread_id)
+    await _stop_runs(engine, db, [thread_id])
     await store.delete_threads(db, [thread_id])
     saver = await resources.checkpoints.ready()
     await saver.adelete_thread(str(thread_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import operator
 from typing import Annotated, Any
 
@@ -55,4 +56,23 @@ def build_counter_graph(
     builder.add_edge("start", "child")
     builder.add_edge("child", "finish")
     builder.add_edge("finish", END)
+    return builder.compile(checkpointer=checkpointer, store=store)
+
+
+async def nap(state: CountState) -> dict[str, Any]:
+    """Take a minute: long enough that only a cancel ends the run in a test."""
+    await asyncio.sleep(60)
+    return {"log": ["nap"]}
+
+
+def build_sleeper_graph(
+    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """start → nap (a minute)."""
+    builder = StateGraph(CountState)
+    builder.add_node("start", start)
+    builder.add_node("nap", nap)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "nap")
+    builder.add_edge("nap", END)
     return builder.compile(checkpointer=checkpointer, store=store)

@@ -17,7 +17,10 @@ from langgraph_sdk.schema import Checkpoint
 
 from tests.support import make_settings, running_server
 
-COUNTER = {"counter": "tests.integration.agent_api_a_graphs:build_counter_graph"}
+COUNTER = {
+    "counter": "tests.integration.agent_api_a_graphs:build_counter_graph",
+    "sleeper": "tests.integration.agent_api_a_graphs:build_sleeper_graph",
+}
 
 
 @pytest.fixture(scope="module")
@@ -366,5 +369,35 @@ async def test_concurrent_creates_of_one_id_make_one_thread(server_url: str) -> 
             )
         )
         assert {a["assistant_id"] for a in assistants} == {assistant_id}
+    finally:
+        await client.aclose()
+
+
+async def test_deleting_a_busy_thread_cancels_its_run_first(server_url: str) -> None:
+    client = get_client(url=server_url)
+    try:
+        thread = await client.threads.create()
+        events: list[str] = []
+
+        async def watch() -> None:
+            async for part in client.runs.stream(
+                thread["thread_id"], "sleeper", input={"count": 0}, stream_mode="updates"
+            ):
+                events.append(part.event)
+                if part.event == "updates" and "start" in part.data:
+                    started.set()
+
+        started = asyncio.Event()
+        watcher = asyncio.create_task(watch())
+        await asyncio.wait_for(started.wait(), timeout=30)
+        assert (await client.threads.get(thread["thread_id"]))["status"] == "busy"
+
+        await client.threads.delete(thread["thread_id"])
+        # The nap takes a minute: the stream ends this soon only because the run was cancelled.
+        await asyncio.wait_for(watcher, timeout=20)
+        assert events[0] == "metadata"
+        assert "nap" not in str(events)
+        with pytest.raises(NotFoundError):
+            await client.threads.get(thread["thread_id"])
     finally:
         await client.aclose()
