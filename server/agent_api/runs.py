@@ -78,6 +78,12 @@ class RunCreate(BaseModel):
         return validate_stream_modes(value)
 
 
+class BatchRunCreate(RunCreate):
+    """One run of `POST /runs/batch`: on `thread_id` when given, else stateless."""
+
+    thread_id: uuid.UUID | None = None
+
+
 class RunsCancel(BaseModel):
     """The body of `POST /runs/cancel`: runs by id (on a thread), or every run of a status."""
 
@@ -121,7 +127,14 @@ async def _submit(
         raise InvalidInputError("give either input or command, not both", field="command")
     kwargs = body.model_dump(
         mode="json",
-        exclude={"assistant_id", "metadata", "multitask_strategy", "checkpoint", "if_not_exists"},
+        exclude={
+            "assistant_id",
+            "thread_id",
+            "metadata",
+            "multitask_strategy",
+            "checkpoint",
+            "if_not_exists",
+        },
     )
     if body.command is not None:
         kwargs["command"] = body.command.model_dump(mode="json", exclude_unset=True)
@@ -402,14 +415,21 @@ async def wait_stateless_run(
 
 @router.post("/runs/batch")
 async def create_run_batch(
-    body: Annotated[list[RunCreate], Field(min_length=1, max_length=100)],
+    body: Annotated[list[BatchRunCreate], Field(min_length=1, max_length=100)],
     engine: EngineDep,
     db: DatabaseDep,
     resources: ResourcesDep,
 ) -> list[dict[str, Any]]:
-    """Create several stateless background runs."""
+    """Create several background runs (stateless unless an item names its `thread_id`).
+
+    Every item's assistant is checked first, so an unknown one creates no run at all.
+    """
+    for item in body:
+        await resolve_assistant(db, item.assistant_id)
     return [
-        run_json(await _submit(item, engine=engine, db=db, resources=resources, thread_id=None))
+        run_json(
+            await _submit(item, engine=engine, db=db, resources=resources, thread_id=item.thread_id)
+        )
         for item in body
     ]
 

@@ -546,3 +546,29 @@ async def test_a_cancelled_stateless_run_leaves_no_temporary_thread(
     assert row["thread_id"] is None
     left = sql(database_url, "SELECT 1 FROM checkpoints WHERE thread_id = %s", run["thread_id"])
     assert left == []
+
+
+async def test_batch_runs_on_threads_and_stateless_and_all_or_nothing(
+    client: Any, steps: str, server_url: str
+) -> None:
+    thread_id = await new_thread(client, steps)
+    batch = await client.runs.create_batch(
+        [
+            {"assistant_id": steps, "input": {"log": ["on-thread"]}, "thread_id": thread_id},
+            {"assistant_id": steps, "input": {"log": ["stateless"]}},
+        ]
+    )
+    assert batch[0]["thread_id"] == thread_id
+    assert batch[1]["thread_id"] != thread_id
+    result = await client.runs.join(thread_id, batch[0]["run_id"])
+    assert result["log"] == ["start", *STEPS, "on-thread", *STEPS]
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+        refused = await http.post(
+            "/runs/batch",
+            json=[
+                {"assistant_id": steps, "thread_id": thread_id, "input": {"log": ["no"]}},
+                {"assistant_id": str(uuid.uuid4())},
+            ],
+        )
+    assert refused.status_code == 404
+    assert len(await client.runs.list(thread_id)) == 2  # the first item was not created either
