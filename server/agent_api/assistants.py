@@ -13,7 +13,8 @@ from server.agent_api.state import (
     graph_schemas,
     set_pagination_headers,
 )
-from server.deps import DatabaseDep
+from server.agent_api.threads import stop_runs
+from server.deps import DatabaseDep, EngineDep, ResourcesDep
 from server.schemas.agent_api import (
     AssistantCount,
     AssistantCreate,
@@ -25,6 +26,7 @@ from server.schemas.agent_api import (
 from server.schemas.common import CONFLICT, NOT_FOUND
 from stores.errors import InvalidInputError
 from stores.sql import assistants as store
+from stores.sql import threads as thread_store
 from stores.sql.models import Agent, AgentVersion
 
 router = APIRouter(prefix="/assistants", tags=["assistants"])
@@ -154,13 +156,20 @@ async def update_assistant(
 async def delete_assistant(
     assistant_id: str,
     db: DatabaseDep,
+    resources: ResourcesDep,
+    engine: EngineDep,
     delete_threads: Annotated[
         bool, Query(description="Also delete the assistant's threads.")
     ] = False,
 ) -> None:
-    """Delete an assistant and its versions (and, if asked, its threads)."""
+    """Delete an assistant and its versions (and, if asked, its threads: runs cancelled first)."""
     agent = await store.resolve_assistant(db, assistant_id)
-    await store.delete_assistant(db, agent.id, delete_threads=delete_threads)
+    thread_ids = await thread_store.threads_of_assistant(db, agent.id) if delete_threads else []
+    await stop_runs(engine, db, thread_ids)
+    await store.delete_assistant(db, agent.id, thread_ids=thread_ids)
+    if thread_ids:
+        saver = await resources.checkpoints.ready()
+        await saver.aprune([str(i) for i in thread_ids], strategy="delete")
 
 
 @router.get("/{assistant_id}/graph", responses={**NOT_FOUND})

@@ -62,7 +62,7 @@ def thread_json(thread: Conversation) -> dict[str, Any]:
 STOP_RUNS_TIMEOUT_S = 10.0
 
 
-async def _stop_runs(engine: RunEngine, db: DatabaseDep, thread_ids: list[uuid.UUID]) -> None:
+async def stop_runs(engine: RunEngine, db: DatabaseDep, thread_ids: list[uuid.UUID]) -> None:
     """Cancel the threads' pending and running runs and wait (bounded) until they stop, so
     their streams end with their last event before the rows go."""
     for thread_id in thread_ids:
@@ -190,7 +190,7 @@ async def prune_threads(
     saver = await resources.checkpoints.ready()
     ids = list(dict.fromkeys(body.thread_ids))
     if body.strategy == "delete":
-        await _stop_runs(engine, db, ids)
+        await stop_runs(engine, db, ids)
         pruned = await store.delete_threads(db, ids)
         await saver.aprune([str(i) for i in ids], strategy="delete")
         return {"pruned_count": len(pruned)}
@@ -222,7 +222,7 @@ async def delete_thread(
 ) -> None:
     """Delete a thread with its runs (cancelled first), messages and checkpoints."""
     await store.get_thread(db, thread_id)
-    await _stop_runs(engine, db, [thread_id])
+    await stop_runs(engine, db, [thread_id])
     await store.delete_threads(db, [thread_id])
     saver = await resources.checkpoints.ready()
     await saver.adelete_thread(str(thread_id))

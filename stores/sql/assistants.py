@@ -222,17 +222,14 @@ async def update_assistant(
         return agent
 
 
-async def delete_assistant(db: Database, assistant_id: uuid.UUID, *, delete_threads: bool) -> None:
-    """Delete an assistant (its versions by cascade); optionally the threads that used it."""
+async def delete_assistant(
+    db: Database, assistant_id: uuid.UUID, *, thread_ids: Sequence[uuid.UUID] = ()
+) -> None:
+    """Delete an assistant (its versions by cascade) and, in the same transaction, `thread_ids`."""
     async with db.sessions.begin() as session:
         agent = await _locked(session, assistant_id)
-        if delete_threads:
-            await session.execute(
-                delete(Conversation).where(
-                    (Conversation.agent_id == assistant_id)
-                    | (Conversation.metadata_["assistant_id"].astext == str(assistant_id))
-                )
-            )
+        if thread_ids:
+            await session.execute(delete(Conversation).where(Conversation.id.in_(thread_ids)))
         await session.delete(agent)
 
 

@@ -145,6 +145,16 @@ async def delete_threads(db: Database, thread_ids: Sequence[uuid.UUID]) -> list[
         return list(result.scalars().all())
 
 
+async def threads_of_assistant(db: Database, assistant_id: uuid.UUID) -> list[uuid.UUID]:
+    """Ids of the threads an assistant owns (its `agent_id` or `metadata.assistant_id`)."""
+    stmt = select(Conversation.id).where(
+        (Conversation.agent_id == assistant_id)
+        | (Conversation.metadata_["assistant_id"].astext == str(assistant_id))
+    )
+    async with db.sessions() as session:
+        return list((await session.scalars(stmt)).all())
+
+
 async def existing_thread_ids(db: Database, thread_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     """Which of `thread_ids` exist."""
     if not thread_ids:

@@ -347,3 +347,20 @@ def test_declared_graphs_draw_and_describe_themselves(
     assert schemas["state_schema"]["properties"]
     assert schemas["input_schema"]["properties"]
     assert isinstance(client.assistants.get_subgraphs(graph_id, recurse=True), dict)
+
+
+def test_delete_assistant_with_or_without_its_threads(client: SyncLangGraphClient) -> None:
+    keep = client.assistants.create("counter", name="keeps threads")
+    drop = client.assistants.create("counter", name="drops threads")
+    kept_thread = client.threads.create(metadata={"assistant_id": keep["assistant_id"]})
+    dropped_thread = client.threads.create(metadata={"assistant_id": drop["assistant_id"]})
+    client.threads.update_state(dropped_thread["thread_id"], {"count": 1}, as_node="start")
+
+    client.assistants.delete(keep["assistant_id"])
+    assert client.threads.get(kept_thread["thread_id"])["thread_id"] == kept_thread["thread_id"]
+
+    client.assistants.delete(drop["assistant_id"], delete_threads=True)
+    with pytest.raises(NotFoundError):
+        client.threads.get(dropped_thread["thread_id"])
+    with pytest.raises(NotFoundError):
+        client.assistants.get(drop["assistant_id"])
