@@ -141,6 +141,42 @@ def test_resume_after_kill_continues_from_the_last_checkpoint(
     assert attempts[max(attempts)] == 2  # the rest from the second one
 
 
+def test_a_server_stopped_gracefully_hands_its_run_back_at_once(
+    database_url: str, tmp_path: Path, steps: str
+) -> None:
+    thread_id = str(uuid.uuid4())
+    with server_process(database_url, tmp_path / "c") as (url, process):
+        response = httpx.post(
+            f"{url}/threads/{thread_id}/runs",
+            json={
+                "assistant_id": steps,
+                "input": {"log": ["in"]},
+                "config": {"configurable": {"delay": 1.0}},
+                "if_not_exists": "create",
+            },
+            timeout=10,
+        )
+        response.raise_for_status()
+        run_id = response.json()["run_id"]
+        deadline = time.monotonic() + 30
+        while not any(
+            c["metadata"].get("step", -1) >= 1 for c in run_checkpoints(database_url, run_id)
+        ):
+            assert time.monotonic() < deadline, "the run never got past s1"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    [row] = sql(database_url, "SELECT status, lease_owner, attempt FROM runs WHERE id = %s", run_id)
+    assert row["status"] == "pending"  # released, not left to its lease
+    assert row["lease_owner"] is None
+    with server_process(database_url, tmp_path / "d") as (url, _):
+        result = asyncio.run(_join(url, thread_id, run_id))
+    assert result["log"] == ["in", *STEPS]
+    [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
+    assert row["status"] == "success"
+    assert row["attempt"] == 2
+
+
 async def _join(url: str, thread_id: str, run_id: str) -> Any:
     client = get_client(url=url)
     try:
