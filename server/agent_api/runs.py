@@ -167,7 +167,7 @@ def _stream(
             async for seq, event, data in events.follow(run.id, after_seq=after_seq):
                 if event in ("end", "error"):
                     finished = True
-                if modes and event.split("|")[0] not in modes and event not in _ALWAYS:
+                if modes and not _wanted(event, modes):
                     continue
                 yield seq, event, data
         finally:
@@ -178,6 +178,16 @@ def _stream(
 
 
 _ALWAYS = frozenset({"metadata", "end", "error"})
+
+
+def _wanted(event: str, modes: list[str]) -> bool:
+    """Whether an event of the run's log belongs to one of the `modes` a joiner asked for."""
+    if event in _ALWAYS:
+        return True
+    base = event.split("|", 1)[0]
+    if base.startswith("messages"):  # messages/partial..., or messages-tuple sent as messages
+        return "messages" in modes or "messages-tuple" in modes
+    return base in modes
 
 
 def _result(

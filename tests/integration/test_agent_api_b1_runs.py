@@ -572,3 +572,15 @@ async def test_batch_runs_on_threads_and_stateless_and_all_or_nothing(
         )
     assert refused.status_code == 404
     assert len(await client.runs.list(thread_id)) == 2  # the first item was not created either
+
+
+async def test_join_stream_keeps_only_the_modes_asked_for(client: Any, steps: str) -> None:
+    thread_id = await new_thread(client, steps)
+    run = await client.runs.create(
+        thread_id, steps, input={"log": []}, stream_mode=["values", "updates"]
+    )
+    parts = [
+        p async for p in client.runs.join_stream(thread_id, run["run_id"], stream_mode="updates")
+    ]
+    assert {p.event for p in parts} == {"metadata", "updates", "end"}
+    assert [next(iter(p.data)) for p in parts if p.event == "updates"] == STEPS
