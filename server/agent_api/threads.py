@@ -34,10 +34,11 @@ from server.schemas.agent_api import (
     ThreadUpdate,
 )
 from server.schemas.common import CONFLICT, NOT_FOUND
-from stores.errors import ConflictError, InvalidInputError
+from stores.errors import ConflictError, InvalidInputError, NotFoundError
 from stores.sql import runs as run_store
 from stores.sql import threads as store
 from stores.sql.assistants import resolve_assistant
+from stores.sql.database import Database
 from stores.sql.models import Conversation
 
 router = APIRouter(prefix="/threads", tags=["threads"])
@@ -62,14 +63,15 @@ def thread_json(thread: Conversation) -> dict[str, Any]:
 STOP_RUNS_TIMEOUT_S = 10.0
 
 
-async def stop_runs(engine: RunEngine, db: DatabaseDep, thread_ids: list[uuid.UUID]) -> None:
+async def stop_runs(engine: RunEngine, db: Database, thread_ids: list[uuid.UUID]) -> None:
     """Cancel the threads' pending and running runs and wait (bounded) until they stop, so
     their streams end with their last event before the rows go."""
     for thread_id in thread_ids:
         active = await run_store.runs_with_status(db, ("pending", "running"), thread_id=thread_id)
         if not active:
             continue
-        await engine.cancel(active, thread_id=thread_id, reason="its thread was deleted")
+        with contextlib.suppress(NotFoundError):  # a run deleted meanwhile needs no cancel
+            await engine.cancel(active, thread_id=thread_id, reason="its thread was deleted")
         for run_id in active:
             with contextlib.suppress(TimeoutError):
                 await engine.wait(run_id, timeout_s=STOP_RUNS_TIMEOUT_S)
