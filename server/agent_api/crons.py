@@ -191,6 +191,7 @@ async def submit_cron_run(engine: RunEngine, cron: Cron) -> Run:
     run's metadata is the cron's metadata, then the payload's, plus `cron_id`.
     """
     payload = dict(cron.payload)
+    payload["assistant_id"] = str(cron.assistant_id)
     stateless = cron.thread_id is None
     if stateless:
         payload["on_completion"] = "keep" if cron.on_run_completed == "keep" else "delete"

@@ -71,6 +71,9 @@ class CronScheduler:
             except (SQLAlchemyError, OSError) as error:
                 log.warning("cron scheduler: database unavailable: %s", error)
                 claimed = 0
+            except Exception:  # never let one bad cron stop the scheduler of this process
+                log.exception("cron scheduler: tick failed")
+                claimed = 0
             if claimed >= self._batch_size:
                 continue
             with contextlib.suppress(TimeoutError):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,6 +43,12 @@ def check_schedule(schedule: str) -> str:
             "an optional 6th field of seconds, or @hourly/@daily/...)",
             field="schedule",
         )
+    try:
+        croniter(text, datetime.now(UTC)).get_next(datetime)
+    except (CroniterError, ValueError) as error:
+        raise InvalidInputError(
+            f"the schedule {schedule!r} never fires (e.g. February 30th)", field="schedule"
+        ) from error
     return text
 
 
@@ -277,8 +283,11 @@ async def claim_due_crons(db: Database, *, now: datetime, limit: int = 50) -> li
                     enabled=row.enabled,
                 )
             )
-            fire = next_run_after(row.schedule, row.timezone, after=now)
-            if row.end_time is not None and fire > row.end_time:
+            try:
+                fire: datetime | None = next_run_after(row.schedule, row.timezone, after=now)
+            except (CroniterError, ValueError, KeyError):  # e.g. a timezone no longer known
+                fire = None
+            if fire is None or (row.end_time is not None and fire > row.end_time):
                 row.enabled = False
                 row.next_run_date = None
             else:

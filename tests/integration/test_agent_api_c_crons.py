@@ -23,7 +23,7 @@ from stores.sql.crons import create_cron
 from stores.sql.database import open_database
 from stores.sql.models import Cron
 from tests.integration.c_support import WebhookReceiver, webhook_receiver
-from tests.support import make_settings, running_server
+from tests.support import make_settings, running_server, scratch_database
 
 RUN_INPUT: Any = {"messages": [{"role": "user", "content": "hello"}]}
 RUN_CONTEXT: Any = {"tools": [], "memory_policy": "off"}
@@ -110,6 +110,7 @@ def test_cron_crud_search_count_in_the_crons_timezone(client: SyncLangGraphClien
     ("fields", "field"),
     [
         ({"schedule": "61 * * * *"}, "schedule"),
+        ({"schedule": "0 0 30 2 *"}, "schedule"),
         ({"timezone": "Mars/Olympus_Mons"}, "timezone"),
         ({"webhook": "http://10.0.0.1/hook"}, "webhook"),
         ({"webhook": "http://localhost:9/hook"}, "webhook"),
@@ -198,7 +199,13 @@ def test_stateless_cron_fires_on_a_new_thread_until_its_end_time(
     client.crons.delete(cron["cron_id"])
 
 
-async def test_two_schedulers_never_take_the_same_firing(database_url: str) -> None:
+async def test_two_schedulers_never_take_the_same_firing(pg_admin_url: str) -> None:
+    # A database of its own: the module's server runs a scheduler of its own on the other one.
+    with scratch_database(pg_admin_url, "cron_race") as url:
+        await _race_schedulers(url)
+
+
+async def _race_schedulers(database_url: str) -> None:
     async with open_database(database_url) as db:
         await ensure_system_assistants(db, ["chat"])
         assistant = await resolve_assistant(db, "chat")

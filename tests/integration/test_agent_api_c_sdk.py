@@ -251,7 +251,13 @@ async def test_run_webhook_is_delivered_on_completion(
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.0.0.1/hook", "http://localhost:9/hook", "http://169.254.169.254/", "ftp://x/"],
+    [
+        "http://10.0.0.1/hook",
+        "http://127.0.0.2:9/hook",  # loopback, but not the allow-listed 127.0.0.1
+        "http://localhost:9/hook",
+        "http://169.254.169.254/",
+        "ftp://x/",
+    ],
 )
 async def test_run_webhook_to_private_or_loopback_host_is_422(
     client: LangGraphClient, url: str

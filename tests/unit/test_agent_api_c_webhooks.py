@@ -129,9 +129,10 @@ async def test_webhook_to_loopback_is_not_sent_without_allow_list(
 
 def test_schedule_and_timezone_are_checked_by_field() -> None:
     assert check_schedule(" */5 * * * * ") == "*/5 * * * *"
-    with pytest.raises(InvalidInputError) as bad_schedule:
-        check_schedule("61 * * * *")
-    assert bad_schedule.value.field == "schedule"
+    for schedule in ("61 * * * *", "0 0 30 2 *", ""):
+        with pytest.raises(InvalidInputError) as bad_schedule:
+            check_schedule(schedule)
+        assert bad_schedule.value.field == "schedule"
     assert check_timezone(None) == "UTC"
     with pytest.raises(InvalidInputError) as bad_zone:
         check_timezone("Mars/Olympus_Mons")
