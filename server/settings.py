@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     run_poll_s: float = Field(
         2.0, gt=0, le=300, description="Seconds between looks for runs when no NOTIFY arrives."
     )
+    run_timeout_s: float | None = Field(
+        None, gt=0, description="Seconds a run attempt may take before it ends as `timeout`."
+    )
     extra_graphs: dict[str, str] = Field(
         default_factory=dict,
         description='More graphs runs may use, by id: {"id": "module:builder"} (tests, plugins); '

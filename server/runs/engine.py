@@ -459,6 +459,7 @@ class RunEngine:
             thread = await session.get(Conversation, thread_id)
         temporary = bool(kwargs.get("temporary")) and kwargs.get("on_completion") != "keep"
         graph = self.graphs.get(agent.graph_id) if agent else None
+        timer = asyncio.timeout(self.settings.run_timeout_s)
         await self.resources.checkpoints.ready()
         await self.events.append(
             run.id, "metadata", {"run_id": str(run.id), "attempt": run.attempt}
@@ -513,24 +514,30 @@ class RunEngine:
                 "graph_id": agent.graph_id,
             }
             config.setdefault("recursion_limit", 2 * context.max_steps + 12)
-            async for event, data in stream_graph(
-                graph,
-                graph_input,
-                config=config,  # type: ignore[arg-type]
-                context=context,
-                stream_modes=kwargs.get("stream_mode") or ["values"],
-                subgraphs=bool(kwargs.get("stream_subgraphs")),
-                interrupt_before=kwargs.get("interrupt_before"),
-                interrupt_after=kwargs.get("interrupt_after"),
-                checkpoint_during=_checkpoint_during(kwargs),
-            ):
-                await self.events.append(run.id, event, data)
+            async with timer:
+                async for event, data in stream_graph(
+                    graph,
+                    graph_input,
+                    config=config,  # type: ignore[arg-type]
+                    context=context,
+                    stream_modes=kwargs.get("stream_mode") or ["values"],
+                    subgraphs=bool(kwargs.get("stream_subgraphs")),
+                    interrupt_before=kwargs.get("interrupt_before"),
+                    interrupt_after=kwargs.get("interrupt_after"),
+                    checkpoint_during=_checkpoint_during(kwargs),
+                ):
+                    await self.events.append(run.id, event, data)
             values, interrupts, stopped = await self._state(graph, thread_id)
         except asyncio.CancelledError:
             raise
         except Exception as error:
             log.warning("run %s failed: %s: %s", run.id, type(error).__name__, error)
             data = error_data(error)
+            status = "error"
+            if timer.expired():
+                status = "timeout"
+                limit = self.settings.run_timeout_s
+                data = {"error": "TimeoutError", "message": f"the run took over {limit} s"}
             await self.events.append(run.id, "error", data)
             values_after: dict[str, Any] | None = None
             if graph is not None and thread is not None:
@@ -540,7 +547,7 @@ class RunEngine:
                 self.db,
                 run.id,
                 owner=self.owner,
-                status="error",
+                status=status,
                 output={"__error__": data},
                 error=f"{data['error']}: {data['message']}",
                 thread_status="error",

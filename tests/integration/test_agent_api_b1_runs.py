@@ -17,7 +17,7 @@ from langgraph_sdk.client import LangGraphClient
 from psycopg.rows import dict_row
 
 from tests.integration.b1_graphs import EXTRA_GRAPHS
-from tests.support import make_settings, running_server
+from tests.support import make_settings, running_server, scratch_database
 
 STEPS = ["s1", "s2", "s3", "s4"]
 SLOW = {"configurable": {"delay": 0.6}}
@@ -584,3 +584,35 @@ async def test_join_stream_keeps_only_the_modes_asked_for(client: Any, steps: st
     ]
     assert {p.event for p in parts} == {"metadata", "updates", "end"}
     assert [next(iter(p.data)) for p in parts if p.event == "updates"] == STEPS
+
+
+def test_a_run_over_run_timeout_s_ends_as_timeout(pg_admin_url: str, tmp_path: Path) -> None:
+    thread_id = str(uuid.uuid4())
+    # A database of its own: the module's server would claim the run otherwise.
+    with scratch_database(pg_admin_url, "b1_timeout") as database_url:
+        steps = make_assistant(database_url, "b1_steps")
+        settings = make_settings(
+            database_url,
+            tmp_path,
+            migrate_on_start=False,
+            extra_graphs=EXTRA_GRAPHS,
+            run_timeout_s=1.0,
+            run_poll_s=0.3,
+        )
+        with running_server(settings) as url:
+            response = httpx.post(
+                f"{url}/threads/{thread_id}/runs/wait",
+                json={
+                    "assistant_id": steps,
+                    "input": {"log": []},
+                    "config": SLOW,
+                    "if_not_exists": "create",
+                },
+                timeout=30,
+            )
+        assert response.json()["__error__"]["error"] == "TimeoutError"
+        [row] = sql(database_url, "SELECT status FROM runs WHERE thread_id = %s", thread_id)
+        assert row["status"] == "timeout"
+        thread = thread_row(database_url, thread_id)
+        assert thread is not None
+        assert thread["status"] == "error"
