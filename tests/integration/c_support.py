@@ -34,7 +34,7 @@ class WebhookReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
-    def wait_for(self, count: int, *, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_for(self, count: int, *, timeout: float = 90.0) -> list[dict[str, Any]]:
         """Block until at least `count` bodies arrived; `TimeoutError` otherwise."""
         with self._changed:
             if not self._changed.wait_for(lambda: len(self.bodies) >= count, timeout=timeout):

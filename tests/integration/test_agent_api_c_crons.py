@@ -180,7 +180,7 @@ def test_stateless_cron_fires_on_a_new_thread_until_its_end_time(
         context=RUN_CONTEXT,
         webhook=receiver.url,
         metadata={"tag": tag},
-        end_time=datetime.now(UTC) + timedelta(seconds=2),
+        end_time=datetime.now(UTC) + timedelta(seconds=5),
     )
     body = receiver.wait_for(1)[0]
     assert body["status"] == "success"
@@ -195,7 +195,7 @@ def test_stateless_cron_fires_on_a_new_thread_until_its_end_time(
     assert after["enabled"] is False
     assert after["next_run_date"] is None
     fired = len(receiver.bodies)
-    assert 1 <= fired <= 4
+    assert 1 <= fired <= 6  # one a second for at most 5 s
     client.crons.delete(cron["cron_id"])
 
 
