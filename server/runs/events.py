@@ -15,6 +15,7 @@ from typing import Any, Final
 import orjson
 import psycopg
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
@@ -48,6 +49,7 @@ _AFTER = text(
     "SELECT seq, event, data FROM run_events WHERE run_id = :run_id AND seq > :after ORDER BY seq"
 )
 _STATUS = text("SELECT status FROM runs WHERE id = :run_id")
+_READ_ATTEMPTS: Final = 3
 _LAST = text("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = :run_id")
 _PRUNE = text(
     "DELETE FROM run_events e USING ("
@@ -323,21 +325,34 @@ class RunEventLog:
                 len(batch),
             )
 
+    async def _read(self, query: Any, params: dict[str, Any]) -> list[Any]:
+        """Run a read, retrying on a fresh connection when the pooled one was cut under it.
+
+        The pool's pre-ping catches connections that died while idle, not one whose server
+        process is terminated between the ping and the query.
+        """
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                async with self.database.engine.connect() as conn:
+                    return list(await conn.execute(query, params))
+            except DBAPIError as error:
+                if not error.connection_invalidated or attempt == _READ_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     async def events_after(self, run_id: uuid.UUID, after_seq: int = 0) -> list[Event]:
         """The stored events of `run_id` with seq > `after_seq`, in order."""
-        async with self.database.engine.connect() as conn:
-            rows = await conn.execute(_AFTER, {"run_id": run_id, "after": after_seq})
-            return [(int(r.seq), str(r.event), r.data) for r in rows]
+        rows = await self._read(_AFTER, {"run_id": run_id, "after": after_seq})
+        return [(int(r.seq), str(r.event), r.data) for r in rows]
 
     async def last_seq(self, run_id: uuid.UUID) -> int:
         """The seq of the last stored event of `run_id` (0 when none)."""
-        async with self.database.engine.connect() as conn:
-            return int((await conn.execute(_LAST, {"run_id": run_id})).scalar_one())
+        return int((await self._read(_LAST, {"run_id": run_id}))[0][0])
 
     async def _run_active(self, run_id: uuid.UUID) -> bool:
-        async with self.database.engine.connect() as conn:
-            status = (await conn.execute(_STATUS, {"run_id": run_id})).scalar_one_or_none()
-        return status in ACTIVE_RUN_STATUSES
+        rows = await self._read(_STATUS, {"run_id": run_id})
+        return bool(rows) and rows[0][0] in ACTIVE_RUN_STATUSES
 
     async def follow(
         self, run_id: uuid.UUID, *, after_seq: int | None = None
