@@ -249,6 +249,20 @@ async def test_run_webhook_is_delivered_on_completion(
     assert body["run_ended_at"] >= body["run_started_at"]
 
 
+async def test_run_webhook_reports_a_failed_run(
+    client: LangGraphClient, receiver: WebhookReceiver
+) -> None:
+    thread = await client.threads.create()
+    failing: Any = {"configurable": {"fail_at": "s2"}}
+    run = await client.runs.create(
+        thread["thread_id"], "steps", input={"log": []}, config=failing, webhook=receiver.url
+    )
+    (body,) = await asyncio.to_thread(receiver.wait_for, 1)
+    assert body["run_id"] == run["run_id"]
+    assert body["status"] == "error"
+    assert "failed on purpose" in str(body["error"])
+
+
 @pytest.mark.parametrize(
     "url",
     [
