@@ -339,10 +339,10 @@ async def join_run_stream(
 ) -> Response:
     """Follow the run's events: stored ones after `Last-Event-ID` (or all), then live ones."""
     run = await run_store.get_run(db, run_id, thread_id=thread_id)
+    after = parse_last_event_id(last_event_id)  # 422 naming Last-Event-ID
     try:
         wanted = [m for m in stream_mode or [] if m]  # the SDK sends `stream_mode=` for None
         modes = validate_stream_modes(wanted) if wanted else None
-        after = parse_last_event_id(last_event_id)
     except ValueError as error:
         raise InvalidInputError(str(error), field="stream_mode") from error
     return _stream(
