@@ -94,6 +94,18 @@ class RunsCancel(BaseModel):
     status: Literal["pending", "running", "all"] | None = None
 
 
+RunField = Literal[
+    "run_id",
+    "thread_id",
+    "assistant_id",
+    "created_at",
+    "updated_at",
+    "status",
+    "metadata",
+    "kwargs",
+    "multitask_strategy",
+    "cancel_reason",
+]
 Action = Annotated[Literal["interrupt", "rollback"], Query(description="interrupt or rollback")]
 
 
@@ -285,11 +297,15 @@ async def list_runs(
         Literal["pending", "running", "success", "error", "timeout", "interrupted"] | None,
         Query(),
     ] = None,
+    select: Annotated[list[RunField] | None, Query()] = None,
 ) -> list[dict[str, Any]]:
-    """The thread's runs, newest first."""
+    """The thread's runs, newest first (only the `select`ed fields when given)."""
     await run_store.require_thread(db, thread_id)
     runs = await run_store.list_runs(db, thread_id, limit=limit, offset=offset, status=status)
-    return [run_json(run) for run in runs]
+    rows = [run_json(run) for run in runs]
+    if select:
+        rows = [{key: row[key] for key in select} for row in rows]
+    return rows
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")

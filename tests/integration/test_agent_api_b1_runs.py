@@ -106,6 +106,9 @@ async def test_wait_returns_final_values_and_the_run_is_listed_then_deleted(
     assert result == {"log": STEPS}
     runs = await client.runs.list(thread_id)
     assert [r["status"] for r in runs] == ["success"]
+    assert await client.runs.list(thread_id, select=["run_id", "status"]) == [
+        {"run_id": runs[0]["run_id"], "status": "success"}
+    ]
     run = await client.runs.get(thread_id, runs[0]["run_id"])
     assert run["thread_id"] == thread_id
     assert run["assistant_id"] == steps
