@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
-from server.runs.engine import RunEngine, run_json
+from server.runs.engine import ContextOverrides, RunEngine, run_json
 from server.runs.events import parse_last_event_id, run_headers, sse_response
 from server.runs.streaming import dumps, validate_stream_modes
 from server.runs.webhooks import check_webhook_url
@@ -135,6 +135,10 @@ async def _submit(
             )
         except ValueError as error:
             raise InvalidInputError(str(error), field="webhook") from error
+    try:
+        ContextOverrides.model_validate(body.context or {})
+    except ValidationError as error:
+        raise InvalidInputError(f"context: {error}", field="context") from error
     if body.command is not None and body.input is not None:
         raise InvalidInputError("give either input or command, not both", field="command")
     kwargs = body.model_dump(

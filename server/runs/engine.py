@@ -18,10 +18,13 @@ import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import text
 
 from graphs.registry import build_graphs
+from nodes.context import AgentContext
 from nodes.models import ChatModelCache
+from nodes.tools.registry import enabled_tools
 from server.chat import agent_context
 from server.resources import Resources
 from server.runs.events import RunEventLog
@@ -37,10 +40,48 @@ log = logging.getLogger(__name__)
 CHANNEL = "switchboard_runs"
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 CancelAction = Literal["interrupt", "rollback"]
-# AgentContext fields a run's `context` may override (plain values, not service handles).
-CONTEXT_OVERRIDES = frozenset(
-    {"system_prompt", "agent_name", "max_steps", "history_window", "retrieve_k", "min_score"}
-)
+
+
+class ContextOverrides(BaseModel):
+    """The keys of an assistant's or a run's `context` that change the agent's `AgentContext`.
+
+    Other keys are ignored (graphs with another context schema may use them).
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    agent_name: str | None = Field(None, min_length=1, max_length=200)
+    system_prompt: str | None = Field(None, max_length=100_000)
+    tools: list[str] | None = Field(None, max_length=50)
+    collections: list[str] | None = Field(None, max_length=50)
+    max_steps: int | None = Field(None, ge=1, le=50)
+    history_window: int | None = Field(None, ge=2, le=200)
+    retrieve_k: int | None = Field(None, ge=0, le=20)
+    min_score: float | None = Field(None, ge=-1, le=1)
+    memory_policy: Literal["auto", "tool", "off"] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            enabled_tools(value)  # raises ValueError naming unknown tools
+        return value
+
+
+def apply_context(context: AgentContext, *layers: Mapping[str, Any] | None) -> AgentContext:
+    """`context` with each layer's overrides applied in order; `ValueError` on a bad value."""
+    for layer in layers:
+        if not layer:
+            continue
+        try:
+            overrides = ContextOverrides.model_validate(layer).model_dump(exclude_none=True)
+        except ValidationError as error:
+            raise ValueError(str(error)) from error
+        for key in ("tools", "collections"):
+            if key in overrides:
+                overrides[key] = tuple(overrides[key])
+        context = dataclasses.replace(context, **overrides)
+    return context
 
 
 def load_extra_graphs(
@@ -478,11 +519,10 @@ class RunEngine:
                 tool_cache=self.resources.tool_cache,
                 models=self.models,
             )
-            overrides = {
-                k: v for k, v in (kwargs.get("context") or {}).items() if k in CONTEXT_OVERRIDES
-            }
-            if overrides:
-                context = dataclasses.replace(context, **overrides)
+            try:
+                context = apply_context(context, agent.context, kwargs.get("context"))
+            except ValueError as error:
+                raise InvalidInputError(f"context: {error}", field="context") from error
             config = _merge_config(agent.config, kwargs.get("config"))
             configurable = dict(config.get("configurable") or {})
             configurable.update(thread_id=str(thread_id), checkpoint_ns="")

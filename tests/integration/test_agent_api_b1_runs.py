@@ -394,6 +394,12 @@ async def test_bad_requests_name_the_problem(client: Any, steps: str, server_url
         )
         assert bad.status_code == 422
         assert "multitask_strategy" in bad.text
+        bad_context = await http.post(
+            "/runs", json={"assistant_id": steps, "context": {"tools": ["teleport"]}}
+        )
+        assert bad_context.status_code == 422
+        assert bad_context.json()["field"] == "context"
+        assert "teleport" in bad_context.text
         bad_mode = await http.post("/runs", json={"assistant_id": steps, "stream_mode": "nope"})
         assert bad_mode.status_code == 422
         assert "stream_mode" in bad_mode.text
@@ -419,9 +425,10 @@ async def test_the_chat_graph_runs_by_graph_id_with_its_agent_context(
         thread_id,
         "chat",
         input={"messages": [{"role": "user", "content": "What is 6 * 7?"}]},
+        context={"tools": ["calculator"], "memory_policy": "off"},
         if_not_exists="create",
     )
-    assert result["answer"]
+    assert "42" in result["answer"]  # the run's context turned the calculator on
     assert [m["type"] for m in result["messages"]] == ["human", "ai"]
     assert result["messages"][-1]["content"] == result["answer"]
     thread = thread_row(database_url, thread_id)
