@@ -206,14 +206,46 @@ async def _share(urls: list[str], assistant: str, count: int) -> list[tuple[str,
             await client.aclose()
 
 
+async def _cancel_across(database_url: str, urls: dict[int, str], assistant: str) -> Any:
+    """Start a slow run, cancel it through the server that does not run it; the run's row."""
+    clients: dict[int, Any] = {pid: get_client(url=url) for pid, url in urls.items()}
+    try:
+        some = next(iter(clients.values()))
+        thread_id = str(uuid.uuid4())
+        run = await some.runs.create(
+            thread_id,
+            assistant,
+            input={"log": []},
+            config={"configurable": {"delay": 1.0}},
+            if_not_exists="create",
+        )
+        for _ in range(300):
+            if (await some.runs.get(thread_id, run["run_id"]))["status"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        [row] = sql(database_url, "SELECT lease_owner FROM runs WHERE id = %s", run["run_id"])
+        owner_pid = int(row["lease_owner"].split(":")[1])
+        other = next(client for pid, client in clients.items() if pid != owner_pid)
+        await other.runs.cancel(thread_id, run["run_id"], wait=True)
+        result = await other.runs.join(thread_id, run["run_id"])
+        assert len(result.get("log", [])) < len(STEPS)  # the owner stopped it mid-way
+        return await other.runs.get(thread_id, run["run_id"])
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
 def test_two_servers_share_the_runs_and_never_run_one_twice(
     database_url: str, tmp_path: Path, steps: str
 ) -> None:
     with (
-        server_process(database_url, tmp_path / "one") as (one, _),
-        server_process(database_url, tmp_path / "two") as (two, _),
+        server_process(database_url, tmp_path / "one") as (one, first),
+        server_process(database_url, tmp_path / "two") as (two, second),
     ):
         outcomes = asyncio.run(_share([one, two], steps, 20))
+        urls = {first.pid: one, second.pid: two}
+        cancelled = asyncio.run(_cancel_across(database_url, urls, steps))
+    assert cancelled["status"] == "interrupted"
     for n, (_, _, result) in enumerate(outcomes):
         assert result["log"] == [f"in{n}", *STEPS]  # every node ran exactly once
     ids = [run_id for _, run_id, _ in outcomes]
