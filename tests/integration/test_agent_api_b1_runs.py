@@ -98,6 +98,21 @@ async def running(client: Any, thread_id: str, run_id: str) -> None:
     raise AssertionError(f"run {run_id} never started")
 
 
+async def past_s1(database_url: str, run_id: str) -> None:
+    """Wait until the run has checkpointed its first node (s1)."""
+    # Steps go on from the thread's last run: the run's input checkpoint is its first step,
+    # the start node's the next, s1's the one after.
+    query = (
+        "SELECT 1 FROM checkpoints WHERE metadata->>'run_id' = %s "
+        "HAVING max((metadata->>'step')::int) - min((metadata->>'step')::int) >= 2"
+    )
+    for _ in range(400):
+        if sql(database_url, query, run_id):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never got past s1")
+
+
 async def test_wait_returns_final_values_and_the_run_is_listed_then_deleted(
     client: Any, steps: str, database_url: str
 ) -> None:
@@ -177,12 +192,11 @@ async def test_reject_answers_409_while_the_thread_is_busy(client: Any, steps: s
 
 
 async def test_interrupt_stops_the_running_run_and_keeps_its_checkpoints(
-    client: Any, steps: str
+    client: Any, steps: str, database_url: str
 ) -> None:
     thread_id = await new_thread(client, steps)
     first = await client.runs.create(thread_id, steps, input={"log": ["a"]}, config=SLOW)
-    await running(client, thread_id, first["run_id"])
-    await asyncio.sleep(0.9)  # s1 done (0.6 s), s2 under way
+    await past_s1(database_url, first["run_id"])  # s1 done, s2 under way
     second = await client.runs.create(
         thread_id, steps, input={"log": ["b"]}, multitask_strategy="interrupt"
     )
@@ -196,12 +210,11 @@ async def test_interrupt_stops_the_running_run_and_keeps_its_checkpoints(
 
 
 async def test_rollback_deletes_the_running_run_and_its_checkpoints(
-    client: Any, steps: str
+    client: Any, steps: str, database_url: str
 ) -> None:
     thread_id = await new_thread(client, steps)
     first = await client.runs.create(thread_id, steps, input={"log": ["a"]}, config=SLOW)
-    await running(client, thread_id, first["run_id"])
-    await asyncio.sleep(0.9)
+    await past_s1(database_url, first["run_id"])
     second = await client.runs.create(
         thread_id, steps, input={"log": ["b"]}, multitask_strategy="rollback"
     )
