@@ -300,8 +300,14 @@ async def test_two_concurrent_resumes_cannot_both_consume_the_interrupt(
         return_exceptions=True,
     )
     errors = [o for o in outcomes if isinstance(o, httpx.HTTPStatusError)]
-    assert len(errors) == 1
-    assert errors[0].response.status_code == 409
+    assert [e.response.status_code for e in errors] in ([409], [])
+    created = [o for o in outcomes if isinstance(o, dict)]
+    joined = [await client.runs.join(thread_id, run["run_id"]) for run in created]
+    # Usually the second is refused (409); if the first had already finished when it came,
+    # it was accepted and found no interrupt left. Either way one resume ran.
+    assert sum("__error__" not in r for r in joined) == 1
+    final = await client.runs.wait(thread_id, review, input=None)
+    assert sum(entry.startswith("review:") for entry in final["log"]) == 1
 
 
 async def test_interrupt_before_and_after_stop_the_run_at_a_node(
