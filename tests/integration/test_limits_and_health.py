@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
+from sqlalchemy.engine import make_url
 
 from tests.integration.helpers import unique_email
-from tests.support import free_port, make_settings, running_server
+from tests.support import make_settings, running_server, scratch_database
 
 
 def test_declared_body_over_the_limit_is_413(api: httpx.Client) -> None:
@@ -48,18 +50,36 @@ def test_healthz_reports_postgres(api: httpx.Client) -> None:
     assert body["dependencies"]["postgres"]["kind"] == "external"
 
 
-def test_database_outage_is_503_not_500(tmp_path: Path) -> None:
-    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=1"
-    settings = make_settings(dead, tmp_path, migrate_on_start=False, db_pool_timeout=2)
-    with running_server(settings) as url, httpx.Client(base_url=url, timeout=30) as client:
-        health = client.get("/healthz")
-        assert health.status_code == 503
-        assert health.json()["dependencies"]["postgres"]["status"] == "down"
-        listing = client.get("/users")
-        assert listing.status_code == 503
-        assert "database" in listing.json()["detail"]
-        created = client.post("/users", json={"email": unique_email(), "name": "x"})
-        assert created.status_code == 503
+def test_database_outage_is_503_not_500_and_recovers(pg_admin_url: str, tmp_path: Path) -> None:
+    with scratch_database(pg_admin_url, "outage") as url:
+        name = make_url(url).database
+        settings = make_settings(url, tmp_path, db_pool_timeout=2)
+        with running_server(settings) as base, httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/healthz").status_code == 200
+            with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+                # The database goes away under the running server: no new connections, and
+                # every open one (the pools', the listeners') is cut.
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+                try:
+                    health = client.get("/healthz")
+                    assert health.status_code == 503
+                    assert health.json()["dependencies"]["postgres"]["status"] == "down"
+                    listing = client.get("/users")
+                    assert listing.status_code == 503
+                    assert "database" in listing.json()["detail"]
+                    created = client.post("/users", json={"email": unique_email(), "name": "x"})
+                    assert created.status_code == 503
+                finally:
+                    admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert client.get("/healthz").status_code == 200
+            assert (
+                client.post("/users", json={"email": unique_email(), "name": "back"}).status_code
+                == 201
+            )
 
 
 def test_openapi_documents_every_route(api: httpx.Client) -> None:
