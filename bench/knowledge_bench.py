@@ -297,8 +297,8 @@ def _report(
         f"with {os.cpu_count()} CPUs (shared with other work), Python "
         f"{platform.python_version()}, Qdrant **local mode**, all-MiniLM-L6-v2 on CPU, "
         f"chunks of {CHUNK_SIZE} characters. Produced by `python -m bench knowledge`. "
-        f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end: above "
-        f"{os.cpu_count()} other work competed for the CPUs and every figure is inflated.",
+        f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end; a load "
+        f"above {os.cpu_count()} means other work competed for the CPUs and inflated the figures.",
         "",
         "## Ingestion (full pipeline, real text, measured on ~1k chunks)",
         "",
