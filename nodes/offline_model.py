@@ -176,6 +176,9 @@ def _call(name: str, args: dict[str, Any]) -> ToolCall:
 
 def _best_sentence(text: str, wanted: set[str]) -> str:
     sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    # A heading or a question ("# What is X?") restates the query; answer with a statement.
+    statements = [s for s in sentences if not s.startswith("#") and not s.endswith("?")]
+    sentences = statements or sentences
     if not sentences:
         return text.strip()
     best = max(sentences, key=lambda s: (len(terms(s) & wanted), -sentences.index(s)))
