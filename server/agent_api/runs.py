@@ -196,6 +196,17 @@ def _stream(
 _ALWAYS = frozenset({"metadata", "end", "error"})
 
 
+def _stream_new(run: Run, body: RunCreate, *, engine: RunEngine, events: RunEventsDep) -> Response:
+    """The stream of a run just created: every event from the first."""
+    return _stream(
+        run,
+        engine=engine,
+        events=events,
+        after_seq=None,
+        cancel_on_disconnect=body.on_disconnect == "cancel",
+    )
+
+
 def _wanted(event: str, modes: list[str]) -> bool:
     """Whether an event of the run's log belongs to one of the `modes` a joiner asked for."""
     if event in _ALWAYS:
@@ -264,13 +275,7 @@ async def stream_run(
 ) -> Response:
     """Create a run on a thread and stream its events (SSE)."""
     run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
-    return _stream(
-        run,
-        engine=engine,
-        events=events,
-        after_seq=None,
-        cancel_on_disconnect=body.on_disconnect == "cancel",
-    )
+    return _stream_new(run, body, engine=engine, events=events)
 
 
 @router.post("/threads/{thread_id}/runs/wait")
@@ -420,13 +425,7 @@ async def stream_stateless_run(
 ) -> Response:
     """Create a run on a temporary thread and stream its events (SSE)."""
     run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
-    return _stream(
-        run,
-        engine=engine,
-        events=events,
-        after_seq=None,
-        cancel_on_disconnect=body.on_disconnect == "cancel",
-    )
+    return _stream_new(run, body, engine=engine, events=events)
 
 
 @router.post("/runs/wait")

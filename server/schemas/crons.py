@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -22,22 +22,6 @@ StreamModeName = Literal[
 CronSortBy = Literal[
     "cron_id", "assistant_id", "thread_id", "created_at", "updated_at", "next_run_date", "end_time"
 ]
-CRON_FIELDS = (
-    "cron_id",
-    "assistant_id",
-    "thread_id",
-    "on_run_completed",
-    "end_time",
-    "schedule",
-    "timezone",
-    "created_at",
-    "updated_at",
-    "payload",
-    "user_id",
-    "next_run_date",
-    "metadata",
-    "enabled",
-)
 CronField = Literal[
     "cron_id",
     "assistant_id",
@@ -55,6 +39,8 @@ CronField = Literal[
     "enabled",
     "now",
 ]
+# The fields of a cron as the API returns it ("now" is a search-only sort key).
+CRON_FIELDS = tuple(field for field in get_args(CronField) if field != "now")
 # Fields of a cron body that are kept in `payload` and become the body of each run it creates.
 RUN_PAYLOAD_FIELDS = (
     "assistant_id",
