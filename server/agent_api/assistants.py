@@ -11,7 +11,7 @@ from server.agent_api.state import (
     GraphsDep,
     graph_named,
     graph_schemas,
-    set_pagination_headers,
+    search_page,
 )
 from server.agent_api.threads import stop_runs
 from server.deps import DatabaseDep, EngineDep, ResourcesDep
@@ -110,11 +110,9 @@ async def search_assistants(body: AssistantSearch, db: DatabaseDep, response: Re
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    set_pagination_headers(response, offset=body.offset, count=len(rows), more=more)
-    items = [assistant_json(row) for row in rows]
-    if body.select:
-        items = [{k: v for k, v in item.items() if k in body.select} for item in items]
-    return items
+    return search_page(
+        response, rows, more=more, offset=body.offset, to_json=assistant_json, select=body.select
+    )
 
 
 @router.post("/count")

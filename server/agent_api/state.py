@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from fastapi import Depends, Request, Response
 from langchain_core.runnables import RunnableConfig
@@ -17,6 +17,8 @@ from pydantic import BaseModel, TypeAdapter, create_model
 
 from server.runs.streaming import to_jsonable
 from stores.errors import InvalidInputError, NotFoundError
+
+T = TypeVar("T")
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 
@@ -37,6 +39,23 @@ def set_pagination_headers(response: Response, *, offset: int, count: int, more:
         response.headers["X-Pagination-Total"] = str(offset + count + 1)
     else:
         response.headers["X-Pagination-Total"] = str(offset + count)
+
+
+def search_page(
+    response: Response,
+    rows: Sequence[T],
+    *,
+    more: bool,
+    offset: int,
+    to_json: Callable[[T], dict[str, Any]],
+    select: Sequence[str] | None,
+) -> list[dict[str, Any]]:
+    """A search's rows as JSON (only the `select`ed fields), with the pagination headers set."""
+    set_pagination_headers(response, offset=offset, count=len(rows), more=more)
+    items = [to_json(row) for row in rows]
+    if select:
+        items = [{k: v for k, v in item.items() if k in select} for item in items]
+    return items
 
 
 def graph_named(graphs: Mapping[str, Graph], graph_id: str, *, field: str = "graph_id") -> Graph:

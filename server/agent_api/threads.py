@@ -18,7 +18,7 @@ from server.agent_api.state import (
     empty_state,
     history,
     read_state,
-    set_pagination_headers,
+    search_page,
     update_state,
 )
 from server.deps import DatabaseDep, EngineDep, ResourcesDep
@@ -169,11 +169,9 @@ async def search_threads(body: ThreadSearch, db: DatabaseDep, response: Response
         sort_by=body.sort_by,
         sort_order=body.sort_order,
     )
-    set_pagination_headers(response, offset=body.offset, count=len(rows), more=more)
-    items = [thread_json(row) for row in rows]
-    if body.select:
-        items = [{k: v for k, v in item.items() if k in body.select} for item in items]
-    return items
+    return search_page(
+        response, rows, more=more, offset=body.offset, to_json=thread_json, select=body.select
+    )
 
 
 @router.post("/count")
