@@ -97,29 +97,35 @@ def run_checkpoints(database_url: str, run_id: str) -> list[dict[str, Any]]:
     )
 
 
+def start_slow_run_past_step_one(url: str, database_url: str, thread_id: str, steps: str) -> str:
+    """Create a background run whose steps sleep 1 s; return its id once s1 is checkpointed."""
+    response = httpx.post(
+        f"{url}/threads/{thread_id}/runs",
+        json={
+            "assistant_id": steps,
+            "input": {"log": ["in"]},
+            "config": {"configurable": {"delay": 1.0}},
+            "if_not_exists": "create",
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    run_id: str = response.json()["run_id"]
+    deadline = time.monotonic() + 30
+    while not any(
+        c["metadata"].get("step", -1) >= 1 for c in run_checkpoints(database_url, run_id)
+    ):
+        assert time.monotonic() < deadline, "the run never got past s1"
+        time.sleep(0.1)
+    return run_id
+
+
 def test_resume_after_kill_continues_from_the_last_checkpoint(
     database_url: str, tmp_path: Path, steps: str
 ) -> None:
     thread_id = str(uuid.uuid4())
     with server_process(database_url, tmp_path / "a") as (url, process):
-        response = httpx.post(
-            f"{url}/threads/{thread_id}/runs",
-            json={
-                "assistant_id": steps,
-                "input": {"log": ["in"]},
-                "config": {"configurable": {"delay": 1.0}},
-                "if_not_exists": "create",
-            },
-            timeout=10,
-        )
-        response.raise_for_status()
-        run_id = response.json()["run_id"]
-        deadline = time.monotonic() + 30
-        while not any(
-            c["metadata"].get("step", -1) >= 1 for c in run_checkpoints(database_url, run_id)
-        ):
-            assert time.monotonic() < deadline, "the run never got past s1"
-            time.sleep(0.1)
+        run_id = start_slow_run_past_step_one(url, database_url, thread_id, steps)
         os.kill(process.pid, signal.SIGKILL)  # mid-run: s2 is sleeping
         process.wait()
     [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
@@ -146,24 +152,7 @@ def test_a_server_stopped_gracefully_hands_its_run_back_at_once(
 ) -> None:
     thread_id = str(uuid.uuid4())
     with server_process(database_url, tmp_path / "c") as (url, process):
-        response = httpx.post(
-            f"{url}/threads/{thread_id}/runs",
-            json={
-                "assistant_id": steps,
-                "input": {"log": ["in"]},
-                "config": {"configurable": {"delay": 1.0}},
-                "if_not_exists": "create",
-            },
-            timeout=10,
-        )
-        response.raise_for_status()
-        run_id = response.json()["run_id"]
-        deadline = time.monotonic() + 30
-        while not any(
-            c["metadata"].get("step", -1) >= 1 for c in run_checkpoints(database_url, run_id)
-        ):
-            assert time.monotonic() < deadline, "the run never got past s1"
-            time.sleep(0.1)
+        run_id = start_slow_run_past_step_one(url, database_url, thread_id, steps)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     [row] = sql(database_url, "SELECT status, lease_owner, attempt FROM runs WHERE id = %s", run_id)
