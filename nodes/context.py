@@ -8,13 +8,10 @@ from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
 
-DEFAULT_TOOLS: tuple[str, ...] = (
-    "knowledge_search",
-    "calculator",
-    "current_time",
-    "remember",
-    "forget",
-)
+# The safe built-in tools (no network, no writes): what an agent graph runs with when nothing
+# names its tools — `langgraph dev`'s default context, and the system assistants of graphs that
+# call tools. `http_get`, `remember` and `forget` stay opt-in.
+DEFAULT_TOOLS: tuple[str, ...] = ("knowledge_search", "calculator", "current_time")
 
 
 class SearchHitLike(Protocol):
@@ -136,3 +133,14 @@ def context_from(value: AgentContext | Mapping[str, Any] | None) -> AgentContext
         if name in values:
             values[name] = tuple(values[name])
     return AgentContext(**values)
+
+
+def default_tools(graph: Any) -> tuple[str, ...]:
+    """The tools the system assistant of a compiled `graph` starts with.
+
+    `DEFAULT_TOOLS` for a graph on `AgentContext` that has a `call_tools` node (one that can run
+    tools at all); none for any other graph.
+    """
+    schema = getattr(graph, "context_schema", None)
+    is_agent = isinstance(schema, type) and issubclass(schema, AgentContext)
+    return DEFAULT_TOOLS if is_agent and "call_tools" in getattr(graph, "nodes", {}) else ()

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from nodes.context import default_tools
 from server.agent_api import assistants as agent_assistants
 from server.agent_api import crons as agent_crons
 from server.agent_api import meta as agent_meta
@@ -47,7 +48,11 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.chat = chat
             app.state.run_events = run_events
             app.state.runs = runs
-            await ensure_system_assistants(resources.database, runs.graphs)
+            await ensure_system_assistants(
+                resources.database,
+                runs.graphs,
+                tools={graph_id: default_tools(g) for graph_id, g in runs.graphs.items()},
+            )
             app.state.cron_scheduler = crons
             log.info(
                 "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",

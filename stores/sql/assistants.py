@@ -98,13 +98,27 @@ async def backfill_versions(db: Database) -> int:
         return len((await session.execute(stmt)).all())
 
 
-async def ensure_system_assistants(db: Database, graph_ids: Iterable[str]) -> list[Agent]:
+async def ensure_system_assistants(
+    db: Database,
+    graph_ids: Iterable[str],
+    *,
+    tools: Mapping[str, Sequence[str]] | None = None,
+) -> list[Agent]:
     """Create the system assistant of every graph that lacks one (idempotent, race-safe), and
-    the version rows that agents made before versions were kept lack."""
+    the version rows that agents made before versions were kept lack.
+
+    Args:
+        db: The database.
+        graph_ids: The declared graphs.
+        tools: The tools each graph's system assistant starts with (none when absent). A system
+            assistant nobody has changed yet (version 1, no tools) gets them too, so a database
+            made before the defaults existed catches up.
+    """
     await backfill_versions(db)
     created: list[Agent] = []
     for graph_id in graph_ids:
         key = system_assistant_id(graph_id)
+        default_tools = list((tools or {}).get(graph_id, ()))
         async with db.sessions.begin() as session:
             # A transaction-scoped advisory lock makes concurrent server starts insert once.
             await session.execute(select(func.pg_advisory_xact_lock(key.int & 0x7FFFFFFFFFFFFFFF)))
@@ -115,6 +129,7 @@ async def ensure_system_assistants(db: Database, graph_ids: Iterable[str]) -> li
                     graph_id=graph_id,
                     name=graph_id,
                     description="",
+                    tools=default_tools,
                     config={},
                     context={},
                     metadata_={"created_by": "system"},
@@ -122,6 +137,8 @@ async def ensure_system_assistants(db: Database, graph_ids: Iterable[str]) -> li
                 )
                 session.add(agent)
                 await record_version(session, agent)
+            elif default_tools and agent.version == 1 and not agent.tools:
+                agent.tools = default_tools
             created.append(agent)
     return created
 

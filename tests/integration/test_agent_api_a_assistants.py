@@ -14,7 +14,7 @@ from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from sqlalchemy import text
 
-from stores.sql.assistants import backfill_versions
+from stores.sql.assistants import backfill_versions, ensure_system_assistants
 from stores.sql.database import open_database
 from tests.support import make_settings, running_server
 
@@ -53,6 +53,43 @@ def test_system_assistants_exist_per_graph_with_langgraph_api_ids(
         assert assistant["version"] == 1
     # A graph id is accepted wherever an assistant id is.
     assert client.assistants.get("chat")["assistant_id"] == by_graph["chat"]["assistant_id"]
+
+
+async def test_system_chat_assistant_calculates_out_of_the_box(server_url: str) -> None:
+    """Studio, RemoteGraph and the SDK get a working agent with no setup: "What is 12 * 12?"
+    on the `chat` system assistant runs the calculator (a default tool) and answers 144."""
+    async with get_client(url=server_url) as sdk:
+        values: Any = await sdk.runs.wait(
+            None,
+            "chat",
+            input={"messages": [{"role": "user", "content": "What is 12 * 12?"}]},
+        )
+    messages = values["messages"]
+    assert messages[-1]["type"] == "ai"
+    assert "144" in messages[-1]["content"]
+    with httpx.Client(base_url=server_url) as http:
+        agent = http.get(f"/agents/{uuid.uuid5(NAMESPACE_GRAPH, 'chat')}").json()
+        researcher = http.get(f"/agents/{uuid.uuid5(NAMESPACE_GRAPH, 'researcher')}").json()
+    assert agent["tools"] == ["knowledge_search", "calculator", "current_time"]
+    assert researcher["tools"] == []  # it runs no tools, so it lists none
+
+
+async def test_upgraded_database_gives_an_untouched_system_assistant_the_default_tools(
+    database_url: str,
+) -> None:
+    """A chat system assistant made before default tools existed (version 1, no tools) gets
+    them at the next start; one that somebody changed keeps what they chose."""
+    async with open_database(database_url) as db:
+        graph_ids = ["old-untouched", "old-changed"]
+        made = await ensure_system_assistants(db, graph_ids)
+        async with db.sessions.begin() as session:
+            await session.execute(
+                text("UPDATE agents SET version = 2 WHERE id = :id"), {"id": made[1].id}
+            )
+        tools = {graph_id: ["calculator"] for graph_id in graph_ids}
+        untouched, changed = await ensure_system_assistants(db, graph_ids, tools=tools)
+    assert untouched.tools == ["calculator"]
+    assert changed.tools == []
 
 
 def test_create_get_update_versions_latest_delete(client: SyncLangGraphClient) -> None:
