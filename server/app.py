@@ -26,6 +26,7 @@ from server.runs.engine import open_run_engine
 from server.runs.events import open_run_events
 from server.samples import sample_ingest
 from server.settings import Settings
+from server.web import install_web
 from stores.sql.assistants import ensure_system_assistants
 
 log = logging.getLogger(__name__)
@@ -92,4 +93,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(agent_crons.router)
     for api in (agent_assistants, agent_threads, agent_store, agent_meta):
         app.include_router(api.router)
+    install_web(app)
     return app

@@ -58,18 +58,15 @@ def test_system_assistants_exist_per_graph_with_langgraph_api_ids(
 async def test_system_chat_assistant_calculates_out_of_the_box(server_url: str) -> None:
     """Studio, RemoteGraph and the SDK get a working agent with no setup: "What is 12 * 12?"
     on the `chat` system assistant runs the calculator (a default tool) and answers 144."""
+    question: Any = {"messages": [{"role": "user", "content": "What is 12 * 12?"}]}
     async with get_client(url=server_url) as sdk:
-        values: Any = await sdk.runs.wait(
-            None,
-            "chat",
-            input={"messages": [{"role": "user", "content": "What is 12 * 12?"}]},
-        )
+        values: Any = await sdk.runs.wait(None, "chat", input=question)
     messages = values["messages"]
     assert messages[-1]["type"] == "ai"
     assert "144" in messages[-1]["content"]
-    with httpx.Client(base_url=server_url) as http:
-        agent = http.get(f"/agents/{uuid.uuid5(NAMESPACE_GRAPH, 'chat')}").json()
-        researcher = http.get(f"/agents/{uuid.uuid5(NAMESPACE_GRAPH, 'researcher')}").json()
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        agent = (await http.get(f"/agents/{uuid.uuid5(NAMESPACE_GRAPH, 'chat')}")).json()
+        researcher = (await http.get(f"/agents/{uuid.uuid5(NAMESPACE_GRAPH, 'researcher')}")).json()
     assert agent["tools"] == ["knowledge_search", "calculator", "current_time"]
     assert researcher["tools"] == []  # it runs no tools, so it lists none
 
