@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
@@ -13,96 +12,34 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from langgraph.types import StreamMode
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from graphs.registry import build_graphs
-from nodes.context import AgentContext, ModelSpec, ToolCache
+from nodes.context import AgentContext, ToolCache
 from nodes.models import ChatModelCache
 from nodes.retrieve import public_source
 from nodes.tools.builtin import BUILTIN_TOOLS
 from server.resources import Resources
+from server.runs.context import ContextServices, agent_context
 from server.runs.streaming import to_jsonable
 from server.schemas.turns import ChatAnswer, ChatRequest
-from server.settings import Settings
 from stores.errors import ConflictError
 from stores.sql import repositories as repo
 from stores.sql import runs, turns
 from stores.sql import tools as sql_tools
 from stores.sql.models import Agent, Conversation
+from stores.sql.runs import RunToken
 
 log = logging.getLogger(__name__)
 
 STREAM_MODES: list[StreamMode] = ["custom", "values"]
-
-
-class AgentRunConfig(BaseModel):
-    """The keys of an agent's `config` the graphs read; unset ones come from the settings."""
-
-    model_config = ConfigDict(extra="allow")
-
-    max_steps: int | None = Field(None, ge=1, le=50)
-    history_window: int | None = Field(None, ge=2, le=200)
-    retrieve_k: int = Field(4, ge=0, le=20)
-    min_score: float = Field(0.2, ge=-1, le=1)
-    memory_policy: Literal["auto", "tool", "off"] = "auto"
-    tool_timeout_s: float | None = Field(None, gt=0, le=300)
-
-
-def agent_context(
-    agent: Agent,
-    *,
-    user_id: uuid.UUID | None,
-    settings: Settings,
-    knowledge: Any,
-    tool_cache: ToolCache | None,
-    models: ChatModelCache,
-) -> AgentContext:
-    """The run context of `agent` for `user_id`: its row's settings over the server's defaults."""
-    try:
-        config = AgentRunConfig.model_validate(agent.config or {})
-    except ValidationError as error:
-        raise ConflictError(
-            f"agent {agent.id} has an invalid config: {error}", field="config"
-        ) from error
-    model: Mapping[str, Any] = agent.model or {}
-    provider = model.get("provider") or settings.llm_provider
-    spec = ModelSpec(
-        provider=provider,
-        name=model.get("name") or (settings.llm_model if provider == "openai" else "offline"),
-        temperature=float(model.get("temperature", settings.llm_temperature)),
-        max_tokens=model.get("max_tokens", settings.llm_max_tokens),
-        timeout_s=float(model.get("timeout_s", settings.llm_timeout_s)),
-        max_retries=settings.llm_max_retries,
-        api_key=settings.openai_api_key,
-        base_url=settings.openai_base_url,
-        token_delay_s=settings.offline_token_delay_s,
-    )
-    return AgentContext(
-        user_id=str(user_id) if user_id else "anonymous",
-        agent_name=agent.name,
-        system_prompt=agent.system_prompt,
-        model=spec,
-        tools=tuple(agent.tools),
-        collections=tuple(agent.collections),
-        max_steps=config.max_steps or settings.agent_max_steps,
-        history_window=config.history_window or settings.agent_history_window,
-        retrieve_k=config.retrieve_k,
-        min_score=config.min_score,
-        memory_policy=config.memory_policy,
-        tool_timeout_s=config.tool_timeout_s or settings.agent_tool_timeout_s,
-        http_allowed_hosts=tuple(settings.http_tool_allowed_hosts),
-        knowledge=knowledge,
-        tool_cache=tool_cache,
-        models=models,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +65,7 @@ class Turn:
 
     run_id: uuid.UUID
     conversation_id: uuid.UUID
+    token: RunToken
     queue: asyncio.Queue[ChatEvent | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[ChatAnswer] | None = None
 
@@ -223,13 +161,13 @@ class ChatService:
                 agent,
                 user_id=conversation.user_id,
                 settings=self.settings,
-                knowledge=self.resources.knowledge,
-                tool_cache=self.tool_cache,
-                models=self.models,
+                services=ContextServices(
+                    knowledge=self.resources.knowledge,
+                    tool_cache=self.tool_cache,
+                    models=self.models,
+                ),
+                disabled_tools=self.disabled_tools,
             )
-            if self.disabled_tools:
-                tools = tuple(t for t in context.tools if t not in self.disabled_tools)
-                context = dataclasses.replace(context, tools=tools)
             return agent.graph_id, graph, context
 
         message_id = uuid.uuid4()
@@ -250,7 +188,7 @@ class ChatService:
             lease_s=self.settings.run_lease_s,
             prepare=prepare,
         )
-        turn = Turn(run_id=run.id, conversation_id=conversation_id)
+        turn = Turn(run_id=run.id, conversation_id=conversation_id, token=RunToken(run.id, 1))
         turn.queue.put_nowait(
             ChatEvent(
                 "metadata",
@@ -308,7 +246,7 @@ class ChatService:
                 progress.first_token = time.perf_counter()
             turn.queue.put_nowait(event)
 
-    async def _hold_lease(self, run_id: uuid.UUID, work: asyncio.Task[None]) -> str | None:
+    async def _hold_lease(self, token: RunToken, work: asyncio.Task[None]) -> str | None:
         """Renew the run's lease until `work` ends; a cancel request (or a lost lease) stops it.
 
         Returns:
@@ -320,12 +258,11 @@ class ChatService:
             if done:
                 return None
             try:
-                ours, cancel = await runs.renew_lease(
-                    self.resources.database, run_id, owner=self.owner, lease_s=lease_s
-                )
+                renewal = await runs.renew_lease(self.resources.database, token, lease_s=lease_s)
             except SQLAlchemyError as error:  # a blip: the next beat may succeed
-                log.warning("could not renew the lease of chat run %s: %s", run_id, error)
+                log.warning("could not renew the lease of chat run %s: %s", token.run_id, error)
                 continue
+            ours, cancel = renewal.held, renewal.cancel_reason
             if ours and cancel is None:
                 continue
             reason = cancel or "the run was taken over by another worker"
@@ -352,7 +289,7 @@ class ChatService:
                 work = asyncio.create_task(
                     self._stream(turn, graph, context, progress, message, message_id)
                 )
-                stopped = await self._hold_lease(turn.run_id, work)
+                stopped = await self._hold_lease(turn.token, work)
                 if stopped is not None:
                     status, error_text = "interrupted", f"cancelled: {stopped}"
                 else:
@@ -417,8 +354,7 @@ class ChatService:
         """Close the run row and set the conversation (thread) status and values."""
         closed = await runs.finish_run(
             self.resources.database,
-            turn.run_id,
-            owner=self.owner,
+            turn.token,
             status=status,
             output={"answer": final.get("answer", "")} if final else None,
             error=error,

@@ -26,7 +26,7 @@ from stores.embeddings import open_embedder
 from stores.knowledge import KnowledgeBase, open_knowledge
 from stores.memory import MongoGateway, MongoStore, ToolCache, open_memory_store, open_mongo
 from stores.qdrant import open_qdrant
-from stores.sql.database import Database, open_database
+from stores.sql.database import Database, Timeouts, open_database
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class Resources:
     mongo: MongoGateway
     mongo_kind: str  # "external" or "embedded"
     checkpoints: Checkpoints
+    timeouts: Timeouts  # of every PostgreSQL connection: connect and statement
 
 
 @contextmanager
@@ -146,12 +147,16 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         kind = "external" if settings.database_url else "embedded"
         if settings.migrate_on_start:
             await anyio.to_thread.run_sync(migrate.upgrade, url)
+        timeouts = Timeouts(
+            connect_s=settings.db_connect_timeout_s, statement_s=settings.db_statement_timeout_s
+        )
         database = await stack.enter_async_context(
             open_database(
                 url,
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 pool_timeout=settings.db_pool_timeout,
+                timeouts=timeouts,
             )
         )
         qdrant = await stack.enter_async_context(qdrant_for(settings))
@@ -170,7 +175,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         # LangGraph's checkpoint tables live in the same database, on a psycopg pool of their own.
         checkpoints = await stack.enter_async_context(
             open_checkpoints(
-                url, max_size=settings.checkpoint_pool_size, timeout_s=settings.db_pool_timeout
+                url,
+                max_size=settings.checkpoint_pool_size,
+                timeout_s=settings.db_pool_timeout,
+                timeouts=timeouts,
             )
         )
         # Long-term memory: items in MongoDB (MONGODB_URI or embedded nx-27017), vectors in Qdrant.
@@ -192,4 +200,5 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             mongo=mongo,
             mongo_kind="external" if settings.mongodb_uri else "embedded",
             checkpoints=checkpoints,
+            timeouts=timeouts,
         )

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=500, description="Connections kept per process.")
     db_max_overflow: int = Field(10, ge=0, le=500, description="Extra connections under load.")
     db_pool_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")
+    db_connect_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Seconds to open a PostgreSQL connection before giving up."
+    )
+    db_statement_timeout_s: float = Field(
+        30.0, ge=0, le=3600, description="Seconds a PostgreSQL statement may run (0: no limit)."
+    )
     migrate_on_start: bool = Field(True, description="Apply migrations when the server starts.")
 
     qdrant_url: str | None = Field(
@@ -121,7 +127,11 @@ class Settings(BaseSettings):
     )
     run_workers: int = Field(4, ge=0, le=256, description="Runs this process executes at once.")
     run_lease_s: float = Field(
-        30.0, ge=0.5, le=3600, description="Seconds a claimed run stays ours without a heartbeat."
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="Seconds a claimed run stays ours without a renewal (a worker that cannot "
+        "renew stops its run first).",
     )
     run_poll_s: float = Field(
         2.0, gt=0, le=300, description="Seconds between looks for runs when no NOTIFY arrives."

@@ -15,12 +15,27 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stores.errors import UnavailableError
-from stores.sql.database import libpq_url
+from stores.sql.database import Timeouts, libpq_url
 
 log = logging.getLogger(__name__)
 
 # Any constant works; it only keeps two processes from creating the tables at once.
 _SETUP_LOCK_KEY = 5_318_008_001
+
+
+_DELETE_RUN_WRITES = (
+    "DELETE FROM checkpoint_writes w USING checkpoints c "
+    "WHERE c.thread_id = %(t)s AND c.metadata->>'run_id' = %(r)s "
+    "AND w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns "
+    "AND w.checkpoint_id = c.checkpoint_id"
+)
+_DELETE_RUN_CHECKPOINTS = (
+    "DELETE FROM checkpoints WHERE thread_id = %(t)s AND metadata->>'run_id' = %(r)s"
+)
+_DELETE_LEFT_WRITES = (
+    "DELETE FROM checkpoint_writes WHERE thread_id = %(t)s AND checkpoint_id = "
+    "(SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '')"
+)
 
 
 class Checkpoints:
@@ -65,10 +80,23 @@ class Checkpoints:
         except psycopg.Error as error:
             log.warning("pruning checkpoints of thread %s failed: %s", thread_id, error)
 
+    async def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint (and pending write) of the thread."""
+        await self.saver.adelete_thread(thread_id)
+
+    async def delete_run(self, thread_id: str, run_id: str) -> None:
+        """Delete the checkpoints one run wrote on the thread (a rollback), with their pending
+        writes and those the run left on the checkpoint it started from."""
+        params = {"t": thread_id, "r": run_id}
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_DELETE_RUN_WRITES, params)
+            await conn.execute(_DELETE_RUN_CHECKPOINTS, params)
+            await conn.execute(_DELETE_LEFT_WRITES, params)
+
 
 @asynccontextmanager
 async def open_checkpoints(
-    url: str, *, max_size: int = 10, timeout_s: float = 10.0
+    url: str, *, max_size: int = 10, timeout_s: float = 10.0, timeouts: Timeouts = Timeouts()
 ) -> AsyncIterator[Checkpoints]:
     """Checkpoints on a pool of up to `max_size` connections; tables are set up at open if the
     database answers, else on first use (a database that is down does not stop the server).
@@ -77,8 +105,17 @@ async def open_checkpoints(
         url: PostgreSQL URL of the database that also holds the chat tables.
         max_size: Connections the pool may open (at least 2: setup holds a lock on one).
         timeout_s: Seconds to wait for a free connection.
+        timeouts: Connect and statement timeouts of its connections.
+
+    Connections are checked when taken from the pool (one cut by a restart of PostgreSQL is
+    replaced instead of failing the run that took it).
     """
-    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": 0,
+        "row_factory": dict_row,
+        **timeouts.connect_args(),
+    }
     pool: AsyncConnectionPool[AsyncConnection[Any]] = AsyncConnectionPool(
         libpq_url(url),
         min_size=1,
@@ -87,6 +124,7 @@ async def open_checkpoints(
         kwargs=kwargs,
         open=False,
         name="checkpoints",
+        check=AsyncConnectionPool.check_connection,
     )
     await pool.open(wait=False)
     checkpoints = Checkpoints(pool)

@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from server.agent_api.runs import RunCreate
 from server.deps import DatabaseDep, ResourcesDep
 from server.runs.engine import RunEngine
 from server.runs.scheduler import CronScheduler, open_cron_scheduler
@@ -22,6 +21,7 @@ from server.schemas.crons import (
     CronSearch,
     CronUpdate,
 )
+from server.schemas.runs import RunCreate
 from stores.errors import InvalidInputError
 from stores.sql import crons as store
 from stores.sql.assistants import resolve_assistant

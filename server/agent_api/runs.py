@@ -9,13 +9,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field
 
 from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
-from server.runs.engine import ContextOverrides, RunEngine, run_json
-from server.runs.events import parse_last_event_id, run_headers, sse_response
+from server.runs.context import check_overrides
+from server.runs.engine import RunEngine, run_json
 from server.runs.streaming import dumps, validate_stream_modes
 from server.runs.webhooks import check_webhook_url
+from server.schemas.runs import BatchRunCreate, RunCreate, RunField, RunsCancel
+from server.sse import follow_run, parse_last_event_id, run_headers, sse_response
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
 from stores.sql.assistants import resolve_assistant
@@ -24,88 +26,6 @@ from stores.sql.models import Run
 router = APIRouter(tags=["runs"])
 
 
-class RunCommand(BaseModel):
-    """A `Command` for the graph: resume an interrupt, update the state, go to nodes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    resume: Any = None
-    update: dict[str, Any] | list[Any] | None = None
-    goto: str | list[Any] | dict[str, Any] | None = None
-
-
-class CheckpointRef(BaseModel):
-    """A checkpoint to start from (only its id is used)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    checkpoint_id: str | None = None
-    checkpoint_ns: str | None = None
-    thread_id: str | None = None
-
-
-class RunCreate(BaseModel):
-    """The body of a run creation (langgraph-sdk `runs.create` / `stream` / `wait`)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    assistant_id: str = Field(min_length=1, max_length=200)
-    input: dict[str, Any] | list[Any] | str | int | float | bool | None = None
-    command: RunCommand | None = None
-    metadata: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
-    checkpoint_id: str | None = Field(None, max_length=100)
-    checkpoint: CheckpointRef | None = None
-    checkpoint_during: bool | None = None
-    durability: Literal["sync", "async", "exit"] | None = None
-    stream_mode: str | list[str] | None = None
-    stream_subgraphs: bool = False
-    stream_resumable: bool = False
-    interrupt_before: Literal["*"] | list[str] | None = None
-    interrupt_after: Literal["*"] | list[str] | None = None
-    webhook: str | None = Field(None, max_length=2000)
-    multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "enqueue"
-    if_not_exists: Literal["create", "reject"] = "reject"
-    on_disconnect: Literal["cancel", "continue"] = "continue"
-    on_completion: Literal["delete", "keep"] = "delete"
-    after_seconds: float | None = Field(None, ge=0, le=86_400)
-    feedback_keys: list[str] | None = None
-
-    @field_validator("stream_mode")
-    @classmethod
-    def _modes(cls, value: str | list[str] | None) -> list[str]:
-        return validate_stream_modes(value)
-
-
-class BatchRunCreate(RunCreate):
-    """One run of `POST /runs/batch`: on `thread_id` when given, else stateless."""
-
-    thread_id: uuid.UUID | None = None
-
-
-class RunsCancel(BaseModel):
-    """The body of `POST /runs/cancel`: runs by id (on a thread), or every run of a status."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    thread_id: uuid.UUID | None = None
-    run_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
-    status: Literal["pending", "running", "all"] | None = None
-
-
-RunField = Literal[
-    "run_id",
-    "thread_id",
-    "assistant_id",
-    "created_at",
-    "updated_at",
-    "status",
-    "metadata",
-    "kwargs",
-    "multitask_strategy",
-    "cancel_reason",
-]
 Action = Annotated[Literal["interrupt", "rollback"], Query(description="interrupt or rollback")]
 
 
@@ -135,10 +55,7 @@ async def _submit(
             )
         except ValueError as error:
             raise InvalidInputError(str(error), field="webhook") from error
-    try:
-        ContextOverrides.model_validate(body.context or {})
-    except ValidationError as error:
-        raise InvalidInputError(f"context: {error}", field="context") from error
+    check_overrides(body.context)
     if body.command is not None and body.input is not None:
         raise InvalidInputError("give either input or command, not both", field="command")
     kwargs = body.model_dump(
@@ -177,23 +94,19 @@ def _stream(
     cancel_on_disconnect: bool,
     modes: list[str] | None = None,
 ) -> Response:
-    async def follow() -> AsyncIterator[tuple[int | None, str, Any]]:
-        finished = False
-        try:
-            async for seq, event, data in events.follow(run.id, after_seq=after_seq):
-                if event in ("end", "error"):
-                    finished = True
-                if modes and not _wanted(event, modes):
-                    continue
-                yield seq, event, data
-        finally:
-            if cancel_on_disconnect and not finished:
-                engine.cancel_soon(run.id, reason="the client disconnected")
+    def cancel() -> None:
+        engine.cancel_soon(run.id, reason="the client disconnected")
 
-    return sse_response(follow(), headers=run_headers(run.id, thread_id=run.thread_id))
-
-
-_ALWAYS = frozenset({"metadata", "end", "error"})
+    return sse_response(
+        follow_run(
+            events,
+            run.id,
+            after_seq=after_seq,
+            modes=modes,
+            on_disconnect=cancel if cancel_on_disconnect else None,
+        ),
+        headers=run_headers(run.id, thread_id=run.thread_id),
+    )
 
 
 def _stream_new(run: Run, body: RunCreate, *, engine: RunEngine, events: RunEventsDep) -> Response:
@@ -205,16 +118,6 @@ def _stream_new(run: Run, body: RunCreate, *, engine: RunEngine, events: RunEven
         after_seq=None,
         cancel_on_disconnect=body.on_disconnect == "cancel",
     )
-
-
-def _wanted(event: str, modes: list[str]) -> bool:
-    """Whether an event of the run's log belongs to one of the `modes` a joiner asked for."""
-    if event in _ALWAYS:
-        return True
-    base = event.split("|", 1)[0]
-    if base.startswith("messages"):  # messages/partial..., or messages-tuple sent as messages
-        return "messages" in modes or "messages-tuple" in modes
-    return base in modes
 
 
 def _result(

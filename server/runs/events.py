@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -16,32 +16,35 @@ import orjson
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Receive, Scope, Send
 
 from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
-from stores.errors import InvalidInputError
-from stores.sql.database import Database, libpq_url
+from stores.sql.database import Database, Timeouts, connect, libpq_url
+from stores.sql.runs import RunToken
 
 log = logging.getLogger(__name__)
 
 # What the database says of the data, not of the connection: retrying the same rows is futile.
 _REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
+# The connection, not the data: reconnect and try the same rows again (for a while).
+_CUT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
 
 CHANNEL: Final[str] = "run_events"
 ACTIVE_RUN_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running"})
 Event = tuple[int, str, Any]
 
-# One statement, so one round trip in autocommit: store the batch, then NOTIFY once per run
-# with its last seq (delivered when the statement commits).
+# One statement, so one round trip in autocommit: store the events whose attempt still holds
+# its run (the fencing token: a reclaimed run refuses its stale attempt's events, a deleted
+# run all of them), then NOTIFY once per run with its last seq (delivered at commit).
 _STORE = (
     "WITH ins AS ("
     " INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT * FROM unnest(%(run_ids)s::uuid[], %(seqs)s::integer[], %(events)s::text[],"
-    " %(data)s::text[]::jsonb[])"
+    " SELECT u.run_id, u.seq, u.event, u.data FROM unnest(%(run_ids)s::uuid[],"
+    " %(seqs)s::integer[], %(events)s::text[], %(data)s::text[]::jsonb[],"
+    " %(attempts)s::integer[]) AS u(run_id, seq, event, data, attempt)"
+    " JOIN runs r ON r.id = u.run_id AND r.attempt = u.attempt"
     " ON CONFLICT DO NOTHING RETURNING run_id, seq"
-    ") SELECT count(*)::integer,"
+    ") SELECT run_id, array_agg(seq),"
     " pg_notify(%(channel)s, %(origin)s || ':' || run_id::text || ':' || max(seq)::text)::text"
     " FROM ins GROUP BY run_id"
 )
@@ -60,33 +63,13 @@ _PRUNE = text(
 )
 
 
-def parse_last_event_id(value: str | None) -> int | None:
-    """The seq in a `Last-Event-ID` header (None when absent or empty).
-
-    Raises `InvalidInputError` (422) naming the header when it is not a whole number ≥ 0.
-    """
-    if value is None or not value.strip():
-        return None
-    try:
-        seq = int(value.strip())
-    except ValueError:
-        raise InvalidInputError(
-            f"Last-Event-ID must be the id of an event of this run, got {value!r}",
-            field="Last-Event-ID",
-        ) from None
-    if seq < 0:
-        raise InvalidInputError(
-            f"Last-Event-ID must be ≥ 0, got {seq}", field="Last-Event-ID"
-        ) from None
-    return seq
-
-
 @dataclass(frozen=True, slots=True)
 class _Queued:
     """An event numbered and waiting for the writer."""
 
     ticket: int
     run_id: uuid.UUID
+    attempt: int
     seq: int
     event: str
     body: str
@@ -128,9 +111,13 @@ class RunEventLog:
         poll_s: float = 1.0,
         max_batch: int = 500,
         max_queued: int = 5000,
+        timeouts: Timeouts = Timeouts(),
+        give_up_s: float = 60.0,
     ) -> None:
         self.database = database
         self.url = libpq_url(url)
+        self.timeouts = timeouts
+        self.give_up_s = give_up_s
         self.poll_s = poll_s
         self.max_batch = max_batch
         self.max_queued = max_queued
@@ -144,7 +131,7 @@ class RunEventLog:
         self._queued_ticket = 0
         self._stored_ticket = 0
         self._wake_writer = asyncio.Event()
-        self._stored = asyncio.Condition()
+        self._stored_changed = asyncio.Event()  # set (and replaced) after each batch
         self._writer: asyncio.Task[None] | None = None
         self._write_conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -179,7 +166,7 @@ class RunEventLog:
         backoff = 0.2
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                async with await connect(self.url, self.timeouts) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     backoff = 0.2
@@ -213,15 +200,19 @@ class RunEventLog:
             for subscriber in subscribers:
                 subscriber.poke()
 
-    async def append(self, run_id: uuid.UUID, event: str, data: Any) -> int:
-        """Queue one event of `run_id` for storing and publishing; returns its seq (1, 2, ...
-        per run). Returns at once, except for `end`/`error`, which return once every event of
-        the run is stored (so a run marked finished has its whole log in the table)."""
+    async def append(self, token: RunToken, event: str, data: Any) -> int:
+        """Queue one event of the attempt `token` for storing and publishing; returns its seq
+        (1, 2, ... per run). Returns at once, except for `end`/`error`, which return once every
+        event of the run queued before them is stored or dropped.
+
+        The event is stored only while `token`'s attempt still holds its run (it is dropped
+        once another worker has reclaimed the run, or the run was deleted)."""
+        run_id = token.run_id
         body = dumps(data).decode()
         seq = await self._next_seq(run_id)
         self._queued_ticket += 1
         ticket = self._queued_ticket
-        self._queue.append(_Queued(ticket, run_id, seq, event, body))
+        self._queue.append(_Queued(ticket, run_id, token.attempt, seq, event, body))
         self._wake_writer.set()
         if event in TERMINAL_EVENTS or len(self._queue) > self.max_queued:
             await self._wait_stored(ticket)
@@ -236,8 +227,10 @@ class RunEventLog:
     async def _wait_stored(self, ticket: int) -> None:
         if self._writer is None:
             raise RuntimeError("the run event log is not started")
-        async with self._stored:
-            await self._stored.wait_for(lambda: self._stored_ticket >= ticket)
+        while self._stored_ticket < ticket:
+            if self._writer.done():
+                raise RuntimeError("the run event writer has stopped")
+            await self._stored_changed.wait()
 
     async def _next_seq(self, run_id: uuid.UUID) -> int:
         if run_id not in self._seqs:
@@ -253,7 +246,15 @@ class RunEventLog:
         return self._seqs[run_id]
 
     async def _write_forever(self) -> None:
-        backoff = 0.1
+        """Store queued batches until cancelled; no batch is retried forever.
+
+        A batch the database refuses is written event by event, dropping the refused ones. A
+        cut connection is reopened and the batch retried with a growing pause for up to
+        `give_up_s` (a restart of PostgreSQL); past that its events are dropped (logged) so
+        the runs behind them are not held up for ever.
+        """
+        backoff, failing_since = 0.1, None
+        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 self._wake_writer.clear()
@@ -262,46 +263,69 @@ class RunEventLog:
             batch = [self._queue[i] for i in range(min(len(self._queue), self.max_batch))]
             try:
                 try:
-                    await self._write(batch)
-                    kept = batch
+                    stored = await self._write(batch)
                 except _REFUSED:
-                    kept = await self._write_each(batch)  # keep the good ones
+                    stored = await self._write_each(batch)  # keep the good ones
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
-                log.warning("storing %d run events failed (%s); retrying", len(batch), error)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            for _ in batch:
-                self._queue.popleft()
-            for item in kept:
-                event: Event = (item.seq, item.event, orjson.loads(item.body))
-                for subscriber in self._subscribers.get(item.run_id, ()):
-                    subscriber.push(event)
-            async with self._stored:
-                self._stored_ticket = batch[-1].ticket
-                self._stored.notify_all()
+            except _CUT as error:
+                failing_since = failing_since or loop.time()
+                if loop.time() - failing_since < self.give_up_s:
+                    log.warning("storing %d run events failed (%s); retrying", len(batch), error)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                log.error(
+                    "dropped %d run events: the database refused them for %.0f s (%s)",
+                    len(batch),
+                    self.give_up_s,
+                    error,
+                )
+                stored = set()
+            except Exception:  # not the connection: some event of the batch is at fault
+                log.exception("storing %d run events failed; storing them one by one", len(batch))
+                stored = await self._write_each(batch, tolerate=Exception)
+            backoff, failing_since = 0.1, None
+            self._publish(batch, stored)
 
-    async def _write_each(self, batch: list[_Queued]) -> list[_Queued]:
-        """Store events one by one, dropping those the database refuses (e.g. of a run that
-        was deleted meanwhile), so one bad event cannot hold up every run's stream."""
-        stored: list[_Queued] = []
+    def _publish(self, batch: list[_Queued], stored: set[tuple[uuid.UUID, int]]) -> None:
+        """Take `batch` off the queue, hand what was stored to local followers, wake waiters."""
+        for _ in batch:
+            self._queue.popleft()
+        for item in batch:
+            if (item.run_id, item.seq) not in stored:
+                continue
+            event: Event = (item.seq, item.event, orjson.loads(item.body))
+            for subscriber in self._subscribers.get(item.run_id, ()):
+                subscriber.push(event)
+        self._stored_ticket = batch[-1].ticket
+        self._stored_changed.set()
+        self._stored_changed = asyncio.Event()
+
+    async def _write_each(
+        self,
+        batch: list[_Queued],
+        *,
+        tolerate: type[Exception] | tuple[type[Exception], ...] = _REFUSED,
+    ) -> set[tuple[uuid.UUID, int]]:
+        """Store events one by one, dropping those that fail with `tolerate` (e.g. of a run
+        that was deleted meanwhile), so one bad event cannot hold up every run's stream."""
+        stored: set[tuple[uuid.UUID, int]] = set()
         for item in batch:
             try:
-                await self._write([item])
-            except _REFUSED as error:
+                stored |= await self._write([item])
+            except _CUT:
+                raise
+            except tolerate as error:
                 log.warning(
                     "dropped event %d (%s) of run %s: %s", item.seq, item.event, item.run_id, error
                 )
-                continue
-            stored.append(item)
         return stored
 
-    async def _write(self, batch: list[_Queued]) -> None:
+    async def _write(self, batch: list[_Queued]) -> set[tuple[uuid.UUID, int]]:
+        """Store `batch` in one statement; the (run, seq) pairs actually stored."""
         if self._write_conn is None or self._write_conn.closed:
-            self._write_conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            self._write_conn = await connect(self.url, self.timeouts)
         try:
             cursor = await self._write_conn.execute(
                 _STORE,
@@ -310,20 +334,23 @@ class RunEventLog:
                     "seqs": [item.seq for item in batch],
                     "events": [item.event for item in batch],
                     "data": [item.body for item in batch],
+                    "attempts": [item.attempt for item in batch],
                     "channel": CHANNEL,
                     "origin": self.origin,
                 },
             )
-            stored = sum(row[0] for row in await cursor.fetchall())
-        except (psycopg.OperationalError, psycopg.InterfaceError):
+            rows = await cursor.fetchall()
+        except _CUT:
             await self._write_conn.close()  # reconnect on the next try
             raise
-        if stored != len(batch):
-            log.warning(
-                "%d of %d run events had a seq already stored (two writers on one run?)",
-                len(batch) - stored,
+        stored = {(run_id, seq) for run_id, seqs, _ in rows for seq in seqs}
+        if len(stored) != len(batch):
+            log.info(
+                "%d of %d run events were not stored: their attempt no longer holds the run",
+                len(batch) - len(stored),
                 len(batch),
             )
+        return stored
 
     async def _read(self, query: Any, params: dict[str, Any]) -> list[Any]:
         """Run a read, retrying on a fresh connection when the pooled one was cut under it.
@@ -431,9 +458,10 @@ async def open_run_event_log(
     poll_s: float = 1.0,
     retention_s: float = 3600.0,
     prune_every_s: float = 300.0,
+    timeouts: Timeouts = Timeouts(),
 ) -> AsyncIterator[RunEventLog]:
     """A listening `RunEventLog`, pruning finished runs' events older than `retention_s`."""
-    events = RunEventLog(database, url=url, poll_s=poll_s)
+    events = RunEventLog(database, url=url, poll_s=poll_s, timeouts=timeouts)
     await events.start()
 
     async def prune_forever() -> None:
@@ -456,62 +484,6 @@ async def open_run_event_log(
         await events.aclose()
 
 
-def heartbeat() -> ServerSentEvent:
-    """The comment line sent while a stream is quiet (`: heartbeat`)."""
-    return ServerSentEvent(comment="heartbeat")
-
-
-async def _encode(events: AsyncIterator[tuple[int | None, str, Any]]) -> AsyncIterator[Any]:
-    async for seq, event, data in events:
-        yield ServerSentEvent(
-            data=dumps(data).decode(), event=event, id=None if seq is None else str(seq)
-        )
-
-
-DEFAULT_HEARTBEAT_S: Final[float] = 5.0
-
-
-class RunEventStream(EventSourceResponse):
-    """An SSE response whose heartbeat interval, unless given, is the serving app's
-    `settings.sse_heartbeat_s` (found through the app's resources when it starts)."""
-
-    def __init__(self, content: Any, *, heartbeat_s: float | None, **options: Any) -> None:
-        super().__init__(
-            content,
-            ping=DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s,
-            ping_message_factory=heartbeat,
-            **options,
-        )
-        self.heartbeat_from_app = heartbeat_s is None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.heartbeat_from_app:
-            state = getattr(scope.get("app"), "state", None)
-            settings = getattr(getattr(state, "resources", None), "settings", None)
-            interval = getattr(settings, "sse_heartbeat_s", None)
-            if isinstance(interval, int | float) and interval > 0:
-                self.ping_interval = interval
-        await super().__call__(scope, receive, send)
-
-
-def sse_response(
-    events: AsyncIterator[tuple[int | None, str, Any]],
-    *,
-    headers: Mapping[str, str] | None = None,
-    heartbeat_s: float | None = None,
-) -> EventSourceResponse:
-    """An SSE response of `(seq, event, data)`: `id: <seq>` per event (none when seq is
-    None), JSON data, and a `: heartbeat` comment every `heartbeat_s` seconds (None: the
-    app's `SSE_HEARTBEAT_S`, else 5)."""
-    return RunEventStream(_encode(events), heartbeat_s=heartbeat_s, headers=dict(headers or {}))
-
-
-def run_headers(run_id: uuid.UUID, *, thread_id: uuid.UUID | None) -> dict[str, str]:
-    """`Location` (where to rejoin the stream) and `Content-Location` (the run) of a run."""
-    base = f"/threads/{thread_id}/runs/{run_id}" if thread_id else f"/runs/{run_id}"
-    return {"Location": f"{base}/stream", "Content-Location": base}
-
-
 @asynccontextmanager
 async def open_run_events(resources: Resources) -> AsyncIterator[RunEventLog]:
     """The lifespan's run event log, configured from the settings."""
@@ -522,5 +494,6 @@ async def open_run_events(resources: Resources) -> AsyncIterator[RunEventLog]:
         poll_s=settings.run_events_poll_s,
         retention_s=settings.run_events_retention_s,
         prune_every_s=settings.run_events_prune_every_s,
+        timeouts=resources.timeouts,
     ) as events:
         yield events

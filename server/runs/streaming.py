@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -115,23 +115,6 @@ def validate_stream_modes(modes: str | Sequence[str] | None) -> list[str]:
             f"stream_mode {unknown[0]!r} is not one of {sorted(STREAM_MODES)}",
         )
     return list(dict.fromkeys(wanted)) or ["values"]
-
-
-def event_in_modes(event: str, modes: Collection[str]) -> bool:
-    """Whether an event of the log belongs to one of the stream `modes` (a join's filter).
-
-    `metadata`, `end` and `error` always do; `messages` (tuples) belongs to
-    `messages-tuple`, `messages/partial` and the like to `messages`; a subgraph's
-    `mode|ns...` to its mode.
-    """
-    if event in ("metadata", "end", "error"):
-        return True
-    mode = event.split("|", 1)[0]
-    if mode == "messages":
-        return "messages-tuple" in modes
-    if mode.startswith("messages/"):
-        return "messages" in modes
-    return mode in modes
 
 
 def _graph_modes(modes: Sequence[str]) -> list[StreamMode]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import text
+import psycopg
+from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -25,12 +28,57 @@ def sqlalchemy_url(url: str) -> str:
     raise ValueError(f"unsupported database URL scheme {scheme!r}; use postgresql://")
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` is about the connection, not the statement: the database restarted,
+    cut the connection, timed out or is unreachable, so the same work may succeed again."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    cut = (
+        exc.OperationalError,
+        exc.InterfaceError,
+        exc.TimeoutError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        OSError,
+        TimeoutError,
+    )
+    return isinstance(error, cut)
+
+
 def libpq_url(url: str) -> str:
     """Return `url` in the plain `postgresql://` form that psycopg and libpq accept."""
     _, sep, rest = url.partition("://")
     if not sep:
         raise ValueError(f"not a database URL: {url!r}")
     return f"postgresql://{rest}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long PostgreSQL may take: to open a connection, and per statement (0: no limit).
+
+    Every connection of the server gets them, so a database that restarts or stops answering
+    makes calls fail (and be retried or reported) instead of hanging.
+    """
+
+    connect_s: float = 10.0
+    statement_s: float = 0.0
+
+    def connect_args(self) -> dict[str, Any]:
+        """The libpq keyword arguments that apply them (`connect_timeout`, `options`)."""
+        args: dict[str, Any] = {"connect_timeout": max(1, math.ceil(self.connect_s))}
+        if self.statement_s > 0:
+            args["options"] = f"-c statement_timeout={round(self.statement_s * 1000)}"
+        return args
+
+
+async def connect(
+    url: str, timeouts: Timeouts = Timeouts(), **kwargs: Any
+) -> psycopg.AsyncConnection[Any]:
+    """A psycopg autocommit connection to `url` (listeners, the event writer) with `timeouts`."""
+    return await psycopg.AsyncConnection.connect(
+        libpq_url(url), autocommit=True, **timeouts.connect_args(), **kwargs
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +96,25 @@ class Database:
 
 @asynccontextmanager
 async def open_database(
-    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 10.0
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 10.0,
+    timeouts: Timeouts = Timeouts(),
 ) -> AsyncIterator[Database]:
-    """Open a pooled async engine on `url` and dispose of it on exit."""
+    """Open a pooled async engine on `url` and dispose of it on exit.
+
+    Connections are checked before use (a pre-ping: one that died while idle, e.g. across a
+    restart of PostgreSQL, is replaced) and carry `timeouts`.
+    """
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         pool_pre_ping=True,
+        connect_args=timeouts.connect_args(),
     )
     try:
         yield Database(engine, async_sessionmaker(engine, expire_on_commit=False))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -29,6 +29,27 @@ class CancelRequest:
     thread_id: uuid.UUID | None
     owner: str | None
     action: CancelAction
+
+
+@dataclass(frozen=True, slots=True)
+class RunToken:
+    """A claim of a run: its id and the attempt that holds it (the fencing token).
+
+    Every write of an attempt (renewing its lease, storing its events, finishing it) goes
+    through only while the run's `attempt` is still this one: once another worker has
+    reclaimed the run, the stale attempt's writes change nothing.
+    """
+
+    run_id: uuid.UUID
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What renewing a lease found: whether the claim still holds, and any cancel request."""
+
+    held: bool
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,39 +240,48 @@ async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16)
     return None
 
 
-async def renew_lease(
-    db: Database, run_id: uuid.UUID, *, owner: str, lease_s: float
-) -> tuple[bool, str | None]:
-    """Extend our lease on `run_id`: (still ours, the cancel request recorded on it if any)."""
+def _holds(token: RunToken) -> Any:
+    """The condition of a fenced write: the run is still held by the token's attempt."""
+    return and_(Run.id == token.run_id, Run.attempt == token.attempt, Run.status == "running")
+
+
+async def renew_lease(db: Database, token: RunToken, *, lease_s: float) -> Renewal:
+    """Extend the lease of `token`'s attempt; `held` is False once the run is not ours."""
     async with db.sessions.begin() as session:
         row = (
             await session.execute(
                 update(Run)
-                .where(Run.id == run_id, Run.lease_owner == owner, Run.status == "running")
+                .where(_holds(token))
                 .values(lease_expires_at=_lease(lease_s))
-                .returning(Run.id, Run.cancel_reason)
+                .returning(Run.cancel_reason)
             )
         ).first()
-        return (row is not None, row[1] if row is not None else None)
+        return Renewal(held=row is not None, cancel_reason=row[0] if row is not None else None)
 
 
-async def release_runs(db: Database, *, owner: str) -> int:
-    """Hand our running runs back (pending, no lease) so another process resumes them now."""
+async def release_runs(db: Database, tokens: Sequence[RunToken]) -> int:
+    """Hand the runs these attempts hold back (pending, no lease) so another process resumes
+    them at once; a run some other attempt holds by now is left alone."""
+    if not tokens:
+        return 0
     async with db.sessions.begin() as session:
         result = await session.execute(
             update(Run)
-            .where(Run.lease_owner == owner, Run.status == "running")
+            .where(or_(*(_holds(token) for token in tokens)))
             .values(status="pending", lease_owner=None, lease_expires_at=None)
             .returning(Run.id)
         )
         return len(result.all())
 
 
+FinishHook = Callable[[AsyncSession, Run], Awaitable[None]]
+"""Work done inside the transaction that finishes a run (e.g. writing its transcript)."""
+
+
 async def finish_run(
     db: Database,
-    run_id: uuid.UUID,
+    token: RunToken,
     *,
-    owner: str,
     status: str,
     output: Any,
     error: str | None = None,
@@ -260,20 +290,26 @@ async def finish_run(
     thread_interrupts: Mapping[str, Any] | None,
     delete_thread: bool = False,
     notify: Notify | None = None,
+    hook: FinishHook | None = None,
 ) -> bool:
-    """Close our run and update its thread (status, values, interrupts) in one transaction.
+    """Close the run `token` holds and update its thread (status, values, interrupts) in one
+    transaction, with `hook(session, run)` run inside it.
 
     With `delete_thread` (a stateless run), the run is detached from its temporary thread,
-    which is then deleted. False when the run was not ours any more (lease lost).
+    which is then deleted. False (and nothing written) when the attempt no longer holds the
+    run: another worker reclaimed it, or it was deleted.
     """
+    run_id = token.run_id
     async with db.sessions.begin() as session:
         run = await session.get(Run, run_id)
         if run is None:
             return False
         thread = await _lock_thread(session, run.thread_id) if run.thread_id else None
         run = await session.get(Run, run_id, with_for_update=True, populate_existing=True)
-        if run is None or run.lease_owner != owner or run.status != "running":
+        if run is None or run.attempt != token.attempt or run.status != "running":
             return False
+        if hook is not None:
+            await hook(session, run)
         run.status, run.output, run.error = status, output, error
         run.lease_expires_at = None  # lease_owner stays: which process ran it last
         if thread is not None:
@@ -293,16 +329,15 @@ async def finish_run(
         return True
 
 
-async def drop_run(db: Database, run_id: uuid.UUID, *, owner: str | None = None) -> bool:
-    """Delete a run row (rollback); with `owner`, only while we hold it."""
+async def drop_run(db: Database, token: RunToken) -> bool:
+    """Delete a run row (rollback) while `token`'s attempt holds it."""
+    run_id = token.run_id
     async with db.sessions.begin() as session:
         run = await session.get(Run, run_id)
         if run is None:
             return False
         thread = await _lock_thread(session, run.thread_id) if run.thread_id else None
-        stmt = delete(Run).where(Run.id == run_id)
-        if owner is not None:
-            stmt = stmt.where(Run.lease_owner == owner)
+        stmt = delete(Run).where(Run.id == run_id, Run.attempt == token.attempt)
         deleted = await session.scalar(stmt.returning(Run.id))
         idle = deleted is not None and thread is not None and thread.status == "busy"
         if idle and thread is not None and not await _in_flight(session, thread.id):

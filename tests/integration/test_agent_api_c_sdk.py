@@ -26,8 +26,8 @@ from tests.support import make_settings, running_server
 RUN_INPUT: Any = {"messages": [{"role": "user", "content": "hello"}]}
 RUN_CONTEXT: Any = {"tools": [], "memory_policy": "off"}
 TEST_GRAPHS = {
-    "review": "tests.integration.b1_graphs:build_review_graph",
-    "steps": "tests.integration.b1_graphs:build_steps_graph",
+    "review": "tests.integration.run_graphs:build_review_graph",
+    "steps": "tests.integration.run_graphs:build_steps_graph",
 }
 
 

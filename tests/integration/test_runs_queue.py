@@ -1,4 +1,5 @@
-"""Durable runs across processes: resume after `kill -9`, two servers sharing one database."""
+"""The run queue across workers and processes: fenced leases, resume after `kill -9`, hand-back
+on SIGTERM, two servers sharing one database."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ import pytest
 from langgraph_sdk import get_client
 from psycopg.rows import dict_row
 
-from tests.integration.b1_graphs import EXTRA_GRAPHS
-from tests.support import free_port
+from stores.sql import runs as run_store
+from stores.sql.runs import RunToken
+from tests.integration.run_graphs import COMPLETED, EXTRA_GRAPHS
+from tests.support import free_port, make_settings, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ["s1", "s2", "s3", "s4"]
@@ -83,7 +86,7 @@ def server_process(
 def steps(database_url: str) -> str:
     rows = sql(
         database_url,
-        "INSERT INTO agents (graph_id, name) VALUES ('b1_steps', 'steps') RETURNING id",
+        "INSERT INTO agents (graph_id, name) VALUES ('steps', 'steps') RETURNING id",
     )
     return str(rows[0]["id"])
 
@@ -253,3 +256,60 @@ def test_two_servers_share_the_runs_and_never_run_one_twice(
             c for c in run_checkpoints(database_url, run_id) if c["metadata"]["source"] == "input"
         ]
         assert len(inputs) == 1
+
+
+async def _stalled_renewals_scenario(url: str, steps: str, thread_id: str) -> tuple[Any, str]:
+    client: Any = get_client(url=url)
+    try:
+        run = await client.runs.create(
+            thread_id,
+            steps,
+            input={"log": ["in"]},
+            config={"configurable": {"delay": 0.6}},
+            durability="sync",  # each node's checkpoint is saved before the next one starts
+            if_not_exists="create",
+        )
+        return await client.runs.join(thread_id, run["run_id"]), run["run_id"]
+    finally:
+        await client.aclose()
+
+
+def test_a_worker_that_cannot_renew_its_lease_stops_its_run_before_another_takes_it(
+    database_url: str, tmp_path: Path, steps: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewals of the first attempt hang: its worker stops the run itself before the lease
+    lapses, another worker of the same process reclaims it, and no node runs twice."""
+    real_renew = run_store.renew_lease
+    stalled: list[RunToken] = []
+
+    async def renew_or_hang(db: Any, token: RunToken, *, lease_s: float) -> Any:
+        if token.attempt == 1:
+            stalled.append(token)
+            await asyncio.sleep(3600)  # the database never answers this attempt
+        return await real_renew(db, token, lease_s=lease_s)
+
+    monkeypatch.setattr(run_store, "renew_lease", renew_or_hang)
+    thread_id = str(uuid.uuid4())
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        migrate_on_start=False,
+        extra_graphs=EXTRA_GRAPHS,
+        run_lease_s=1.5,
+        run_poll_s=0.2,
+        run_workers=2,
+    )
+    with running_server(settings) as url:
+        result, run_id = asyncio.run(_stalled_renewals_scenario(url, steps, thread_id))
+    assert stalled  # the first attempt did try to renew
+    assert result["log"] == ["in", *STEPS]
+    assert [COMPLETED[(thread_id, node)] for node in STEPS] == [1, 1, 1, 1]  # each node once
+    [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
+    assert (row["status"], row["attempt"]) == ("success", 2)
+    events = sql(
+        database_url, "SELECT event, data FROM run_events WHERE run_id = %s ORDER BY seq", run_id
+    )
+    assert [e["data"]["attempt"] for e in events if e["event"] == "metadata"] == [1, 2]
+    assert [e["event"] for e in events].count("end") == 1  # exactly one attempt finished
+    attempts = [c["metadata"]["run_attempt"] for c in run_checkpoints(database_url, run_id)]
+    assert attempts == sorted(attempts)  # nothing of attempt 1 after attempt 2 began

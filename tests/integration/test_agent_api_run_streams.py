@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from langgraph_sdk import get_client
 
-from tests.integration.b1_graphs import EXTRA_GRAPHS
+from tests.integration.run_graphs import EXTRA_GRAPHS
 from tests.support import make_settings, running_server
 
 QUESTION: Any = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
@@ -53,7 +53,7 @@ def assistant_id(database_url: str) -> str:
         row = conn.execute(
             "INSERT INTO agents (graph_id, name, tools) VALUES ('chat', %s, '[\"calculator\"]')"
             " RETURNING id",
-            (f"b2 {uuid.uuid4().hex[:6]}",),
+            (f"chat {uuid.uuid4().hex[:6]}",),
         ).fetchone()
     assert row is not None
     return str(row[0])
@@ -152,8 +152,8 @@ async def test_a_slow_run_gets_heartbeat_comments_between_its_events(
 ) -> None:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
-            "INSERT INTO agents (graph_id, name) VALUES ('b1_steps', %s) RETURNING id",
-            (f"b2 steps {uuid.uuid4().hex[:6]}",),
+            "INSERT INTO agents (graph_id, name) VALUES ('steps', %s) RETURNING id",
+            (f"steps {uuid.uuid4().hex[:6]}",),
         ).fetchone()
     assert row is not None
     body = {

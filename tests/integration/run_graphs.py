@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+from collections import Counter
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
@@ -14,6 +15,9 @@ from langgraph.store.base import BaseStore
 from langgraph.types import interrupt
 
 STEPS = ("s1", "s2", "s3", "s4")
+# How many times each node of a thread ran to its end, in this process (tests serving in a
+# thread of their own read it): a node that ran twice was executed by two live attempts.
+COMPLETED: Counter[tuple[str, str]] = Counter()
 
 
 class StepsState(TypedDict, total=False):
@@ -29,6 +33,7 @@ def _step(name: str) -> Any:
         await asyncio.sleep(float(configurable.get("delay", 0.0)))
         if configurable.get("fail_at") == name:
             raise ValueError(f"step {name} failed on purpose")
+        COMPLETED[(str(configurable.get("thread_id")), name)] += 1
         return {"log": [name]}
 
     return node
@@ -80,6 +85,6 @@ def build_review_graph(
 
 
 EXTRA_GRAPHS = {
-    "b1_steps": "tests.integration.b1_graphs:build_steps_graph",
-    "b1_review": "tests.integration.b1_graphs:build_review_graph",
+    "steps": "tests.integration.run_graphs:build_steps_graph",
+    "review": "tests.integration.run_graphs:build_review_graph",
 }

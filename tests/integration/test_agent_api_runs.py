@@ -16,7 +16,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from psycopg.rows import dict_row
 
-from tests.integration.b1_graphs import EXTRA_GRAPHS
+from tests.integration.run_graphs import EXTRA_GRAPHS
 from tests.support import make_settings, running_server, scratch_database
 
 STEPS = ["s1", "s2", "s3", "s4"]
@@ -68,12 +68,12 @@ def make_assistant(database_url: str, graph_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def steps(database_url: str, server_url: str) -> str:
-    return make_assistant(database_url, "b1_steps")
+    return make_assistant(database_url, "steps")
 
 
 @pytest.fixture(scope="module")
 def review(database_url: str, server_url: str) -> str:
-    return make_assistant(database_url, "b1_review")
+    return make_assistant(database_url, "review")
 
 
 def thread_row(database_url: str, thread_id: str) -> dict[str, Any] | None:
@@ -618,8 +618,8 @@ async def test_join_stream_keeps_only_the_modes_asked_for(client: Any, steps: st
 def test_a_run_over_run_timeout_s_ends_as_timeout(pg_admin_url: str, tmp_path: Path) -> None:
     thread_id = str(uuid.uuid4())
     # A database of its own: the module's server would claim the run otherwise.
-    with scratch_database(pg_admin_url, "b1_timeout") as database_url:
-        steps = make_assistant(database_url, "b1_steps")
+    with scratch_database(pg_admin_url, "run_timeout") as database_url:
+        steps = make_assistant(database_url, "steps")
         settings = make_settings(
             database_url,
             tmp_path,
@@ -645,3 +645,34 @@ def test_a_run_over_run_timeout_s_ends_as_timeout(pg_admin_url: str, tmp_path: P
         thread = thread_row(database_url, thread_id)
         assert thread is not None
         assert thread["status"] == "error"
+
+
+async def _status_after_join_stream(client: Any, thread_id: str, run_id: str) -> str:
+    async for _ in client.runs.join_stream(thread_id, run_id):
+        pass
+    status: str = (await client.runs.get(thread_id, run_id))["status"]
+    return status
+
+
+async def test_a_run_is_final_as_soon_as_its_stream_ends(client: Any, steps: str) -> None:
+    """Agent Chat UI's flow: join a run's stream, then get the run."""
+    for _ in range(3):
+        thread_id = str(uuid.uuid4())
+        run_id = ""
+        async for part in client.runs.stream(
+            thread_id, steps, input={"log": []}, if_not_exists="create"
+        ):
+            if part.event == "metadata":
+                run_id = part.data["run_id"]
+        assert (await client.runs.get(thread_id, run_id))["status"] == "success"
+        run = await client.runs.create(thread_id, steps, input={"log": []})
+        assert await _status_after_join_stream(client, thread_id, run["run_id"]) == "success"
+    failing = await client.runs.create(
+        thread_id, steps, input={"log": []}, config={"configurable": {"fail_at": "s2"}}
+    )
+    assert await _status_after_join_stream(client, thread_id, failing["run_id"]) == "error"
+    slow = await client.runs.create(thread_id, steps, input={"log": []}, config=SLOW)
+    await running(client, thread_id, slow["run_id"])
+    joined = asyncio.create_task(_status_after_join_stream(client, thread_id, slow["run_id"]))
+    await client.runs.cancel(thread_id, slow["run_id"])
+    assert await asyncio.wait_for(joined, 30) == "interrupted"

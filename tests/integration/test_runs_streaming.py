@@ -18,13 +18,7 @@ from langgraph.types import Command, Interrupt, Send, interrupt
 
 from graphs.chat import build_chat_graph
 from nodes.context import AgentContext
-from server.runs.streaming import (
-    dumps,
-    event_in_modes,
-    stream_graph,
-    to_jsonable,
-    validate_stream_modes,
-)
+from server.runs.streaming import dumps, stream_graph, to_jsonable, validate_stream_modes
 from stores.checkpoints import open_checkpoints
 
 QUESTION = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
@@ -313,18 +307,6 @@ def test_unknown_stream_modes_are_refused_by_name() -> None:
     assert validate_stream_modes(None) == ["values"]
     assert validate_stream_modes("updates") == ["updates"]
     assert validate_stream_modes(["values", "values"]) == ["values"]
-
-
-def test_a_join_filter_maps_events_back_to_the_modes_that_made_them() -> None:
-    assert event_in_modes("messages", ["messages-tuple"])
-    assert not event_in_modes("messages", ["messages"])
-    assert event_in_modes("messages/partial", ["messages"])
-    assert event_in_modes("messages/metadata", ["messages", "values"])
-    assert event_in_modes("updates|child:1", ["updates"])
-    assert not event_in_modes("updates|child:1", ["values"])
-    assert event_in_modes("metadata", ["values"])
-    assert event_in_modes("end", [])
-    assert event_in_modes("error", ["custom"])
 
 
 def test_langgraph_objects_are_serialised_like_langgraph_api() -> None:

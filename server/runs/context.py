@@ -1,0 +1,135 @@
+"""The one agent-context model: an agent's row and config, then the assistant's and the run's
+`context`, over the server's settings and limits; every run gets its `AgentContext` here."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nodes.context import AgentContext, ChatModelSource, KnowledgeSearch, ModelSpec, ToolCache
+from nodes.tools.registry import enabled_tools
+from server.settings import Settings
+from stores.errors import ConflictError, InvalidInputError
+from stores.sql.models import Agent
+
+
+class ContextOverrides(BaseModel):
+    """The keys of an agent's `config`, an assistant's or a run's `context` that change its
+    `AgentContext`; unset ones keep the value below them. Other keys are ignored (graphs with
+    another context schema, and LangGraph's own config keys, may use them)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    agent_name: str | None = Field(None, min_length=1, max_length=200)
+    system_prompt: str | None = Field(None, max_length=100_000)
+    tools: list[str] | None = Field(None, max_length=50)
+    collections: list[str] | None = Field(None, max_length=50)
+    max_steps: int | None = Field(None, ge=1, le=50)
+    history_window: int | None = Field(None, ge=2, le=200)
+    retrieve_k: int | None = Field(None, ge=0, le=20)
+    min_score: float | None = Field(None, ge=-1, le=1)
+    memory_policy: Literal["auto", "tool", "off"] | None = None
+    tool_timeout_s: float | None = Field(None, gt=0, le=300)
+
+    @field_validator("tools")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            enabled_tools(value)  # raises ValueError naming unknown tools
+        return value
+
+
+def check_overrides(layer: Mapping[str, Any] | None, *, field: str = "context") -> None:
+    """Refuse a bad `context` where it enters: `InvalidInputError` (422) naming `field`."""
+    _overrides(layer, field=field)
+
+
+def _overrides(layer: Mapping[str, Any] | None, *, field: str) -> dict[str, Any]:
+    if not layer:
+        return {}
+    try:
+        values = ContextOverrides.model_validate(layer).model_dump(exclude_none=True)
+    except ValidationError as error:
+        raise InvalidInputError(f"{field}: {error}", field=field) from error
+    for key in ("tools", "collections"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class ContextServices:
+    """The service handles a run's nodes may use, opened by the lifespan."""
+
+    knowledge: KnowledgeSearch | None = None
+    tool_cache: ToolCache | None = None
+    models: ChatModelSource | None = None
+
+
+def model_spec(agent: Agent, settings: Settings) -> ModelSpec:
+    """The agent's chat model: its row's `model` over the server's defaults."""
+    model: Mapping[str, Any] = agent.model or {}
+    provider = model.get("provider") or settings.llm_provider
+    return ModelSpec(
+        provider=provider,
+        name=model.get("name") or (settings.llm_model if provider == "openai" else "offline"),
+        temperature=float(model.get("temperature", settings.llm_temperature)),
+        max_tokens=model.get("max_tokens", settings.llm_max_tokens),
+        timeout_s=float(model.get("timeout_s", settings.llm_timeout_s)),
+        max_retries=settings.llm_max_retries,
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        token_delay_s=settings.offline_token_delay_s,
+    )
+
+
+def agent_context(
+    agent: Agent,
+    *,
+    user_id: uuid.UUID | None,
+    settings: Settings,
+    services: ContextServices,
+    run_context: Mapping[str, Any] | None = None,
+    disabled_tools: frozenset[str] = frozenset(),
+) -> AgentContext:
+    """The `AgentContext` of one run of `agent` for `user_id`.
+
+    Layers, each over the one before: the server's settings; the agent's row (name, prompt,
+    model, tools, collections); its `config`; the assistant's `context`; the run's `context`.
+    Then the server's limits, whichever API started the run: tools switched off in the
+    `tools` table are removed. A bad agent `config` is a `ConflictError` (409, `config`), a bad
+    `context` an `InvalidInputError` (422, `context`).
+    """
+    context = AgentContext(
+        user_id=str(user_id) if user_id else "anonymous",
+        agent_name=agent.name,
+        system_prompt=agent.system_prompt,
+        model=model_spec(agent, settings),
+        tools=tuple(agent.tools),
+        collections=tuple(agent.collections),
+        max_steps=settings.agent_max_steps,
+        history_window=settings.agent_history_window,
+        tool_timeout_s=settings.agent_tool_timeout_s,
+        http_allowed_hosts=tuple(settings.http_tool_allowed_hosts),
+        knowledge=services.knowledge,
+        tool_cache=services.tool_cache,
+        models=services.models,
+    )
+    try:
+        configured = _overrides(agent.config, field="config")
+    except InvalidInputError as error:
+        raise ConflictError(
+            f"agent {agent.id} has an invalid config: {error}", field="config"
+        ) from error
+    for layer in (configured, _overrides(agent.context, field="context")):
+        context = dataclasses.replace(context, **layer)
+    context = dataclasses.replace(context, **_overrides(run_context, field="context"))
+    if disabled_tools:
+        tools = tuple(name for name in context.tools if name not in disabled_tools)
+        context = dataclasses.replace(context, tools=tools)
+    return context

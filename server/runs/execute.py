@@ -1,0 +1,533 @@
+"""One attempt of a run: its graph and context, its events into the log, then its final status
+(written before the `end` or `error` event, so a client that saw the stream end reads it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nodes.context import AgentContext
+from server.resources import Resources
+from server.runs.context import ContextServices, agent_context
+from server.runs.events import RunEventLog
+from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
+from server.runs.streaming import error_data, stream_graph, to_jsonable
+from server.runs.webhooks import send_webhook, webhook_payload
+from stores.errors import ConflictError, NotFoundError
+from stores.sql import runs as run_store
+from stores.sql import tools as sql_tools
+from stores.sql.database import is_transient
+from stores.sql.models import Agent, Conversation, Run
+
+log = logging.getLogger(__name__)
+
+Graph = CompiledStateGraph[Any, Any, Any, Any]
+TOOLS_REFRESH_S = 30.0  # how soon a tool switched off in the `tools` table applies to runs
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """A run as the Agent Server API shows it (langgraph-sdk `Run`)."""
+    return {
+        "run_id": str(run.id),
+        "thread_id": str(run.thread_id) if run.thread_id else None,
+        "assistant_id": str(run.assistant_id) if run.assistant_id else None,
+        "created_at": run.created_at.isoformat(),
+        "updated_at": run.updated_at.isoformat(),
+        "status": run.status,
+        "metadata": run.metadata_,
+        "kwargs": run.kwargs,
+        "multitask_strategy": run.multitask_strategy,
+        "cancel_reason": run.cancel_reason,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What an attempt that ran to its end produced, as the run is being finished."""
+
+    run: Run
+    status: str  # success, error, timeout
+    values: Mapping[str, Any]  # the thread's values after the run (full state)
+    error: str | None
+    context: AgentContext | None
+
+
+class RunRecorder(Protocol):
+    """Extra work for the runs of one source (`metadata.source`, e.g. /chat's transcript),
+    made for each attempt that executes such a run."""
+
+    def on_event(self, event: str, data: Any) -> None:
+        """See each event the attempt appends (cheap: called on the event loop)."""
+
+    async def on_finish(self, session: AsyncSession, result: RunResult) -> list[tuple[str, Any]]:
+        """Write what the run produced inside the transaction that finishes it; the events
+        returned are appended after it commits and before the run's `end`."""
+
+    async def after_finish(self, result: RunResult) -> None:
+        """Housekeeping once the run is finished (outside its transaction)."""
+
+
+RecorderFactory = Callable[[Run], RunRecorder]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """What an attempt resolved before running its graph."""
+
+    agent: Agent | None = None
+    thread: Conversation | None = None
+    graph: Graph | None = None
+    context: AgentContext | None = None
+    temporary: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    timer: asyncio.Timeout | None = None  # RUN_TIMEOUT_S on the graph
+
+    def timed_out(self) -> bool:
+        """Whether the run's time limit stopped it."""
+        return self.timer is not None and self.timer.expired()
+
+
+def _checkpoint_during(kwargs: Mapping[str, Any]) -> bool | None:
+    """`checkpoint_during` from the request, or from `durability` (exit: only at the end)."""
+    during = kwargs.get("checkpoint_during")
+    if during is not None:
+        return bool(during)
+    durability = kwargs.get("durability")
+    return None if durability is None else durability != "exit"
+
+
+def merge_config(*configs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Configs merged left to right (nested mappings such as `configurable` key by key)."""
+    merged: dict[str, Any] = {}
+    for config in configs:
+        for key, value in (config or {}).items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def thread_config(thread_id: uuid.UUID) -> RunnableConfig:
+    """The config that reads a thread's latest checkpoint."""
+    return {"configurable": {"thread_id": str(thread_id), "checkpoint_ns": ""}}
+
+
+class RunExecutor:
+    """Executes the attempts the queue's workers claim, with the server's graphs and limits."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        *,
+        queue: RunQueue,
+        events: RunEventLog,
+        graphs: Mapping[str, Graph],
+        services: ContextServices,
+        recorders: Mapping[str, RecorderFactory] | None = None,
+    ) -> None:
+        self.resources = resources
+        self.settings = resources.settings
+        self.db = resources.database
+        self.queue = queue
+        self.events = events
+        self.graphs = graphs
+        self.services = services
+        self.recorders: dict[str, RecorderFactory] = dict(recorders or {})
+        self._disabled: frozenset[str] = frozenset()
+        self._disabled_at = -TOOLS_REFRESH_S - 1.0
+
+    # -- the seam where a run gets its graph -------------------------------------------------
+
+    def graph_for(self, graph_id: str) -> Graph | None:
+        """The compiled graph a run of `graph_id` executes (None: not declared)."""
+        return self.graphs.get(graph_id)
+
+    async def disabled_tools(self) -> frozenset[str]:
+        """Tools switched off in the `tools` table (re-read at most every `TOOLS_REFRESH_S`)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._disabled_at > TOOLS_REFRESH_S:
+            try:
+                rows = await sql_tools.list_tools(self.db)
+            except Exception as error:  # keep the last known switches
+                log.warning("could not read the tools table: %r", error)
+            else:
+                self._disabled = frozenset(row.name for row in rows if not row.enabled)
+            self._disabled_at = loop.time()
+        return self._disabled
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def execute(self, attempt: Attempt) -> None:
+        """Run one claimed attempt to its end, holding its lease meanwhile."""
+        run = attempt.run
+        started = datetime.now(UTC)
+        source = str((run.metadata_ or {}).get("source", ""))
+        factory = self.recorders.get(source)
+        recorder = factory(run) if factory is not None else None
+        prepared = _Prepared()
+        attempt.task = asyncio.create_task(
+            self._run_graph(attempt, prepared, recorder), name=f"run-{run.id}"
+        )
+        lease = asyncio.create_task(self.queue.hold(attempt), name=f"lease-{run.id}")
+        try:
+            if run.cancel_reason:  # cancelled while its previous holder died
+                attempt.stop(cancel_action(run.cancel_reason))
+            try:
+                await asyncio.shield(attempt.task)
+            except asyncio.CancelledError:
+                if not attempt.task.done():
+                    # The worker itself is being cancelled (shutdown): stop the run, leave it.
+                    attempt.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await attempt.task
+                    raise
+                reason = attempt.stop_reason
+                if reason == "lost":  # another worker holds (or will hold) the run now
+                    return
+                if reason is None:
+                    raise
+                await self._finish_cancelled(attempt, prepared, reason)
+            except Exception as error:
+                await self._finish(attempt, prepared, recorder, error=error)
+            else:
+                await self._finish(attempt, prepared, recorder, error=None)
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await lease
+        await self.queue.announce_done(run.id)
+        if run.kwargs.get("webhook"):
+            await self._send_webhook(run.id, started)
+
+    async def _prepare(self, attempt: Attempt, prepared: _Prepared) -> tuple[Any, dict[str, Any]]:
+        """Resolve the run's assistant, thread, graph and context; its input and config."""
+        run = attempt.run
+        kwargs = run.kwargs
+        assert run.thread_id is not None
+        thread_id = run.thread_id
+        async with self.db.sessions() as session:
+            agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
+            thread = await session.get(Conversation, thread_id)
+        prepared.agent, prepared.thread = agent, thread
+        prepared.temporary = bool(kwargs.get("temporary")) and kwargs.get("on_completion") != "keep"
+        prepared.graph = self.graph_for(agent.graph_id) if agent is not None else None
+        if agent is None or prepared.graph is None or thread is None:
+            raise ConflictError(
+                f"run {run.id}: its assistant, graph or thread no longer exists",
+                field="assistant_id",
+            )
+        disabled = await self.disabled_tools()
+        prepared.context = agent_context(
+            agent,
+            user_id=thread.user_id,
+            settings=self.settings,
+            services=self.services,
+            run_context=kwargs.get("context"),
+            disabled_tools=disabled,
+        )
+        config = merge_config(agent.config, kwargs.get("config"))
+        configurable = dict(config.get("configurable") or {})
+        configurable.update(thread_id=str(thread_id), checkpoint_ns="")
+        graph_input: Any = kwargs.get("input")
+        await self.resources.checkpoints.ready()
+        latest = await self.resources.checkpoints.saver.aget_tuple(thread_config(thread_id))
+        resuming = (
+            attempt.token.attempt > 1
+            and latest is not None
+            and latest.metadata.get("run_id") == str(run.id)
+        )
+        if resuming:
+            graph_input = None  # continue from our last checkpoint
+        else:
+            if kwargs.get("checkpoint_id"):
+                configurable["checkpoint_id"] = kwargs["checkpoint_id"]
+            command = kwargs.get("command")
+            if command:
+                graph_input = await self._command(prepared.graph, thread_id, command)
+        config["configurable"] = configurable
+        config["metadata"] = {
+            **(config.get("metadata") or {}),
+            **(run.metadata_ or {}),
+            "run_id": str(run.id),
+            "run_attempt": attempt.token.attempt,
+            "thread_id": str(thread_id),
+            "assistant_id": str(agent.id),
+            "graph_id": agent.graph_id,
+        }
+        config.setdefault("recursion_limit", 2 * prepared.context.max_steps + 12)
+        return graph_input, config
+
+    async def _append(
+        self, attempt: Attempt, recorder: RunRecorder | None, event: str, data: Any
+    ) -> None:
+        await self.events.append(attempt.token, event, data)
+        if recorder is not None:
+            recorder.on_event(event, data)
+
+    async def _run_graph(
+        self, attempt: Attempt, prepared: _Prepared, recorder: RunRecorder | None
+    ) -> None:
+        """The cancellable part of an attempt: prepare, then stream the graph's events."""
+        run = attempt.run
+        await self._append(
+            attempt, recorder, "metadata", {"run_id": str(run.id), "attempt": run.attempt}
+        )
+        graph_input, config = await self._prepare(attempt, prepared)
+        assert prepared.graph is not None
+        kwargs = run.kwargs
+        prepared.timer = asyncio.timeout(self.settings.run_timeout_s)
+        async with prepared.timer:
+            async for event, data in stream_graph(
+                prepared.graph,
+                graph_input,
+                config=config,  # type: ignore[arg-type]
+                context=prepared.context,
+                stream_modes=kwargs.get("stream_mode") or ["values"],
+                subgraphs=bool(kwargs.get("stream_subgraphs")),
+                interrupt_before=kwargs.get("interrupt_before"),
+                interrupt_after=kwargs.get("interrupt_after"),
+                checkpoint_during=_checkpoint_during(kwargs),
+            ):
+                await self._append(attempt, recorder, event, data)
+
+    async def _state(
+        self, graph: Graph, thread_id: uuid.UUID
+    ) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """The thread's values, interrupts by task, and whether it stopped before a node."""
+        state = await graph.aget_state(thread_config(thread_id))
+        values = to_jsonable(state.values) if isinstance(state.values, Mapping) else {}
+        interrupts: dict[str, Any] = {
+            task.id: to_jsonable(list(task.interrupts)) for task in state.tasks if task.interrupts
+        }
+        return values, interrupts, bool(state.next)
+
+    async def _command(self, graph: Graph, thread_id: uuid.UUID, command: Mapping[str, Any]) -> Any:
+        """A `Command` from the request's `command`; a resume needs a pending interrupt."""
+        if "resume" in command and command["resume"] is not None:
+            _, interrupts, stopped = await self._state(graph, thread_id)
+            if not interrupts and not stopped:
+                raise ConflictError(
+                    f"thread {thread_id} has no pending interrupt to resume (another run may "
+                    "have resumed it already)",
+                    field="command",
+                )
+        goto = command.get("goto")
+        return Command(
+            resume=command.get("resume"),
+            update=command.get("update"),
+            goto=goto if goto is not None else (),
+        )
+
+    # -- finishing: the status first, then `end` / `error` ----------------------------------------
+
+    async def _retrying(self, attempt: Attempt, work: Callable[[], Awaitable[bool]]) -> bool:
+        """`work()` (a fenced write), retried while the database is restarting and the claim
+        still holds; False when it did not go through."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.1
+        while True:
+            try:
+                return await work()
+            except Exception as error:
+                if not is_transient(error) or loop.time() >= attempt.lease_deadline:
+                    log.error("run %s could not be finished here: %r", attempt.run.id, error)
+                    return False
+                log.warning("finishing run %s failed (%r); retrying", attempt.run.id, error)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _finish(
+        self,
+        attempt: Attempt,
+        prepared: _Prepared,
+        recorder: RunRecorder | None,
+        *,
+        error: BaseException | None,
+    ) -> None:
+        """Write the run's final status and its thread's state, then its last event."""
+        run = attempt.run
+        assert run.thread_id is not None
+        thread_id = run.thread_id
+        graph = prepared.graph
+        values: dict[str, Any] = {}
+        interrupts: dict[str, Any] = {}
+        stopped = False
+        data: dict[str, Any] | None = None
+        status = "success"
+        if error is None and graph is not None:
+            try:
+                values, interrupts, stopped = await self._state(graph, thread_id)
+            except Exception as state_error:  # the run's work is saved: it ends as an error
+                error = state_error
+        if error is not None:
+            log.warning("run %s failed: %s: %s", run.id, type(error).__name__, error)
+            data = error_data(error)
+            status = "error"
+            if prepared.timed_out():
+                status = "timeout"
+                limit = self.settings.run_timeout_s
+                data = {"error": "TimeoutError", "message": f"the run took over {limit} s"}
+            if graph is not None:
+                with contextlib.suppress(Exception):
+                    values, _, _ = await self._state(graph, thread_id)
+        output: dict[str, Any]
+        if data is not None:
+            output = {"__error__": data}
+        else:
+            output = dict(values)
+            if interrupts:
+                output["__interrupt__"] = [i for group in interrupts.values() for i in group]
+        result = RunResult(
+            run=run,
+            status=status,
+            values=values,
+            error=f"{data['error']}: {data['message']}" if data else None,
+            context=prepared.context,
+        )
+        extra: list[tuple[str, Any]] = []
+
+        async def hook(session: AsyncSession, row: Run) -> None:
+            if recorder is not None:
+                extra[:] = await recorder.on_finish(session, result)
+
+        if data is not None:
+            thread_status = "error"
+            thread_values: dict[str, Any] | None = values if graph is not None else None
+            thread_interrupts: dict[str, Any] = {}
+        else:
+            thread_status = "interrupted" if interrupts or stopped else "idle"
+            thread_values, thread_interrupts = values, interrupts
+        finished = await self._retrying(
+            attempt,
+            lambda: run_store.finish_run(
+                self.db,
+                attempt.token,
+                status=status,
+                output=output,
+                error=result.error,
+                thread_status=thread_status,
+                thread_values=thread_values,
+                thread_interrupts=thread_interrupts,
+                delete_thread=prepared.temporary,
+                notify=self.queue.finish_notify(run.id),
+                hook=hook,
+            ),
+        )
+        if not finished:
+            return  # not ours any more: whoever holds the run finishes it
+        for event, payload in extra:
+            await self.events.append(attempt.token, event, payload)
+        await self.events.append(attempt.token, "error" if data else "end", data)
+        if prepared.temporary:
+            await self._drop_checkpoints(thread_id)
+        if recorder is not None:
+            try:
+                await recorder.after_finish(result)
+            except Exception:
+                log.exception("run %s: work after its end failed", run.id)
+
+    async def _finish_cancelled(
+        self, attempt: Attempt, prepared: _Prepared, action: CancelAction
+    ) -> None:
+        """Finish a run stopped by a cancel request: interrupted (its checkpoints kept), or
+        rolled back (deleted with what it wrote)."""
+        run = attempt.run
+        assert run.thread_id is not None
+        thread_id = run.thread_id
+        error = {
+            "error": "UserInterrupt" if action == "interrupt" else "UserRollback",
+            "message": f"run {action} requested",
+        }
+        temporary = bool(run.kwargs.get("temporary")) and run.kwargs.get("on_completion") != "keep"
+        graph = prepared.graph
+        if graph is None:
+            async with self.db.sessions() as session:
+                agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
+            graph = self.graph_for(agent.graph_id) if agent is not None else None
+        if action == "rollback":
+            # The stream ends first: once the run is deleted, its events are refused.
+            await self.events.append(attempt.token, "error", error)
+            if not await run_store.drop_run(self.db, attempt.token):
+                return
+            await self._drop_checkpoints(thread_id, run_id=None if temporary else run.id)
+            async with self.db.sessions.begin() as session:
+                thread = await session.get(Conversation, thread_id, with_for_update=True)
+                if thread is not None and temporary:
+                    await session.delete(thread)
+                elif thread is not None and graph is not None:
+                    values, interrupts, _ = await self._state(graph, thread_id)
+                    thread.values_, thread.interrupts = values, interrupts
+                    if interrupts and thread.status == "idle":
+                        thread.status = "interrupted"
+            return
+        values_now: dict[str, Any] | None = None
+        interrupts_now: dict[str, Any] | None = None
+        if graph is not None:
+            with contextlib.suppress(Exception):
+                values_now, interrupts_now, _ = await self._state(graph, thread_id)
+        finished = await self._retrying(
+            attempt,
+            lambda: run_store.finish_run(
+                self.db,
+                attempt.token,
+                status="interrupted",
+                output=values_now or {},
+                thread_status="interrupted" if interrupts_now else "idle",
+                thread_values=values_now,
+                thread_interrupts=interrupts_now,
+                delete_thread=temporary,
+                notify=self.queue.finish_notify(run.id),
+            ),
+        )
+        if not finished:
+            return
+        await self.events.append(attempt.token, "error", error)
+        if temporary:
+            await self._drop_checkpoints(thread_id)
+
+    async def _drop_checkpoints(
+        self, thread_id: uuid.UUID, *, run_id: uuid.UUID | None = None
+    ) -> None:
+        """Delete a thread's checkpoints (only those `run_id` wrote, when given)."""
+        checkpoints = self.resources.checkpoints
+        try:
+            if run_id is None:
+                await checkpoints.delete_thread(str(thread_id))
+            else:
+                await checkpoints.delete_run(str(thread_id), str(run_id))
+        except Exception as error:  # housekeeping: the run's outcome stands
+            log.warning("deleting checkpoints of thread %s failed: %r", thread_id, error)
+
+    async def _send_webhook(self, run_id: uuid.UUID, started: datetime) -> None:
+        try:
+            run = await run_store.get_run(self.db, run_id)
+        except NotFoundError:
+            return
+        output = run.output if isinstance(run.output, dict) else {}
+        payload = webhook_payload(
+            run_json(run),
+            values=None if "__error__" in output else output,
+            error=run.error,
+            run_started_at=started,
+            run_ended_at=datetime.now(UTC),
+        )
+        await send_webhook(
+            str(run.kwargs["webhook"]),
+            payload,
+            allowed_hosts=self.settings.webhook_allowed_hosts,
+            timeout_s=self.settings.webhook_timeout_s,
+            attempts=self.settings.webhook_attempts,
+        )

@@ -1,0 +1,391 @@
+"""The run queue: a run is a row first; workers claim it with a fenced lease, renew it while
+they run it, and wake each other (and every other process) with NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import text
+
+from server.settings import Settings
+from stores.errors import NotFoundError
+from stores.sql import runs as run_store
+from stores.sql.database import Database, Timeouts, connect
+from stores.sql.models import Agent, Run
+from stores.sql.runs import RunToken
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "switchboard_runs"
+CancelAction = Literal["interrupt", "rollback"]
+StopReason = Literal["interrupt", "rollback", "lost"]
+
+
+def cancel_action(reason: str | None) -> CancelAction:
+    """The action of a recorded cancel request ("rollback: ..." or anything else)."""
+    return "rollback" if reason and reason.startswith("rollback") else "interrupt"
+
+
+@dataclass(eq=False, slots=True)
+class Attempt:
+    """One claim of a run by a worker of this process: the run as claimed, its fencing token,
+    and the task executing its graph (which `stop` cancels, saying why)."""
+
+    run: Run
+    token: RunToken
+    task: asyncio.Task[Any] | None = None
+    stop_reason: StopReason | None = None
+    lease_deadline: float = 0.0  # loop time after which the claim may have lapsed
+
+    def stop(self, reason: StopReason) -> None:
+        """Cancel the graph's task (the first reason wins); nothing once it is done."""
+        if self.task is None or self.task.done():
+            return
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.task.cancel()
+
+
+Execute = Callable[[Attempt], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Waiters:
+    events: set[asyncio.Event] = field(default_factory=set)
+
+
+class RunQueue:
+    """Submits, claims and cancels runs in PostgreSQL, shared by every server process.
+
+    A claim increments the run's `attempt`, which is the claim's fencing token: renewals,
+    event writes and the finishing write go through only while the run's attempt is still it.
+    The holder renews its lease every `lease_s / 3`; when it cannot renew in time (the database
+    is unreachable, or the renewal hangs) it stops its own run before the lease can lapse, so
+    another worker that reclaims the run never runs beside it. Processes wake each other with
+    NOTIFY on `switchboard_runs` ("new", "cancel <run> <action>", "done <run>").
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        *,
+        database_url: str,
+        timeouts: Timeouts = Timeouts(),
+    ) -> None:
+        self.db = database
+        self.settings = settings
+        self.url = database_url
+        self.timeouts = timeouts
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_s = settings.run_lease_s
+        # Stop a run this long before its lease could lapse: room for the cancellation.
+        self.margin_s = min(self.lease_s / 6, 5.0)
+        self.attempts: dict[uuid.UUID, Attempt] = {}
+        self._idle: list[asyncio.Future[None]] = []
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._done: dict[uuid.UUID, _Waiters] = {}
+        self._announced: set[uuid.UUID] = set()  # finished with their NOTIFY sent
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, execute: Execute) -> None:
+        """Start the NOTIFY listener and `run_workers` workers that hand claims to `execute`."""
+        self._tasks.append(asyncio.create_task(self._listen(), name="runs-listener"))
+        for n in range(self.settings.run_workers):
+            task = asyncio.create_task(self._worker(execute), name=f"runs-worker-{n}")
+            self._tasks.append(task)
+
+    async def aclose(self) -> None:
+        """Stop the workers; runs they held go back to pending so another process resumes
+        them at once (instead of after their lease)."""
+        self._closing = True
+        held = [attempt.token for attempt in self.attempts.values()]
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 5)
+        try:
+            if await run_store.release_runs(self.db, held):
+                await self.notify("new")
+        except Exception as error:  # their leases lapse instead
+            log.warning("could not hand back %d runs at shutdown: %s", len(held), error)
+
+    # -- submitting, cancelling, waiting -----------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        thread_id: uuid.UUID,
+        assistant: Agent,
+        kwargs: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        multitask_strategy: str = "enqueue",
+        if_not_exists: Literal["create", "reject"] = "reject",
+        temporary: bool = False,
+    ) -> Run:
+        """Write the run row (applying the multitask strategy) and wake a worker."""
+        run, cancels = await run_store.create_run(
+            self.db,
+            thread_id=thread_id,
+            assistant_id=assistant.id,
+            graph_id=assistant.graph_id,
+            kwargs={**kwargs, "temporary": temporary},
+            metadata=metadata,
+            multitask_strategy=multitask_strategy,
+            if_not_exists=if_not_exists,
+            temporary=temporary,
+            notify=run_store.Notify(CHANNEL, self.owner),
+        )
+        for payload in (*(f"cancel {r.run_id} {r.action}" for r in cancels), "new"):
+            self.dispatch(payload)  # the others hear it from the commit
+        return run
+
+    async def cancel(
+        self,
+        run_ids: list[uuid.UUID],
+        *,
+        action: CancelAction = "interrupt",
+        thread_id: uuid.UUID | None = None,
+        reason: str = "cancelled by a client",
+    ) -> None:
+        """Cancel runs: pending ones at once, running ones by the process that holds them."""
+        requests = await run_store.cancel_runs(
+            self.db, run_ids, action=action, reason=reason, thread_id=thread_id
+        )
+        await self.notify(
+            *(f"cancel {r.run_id} {r.action}" for r in requests),
+            *(f"done {run_id}" for run_id in run_ids),
+        )
+
+    def cancel_soon(self, run_id: uuid.UUID, *, reason: str) -> None:
+        """`cancel` in a task of its own: for callers that are being cancelled (disconnects)."""
+        self.background(self.cancel([run_id], reason=reason))
+
+    def background(self, work: Awaitable[None]) -> None:
+        """Run `work` in a task this queue keeps (and awaits briefly at shutdown)."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background run work failed")
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def wait(self, run_id: uuid.UUID, *, timeout_s: float | None = None) -> Run | None:
+        """Wait until the run is finished; the final row (None if it was deleted: rollback)."""
+        event = asyncio.Event()
+        waiters = self._done.setdefault(run_id, _Waiters())
+        waiters.events.add(event)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        try:
+            while True:
+                try:
+                    run = await run_store.get_run(self.db, run_id)
+                except NotFoundError:
+                    return None
+                except Exception as error:  # the database is restarting: look again soon
+                    if deadline is not None and loop.time() > deadline:
+                        raise
+                    log.warning("reading run %s failed (%s); retrying", run_id, error)
+                    run = None
+                if run is not None and run.status in run_store.DONE:
+                    return run
+                remaining = self.settings.run_poll_s
+                if deadline is not None:
+                    remaining = min(remaining, deadline - loop.time())
+                    if remaining <= 0:
+                        status = run.status if run is not None else "unknown"
+                        raise TimeoutError(f"run {run_id} is still {status}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+                event.clear()
+        finally:
+            waiters.events.discard(event)
+            if not waiters.events and self._done.get(run_id) is waiters:
+                del self._done[run_id]
+
+    # -- NOTIFY ----------------------------------------------------------------------------
+
+    async def notify(self, *payloads: str) -> None:
+        """Act on `payloads` here at once, and tell the other processes (one round trip)."""
+        for payload in payloads:
+            self.dispatch(payload)
+        if not payloads:
+            return
+        params = {f"p{n}": f"{payload}|{self.owner}" for n, payload in enumerate(payloads)}
+        calls = ", ".join(f"pg_notify(:channel, :p{n})" for n in range(len(payloads)))
+        async with self.db.engine.begin() as conn:
+            await conn.execute(text(f"SELECT {calls}"), {"channel": CHANNEL, **params})
+
+    def finish_notify(self, run_id: uuid.UUID) -> run_store.Notify:
+        """What the commit that finishes `run_id` tells the other processes."""
+        self._announced.add(run_id)
+        return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}", "new"))
+
+    async def announce_done(self, run_id: uuid.UUID) -> None:
+        """Wake this process's waiters of a finished run, and tell the others unless the commit
+        that finished it did."""
+        if run_id in self._announced:
+            self._announced.discard(run_id)
+            self.dispatch(f"done {run_id}")
+            self.dispatch("new")
+            return
+        try:
+            await self.notify(f"done {run_id}", "new")
+        except Exception as error:  # the others poll; ours are woken here
+            log.warning("could not announce the end of run %s: %s", run_id, error)
+            self.dispatch(f"done {run_id}")
+
+    def _signal(self) -> None:
+        """Wake one idle worker (if any) to look for a run."""
+        while self._idle:
+            waiter = self._idle.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _listen(self) -> None:
+        """Follow NOTIFYs until closed; a lost connection is logged and reopened."""
+        backoff = 0.2
+        while not self._closing:
+            try:
+                async with await connect(self.url, self.timeouts) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.2
+                    self._signal()  # cancels sent meanwhile land with the next lease renewal
+                    async for notice in conn.notifies():
+                        payload, _, sender = notice.payload.rpartition("|")
+                        if sender != self.owner:  # ours were handled when sent
+                            self.dispatch(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("run listener lost its connection (%s); reconnecting", error)
+                # Whatever was sent meanwhile: look for runs, and re-read the waited ones.
+                self._signal()
+                for waiters in self._done.values():
+                    for event in waiters.events:
+                        event.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.run_poll_s)
+
+    def dispatch(self, payload: str) -> None:
+        """Act on one NOTIFY payload in this process."""
+        kind, _, rest = payload.partition(" ")
+        if kind == "new":
+            self._signal()
+        elif kind == "cancel":
+            raw_id, _, action = rest.partition(" ")
+            with contextlib.suppress(ValueError):
+                attempt = self.attempts.get(uuid.UUID(raw_id))
+                if attempt is not None:
+                    attempt.stop("rollback" if action == "rollback" else "interrupt")
+        elif kind == "done":
+            with contextlib.suppress(ValueError):
+                waiters = self._done.get(uuid.UUID(rest))
+                for event in waiters.events if waiters else ():
+                    event.set()
+
+    # -- workers and leases ----------------------------------------------------------------
+
+    async def _worker(self, execute: Execute) -> None:
+        """Claim runs and execute them until closed; a failure is logged, never fatal."""
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            sent = loop.time()
+            try:
+                run = await run_store.claim_run(self.db, owner=self.owner, lease_s=self.lease_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("claiming a run failed: %s", error)
+                run = None
+            if run is None:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                try:
+                    await asyncio.wait_for(waiter, self.settings.run_poll_s)
+                except TimeoutError:
+                    pass
+                finally:
+                    if waiter in self._idle:
+                        self._idle.remove(waiter)
+                continue
+            self._signal()  # there may be more: pass the word to another idle worker
+            attempt = Attempt(
+                run=run,
+                token=RunToken(run.id, run.attempt),
+                lease_deadline=sent + self.lease_s - self.margin_s,
+            )
+            self.attempts[run.id] = attempt
+            try:
+                await execute(attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the lease lapses and another worker takes the run over
+                log.exception("executing run %s failed", run.id)
+            finally:
+                if self.attempts.get(run.id) is attempt:
+                    del self.attempts[run.id]
+
+    async def hold(self, attempt: Attempt) -> None:
+        """Renew `attempt`'s lease until cancelled; stop its run when the claim is lost.
+
+        Renewals come every `lease_s / 3`. The claim is good until `lease_s` after the last
+        renewal that succeeded was sent (the database counts from later), less a margin: when
+        no renewal succeeds by then, the run is stopped here, before another worker can
+        reclaim it. A renewal that finds another attempt holding the run stops it at once; one
+        that finds a cancel request (whose NOTIFY was missed) cancels it.
+        """
+        loop = asyncio.get_running_loop()
+        interval = self.lease_s / 3
+        while True:
+            now = loop.time()
+            if now >= attempt.lease_deadline:
+                log.warning(
+                    "run %s (attempt %d): no lease renewal succeeded in time; stopping it here",
+                    attempt.token.run_id,
+                    attempt.token.attempt,
+                )
+                attempt.stop("lost")
+                return
+            await asyncio.sleep(min(interval, attempt.lease_deadline - now))
+            if loop.time() >= attempt.lease_deadline:
+                continue
+            sent = loop.time()
+            try:
+                renewal = await asyncio.wait_for(
+                    run_store.renew_lease(self.db, attempt.token, lease_s=self.lease_s),
+                    timeout=max(0.01, attempt.lease_deadline - sent),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a blip: the next beat may succeed, until the deadline
+                log.warning("renewing the lease of run %s failed: %r", attempt.token.run_id, error)
+                continue
+            if not renewal.held:
+                log.warning("run %s: its lease was taken over; stopping it here", attempt.run.id)
+                attempt.stop("lost")
+                return
+            attempt.lease_deadline = sent + self.lease_s - self.margin_s
+            if renewal.cancel_reason:  # a cancel whose NOTIFY we missed
+                attempt.stop(cancel_action(renewal.cancel_reason))

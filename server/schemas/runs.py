@@ -1,0 +1,85 @@
+"""Request bodies of the Agent Server API's runs routes (langgraph-sdk `runs.*`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from server.runs.streaming import validate_stream_modes
+from server.schemas.agent_api import CheckpointRef
+
+
+class RunCommand(BaseModel):
+    """A `Command` for the graph: resume an interrupt, update the state, go to nodes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resume: Any = None
+    update: dict[str, Any] | list[Any] | None = None
+    goto: str | list[Any] | dict[str, Any] | None = None
+
+
+class RunCreate(BaseModel):
+    """The body of a run creation (langgraph-sdk `runs.create` / `stream` / `wait`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    assistant_id: str = Field(min_length=1, max_length=200)
+    input: dict[str, Any] | list[Any] | str | int | float | bool | None = None
+    command: RunCommand | None = None
+    metadata: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+    checkpoint_id: str | None = Field(None, max_length=100)
+    checkpoint: CheckpointRef | None = None
+    checkpoint_during: bool | None = None
+    durability: Literal["sync", "async", "exit"] | None = None
+    stream_mode: str | list[str] | None = None
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    interrupt_before: Literal["*"] | list[str] | None = None
+    interrupt_after: Literal["*"] | list[str] | None = None
+    webhook: str | None = Field(None, max_length=2000)
+    multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "enqueue"
+    if_not_exists: Literal["create", "reject"] = "reject"
+    on_disconnect: Literal["cancel", "continue"] = "continue"
+    on_completion: Literal["delete", "keep"] = "delete"
+    after_seconds: float | None = Field(None, ge=0, le=86_400)
+    feedback_keys: list[str] | None = None
+
+    @field_validator("stream_mode")
+    @classmethod
+    def _modes(cls, value: str | list[str] | None) -> list[str]:
+        return validate_stream_modes(value)
+
+
+class BatchRunCreate(RunCreate):
+    """One run of `POST /runs/batch`: on `thread_id` when given, else stateless."""
+
+    thread_id: uuid.UUID | None = None
+
+
+class RunsCancel(BaseModel):
+    """The body of `POST /runs/cancel`: runs by id (on a thread), or every run of a status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: uuid.UUID | None = None
+    run_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
+    status: Literal["pending", "running", "all"] | None = None
+
+
+RunField = Literal[
+    "run_id",
+    "thread_id",
+    "assistant_id",
+    "created_at",
+    "updated_at",
+    "status",
+    "metadata",
+    "kwargs",
+    "multitask_strategy",
+    "cancel_reason",
+]

@@ -1,0 +1,204 @@
+"""The run event log: append/follow here and across connections, fencing, replay, prune."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import psycopg
+from sqlalchemy import text
+
+from server.runs.events import RunEventLog, open_run_event_log
+from stores.sql.database import Database, open_database
+from stores.sql.runs import RunToken
+from tests.integration.run_events_support import (
+    collect,
+    database,
+    first_event,
+    log,
+    new_run,
+    set_status,
+)
+
+__all__ = ["database", "log"]  # fixtures
+
+
+async def test_seq_counts_from_one_in_each_run(log: RunEventLog, database: Database) -> None:
+    first, second = await new_run(database), await new_run(database)
+    assert [await log.append(first, "values", {"n": n}) for n in range(3)] == [1, 2, 3]
+    assert await log.append(second, "values", {"n": 0}) == 1
+    await log.flush()
+    assert await log.last_seq(first.run_id) == 3
+    assert await log.events_after(first.run_id, 1) == [
+        (2, "values", {"n": 1}),
+        (3, "values", {"n": 2}),
+    ]
+
+
+async def test_an_event_the_database_refuses_does_not_hold_up_other_runs(
+    log: RunEventLog, database: Database
+) -> None:
+    gone, run = RunToken(uuid.uuid4(), 1), await new_run(database)  # `gone`: no such run (deleted)
+    await log.append(gone, "values", {"n": 1})
+    await log.append(run, "values", {"n": 1})
+    assert await asyncio.wait_for(log.append(run, "end", None), 10) == 2
+    assert await log.events_after(gone.run_id) == []
+    assert [name for _, name, _ in await log.events_after(run.run_id)] == ["values", "end"]
+
+
+async def test_a_deeply_nested_subgraph_event_name_is_stored_whole(
+    log: RunEventLog, database: Database
+) -> None:
+    run = await new_run(database)
+    name = "values|" + "|".join(f"level{n}:{uuid.uuid4()}" for n in range(6))
+    assert len(name) > 200
+    await log.append(run, name, {"deep": True})
+    await log.append(run, "end", None)
+    assert (await log.events_after(run.run_id))[0][1] == name
+
+
+async def test_the_log_recovers_when_its_database_connections_are_cut(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    run = await new_run(database)
+    await log.append(run, "values", {"n": 1})
+    await log.flush()
+    follower = asyncio.create_task(collect(log.follow(run.run_id)))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )  # the writer's, the listener's and the pool's connections all go
+    await log.append(run, "values", {"n": 2})
+    assert await asyncio.wait_for(log.append(run, "end", None), 20) == 3
+    events = await asyncio.wait_for(follower, 20)
+    assert [seq for seq, _, _ in events] == [1, 2, 3]
+
+
+async def test_another_process_taking_over_a_run_continues_its_numbering(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    run = await new_run(database)
+    async with open_run_event_log(database, url=database_url) as first:
+        assert [await first.append(run, "values", {"n": n}) for n in range(2)] == [1, 2]
+    # Closing stored what was queued; a process resuming the run numbers on from there.
+    async with open_run_event_log(database, url=database_url) as second:
+        assert await second.append(run, "metadata", {"attempt": 2}) == 3
+        assert await second.append(run, "end", None) == 4
+    assert [seq for seq, _, _ in await log.events_after(run.run_id)] == [1, 2, 3, 4]
+
+
+async def test_follow_replays_stored_events_then_live_ones_until_end(
+    log: RunEventLog, database: Database
+) -> None:
+    run = await new_run(database)
+    await log.append(run, "metadata", {"run_id": str(run.run_id), "attempt": 1})
+    follower = asyncio.create_task(collect(log.follow(run.run_id)))
+    for n in range(3):
+        await log.append(run, "values", {"n": n})
+    await log.append(run, "end", None)
+    await log.append(run, "values", {"n": "after the end"})
+    events = await asyncio.wait_for(follower, 10)
+    assert [seq for seq, _, _ in events] == [1, 2, 3, 4, 5]
+    assert [name for _, name, _ in events] == ["metadata", "values", "values", "values", "end"]
+
+
+async def test_a_follower_in_another_process_gets_events_through_notify(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    run = await new_run(database)
+    # Another "process": its own pool and LISTEN connection; it polls only every 60 s, so
+    # events reaching it in time came through NOTIFY.
+    async with (
+        open_database(database_url, pool_size=2) as other_db,
+        open_run_event_log(other_db, url=database_url, poll_s=60) as other,
+    ):
+        follower = asyncio.create_task(collect(other.follow(run.run_id)))
+        first = asyncio.create_task(first_event(other.follow(run.run_id)))
+        await log.append(run, "metadata", {"run_id": str(run.run_id)})
+        assert (await asyncio.wait_for(first, 10))[0] == 1
+        for n in range(5):
+            await log.append(run, "values", {"n": n})
+        await log.append(run, "end", None)
+        events = await asyncio.wait_for(follower, 10)
+    assert [seq for seq, _, _ in events] == list(range(1, 8))
+    assert events[3] == (4, "values", {"n": 2})
+
+
+async def test_follow_after_a_seq_replays_only_later_events(
+    log: RunEventLog, database: Database
+) -> None:
+    run = await new_run(database)
+    for n in range(4):
+        await log.append(run, "values", {"n": n})
+    await log.append(run, "end", None)
+    events = await asyncio.wait_for(collect(log.follow(run.run_id, after_seq=3)), 10)
+    assert events == [(4, "values", {"n": 3}), (5, "end", None)]
+
+
+async def test_follow_stops_at_an_error_event(log: RunEventLog, database: Database) -> None:
+    run = await new_run(database)
+    await log.append(run, "values", {})
+    await log.append(run, "error", {"error": "ValueError", "message": "bad input"})
+    events = await asyncio.wait_for(collect(log.follow(run.run_id)), 10)
+    assert events[-1] == (2, "error", {"error": "ValueError", "message": "bad input"})
+
+
+async def test_follow_ends_when_the_run_finished_without_an_end_event(
+    log: RunEventLog, database: Database
+) -> None:
+    run = await new_run(database)
+    await log.append(run, "values", {"n": 1})
+    follower = asyncio.create_task(collect(log.follow(run.run_id)))
+    await set_status(database, run, "error")  # e.g. its worker died and it was given up
+    events = await asyncio.wait_for(follower, 10)
+    assert events == [(1, "values", {"n": 1})]
+
+
+async def test_prune_deletes_only_finished_runs_events_past_retention(
+    log: RunEventLog, database: Database
+) -> None:
+    finished, running = await new_run(database), await new_run(database)
+    for run in (finished, running):
+        await log.append(run, "values", {})
+        await log.append(run, "end", None)
+    await set_status(database, finished, "success")
+    assert await log.prune(keep_s=3600) == 0  # too recent
+    assert await log.prune(keep_s=0) >= 2  # (other tests' finished runs go too)
+    assert await log.events_after(finished.run_id) == []
+    assert len(await log.events_after(running.run_id)) == 2  # still running: kept
+
+
+async def test_the_opened_log_prunes_finished_runs_on_its_own(
+    database: Database, database_url: str
+) -> None:
+    run = await new_run(database, status="success")
+    async with open_run_event_log(
+        database, url=database_url, retention_s=0, prune_every_s=0.05
+    ) as events:
+        await events.append(run, "end", None)
+        deadline = time.monotonic() + 10
+        while await events.events_after(run.run_id):
+            assert time.monotonic() < deadline, "the finished run's events were not pruned"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_stale_attempts_events_are_dropped_once_its_run_is_reclaimed(
+    log: RunEventLog, database: Database
+) -> None:
+    first = await new_run(database)
+    follower = asyncio.create_task(collect(log.follow(first.run_id)))
+    await log.append(first, "values", {"n": 1})
+    await log.flush()
+    async with database.engine.begin() as conn:  # another worker claims the run: attempt 2
+        await conn.execute(text("UPDATE runs SET attempt = 2 WHERE id = :id"), {"id": first.run_id})
+    second = RunToken(first.run_id, 2)
+    await log.append(first, "values", {"stale": True})
+    await log.append(second, "metadata", {"attempt": 2})
+    await log.append(first, "end", None)  # the stale attempt's end does not end the stream
+    await log.append(second, "end", None)
+    stored = [(name, data) for _, name, data in await log.events_after(first.run_id)]
+    assert stored == [("values", {"n": 1}), ("metadata", {"attempt": 2}), ("end", None)]
+    seen = await asyncio.wait_for(follower, 10)
+    assert [(name, data) for _, name, data in seen] == stored

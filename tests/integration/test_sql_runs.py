@@ -1,0 +1,101 @@
+"""Run rows in SQL: a claim's attempt is its fencing token, and a stale attempt writes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import text
+
+from stores.sql import runs as run_store
+from stores.sql.database import Database, open_database
+from stores.sql.models import Agent, Run
+from stores.sql.runs import RunToken
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async with open_database(database_url, pool_size=2) as database:
+        yield database
+
+
+async def claimed_twice(db: Database) -> tuple[RunToken, RunToken]:
+    """A run claimed by a first attempt whose lease lapsed, then reclaimed by a second."""
+    async with db.sessions.begin() as session:
+        agent = Agent(graph_id="chat", name=f"fencing {uuid.uuid4().hex[:6]}")
+        session.add(agent)
+    run, _ = await run_store.create_run(
+        db,
+        thread_id=uuid.uuid4(),
+        assistant_id=agent.id,
+        graph_id="chat",
+        kwargs={},
+        metadata={},
+        multitask_strategy="reject",
+        if_not_exists="create",
+    )
+    tokens = []
+    for owner in ("worker-a", "worker-b"):
+        claimed = await run_store.claim_run(db, owner=owner, lease_s=30)
+        while claimed is not None and claimed.id != run.id:  # other tests' runs
+            claimed = await run_store.claim_run(db, owner=owner, lease_s=30)
+        assert claimed is not None
+        tokens.append(RunToken(claimed.id, claimed.attempt))
+        async with db.engine.begin() as conn:  # the lease lapses
+            await conn.execute(
+                text("UPDATE runs SET lease_expires_at = now() - interval '1 s' WHERE id = :id"),
+                {"id": run.id},
+            )
+    return tokens[0], tokens[1]
+
+
+async def finish(db: Database, token: RunToken) -> bool:
+    """Finish the run as `token`'s attempt, its output naming that attempt."""
+    by = {"by": token.attempt}
+    return await run_store.finish_run(
+        db,
+        token,
+        status="success",
+        output=by,
+        thread_status="idle",
+        thread_values=by,
+        thread_interrupts={},
+    )
+
+
+async def test_each_claim_is_a_new_attempt(db: Database) -> None:
+    first, second = await claimed_twice(db)
+    assert first.run_id == second.run_id
+    assert (first.attempt, second.attempt) == (1, 2)
+
+
+async def test_a_stale_attempt_can_neither_renew_nor_finish_nor_drop_nor_release(
+    db: Database,
+) -> None:
+    stale, current = await claimed_twice(db)
+    assert not (await run_store.renew_lease(db, stale, lease_s=30)).held
+    assert not await finish(db, stale)
+    assert not await run_store.drop_run(db, stale)
+    assert await run_store.release_runs(db, [stale]) == 0
+    assert (await run_store.renew_lease(db, current, lease_s=30)).held
+    assert await finish(db, current)
+    row = await run_store.get_run(db, current.run_id)
+    assert (row.status, row.output, row.attempt) == ("success", {"by": 2}, 2)
+
+
+async def test_a_renewal_reports_a_cancel_request(db: Database) -> None:
+    _, current = await claimed_twice(db)
+    await run_store.cancel_runs(db, [current.run_id], action="rollback", reason="test")
+    renewal = await run_store.renew_lease(db, current, lease_s=30)
+    assert renewal.held
+    assert renewal.cancel_reason == "rollback: test"
+
+
+async def test_release_hands_back_only_what_the_token_holds(db: Database) -> None:
+    _, current = await claimed_twice(db)
+    assert await run_store.release_runs(db, [current]) == 1
+    async with db.sessions() as session:
+        run = await session.get(Run, current.run_id)
+    assert run is not None
+    assert (run.status, run.lease_owner) == ("pending", None)

@@ -1,0 +1,229 @@
+"""The SSE writer over HTTP: ids, Location, Last-Event-ID replay, heartbeats, the mode filter."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Annotated, Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Header, Request
+from langgraph_sdk import get_client
+from sse_starlette import EventSourceResponse
+
+from server.errors import install_error_handlers
+from server.runs.events import RunEventLog, open_run_event_log
+from server.sse import event_in_modes, follow_run, parse_last_event_id, run_headers, sse_response
+from stores.errors import InvalidInputError
+from stores.sql.database import Database, open_database
+from tests.integration.run_events_support import Event, database, log, new_run
+from tests.support import free_port
+
+__all__ = ["database", "log"]  # fixtures
+
+
+def test_a_join_filter_maps_events_back_to_the_modes_that_made_them() -> None:
+    assert event_in_modes("messages", ["messages-tuple"])
+    assert not event_in_modes("messages", ["messages"])
+    assert event_in_modes("messages/partial", ["messages"])
+    assert event_in_modes("messages/metadata", ["messages", "values"])
+    assert event_in_modes("updates|child:1", ["updates"])
+    assert not event_in_modes("updates|child:1", ["values"])
+    assert event_in_modes("metadata", ["values"])
+    assert event_in_modes("end", [])
+    assert event_in_modes("error", ["custom"])
+
+
+def test_last_event_id_must_be_a_whole_number() -> None:
+    assert parse_last_event_id(None) is None
+    assert parse_last_event_id("") is None
+    assert parse_last_event_id(" 7 ") == 7
+    for bad in ("abc", "1.5", "-1"):
+        with pytest.raises(InvalidInputError) as caught:
+            parse_last_event_id(bad)
+        assert caught.value.field == "Last-Event-ID"
+
+
+# --- SSE over HTTP: sse_response mounted on a small app served by uvicorn -----------------
+
+
+def stream_app(database_url: str, *, heartbeat_s: float) -> FastAPI:
+    """An app that serves a run's events at the join-stream path langgraph-sdk uses."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            open_database(database_url, pool_size=4) as db,
+            open_run_event_log(db, url=database_url, poll_s=0.5) as events,
+        ):
+            app.state.events = events
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.get("/threads/{thread_id}/runs/{run_id}/stream")
+    async def join(
+        thread_id: uuid.UUID,
+        run_id: uuid.UUID,
+        request: Request,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> EventSourceResponse:
+        events: RunEventLog = request.app.state.events
+        return sse_response(
+            follow_run(events, run_id, after_seq=parse_last_event_id(last_event_id)),
+            headers=run_headers(run_id, thread_id=thread_id),
+            heartbeat_s=heartbeat_s,
+        )
+
+    @app.get("/flaky/{thread_id}/{run_id}")
+    async def flaky(thread_id: uuid.UUID, run_id: uuid.UUID, request: Request) -> Any:
+        """Sends two events, then the connection breaks; `Location` says where to rejoin."""
+        events: RunEventLog = request.app.state.events
+
+        async def two_then_break() -> AsyncIterator[Event]:
+            sent = 0
+            async for item in events.follow(run_id):
+                yield item
+                sent += 1
+                if sent == 2:
+                    raise ConnectionResetError("the connection broke")
+
+        return sse_response(two_then_break(), headers=run_headers(run_id, thread_id=thread_id))
+
+    return app
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "the stream app did not start"
+        assert time.monotonic() < deadline, "the stream app did not start in 30 s"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stream_url(database_url: str) -> Iterator[str]:
+    with serve(stream_app(database_url, heartbeat_s=0.2)) as url:
+        yield url
+
+
+async def read_sse(
+    response: httpx.Response, *, stop_after: int | None = None
+) -> tuple[list[dict[str, str]], list[str]]:
+    """The events (id, event, data fields) and comment lines of an SSE response."""
+    events: list[dict[str, str]] = []
+    comments: list[str] = []
+    current: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            comments.append(line)
+        elif not line:
+            if current:
+                events.append(current)
+                current = {}
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+        else:
+            name, _, value = line.partition(":")
+            current[name] = value.strip()
+    return events, comments
+
+
+async def test_rejoining_with_last_event_id_replays_only_the_missed_events(
+    log: RunEventLog, database: Database, stream_url: str
+) -> None:
+    thread_id, run = uuid.uuid4(), await new_run(database)
+    path = f"/threads/{thread_id}/runs/{run.run_id}/stream"
+    await log.append(run, "metadata", {"run_id": str(run.run_id), "attempt": 1})
+    await log.append(run, "values", {"n": 1})
+    async with httpx.AsyncClient(base_url=stream_url, timeout=10) as client:
+        async with client.stream("GET", path) as response:
+            assert response.status_code == 200
+            assert response.headers["location"] == path
+            assert response.headers["content-location"] == f"/threads/{thread_id}/runs/{run.run_id}"
+            seen, _ = await read_sse(response, stop_after=2)
+        # The connection is gone; the run goes on.
+        await log.append(run, "values", {"n": 2})
+        await log.append(run, "values", {"n": 3})
+        await log.append(run, "end", None)
+        headers = {"Last-Event-ID": seen[-1]["id"]}
+        async with client.stream("GET", path, headers=headers) as response:
+            rest, _ = await read_sse(response)
+    assert [(e["id"], e["event"]) for e in seen] == [("1", "metadata"), ("2", "values")]
+    assert [(e["id"], e["event"], e["data"]) for e in rest] == [
+        ("3", "values", '{"n":2}'),
+        ("4", "values", '{"n":3}'),
+        ("5", "end", "null"),
+    ]
+    # The SDK's join_stream sends the same header.
+    sdk = get_client(url=stream_url)
+    parts = [
+        p async for p in sdk.runs.join_stream(str(thread_id), str(run.run_id), last_event_id="4")
+    ]
+    assert [(p.event, p.id) for p in parts] == [("end", "5")]
+
+
+async def test_the_sdk_resumes_a_broken_stream_from_location_with_last_event_id(
+    log: RunEventLog, database: Database, stream_url: str
+) -> None:
+    thread_id, run = uuid.uuid4(), await new_run(database)
+    await log.append(run, "metadata", {"run_id": str(run.run_id), "attempt": 1})
+    for n in range(3):
+        await log.append(run, "values", {"n": n})
+    await log.append(run, "end", None)
+    sdk = get_client(url=stream_url)
+    parts = [p async for p in sdk.http.stream(f"/flaky/{thread_id}/{run.run_id}", "GET")]
+    assert [p.id for p in parts] == ["1", "2", "3", "4", "5"]  # nothing lost, nothing twice
+    assert [p.event for p in parts] == ["metadata", "values", "values", "values", "end"]
+    assert parts[2].data == {"n": 1}
+
+
+async def test_a_quiet_run_gets_heartbeat_comments(
+    log: RunEventLog, database: Database, stream_url: str
+) -> None:
+    thread_id, run = uuid.uuid4(), await new_run(database)
+    await log.append(run, "metadata", {"run_id": str(run.run_id), "attempt": 1})
+    path = f"/threads/{thread_id}/runs/{run.run_id}/stream"
+    heartbeats = 0
+    names: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=stream_url, timeout=10) as client,
+        client.stream("GET", path) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line == ": heartbeat":
+                heartbeats += 1
+                if heartbeats == 2:  # the run was quiet for two heartbeats: now it ends
+                    await log.append(run, "end", None)
+            elif line.startswith("event:"):
+                names.append(line.partition(":")[2].strip())
+    assert heartbeats >= 2
+    assert names == ["metadata", "end"]
+
+
+async def test_a_bad_last_event_id_is_refused_naming_the_header(
+    database: Database, stream_url: str
+) -> None:
+    run = await new_run(database)
+    async with httpx.AsyncClient(base_url=stream_url, timeout=10) as client:
+        response = await client.get(
+            f"/threads/{uuid.uuid4()}/runs/{run.run_id}/stream", headers={"Last-Event-ID": "x"}
+        )
+    assert response.status_code == 422
+    assert response.json()["field"] == "Last-Event-ID"
