@@ -102,4 +102,5 @@ async def call_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict[
     return {
         "scratch": [message for message, _ in outcomes],
         "steps": state.get("steps", 0) + 1,
+        "tool_calls": [*state.get("tool_calls", []), *(record for _, record in outcomes)],
     }

@@ -50,5 +50,6 @@ async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
         "citations": [],
         "usage": {},
         "stopped": False,
+        "tool_calls": [],
         "turn": state.get("turn", 0) + 1,
     }

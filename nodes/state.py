@@ -37,7 +37,8 @@ class AgentState(TypedDict, total=False):
     checkpoint written per turn does not grow with the conversation; the full transcript lives
     in the SQL `messages` table. `scratch` holds the turn's tool calls and results and is
     emptied at its end, so the window is written twice per turn, not once per step. The other
-    keys are rewritten every turn.
+    keys are rewritten every turn; `tool_calls` keeps the turn's tool calls with their results
+    (what the transcript records, whichever process finishes the turn).
     """
 
     messages: Annotated[list[AnyMessage], add_messages]
@@ -54,6 +55,7 @@ class AgentState(TypedDict, total=False):
     turn: int
     usage: dict[str, int]
     stopped: bool
+    tool_calls: list[dict[str, Any]]
 
 
 class InputState(TypedDict):

@@ -17,7 +17,8 @@ from server.agent_api import runs as agent_runs
 from server.agent_api import store as agent_store
 from server.agent_api import threads as agent_threads
 from server.agent_api.meta import TextPlainJSONMiddleware
-from server.chat import open_chat
+from server.chat_api.transcript import SOURCE as CHAT_SOURCE
+from server.chat_api.transcript import transcript_recorder
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.resources import open_resources
@@ -40,13 +41,20 @@ def create_app(settings: Settings) -> FastAPI:
         async with (
             open_resources(settings) as resources,
             sample_ingest(resources),
-            open_chat(resources) as chat,
             open_run_events(resources) as run_events,
-            open_run_engine(resources, events=run_events, models=chat.models) as runs,
+            open_run_engine(
+                resources,
+                events=run_events,
+                recorders={
+                    CHAT_SOURCE: transcript_recorder(
+                        checkpoints=resources.checkpoints,
+                        prune_every=settings.checkpoint_prune_every,
+                    )
+                },
+            ) as runs,
             agent_crons.open_crons(runs, poll_interval_s=settings.cron_poll_interval_s) as crons,
         ):
             app.state.resources = resources
-            app.state.chat = chat
             app.state.run_events = run_events
             app.state.runs = runs
             await ensure_system_assistants(

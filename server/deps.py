@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from server.chat import ChatService
 from server.resources import Resources
 from server.runs.engine import RunEngine
 from server.runs.events import RunEventLog
@@ -23,12 +22,6 @@ def get_resources(request: Request) -> Resources:
 def get_database(request: Request) -> Database:
     """The SQL database."""
     return get_resources(request).database
-
-
-def get_chat(request: Request) -> ChatService:
-    """The chat service (runs agent turns), opened by the lifespan."""
-    service: ChatService = request.app.state.chat
-    return service
 
 
 def get_run_events(request: Request) -> RunEventLog:
@@ -49,7 +42,6 @@ def get_knowledge(request: Request) -> KnowledgeBase:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
-ChatDep = Annotated[ChatService, Depends(get_chat)]
 KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 RunEventsDep = Annotated[RunEventLog, Depends(get_run_events)]

@@ -1,20 +1,19 @@
-"""`/chat`: one user turn, answered as an SSE stream of typed events or as JSON."""
+"""`/chat`: one user turn, run by the run engine, answered as an SSE stream of typed events or
+as JSON."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from server.chat import Turn
-from server.deps import ChatDep, DatabaseDep, ResourcesDep
+from server.chat_api.turns import start_turn, turn_answer, turn_events
+from server.deps import DatabaseDep, EngineDep, ResourcesDep
 from server.errors import error_response
 from server.schemas.common import CONFLICT, NOT_FOUND, ErrorBody, Responses
 from server.schemas.turns import ChatAnswer, ChatRequest, ToolOut
+from server.sse import sse_response
 from stores.sql import tools as sql_tools
 
 router = APIRouter(tags=["chat"])
@@ -32,15 +31,6 @@ SSE_DOC: Responses = {
 }
 
 
-async def _sse(turn: Turn) -> AsyncIterator[ServerSentEvent]:
-    seq = 0
-    async for event in turn.events():
-        seq += 1
-        yield ServerSentEvent(
-            data=json.dumps(event.data, ensure_ascii=False), event=event.event, id=str(seq)
-        )
-
-
 def _too_long(message: str, limit: int) -> JSONResponse | None:
     if len(message) <= limit:
         return None
@@ -54,37 +44,39 @@ def _too_long(message: str, limit: int) -> JSONResponse | None:
 @router.post("/chat", responses={**SSE_DOC, **NOT_FOUND, **CONFLICT, **TOO_LARGE})
 async def chat(
     body: ChatRequest,
-    chat: ChatDep,
+    engine: EngineDep,
     resources: ResourcesDep,
     stream: Annotated[bool, Query(description="SSE stream (default) or one JSON answer.")] = True,
 ) -> Any:
     """Send a message to an agent and stream its answer.
 
-    Give `conversation_id`, or `user_id` + `agent_id` to start a new conversation. The answer
-    is saved even if the client disconnects mid-stream. Unknown conversation → 404; a
-    conversation whose agent was deleted → 409; an empty message → 422; a too long one → 413.
+    Give `conversation_id`, or `user_id` + `agent_id` to start a new conversation. The turn is
+    a run of the run engine: the answer is saved even if the client disconnects mid-stream, or
+    if this server dies mid-turn (another process resumes it). Unknown conversation → 404; a
+    conversation whose agent was deleted, or that is busy with a run → 409; an empty message →
+    422; a too long one → 413.
     """
     refused = _too_long(body.message, resources.settings.chat_max_message_chars)
     if refused is not None:
         return refused
-    turn = await chat.start(body)
+    turn = await start_turn(engine, body)
     if not stream:
-        return await turn.result()
-    return EventSourceResponse(
-        _sse(turn),
-        ping=resources.settings.chat_ping_s,
+        return await turn_answer(engine, turn)
+    return sse_response(
+        turn_events(engine, turn),
+        heartbeat_s=resources.settings.chat_ping_s,
+        comment="ping",
         headers={"Content-Location": f"/conversations/{turn.conversation_id}/messages"},
     )
 
 
 @router.post("/chat/invoke", responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE})
-async def chat_invoke(body: ChatRequest, chat: ChatDep, resources: ResourcesDep) -> ChatAnswer:
+async def chat_invoke(body: ChatRequest, engine: EngineDep, resources: ResourcesDep) -> ChatAnswer:
     """Send a message to an agent and wait for the whole answer as JSON."""
     refused = _too_long(body.message, resources.settings.chat_max_message_chars)
     if refused is not None:
         return refused  # type: ignore[return-value]
-    turn = await chat.start(body)
-    return await turn.result()
+    return await turn_answer(engine, await start_turn(engine, body))
 
 
 @router.get("/tools", tags=["tools"])

@@ -53,6 +53,7 @@ class RunEngine:
         events: RunEventLog,
         graphs: Mapping[str, Graph] | None = None,
         models: ChatModelCache | None = None,
+        recorders: Mapping[str, RecorderFactory] | None = None,
     ) -> None:
         settings = resources.settings
         self.resources = resources
@@ -81,12 +82,8 @@ class RunEngine:
             services=ContextServices(
                 knowledge=resources.knowledge, tool_cache=resources.tool_cache, models=self.models
             ),
+            recorders=recorders,
         )
-
-    def record(self, source: str, factory: RecorderFactory) -> None:
-        """Have runs whose `metadata.source` is `source` recorded by `factory(run)`'s recorder
-        (in every process, so whichever process finishes a run records it)."""
-        self.executor.recorders[source] = factory
 
     async def start(self) -> None:
         """Sync the `tools` table, then start the listener and the workers."""
@@ -175,10 +172,18 @@ class RunEngine:
 
 @contextlib.asynccontextmanager
 async def open_run_engine(
-    resources: Resources, *, events: RunEventLog, models: ChatModelCache | None = None
+    resources: Resources,
+    *,
+    events: RunEventLog,
+    models: ChatModelCache | None = None,
+    recorders: Mapping[str, RecorderFactory] | None = None,
 ) -> AsyncIterator[RunEngine]:
-    """A started engine for the lifespan; on exit its running runs go back to the queue."""
-    engine = RunEngine(resources, events=events, models=models)
+    """A started engine for the lifespan; on exit its running runs go back to the queue.
+
+    `recorders` by `metadata.source`: extra work for the runs of that source (e.g. /chat's
+    transcript), done by whichever process finishes the run, so every process has them.
+    """
+    engine = RunEngine(resources, events=events, models=models, recorders=recorders)
     await engine.start()
     try:
         yield engine

@@ -62,6 +62,7 @@ class RunResult:
     values: Mapping[str, Any]  # the thread's values after the run (full state)
     error: str | None
     context: AgentContext | None
+    started: float  # `time.perf_counter()` when this attempt began
 
 
 class RunRecorder(Protocol):
@@ -76,7 +77,7 @@ class RunRecorder(Protocol):
         returned are appended after it commits and before the run's `end`."""
 
     async def after_finish(self, result: RunResult) -> None:
-        """Housekeeping once the run is finished (outside its transaction)."""
+        """Housekeeping once the run is finished (after its transaction, before its `end`)."""
 
 
 RecorderFactory = Callable[[Run], RunRecorder]
@@ -396,6 +397,7 @@ class RunExecutor:
             values=values,
             error=f"{data['error']}: {data['message']}" if data else None,
             context=prepared.context,
+            started=prepared.started,
         )
         extra: list[tuple[str, Any]] = []
 
@@ -430,14 +432,14 @@ class RunExecutor:
             return  # not ours any more: whoever holds the run finishes it
         for event, payload in extra:
             await self.events.append(attempt.token, event, payload)
-        await self.events.append(attempt.token, "error" if data else "end", data)
-        if prepared.temporary:
-            await self._drop_checkpoints(thread_id)
         if recorder is not None:
             try:
                 await recorder.after_finish(result)
             except Exception:
                 log.exception("run %s: work after its end failed", run.id)
+        await self.events.append(attempt.token, "error" if data else "end", data)
+        if prepared.temporary:
+            await self._drop_checkpoints(thread_id)
 
     async def _finish_cancelled(
         self, attempt: Attempt, prepared: _Prepared, action: CancelAction

@@ -61,7 +61,8 @@ class Notify:
     payloads: tuple[str, ...] = ()
 
 
-async def _send(session: AsyncSession, notify: Notify | None, *extra: str) -> None:
+async def send_notify(session: AsyncSession, notify: Notify | None, *extra: str) -> None:
+    """Have the transaction of `session` send `notify`'s payloads (and `extra`) at commit."""
     payloads = (*(notify.payloads if notify else ()), *extra)
     if notify is None or not payloads:
         return
@@ -74,14 +75,16 @@ def _lease(seconds: float) -> Any:
     return func.now() + timedelta(seconds=seconds)
 
 
-async def _lock_thread(session: AsyncSession, thread_id: uuid.UUID) -> Conversation | None:
+async def lock_thread(session: AsyncSession, thread_id: uuid.UUID) -> Conversation | None:
+    """The thread row, locked for the transaction (None if unknown)."""
     # Every writer locks the thread row before its runs, so lock order never inverts.
     return await session.get(Conversation, thread_id, with_for_update=True, populate_existing=True)
 
 
-async def _in_flight(
+async def in_flight(
     session: AsyncSession, thread_id: uuid.UUID, *, exclude: uuid.UUID | None = None
 ) -> list[Run]:
+    """The thread's pending and running runs, oldest first."""
     stmt = select(Run).where(Run.thread_id == thread_id, Run.status.in_(IN_FLIGHT))
     if exclude is not None:
         stmt = stmt.where(Run.id != exclude)
@@ -128,7 +131,7 @@ async def create_run(
     (`reject` while a run is pending or running).
     """
     async with db.sessions.begin() as session:
-        thread = await _lock_thread(session, thread_id)
+        thread = await lock_thread(session, thread_id)
         if thread is None:
             if if_not_exists != "create":
                 raise NotFoundError("thread", thread_id, field="thread_id")
@@ -141,11 +144,11 @@ async def create_run(
             session.add(thread)
             await session.flush()
         cancels: list[CancelRequest] = []
-        in_flight = await _in_flight(session, thread_id)
-        if in_flight:
+        active = await in_flight(session, thread_id)
+        if active:
             if multitask_strategy == "reject":
                 raise ConflictError(
-                    f"thread {thread_id} is busy with run {in_flight[0].id}; "
+                    f"thread {thread_id} is busy with run {active[0].id}; "
                     "multitask_strategy 'reject' refuses a second run",
                     field="multitask_strategy",
                 )
@@ -154,7 +157,7 @@ async def create_run(
                     "rollback" if multitask_strategy == "rollback" else "interrupt"
                 )
                 cancels = await _cancel_in_session(
-                    session, in_flight, action=action, reason="a new run replaced it"
+                    session, active, action=action, reason="a new run replaced it"
                 )
         run = Run(
             thread_id=thread_id,
@@ -171,7 +174,9 @@ async def create_run(
         thread.updated_at = func.now()
         await session.flush()
         # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new".
-        await _send(session, notify, *(f"cancel {c.run_id} {c.action}" for c in cancels), "new")
+        await send_notify(
+            session, notify, *(f"cancel {c.run_id} {c.action}" for c in cancels), "new"
+        )
         return run, cancels
 
 
@@ -304,7 +309,7 @@ async def finish_run(
         run = await session.get(Run, run_id)
         if run is None:
             return False
-        thread = await _lock_thread(session, run.thread_id) if run.thread_id else None
+        thread = await lock_thread(session, run.thread_id) if run.thread_id else None
         run = await session.get(Run, run_id, with_for_update=True, populate_existing=True)
         if run is None or run.attempt != token.attempt or run.status != "running":
             return False
@@ -318,14 +323,14 @@ async def finish_run(
                 await session.flush()
                 await session.delete(thread)
             else:
-                busy = await _in_flight(session, thread.id, exclude=run_id)
+                busy = await in_flight(session, thread.id, exclude=run_id)
                 thread.status = "busy" if busy else thread_status
                 if thread_values is not None:
                     thread.values_ = dict(thread_values)
                 if thread_interrupts is not None:
                     thread.interrupts = dict(thread_interrupts)
                 thread.updated_at = func.now()
-        await _send(session, notify)
+        await send_notify(session, notify)
         return True
 
 
@@ -336,11 +341,11 @@ async def drop_run(db: Database, token: RunToken) -> bool:
         run = await session.get(Run, run_id)
         if run is None:
             return False
-        thread = await _lock_thread(session, run.thread_id) if run.thread_id else None
+        thread = await lock_thread(session, run.thread_id) if run.thread_id else None
         stmt = delete(Run).where(Run.id == run_id, Run.attempt == token.attempt)
         deleted = await session.scalar(stmt.returning(Run.id))
         idle = deleted is not None and thread is not None and thread.status == "busy"
-        if idle and thread is not None and not await _in_flight(session, thread.id):
+        if idle and thread is not None and not await in_flight(session, thread.id):
             thread.status = "idle"
         return deleted is not None
 
@@ -408,7 +413,7 @@ async def cancel_runs(
             if run is None or (thread_id is not None and run.thread_id != thread_id):
                 raise NotFoundError("run", run_id, field="run_id")
             if run.thread_id is not None:
-                thread = await _lock_thread(session, run.thread_id)
+                thread = await lock_thread(session, run.thread_id)
             else:
                 thread = None
             run = await session.get(Run, run_id, with_for_update=True, populate_existing=True)
@@ -416,7 +421,7 @@ async def cancel_runs(
                 continue
             requests += await _cancel_in_session(session, [run], action=action, reason=reason)
             busy = thread is not None and thread.status == "busy"
-            if busy and thread is not None and not await _in_flight(session, thread.id):
+            if busy and thread is not None and not await in_flight(session, thread.id):
                 thread.status = "idle"
     return requests
 

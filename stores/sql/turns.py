@@ -1,18 +1,18 @@
-"""Chat turns in SQL: the user message and the run row first, then what the agent produced."""
+"""Chat turns in SQL: the user's message and a pending run first, then what the run produced."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import String, cast, exists, func, select, update
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.models import Agent, Conversation, Message, Run
+from stores.sql.runs import Notify, in_flight, lock_thread, send_notify
 
 T = TypeVar("T")
 
@@ -27,48 +27,6 @@ def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
     return agent
 
 
-async def _recover_answers(session: AsyncSession, conversation_id: uuid.UUID) -> None:
-    """Write the answers of /chat turns that a run worker finished after their process died.
-
-    Such a run (attempt > 1) ends with the graph's values as output but no agent message in the
-    transcript; its answer is added (marked `recovered`) before the next user message.
-    """
-    answered = exists().where(
-        Message.conversation_id == conversation_id,
-        Message.sender == "agent",
-        Message.metadata_["run_id"].astext == cast(Run.id, String),
-    )
-    rows = (
-        await session.execute(
-            select(Run.id, Run.output)
-            .where(
-                Run.thread_id == conversation_id,
-                Run.attempt > 1,
-                Run.status == "success",
-                Run.metadata_["source"].astext == "chat",
-                ~answered,
-            )
-            .order_by(Run.created_at)
-        )
-    ).all()
-    for run_id, output in rows:
-        values = output if isinstance(output, dict) else {}
-        session.add(
-            Message(
-                conversation_id=conversation_id,
-                sender="agent",
-                content=str(values.get("answer", "")),
-                metadata_={
-                    "run_id": str(run_id),
-                    "recovered": True,
-                    "citations": values.get("citations", []),
-                },
-            )
-        )
-    if rows:
-        await session.flush()
-
-
 async def begin_turn(
     db: Database,
     conversation_id: uuid.UUID,
@@ -77,26 +35,22 @@ async def begin_turn(
     content: str,
     run_kwargs: Mapping[str, Any],
     metadata: Mapping[str, Any],
-    owner: str,
-    lease_s: float,
     prepare: Callable[[Conversation, Agent], T],
+    notify: Notify | None = None,
 ) -> tuple[T, Message, Run]:
-    """Check the conversation, then write the user's message and a leased `running` run row.
+    """Check the conversation, then write the user's message and a pending run of its agent.
 
-    One transaction, the conversation row locked first (as the run engine does): 404 if it is
-    unknown, 409 if its agent was deleted or a run (of /chat or of the Agent Server API) is
-    already pending or running on it; `prepare(conversation, agent)` runs and may raise to
-    refuse the turn; nothing is written unless all pass. The run is held by `owner` for
-    `lease_s` seconds (renew it with `stores.sql.runs.renew_lease`): if this process dies, the
-    lease runs out and a run worker resumes the turn from its last checkpoint.
+    One transaction, the conversation row locked first (as every run writer does): 404 if it
+    is unknown, 409 if its agent was deleted or a run (of /chat or of the Agent Server API)
+    is already pending or running on it; `prepare(conversation, agent)` runs and may raise to
+    refuse the turn; nothing is written unless all pass. The commit sends `notify` ("new"):
+    a run worker of any process claims the run like any other.
 
     Returns:
         What `prepare` returned, the user's message and the run.
     """
     async with db.sessions.begin() as session:
-        conversation = await session.get(
-            Conversation, conversation_id, with_for_update=True, populate_existing=True
-        )
+        conversation = await lock_thread(session, conversation_id)
         if conversation is None:
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
         agent = _agent_of(
@@ -104,18 +58,13 @@ async def begin_turn(
             await session.get(Agent, conversation.agent_id) if conversation.agent_id else None,
         )
         prepared = prepare(conversation, agent)
-        busy = await session.scalar(
-            select(Run.id)
-            .where(Run.thread_id == conversation_id, Run.status.in_(("pending", "running")))
-            .limit(1)
-        )
-        if busy is not None:
+        busy = await in_flight(session, conversation_id)
+        if busy:
             raise ConflictError(
-                f"conversation {conversation_id} is busy with run {busy}; "
+                f"conversation {conversation_id} is busy with run {busy[0].id}; "
                 "send the next message when it has ended",
                 field="conversation_id",
             )
-        await _recover_answers(session, conversation_id)
         message = Message(
             id=message_id,
             conversation_id=conversation_id,
@@ -126,42 +75,32 @@ async def begin_turn(
         run = Run(
             thread_id=conversation_id,
             assistant_id=agent.id,
-            status="running",
+            status="pending",
             multitask_strategy="reject",
             kwargs=dict(run_kwargs),
             metadata_=dict(metadata),
-            attempt=1,
-            lease_owner=owner,
-            lease_expires_at=func.now() + timedelta(seconds=lease_s),
         )
         session.add_all([message, run])
         conversation.status = "busy"
         conversation.updated_at = func.now()
         await session.flush()
+        await send_notify(session, notify, "new")
         return prepared, message, run
 
 
-async def save_messages(
-    db: Database, conversation_id: uuid.UUID, messages: Sequence[Mapping[str, Any]]
+async def add_messages(
+    session: AsyncSession, conversation_id: uuid.UUID, messages: Sequence[Mapping[str, Any]]
 ) -> list[Message]:
-    """Append the turn's tool and agent messages, in order."""
-    if not messages:
-        return []
-    async with db.sessions.begin() as session:
-        rows = [
-            Message(
-                conversation_id=conversation_id,
-                sender=values["sender"],
-                content=values["content"],
-                metadata_=dict(values.get("metadata", {})),
-            )
-            for values in messages
-        ]
-        session.add_all(rows)
-        await session.flush()
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(updated_at=func.now())
+    """Append a turn's tool and agent messages, in order, in the caller's transaction."""
+    rows = [
+        Message(
+            conversation_id=conversation_id,
+            sender=values["sender"],
+            content=values["content"],
+            metadata_=dict(values.get("metadata", {})),
         )
-        return rows
+        for values in messages
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return rows

@@ -74,10 +74,9 @@ def test_turn_of_a_killed_server_is_resumed_by_another(pg_admin_url: str, tmp_pa
     with scratch_database(pg_admin_url, "chat_crash") as url:
         with serve(url, tmp_path / "data", log) as (base, pid):
             with httpx.Client(base_url=base, timeout=60) as api:
-                conversation = create_conversation(
-                    api, create_user(api)["id"], create_agent(api)["id"]
-                )
-                body = {"conversation_id": conversation["id"], "message": "hello"}
+                agent = create_agent(api, tools=["calculator"])
+                conversation = create_conversation(api, create_user(api)["id"], agent["id"])
+                body = {"conversation_id": conversation["id"], "message": "What is 6 * 7?"}
                 with api.stream("POST", "/chat", json=body) as response:
                     lines = []
                     for line in response.iter_lines():
@@ -104,8 +103,18 @@ def test_turn_of_a_killed_server_is_resumed_by_another(pg_admin_url: str, tmp_pa
                 ).json()
                 transcript = api.get(f"/conversations/{conversation['id']}/messages").json()
     assert again["status"] == "success"
-    assert "hello" in again["content"]
-    # The resumed turn's answer is in the transcript, before the next question.
+    assert "What is 6 * 7?" in again["content"]
+    # The resumed turn's tool call and answer are in the transcript, before the next question:
+    # written from the run's results by the process that finished it.
     senders = [(m["sender"], m["metadata"].get("recovered", False)) for m in transcript["items"]]
-    assert senders == [("user", False), ("agent", True), ("user", False), ("agent", False)]
-    assert transcript["items"][1]["content"].startswith("Hello!")
+    assert senders == [
+        ("user", False),
+        ("tool", False),
+        ("agent", True),
+        ("user", False),
+        ("agent", False),
+    ]
+    tool, answer = transcript["items"][1], transcript["items"][2]
+    assert (tool["metadata"]["tool"], tool["content"]) == ("calculator", "42")
+    assert "42" in answer["content"]
+    assert answer["metadata"]["tool_calls"][0]["name"] == "calculator"

@@ -1,0 +1,154 @@
+"""A /chat turn as a run of the engine: the user's message and a pending run first, then the
+run's events as /chat's typed events (`metadata` … `message`, `end`), or folded into one answer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from server.chat_api.transcript import SOURCE
+from server.runs.context import model_spec
+from server.runs.engine import RunEngine
+from server.runs.queue import CHANNEL
+from server.schemas.turns import ChatAnswer, ChatRequest
+from server.sse import SseEvent
+from stores.errors import ConflictError
+from stores.sql import repositories as repo
+from stores.sql import runs as run_store
+from stores.sql import turns
+from stores.sql.models import Agent, Conversation
+
+ChatEvent = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """A turn that was accepted: its user message and its run exist; a worker will run it."""
+
+    run_id: uuid.UUID
+    conversation_id: uuid.UUID
+    metadata: dict[str, Any]  # the turn's first event
+
+
+async def start_turn(engine: RunEngine, request: ChatRequest) -> Turn:
+    """Check the target, write the user message and the turn's run, and wake a worker.
+
+    Raises `NotFoundError` (unknown conversation, user or agent) and `ConflictError` (the
+    conversation's agent was deleted, its graph is not declared, or a run is in flight on it)
+    before any work.
+    """
+    db = engine.db
+    settings = engine.settings
+    if request.conversation_id is None:
+        conversation = await repo.create_conversation(
+            db,
+            {
+                "user_id": request.user_id,
+                "agent_id": request.agent_id,
+                "title": request.title or request.message[:80],
+            },
+        )
+        conversation_id = conversation.id
+    else:
+        conversation_id = request.conversation_id
+
+    def check(conversation: Conversation, agent: Agent) -> tuple[str, str]:
+        if engine.executor.graph_for(agent.graph_id) is None:
+            raise ConflictError(
+                f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
+                f"declared graphs: {sorted(engine.graphs)}",
+                field="graph_id",
+            )
+        return agent.graph_id, model_spec(agent, settings).name
+
+    message_id = uuid.uuid4()
+    human = {"type": "human", "content": request.message, "id": str(message_id)}
+    (graph_id, model), user_message, run = await turns.begin_turn(
+        db,
+        conversation_id,
+        message_id=message_id,
+        content=request.message,
+        run_kwargs={
+            "input": {"messages": [human]},
+            "stream_mode": ["custom"],
+            "durability": settings.chat_durability,
+        },
+        metadata={"source": SOURCE},
+        prepare=check,
+        notify=run_store.Notify(CHANNEL, engine.queue.owner),
+    )
+    engine.queue.dispatch("new")  # a local worker claims it now; the others heard the commit
+    return Turn(
+        run_id=run.id,
+        conversation_id=conversation_id,
+        metadata={
+            "run_id": str(run.id),
+            "conversation_id": str(conversation_id),
+            "agent_id": str(run.assistant_id),
+            "graph_id": graph_id,
+            "user_message_id": str(user_message.id),
+            "model": model,
+        },
+    )
+
+
+async def turn_events(engine: RunEngine, turn: Turn) -> AsyncIterator[SseEvent]:
+    """The turn's events: `metadata`, then what its nodes stream (memories, sources, plan,
+    tool_call, tool_result, token, warning, ...), then `message` and `end`, or `error` and
+    `end`. Leaving early does not stop the turn: its run goes on and saves the answer."""
+    yield None, "metadata", turn.metadata
+    async for seq, event, data in engine.events.follow(turn.run_id):
+        if event == "custom" and isinstance(data, dict) and "event" in data:
+            yield seq, str(data["event"]), dict(data.get("data") or {})
+        elif event == "end":
+            yield seq, "end", {"run_id": str(turn.run_id), "status": "success"}
+        elif event == "error":
+            error = data if isinstance(data, dict) else {}
+            message = f"{error.get('error', 'Error')}: {error.get('message', 'the turn failed')}"
+            yield seq, "error", {"message": message}
+            status = "error"
+            try:
+                status = (await run_store.get_run(engine.db, turn.run_id)).status
+            except Exception:  # the run was deleted (rolled back): it did not succeed
+                status = "interrupted"
+            yield None, "end", {"run_id": str(turn.run_id), "status": status}
+
+
+async def turn_answer(engine: RunEngine, turn: Turn) -> ChatAnswer:
+    """The turn's result as one JSON answer, folded from the same events a stream gets."""
+    answer: dict[str, Any] = {
+        "run_id": turn.run_id,
+        "conversation_id": turn.conversation_id,
+        "message_id": None,
+        "status": "error",
+        "content": "",
+        "citations": [],
+        "plan": [],
+        "tool_calls": [],
+        "sources": [],
+        "warnings": [],
+        "usage": {},
+        "model": turn.metadata["model"],
+        "latency_ms": 0.0,
+    }
+    async for _, event, data in turn_events(engine, turn):
+        if event == "tool_result":
+            answer["tool_calls"].append(data)
+        elif event == "plan":
+            answer["plan"] = list(data.get("steps", []))
+        elif event == "sources":
+            answer["sources"] = list(data.get("sources", []))
+        elif event == "warning":
+            answer["warnings"].append(str(data.get("message", "")))
+        elif event == "message":
+            answer.update({key: data[key] for key in data if key != "id"})
+            answer["message_id"] = data.get("id")
+        elif event == "error":
+            answer["error"] = data.get("message")
+        elif event == "end":
+            answer["status"] = data.get("status", "error")
+    if answer["status"] != "success":
+        answer["content"] = ""
+    return ChatAnswer.model_validate(answer)
