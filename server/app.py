@@ -21,8 +21,11 @@ from server.chat_api.transcript import SOURCE as CHAT_SOURCE
 from server.chat_api.transcript import transcript_recorder
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
+from server.protocols.a2a import build_dispatcher
+from server.protocols.mcp import open_mcp
 from server.resources import open_resources
 from server.routes import agents, chat, conversations, documents, health, memory, users
+from server.routes.protocols import install_protocols
 from server.runs.engine import open_run_engine
 from server.runs.events import open_run_events
 from server.samples import sample_ingest
@@ -53,10 +56,13 @@ def create_app(settings: Settings) -> FastAPI:
                 },
             ) as runs,
             agent_crons.open_crons(runs, poll_interval_s=settings.cron_poll_interval_s) as crons,
+            open_mcp(runs, settings) as mcp,
         ):
             app.state.resources = resources
             app.state.run_events = run_events
             app.state.runs = runs
+            app.state.mcp = mcp
+            app.state.a2a = build_dispatcher(runs, run_events, settings)
             await ensure_system_assistants(
                 resources.database,
                 runs.graphs,
@@ -101,5 +107,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(agent_crons.router)
     for api in (agent_assistants, agent_threads, agent_store, agent_meta):
         app.include_router(api.router)
+    install_protocols(app)
     install_web(app)
     return app

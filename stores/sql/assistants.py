@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import String, cast, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,6 +68,20 @@ async def resolve_assistant(db: Database, assistant_id_or_graph_id: str | uuid.U
     if agent is None:
         raise NotFoundError("assistant", assistant_id_or_graph_id, field="assistant_id")
     return agent
+
+
+async def assistants_with_id_prefix(db: Database, prefix: str, *, limit: int = 10) -> list[Agent]:
+    """Assistants whose id (as 32 hex digits) starts with `prefix` (hex digits only)."""
+    if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+        raise ValueError(f"an id prefix is lower-case hex digits, got {prefix!r}")
+    stmt = (
+        select(Agent)
+        .where(func.replace(cast(Agent.id, String), "-", "").like(f"{prefix}%"))
+        .order_by(Agent.created_at, Agent.id)
+        .limit(limit)
+    )
+    async with db.sessions() as session:
+        return list((await session.scalars(stmt)).all())
 
 
 async def backfill_versions(db: Database) -> int:
