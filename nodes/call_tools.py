@@ -89,7 +89,13 @@ async def call_tools(state: AgentState, runtime: Runtime[AgentContext]) -> dict[
     last = state["scratch"][-1]
     calls = last.tool_calls if isinstance(last, AIMessage) else []
     tools = {spec.name: spec for spec in agent_tools(ctx)}
-    env = ToolEnv(context=ctx, store=runtime.store)
+    info = runtime.execution_info
+    env = ToolEnv(
+        context=ctx,
+        store=runtime.store,
+        conversation_id=info.thread_id if info is not None else None,
+        run_id=info.run_id if info is not None else None,
+    )
     for call in calls:
         emit(
             runtime.stream_writer,

@@ -100,8 +100,12 @@ class AgentContext:
     summary_max_chars: int = 2000
     retrieve_k: int = 4
     min_score: float = 0.2
-    memory_limit: int = 5
+    memory_limit: int = 3
+    memory_relative_score: float = 0.85
+    memory_min_score: float = 0.37
     memory_policy: Literal["auto", "tool", "off"] = "auto"
+    memory_extractor: Literal["auto", "offline", "model"] = "auto"
+    memory_history_limit: int = 20
     tool_timeout_s: float = 10.0
     tool_cache_ttl_s: float = 3600.0
     http_allowed_hosts: tuple[str, ...] = ()

@@ -28,6 +28,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from nodes.memory_extract import parse_statements
 from nodes.prompts import (
     MEMORIES_HEADER,
     SECTION_HEADERS,
@@ -174,6 +175,29 @@ def _call(name: str, args: dict[str, Any]) -> ToolCall:
     return ToolCall(name=name, args=args, id=f"call_{uuid.uuid4().hex[:12]}", type="tool_call")
 
 
+def _lower_first(text: str) -> str:
+    """ "Your dog is ..." as it reads after a colon: "your dog is ..." (names keep their case)."""
+    return "your" + text[4:] if text.startswith("Your") else text
+
+
+def matching_memories(question: str, memories: Sequence[str]) -> list[str]:
+    """The memories an answer to `question` uses: every one for a question about the user in
+    general ("what do you know about me?"), else the one matching it best: the first (the
+    recall ranking) among those sharing the most words with it, or, sharing none, the first
+    if the question is about the user."""
+    if not memories:
+        return []
+    lowered = question.lower()
+    wanted = terms(question)
+    if not wanted:
+        return list(memories) if _ABOUT_ME.search(lowered) else []
+    overlaps = [len(terms(memory) & wanted) for memory in memories]
+    best = max(overlaps)
+    if best > 0:
+        return [memories[overlaps.index(best)]]
+    return [memories[0]] if _ABOUT_ME.search(lowered) else []
+
+
 def _best_sentence(text: str, wanted: set[str]) -> str:
     sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
     # A heading or a question ("# What is X?") restates the query; answer with a statement.
@@ -230,12 +254,14 @@ def compose_answer(messages: Sequence[BaseMessage]) -> str:
         )
     wanted = terms(question)
     memory_calls = any(c.get("name") in {"remember", "forget"} for c in calls.values())
-    if ctx.memories and not memory_calls and not _PREVIOUS.search(lowered):
-        relevant = [m for m in ctx.memories if terms(m) & wanted]
-        if not relevant and _ABOUT_ME.search(lowered):
-            relevant = ctx.memories
+    stated = [] if memory_calls else parse_statements(question)
+    if stated:
+        said = "; ".join(dict.fromkeys(_lower_first(second_person(f.text)) for f in stated))
+        parts.append(f"Noted: {said}.")
+    elif ctx.memories and not memory_calls and not _PREVIOUS.search(lowered):
+        relevant = matching_memories(question, ctx.memories)
         if relevant:
-            facts = "; ".join(second_person(m) for m in relevant)
+            facts = "; ".join(_lower_first(second_person(m)) for m in relevant)
             parts.append(f"From what you've told me before: {facts}.")
     if ctx.sources and not used_tools:
         scored = sorted(

@@ -11,14 +11,15 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
 from nodes.context import AgentContext, context_from
-from nodes.memory import recall_memories
+from nodes.memory import RecallPolicy, recall_memories
 from nodes.state import AgentState, Memory, emit, last_user_text
 
 log = logging.getLogger(__name__)
 
 
 async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Reset the per-turn keys and recall the user's memories relevant to the new message."""
+    """Reset the per-turn keys and recall the few memories relevant to the new message: a
+    small top-k, cut relative to the best match (`nodes.memory.select_memories`)."""
     ctx = context_from(runtime.context)
     memories: list[Memory] = []
     warnings: list[str] = []
@@ -26,7 +27,14 @@ async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
         try:
             memories = await asyncio.wait_for(
                 recall_memories(
-                    runtime.store, ctx.user_id, last_user_text(state), limit=ctx.memory_limit
+                    runtime.store,
+                    ctx.user_id,
+                    last_user_text(state),
+                    policy=RecallPolicy(
+                        k=ctx.memory_limit,
+                        relative=ctx.memory_relative_score,
+                        min_score=ctx.memory_min_score,
+                    ),
                 ),
                 timeout=ctx.tool_timeout_s,
             )

@@ -1,9 +1,8 @@
-"""`remember`: save what the user said about themselves, and keep the message window bounded."""
+"""`remember`: keep what the user said about themselves, and keep the message window bounded."""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,27 +11,13 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
 from nodes.context import AgentContext, context_from
-from nodes.memory import save_memory
+from nodes.memory import remember_said
 from nodes.state import AgentState, emit, last_user_text
+from stores.memory.facts import Origin, Outcome, Source
 
 log = logging.getLogger(__name__)
 
 SUMMARY_LINE_CHARS = 200
-_SELF_FACT = re.compile(
-    r"^(?:i am|i'm|my name is|i live in|i work (?:at|as|in)|i like|i love|i prefer|i hate|"
-    r"i don't eat|i do not eat|i'm allergic|i am allergic)\b[^?]*$",
-    re.IGNORECASE,
-)
-
-
-_REMEMBER_PREFIX = re.compile(r"^(?:please\s+)?remember(?:\s+that)?[\s,:]+", re.IGNORECASE)
-
-
-def self_fact(text: str) -> str | None:
-    """The statement of the user about themselves ("I'm vegan", "remember that I ..."), or None."""
-    first = re.split(r"(?<=[.!])\s+", text.strip())[0].strip()
-    first = _REMEMBER_PREFIX.sub("", first)
-    return first.rstrip(".!") if _SELF_FACT.match(first) and len(first) <= 300 else None
 
 
 def fold_summary(summary: str, dropped: Sequence[AnyMessage], *, max_chars: int) -> str:
@@ -70,19 +55,43 @@ def window_changes(
     return changes
 
 
+def source_of(runtime: Runtime[AgentContext], origin: Origin) -> Source:
+    """Where a fact stated in this run comes from: its conversation (thread) and run."""
+    info = runtime.execution_info
+    return Source(
+        origin=origin,
+        conversation_id=info.thread_id if info is not None else None,
+        run_id=info.run_id if info is not None else None,
+    )
+
+
+def outcome_event(outcome: Outcome) -> dict[str, Any]:
+    """The `memory_saved` event of one consolidation outcome."""
+    data: dict[str, Any] = {"text": outcome.text, "action": outcome.action, "key": outcome.key}
+    if outcome.replaced is not None:
+        data["replaced"] = outcome.replaced
+    return data
+
+
 async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Save a self-statement to memory (policy "auto"), and close the turn: the answer joins
-    the bounded message window and the scratch is emptied."""
+    """Remember what the user said about themselves (policy "auto": extract, decide against
+    similar memories, consolidate), and close the turn: the answer joins the bounded message
+    window and the scratch is emptied."""
     ctx = context_from(runtime.context)
     used_memory_tool = any(
         isinstance(m, AIMessage) and any(c["name"] in {"remember", "forget"} for c in m.tool_calls)
         for m in state.get("scratch", [])
     )
-    fact = self_fact(last_user_text(state))
-    if fact and ctx.memory_policy == "auto" and runtime.store is not None and not used_memory_tool:
+    said = last_user_text(state)
+    if ctx.memory_policy == "auto" and runtime.store is not None and not used_memory_tool and said:
         try:
-            await save_memory(runtime.store, ctx.user_id, fact, origin="auto")
-            emit(runtime.stream_writer, "memory_saved", {"text": fact})
+            outcomes, warning = await remember_said(
+                runtime.store, ctx, said, source=source_of(runtime, "auto")
+            )
+            for outcome in outcomes:
+                emit(runtime.stream_writer, "memory_saved", outcome_event(outcome))
+            if warning is not None:
+                emit(runtime.stream_writer, "warning", {"node": "remember", "message": warning})
         except Exception as error:  # an outage loses the fact, never the answer
             log.warning("saving a memory failed: %r", error)
             emit(

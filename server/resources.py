@@ -24,7 +24,14 @@ from stores.embedded_mongo import embedded_mongo
 from stores.embedded_postgres import embedded_postgres
 from stores.embeddings import open_embedder
 from stores.knowledge import KnowledgeBase, open_knowledge
-from stores.memory import MongoGateway, MongoStore, ToolCache, open_memory_store, open_mongo
+from stores.memory import (
+    MongoGateway,
+    MongoStore,
+    ToolCache,
+    ValueLimits,
+    open_memory_store,
+    open_mongo,
+)
 from stores.qdrant import open_qdrant
 from stores.sql.database import Database, Timeouts, open_database
 
@@ -134,6 +141,10 @@ async def open_memory_for(
             index_fields=tuple(settings.memory_index_fields),
             default_ttl_minutes=settings.memory_default_ttl_minutes,
             sweep_interval_s=settings.memory_sweep_interval_s if sweep else None,
+            value_limits=ValueLimits(
+                max_bytes=settings.memory_max_value_bytes,
+                max_depth=settings.memory_max_value_depth,
+            ),
         )
     )
     return mongo, memory, tool_cache

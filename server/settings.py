@@ -73,6 +73,32 @@ class Settings(BaseSettings):
     memory_sweep_interval_s: float = Field(
         60.0, gt=0, description="Seconds between purges of expired memories and cache entries."
     )
+    memory_extractor: Literal["auto", "offline", "model"] = Field(
+        "auto",
+        description="Who reads facts out of what users say: auto (the agent's chat model when "
+        "it is an OpenAI-compatible one, else the offline grammar), offline or model.",
+    )
+    memory_recall_k: int = Field(
+        3, ge=1, le=20, description="Memories recalled into a turn's prompt at most."
+    )
+    memory_recall_relative: float = Field(
+        0.85,
+        ge=0,
+        le=1,
+        description="A recalled memory scores at least this fraction of the best match's score.",
+    )
+    memory_recall_min_score: float = Field(
+        0.37, ge=-1, le=2, description="Score below which no memory is recalled."
+    )
+    memory_history_limit: int = Field(
+        20, ge=0, le=1000, description="Superseded values kept per memory as its history."
+    )
+    memory_max_value_bytes: int = Field(
+        65_536, ge=256, le=16 * MIB, description="Largest memory/store item value (JSON bytes)."
+    )
+    memory_max_value_depth: int = Field(
+        16, ge=1, le=100, description="Deepest nesting of a memory/store item value."
+    )
     embeddings_provider: Literal["minilm", "openai"] = Field(
         "minilm", description="minilm (offline all-MiniLM-L6-v2, 384-d) or openai."
     )

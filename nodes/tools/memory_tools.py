@@ -7,8 +7,9 @@ from typing import Any
 
 from langgraph.store.base import BaseStore
 
-from nodes.memory import forget_memories, save_memory
+from nodes.memory import forget_memories, remember_said
 from nodes.tools.registry import ToolEnv, ToolError, ToolSpec
+from stores.memory.facts import Source
 
 
 def _store(env: ToolEnv) -> BaseStore:
@@ -21,8 +22,12 @@ async def _remember(args: Mapping[str, Any], env: ToolEnv) -> str:
     fact = str(args["fact"]).strip()
     if not fact:
         raise ToolError("the fact to remember is empty")
-    await save_memory(_store(env), env.context.user_id, fact, origin="tool")
-    return f"saved: {fact}"
+    source = Source(origin="tool", conversation_id=env.conversation_id, run_id=env.run_id)
+    outcomes, _ = await remember_said(
+        _store(env), env.context, fact, source=source, keep_unparsed=True
+    )
+    done = "; ".join(f"{o.action} {o.text!r}" for o in outcomes) or "nothing new"
+    return f"saved: {fact} ({done})"
 
 
 async def _forget(args: Mapping[str, Any], env: ToolEnv) -> str:

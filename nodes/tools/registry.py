@@ -17,10 +17,13 @@ class ToolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ToolEnv:
-    """What a tool may use: the run's context and the long-term memory store."""
+    """What a tool may use: the run's context, the long-term memory store, and the
+    conversation and run it is called in (the source of what it remembers)."""
 
     context: AgentContext
     store: BaseStore | None
+    conversation_id: str | None = None
+    run_id: str | None = None
 
 
 ToolFn = Callable[[Mapping[str, Any], ToolEnv], Awaitable[str]]

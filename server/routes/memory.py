@@ -1,4 +1,4 @@
-"""`/users/{id}/memories`: what the agents remember about a user — list, search, add, forget."""
+"""`/users/{id}/memories`: what the agents remember about a user — list, search, correct, forget."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from nodes.memory_extract import first_fact
 from server.deps import DatabaseDep, Limit, Offset, ResourcesDep
 from server.schemas.common import NOT_FOUND, ErrorBody, Responses
 from server.schemas.memory import ForgetResult, MemoryKey, MemoryOut, MemoryPage, MemoryPut
@@ -51,10 +52,18 @@ async def list_memories(
 async def put_memory(
     user_id: uuid.UUID, key: MemoryKey, body: MemoryPut, db: DatabaseDep, resources: ResourcesDep
 ) -> MemoryOut:
-    """Remember `value` for the user under `key` (replacing what was there)."""
+    """Remember `value` for the user under `key`. A value with `text` is a fact told now: what
+    the key held moves to its history, and it supersedes the current fact of the same exclusive
+    attribute (a correction counts like a newer statement)."""
     await repo.users.get(db, user_id)
     item = await memories.remember_for_user(
-        resources.memory, user_id, key, body.value, ttl=body.ttl_minutes
+        resources.memory,
+        user_id,
+        key,
+        body.value,
+        ttl=body.ttl_minutes,
+        parse=first_fact,
+        history_limit=resources.settings.memory_history_limit,
     )
     return MemoryOut.of(item)
 

@@ -34,6 +34,7 @@ class ContextOverrides(BaseModel):
     retrieve_k: int | None = Field(None, ge=0, le=20)
     min_score: float | None = Field(None, ge=-1, le=1)
     memory_policy: Literal["auto", "tool", "off"] | None = None
+    memory_extractor: Literal["auto", "offline", "model"] | None = None
     tool_timeout_s: float | None = Field(None, gt=0, le=300)
 
     @field_validator("tools")
@@ -115,6 +116,11 @@ def agent_context(
         max_steps=settings.agent_max_steps,
         history_window=settings.agent_history_window,
         tool_timeout_s=settings.agent_tool_timeout_s,
+        memory_extractor=settings.memory_extractor,
+        memory_limit=settings.memory_recall_k,
+        memory_relative_score=settings.memory_recall_relative,
+        memory_min_score=settings.memory_recall_min_score,
+        memory_history_limit=settings.memory_history_limit,
         http_allowed_hosts=tuple(settings.http_tool_allowed_hosts),
         knowledge=services.knowledge,
         tool_cache=services.tool_cache,

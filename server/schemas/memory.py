@@ -10,7 +10,13 @@ from langgraph.store.base import Item, SearchItem
 from pydantic import BaseModel, Field, field_validator
 
 from server.schemas.common import RequestModel
-from stores.memory.operations import MAX_KEY_LENGTH, validate_namespace
+from stores.memory.operations import (
+    MAX_KEY_LENGTH,
+    MAX_NAMESPACE_LABELS,
+    MAX_OFFSET,
+    MAX_TTL_MINUTES,
+    validate_namespace,
+)
 
 MemoryKey = Annotated[
     str,
@@ -59,9 +65,15 @@ class MemoryPage(BaseModel):
 class MemoryPut(RequestModel):
     """A memory to store for a user under `(user_id, "memories")`."""
 
-    value: dict[str, Any] = Field(description='A JSON object, e.g. {"text": "..."}.')
+    value: dict[str, Any] = Field(
+        description='A JSON object. With "text" it is a fact (e.g. {"text": "I live in Porto"}; '
+        '"subject", "attribute", "value", "negated", "exclusive" may state its structure).'
+    )
     ttl_minutes: float | None = Field(
-        None, gt=0, description="Forget it this many minutes after its last use."
+        None,
+        gt=0,
+        le=MAX_TTL_MINUTES,
+        description="Forget it this many minutes after its last use.",
     )
 
 
@@ -82,7 +94,7 @@ class StoreItemPut(RequestModel):
     key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
     value: dict[str, Any]
     index: Literal[False] | list[str] | None = None
-    ttl: float | None = Field(None, gt=0, description="Minutes to live.")
+    ttl: float | None = Field(None, gt=0, le=MAX_TTL_MINUTES, description="Minutes to live.")
 
     @field_validator("namespace")
     @classmethod
@@ -96,8 +108,8 @@ class StoreItemsSearch(RequestModel):
     namespace_prefix: list[Any] = Field(default_factory=list)
     filter: dict[str, Any] | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
-    query: str | None = None
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    query: str | None = Field(None, max_length=2000)
     refresh_ttl: bool | None = None
 
     @field_validator("namespace_prefix")
@@ -111,6 +123,6 @@ class StoreNamespacesList(RequestModel):
 
     prefix: list[str] | None = None
     suffix: list[str] | None = None
-    max_depth: int | None = Field(None, ge=1)
+    max_depth: int | None = Field(None, ge=1, le=MAX_NAMESPACE_LABELS)
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)

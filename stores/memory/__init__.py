@@ -13,7 +13,7 @@ from qdrant_client import AsyncQdrantClient
 
 from stores.errors import UnavailableError
 from stores.memory.mongo import MongoGateway, open_mongo
-from stores.memory.store import MongoStore
+from stores.memory.store import MongoStore, ValueLimits
 from stores.memory.tool_cache import ToolCache
 from stores.memory.vectors import MemoryVectors
 
@@ -24,6 +24,7 @@ __all__ = [
     "MongoGateway",
     "MongoStore",
     "ToolCache",
+    "ValueLimits",
     "open_memory_store",
     "open_mongo",
 ]
@@ -52,6 +53,7 @@ async def open_memory_store(
     index_fields: tuple[str, ...] = ("text", "content"),
     default_ttl_minutes: float | None = None,
     sweep_interval_s: float | None = 60.0,
+    value_limits: ValueLimits | None = None,
 ) -> AsyncIterator[tuple[MongoStore, ToolCache]]:
     """Open the memory store and the tool cache on `mongo`; sweep expired entries meanwhile.
 
@@ -74,6 +76,7 @@ async def open_memory_store(
             "default_ttl": default_ttl_minutes,
         },
         loop=asyncio.get_running_loop(),
+        value_limits=value_limits,
     )
     cache = ToolCache(mongo)
     try:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from langgraph.store.base import Item, SearchItem
 
 from stores.errors import InvalidInputError, NotFoundError
+from stores.memory import facts
+from stores.memory.facts import FACT_FIELDS, RECORD_FIELDS, USER, Fact
 from stores.memory.filters import check_filter
-from stores.memory.store import MongoStore
+from stores.memory.store import MongoStore, ValueLimits
 
 MEMORIES = "memories"
 MAX_KEY_LENGTH = 512
 MAX_LABEL_LENGTH = 256
+MAX_NAMESPACE_LABELS = 16
+MAX_OFFSET = 1_000_000
 
 
 def user_namespace(user_id: uuid.UUID) -> tuple[str]:
@@ -40,6 +46,8 @@ def validate_namespace(
         raise InvalidInputError(f"{field} must be an array of strings", field=field)
     if not namespace and not allow_empty:
         raise InvalidInputError(f"{field} may not be empty", field=field)
+    if len(namespace) > MAX_NAMESPACE_LABELS:
+        raise InvalidInputError(f"{field} has more than {MAX_NAMESPACE_LABELS} labels", field=field)
     for label in namespace:
         if not isinstance(label, str):
             raise InvalidInputError(
@@ -71,16 +79,77 @@ def validate_key(key: Any, *, field: str = "key") -> str:
     return key
 
 
-def validate_value(value: Any, *, field: str = "value") -> dict[str, Any]:
-    """Check an item value: a JSON object."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_FIELD_NAME = 1024
+
+
+def check_json(value: Any, *, field: str, limits: ValueLimits) -> None:
+    """Raise `InvalidInputError` naming the first part of `value` MongoDB cannot store or the
+    limits refuse: nesting deeper than `max_depth`, integers beyond 64 bits, NaN or infinite
+    numbers, field names that start with "$", hold NUL or are too long, more than `max_bytes`
+    of JSON. Walks without recursion, so a hostile depth costs nothing."""
+    stack: list[tuple[Any, str, int]] = [(value, field, 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, (Mapping, list)):
+            if depth >= limits.max_depth:
+                raise InvalidInputError(
+                    f"{path} is nested deeper than {limits.max_depth} levels", field=path
+                )
+            if isinstance(node, list):
+                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node))
+                continue
+            for name, item in node.items():
+                if not isinstance(name, str):
+                    raise InvalidInputError(
+                        f"{path} has a field name that is not a string", field=path
+                    )
+                if name.startswith("$") or "\x00" in name or len(name) > MAX_FIELD_NAME:
+                    raise InvalidInputError(
+                        f"{path} has a field name {name[:40]!r} that starts with '$', holds NUL "
+                        f"or is longer than {MAX_FIELD_NAME} characters",
+                        field=path,
+                    )
+                stack.append((item, f"{path}.{name}", depth + 1))
+        elif isinstance(node, bool) or node is None or isinstance(node, str):
+            continue
+        elif isinstance(node, int):
+            if not INT64_MIN <= node <= INT64_MAX:
+                raise InvalidInputError(
+                    f"{path} is an integer beyond 64 bits, which MongoDB cannot store", field=path
+                )
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InvalidInputError(f"{path} must be a finite number", field=path)
+        else:
+            raise InvalidInputError(f"{path} holds a {type(node).__name__}, not JSON", field=path)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > limits.max_bytes:
+        raise InvalidInputError(
+            f"{field} is {size} bytes of JSON; the limit is {limits.max_bytes}", field=field
+        )
+
+
+def validate_value(
+    value: Any, *, field: str = "value", limits: ValueLimits | None = None
+) -> dict[str, Any]:
+    """Check an item value: a JSON object within `limits` that MongoDB can store."""
     if not isinstance(value, Mapping):
         raise InvalidInputError(f"{field} must be a JSON object", field=field)
+    check_json(value, field=field, limits=limits or ValueLimits())
     return dict(value)
 
 
-def _validate_ttl(ttl: float | None) -> float | None:
-    if ttl is not None and not ttl > 0:
-        raise InvalidInputError("ttl must be a positive number of minutes", field="ttl")
+MAX_TTL_MINUTES = 10 * 366 * 24 * 60
+"""Ten years: a TTL is an integer of microseconds MongoDB must hold."""
+
+
+def _validate_ttl(ttl: float | None, *, field: str = "ttl") -> float | None:
+    if ttl is not None and not 0 < ttl <= MAX_TTL_MINUTES:
+        raise InvalidInputError(
+            f"{field} must be a positive number of minutes, at most {MAX_TTL_MINUTES}",
+            field=field,
+        )
     return ttl
 
 
@@ -89,6 +158,7 @@ def _validate_filter(filter: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(filter, Mapping):
         raise InvalidInputError("filter must be a JSON object", field="filter")
+    check_json(filter, field="filter", limits=ValueLimits())
     try:
         check_filter(filter)
     except ValueError as error:
@@ -110,9 +180,8 @@ async def put_item(
 ) -> None:
     """`PUT /store/items`: create or replace an item (validated; 422 on bad input)."""
     ns = validate_namespace(namespace)
-    await store.aput(
-        ns, validate_key(key), validate_value(value), index=index, ttl=_validate_ttl(ttl)
-    )
+    checked = validate_value(value, limits=store.value_limits)
+    await store.aput(ns, validate_key(key), checked, index=index, ttl=_validate_ttl(ttl))
 
 
 async def get_item(
@@ -145,8 +214,8 @@ async def search_items(
     prefix = validate_namespace(namespace_prefix, field="namespace_prefix", allow_empty=True)
     if not 0 < limit <= 1000:
         raise InvalidInputError("limit must be between 1 and 1000", field="limit")
-    if offset < 0:
-        raise InvalidInputError("offset may not be negative", field="offset")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}", field="offset")
     return await store.asearch(
         prefix,
         query=query or None,
@@ -171,8 +240,8 @@ async def list_namespaces(
         raise InvalidInputError("max_depth must be at least 1", field="max_depth")
     if not 0 < limit <= 1000:
         raise InvalidInputError("limit must be between 1 and 1000", field="limit")
-    if offset < 0:
-        raise InvalidInputError("offset may not be negative", field="offset")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInputError(f"offset must be between 0 and {MAX_OFFSET}", field="offset")
     return await store.alist_namespaces(
         prefix=validate_namespace(prefix, field="prefix", allow_empty=True) if prefix else None,
         suffix=validate_namespace(suffix, field="suffix", allow_empty=True) if suffix else None,
@@ -212,6 +281,36 @@ async def list_user_memories(
     return MemoryPage(items=items, total=total, limit=limit, offset=offset, query=query or None)
 
 
+StatementParser = Callable[[str], Fact | None]
+
+
+def _fact_from(value: Mapping[str, Any], parse: StatementParser | None) -> Fact | None:
+    """The fact a value sent by a user states: its own `subject`/`attribute`/`value` fields
+    when given, else what `parse` reads in its `text`, else the text as a free note."""
+    text = value.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    for name in RECORD_FIELDS:
+        if name in value:
+            raise InvalidInputError(f"value.{name} is kept by the server", field=f"value.{name}")
+    for name in ("subject", "attribute", "value"):
+        if name in value and not isinstance(value[name], str):
+            raise InvalidInputError(f"value.{name} must be a string", field=f"value.{name}")
+    for name in ("negated", "exclusive"):
+        if name in value and not isinstance(value[name], bool):
+            raise InvalidInputError(f"value.{name} must be true or false", field=f"value.{name}")
+    parsed = parse(text) if parse is not None and "attribute" not in value else None
+    base = parsed or Fact(subject=USER, attribute="note", value=text, text=text)
+    return Fact(
+        subject=str(value.get("subject") or base.subject),
+        attribute=str(value.get("attribute") or base.attribute),
+        value=str(value.get("value") or base.value),
+        text=text,
+        negated=bool(value.get("negated", base.negated)),
+        exclusive=bool(value.get("exclusive", base.exclusive)),
+    )
+
+
 async def remember_for_user(
     store: MongoStore,
     user_id: uuid.UUID,
@@ -219,10 +318,35 @@ async def remember_for_user(
     value: Any,
     *,
     ttl: float | None = None,
+    parse: StatementParser | None = None,
+    history_limit: int = 20,
 ) -> Item:
-    """Store one memory of a user under `(user_id, "memories")`; returns it."""
+    """Store one memory of a user under `(user_id, "memories")`; returns it.
+
+    A value with a `text` is a fact stated by the user now: it replaces what `key` held (which
+    moves to the memory's history) and supersedes the current fact of the same exclusive
+    subject and attribute, exactly as a newer statement in a conversation would. A value
+    without `text` is stored as given.
+    """
     namespace = user_memory_namespace(user_id)
-    await store.aput(namespace, validate_key(key), validate_value(value), ttl=_validate_ttl(ttl))
+    key = validate_key(key)
+    checked = validate_value(value, limits=store.value_limits)
+    ttl = _validate_ttl(ttl, field="ttl_minutes")
+    fact = _fact_from(checked, parse)
+    if fact is None:
+        await store.aput(namespace, key, checked, ttl=ttl)
+    else:
+        extra = {k: v for k, v in checked.items() if k not in FACT_FIELDS}
+        await facts.correct(
+            store,
+            namespace,
+            key,
+            fact,
+            facts.Source(origin="api"),
+            extra=extra,
+            ttl=ttl,
+            history_limit=history_limit,
+        )
     item = await store.aget(namespace, key, refresh_ttl=False)
     if item is None:  # only if it expired at once
         raise NotFoundError("memory", key, field="key")

@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,14 @@ COLLECTION = "agent_memory"
 _ID_NAMESPACE = uuid.UUID("5b0f8f3e-5d0c-4c57-9a55-7e1f3a2c6d10")
 _SORT_RECENT = [("updated_at", DESCENDING), ("_id", ASCENDING)]
 _FETCH_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ValueLimits:
+    """Bounds of a value written through the HTTP API: JSON size in bytes, nesting depth."""
+
+    max_bytes: int = 65_536
+    max_depth: int = 16
 
 
 def join_namespace(namespace: Sequence[str]) -> str:
@@ -156,6 +165,7 @@ class MongoStore(BaseStore):
         ttl: TTLConfig | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         exact_scan_limit: int = 1000,
+        value_limits: ValueLimits | None = None,
     ) -> None:
         if (vectors is None) != (embedder is None):
             raise ValueError("vectors and embedder go together: pass both or neither")
@@ -167,6 +177,7 @@ class MongoStore(BaseStore):
         self.ttl_config = ttl or {"refresh_on_read": True, "omit_expired": True}
         self.loop = loop
         self.exact_scan_limit = exact_scan_limit
+        self.value_limits = value_limits or ValueLimits()
         self._indexes_ready = False
         self._index_lock = asyncio.Lock()
 

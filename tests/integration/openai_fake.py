@@ -1,4 +1,5 @@
-"""A small OpenAI-compatible HTTP server (`/v1/chat/completions`, streaming and tool calls)."""
+"""A small OpenAI-compatible HTTP server (`/v1/chat/completions`: streaming, tool calls, and
+structured output as langchain-openai asks for it with `response_format` json_schema)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import uvicorn
@@ -17,15 +19,101 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from nodes.memory_extract import parse_statements
+from nodes.prompts import MEMORIES_HEADER
+from stores.memory.facts import Fact, StoredFact, decide
 from tests.support import free_port
 
 _ARITHMETIC = re.compile(r"\d[\d\s+\-*/().]*\d")
 
 
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, list):  # content blocks
+        return "".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return str(content)
+
+
+def _extracted(text: str) -> dict[str, Any]:
+    """An `ExtractedFacts` answer: the facts the project's first-person grammar reads."""
+    return {
+        "facts": [
+            {
+                "subject": fact.subject,
+                "attribute": fact.attribute,
+                "value": fact.value,
+                "negated": fact.negated,
+                "exclusive": fact.exclusive,
+                "correction": fact.correction,
+                "statement": fact.text,
+            }
+            for fact in parse_statements(text)
+        ]
+    }
+
+
+def _stored(memory: dict[str, Any]) -> StoredFact:
+    fact = Fact(
+        subject=memory["subject"],
+        attribute=memory["attribute"],
+        value=memory["value"],
+        text=memory["statement"],
+        negated=memory["negated"],
+        exclusive=memory.get("exclusive", False),
+    )
+    return StoredFact(
+        key=memory["id"],
+        fact=fact,
+        status="active",
+        score=memory.get("similarity"),
+        updated_at=datetime.fromisoformat(memory["updated_at"]),
+        record={},
+    )
+
+
+def _decided(payload: dict[str, Any]) -> dict[str, Any]:
+    """A `MemoryDecisions` answer: the deterministic rules applied to the listed facts."""
+    decisions = []
+    for new in payload["new_facts"]:
+        fact = Fact(
+            subject=new["subject"],
+            attribute=new["attribute"],
+            value=new["value"],
+            text=new["statement"],
+            negated=new["negated"],
+            exclusive=new.get("exclusive", False),
+            correction=new.get("correction", False),
+        )
+        decision = decide(fact, [_stored(m) for m in new["existing_memories"]])
+        decisions.append(
+            {"fact_id": new["id"], "action": decision.action, "target": decision.target}
+        )
+    return {"decisions": decisions}
+
+
+def _recited(system: str) -> str | None:
+    """The answer of a model that repeats every memory it was given (the worst case for
+    recall: whatever unrelated memory reaches the prompt reaches the answer)."""
+    if MEMORIES_HEADER not in system:
+        return None
+    section = system.split(MEMORIES_HEADER, 1)[1].split("\n\n", 1)[0]
+    lines = [line[2:].strip() for line in section.splitlines() if line.startswith("- ")]
+    return "You told me: " + "; ".join(lines) + "." if lines else None
+
+
 def _reply(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """What the fake model says: a calculator call for arithmetic, else text."""
+    """What the fake model says: a calculator call for arithmetic, structured output through
+    the project's own grammar and rules, else text (reciting the memories it was given)."""
     messages = body["messages"]
     last = messages[-1]
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        name = response_format["json_schema"]["name"]
+        if name == "ExtractedFacts":
+            return json.dumps(_extracted(_text(last))), []
+        if name == "MemoryDecisions":
+            return json.dumps(_decided(json.loads(_text(last)))), []
+        raise ValueError(f"the fake model cannot answer the structured output {name!r}")
     tools = {t["function"]["name"] for t in body.get("tools", [])}
     if last["role"] == "user" and "calculator" in tools:
         match = _ARITHMETIC.search(str(last["content"]))
@@ -41,16 +129,24 @@ def _reply(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             return "", [call]
     if last["role"] == "tool":
         return f"The calculator says {last['content']}.", []
-    system = str(messages[0]["content"]) if messages[0]["role"] == "system" else ""
+    system = _text(messages[0]) if messages[0]["role"] == "system" else ""
+    recited = _recited(system)
+    if recited is not None:
+        return recited, []
     cited = " [1]" if "[1]" in system else ""
     return f"Hello from the fake model{cited}.", []
 
 
 class FakeOpenAI:
-    """The app and the requests it received."""
+    """The app and the requests it received.
+
+    `scripted` holds answers to give, in order, to structured-output requests of a schema
+    name (e.g. `{"MemoryDecisions": [{"decisions": [...]}]}`), before the default ones.
+    """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.scripted: dict[str, list[dict[str, Any]]] = {}
         self.app = Starlette(
             routes=[Route("/v1/chat/completions", self.complete, methods=["POST"])]
         )
@@ -58,7 +154,13 @@ class FakeOpenAI:
     async def complete(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
-        content, calls = _reply(body)
+        name = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        queued = self.scripted.get(name or "")
+        calls: list[dict[str, Any]] = []
+        if queued:
+            content = json.dumps(queued.pop(0))
+        else:
+            content, calls = _reply(body)
         model = body.get("model", "fake")
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         finish = "tool_calls" if calls else "stop"

@@ -112,6 +112,13 @@ async def run_turn(
     return final, events
 
 
+def saved(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (action, text) of each `memory_saved` event."""
+    return [
+        (e["data"]["action"], e["data"]["text"]) for e in events if e["event"] == "memory_saved"
+    ]
+
+
 @pytest.fixture
 def ctx() -> AgentContext:
     return AgentContext(
@@ -317,7 +324,7 @@ async def test_statement_about_oneself_is_saved_when_policy_is_auto(ctx: AgentCo
     store = InMemoryStore()
     graph = build_chat_graph(checkpointer=InMemorySaver(), store=store)
     _, events = await run_turn(graph, "t", "I'm allergic to peanuts.", ctx)
-    assert {"event": "memory_saved", "data": {"text": "I'm allergic to peanuts"}} in events
+    assert saved(events) == [("added", "I'm allergic to peanuts")]
     _, events = await run_turn(graph, "u", "I'm a night owl", replace(ctx, memory_policy="tool"))
     assert not any(e["event"] == "memory_saved" for e in events)
 
@@ -344,7 +351,7 @@ async def test_remember_request_is_kept_even_without_the_remember_tool(ctx: Agen
     graph = build_chat_graph(checkpointer=InMemorySaver(), store=store)
     no_tools = replace(ctx, tools=())
     _, events = await run_turn(graph, "t", "Please remember that I'm vegetarian.", no_tools)
-    assert {"event": "memory_saved", "data": {"text": "I'm vegetarian"}} in events
+    assert saved(events) == [("added", "I'm vegetarian")]
     final, _ = await run_turn(graph, "u", "What do you know about me?", no_tools)
     assert "vegetarian" in final["answer"]
 

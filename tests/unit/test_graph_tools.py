@@ -111,15 +111,31 @@ def test_registry_names_every_builtin_and_refuses_unknown_names() -> None:
 
 async def test_remember_and_forget_tools_write_the_users_namespace() -> None:
     store = InMemoryStore()
-    env = ToolEnv(context=AgentContext(user_id="u1"), store=store)
+    env = ToolEnv(context=AgentContext(user_id="u1"), store=store, conversation_id="c1")
     tools = {t.name: t for t in BUILTIN_TOOLS}
     await run_tool_call(call("remember", fact="I'm vegetarian"), tools=tools, env=env)
-    assert [m["text"] for m in await recall_memories(store, "u1", "food", limit=5)] == [
-        "I'm vegetarian"
-    ]
+    recalled = await recall_memories(store, "u1", "What do you know about me?")
+    assert [m["text"] for m in recalled] == ["I'm vegetarian"]
+    [item] = await store.asearch(("u1", "memories"))
+    assert item.value["attribute"] == "is"
+    assert item.value["source"]["origin"] == "tool"
+    assert item.value["source"]["conversation_id"] == "c1"
     forgot, _ = await run_tool_call(call("forget", fact="vegetarian"), tools=tools, env=env)
     assert "forgot" in str(forgot.content)
-    assert await recall_memories(store, "u1", "food", limit=5) == []
+    assert await recall_memories(store, "u1", "What do you know about me?") == []
+
+
+async def test_remember_tool_keeps_what_the_grammar_cannot_parse_as_a_note() -> None:
+    store = InMemoryStore()
+    env = ToolEnv(context=AgentContext(user_id="u1"), store=store)
+    tools = {t.name: t for t in BUILTIN_TOOLS}
+    message, _ = await run_tool_call(
+        call("remember", fact="the spare key is under the blue pot"), tools=tools, env=env
+    )
+    assert message.status == "success"
+    [item] = await store.asearch(("u1", "memories"))
+    assert item.value["attribute"] == "note"
+    assert item.value["text"] == "the spare key is under the blue pot"
 
 
 async def test_memory_tools_without_a_store_say_so() -> None:
