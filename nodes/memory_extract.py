@@ -312,7 +312,12 @@ def _clause_facts(text: str, correction: bool) -> list[Fact | None]:
         return [_fact("has", value, text, negated=negated, correction=correction)]
     if m := _LIKE.match(text):
         verb = m["verb"].lower()
-        negated = _negated(m["neg"]) != (verb in {"hate", "dislike", "detest", "stand"})
+        if verb == "stand":  # only "I can't stand X" says something about liking
+            if (m["neg"] or "").strip().lower() not in {"can't", "cannot"}:
+                return []
+            negated = True
+        else:
+            negated = _negated(m["neg"]) != (verb in {"hate", "dislike", "detest"})
         attribute = "prefers" if verb == "prefer" else "likes"
         return [_fact(attribute, m["v"], text, negated=negated, correction=correction)]
     if m := _GENERIC.match(text):

@@ -83,11 +83,14 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_FIELD_NAME = 1024
 
 
-def check_json(value: Any, *, field: str, limits: ValueLimits) -> None:
+def check_json(
+    value: Any, *, field: str, limits: ValueLimits, operators: bool = False
+) -> None:
     """Raise `InvalidInputError` naming the first part of `value` MongoDB cannot store or the
     limits refuse: nesting deeper than `max_depth`, integers beyond 64 bits, NaN or infinite
-    numbers, field names that start with "$", hold NUL or are too long, more than `max_bytes`
-    of JSON. Walks without recursion, so a hostile depth costs nothing."""
+    numbers, field names that start with "$" (unless `operators`: a search filter's), hold NUL
+    or are too long, more than `max_bytes` of JSON. Walks without recursion, so a hostile
+    depth costs nothing."""
     stack: list[tuple[Any, str, int]] = [(value, field, 0)]
     while stack:
         node, path, depth = stack.pop()
@@ -104,7 +107,8 @@ def check_json(value: Any, *, field: str, limits: ValueLimits) -> None:
                     raise InvalidInputError(
                         f"{path} has a field name that is not a string", field=path
                     )
-                if name.startswith("$") or "\x00" in name or len(name) > MAX_FIELD_NAME:
+                dollar = name.startswith("$") and not operators
+                if dollar or "\x00" in name or len(name) > MAX_FIELD_NAME:
                     raise InvalidInputError(
                         f"{path} has a field name {name[:40]!r} that starts with '$', holds NUL "
                         f"or is longer than {MAX_FIELD_NAME} characters",
@@ -158,11 +162,11 @@ def _validate_filter(filter: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(filter, Mapping):
         raise InvalidInputError("filter must be a JSON object", field="filter")
-    check_json(filter, field="filter", limits=ValueLimits())
     try:
         check_filter(filter)
     except ValueError as error:
         raise InvalidInputError(str(error), field="filter") from error
+    check_json(filter, field="filter", limits=ValueLimits(), operators=True)
     return dict(filter)
 
 

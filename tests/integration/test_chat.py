@@ -97,7 +97,7 @@ def test_remembered_fact_is_recalled_in_a_new_conversation(
     assert dict(first)["tool_result"]["name"] == "remember"
     second = stream_chat(
         api,
-        {"user_id": user_id, "agent_id": agent_id, "message": "Plan a dinner for me tonight"},
+        {"user_id": user_id, "agent_id": agent_id, "message": "What should I eat for dinner?"},
     )
     data = dict(second)
     assert data["metadata"]["conversation_id"] != dict(first)["metadata"]["conversation_id"]

@@ -121,6 +121,93 @@ def test_unknown_users_get_404_and_malformed_input_422(api: httpx.Client) -> Non
     assert api.get(f"/users/{user}/memories").json()["total"] == 0
 
 
+def test_a_correction_through_the_api_counts_as_a_newer_fact(api: httpx.Client) -> None:
+    user = new_user(api)
+    first = remember(api, user, "home", "I live in Lisbon").json()["value"]
+    assert (first["attribute"], first["value"], first["exclusive"]) == ("lives in", "Lisbon", True)
+    corrected = remember(api, user, "home", "I live in Porto").json()["value"]
+    assert (corrected["value"], corrected["source"]["origin"]) == ("Porto", "api")
+    assert [h["text"] for h in corrected["history"]] == ["I live in Lisbon"]
+    # another memory of the same exclusive attribute supersedes it, as a newer statement would
+    assert remember(api, user, "moved", "I moved to Braga").status_code == 200
+    items = {m["key"]: m for m in api.get(f"/users/{user}/memories").json()["items"]}
+    assert items["home"]["value"]["status"] == "retracted"
+    assert items["home"]["value"]["superseded_by"] == "moved"
+    found = api.get(f"/users/{user}/memories", params={"q": "where do I live"}).json()
+    assert [m["key"] for m in found["items"]] == ["moved"]  # a retracted memory has no vector
+    explicit = api.put(
+        f"/users/{user}/memories/badge",
+        json={"value": {"text": "badge 42", "attribute": "badge number", "value": "42",
+                        "exclusive": True, "tags": ["work"]}},
+    )  # fmt: skip
+    assert explicit.status_code == 200, explicit.text
+    badge = explicit.json()["value"]
+    assert (badge["attribute"], badge["value"], badge["tags"]) == ("badge number", "42", ["work"])
+
+
+def nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"value": {"n": 2**63}}, "value.n"),
+        ({"value": {"a": {"b": [1, -(2**64)]}}}, "value.a.b[1]"),
+        ({"value": nested(20)}, "value" + ".x" * 16),
+        ({"value": {"$set": {"a": 1}}}, "value"),
+        ({"value": {"text": "x" * 70_000}}, "value"),
+        ({"value": {"text": "I like tea", "history": []}}, "value.history"),
+        ({"value": {"text": "I like tea", "negated": "yes"}}, "value.negated"),
+        ({"value": {"text": "I like tea", "attribute": 7}}, "value.attribute"),
+    ],
+)
+def test_values_mongodb_cannot_hold_or_beyond_the_bounds_are_422_naming_the_field(
+    api: httpx.Client, body: dict[str, object], field: str
+) -> None:
+    user = new_user(api)
+    response = api.put(f"/users/{user}/memories/k", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    store = api.put("/store/items", json={"namespace": ["bounds", user], "key": "k", **body})
+    if "text" not in str(body):  # the store API keeps any JSON object within the bounds
+        assert store.status_code == 422, store.text
+        assert store.json()["field"] == field
+    assert api.get(f"/users/{user}/memories").json()["total"] == 0
+
+
+def test_numbers_and_sizes_json_allows_but_the_server_cannot_are_422(api: httpx.Client) -> None:
+    user = new_user(api)
+    not_finite = api.put(
+        f"/users/{user}/memories/k",
+        content=b'{"value": {"f": NaN}}',
+        headers={"content-type": "application/json"},
+    )
+    assert not_finite.status_code == 422, not_finite.text
+    assert not_finite.json()["field"] == "value.f"
+    huge_ttl = api.put(f"/users/{user}/memories/k", json={"value": {}, "ttl_minutes": 1e300})
+    assert huge_ttl.status_code == 422
+    assert huge_ttl.json()["detail"][0]["loc"] == ["body", "ttl_minutes"]
+    for body, loc in [
+        ({"namespace_prefix": [user], "offset": 10**20}, "offset"),
+        ({"namespace_prefix": [user], "filter": {"n": 2**70}}, "filter.n"),
+        ({"namespace_prefix": ["l"] * 40}, "namespace_prefix"),
+    ]:
+        response = api.post("/store/items/search", json=body)
+        assert response.status_code == 422, response.text
+        named = response.json().get("field") or response.json()["detail"][0]["loc"][1]
+        assert named == loc
+    deep = api.put(
+        f"/users/{user}/memories/k",
+        content=b'{"value": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert deep.status_code in {400, 422}, deep.text
+
+
 def test_store_api_bodies_name_the_bad_field() -> None:
     ok = StoreItemPut.model_validate({"namespace": ["u", "m"], "key": "k", "value": {"a": 1}})
     assert ok.namespace == ["u", "m"]

@@ -1,8 +1,13 @@
-"""The offline model answers from a passage with a statement, not the passage's heading."""
+"""The offline model's answers: a passage's statement (not its heading), the one memory that
+matches the question, an acknowledgement of what the user just said."""
 
 from __future__ import annotations
 
-from nodes.offline_model import _best_sentence, terms
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from nodes.offline_model import _best_sentence, compose_answer, matching_memories, terms
+from nodes.prompts import system_text
+from nodes.state import Memory
 
 
 def test_a_heading_that_repeats_the_question_is_not_the_answer() -> None:
@@ -13,3 +18,34 @@ def test_a_heading_that_repeats_the_question_is_not_the_answer() -> None:
 
 def test_a_passage_of_questions_only_still_gives_an_answer() -> None:
     assert _best_sentence("Is it fast? Is it small?", terms("is it fast")) == "Is it fast?"
+
+
+def system_with(memories: list[str]) -> SystemMessage:
+    return SystemMessage(system_text(system_prompt="", summary="", memories=[
+        Memory(key=f"k{i}", text=text) for i, text in enumerate(memories)
+    ], sources=[], warnings=[]))  # fmt: skip
+
+
+def test_the_answer_holds_the_matching_memory_only() -> None:
+    memories = ["I live in Berlin", "I work at Hooli now", "My son is called Leo"]
+    answer = compose_answer([system_with(memories), HumanMessage("Where do I work?")])
+    assert answer == "From what you've told me before: you work at Hooli now."
+    assert matching_memories("What is my son called?", memories) == ["My son is called Leo"]
+    # nothing in common: the first (best recalled) one if the question is about the user
+    assert matching_memories("Which city am I in?", memories) == ["I live in Berlin"]
+    assert matching_memories("Which city is the capital?", memories) == []
+
+
+def test_a_question_about_the_user_in_general_gets_every_memory_recalled() -> None:
+    memories = ["I live in Berlin", "My son is called Leo"]
+    answer = compose_answer([system_with(memories), HumanMessage("What do you know about me?")])
+    assert answer == (
+        "From what you've told me before: you live in Berlin; your son is called Leo."
+    )
+
+
+def test_a_statement_is_acknowledged_instead_of_reciting_memories() -> None:
+    answer = compose_answer(
+        [system_with(["My favourite colour is blue"]), HumanMessage("My favourite colour is teal.")]
+    )
+    assert answer == "Noted: your favourite colour is teal."
