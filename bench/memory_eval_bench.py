@@ -114,9 +114,7 @@ def _agent(api: httpx.Client, body: dict[str, Any]) -> str:
     return str(response.json()["id"])
 
 
-def run_persona(
-    api: httpx.Client, agent: str, persona: Persona, result: PathResult
-) -> None:
+def run_persona(api: httpx.Client, agent: str, persona: Persona, result: PathResult) -> None:
     """Say every statement (each in a new conversation), then ask every question."""
     user = _user(api, f"{persona.name}-{result.path}")
     rounds = max(len(case.said) for case in persona.cases)
@@ -151,15 +149,23 @@ def run_persona(
     result.stored[persona.name] = (len(values), active, history, persona.facts)
 
 
-def baseline(api: httpx.Client, agent: str, personas: Sequence[Persona]) -> list[float]:
-    """The same statements to an agent with memory off (one user, new conversations)."""
+def baseline(
+    api: httpx.Client, agent: str, personas: Sequence[Persona]
+) -> tuple[list[float], list[float]]:
+    """The same statements and questions to an agent with memory off (new conversations)."""
     user = _user(api, "baseline")
-    return [
-        _chat(api, user, agent, said)[0]
+    said = [
+        _chat(api, user, agent, text)[0]
         for persona in personas
         for case in persona.cases
-        for said in case.said
+        for text in case.said
     ]
+    asked = [
+        _chat(api, user, agent, question)[0]
+        for persona in personas
+        for question in [*(c.question for c in persona.cases), *persona.distractors]
+    ]
+    return said, asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +254,10 @@ def run() -> str:
                 for persona in personas:
                     print(f"{path}: {persona.name}", flush=True)
                     run_persona(api, agents[path], persona, results[path])
-            base_ms = baseline(api, memory_off, personas)
+            base = baseline(api, memory_off, personas)
         model_calls = sum(1 for r in fake.requests if r.get("response_format"))
     load_after = os.getloadavg()
-    return report(split, personas, results, base_ms, model_calls, (load_before, load_after))
+    return report(split, personas, results, base, model_calls, (load_before, load_after))
 
 
 def _pct(part: int, whole: int) -> str:
@@ -266,7 +272,7 @@ def report(
     split: str,
     personas: Sequence[Persona],
     results: dict[str, PathResult],
-    base_ms: Sequence[float],
+    base: tuple[Sequence[float], Sequence[float]],
     model_calls: int,
     load: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> str:
@@ -331,16 +337,20 @@ def report(
         "",
         "## Cost of a turn",
         "",
-        "p50 of `/chat` turns end to end (ms), against the same statements sent to an agent "
-        "with memory off in the same run.",
+        "p50 of `/chat` turns end to end (ms), against the same statements and questions sent "
+        "to an agent with memory off (offline model) in the same run.",
         "",
         "| turns | p50 ms | vs memory off |",
         "|---|---|---|",
-        f"| statements, memory off (baseline) | {_p50(base_ms):.0f} | 1.00x |",
+        f"| statements, memory off (baseline) | {_p50(base[0]):.0f} | 1.00x |",
+        f"| questions, memory off (baseline) | {_p50(base[1]):.0f} | 1.00x |",
     ]
     for path, result in results.items():
-        for label, values in (("statements", result.said_ms), ("questions", result.asked_ms)):
-            ratio = _p50(values) / _p50(base_ms) if base_ms else 0.0
+        for label, values, against in (
+            ("statements", result.said_ms, base[0]),
+            ("questions", result.asked_ms, base[1]),
+        ):
+            ratio = _p50(values) / _p50(against) if against else 0.0
             lines.append(f"| {label}, {path} | {_p50(values):.0f} | {ratio:.2f}x |")
     lines += ["", "## Every answer", ""]
     for path, result in results.items():

@@ -135,9 +135,7 @@ TOM = Persona(
             stale=("Pixel",),
         ),
         fact("I'm 41 years old.", "How old am I?", "41"),
-        fact(
-            "I love hiking in the mountains.", "What do I enjoy doing outdoors?", "hiking"
-        ),
+        fact("I love hiking in the mountains.", "What do I enjoy doing outdoors?", "hiking"),
         Case(
             "negation",
             ("I don't smoke.",),

@@ -13,6 +13,7 @@ most `MAX_CLAUSE_CHARS`) and has no nested quantifiers, so its time is linear in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -415,8 +416,8 @@ class OfflineExtractor:
     name: str = "offline"
 
     async def extract(self, text: str) -> list[Fact]:
-        """Facts of the first-person statements in `text`."""
-        return parse_statements(text)
+        """Facts of the first-person statements in `text` (parsed off the event loop)."""
+        return await asyncio.to_thread(parse_statements, text)
 
     async def decide(
         self, candidates: Sequence[tuple[Fact, Sequence[StoredFact]]]
