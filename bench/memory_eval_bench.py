@@ -32,8 +32,8 @@ import httpx
 from bench.chat_bench import admin_url
 from bench.memory_eval_set import PERSONAS, Case, Persona
 from tests.integration.chat_support import stream_chat
-from tests.integration.openai_fake import running_fake_openai
-from tests.support import make_settings, running_server, scratch_database
+from tests.integration.openai_fake import running_fake_openai, settings_for
+from tests.support import running_server, scratch_database
 
 RESULTS = Path(__file__).parent / "results" / "memory_eval.md"
 PATHS = ("offline", "model")
@@ -233,14 +233,7 @@ def run() -> str:
         tempfile.TemporaryDirectory(prefix="sb-memory-eval-") as folder,
         running_fake_openai() as (base_url, fake),
     ):
-        settings = make_settings(
-            database_url,
-            Path(folder),
-            migrate_on_start=False,
-            openai_base_url=base_url,
-            openai_api_key="sk-bench",
-            llm_max_retries=0,
-        )
+        settings = settings_for(database_url, Path(folder), base_url)
         with running_server(settings) as url, httpx.Client(base_url=url, timeout=120) as api:
             agents = {
                 "offline": _agent(api, {"name": "eval-offline"}),

@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -496,31 +496,43 @@ _Answer = TypeVar("_Answer", ExtractedFacts, MemoryDecisions)
 _SELF_WORDS = re.compile(r"\b(?:i|i'm|i've|i'd|me|my|mine|myself|we|our|us)\b", re.I)
 
 
-def _model_fact(raw: ExtractedFact) -> Fact | None:
-    value = raw.value.strip()
-    attribute = raw.attribute.strip()
-    if not value or not attribute:
-        return None
-    statement = raw.statement.strip() or f"{raw.subject} {attribute}: {value}"
+def fact_json(fact: Fact) -> dict[str, Any]:
+    """A fact as the model reads and writes it (the fields of `ExtractedFact`)."""
+    return {
+        "subject": fact.subject,
+        "attribute": fact.attribute,
+        "value": fact.value,
+        "negated": fact.negated,
+        "exclusive": fact.exclusive,
+        "correction": fact.correction,
+        "statement": fact.text,
+    }
+
+
+def fact_from_json(data: Mapping[str, Any]) -> Fact:
+    """The fact of `fact_json` (or of an `ExtractedFact`)."""
     return Fact(
-        subject=raw.subject.strip() or USER,
-        attribute=attribute,
-        value=value,
-        text=statement,
-        negated=raw.negated,
-        exclusive=raw.exclusive,
-        correction=raw.correction,
+        subject=str(data.get("subject") or USER),
+        attribute=str(data["attribute"]),
+        value=str(data["value"]),
+        text=str(data["statement"]),
+        negated=bool(data.get("negated", False)),
+        exclusive=bool(data.get("exclusive", False)),
+        correction=bool(data.get("correction", False)),
     )
+
+
+def _model_fact(raw: ExtractedFact) -> Fact | None:
+    data = raw.model_dump()
+    if not raw.value.strip() or not raw.attribute.strip():
+        return None
+    data["statement"] = raw.statement.strip() or f"{raw.subject} {raw.attribute}: {raw.value}"
+    return fact_from_json(data)
 
 
 def _memory_json(stored: StoredFact) -> dict[str, Any]:
     return {
-        "subject": stored.fact.subject,
-        "attribute": stored.fact.attribute,
-        "value": stored.fact.value,
-        "negated": stored.fact.negated,
-        "exclusive": stored.fact.exclusive,
-        "statement": stored.fact.text,
+        **fact_json(stored.fact),
         "similarity": None if stored.score is None else round(stored.score, 3),
         "updated_at": stored.updated_at.isoformat(),
     }
@@ -574,19 +586,7 @@ class ModelExtractor:
                     keys[stored.key] = short
                     ids[short] = stored.key
                 memories.append({"id": keys[stored.key], **_memory_json(stored)})
-            payload.append(
-                {
-                    "id": f"f{index}",
-                    "subject": fact.subject,
-                    "attribute": fact.attribute,
-                    "value": fact.value,
-                    "negated": fact.negated,
-                    "exclusive": fact.exclusive,
-                    "correction": fact.correction,
-                    "statement": fact.text,
-                    "existing_memories": memories,
-                }
-            )
+            payload.append({"id": f"f{index}", **fact_json(fact), "existing_memories": memories})
         result = await self._ask(
             MemoryDecisions,
             [

@@ -83,9 +83,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_FIELD_NAME = 1024
 
 
-def check_json(
-    value: Any, *, field: str, limits: ValueLimits, operators: bool = False
-) -> None:
+def check_json(value: Any, *, field: str, limits: ValueLimits, operators: bool = False) -> None:
     """Raise `InvalidInputError` naming the first part of `value` MongoDB cannot store or the
     limits refuse: nesting deeper than `max_depth`, integers beyond 64 bits, NaN or infinite
     numbers, field names that start with "$" (unless `operators`: a search filter's), hold NUL

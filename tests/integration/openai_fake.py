@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -19,10 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from nodes.memory_extract import parse_statements
+from nodes.memory_extract import fact_from_json, fact_json, parse_statements
 from nodes.prompts import MEMORIES_HEADER
-from stores.memory.facts import Fact, StoredFact, decide
-from tests.support import free_port
+from server.settings import Settings
+from stores.memory.facts import StoredFact, decide
+from tests.support import free_port, make_settings
 
 _ARITHMETIC = re.compile(r"\d[\d\s+\-*/().]*\d")
 
@@ -36,55 +38,25 @@ def _text(message: dict[str, Any]) -> str:
 
 def _extracted(text: str) -> dict[str, Any]:
     """An `ExtractedFacts` answer: the facts the project's first-person grammar reads."""
-    return {
-        "facts": [
-            {
-                "subject": fact.subject,
-                "attribute": fact.attribute,
-                "value": fact.value,
-                "negated": fact.negated,
-                "exclusive": fact.exclusive,
-                "correction": fact.correction,
-                "statement": fact.text,
-            }
-            for fact in parse_statements(text)
-        ]
-    }
-
-
-def _stored(memory: dict[str, Any]) -> StoredFact:
-    fact = Fact(
-        subject=memory["subject"],
-        attribute=memory["attribute"],
-        value=memory["value"],
-        text=memory["statement"],
-        negated=memory["negated"],
-        exclusive=memory.get("exclusive", False),
-    )
-    return StoredFact(
-        key=memory["id"],
-        fact=fact,
-        status="active",
-        score=memory.get("similarity"),
-        updated_at=datetime.fromisoformat(memory["updated_at"]),
-        record={},
-    )
+    return {"facts": [fact_json(fact) for fact in parse_statements(text)]}
 
 
 def _decided(payload: dict[str, Any]) -> dict[str, Any]:
-    """A `MemoryDecisions` answer: the deterministic rules applied to the listed facts."""
+    """A `MemoryDecisions` answer: the project's offline rules applied to the listed facts."""
     decisions = []
     for new in payload["new_facts"]:
-        fact = Fact(
-            subject=new["subject"],
-            attribute=new["attribute"],
-            value=new["value"],
-            text=new["statement"],
-            negated=new["negated"],
-            exclusive=new.get("exclusive", False),
-            correction=new.get("correction", False),
-        )
-        decision = decide(fact, [_stored(m) for m in new["existing_memories"]])
+        held = [
+            StoredFact(
+                key=memory["id"],
+                fact=fact_from_json(memory),
+                status="active",
+                score=memory["similarity"],
+                updated_at=datetime.fromisoformat(memory["updated_at"]),
+                record={},
+            )
+            for memory in new["existing_memories"]
+        ]
+        decision = decide(fact_from_json(new), held)
         decisions.append(
             {"fact_id": new["id"], "action": decision.action, "target": decision.target}
         )
@@ -215,6 +187,18 @@ class FakeOpenAI:
                     "model": model, "choices": [], "usage": usage}  # fmt: skip
             yield f"data: {json.dumps(tail)}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+
+def settings_for(database_url: str, data_dir: Path, base_url: str) -> Settings:
+    """Test-server settings whose OpenAI-compatible endpoint is the fake at `base_url`."""
+    return make_settings(
+        database_url,
+        data_dir,
+        migrate_on_start=False,
+        openai_base_url=base_url,
+        openai_api_key="sk-test",
+        llm_max_retries=0,
+    )
 
 
 @contextmanager

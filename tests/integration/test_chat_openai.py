@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
 from tests.integration.chat_support import stream_chat
 from tests.integration.helpers import create_agent, create_user
-from tests.integration.openai_fake import FakeOpenAI, running_fake_openai
-from tests.support import make_settings, running_server
+from tests.integration.openai_fake import FakeOpenAI
 
 
 @pytest.fixture(scope="module")
-def fake_openai() -> Iterator[tuple[str, FakeOpenAI]]:
-    with running_fake_openai() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def server_url(
-    database_url: str, data_dir: Path, fake_openai: tuple[str, FakeOpenAI]
-) -> Iterator[str]:
-    """A server whose OpenAI-compatible endpoint is the fake one."""
-    base_url, _ = fake_openai
-    settings = make_settings(
-        database_url,
-        data_dir,
-        migrate_on_start=False,
-        openai_base_url=base_url,
-        openai_api_key="sk-test",
-        llm_max_retries=0,
-    )
-    with running_server(settings) as url:
-        yield url
+def server_url(openai_server_url: str) -> str:
+    """This module's server talks to the fake OpenAI-compatible endpoint."""
+    return openai_server_url
 
 
 def test_openai_agent_calls_tools_and_streams_its_answer(

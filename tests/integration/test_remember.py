@@ -4,8 +4,6 @@ conversations; the model path through a local OpenAI-compatible server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,33 +12,15 @@ from langgraph_sdk import get_sync_client
 
 from tests.integration.chat_support import stream_chat
 from tests.integration.helpers import create_agent, create_conversation, create_user
-from tests.integration.openai_fake import FakeOpenAI, running_fake_openai
-from tests.support import make_settings, running_server
+from tests.integration.openai_fake import FakeOpenAI
 
 Events = list[tuple[str, dict[str, Any]]]
 
 
 @pytest.fixture(scope="module")
-def fake_openai() -> Iterator[tuple[str, FakeOpenAI]]:
-    with running_fake_openai() as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
-def server_url(
-    database_url: str, data_dir: Path, fake_openai: tuple[str, FakeOpenAI]
-) -> Iterator[str]:
-    base_url, _ = fake_openai
-    settings = make_settings(
-        database_url,
-        data_dir,
-        migrate_on_start=False,
-        openai_base_url=base_url,
-        openai_api_key="sk-test",
-        llm_max_retries=0,
-    )
-    with running_server(settings) as url:
-        yield url
+def server_url(openai_server_url: str) -> str:
+    """This module's server talks to the fake OpenAI-compatible endpoint."""
+    return openai_server_url
 
 
 def say(api: httpx.Client, user: str, agent: str, message: str) -> Events:
@@ -122,9 +102,8 @@ def test_agent_api_runs_and_the_remember_tool_consolidate_like_chat(
     agent = create_agent(api, tools=["remember"])["id"]
     thread = create_conversation(api, user, agent)["id"]
     client = get_sync_client(url=server_url)
-    result: Any = client.runs.wait(
-        thread, agent, input={"messages": [{"role": "user", "content": "I live in Lisbon."}]}
-    )
+    said: Any = {"messages": [{"role": "user", "content": "I live in Lisbon."}]}
+    result: Any = client.runs.wait(thread, agent, input=said)
     assert result["answer"] == "Noted: you live in Lisbon."
     [record] = memories(api, user)
     assert (record["value"], record["source"]["conversation_id"]) == ("Lisbon", thread)
