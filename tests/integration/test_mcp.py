@@ -82,3 +82,27 @@ async def test_bad_calls_are_refused_with_the_field_named(mcp_url: str) -> None:
     assert "messages" in _text(empty)
     assert wrong_role.is_error
     assert "messages.0.role" in _text(wrong_role)
+
+
+def test_a_rebound_host_name_is_refused_on_a_loopback_server(mcp_url: str) -> None:
+    """A page on another site that rebinds its name to 127.0.0.1 cannot call the tools."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    with httpx.Client(base_url=mcp_url) as http:
+        rebound = http.post("/mcp", json=body, headers={**accept, "Host": "evil.example"})
+        foreign = http.post("/mcp", json=body, headers={**accept, "Origin": "https://evil.example"})
+        ours = http.post(
+            "/mcp",
+            json={**body, "method": "initialize", "params": _INITIALIZE},
+            headers=accept,
+        )
+    assert rebound.status_code == 421
+    assert foreign.status_code == 403
+    assert ours.status_code == 200, ours.text
+
+
+_INITIALIZE: dict[str, Any] = {
+    "protocolVersion": "2025-06-18",
+    "capabilities": {},
+    "clientInfo": {"name": "test", "version": "1"},
+}
