@@ -148,7 +148,6 @@ async def bench_store(
             embedder=embedder,
             dimension=384,
             vector_collection=name,
-            sweep_interval_s=None,
         ) as (store, _),
     ):
         yield store

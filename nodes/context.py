@@ -139,12 +139,18 @@ def context_from(value: AgentContext | Mapping[str, Any] | None) -> AgentContext
     return AgentContext(**values)
 
 
+def reads_agent_context(graph: Any) -> bool:
+    """Whether a compiled graph's nodes read `AgentContext` (Switchboard's agent graphs); any
+    other graph takes a run's `context` as given, as under langgraph-api."""
+    schema = getattr(graph, "context_schema", None)
+    return isinstance(schema, type) and issubclass(schema, AgentContext)
+
+
 def default_tools(graph: Any) -> tuple[str, ...]:
     """The tools the system assistant of a compiled `graph` starts with.
 
     `DEFAULT_TOOLS` for a graph on `AgentContext` that has a `call_tools` node (one that can run
     tools at all); none for any other graph.
     """
-    schema = getattr(graph, "context_schema", None)
-    is_agent = isinstance(schema, type) and issubclass(schema, AgentContext)
-    return DEFAULT_TOOLS if is_agent and "call_tools" in getattr(graph, "nodes", {}) else ()
+    agent = reads_agent_context(graph)
+    return DEFAULT_TOOLS if agent and "call_tools" in getattr(graph, "nodes", {}) else ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,11 +19,14 @@ from server.agent_api import threads as agent_threads
 from server.agent_api.meta import TextPlainJSONMiddleware
 from server.chat_api.transcript import SOURCE as CHAT_SOURCE
 from server.chat_api.transcript import transcript_recorder
+from server.config import Project, ProjectGraphs, load_project, read_project
+from server.config.http import cors_options, mount_custom_app
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.protocols.a2a import build_dispatcher
 from server.protocols.mcp import open_mcp
 from server.resources import open_resources
+from server.retention import open_retention
 from server.routes import agents, chat, conversations, documents, health, memory, users
 from server.routes.protocols import install_protocols
 from server.runs.engine import open_run_engine
@@ -36,61 +39,83 @@ from stores.sql.assistants import ensure_system_assistants
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app; connections open when it starts and close when it stops."""
+def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI:
+    """Build the app for `project` (default: the langgraph.json of LANGGRAPH_CONFIG, loaded
+    now, so a graph that fails to import stops here); connections open when it starts."""
+    if project is None:
+        project = load_project(read_project(settings.langgraph_config))
+    http = project.http
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (
-            open_resources(settings) as resources,
-            sample_ingest(resources),
-            open_run_events(resources) as run_events,
-            open_run_engine(
-                resources,
-                events=run_events,
-                recorders={
-                    CHAT_SOURCE: transcript_recorder(
-                        checkpoints=resources.checkpoints,
-                        prune_every=settings.checkpoint_prune_every,
-                    )
-                },
-            ) as runs,
-            agent_crons.open_crons(runs, poll_interval_s=settings.cron_poll_interval_s) as crons,
-            open_mcp(runs, settings) as mcp,
-        ):
+        async with AsyncExitStack() as stack:
+            resources = await stack.enter_async_context(
+                open_resources(settings, store=project.store)
+            )
+            await stack.enter_async_context(sample_ingest(resources))
+            graphs = ProjectGraphs(
+                project.graphs,
+                checkpointer=resources.checkpoints.saver,
+                store=resources.memory,
+            )
+            run_events = await stack.enter_async_context(open_run_events(resources))
+            runs = await stack.enter_async_context(
+                open_run_engine(
+                    resources,
+                    events=run_events,
+                    graphs=graphs,
+                    recorders={
+                        CHAT_SOURCE: transcript_recorder(
+                            checkpoints=resources.checkpoints,
+                            prune_every=settings.checkpoint_prune_every,
+                        )
+                    },
+                    send_webhooks=not http.disable_webhooks,
+                    default_thread_ttl=project.default_thread_ttl(),
+                )
+            )
+            crons = await stack.enter_async_context(
+                agent_crons.open_crons(runs, poll_interval_s=settings.cron_poll_interval_s)
+            )
+            mcp = await stack.enter_async_context(open_mcp(runs, settings))
+            await stack.enter_async_context(open_retention(resources, runs, project))
             app.state.resources = resources
             app.state.run_events = run_events
             app.state.runs = runs
+            app.state.graphs = graphs
             app.state.mcp = mcp
             app.state.a2a = build_dispatcher(runs, run_events, settings)
             await ensure_system_assistants(
                 resources.database,
-                runs.graphs,
-                tools={graph_id: default_tools(g) for graph_id, g in runs.graphs.items()},
+                graphs.system_assistants(),
+                tools={g: default_tools(graph) for g, graph in graphs.compiled().items()},
             )
             app.state.cron_scheduler = crons
+            if project.custom_app is not None:
+                custom = project.custom_app
+                await stack.enter_async_context(custom.router.lifespan_context(custom))
             log.info(
-                "Switchboard ready on http://%s:%s (API docs at /docs); database: %s",
+                "Switchboard ready on http://%s:%s (API docs at /docs); project %s (graphs: "
+                "%s); database: %s",
                 settings.host,
                 settings.port,
+                project.file.path,
+                ", ".join(graphs.declared()),
                 resources.database_kind,
             )
             yield
 
+    meta_urls = {} if not http.disable_meta else {"docs_url": None, "redoc_url": None}
     app = FastAPI(
         title="Switchboard",
         summary="Graph-orchestrated AI agents served over JSON and SSE.",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url=None if http.disable_meta else "/openapi.json",
+        **meta_urls,  # type: ignore[arg-type]
     )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_credentials=True,
-        allow_methods=["*"],
-        allow_headers=["*"],
-        expose_headers=["Location", "Content-Location", "X-Pagination-Total", "X-Pagination-Next"],
-    )
+    app.state.project = project
+    app.add_middleware(CORSMiddleware, **cors_options(http, settings))
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
@@ -101,12 +126,24 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(TextPlainJSONMiddleware)
     install_error_handlers(app)
+    # Routes match in order: /ok and the docs, then the project's custom routes, then the API.
+    app.include_router(agent_meta.ok_router)
+    if project.custom_app is not None:
+        mount_custom_app(app, project.custom_app)
     for module in (health, users, agents, conversations, documents, memory, chat):
         app.include_router(module.router)
-    app.include_router(agent_runs.router)
-    app.include_router(agent_crons.router)
-    for api in (agent_assistants, agent_threads, agent_store, agent_meta):
-        app.include_router(api.router)
-    install_protocols(app)
+    # The Agent Server API, route group by route group, as langgraph.json's http.disable_* say.
+    if not http.disable_runs:
+        app.include_router(agent_runs.router)
+        app.include_router(agent_crons.router)
+    if not http.disable_assistants:
+        app.include_router(agent_assistants.router)
+    if not http.disable_threads:
+        app.include_router(agent_threads.router)
+    if not http.disable_store:
+        app.include_router(agent_store.router)
+    if not http.disable_meta:
+        app.include_router(agent_meta.router)
+    install_protocols(app, mcp=not http.disable_mcp, a2a=not http.disable_a2a)
     install_web(app)
     return app

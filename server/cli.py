@@ -35,18 +35,33 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the API until interrupted (Ctrl-C stops the server and the embedded database)."""
+    """Serve a LangGraph project (its langgraph.json: --config, else LANGGRAPH_CONFIG) until
+    interrupted (Ctrl-C stops the server and the embedded database)."""
     from server.app import create_app
+    from server.config import ProjectError, apply_env, load_project, read_project
 
     settings = _settings(host=args.host, port=args.port)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    print(f"Switchboard: serving on http://{settings.host}:{settings.port} (docs at /docs)")
+    config = Path(args.config) if args.config else settings.langgraph_config
+    try:
+        project_file = read_project(config)
+        # The project's `env` is set before anything is imported, and may set our settings too.
+        apply_env(project_file)
+        settings = _settings(host=args.host, port=args.port, langgraph_config=project_file.path)
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+        )
+        project = load_project(project_file)
+    except ProjectError as error:
+        raise SystemExit(f"switchboard serve: {error}") from None
+    print(f"Switchboard: serving {project_file.path} with graphs {sorted(project.graphs)}")
+    print(f"Switchboard: on http://{settings.host}:{settings.port} (docs at /docs)")
     if not settings.database_url:
         print(f"Switchboard: embedded PostgreSQL with data in {settings.data_dir / 'postgres'}")
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings, project=project),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
     )
     return 0
 
@@ -110,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the HTTP API", description=cmd_serve.__doc__)
     serve.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
+    serve.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the project's langgraph.json (LANGGRAPH_CONFIG, default ./langgraph.json)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     mig = sub.add_parser(

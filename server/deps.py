@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from server.config import Project, ProjectGraphs
 from server.resources import Resources
 from server.runs.engine import RunEngine
 from server.runs.events import RunEventLog
@@ -36,6 +37,18 @@ def get_engine(request: Request) -> RunEngine:
     return engine
 
 
+def get_project(request: Request) -> Project:
+    """The LangGraph project served (langgraph.json as loaded)."""
+    project: Project = request.app.state.project
+    return project
+
+
+def get_graphs(request: Request) -> ProjectGraphs:
+    """The project's graphs, handed out ready to run (`acquire`)."""
+    graphs: ProjectGraphs = request.app.state.graphs
+    return graphs
+
+
 def get_knowledge(request: Request) -> KnowledgeBase:
     """The knowledge base (documents and semantic search)."""
     return get_resources(request).knowledge
@@ -46,5 +59,7 @@ KnowledgeDep = Annotated[KnowledgeBase, Depends(get_knowledge)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 RunEventsDep = Annotated[RunEventLog, Depends(get_run_events)]
 EngineDep = Annotated[RunEngine, Depends(get_engine)]
+ProjectDep = Annotated[Project, Depends(get_project)]
+GraphsDep = Annotated[ProjectGraphs, Depends(get_graphs)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]

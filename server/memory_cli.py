@@ -10,6 +10,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from pydantic import ValidationError
 
+from server.config.project import ProjectError, import_object, read_project
+from server.config.store import StoreConfigError, memory_index, store_setup
 from server.resources import embedder_for, open_memory_for, qdrant_for
 from server.settings import Settings
 from stores.errors import StoreError
@@ -18,12 +20,24 @@ from stores.memory import MongoStore
 
 @asynccontextmanager
 async def open_memory_only(settings: Settings) -> AsyncIterator[MongoStore]:
-    """Open just what the memory store needs: MongoDB, Qdrant and the embedder."""
+    """Open just what the memory store needs: MongoDB, Qdrant and the embedder that
+    langgraph.json's `store.index` names (else the server's)."""
+    project = read_project(settings.langgraph_config)
+    setup = store_setup(
+        project.config.store, import_embed=lambda ref: import_object(ref, root=project.root)
+    )
     async with AsyncExitStack() as stack:
         qdrant = await stack.enter_async_context(qdrant_for(settings))
-        embedder, dimension, _ = embedder_for(settings)
+        embedder, dimension, model = embedder_for(settings)
+        index = memory_index(
+            setup,
+            settings,
+            server_embedder=embedder,
+            server_dimension=dimension,
+            server_model=model,
+        )
         _, store, _ = await open_memory_for(
-            settings, stack, qdrant=qdrant, embedder=embedder, dimension=dimension, sweep=False
+            settings, stack, qdrant=qdrant, index=index, store=setup
         )
         yield store
 
@@ -47,7 +61,7 @@ def cmd_memory_reindex(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         total, indexed = asyncio.run(reindex(settings))
-    except StoreError as error:
+    except (StoreError, ProjectError, StoreConfigError) as error:
         raise SystemExit(f"memory reindex failed: {error}") from error
     took = time.perf_counter() - started
     print(f"reindexed {indexed} of {total} memories in {took:.1f}s")

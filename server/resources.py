@@ -17,6 +17,7 @@ import anyio.to_thread
 from langchain_core.embeddings import Embeddings
 from qdrant_client import AsyncQdrantClient
 
+from server.config.store import MemoryIndex, StoreSetup, memory_index
 from server.settings import Settings
 from stores import migrate
 from stores.checkpoints import Checkpoints, open_checkpoints
@@ -113,14 +114,14 @@ async def open_memory_for(
     stack: AsyncExitStack,
     *,
     qdrant: AsyncQdrantClient,
-    embedder: Embeddings,
-    dimension: int,
-    sweep: bool = True,
+    index: MemoryIndex,
+    store: StoreSetup,
 ) -> tuple[MongoGateway, MongoStore, ToolCache]:
     """MongoDB (MONGODB_URI or an embedded nx-27017) and the memory store on it, closed by `stack`.
 
-    Items live in MongoDB, their vectors in Qdrant; `sweep=False` skips the TTL sweeper
-    (for one-shot commands).
+    Items live in MongoDB, their vectors in Qdrant, embedded as `index` says (langgraph.json's
+    `store.index`, else the server's embedder); `store.ttl` (else the MEMORY_* settings) sets
+    their default TTL. The lifespan sweeps expired items (`server.retention`).
     """
     mongo = await stack.enter_async_context(
         open_mongo(
@@ -135,12 +136,16 @@ async def open_memory_for(
         open_memory_store(
             mongo,
             qdrant=qdrant,
-            embedder=embedder,
-            dimension=dimension,
+            embedder=index.embedder,
+            dimension=index.dimension,
             vector_collection=settings.memory_vector_collection,
-            index_fields=tuple(settings.memory_index_fields),
-            default_ttl_minutes=settings.memory_default_ttl_minutes,
-            sweep_interval_s=settings.memory_sweep_interval_s if sweep else None,
+            index_fields=index.fields,
+            default_ttl_minutes=(
+                store.default_ttl_minutes
+                if store.default_ttl_minutes is not None
+                else settings.memory_default_ttl_minutes
+            ),
+            refresh_on_read=store.refresh_on_read,
             value_limits=ValueLimits(
                 max_bytes=settings.memory_max_value_bytes,
                 max_depth=settings.memory_max_value_depth,
@@ -151,8 +156,14 @@ async def open_memory_for(
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open the database (embedded or not), migrate it if asked, and close all on exit."""
+async def open_resources(
+    settings: Settings, *, store: StoreSetup | None = None
+) -> AsyncIterator[Resources]:
+    """Open the database (embedded or not), migrate it if asked, and close all on exit.
+
+    `store` is what the project's langgraph.json asks of the memory store (default: the
+    settings).
+    """
     async with AsyncExitStack() as stack:
         url = await _enter_in_thread(database_url(settings), stack)
         kind = "external" if settings.database_url else "embedded"
@@ -193,8 +204,16 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             )
         )
         # Long-term memory: items in MongoDB (MONGODB_URI or embedded nx-27017), vectors in Qdrant.
+        store = store or StoreSetup()
+        index = memory_index(
+            store,
+            settings,
+            server_embedder=embedder,
+            server_dimension=dimension,
+            server_model=model_name,
+        )
         mongo, memory, tool_cache = await open_memory_for(
-            settings, stack, qdrant=qdrant, embedder=embedder, dimension=dimension
+            settings, stack, qdrant=qdrant, index=index, store=store
         )
         yield Resources(
             settings=settings,

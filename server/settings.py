@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".data"), description="Where embedded services keep their data (postgres/, ...)."
     )
+    langgraph_config: Path = Field(
+        Path("langgraph.json"),
+        description="The LangGraph project to serve: its langgraph.json (graphs, env, store, "
+        "checkpointer, http, auth). `switchboard serve --config PATH` overrides it.",
+    )
 
     database_url: str | None = Field(
         None,
@@ -164,11 +169,6 @@ class Settings(BaseSettings):
     )
     run_timeout_s: float | None = Field(
         None, gt=0, description="Seconds a run attempt may take before it ends as `timeout`."
-    )
-    extra_graphs: dict[str, str] = Field(
-        default_factory=dict,
-        description='More graphs runs may use, by id: {"id": "module:builder"} (tests, plugins); '
-        "the builder takes keyword-only checkpointer and store.",
     )
     sse_heartbeat_s: float = Field(
         5.0, gt=0, le=300, description="Seconds between `: heartbeat` comments of run streams."

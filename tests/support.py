@@ -19,6 +19,11 @@ from server.app import create_app
 from server.settings import Settings
 from stores import migrate
 
+ROOT = Path(__file__).resolve().parents[1]
+REPO_PROJECT = ROOT / "langgraph.json"
+# The graphs the API tests run (counter, sleeper, steps, review, and the repo's chat, researcher).
+TEST_GRAPHS = ROOT / "tests" / "projects" / "test_graphs" / "langgraph.json"
+
 
 def database_url_named(admin_url: str, name: str) -> str:
     """`admin_url` pointed at database `name` (keeps host, socket dir and credentials)."""
@@ -51,8 +56,10 @@ def free_port() -> int:
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a test server: no `.env`, its own data folder, a free port."""
+    """Settings for a test server: no `.env`, its own data folder, a free port, the repo's
+    langgraph.json (whatever the working directory)."""
     values: dict[str, Any] = {
+        "langgraph_config": REPO_PROJECT,
         "database_url": database_url,
         "data_dir": data_dir,
         "port": free_port(),

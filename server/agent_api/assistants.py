@@ -7,14 +7,9 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Query, Response, status
 from langchain_core.runnables import RunnableConfig
 
-from server.agent_api.state import (
-    GraphsDep,
-    graph_named,
-    graph_schemas,
-    search_page,
-)
+from server.agent_api.state import graph_schemas, search_page
 from server.agent_api.threads import stop_runs
-from server.deps import DatabaseDep, EngineDep, ResourcesDep
+from server.deps import DatabaseDep, EngineDep, GraphsDep, ResourcesDep
 from server.schemas.agent_api import (
     AssistantCount,
     AssistantCreate,
@@ -82,7 +77,7 @@ async def create_assistant(
     body: AssistantCreate, db: DatabaseDep, graphs: GraphsDep
 ) -> dict[str, Any]:
     """Create an assistant of a declared graph (`if_exists`: raise 409 or return the existing)."""
-    graph_named(graphs, body.graph_id)
+    graphs.require(body.graph_id)
     agent = await store.create_assistant(
         db,
         graph_id=body.graph_id,
@@ -136,7 +131,7 @@ async def update_assistant(
     """Write a new version of an assistant and make it the latest (metadata is merged)."""
     agent = await store.resolve_assistant(db, assistant_id)
     if body.graph_id is not None:
-        graph_named(graphs, body.graph_id)
+        graphs.require(body.graph_id)
     updated = await store.update_assistant(
         db,
         agent.id,
@@ -180,11 +175,10 @@ async def get_assistant_graph(
     """The assistant's graph as nodes and edges (`xray` draws subgraphs too)."""
     agent = await store.resolve_assistant(db, assistant_id)
     depth = _parse_xray(xray)
-    graph = graph_named(graphs, agent.graph_id)
+    config = cast(RunnableConfig, dict(agent.config))
     try:
-        drawable = await graph.aget_graph(
-            config=cast(RunnableConfig, dict(agent.config)), xray=depth
-        )
+        async with graphs.acquire(agent.graph_id, config, access="assistants.read") as graph:
+            drawable = await graph.aget_graph(config=config, xray=depth)
     except NotImplementedError as error:
         raise InvalidInputError(
             f"graph {agent.graph_id!r} cannot be drawn", field="assistant_id"
@@ -203,8 +197,8 @@ async def get_assistant_schemas(
 ) -> dict[str, Any]:
     """JSON schemas of the assistant's graph: input, output, state, config, context."""
     agent = await store.resolve_assistant(db, assistant_id)
-    graph = graph_named(graphs, agent.graph_id)
-    return {"graph_id": agent.graph_id, **graph_schemas(graph)}
+    async with graphs.acquire(agent.graph_id, agent.config, access="assistants.read") as graph:
+        return {"graph_id": agent.graph_id, **graph_schemas(graph)}
 
 
 async def _subgraphs(
@@ -216,11 +210,11 @@ async def _subgraphs(
     recurse: bool,
 ) -> dict[str, Any]:
     agent = await store.resolve_assistant(db, assistant_id)
-    graph = graph_named(graphs, agent.graph_id)
-    return {
-        ns: graph_schemas(subgraph)  # type: ignore[arg-type]
-        async for ns, subgraph in graph.aget_subgraphs(namespace=namespace, recurse=recurse)
-    }
+    async with graphs.acquire(agent.graph_id, agent.config, access="assistants.read") as graph:
+        return {
+            ns: graph_schemas(subgraph)  # type: ignore[arg-type]
+            async for ns, subgraph in graph.aget_subgraphs(namespace=namespace, recurse=recurse)
+        }
 
 
 @router.get("/{assistant_id}/subgraphs", responses={**NOT_FOUND})

@@ -5,10 +5,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.config import Project
+
 router = APIRouter(tags=["meta"])
+ok_router = APIRouter(tags=["meta"])  # kept when langgraph.json's http.disable_meta is set
 
 
 def _version(package: str) -> str | None:
@@ -19,14 +22,15 @@ def _version(package: str) -> str | None:
 
 
 @router.get("/info")
-async def info() -> dict[str, Any]:
+async def info(request: Request) -> dict[str, Any]:
     """Server version and the feature flags clients (LangGraph Studio) check."""
+    project: Project = request.app.state.project
     return {
         "version": _version("switchboard") or "0.1.0",
         "langgraph_py_version": _version("langgraph"),
         "flags": {
-            "assistants": True,
-            "crons": True,
+            "assistants": not project.http.disable_assistants,
+            "crons": not project.http.disable_runs,
             "langsmith": False,
             "langsmith_tracing_replicas": False,
         },
@@ -34,7 +38,7 @@ async def info() -> dict[str, Any]:
     }
 
 
-@router.get("/ok")
+@ok_router.get("/ok")
 async def ok() -> dict[str, bool]:
     """Liveness as langgraph-api answers it."""
     return {"ok": True}

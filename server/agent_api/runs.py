@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
+from nodes.context import reads_agent_context
 from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
 from server.runs.context import check_overrides
 from server.runs.engine import RunEngine, run_json
@@ -38,16 +39,26 @@ async def _submit(
     thread_id: uuid.UUID | None,
 ) -> Run:
     assistant = await resolve_assistant(db, body.assistant_id)
-    graph = engine.graphs.get(assistant.graph_id)
-    if graph is not None:
-        for field in ("interrupt_before", "interrupt_after"):
-            nodes = getattr(body, field)
-            unknown = [n for n in nodes if n not in graph.nodes] if isinstance(nodes, list) else []
-            if unknown:
-                raise InvalidInputError(
-                    f"{field}: graph {assistant.graph_id!r} has no node {unknown[0]!r}",
-                    field=field,
-                )
+    engine.graphs.require(assistant.graph_id, field="assistant_id")
+    node_lists = [
+        name
+        for name in ("interrupt_before", "interrupt_after")
+        if isinstance(getattr(body, name), list)
+    ]
+    if node_lists or body.context:
+        # The graph's nodes and context schema (a factory is called for them, as for a read).
+        async with engine.graphs.acquire(
+            assistant.graph_id, assistant.config, access="assistants.read", field="assistant_id"
+        ) as graph:
+            for field in node_lists:
+                unknown = [n for n in getattr(body, field) if n not in graph.nodes]
+                if unknown:
+                    raise InvalidInputError(
+                        f"{field}: graph {assistant.graph_id!r} has no node {unknown[0]!r}",
+                        field=field,
+                    )
+            if reads_agent_context(graph):
+                check_overrides(body.context)
     if body.webhook:
         try:
             await check_webhook_url(
@@ -55,7 +66,6 @@ async def _submit(
             )
         except ValueError as error:
             raise InvalidInputError(str(error), field="webhook") from error
-    check_overrides(body.context)
     if body.command is not None and body.input is not None:
         raise InvalidInputError("give either input or command, not both", field="command")
     kwargs = body.model_dump(

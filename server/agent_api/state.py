@@ -5,31 +5,20 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
-from fastapi import Depends, Request, Response
+from fastapi import Response
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.errors import InvalidUpdateError
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Interrupt, StateSnapshot, StateUpdate
 from pydantic import BaseModel, TypeAdapter, create_model
 
+from server.config import Graph
 from server.runs.streaming import to_jsonable
 from stores.errors import InvalidInputError, NotFoundError
 
 T = TypeVar("T")
-
-Graph = CompiledStateGraph[Any, Any, Any, Any]
-
-
-def get_graphs(request: Request) -> Mapping[str, Graph]:
-    """The compiled graphs (declared and extra) the run engine serves, by graph id."""
-    graphs: Mapping[str, Graph] = request.app.state.runs.graphs
-    return graphs
-
-
-GraphsDep = Annotated[Mapping[str, Graph], Depends(get_graphs)]
 
 
 def set_pagination_headers(response: Response, *, offset: int, count: int, more: bool) -> None:
@@ -56,16 +45,6 @@ def search_page(
     if select:
         items = [{k: v for k, v in item.items() if k in select} for item in items]
     return items
-
-
-def graph_named(graphs: Mapping[str, Graph], graph_id: str, *, field: str = "graph_id") -> Graph:
-    """The graph `graph_id`, or `InvalidInputError` naming `field` and the declared graphs."""
-    graph = graphs.get(graph_id)
-    if graph is None:
-        raise InvalidInputError(
-            f"graph {graph_id!r} is not declared; declared graphs: {sorted(graphs)}", field=field
-        )
-    return graph
 
 
 def thread_config(
@@ -340,7 +319,9 @@ def _channels_schema(graph: Graph, channels: str | Sequence[str], title: str) ->
 
 def _schema_keys(graph: Graph, which: Literal["input", "output"]) -> list[str]:
     """The state keys of the graph's input or output schema."""
-    builder = graph.builder
+    builder = getattr(graph, "builder", None)
+    if builder is None:  # a functional-API graph has no builder
+        raise ValueError("the graph has no state schema")
     schema = builder.input_schema if which == "input" else builder.output_schema
     return list(builder.schemas[schema])
 

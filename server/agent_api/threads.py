@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
 
 from server.agent_api.state import (
-    Graph,
-    GraphsDep,
     apply_supersteps,
     cached_state,
     copy_checkpoints,
@@ -21,7 +21,7 @@ from server.agent_api.state import (
     search_page,
     update_state,
 )
-from server.deps import DatabaseDep, EngineDep, ResourcesDep
+from server.deps import DatabaseDep, EngineDep, GraphsDep, ProjectDep, ResourcesDep
 from server.runs.engine import RunEngine
 from server.schemas.agent_api import (
     ThreadCount,
@@ -44,9 +44,20 @@ from stores.sql.models import Conversation
 router = APIRouter(prefix="/threads", tags=["threads"])
 
 
-def thread_json(thread: Conversation) -> dict[str, Any]:
-    """A thread as langgraph-sdk's `Thread`."""
+def ttl_json(thread: Conversation) -> dict[str, Any] | None:
+    """The thread's TTL as langgraph-api shows it (`include=ttl`): None without one."""
+    if thread.ttl_minutes is None:
+        return None
     return {
+        "strategy": thread.ttl_strategy or "delete",
+        "ttl_minutes": thread.ttl_minutes,
+        "expires_at": thread.updated_at + timedelta(minutes=thread.ttl_minutes),
+    }
+
+
+def thread_json(thread: Conversation, *, ttl: bool = False) -> dict[str, Any]:
+    """A thread as langgraph-sdk's `Thread` (with its `ttl` when asked)."""
+    shown: dict[str, Any] = {
         "thread_id": str(thread.id),
         "created_at": thread.created_at,
         "updated_at": thread.updated_at,
@@ -57,6 +68,9 @@ def thread_json(thread: Conversation) -> dict[str, Any]:
         "values": thread.values_,
         "interrupts": thread.interrupts,
     }
+    if ttl:
+        shown["ttl"] = ttl_json(thread)
+    return shown
 
 
 # How long a delete waits for the thread's cancelled runs to stop before deleting anyway.
@@ -77,17 +91,47 @@ async def stop_runs(engine: RunEngine, db: Database, thread_ids: list[uuid.UUID]
                 await engine.wait(run_id, timeout_s=STOP_RUNS_TIMEOUT_S)
 
 
+async def prune_thread_data(
+    engine: RunEngine,
+    db: Database,
+    saver: BaseCheckpointSaver[Any],
+    thread_ids: list[uuid.UUID],
+    *,
+    strategy: store.TTLStrategy,
+) -> list[uuid.UUID]:
+    """Delete threads with their runs, messages and checkpoints (`delete`), or prune their
+    checkpoints to the latest (`keep_latest`); returns the ids that existed.
+
+    Raises:
+        InvalidInputError: the saver cannot keep only the latest checkpoint (field `strategy`).
+    """
+    if not thread_ids:
+        return []
+    if strategy == "delete":
+        await stop_runs(engine, db, thread_ids)
+        pruned = await store.delete_threads(db, thread_ids)
+        await saver.aprune([str(i) for i in thread_ids], strategy="delete")
+        return pruned
+    existing = await store.existing_thread_ids(db, thread_ids)
+    try:
+        await saver.aprune([str(i) for i in existing], strategy="keep_latest")
+    except NotImplementedError as error:  # the saver cannot keep only the latest (DeltaChannel)
+        raise InvalidInputError(str(error), field="strategy") from error
+    return existing
+
+
 def _status_after(state: StateSnapshot) -> Literal["idle", "interrupted"]:
     """A thread stopped before more nodes (or at an interrupt) is interrupted, else idle."""
     return "interrupted" if state.next or state.interrupts else "idle"
 
 
-async def _graph_of(db: DatabaseDep, graphs: GraphsDep, thread: Conversation) -> Graph | None:
+async def _graph_of(db: DatabaseDep, graphs: GraphsDep, thread: Conversation) -> str | None:
+    """The id of the declared graph whose checkpoints the thread holds (None: none yet)."""
     graph_id = await store.graph_id_of(db, thread)
-    return graphs.get(graph_id) if graph_id is not None else None
+    return graph_id if graph_id is not None and graph_id in graphs else None
 
 
-async def _seed_graph(db: DatabaseDep, graphs: GraphsDep, metadata: dict[str, Any]) -> Graph:
+async def _seed_graph(db: DatabaseDep, graphs: GraphsDep, metadata: dict[str, Any]) -> str:
     """The graph a new thread's supersteps are written with: `graph_id` or `assistant_id`."""
     graph_id = metadata.get("graph_id")
     if not isinstance(graph_id, str) and isinstance(metadata.get("assistant_id"), str):
@@ -97,12 +141,12 @@ async def _seed_graph(db: DatabaseDep, graphs: GraphsDep, metadata: dict[str, An
             "supersteps need the thread's graph: set metadata.graph_id (or graph_id in the SDK)",
             field="supersteps",
         )
-    return graphs[graph_id]
+    return graph_id
 
 
 async def _graph_or_422(
     db: DatabaseDep, graphs: GraphsDep, thread: Conversation, *, field: str
-) -> Graph:
+) -> str:
     graph = await _graph_of(db, graphs, thread)
     if graph is None:
         raise InvalidInputError(
@@ -115,16 +159,22 @@ async def _graph_or_422(
 
 @router.post("", responses={**CONFLICT})
 async def create_thread(
-    body: ThreadCreate, db: DatabaseDep, graphs: GraphsDep, resources: ResourcesDep
+    body: ThreadCreate,
+    db: DatabaseDep,
+    graphs: GraphsDep,
+    resources: ResourcesDep,
+    project: ProjectDep,
 ) -> dict[str, Any]:
-    """Create a thread (optionally with its id, and seeded with `supersteps` of state updates)."""
+    """Create a thread (optionally with its id, a TTL, and seeded with `supersteps` of state
+    updates); without a `ttl` it gets the project's `checkpointer.ttl.default_ttl`, if any."""
     graph_id = body.metadata.get("graph_id")
     if graph_id is not None and (not isinstance(graph_id, str) or graph_id not in graphs):
         raise InvalidInputError(
-            f"metadata.graph_id {graph_id!r} is not a declared graph; declared: {sorted(graphs)}",
+            f"metadata.graph_id {graph_id!r} is not a declared graph; declared: "
+            f"{graphs.declared()}",
             field="metadata.graph_id",
         )
-    seed_graph: Graph | None = None
+    seed_graph: str | None = None
     if body.supersteps:
         if any(u.command for step in body.supersteps for u in step.updates):
             raise InvalidInputError(
@@ -132,13 +182,15 @@ async def create_thread(
                 field="supersteps",
             )
         seed_graph = await _seed_graph(db, graphs, body.metadata)
+    ttl = store.ThreadTTL("delete", body.ttl.ttl) if body.ttl else project.default_thread_ttl()
     thread, created = await store.create_thread(
-        db, thread_id=body.thread_id, metadata=body.metadata, if_exists=body.if_exists
+        db, thread_id=body.thread_id, metadata=body.metadata, if_exists=body.if_exists, ttl=ttl
     )
     if body.supersteps and seed_graph is not None and created:
         steps = [[(u.values, u.as_node) for u in step.updates] for step in body.supersteps]
         try:
-            latest = await apply_supersteps(seed_graph, thread.id, steps)
+            async with graphs.acquire(seed_graph, access="threads.update") as graph:
+                latest = await apply_supersteps(graph, thread.id, steps)
         except InvalidInputError:  # nothing of a rejected thread stays behind
             await store.delete_threads(db, [thread.id])
             await (await resources.checkpoints.ready()).adelete_thread(str(thread.id))
@@ -189,31 +241,30 @@ async def prune_threads(
     """Delete threads (`delete`) or only their older checkpoints (`keep_latest`)."""
     saver = await resources.checkpoints.ready()
     ids = list(dict.fromkeys(body.thread_ids))
-    if body.strategy == "delete":
-        await stop_runs(engine, db, ids)
-        pruned = await store.delete_threads(db, ids)
-        await saver.aprune([str(i) for i in ids], strategy="delete")
-        return {"pruned_count": len(pruned)}
-    existing = await store.existing_thread_ids(db, ids)
-    try:
-        await saver.aprune([str(i) for i in existing], strategy="keep_latest")
-    except NotImplementedError as error:  # the saver cannot keep only the latest (DeltaChannel)
-        raise InvalidInputError(str(error), field="strategy") from error
-    return {"pruned_count": len(existing)}
+    pruned = await prune_thread_data(engine, db, saver, ids, strategy=body.strategy)
+    return {"pruned_count": len(pruned)}
 
 
 @router.get("/{thread_id}", responses={**NOT_FOUND})
-async def get_thread(thread_id: uuid.UUID, db: DatabaseDep) -> dict[str, Any]:
-    """One thread, with its cached latest values and interrupts."""
-    return thread_json(await store.get_thread(db, thread_id))
+async def get_thread(
+    thread_id: uuid.UUID,
+    db: DatabaseDep,
+    include: Annotated[
+        str | None, Query(max_length=200, description="Comma-separated extras: `ttl`.")
+    ] = None,
+) -> dict[str, Any]:
+    """One thread, with its cached latest values and interrupts (and its TTL on request)."""
+    extras = {part.strip() for part in (include or "").split(",") if part.strip()}
+    return thread_json(await store.get_thread(db, thread_id), ttl="ttl" in extras)
 
 
 @router.patch("/{thread_id}", responses={**NOT_FOUND})
 async def update_thread(
     thread_id: uuid.UUID, body: ThreadUpdate, db: DatabaseDep
 ) -> dict[str, Any]:
-    """Merge metadata into the thread's."""
-    return thread_json(await store.update_thread(db, thread_id, metadata=body.metadata))
+    """Merge metadata into the thread's; a `ttl` replaces its TTL, counted from now."""
+    ttl = store.ThreadTTL("delete", body.ttl.ttl) if body.ttl else None
+    return thread_json(await store.update_thread(db, thread_id, metadata=body.metadata, ttl=ttl))
 
 
 @router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NOT_FOUND})
@@ -248,10 +299,11 @@ async def get_thread_state(
 ) -> dict[str, Any]:
     """The thread's latest state (values, next nodes, tasks, checkpoint, interrupts)."""
     thread = await store.get_thread(db, thread_id)
-    graph = await _graph_of(db, graphs, thread)
-    if graph is None:
+    graph_id = await _graph_of(db, graphs, thread)
+    if graph_id is None:
         return empty_state(thread_id)
-    return await read_state(graph, thread_id, subgraphs=subgraphs)
+    async with graphs.acquire(graph_id, access="threads.read") as graph:
+        return await read_state(graph, thread_id, subgraphs=subgraphs)
 
 
 @router.post("/{thread_id}/state", responses={**NOT_FOUND})
@@ -262,18 +314,19 @@ async def update_thread_state(
     thread = await store.get_thread(db, thread_id)
     if thread.status == "busy":
         raise ConflictError(f"thread {thread_id} is busy; update its state when its run ends")
-    graph = await _graph_or_422(db, graphs, thread, field="thread_id")
+    graph_id = await _graph_or_422(db, graphs, thread, field="thread_id")
     checkpoint_id = body.checkpoint_id or (
         body.checkpoint.checkpoint_id if body.checkpoint else None
     )
-    written, latest = await update_state(
-        graph,
-        thread_id,
-        values=body.values,
-        as_node=body.as_node,
-        checkpoint_id=checkpoint_id,
-        checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else "",
-    )
+    async with graphs.acquire(graph_id, access="threads.update") as graph:
+        written, latest = await update_state(
+            graph,
+            thread_id,
+            values=body.values,
+            as_node=body.as_node,
+            checkpoint_id=checkpoint_id,
+            checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else "",
+        )
     values, interrupts = cached_state(latest)
     await store.set_thread_state_cache(
         db,
@@ -291,15 +344,16 @@ async def get_thread_state_at(
 ) -> dict[str, Any]:
     """The thread's state at a checkpoint given as an object (id, namespace, map)."""
     thread = await store.get_thread(db, thread_id)
-    graph = await _graph_or_422(db, graphs, thread, field="checkpoint")
-    return await read_state(
-        graph,
-        thread_id,
-        checkpoint_id=body.checkpoint.checkpoint_id,
-        checkpoint_ns=body.checkpoint.checkpoint_ns,
-        checkpoint_map=body.checkpoint.checkpoint_map,
-        subgraphs=body.subgraphs,
-    )
+    graph_id = await _graph_or_422(db, graphs, thread, field="checkpoint")
+    async with graphs.acquire(graph_id, access="threads.read") as graph:
+        return await read_state(
+            graph,
+            thread_id,
+            checkpoint_id=body.checkpoint.checkpoint_id,
+            checkpoint_ns=body.checkpoint.checkpoint_ns,
+            checkpoint_map=body.checkpoint.checkpoint_map,
+            subgraphs=body.subgraphs,
+        )
 
 
 @router.get("/{thread_id}/state/{checkpoint_id}", responses={**NOT_FOUND})
@@ -312,8 +366,9 @@ async def get_thread_state_by_id(
 ) -> dict[str, Any]:
     """The thread's state at checkpoint `checkpoint_id`."""
     thread = await store.get_thread(db, thread_id)
-    graph = await _graph_or_422(db, graphs, thread, field="checkpoint_id")
-    return await read_state(graph, thread_id, checkpoint_id=checkpoint_id, subgraphs=subgraphs)
+    graph_id = await _graph_or_422(db, graphs, thread, field="checkpoint_id")
+    async with graphs.acquire(graph_id, access="threads.read") as graph:
+        return await read_state(graph, thread_id, checkpoint_id=checkpoint_id, subgraphs=subgraphs)
 
 
 @router.post("/{thread_id}/history", responses={**NOT_FOUND})
@@ -322,18 +377,19 @@ async def get_thread_history(
 ) -> list[dict[str, Any]]:
     """Past states of the thread, newest first (`before`, `metadata`, `checkpoint` narrow it)."""
     thread = await store.get_thread(db, thread_id)
-    graph = await _graph_of(db, graphs, thread)
-    if graph is None:
+    graph_id = await _graph_of(db, graphs, thread)
+    if graph_id is None:
         return []
     before = body.before if isinstance(body.before, str) or body.before is None else None
     if body.before is not None and not isinstance(body.before, str):
         before = body.before.checkpoint_id
-    return await history(
-        graph,
-        thread_id,
-        limit=body.limit,
-        before=before,
-        metadata=body.metadata,
-        checkpoint_id=body.checkpoint.checkpoint_id if body.checkpoint else None,
-        checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else "",
-    )
+    async with graphs.acquire(graph_id, access="threads.read") as graph:
+        return await history(
+            graph,
+            thread_id,
+            limit=body.limit,
+            before=before,
+            metadata=body.metadata,
+            checkpoint_id=body.checkpoint.checkpoint_id if body.checkpoint else None,
+            checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else "",
+        )

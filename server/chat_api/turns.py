@@ -55,10 +55,10 @@ async def start_turn(engine: RunEngine, request: ChatRequest) -> Turn:
         conversation_id = request.conversation_id
 
     def check(conversation: Conversation, agent: Agent) -> tuple[str, str]:
-        if engine.executor.graph_for(agent.graph_id) is None:
+        if agent.graph_id not in engine.graphs:
             raise ConflictError(
                 f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
-                f"declared graphs: {sorted(engine.graphs)}",
+                f"declared graphs: {engine.graphs.declared()}",
                 field="graph_id",
             )
         return agent.graph_id, model_spec(agent, settings).name

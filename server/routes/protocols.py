@@ -39,9 +39,12 @@ async def agent_card_json(
     return JSONResponse(agent_card(assistant, base_url=str(request.base_url)))
 
 
-def install_protocols(app: FastAPI) -> None:
-    """Serve MCP and A2A on `app` (their handlers are opened by the lifespan)."""
-    app.router.routes.append(
-        Route("/mcp", McpEndpoint(), methods=["GET", "POST", "DELETE"], include_in_schema=False)
-    )
-    app.include_router(router)
+def install_protocols(app: FastAPI, *, mcp: bool = True, a2a: bool = True) -> None:
+    """Serve MCP and A2A on `app` (their handlers are opened by the lifespan); langgraph.json's
+    `http.disable_mcp` / `http.disable_a2a` leave one out."""
+    if mcp:
+        app.router.routes.append(
+            Route("/mcp", McpEndpoint(), methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        )
+    if a2a:
+        app.include_router(router)

@@ -4,69 +4,53 @@ API created it (the Agent Server API, /chat, crons)."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
-from graphs.registry import build_graphs
 from nodes.models import ChatModelCache
 from nodes.tools.builtin import BUILTIN_TOOLS
+from server.config import Graph, ProjectGraphs
 from server.resources import Resources
 from server.runs.context import ContextServices
 from server.runs.events import RunEventLog
-from server.runs.execute import Graph, RecorderFactory, RunExecutor, run_json
+from server.runs.execute import RecorderFactory, RunExecutor, run_json
 from server.runs.queue import CancelAction, RunQueue
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
 from stores.sql.models import Agent, Run
+from stores.sql.threads import ThreadTTL
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Graph", "RunEngine", "load_extra_graphs", "open_run_engine", "run_json"]
-
-
-def load_extra_graphs(
-    specs: Mapping[str, str], *, checkpointer: Any, store: Any
-) -> dict[str, Graph]:
-    """Build the graphs of setting `EXTRA_GRAPHS` ({"id": "module:builder"})."""
-    graphs: dict[str, Graph] = {}
-    for graph_id, spec in specs.items():
-        module_name, _, attr = spec.partition(":")
-        if not module_name or not attr:
-            raise ValueError(f"EXTRA_GRAPHS[{graph_id!r}] must be 'module:builder', got {spec!r}")
-        builder = getattr(importlib.import_module(module_name), attr)
-        graphs[graph_id] = builder(checkpointer=checkpointer, store=store)
-    return graphs
+__all__ = ["Graph", "RunEngine", "open_run_engine", "run_json"]
 
 
 class RunEngine:
     """Runs every graph run of this server: the queue (rows, fenced leases, NOTIFY), the
-    executor (one attempt, its events, its final status) and the one set of compiled graphs."""
+    executor (one attempt, its events, its final status) and the project's graphs (langgraph.json),
+    each acquired per run."""
 
     def __init__(
         self,
         resources: Resources,
         *,
         events: RunEventLog,
-        graphs: Mapping[str, Graph] | None = None,
+        graphs: ProjectGraphs,
         models: ChatModelCache | None = None,
         recorders: Mapping[str, RecorderFactory] | None = None,
+        send_webhooks: bool = True,
+        default_thread_ttl: ThreadTTL | None = None,
     ) -> None:
         settings = resources.settings
         self.resources = resources
         self.settings = settings
         self.db = resources.database
         self.events = events
-        saver, store = resources.checkpoints.saver, resources.memory
-        self.graphs: dict[str, Graph] = dict(
-            graphs or build_graphs(checkpointer=saver, store=store)
-        )
-        self.graphs.update(
-            load_extra_graphs(settings.extra_graphs, checkpointer=saver, store=store)
-        )
+        self.graphs = graphs
+        self.default_thread_ttl = default_thread_ttl  # `checkpointer.ttl` of new threads
         self.models = models or ChatModelCache()
         self.queue = RunQueue(
             resources.database,
@@ -83,6 +67,7 @@ class RunEngine:
                 knowledge=resources.knowledge, tool_cache=resources.tool_cache, models=self.models
             ),
             recorders=recorders,
+            send_webhooks=send_webhooks,
         )
 
     async def start(self) -> None:
@@ -122,10 +107,10 @@ class RunEngine:
         Raises `NotFoundError` (unknown thread), `ConflictError` (`reject` on a busy thread)
         and `InvalidInputError` (the assistant's graph is not declared).
         """
-        if self.executor.graph_for(assistant.graph_id) is None:
+        if assistant.graph_id not in self.graphs:
             raise InvalidInputError(
                 f"assistant {assistant.id} uses graph {assistant.graph_id!r}, which is not "
-                f"declared; declared graphs: {sorted(self.graphs)}",
+                f"declared; declared graphs: {self.graphs.declared()}",
                 field="assistant_id",
             )
         return await self.queue.submit(
@@ -136,6 +121,7 @@ class RunEngine:
             multitask_strategy=multitask_strategy,
             if_not_exists=if_not_exists,
             temporary=temporary,
+            thread_ttl=None if temporary else self.default_thread_ttl,
         )
 
     async def cancel(
@@ -175,15 +161,26 @@ async def open_run_engine(
     resources: Resources,
     *,
     events: RunEventLog,
+    graphs: ProjectGraphs,
     models: ChatModelCache | None = None,
     recorders: Mapping[str, RecorderFactory] | None = None,
+    send_webhooks: bool = True,
+    default_thread_ttl: ThreadTTL | None = None,
 ) -> AsyncIterator[RunEngine]:
     """A started engine for the lifespan; on exit its running runs go back to the queue.
 
     `recorders` by `metadata.source`: extra work for the runs of that source (e.g. /chat's
     transcript), done by whichever process finishes the run, so every process has them.
     """
-    engine = RunEngine(resources, events=events, models=models, recorders=recorders)
+    engine = RunEngine(
+        resources,
+        events=events,
+        graphs=graphs,
+        models=models,
+        recorders=recorders,
+        send_webhooks=send_webhooks,
+        default_thread_ttl=default_thread_ttl,
+    )
     await engine.start()
     try:
         yield engine

@@ -8,17 +8,17 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nodes.context import AgentContext
+from nodes.context import AgentContext, reads_agent_context
+from server.config import Graph, ProjectGraphs
 from server.resources import Resources
 from server.runs.context import ContextServices, agent_context
 from server.runs.events import RunEventLog
@@ -33,7 +33,6 @@ from stores.sql.models import Agent, Conversation, Run
 
 log = logging.getLogger(__name__)
 
-Graph = CompiledStateGraph[Any, Any, Any, Any]
 TOOLS_REFRESH_S = 30.0  # how soon a tool switched off in the `tools` table applies to runs
 
 
@@ -89,8 +88,8 @@ class _Prepared:
 
     agent: Agent | None = None
     thread: Conversation | None = None
-    graph: Graph | None = None
-    context: AgentContext | None = None
+    run_context: dict[str, Any] = field(default_factory=dict)  # the assistant's and the run's
+    context: AgentContext | None = None  # the agent context, for graphs that read one
     temporary: bool = False
     started: float = field(default_factory=time.perf_counter)
     timer: asyncio.Timeout | None = None  # RUN_TIMEOUT_S on the graph
@@ -135,9 +134,10 @@ class RunExecutor:
         *,
         queue: RunQueue,
         events: RunEventLog,
-        graphs: Mapping[str, Graph],
+        graphs: ProjectGraphs,
         services: ContextServices,
         recorders: Mapping[str, RecorderFactory] | None = None,
+        send_webhooks: bool = True,
     ) -> None:
         self.resources = resources
         self.settings = resources.settings
@@ -145,6 +145,7 @@ class RunExecutor:
         self.queue = queue
         self.events = events
         self.graphs = graphs
+        self.send_webhooks = send_webhooks  # off: `http.disable_webhooks` in langgraph.json
         self.services = services
         self.recorders: dict[str, RecorderFactory] = dict(recorders or {})
         self._disabled: frozenset[str] = frozenset()
@@ -152,9 +153,25 @@ class RunExecutor:
 
     # -- the seam where a run gets its graph -------------------------------------------------
 
-    def graph_for(self, graph_id: str) -> Graph | None:
-        """The compiled graph a run of `graph_id` executes (None: not declared)."""
-        return self.graphs.get(graph_id)
+    @contextlib.asynccontextmanager
+    async def _state_graph(self, agent: Agent | None) -> AsyncIterator[Graph | None]:
+        """The graph that reads a finished run's thread state (None: no graph to read with).
+
+        The run itself acquires its graph in its own task (`_run_graph`); a factory is called
+        again here for the read, as langgraph-api does for every state read.
+        """
+        if agent is None or agent.graph_id not in self.graphs:
+            yield None
+            return
+        async with contextlib.AsyncExitStack() as scope:
+            graph: Graph | None = None
+            try:
+                graph = await scope.enter_async_context(
+                    self.graphs.acquire(agent.graph_id, agent.config, access="threads.read")
+                )
+            except Exception as error:  # a failing factory: finish without the state
+                log.warning("graph %r unavailable to read state: %r", agent.graph_id, error)
+            yield graph
 
     async def disabled_tools(self) -> frozenset[str]:
         """Tools switched off in the `tools` table (re-read at most every `TOOLS_REFRESH_S`)."""
@@ -210,11 +227,11 @@ class RunExecutor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await lease
         await self.queue.announce_done(run.id)
-        if run.kwargs.get("webhook"):
+        if run.kwargs.get("webhook") and self.send_webhooks:
             await self._send_webhook(run.id, started)
 
-    async def _prepare(self, attempt: Attempt, prepared: _Prepared) -> tuple[Any, dict[str, Any]]:
-        """Resolve the run's assistant, thread, graph and context; its input and config."""
+    async def _prepare(self, attempt: Attempt, prepared: _Prepared) -> dict[str, Any]:
+        """Resolve the run's assistant and thread; its config (what a graph factory gets)."""
         run = attempt.run
         kwargs = run.kwargs
         assert run.thread_id is not None
@@ -224,24 +241,52 @@ class RunExecutor:
             thread = await session.get(Conversation, thread_id)
         prepared.agent, prepared.thread = agent, thread
         prepared.temporary = bool(kwargs.get("temporary")) and kwargs.get("on_completion") != "keep"
-        prepared.graph = self.graph_for(agent.graph_id) if agent is not None else None
-        if agent is None or prepared.graph is None or thread is None:
+        if agent is None or agent.graph_id not in self.graphs or thread is None:
             raise ConflictError(
                 f"run {run.id}: its assistant, graph or thread no longer exists",
                 field="assistant_id",
             )
-        disabled = await self.disabled_tools()
-        prepared.context = agent_context(
-            agent,
-            user_id=thread.user_id,
-            settings=self.settings,
-            services=self.services,
-            run_context=kwargs.get("context"),
-            disabled_tools=disabled,
-        )
+        prepared.run_context = {**agent.context, **(kwargs.get("context") or {})}
         config = merge_config(agent.config, kwargs.get("config"))
         configurable = dict(config.get("configurable") or {})
         configurable.update(thread_id=str(thread_id), checkpoint_ns="")
+        config["configurable"] = configurable
+        config["metadata"] = {
+            **(config.get("metadata") or {}),
+            **(run.metadata_ or {}),
+            "run_id": str(run.id),
+            "run_attempt": attempt.token.attempt,
+            "thread_id": str(thread_id),
+            "assistant_id": str(agent.id),
+            "graph_id": agent.graph_id,
+        }
+        return config
+
+    async def _start(
+        self, attempt: Attempt, prepared: _Prepared, graph: Graph, config: dict[str, Any]
+    ) -> tuple[Any, Any]:
+        """The run's input (None when resuming; a `Command`) and the context its graph reads:
+        the agent context for Switchboard's graphs, else the `context` given, as langgraph-api
+        passes it."""
+        run = attempt.run
+        kwargs = run.kwargs
+        assert run.thread_id is not None
+        assert prepared.agent is not None
+        thread_id = run.thread_id
+        context: Any = prepared.run_context
+        if reads_agent_context(graph):
+            assert prepared.thread is not None
+            prepared.context = agent_context(
+                prepared.agent,
+                user_id=prepared.thread.user_id,
+                settings=self.settings,
+                services=self.services,
+                run_context=kwargs.get("context"),
+                disabled_tools=await self.disabled_tools(),
+            )
+            context = prepared.context
+            config.setdefault("recursion_limit", 2 * prepared.context.max_steps + 12)
+        configurable = config["configurable"]
         graph_input: Any = kwargs.get("input")
         await self.resources.checkpoints.ready()
         latest = await self.resources.checkpoints.saver.aget_tuple(thread_config(thread_id))
@@ -257,19 +302,8 @@ class RunExecutor:
                 configurable["checkpoint_id"] = kwargs["checkpoint_id"]
             command = kwargs.get("command")
             if command:
-                graph_input = await self._command(prepared.graph, thread_id, command)
-        config["configurable"] = configurable
-        config["metadata"] = {
-            **(config.get("metadata") or {}),
-            **(run.metadata_ or {}),
-            "run_id": str(run.id),
-            "run_attempt": attempt.token.attempt,
-            "thread_id": str(thread_id),
-            "assistant_id": str(agent.id),
-            "graph_id": agent.graph_id,
-        }
-        config.setdefault("recursion_limit", 2 * prepared.context.max_steps + 12)
-        return graph_input, config
+                graph_input = await self._command(graph, thread_id, command)
+        return graph_input, context
 
     async def _append(
         self, attempt: Attempt, recorder: RunRecorder | None, event: str, data: Any
@@ -281,28 +315,33 @@ class RunExecutor:
     async def _run_graph(
         self, attempt: Attempt, prepared: _Prepared, recorder: RunRecorder | None
     ) -> None:
-        """The cancellable part of an attempt: prepare, then stream the graph's events."""
+        """The cancellable part of an attempt: prepare, acquire the run's graph (a factory's is
+        made for this run, in this task), then stream the graph's events."""
         run = attempt.run
         await self._append(
             attempt, recorder, "metadata", {"run_id": str(run.id), "attempt": run.attempt}
         )
-        graph_input, config = await self._prepare(attempt, prepared)
-        assert prepared.graph is not None
+        config = await self._prepare(attempt, prepared)
+        assert prepared.agent is not None
         kwargs = run.kwargs
-        prepared.timer = asyncio.timeout(self.settings.run_timeout_s)
-        async with prepared.timer:
-            async for event, data in stream_graph(
-                prepared.graph,
-                graph_input,
-                config=config,  # type: ignore[arg-type]
-                context=prepared.context,
-                stream_modes=kwargs.get("stream_mode") or ["values"],
-                subgraphs=bool(kwargs.get("stream_subgraphs")),
-                interrupt_before=kwargs.get("interrupt_before"),
-                interrupt_after=kwargs.get("interrupt_after"),
-                checkpoint_during=_checkpoint_during(kwargs),
-            ):
-                await self._append(attempt, recorder, event, data)
+        async with self.graphs.acquire(
+            prepared.agent.graph_id, config, context=prepared.run_context, field="assistant_id"
+        ) as graph:
+            graph_input, context = await self._start(attempt, prepared, graph, config)
+            prepared.timer = asyncio.timeout(self.settings.run_timeout_s)
+            async with prepared.timer:
+                async for event, data in stream_graph(
+                    graph,
+                    graph_input,
+                    config=config,  # type: ignore[arg-type]
+                    context=context,
+                    stream_modes=kwargs.get("stream_mode") or ["values"],
+                    subgraphs=bool(kwargs.get("stream_subgraphs")),
+                    interrupt_before=kwargs.get("interrupt_before"),
+                    interrupt_after=kwargs.get("interrupt_after"),
+                    checkpoint_during=_checkpoint_during(kwargs),
+                ):
+                    await self._append(attempt, recorder, event, data)
 
     async def _state(
         self, graph: Graph, thread_id: uuid.UUID
@@ -359,10 +398,21 @@ class RunExecutor:
         error: BaseException | None,
     ) -> None:
         """Write the run's final status and its thread's state, then its last event."""
+        async with self._state_graph(prepared.agent) as graph:
+            await self._finish_with(attempt, prepared, recorder, graph, error=error)
+
+    async def _finish_with(
+        self,
+        attempt: Attempt,
+        prepared: _Prepared,
+        recorder: RunRecorder | None,
+        graph: Graph | None,
+        *,
+        error: BaseException | None,
+    ) -> None:
         run = attempt.run
         assert run.thread_id is not None
         thread_id = run.thread_id
-        graph = prepared.graph
         values: dict[str, Any] = {}
         interrupts: dict[str, Any] = {}
         stopped = False
@@ -448,17 +498,29 @@ class RunExecutor:
         rolled back (deleted with what it wrote)."""
         run = attempt.run
         assert run.thread_id is not None
-        thread_id = run.thread_id
         error = {
             "error": "UserInterrupt" if action == "interrupt" else "UserRollback",
             "message": f"run {action} requested",
         }
         temporary = bool(run.kwargs.get("temporary")) and run.kwargs.get("on_completion") != "keep"
-        graph = prepared.graph
-        if graph is None:
+        agent = prepared.agent
+        if agent is None:
             async with self.db.sessions() as session:
                 agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
-            graph = self.graph_for(agent.graph_id) if agent is not None else None
+        async with self._state_graph(agent) as graph:
+            await self._settle_cancelled(attempt, action, error, temporary, graph)
+
+    async def _settle_cancelled(
+        self,
+        attempt: Attempt,
+        action: CancelAction,
+        error: dict[str, str],
+        temporary: bool,
+        graph: Graph | None,
+    ) -> None:
+        run = attempt.run
+        assert run.thread_id is not None
+        thread_id = run.thread_id
         if action == "rollback":
             # The stream ends first: once the run is deleted, its events are refused.
             await self.events.append(attempt.token, "error", error)

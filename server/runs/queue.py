@@ -21,6 +21,7 @@ from stores.sql import runs as run_store
 from stores.sql.database import Database, Timeouts, connect
 from stores.sql.models import Agent, Run
 from stores.sql.runs import RunToken
+from stores.sql.threads import ThreadTTL
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,10 @@ class RunQueue:
         multitask_strategy: str = "enqueue",
         if_not_exists: Literal["create", "reject"] = "reject",
         temporary: bool = False,
+        thread_ttl: ThreadTTL | None = None,
     ) -> Run:
-        """Write the run row (applying the multitask strategy) and wake a worker."""
+        """Write the run row (applying the multitask strategy) and wake a worker; a thread the
+        run creates gets `thread_ttl`."""
         run, cancels = await run_store.create_run(
             self.db,
             thread_id=thread_id,
@@ -149,6 +152,7 @@ class RunQueue:
             multitask_strategy=multitask_strategy,
             if_not_exists=if_not_exists,
             temporary=temporary,
+            thread_ttl=thread_ttl,
             notify=run_store.Notify(CHANNEL, self.owner),
         )
         for payload in (*(f"cancel {r.run_id} {r.action}" for r in cancels), "new"):

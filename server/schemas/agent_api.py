@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from stores.sql.assistants import AssistantSort
 from stores.sql.threads import ThreadSort, ThreadStatus
 
+# A century: longer TTLs are a typo (and would overflow PostgreSQL's interval arithmetic).
+MAX_TTL_MINUTES = 100 * 366 * 24 * 60
 SortOrder = Literal["asc", "desc"]
 IfExists = Literal["raise", "do_nothing"]
 AssistantField = Literal[
@@ -113,6 +115,13 @@ class Superstep(AgentApiBody):
     updates: list[StateUpdate] = Field(min_length=1)
 
 
+class ThreadTTLBody(AgentApiBody):
+    """A thread's TTL as the SDK sends it: swept `ttl` minutes after the thread's last update."""
+
+    strategy: Literal["delete"] = "delete"
+    ttl: float = Field(gt=0, le=MAX_TTL_MINUTES, description="Minutes to live.")
+
+
 class ThreadCreate(AgentApiBody):
     """Body of `POST /threads`."""
 
@@ -120,14 +129,14 @@ class ThreadCreate(AgentApiBody):
     metadata: dict[str, Any] = Field(default_factory=dict)
     if_exists: IfExists = "raise"
     supersteps: list[Superstep] | None = None
-    ttl: None = Field(None, description="Thread TTLs are not supported; omit it.")
+    ttl: ThreadTTLBody | None = None
 
 
 class ThreadUpdate(AgentApiBody):
     """Body of `PATCH /threads/{id}`: metadata merged into the thread's."""
 
     metadata: dict[str, Any] = Field(default_factory=dict)
-    ttl: None = Field(None, description="Thread TTLs are not supported; omit it.")
+    ttl: ThreadTTLBody | None = None
 
 
 class ThreadCount(AgentApiBody):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,18 +29,6 @@ __all__ = [
 ]
 
 
-async def _sweep_forever(store: MongoStore, cache: ToolCache, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            purged = await store.asweep_ttl()
-            cached = await cache.sweep()
-            if purged or cached:
-                log.info("TTL sweep: %d memories, %d cached tool results purged", purged, cached)
-        except UnavailableError as error:
-            log.warning("TTL sweep skipped: %s", error)
-
-
 @asynccontextmanager
 async def open_memory_store(
     mongo: MongoGateway,
@@ -52,10 +39,11 @@ async def open_memory_store(
     vector_collection: str = "memory_vectors",
     index_fields: tuple[str, ...] = ("text", "content"),
     default_ttl_minutes: float | None = None,
-    sweep_interval_s: float | None = 60.0,
+    refresh_on_read: bool = True,
     value_limits: ValueLimits | None = None,
 ) -> AsyncIterator[tuple[MongoStore, ToolCache]]:
-    """Open the memory store and the tool cache on `mongo`; sweep expired entries meanwhile.
+    """Open the memory store and the tool cache on `mongo` (the server's lifespan sweeps
+    their expired entries: `asweep_ttl`, `ToolCache.sweep`).
 
     A MongoDB that is down at startup is logged, not fatal: the indexes are created on first
     use and requests answer 503 until the server is back.
@@ -71,7 +59,7 @@ async def open_memory_store(
         embedder=embedder if vectors is not None else None,
         index_fields=index_fields,
         ttl={
-            "refresh_on_read": True,
+            "refresh_on_read": refresh_on_read,
             "omit_expired": True,
             "default_ttl": default_ttl_minutes,
         },
@@ -88,15 +76,4 @@ async def open_memory_store(
             await vectors.ensure()
         except UnavailableError as error:
             log.error("memory vectors not ready (semantic recall answers 503): %s", error)
-    sweeper = (
-        asyncio.create_task(_sweep_forever(store, cache, sweep_interval_s), name="memory-ttl-sweep")
-        if sweep_interval_s
-        else None
-    )
-    try:
-        yield store, cache
-    finally:
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+    yield store, cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import String, cast, delete, func, select
@@ -23,6 +24,15 @@ AssistantSort = Literal["assistant_id", "graph_id", "name", "created_at", "updat
 
 # Fields an assistant version snapshots (and that `set_latest` restores).
 _VERSIONED = ("graph_id", "name", "description", "config", "context", "metadata_")
+
+
+@dataclass(frozen=True, slots=True)
+class SystemAssistant:
+    """The assistant the server keeps for a graph: its id derives from the graph id."""
+
+    graph_id: str
+    name: str
+    description: str | None = None
 
 
 def system_assistant_id(graph_id: str) -> uuid.UUID:
@@ -114,35 +124,48 @@ async def backfill_versions(db: Database) -> int:
 
 async def ensure_system_assistants(
     db: Database,
-    graph_ids: Iterable[str],
+    assistants: Iterable[SystemAssistant | str],
     *,
     tools: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Agent]:
-    """Create the system assistant of every graph that lacks one (idempotent, race-safe), and
-    the version rows that agents made before versions were kept lack.
+    """Create the system assistant of every graph that lacks one (idempotent, race-safe), keep
+    the name and description of existing ones in step with the project (as langgraph-api does),
+    and write the version rows that agents made before versions were kept lack.
 
     Args:
         db: The database.
-        graph_ids: The declared graphs.
+        assistants: The declared graphs' system assistants (a bare graph id: named after it).
         tools: The tools each graph's system assistant starts with (none when absent). A system
             assistant nobody has changed yet (version 1, no tools) gets them too, so a database
             made before the defaults existed catches up.
     """
     await backfill_versions(db)
     created: list[Agent] = []
-    for graph_id in graph_ids:
+    for wanted in assistants:
+        if isinstance(wanted, str):
+            wanted = SystemAssistant(graph_id=wanted, name=wanted)
+        graph_id = wanted.graph_id
         key = system_assistant_id(graph_id)
         default_tools = list((tools or {}).get(graph_id, ()))
+        description = wanted.description or ""
         async with db.sessions.begin() as session:
             # A transaction-scoped advisory lock makes concurrent server starts insert once.
             await session.execute(select(func.pg_advisory_xact_lock(key.int & 0x7FFFFFFFFFFFFFFF)))
             agent = await session.get(Agent, key)
+            if agent is not None and (agent.name, agent.description) != (
+                wanted.name,
+                description,
+            ):
+                agent.name, agent.description = wanted.name, description
+                version = await session.get(AgentVersion, (agent.id, agent.version))
+                if version is not None:
+                    version.name, version.description = wanted.name, description
             if agent is None:
                 agent = Agent(
                     id=key,
                     graph_id=graph_id,
-                    name=graph_id,
-                    description="",
+                    name=wanted.name,
+                    description=description,
                     tools=default_tools,
                     config={},
                     context={},

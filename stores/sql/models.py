@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -36,6 +37,7 @@ MESSAGE_SENDERS = ("user", "agent", "tool", "system")
 CONVERSATION_STATUSES = ("idle", "busy", "interrupted", "error")
 RUN_STATUSES = ("pending", "running", "success", "error", "timeout", "interrupted")
 MULTITASK_STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
+TTL_STRATEGIES = ("delete", "keep_latest")
 
 
 def _quoted(values: tuple[str, ...]) -> str:
@@ -159,14 +161,29 @@ class Conversation(Base):
     interrupts: Mapped[dict[str, Any]] = _jsonb_object()
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
+    # Thread TTL: the thread expires `ttl_minutes` after its last update; the sweep then
+    # deletes it (`delete`) or prunes it to its latest checkpoint (`keep_latest`, noted in
+    # `ttl_swept_at` so an idle thread is pruned once).
+    ttl_minutes: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ttl_strategy: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    ttl_swept_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     user: Mapped[User | None] = relationship(back_populates="conversations")
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_quoted(CONVERSATION_STATUSES)})", name="status"),
+        CheckConstraint(
+            f"ttl_strategy IS NULL OR ttl_strategy IN ({_quoted(TTL_STRATEGIES)})",
+            name="ttl_strategy",
+        ),
         Index(None, "user_id", "updated_at"),
         Index(None, "agent_id"),
         Index(None, "updated_at", "id"),
+        Index(
+            "ix_conversations_ttl_updated_at",
+            "updated_at",
+            postgresql_where=text("ttl_minutes IS NOT NULL"),
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.models import Conversation, Run
+from stores.sql.threads import ThreadTTL
 
 CancelAction = Literal["interrupt", "rollback"]
 IN_FLIGHT = ("pending", "running")
@@ -121,9 +122,12 @@ async def create_run(
     multitask_strategy: str,
     if_not_exists: Literal["create", "reject"] = "reject",
     temporary: bool = False,
+    thread_ttl: ThreadTTL | None = None,
     notify: Notify | None = None,
 ) -> tuple[Run, list[CancelRequest]]:
     """Write a pending run on `thread_id`, applying the multitask strategy to runs in flight.
+
+    A thread the run creates (`if_not_exists="create"`) gets `thread_ttl`.
 
     The thread row is locked first, so two creations on one thread (e.g. two resumes of the
     same interrupt) are serialised: the second sees the first and is rejected or queued.
@@ -141,6 +145,8 @@ async def create_run(
             thread = Conversation(
                 id=thread_id, agent_id=assistant_id, status="busy", metadata_=thread_meta
             )
+            if thread_ttl is not None:
+                thread.ttl_minutes, thread.ttl_strategy = thread_ttl.minutes, thread_ttl.strategy
             session.add(thread)
             await session.flush()
         cancels: list[CancelRequest] = []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +18,20 @@ from stores.sql.models import Agent, Conversation
 
 ThreadSort = Literal["thread_id", "status", "created_at", "updated_at"]
 ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+TTLStrategy = Literal["delete", "keep_latest"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadTTL:
+    """A thread's time to live: `minutes` after its last update, `strategy` applies."""
+
+    strategy: TTLStrategy
+    minutes: float
+
+
+def _set_ttl(row: Conversation, ttl: ThreadTTL | None) -> None:
+    if ttl is not None:
+        row.ttl_minutes, row.ttl_strategy, row.ttl_swept_at = ttl.minutes, ttl.strategy, None
 
 
 async def _agent_for(session: AsyncSession, metadata: Mapping[str, Any]) -> uuid.UUID | None:
@@ -43,8 +58,9 @@ async def create_thread(
     thread_id: uuid.UUID | None,
     metadata: Mapping[str, Any],
     if_exists: Literal["raise", "do_nothing"],
+    ttl: ThreadTTL | None = None,
 ) -> tuple[Conversation, bool]:
-    """Create a thread (no user); returns it and whether it was created just now.
+    """Create a thread (no user, `ttl` when given); returns it and whether it was created now.
 
     Raises:
         ConflictError: `thread_id` exists and `if_exists="raise"` (field `thread_id`).
@@ -64,6 +80,7 @@ async def create_thread(
             )
             if thread_id is not None:
                 row.id = thread_id
+            _set_ttl(row, ttl)
             session.add(row)
             await session.flush()
             return row, True
@@ -96,14 +113,19 @@ async def graph_id_of(db: Database, thread: Conversation) -> str | None:
 
 
 async def update_thread(
-    db: Database, thread_id: uuid.UUID, *, metadata: Mapping[str, Any]
+    db: Database,
+    thread_id: uuid.UUID,
+    *,
+    metadata: Mapping[str, Any],
+    ttl: ThreadTTL | None = None,
 ) -> Conversation:
-    """Merge `metadata` into the thread's metadata."""
+    """Merge `metadata` into the thread's metadata (and set its TTL when `ttl` is given)."""
     async with db.sessions.begin() as session:
         row = await session.get(Conversation, thread_id, with_for_update=True)
         if row is None:
             raise NotFoundError("thread", thread_id)
         row.metadata_ = {**row.metadata_, **metadata}
+        _set_ttl(row, ttl)
         if row.agent_id is None:
             row.agent_id = await _agent_for(session, row.metadata_)
         row.updated_at = func.now()
@@ -252,3 +274,38 @@ async def copy_thread_row(db: Database, thread_id: uuid.UUID) -> Conversation:
         session.add(row)
         await session.flush()
         return row
+
+
+async def expired_threads(db: Database, *, limit: int) -> list[tuple[uuid.UUID, TTLStrategy]]:
+    """Threads past their TTL (oldest first, at most `limit`) that are not running, with the
+    strategy each asks for; a `keep_latest` thread counts once per idle period."""
+    stmt = (
+        select(Conversation.id, Conversation.ttl_strategy)
+        .where(
+            Conversation.ttl_minutes.is_not(None),
+            Conversation.status != "busy",
+            Conversation.updated_at + Conversation.ttl_minutes * text("interval '1 minute'")
+            <= func.now(),
+            (Conversation.ttl_swept_at.is_(None))
+            | (Conversation.ttl_swept_at < Conversation.updated_at),
+        )
+        .order_by(Conversation.updated_at)
+        .limit(limit)
+    )
+    async with db.sessions() as session:
+        rows = (await session.execute(stmt)).all()
+    return [
+        (row.id, "keep_latest" if row.ttl_strategy == "keep_latest" else "delete") for row in rows
+    ]
+
+
+async def mark_swept(db: Database, thread_ids: Sequence[uuid.UUID]) -> None:
+    """Note that `keep_latest` threads were pruned (their `updated_at` stays as it was)."""
+    if not thread_ids:
+        return
+    async with db.sessions.begin() as session:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id.in_(list(thread_ids)))
+            .values(ttl_swept_at=func.now(), updated_at=Conversation.updated_at)
+        )

@@ -62,7 +62,6 @@ async def open_test_store(
             qdrant=qdrant if semantic else None,
             embedder=embedder,
             dimension=384,
-            sweep_interval_s=None,
         ) as (store, cache),
     ):
         yield store, cache

@@ -1,4 +1,5 @@
-"""Graphs the run-engine tests register through setting EXTRA_GRAPHS: steps and a review."""
+"""Compiled graphs the run-engine tests serve (tests/projects/test_graphs/langgraph.json names
+them by module path, so the server runs this very module): slow steps, a review that interrupts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from collections import Counter
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.store.base import BaseStore
 from langgraph.types import interrupt
 
 STEPS = ("s1", "s2", "s3", "s4")
@@ -39,9 +38,7 @@ def _step(name: str) -> Any:
     return node
 
 
-def build_steps_graph(
-    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
-) -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_steps_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """s1 → s2 → s3 → s4, each sleeping `configurable.delay` seconds, then logging its name."""
     builder = StateGraph(StepsState)
     previous = START
@@ -50,7 +47,7 @@ def build_steps_graph(
         builder.add_edge(previous, name)
         previous = name
     builder.add_edge(previous, END)
-    return builder.compile(checkpointer=checkpointer, store=store, name="steps")
+    return builder.compile(name="steps")
 
 
 async def review(state: StepsState) -> dict[str, Any]:
@@ -69,9 +66,7 @@ async def publish(state: StepsState) -> dict[str, Any]:
     return {"log": ["published" if state.get("approved") else "discarded"]}
 
 
-def build_review_graph(
-    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
-) -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_review_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """draft → review (interrupt) → publish."""
     builder = StateGraph(StepsState)
     builder.add_node("draft", draft)
@@ -81,10 +76,8 @@ def build_review_graph(
     builder.add_edge("draft", "review")
     builder.add_edge("review", "publish")
     builder.add_edge("publish", END)
-    return builder.compile(checkpointer=checkpointer, store=store, name="review")
+    return builder.compile(name="review")
 
 
-EXTRA_GRAPHS = {
-    "steps": "tests.integration.run_graphs:build_steps_graph",
-    "review": "tests.integration.run_graphs:build_review_graph",
-}
+steps_graph = build_steps_graph()
+review_graph = build_review_graph()

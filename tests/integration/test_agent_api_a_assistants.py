@@ -16,16 +16,17 @@ from sqlalchemy import text
 
 from stores.sql.assistants import backfill_versions, ensure_system_assistants
 from stores.sql.database import open_database
-from tests.support import make_settings, running_server
+from tests.support import TEST_GRAPHS, make_settings, running_server
 
 NAMESPACE_GRAPH = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
-COUNTER = {"counter": "tests.integration.agent_api_a_graphs:build_counter_graph"}
 
 
 @pytest.fixture(scope="module")
 def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
-    """A server that also serves the test counter graph (through setting EXTRA_GRAPHS)."""
-    settings = make_settings(database_url, data_dir, migrate_on_start=False, extra_graphs=COUNTER)
+    """A server of the test project (tests/projects/test_graphs): counter, ..."""
+    settings = make_settings(
+        database_url, data_dir, migrate_on_start=False, langgraph_config=TEST_GRAPHS
+    )
     with running_server(settings) as url:
         yield url
 

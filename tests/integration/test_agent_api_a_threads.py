@@ -15,22 +15,17 @@ from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 from langgraph_sdk.schema import Checkpoint
 
-from tests.support import make_settings, running_server
-
-COUNTER = {
-    "counter": "tests.integration.agent_api_a_graphs:build_counter_graph",
-    "sleeper": "tests.integration.agent_api_a_graphs:build_sleeper_graph",
-}
+from tests.support import TEST_GRAPHS, make_settings, running_server
 
 
 @pytest.fixture(scope="module")
 def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
-    """A server that also serves the test counter graph (through setting EXTRA_GRAPHS)."""
+    """A server of the test project (tests/projects/test_graphs): counter, sleeper, ..."""
     settings = make_settings(
         database_url,
         data_dir,
         migrate_on_start=False,
-        extra_graphs=COUNTER,
+        langgraph_config=TEST_GRAPHS,
         offline_token_delay_s=0.0,
     )
     with running_server(settings) as url:
@@ -212,9 +207,10 @@ def test_state_bad_input(client: SyncLangGraphClient, api: httpx.Client) -> None
     unknown_graph = api.post("/threads", json={"metadata": {"graph_id": "nope"}})
     assert unknown_graph.status_code == 422
     assert unknown_graph.json()["field"] == "metadata.graph_id"
-    ttl = api.post("/threads", json={"ttl": {"ttl": 5}})
-    assert ttl.status_code == 422
-    assert "ttl" in ttl.text
+    for bad_ttl in ({"ttl": 0}, {"ttl": 5, "strategy": "archive"}, {"strategy": "delete"}):
+        ttl = api.post("/threads", json={"ttl": bad_ttl})
+        assert ttl.status_code == 422
+        assert "ttl" in ttl.text
 
 
 def test_create_with_supersteps_seeds_the_state(client: SyncLangGraphClient) -> None:

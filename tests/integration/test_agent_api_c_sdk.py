@@ -1,7 +1,7 @@
 """Compatibility proof: every langgraph-sdk method group and RemoteGraph against a uvicorn server.
 
 One server per module: offline model, webhooks allowed to 127.0.0.1 only, and two test graphs
-registered through EXTRA_GRAPHS (`review` with an `interrupt()`, the slow `steps`). Each test
+from the test project's langgraph.json (`review` with an `interrupt()`, the slow `steps`). Each test
 owns its threads, assistants and store namespace.
 """
 
@@ -21,14 +21,10 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
 from tests.integration.c_support import WebhookReceiver, webhook_receiver
-from tests.support import make_settings, running_server
+from tests.support import TEST_GRAPHS, make_settings, running_server
 
 RUN_INPUT: Any = {"messages": [{"role": "user", "content": "hello"}]}
 RUN_CONTEXT: Any = {"tools": [], "memory_policy": "off"}
-TEST_GRAPHS = {
-    "review": "tests.integration.run_graphs:build_review_graph",
-    "steps": "tests.integration.run_graphs:build_steps_graph",
-}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +35,7 @@ def sdk_server(database_url: str, data_dir: Path) -> Iterator[str]:
         data_dir,
         migrate_on_start=False,
         webhook_allowed_hosts=["127.0.0.1"],
-        extra_graphs=TEST_GRAPHS,
+        langgraph_config=TEST_GRAPHS,
         cron_poll_interval_s=0.2,
     )
     with running_server(settings) as url:

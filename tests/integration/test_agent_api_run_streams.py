@@ -12,8 +12,7 @@ import psycopg
 import pytest
 from langgraph_sdk import get_client
 
-from tests.integration.run_graphs import EXTRA_GRAPHS
-from tests.support import make_settings, running_server
+from tests.support import TEST_GRAPHS, make_settings, running_server
 
 QUESTION: Any = {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}
 MODES: Any = ["values", "updates", "messages-tuple", "custom"]
@@ -28,7 +27,7 @@ def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
         migrate_on_start=False,
         offline_token_delay_s=0.005,
         sse_heartbeat_s=0.1,
-        extra_graphs=EXTRA_GRAPHS,
+        langgraph_config=TEST_GRAPHS,
     )
     with running_server(settings) as url:
         yield url

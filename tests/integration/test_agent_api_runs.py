@@ -16,8 +16,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from psycopg.rows import dict_row
 
-from tests.integration.run_graphs import EXTRA_GRAPHS
-from tests.support import make_settings, running_server, scratch_database
+from tests.support import TEST_GRAPHS, make_settings, running_server, scratch_database
 
 STEPS = ["s1", "s2", "s3", "s4"]
 SLOW = {"configurable": {"delay": 0.6}}
@@ -30,7 +29,7 @@ def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
         database_url,
         data_dir,
         migrate_on_start=False,
-        extra_graphs=EXTRA_GRAPHS,
+        langgraph_config=TEST_GRAPHS,
         run_lease_s=3.0,
         run_poll_s=0.3,
         sse_heartbeat_s=0.5,
@@ -413,8 +412,9 @@ async def test_bad_requests_name_the_problem(client: Any, steps: str, server_url
         )
         assert bad.status_code == 422
         assert "multitask_strategy" in bad.text
+        # The chat graph reads Switchboard's agent context: unknown tools are refused.
         bad_context = await http.post(
-            "/runs", json={"assistant_id": steps, "context": {"tools": ["teleport"]}}
+            "/runs", json={"assistant_id": "chat", "context": {"tools": ["teleport"]}}
         )
         assert bad_context.status_code == 422
         assert bad_context.json()["field"] == "context"
@@ -624,7 +624,7 @@ def test_a_run_over_run_timeout_s_ends_as_timeout(pg_admin_url: str, tmp_path: P
             database_url,
             tmp_path,
             migrate_on_start=False,
-            extra_graphs=EXTRA_GRAPHS,
+            langgraph_config=TEST_GRAPHS,
             run_timeout_s=1.0,
             run_poll_s=0.3,
         )

@@ -13,6 +13,7 @@ from server.settings import Settings
 from tests.integration.memory_support import FACTS, nx_server
 
 QUERY = "what food should I avoid?"
+PROJECT = Path(__file__).resolve().parents[2] / "langgraph.json"
 
 
 async def _seed_and_search(settings: Settings) -> list[tuple[str, float]]:
@@ -40,6 +41,7 @@ def test_reindex_command_restores_identical_search_results(
         monkeypatch.setenv("MONGODB_URI", nx.uri)
         monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("MEMORY_DATABASE", "reindex_cli")
+        monkeypatch.setenv("LANGGRAPH_CONFIG", str(PROJECT))  # the index its store.index names
         settings = Settings()
         before = asyncio.run(_seed_and_search(settings))
         assert before[0][0] == "m0"

@@ -4,7 +4,6 @@ on SIGTERM, two servers sharing one database."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -24,8 +23,8 @@ from psycopg.rows import dict_row
 
 from stores.sql import runs as run_store
 from stores.sql.runs import RunToken
-from tests.integration.run_graphs import COMPLETED, EXTRA_GRAPHS
-from tests.support import free_port, make_settings, running_server
+from tests.integration.run_graphs import COMPLETED
+from tests.support import TEST_GRAPHS, free_port, make_settings, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ["s1", "s2", "s3", "s4"]
@@ -52,7 +51,7 @@ def server_process(
         "MIGRATE_ON_START": "false",
         "INGEST_SAMPLES_ON_START": "false",
         "LOG_LEVEL": "warning",
-        "EXTRA_GRAPHS": json.dumps(EXTRA_GRAPHS),
+        "LANGGRAPH_CONFIG": str(TEST_GRAPHS),
         "RUN_LEASE_S": "2",
         "RUN_POLL_S": "0.3",
     }
@@ -294,7 +293,7 @@ def test_a_worker_that_cannot_renew_its_lease_stops_its_run_before_another_takes
         database_url,
         tmp_path,
         migrate_on_start=False,
-        extra_graphs=EXTRA_GRAPHS,
+        langgraph_config=TEST_GRAPHS,
         run_lease_s=1.5,
         run_poll_s=0.2,
         run_workers=2,

@@ -1,4 +1,4 @@
-"""A tiny counter graph with a subgraph, served to part A's tests through setting EXTRA_GRAPHS."""
+"""A tiny counter graph with a subgraph, and one that naps: compiled graphs the API tests serve."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import asyncio
 import operator
 from typing import Annotated, Any
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.store.base import BaseStore
 from typing_extensions import TypedDict
 
 
@@ -44,9 +42,7 @@ def build_inner() -> CompiledStateGraph[Any, Any, Any, Any]:
     return builder.compile()
 
 
-def build_counter_graph(
-    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
-) -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_counter_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """start → child (subgraph) → finish."""
     builder = StateGraph(CountState)
     builder.add_node("start", start)
@@ -56,7 +52,7 @@ def build_counter_graph(
     builder.add_edge("start", "child")
     builder.add_edge("child", "finish")
     builder.add_edge("finish", END)
-    return builder.compile(checkpointer=checkpointer, store=store)
+    return builder.compile()
 
 
 async def nap(state: CountState) -> dict[str, Any]:
@@ -65,9 +61,7 @@ async def nap(state: CountState) -> dict[str, Any]:
     return {"log": ["nap"]}
 
 
-def build_sleeper_graph(
-    *, checkpointer: BaseCheckpointSaver[Any] | None = None, store: BaseStore | None = None
-) -> CompiledStateGraph[Any, Any, Any, Any]:
+def build_sleeper_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """start → nap (a minute)."""
     builder = StateGraph(CountState)
     builder.add_node("start", start)
@@ -75,4 +69,8 @@ def build_sleeper_graph(
     builder.add_edge(START, "start")
     builder.add_edge("start", "nap")
     builder.add_edge("nap", END)
-    return builder.compile(checkpointer=checkpointer, store=store)
+    return builder.compile()
+
+
+counter_graph = build_counter_graph()
+sleeper_graph = build_sleeper_graph()

@@ -1,0 +1,75 @@
+"""langgraph.json's `http`: the project's custom app beside the API, and CORS.
+
+As under langgraph-api, a custom route wins over an API route with the same path, except the
+health and documentation routes (`/ok`, `/docs`, `/openapi.json`). The custom app runs as an
+app of its own (its middleware, exception handlers and lifespan), behind the server's CORS
+and body-size middleware.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
+
+from server.config.schema import HttpConfig
+from server.settings import Settings
+
+# Routes a custom app cannot shadow (langgraph-api's "unshadowable" meta routes we have).
+UNSHADOWABLE = frozenset({"/ok", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Headers the SDK and Studio read from API responses.
+EXPOSED_HEADERS = ["Location", "Content-Location", "X-Pagination-Total", "X-Pagination-Next"]
+
+
+class CustomRoutes(BaseRoute):
+    """One route standing for every route of the custom app: it matches where one of them
+    does, and hands the request to the whole app."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """FULL when a custom route matches path and method, PARTIAL when only the path."""
+        if scope["type"] not in ("http", "websocket"):
+            return Match.NONE, {}
+        best = Match.NONE
+        for route in self.app.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return Match.FULL, {}
+            if match == Match.PARTIAL:
+                best = Match.PARTIAL
+        return best, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Let the custom app answer."""
+        await self.app(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        """Custom routes are reversed by the custom app, not by the server."""
+        raise NoMatchFound(name, path_params)
+
+
+def mount_custom_app(app: FastAPI, custom: Starlette) -> None:
+    """Put the custom app's routes ahead of the API's (after the unshadowable ones)."""
+    routes = list(app.router.routes)
+    first = [r for r in routes if getattr(r, "path", None) in UNSHADOWABLE]
+    rest = [r for r in routes if getattr(r, "path", None) not in UNSHADOWABLE]
+    app.router.routes = [*first, CustomRoutes(custom), *rest]
+
+
+def cors_options(http: HttpConfig, settings: Settings) -> dict[str, Any]:
+    """CORSMiddleware's arguments: `http.cors` when the project sets it (Starlette's defaults
+    where it is silent, as langgraph-api passes it), else the CORS_ORIGINS setting."""
+    if http.cors is not None:
+        return http.cors.model_dump(exclude_none=True, exclude=set(http.cors.model_extra or {}))
+    return {
+        "allow_origins": settings.cors_origins,
+        "allow_credentials": True,
+        "allow_methods": ["*"],
+        "allow_headers": ["*"],
+        "expose_headers": EXPOSED_HEADERS,
+    }
