@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -92,3 +98,64 @@ def running_server(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+LANGGRAPH = Path(sys.executable).parent / "langgraph"  # langgraph-cli[inmem], a dev extra
+SWITCHBOARD = Path(sys.executable).parent / "switchboard"
+
+
+@contextmanager
+def served_by(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log: Path,
+    url: str,
+    timeout_s: float = 120,
+) -> Iterator[str]:
+    """Run a server command in a process group of its own until `url`/ok answers 200; yield
+    `url`; stop the whole group afterwards (SIGTERM, then SIGKILL)."""
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=dict(env), stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{command[0]} exited: {log.read_text()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{command[0]} did not start in {timeout_s} s")
+                time.sleep(0.3)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextmanager
+def langgraph_dev(config: Path, *, log: Path) -> Iterator[str]:
+    """`langgraph dev` (in-memory, offline) serving the project of `config` on a free port, run
+    from the project folder as its users run it (graph paths are relative to the working
+    directory there); its `.langgraph_api/` state folder is git-ignored."""
+    port = free_port()
+    env = {**os.environ, "LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
+    command = [
+        str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port),
+        "--config", str(config),
+    ]  # fmt: skip
+    with served_by(
+        command, cwd=config.parent, env=env, log=log, url=f"http://127.0.0.1:{port}"
+    ) as url:
+        yield url

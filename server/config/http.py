@@ -18,8 +18,6 @@ from starlette.types import Receive, Scope, Send
 from server.config.schema import HttpConfig
 from server.settings import Settings
 
-# Routes a custom app cannot shadow (langgraph-api's "unshadowable" meta routes we have).
-UNSHADOWABLE = frozenset({"/ok", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 # Headers the SDK and Studio read from API responses.
 EXPOSED_HEADERS = ["Location", "Content-Location", "X-Pagination-Total", "X-Pagination-Next"]
 
@@ -54,11 +52,9 @@ class CustomRoutes(BaseRoute):
 
 
 def mount_custom_app(app: FastAPI, custom: Starlette) -> None:
-    """Put the custom app's routes ahead of the API's (after the unshadowable ones)."""
-    routes = list(app.router.routes)
-    first = [r for r in routes if getattr(r, "path", None) in UNSHADOWABLE]
-    rest = [r for r in routes if getattr(r, "path", None) not in UNSHADOWABLE]
-    app.router.routes = [*first, CustomRoutes(custom), *rest]
+    """Route requests the custom app has a route for to it. Call it after the unshadowable
+    routes (FastAPI's docs, `/ok`) and before the API's routers are included."""
+    app.router.routes.append(CustomRoutes(custom))
 
 
 def cors_options(http: HttpConfig, settings: Settings) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The `switchboard` command: help for every subcommand, migrate, seed-users."""
+"""The `switchboard` command: help for every subcommand, migrate, seed-users, serve failures."""
 
 from __future__ import annotations
 
@@ -92,3 +92,26 @@ def test_seed_users_rejects_a_bad_file_and_writes_nothing(
     missing = _run("seed-users", str(tmp_path / "absent.json"))
     assert missing.returncode != 0
     assert "no such file" in missing.stderr
+
+
+def test_serve_stops_with_one_line_naming_the_graph_that_failed_to_import(tmp_path: Path) -> None:
+    (tmp_path / "agent.py").write_text("raise RuntimeError('OPENAI_API_KEY is not set')\n")
+    config = tmp_path / "langgraph.json"
+    config.write_text(json.dumps({"graphs": {"agent": "./agent.py:graph"}}))
+    # (XDG_RUNTIME_DIR: platformdirs warns on import without one, on machines like CI's.)
+    env = {"DATA_DIR": str(tmp_path / "data"), "XDG_RUNTIME_DIR": str(tmp_path)}
+    result = _run("serve", "--config", str(config), env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "switchboard serve: graph 'agent' (./agent.py:graph) failed to load: "
+        "RuntimeError: OPENAI_API_KEY is not set"
+    ]
+
+
+def test_serve_without_a_project_file_says_how_to_give_one(tmp_path: Path) -> None:
+    result = _run("serve", env={"LANGGRAPH_CONFIG": str(tmp_path / "langgraph.json")})
+    assert result.returncode == 1
+    assert "no langgraph.json there" in result.stderr
+    assert "--config PATH" in result.stderr
+    assert "Traceback" not in result.stderr

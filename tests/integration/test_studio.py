@@ -2,65 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from langgraph_sdk import get_client
 
-from tests.support import free_port
+from tests.support import LANGGRAPH, langgraph_dev
 
 ROOT = Path(__file__).resolve().parents[2]
-LANGGRAPH = Path(sys.executable).parent / "langgraph"
 
 
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`langgraph dev --no-browser` on a free port, from the repository (graph paths are
-    relative to the working directory; its `.langgraph_api/` state folder is git-ignored)."""
+    """`langgraph dev` serving the repository's own langgraph.json."""
     if not LANGGRAPH.exists():
         pytest.skip("langgraph-cli[inmem] is not installed (pip install -e '.[dev]')")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("langgraph-dev")
-    env = {**os.environ, "LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
-    log = (workdir / "dev.log").open("w")
-    process = subprocess.Popen(
-        [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port),
-         "--config", str(ROOT / "langgraph.json")],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"langgraph dev exited: {(workdir / 'dev.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("langgraph dev did not start in 120 s")
-            time.sleep(0.5)
+    log = tmp_path_factory.mktemp("langgraph-dev") / "dev.log"
+    with langgraph_dev(ROOT / "langgraph.json", log=log) as url:
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 async def test_langgraph_dev_serves_both_graphs_and_streams_a_run(dev_server: str) -> None:

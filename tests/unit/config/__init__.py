@@ -1,0 +1,1 @@
+"""Unit tests of server/config: langgraph.json, graph forms, store and http."""
