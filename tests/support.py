@@ -113,10 +113,11 @@ def served_by(
     log: Path,
     url: str,
     timeout_s: float = 120,
-) -> Iterator[str]:
-    """Run a server command in a process group of its own until `url`/ok answers 200; yield
-    `url`; stop the whole group afterwards (SIGTERM, then SIGKILL)."""
-    with log.open("w") as output:
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server command in a process group of its own (output appended to `log`) until
+    `url`/ok answers 200; yield the process; stop the whole group afterwards (SIGTERM, then
+    SIGKILL)."""
+    with log.open("a") as output:
         process = subprocess.Popen(
             command, cwd=cwd, env=dict(env), stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -132,7 +133,7 @@ def served_by(
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{command[0]} did not start in {timeout_s} s")
                 time.sleep(0.3)
-            yield url
+            yield process
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -155,7 +156,6 @@ def langgraph_dev(config: Path, *, log: Path) -> Iterator[str]:
         str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port),
         "--config", str(config),
     ]  # fmt: skip
-    with served_by(
-        command, cwd=config.parent, env=env, log=log, url=f"http://127.0.0.1:{port}"
-    ) as url:
+    url = f"http://127.0.0.1:{port}"
+    with served_by(command, cwd=config.parent, env=env, log=log, url=url):
         yield url

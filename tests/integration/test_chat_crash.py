@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +14,7 @@ import psycopg
 
 from tests.integration.chat_support import sse_events
 from tests.integration.helpers import create_agent, create_conversation, create_user
-from tests.support import free_port, scratch_database
-
-SWITCHBOARD = Path(sys.executable).parent / "switchboard"
+from tests.support import REPO_PROJECT, SWITCHBOARD, free_port, scratch_database, served_by
 
 
 @contextlib.contextmanager
@@ -29,6 +25,7 @@ def serve(database_url: str, data_dir: Path, log: Path) -> Iterator[tuple[str, i
         **os.environ,
         "DATABASE_URL": database_url,
         "DATA_DIR": str(data_dir),
+        "LANGGRAPH_CONFIG": str(REPO_PROJECT),
         "PORT": str(port),
         "LOG_LEVEL": "warning",
         "MIGRATE_ON_START": "false",
@@ -37,29 +34,11 @@ def serve(database_url: str, data_dir: Path, log: Path) -> Iterator[tuple[str, i
         "RUN_LEASE_S": "2",
         "RUN_POLL_S": "0.5",
     }
-    with log.open("a") as out:
-        process = subprocess.Popen(
-            [str(SWITCHBOARD), "serve"], env=env, stdout=out, stderr=out, start_new_session=True
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.3)
-        yield url, process.pid
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    with served_by(
+        [str(SWITCHBOARD), "serve"], cwd=Path.cwd(), env=env, log=log, url=url
+    ) as server:
+        yield url, server.pid
 
 
 def run_status(database_url: str, run_id: str) -> str:

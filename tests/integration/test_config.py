@@ -62,13 +62,9 @@ def switchboard(
         "INGEST_SAMPLES_ON_START": "false",
         "LOG_LEVEL": "warning",
     }
-    with served_by(
-        [str(SWITCHBOARD), "serve", "--config", str(project)],
-        cwd=work,
-        env=env,
-        log=work / "serve.log",
-        url=f"http://127.0.0.1:{port}",
-    ) as url:
+    url = f"http://127.0.0.1:{port}"
+    command = [str(SWITCHBOARD), "serve", "--config", str(project)]
+    with served_by(command, cwd=work, env=env, log=work / "serve.log", url=url):
         yield url
 
 
