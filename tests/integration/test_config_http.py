@@ -79,7 +79,13 @@ def bare(database_url: str, data_dir: Path) -> Iterator[httpx.Client]:
     """A server without meta routes, assistants or runs."""
     project = write_project(
         data_dir / "bare-project",
-        {"disable_meta": True, "disable_assistants": True, "disable_runs": True},
+        {
+            "disable_meta": True,
+            "disable_assistants": True,
+            "disable_runs": True,
+            "disable_mcp": True,
+            "disable_a2a": True,
+        },
     )
     settings = make_settings(
         database_url, data_dir / "bare", migrate_on_start=False, langgraph_config=project
@@ -120,6 +126,9 @@ def test_disabled_route_groups_are_gone_and_the_rest_stay(
     assert bare.post("/assistants/search", json={}).status_code == 404
     assert bare.post("/runs/crons/search", json={}).status_code == 404
     assert bare.post("/threads/search", json={}).status_code == 200
+    assert bare.post("/mcp", json={}).status_code == 404
+    assert bare.post("/a2a/chat", json={}).status_code == 404
+    assert custom.post("/a2a/chat", json={}).status_code != 404  # (an empty JSON-RPC call)
     assert bare.get("/users").status_code == 200  # the chat API is not a route group of theirs
 
 

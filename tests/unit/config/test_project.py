@@ -220,7 +220,7 @@ def test_each_unsupported_key_is_warned_about_once_and_build_keys_are_not(
         "graphs": {"g": "./g.py:graph"},
         "encryption": {"path": "./enc.py:encryption"},
         "checkpointer": {"path": "./saver.py:make", "ttl": {"default_ttl": 60}},
-        "http": {"mount_prefix": "/api", "disable_mcp": True},
+        "http": {"mount_prefix": "/api", "disable_ui": True, "disable_mcp": True},
         "colour": "blue",
     }
     with caplog.at_level(logging.INFO):
@@ -228,7 +228,7 @@ def test_each_unsupported_key_is_warned_about_once_and_build_keys_are_not(
             read_project(write_project(tmp_path, config, {"g.py": GRAPH_FILE.format(var="PATH")}))
         )
     warned = " | ".join(project.warnings)
-    for key in ("encryption", "checkpointer.path", "http.mount_prefix", "http.disable_mcp"):
+    for key in ("encryption", "checkpointer.path", "http.mount_prefix", "http.disable_ui"):
         assert sum(w.startswith(f"{key} ") for w in project.warnings) == 1, key
     assert "colour is not a langgraph.json key" in warned
     assert "dockerfile_lines" not in warned
