@@ -15,7 +15,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -26,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from langchain_text_splitters import RecursiveCharacterTextSplitter
 from qdrant_client import models
 from sqlalchemy.engine import make_url
 
+from bench import publish
 from server.settings import Settings
 from stores import migrate
 from stores.embedded_postgres import embedded_postgres
@@ -40,8 +39,7 @@ from stores.qdrant import open_qdrant, qdrant_call
 from stores.sql.database import open_database
 
 SIZES = (1_000, 10_000, 100_000)
-CHUNK_SIZE = 1000
-CHUNK_OVERLAP = 150
+DOCUMENT_CHARS = 1000  # generated documents hold about CHUNKS_PER_DOC times this much text
 CHUNKS_PER_DOC = 10
 SEARCHES = 100
 FILTERED_SEARCHES = 20
@@ -86,7 +84,7 @@ def _latency(samples: Sequence[float]) -> Latency:
 
 def _document(rng: random.Random, index: int) -> bytes:
     paragraphs: list[str] = []
-    while sum(len(p) for p in paragraphs) < CHUNK_SIZE * CHUNKS_PER_DOC * 0.85:
+    while sum(len(p) for p in paragraphs) < DOCUMENT_CHARS * CHUNKS_PER_DOC * 0.85:
         sentences = [
             " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 18))).capitalize() + "."
             for _ in range(rng.randint(3, 6))
@@ -129,14 +127,14 @@ async def _ingest_real(kb: KnowledgeBase, target: int) -> tuple[float, float, fl
         (pipeline seconds, embedding-only seconds, re-ingest seconds, chunks).
     """
     rng = random.Random(7)
-    splitter = RecursiveCharacterTextSplitter(chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP)
     documents: list[bytes] = []
     chunks = 0
     pipeline_s = embed_s = 0.0
     while chunks < target:
         data = _document(rng, len(documents))
         documents.append(data)
-        texts = splitter.split_text(extract(data, filename="doc.md").text)
+        extracted = extract(data, filename="doc.md")
+        texts = [c.embedded for c in kb.chunker.split(extracted.sections, title=extracted.title)]
         began = time.perf_counter()
         await kb.embedder.aembed_documents(texts)
         embed_s += time.perf_counter() - began
@@ -261,8 +259,6 @@ async def run() -> str:
                 embedder=embedder,
                 database=database,
                 dimension=embedder.dimension,
-                chunk_size=CHUNK_SIZE,
-                chunk_overlap=CHUNK_OVERLAP,
             )
             print("ingesting ~1k real chunks through the full pipeline...", flush=True)
             ingest_s, embed_s, reingest_s, chunks = await _ingest_real(kb, SIZES[0])
@@ -296,7 +292,7 @@ def _report(
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()} "
         f"with {os.cpu_count()} CPUs (shared with other work), Python "
         f"{platform.python_version()}, Qdrant **local mode**, all-MiniLM-L6-v2 on CPU, "
-        f"chunks of {CHUNK_SIZE} characters. Produced by `python -m bench knowledge`. "
+        "chunks of CHUNK_SIZE (128) tokens. Produced by `python -m bench knowledge`. "
         f"Load average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end; a load "
         f"above {os.cpu_count()} means other work competed for the CPUs and inflated the figures.",
         "",
@@ -370,11 +366,7 @@ def _report(
 
 def main() -> None:
     """Run the benchmark, print the report and write it to bench/results/knowledge.md."""
-    report = asyncio.run(run())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report, encoding="utf-8")
-    print(report)
-    print(f"written to {RESULTS}", file=sys.stderr)
+    publish(asyncio.run(run()), RESULTS)
 
 
 if __name__ == "__main__":

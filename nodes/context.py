@@ -46,6 +46,7 @@ class KnowledgeSearch(Protocol):
         collections: Sequence[str] | None = None,
         source: str | None = None,
         doc_type: str | None = None,
+        dedup: bool = False,
     ) -> Sequence[SearchHitLike]: ...
 
 

@@ -1,4 +1,4 @@
-"""The `switchboard` command: serve, migrate, seed-users, ingest."""
+"""The `switchboard` command: serve, migrate, seed-users, ingest, reindex, memory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`switchboard ingest PATH...`: put files and folders of documents into the knowledge base."""
+"""`switchboard ingest PATH...` and `switchboard reindex`: fill and rebuild the knowledge base."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from sqlalchemy import func, select
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from server.resources import open_resources
 from server.settings import Settings
 from stores.errors import StoreError
 from stores.extract import DOC_TYPES
-from stores.knowledge import check_collection_name
+from stores.knowledge import ReindexResult, check_collection_name
+from stores.sql.models import Document
 
 
 def collect_files(paths: Sequence[Path]) -> list[Path]:
@@ -46,6 +48,16 @@ def collect_files(paths: Sequence[Path]) -> list[Path]:
     return list(unique)
 
 
+def _local_store_busy(settings: Settings, error: RuntimeError) -> SystemExit:
+    """The message for qdrant-client's refusal to open a folder another process holds."""
+    if "already accessed" not in str(error):
+        raise error
+    return SystemExit(
+        f"the Qdrant local store in {settings.data_dir / 'qdrant'} is open in another "
+        "process (a running server?): stop it, or set QDRANT_URL to a Qdrant server"
+    )
+
+
 async def ingest_files(
     settings: Settings, files: Sequence[Path], *, collection: str | None, progress: bool = True
 ) -> Counter[str]:
@@ -68,13 +80,37 @@ async def ingest_files(
                         continue
                     counts[result.status] += 1
     except RuntimeError as error:
-        if "already accessed" not in str(error):
-            raise
-        raise SystemExit(
-            f"the Qdrant local store in {settings.data_dir / 'qdrant'} is open in another "
-            "process (a running server?): stop it, or set QDRANT_URL to a Qdrant server"
-        ) from error
+        raise _local_store_busy(settings, error) from error
     return counts
+
+
+async def reindex_collections(
+    settings: Settings, names: Sequence[str], *, force: bool, progress: bool = True
+) -> list[ReindexResult]:
+    """Rebuild the collections named (all stale ones when none is), with a progress bar.
+
+    Returns:
+        One result per collection looked at.
+    """
+    try:
+        async with open_resources(settings) as resources:
+            knowledge = resources.knowledge
+            await knowledge.check_dimensions()
+            targets = list(names) or sorted(knowledge.stale)
+            async with knowledge.database.sessions() as session:
+                total = await session.scalar(
+                    select(func.count())
+                    .select_from(Document)
+                    .where(Document.collection.in_(targets))
+                )
+            results = []
+            with tqdm(total=total or 0, unit="doc", disable=not progress) as bar:
+                for name in targets:
+                    bar.set_postfix_str(name, refresh=False)
+                    results.append(await knowledge.reindex(name, force=force, progress=bar.update))
+            return results
+    except RuntimeError as error:
+        raise _local_store_busy(settings, error) from error
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -100,6 +136,39 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild knowledge collections with the current embedder, chunker and layout.
+
+    With no COLLECTION, every stale collection (the ones the server names at startup).
+    """
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise SystemExit(f"invalid settings:\n{error}") from error
+    for name in args.collections:
+        try:
+            check_collection_name(name)
+        except ValueError as error:
+            raise SystemExit(f"COLLECTION: {error}") from error
+    try:
+        results = asyncio.run(reindex_collections(settings, args.collections, force=args.force))
+    except StoreError as error:
+        raise SystemExit(str(error)) from error
+    if not results:
+        print("every collection is current: nothing to rebuild")
+    for result in results:
+        if result.status == "current":
+            print(f"collection {result.collection!r}: current, left alone (--force rebuilds it)")
+            continue
+        print(
+            f"collection {result.collection!r}: rebuilt {result.documents} documents "
+            f"into {result.chunks} chunks"
+        )
+        for source in result.missing:
+            print(f"  not rebuilt (no source file, no stored chunks): {source}")
+    return 1 if any(r.missing for r in results) else 0
+
+
 def add_ingest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `switchboard ingest` on the sub-command parsers `sub`."""
     ingest = sub.add_parser(
@@ -110,3 +179,14 @@ def add_ingest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--collection", help="knowledge base to ingest into (default: KNOWLEDGE_DEFAULT_COLLECTION)"
     )
     ingest.set_defaults(func=cmd_ingest)
+
+    reindex = sub.add_parser(
+        "reindex",
+        help="rebuild knowledge collections (after the embedder or chunker changed)",
+        description=cmd_reindex.__doc__,
+    )
+    reindex.add_argument(
+        "collections", nargs="*", metavar="COLLECTION", help="collections (default: the stale)"
+    )
+    reindex.add_argument("--force", action="store_true", help="rebuild current ones too")
+    reindex.set_defaults(func=cmd_reindex)

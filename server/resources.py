@@ -23,7 +23,7 @@ from stores import migrate
 from stores.checkpoints import Checkpoints, open_checkpoints
 from stores.embedded_mongo import embedded_mongo
 from stores.embedded_postgres import embedded_postgres
-from stores.embeddings import open_embedder
+from stores.embeddings import SharedEmbeddings, open_embedder
 from stores.knowledge import KnowledgeBase, open_knowledge
 from stores.memory import (
     MongoGateway,
@@ -48,7 +48,7 @@ class Resources:
     database_url: str
     database_kind: str  # "external" or "embedded"
     qdrant: AsyncQdrantClient
-    embedder: Embeddings
+    embedder: SharedEmbeddings  # one per process: query cache and shared forward passes
     embedding_dimension: int
     embedding_model: str
     knowledge: KnowledgeBase
@@ -98,14 +98,22 @@ def qdrant_for(settings: Settings) -> AbstractAsyncContextManager[AsyncQdrantCli
     )
 
 
-def embedder_for(settings: Settings) -> tuple[Embeddings, int, str]:
-    """The embedder the settings ask for: (embedder, dimension, model name)."""
+def embedder_for(settings: Settings) -> tuple[SharedEmbeddings, int, str]:
+    """The embedder the settings ask for: (embedder, dimension, model name).
+
+    Close it (`close()`) when done: it owns a worker thread.
+    """
     return open_embedder(
         provider=settings.embeddings_provider,
         openai_api_key=settings.openai_api_key,
         openai_base_url=settings.openai_base_url,
         openai_model=settings.embeddings_model,
         openai_dimension=settings.embeddings_dimension,
+        backend=settings.embeddings_backend,
+        quantize=settings.embeddings_quantize,
+        cache_dir=settings.models_dir or settings.data_dir / "models",
+        cache_size=settings.embeddings_cache_size,
+        max_batch=settings.embeddings_max_batch,
     )
 
 
@@ -183,6 +191,7 @@ async def open_resources(
         )
         qdrant = await stack.enter_async_context(qdrant_for(settings))
         embedder, dimension, model_name = embedder_for(settings)
+        stack.callback(embedder.close)
         # Raises DimensionMismatchError when a collection was built by another embedder.
         knowledge = await open_knowledge(
             client=qdrant,
@@ -190,7 +199,6 @@ async def open_resources(
             database=database,
             dimension=dimension,
             chunk_size=settings.chunk_size,
-            chunk_overlap=settings.chunk_overlap,
             default_collection=settings.knowledge_default_collection,
             max_bytes=settings.max_upload_bytes,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -113,6 +113,23 @@ class Settings(BaseSettings):
     embeddings_dimension: int = Field(
         1536, ge=8, le=8192, description="Vector size of the OpenAI embeddings model."
     )
+    embeddings_backend: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="How MiniLM runs: onnx (exported to DATA_DIR/models at first use; torch "
+        "if the export fails) or torch (sentence-transformers).",
+    )
+    models_dir: Path | None = Field(
+        None, description="Where exported embedding models are kept (unset: DATA_DIR/models)."
+    )
+    embeddings_quantize: bool = Field(
+        True, description="Run the ONNX model quantised to int8 (faster; see docs/knowledge.md)."
+    )
+    embeddings_cache_size: int = Field(
+        1024, ge=0, le=1_000_000, description="Query vectors kept in the LRU cache (0: none)."
+    )
+    embeddings_max_batch: int = Field(
+        32, ge=1, le=1024, description="Concurrent queries encoded in one forward pass at most."
+    )
     openai_api_key: str | None = Field(None, description="Key of the OpenAI-compatible API.")
     openai_base_url: str | None = Field(
         None, description="Base URL of an OpenAI-compatible API (Gemini, vLLM, Ollama...)."
@@ -191,10 +208,11 @@ class Settings(BaseSettings):
         description="Knowledge base that uploads and searches use when none is named.",
     )
     chunk_size: int = Field(
-        1000, ge=100, le=20_000, description="Characters per chunk when splitting documents."
-    )
-    chunk_overlap: int = Field(
-        150, ge=0, le=5_000, description="Characters shared by neighbouring chunks."
+        128,
+        ge=32,
+        le=8192,
+        description="Embedder tokens per chunk, title and heading path included (MiniLM reads "
+        "254 at most: larger values are capped).",
     )
     max_upload_bytes: int = Field(
         20 * MIB, ge=1024, description="Largest document upload accepted; bigger ones get 413."
@@ -229,15 +247,6 @@ class Settings(BaseSettings):
         if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
             raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
         return value
-
-    @model_validator(mode="after")
-    def _check_chunking(self) -> Settings:
-        if self.chunk_overlap >= self.chunk_size:
-            raise ValueError(
-                f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
-                f"CHUNK_SIZE ({self.chunk_size})"
-            )
-        return self
 
 
 def get_settings() -> Settings:

@@ -1,4 +1,4 @@
-"""Plain text (and a title) out of uploaded .txt, .md, .html and .pdf files."""
+"""Text, title and sections (heading paths, PDF pages) of uploaded .txt, .md, .html, .pdf files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePath
+from typing import ClassVar
 
+from stores.chunking import Section
 from stores.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,12 @@ class DocumentTooLargeError(DocumentError):
 
 @dataclass(frozen=True, slots=True)
 class Extracted:
-    """The text of a document, its title and its doc_type."""
+    """The text of a document, its title, its doc_type and its sections in reading order."""
 
     text: str
     title: str
     doc_type: str
+    sections: tuple[Section, ...] = ()
 
 
 def doc_type_for(filename: str, content_type: str | None = None) -> str:
@@ -107,18 +110,24 @@ def _decode(data: bytes, filename: str) -> str:
 
 
 class _HTMLText(HTMLParser):
-    """Collects the visible text of an HTML page and its <title>."""
+    """Collects the visible text of an HTML page, its <title>, and its sections by <h1>-<h6>."""
 
     _SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
     _BLOCK = frozenset(
         {"p", "div", "br", "li", "ul", "ol", "tr", "table", "section", "article", "header",
-         "footer", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "hr", "dd", "dt"}
+         "footer", "pre", "blockquote", "hr", "dd", "dt"}
     )  # fmt: skip
+    _HEADINGS: ClassVar[dict[str, int]] = {f"h{level}": level for level in range(1, 7)}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.title_parts: list[str] = []
+        # (heading path, text parts) per section; the first one is what precedes any heading.
+        self.sections: list[tuple[tuple[str, ...], list[str]]] = [((), [])]
+        self._stack: list[tuple[int, str]] = []
+        self._heading: list[str] | None = None
+        self._heading_level = 0
         self._skip_depth = 0
         self._in_title = False
 
@@ -127,22 +136,42 @@ class _HTMLText(HTMLParser):
             self._in_title = True
         elif tag in self._SKIP:
             self._skip_depth += 1
-        elif tag in self._BLOCK:
+        elif tag in self._HEADINGS and self._skip_depth == 0:
+            self._heading, self._heading_level = [], self._HEADINGS[tag]
             self.parts.append("\n")
+        elif tag in self._BLOCK:
+            self._add("\n")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
         elif tag in self._SKIP:
             self._skip_depth = max(0, self._skip_depth - 1)
-        elif tag in self._BLOCK:
+        elif tag in self._HEADINGS and self._heading is not None:
+            heading = " ".join(" ".join(self._heading).split())
+            self._heading = None
             self.parts.append("\n")
+            if heading:
+                while self._stack and self._stack[-1][0] >= self._heading_level:
+                    self._stack.pop()
+                self._stack.append((self._heading_level, heading))
+                self.sections.append((tuple(h for _, h in self._stack), []))
+        elif tag in self._BLOCK:
+            self._add("\n")
+
+    def _add(self, text: str) -> None:
+        self.parts.append(text)
+        self.sections[-1][1].append(text)
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title_parts.append(data)
         elif self._skip_depth == 0:
-            self.parts.append(data)
+            if self._heading is not None:
+                self._heading.append(data)
+                self.parts.append(data)
+            else:
+                self._add(data)
 
 
 def _tidy(text: str) -> str:
@@ -150,14 +179,15 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def _html(data: bytes, filename: str) -> tuple[str, str]:
+def _html(data: bytes, filename: str) -> tuple[str, str, tuple[Section, ...]]:
     parser = _HTMLText()
     parser.feed(_decode(data, filename))
     parser.close()
-    return _tidy("".join(parser.parts)), _tidy(" ".join(parser.title_parts))
+    sections = tuple(Section(path, _tidy("".join(parts))) for path, parts in parser.sections)
+    return _tidy("".join(parser.parts)), _tidy(" ".join(parser.title_parts)), sections
 
 
-def _pdf(data: bytes, filename: str) -> tuple[str, str]:
+def _pdf(data: bytes, filename: str) -> tuple[str, str, tuple[Section, ...]]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -182,15 +212,84 @@ def _pdf(data: bytes, filename: str) -> tuple[str, str]:
             f"{filename} is a PDF with no extractable text (a scan? text extraction needs "
             "a text layer)"
         )
-    return text, title
+    sections = tuple(
+        Section((f"Page {number}",), _tidy(page)) for number, page in enumerate(pages, start=1)
+    )
+    return text, title, sections
 
 
-def _markdown_title(text: str) -> str:
-    for line in text.splitlines():
-        match = re.match(r"^#{1,2}\s+(.+?)\s*#*\s*$", line)
-        if match:
-            return match.group(1)
-    return ""
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """(level, text) when `line` is an ATX heading (`## Text ##`); plain string work, linear."""
+    stripped = line.lstrip(" ")
+    if len(line) - len(stripped) > 3 or not stripped.startswith("#"):
+        return None
+    level = len(stripped) - len(stripped.lstrip("#"))
+    rest = stripped[level:]
+    if level > 6 or (rest and rest[0] not in " \t"):
+        return None
+    text = rest.strip(" \t")
+    closed = text.rstrip("#")
+    if closed != text and (not closed or closed[-1] in " \t"):
+        text = closed.strip(" \t")
+    return level, text
+
+
+def _setext_level(line: str) -> int:
+    """1 for a `===` underline, 2 for `---`, else 0."""
+    stripped = line.strip()
+    if len(stripped) >= 2 and stripped == "=" * len(stripped):
+        return 1
+    if len(stripped) >= 3 and stripped == "-" * len(stripped):
+        return 2
+    return 0
+
+
+def markdown_sections(text: str) -> tuple[str, tuple[Section, ...]]:
+    """The title (first level 1-2 heading) and the sections of a markdown text.
+
+    Headings inside fenced code blocks are text; a `---` under a one-line paragraph is a
+    level-2 heading (setext), elsewhere a rule.
+    """
+    sections: list[tuple[tuple[str, ...], list[str]]] = [((), [])]
+    stack: list[tuple[int, str]] = []
+    title = ""
+    fence = ""
+    lines = text.splitlines()
+
+    def open_section(level: int, heading: str) -> None:
+        nonlocal title
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, heading))
+        sections.append((tuple(h for _, h in stack), []))
+        if not title and level <= 2:
+            title = heading
+
+    for index, line in enumerate(lines):
+        body = sections[-1][1]
+        marker = line.lstrip()[:3]
+        if fence:
+            if marker == fence:
+                fence = ""
+            body.append(line)
+            continue
+        if marker in ("```", "~~~"):
+            fence = marker
+            body.append(line)
+            continue
+        atx = _atx_heading(line)
+        if atx is not None and atx[1]:
+            open_section(*atx)
+            continue
+        level = _setext_level(line)
+        previous = lines[index - 1].strip() if index > 0 else ""
+        before = lines[index - 2].strip() if index > 1 else ""
+        if level and previous and not before and body and body[-1].strip() == previous:
+            body.pop()
+            open_section(level, previous)
+            continue
+        body.append(line)
+    return title, tuple(Section(path, _tidy("\n".join(body))) for path, body in sections)
 
 
 def extract(data: bytes, *, filename: str, content_type: str | None = None) -> Extracted:
@@ -213,13 +312,19 @@ def extract(data: bytes, *, filename: str, content_type: str | None = None) -> E
         raise UnreadableDocumentError(f"{filename} is empty")
     title = ""
     if doc_type == "pdf":
-        text, title = _pdf(data, filename)
+        text, title, sections = _pdf(data, filename)
     elif doc_type == "html":
-        text, title = _html(data, filename)
+        text, title, sections = _html(data, filename)
     else:
         text = _tidy(_decode(data, filename))
+        sections = (Section((), text),)
         if doc_type == "md":
-            title = _markdown_title(text)
+            title, sections = markdown_sections(text)
     if not text:
         raise UnreadableDocumentError(f"{filename} has no text to index")
-    return Extracted(text=text, title=title or PurePath(filename).stem, doc_type=doc_type)
+    return Extracted(
+        text=text,
+        title=title or PurePath(filename).stem,
+        doc_type=doc_type,
+        sections=tuple(s for s in sections if s.text or s.path),
+    )

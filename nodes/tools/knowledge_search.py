@@ -18,6 +18,7 @@ async def _knowledge_search(args: Mapping[str, Any], env: ToolEnv) -> str:
         k=int(args.get("k", 4)),
         collections=collections or (list(env.context.collections) or None),
         doc_type=args.get("doc_type"),
+        dedup=bool(args.get("dedup", False)),
     )
     if not hits:
         return "no matching documents"
@@ -49,6 +50,10 @@ KNOWLEDGE_SEARCH = ToolSpec(
                 "type": "string",
                 "description": "Only this document type.",
                 "maxLength": 20,
+            },
+            "dedup": {
+                "type": "boolean",
+                "description": "At most one passage per document (the best one).",
             },
         },
         "required": ["query"],

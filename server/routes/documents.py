@@ -1,4 +1,4 @@
-"""`/documents` (upload, list, read, delete) and `/search` (semantic search of the chunks)."""
+"""`/documents` (upload, list, read, delete) and `/search` (hybrid search of the chunks)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ async def delete_document(document_id: uuid.UUID, knowledge: KnowledgeDep) -> No
 
 @router.post("/search")
 async def search(body: SearchRequest, knowledge: KnowledgeDep) -> SearchOut:
-    """The `k` chunks closest in meaning to `query`, optionally filtered by payload."""
+    """The `k` chunks that best match `query` (dense + lexical, fused), optionally filtered."""
     collection = body.filter.collection
     hits = await knowledge.search(
         body.query,
@@ -102,5 +102,6 @@ async def search(body: SearchRequest, knowledge: KnowledgeDep) -> SearchOut:
         collections=None if collection is None else [collection],
         source=body.filter.source,
         doc_type=body.filter.doc_type,
+        dedup=body.dedup,
     )
     return SearchOut(query=body.query, hits=[SearchHitOut.model_validate(hit) for hit in hits])

@@ -49,15 +49,16 @@ class SearchFilter(RequestModel):
 
 
 class SearchRequest(RequestModel):
-    """A semantic search: the `k` chunks closest in meaning to `query`."""
+    """A hybrid search: the `k` chunks that best match `query`, by meaning and by words."""
 
     query: Annotated[str, Field(min_length=1, max_length=4000)]
     k: Annotated[int, Field(ge=1, le=50)] = 4
     filter: SearchFilter = Field(default_factory=SearchFilter)
+    dedup: bool = Field(False, description="At most one hit (the best) per document.")
 
 
 class SearchHitOut(ResponseModel):
-    """One matching chunk; `score` is cosine similarity (higher is closer)."""
+    """One matching chunk, ordered by `fused`; `score` is cosine similarity (higher is closer)."""
 
     document_id: uuid.UUID
     chunk_index: int
@@ -65,8 +66,10 @@ class SearchHitOut(ResponseModel):
     source: str
     doc_type: str
     title: str
+    heading_path: list[str]
     text: str
     score: float
+    fused: float
 
 
 class SearchOut(ResponseModel):

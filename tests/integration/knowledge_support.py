@@ -10,16 +10,16 @@ from pathlib import Path
 
 from qdrant_client import models
 
-from stores.embeddings import MiniLMEmbeddings
+from stores.embeddings import MiniLMEmbeddings, SharedEmbeddings
 from stores.knowledge import COLLECTION_PREFIX, KnowledgeBase, open_knowledge
 from stores.qdrant import open_qdrant, qdrant_call
 from stores.sql.database import open_database
 
 
 @functools.cache
-def shared_embedder() -> MiniLMEmbeddings:
-    """The real all-MiniLM-L6-v2 model, loaded once per test process (it takes seconds)."""
-    model = MiniLMEmbeddings()
+def shared_embedder() -> SharedEmbeddings:
+    """The real all-MiniLM-L6-v2 model as the server runs it, loaded once per test process."""
+    model = SharedEmbeddings(MiniLMEmbeddings())
     model.warm_up()
     return model
 
@@ -77,8 +77,7 @@ async def open_kb(
     database_url: str,
     qdrant_path: Path,
     *,
-    chunk_size: int = 400,
-    chunk_overlap: int = 40,
+    chunk_size: int = 128,
     max_bytes: int = 1024 * 1024,
 ) -> AsyncIterator[KnowledgeBase]:
     """A knowledge base on a real database and a local-mode Qdrant at `qdrant_path`."""
@@ -92,7 +91,6 @@ async def open_kb(
             database=database,
             dimension=shared_embedder().dimension,
             chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
             max_bytes=max_bytes,
         )
 

@@ -132,6 +132,31 @@ def test_search_filters_by_source_doc_type_and_collection(kb_api: httpx.Client) 
     assert hits(collection=unique_collection("missing")) == []
 
 
+def test_search_dedup_returns_one_hit_per_document_with_its_heading_path(
+    kb_api: httpx.Client,
+) -> None:
+    collection = unique_collection("dedup")
+    long_garden = "# Garden\n\n## Tomatoes\n\n" + "\n\n".join(
+        f"Tip {i}. {GARDEN}" for i in range(8)
+    )
+    upload(kb_api, "garden.md", long_garden.encode(), collection)
+    upload(kb_api, "trains.txt", TRAINS.encode(), collection)
+
+    def search(**extra: Any) -> list[dict[str, Any]]:
+        body = {"query": "tomato garden", "k": 5, "filter": {"collection": collection}, **extra}
+        response = kb_api.post("/search", json=body)
+        assert response.status_code == 200, response.text
+        result: list[dict[str, Any]] = response.json()["hits"]
+        return result
+
+    every, deduped = search(), search(dedup=True)
+    assert [h["source"] for h in every[:2]] == ["garden.md", "garden.md"]
+    assert [h["source"] for h in deduped] == ["garden.md", "trains.txt"]
+    assert deduped[0]["heading_path"] == ["Garden", "Tomatoes"]
+    assert deduped[0]["fused"] >= deduped[1]["fused"]
+    assert -1 <= deduped[0]["score"] <= 1
+
+
 def test_documents_page_and_filter_by_collection(kb_api: httpx.Client) -> None:
     collection = unique_collection("page")
     for index in range(3):
@@ -180,6 +205,7 @@ def test_bad_uploads_are_refused_and_store_nothing(
         ({"query": "x", "filter": {"doc_type": "docx"}}, "doc_type"),
         ({"query": "x", "filter": {"collection": "has space"}}, "collection"),
         ({"query": "x", "filter": {"colour": "red"}}, "colour"),
+        ({"query": "x", "dedup": "sometimes"}, "dedup"),
     ],
 )
 def test_bad_search_bodies_get_422_naming_the_field(
@@ -236,6 +262,6 @@ def _search_the_samples(settings: Settings) -> None:
         assert all(d["source"].startswith("switchboard-sample:") for d in documents)
         hits = client.post(
             "/search",
-            json={"query": "which environment variable points at PostgreSQL?", "k": 1},
+            json={"query": "which variable holds the URL of the PostgreSQL database?", "k": 1},
         ).json()["hits"]
         assert "DATABASE_URL" in hits[0]["text"]

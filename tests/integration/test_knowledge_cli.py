@@ -93,3 +93,27 @@ def test_ingest_refuses_a_missing_path_and_a_bad_collection(environment: str) ->
         main(["ingest", "/no/such/place"])
     with pytest.raises(SystemExit, match="collection"):
         main(["ingest", ".", "--collection", "bad name"])
+
+
+def test_reindex_rebuilds_stale_collections_from_their_files_then_has_nothing_to_do(
+    environment: str,
+    folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collection = unique_collection("cli")
+    monkeypatch.setenv("CHUNK_SIZE", "48")
+    assert main(["ingest", str(folder), "--collection", collection]) == 0
+    monkeypatch.delenv("CHUNK_SIZE")  # the default chunker: the collection is stale now
+    capsys.readouterr()
+
+    assert main(["reindex", collection]) == 0
+    rebuilt = capsys.readouterr()
+    assert main(["reindex"]) == 0
+    again = capsys.readouterr().out
+
+    assert f"collection {collection!r}: rebuilt 4 documents into" in rebuilt.out
+    assert "doc" in rebuilt.err  # the progress bar
+    assert "every collection is current: nothing to rebuild" in again
+    with pytest.raises(SystemExit, match="COLLECTION"):
+        main(["reindex", "bad name"])

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from stores.embeddings import MiniLMEmbeddings
+from stores.embeddings import SharedEmbeddings
 from stores.errors import UnavailableError
 from stores.knowledge import KnowledgeBase, open_knowledge
 from stores.qdrant import open_qdrant
@@ -16,14 +16,14 @@ from tests.support import free_port
 
 
 @pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbeddings:
+def embedder() -> SharedEmbeddings:
     """The real model, loaded once for the process."""
     return shared_embedder()
 
 
 @pytest.fixture
 async def kb_without_qdrant(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, embedder: MiniLMEmbeddings
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, embedder: SharedEmbeddings
 ) -> AsyncIterator[KnowledgeBase]:
     """A knowledge base whose QDRANT_URL points at a port nobody listens on."""
     async with (

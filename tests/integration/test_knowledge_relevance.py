@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stores.embeddings import MiniLMEmbeddings
+from stores.embeddings import SharedEmbeddings
 from stores.knowledge import KnowledgeBase
 from tests.integration.knowledge_support import open_kb, shared_embedder, unique_collection
 
@@ -90,14 +90,14 @@ QUESTIONS: list[tuple[str, str]] = [
 
 
 @pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbeddings:
+def embedder() -> SharedEmbeddings:
     """The real model, loaded once for the process."""
     return shared_embedder()
 
 
 @pytest.fixture
 async def corpus(
-    database_url: str, tmp_path: Path, embedder: MiniLMEmbeddings
+    database_url: str, tmp_path: Path, embedder: SharedEmbeddings
 ) -> AsyncIterator[tuple[KnowledgeBase, str]]:
     """A knowledge base holding the corpus in a collection of its own."""
     collection = unique_collection("relevance")

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 from qdrant_client import models
 from sqlalchemy.exc import DBAPIError
 
-from stores.embeddings import MiniLMEmbeddings
+from nodes.context import AgentContext
+from nodes.tools.knowledge_search import KNOWLEDGE_SEARCH
+from nodes.tools.registry import ToolEnv
+from stores import sparse
+from stores.embeddings import SharedEmbeddings
+from stores.errors import UnavailableError
 from stores.extract import DocumentTooLargeError, UnreadableDocumentError, UnsupportedTypeError
 from stores.knowledge import (
     COLLECTION_PREFIX,
+    DENSE,
+    REBUILD_PREFIX,
+    SPARSE,
     DimensionMismatchError,
     KnowledgeBase,
+    StaleCollectionError,
+    document_uuid,
     open_knowledge,
     point_id,
 )
 from stores.qdrant import open_qdrant, qdrant_call
 from stores.sql.database import open_database
+from stores.sql.models import Document
 from tests.integration.knowledge_support import (
     all_points,
     make_pdf,
@@ -57,14 +70,14 @@ FORMATS = {
 
 
 @pytest.fixture(scope="module")
-def embedder() -> MiniLMEmbeddings:
+def embedder() -> SharedEmbeddings:
     """The real model, loaded once for the process."""
     return shared_embedder()
 
 
 @pytest.fixture
 async def kb(
-    database_url: str, tmp_path: Path, embedder: MiniLMEmbeddings
+    database_url: str, tmp_path: Path, embedder: SharedEmbeddings
 ) -> AsyncIterator[KnowledgeBase]:
     """A knowledge base on this module's database and a fresh local Qdrant."""
     async with open_kb(database_url, tmp_path / "qdrant") as knowledge:
@@ -193,7 +206,7 @@ async def test_filters_return_only_matching_payloads(kb: KnowledgeBase) -> None:
     assert {h.collection for h in only_second} == {second}
     both = await kb.search(query, k=10, collections=[first, second])
     assert {h.collection for h in both} == {first, second}
-    assert [h.score for h in both] == sorted((h.score for h in both), reverse=True)
+    assert [h.fused for h in both] == sorted((h.fused for h in both), reverse=True)
     none = await kb.search(query, k=10, collections=[second], source="v.txt")
     assert none == []
 
@@ -203,7 +216,7 @@ async def test_unknown_collection_finds_nothing_and_raises_nothing(kb: Knowledge
 
 
 async def test_documents_and_vectors_survive_a_restart(
-    database_url: str, tmp_path: Path, embedder: MiniLMEmbeddings
+    database_url: str, tmp_path: Path, embedder: SharedEmbeddings
 ) -> None:
     collection = unique_collection("restart")
     async with open_kb(database_url, tmp_path / "q") as kb:
@@ -257,7 +270,7 @@ async def test_bad_files_are_refused_before_anything_is_stored(kb: KnowledgeBase
 
 
 async def test_collection_of_another_dimension_is_refused_at_startup(
-    database_url: str, tmp_path: Path, embedder: MiniLMEmbeddings
+    database_url: str, tmp_path: Path, embedder: SharedEmbeddings
 ) -> None:
     name = unique_collection("dim")
     async with open_qdrant(url=None, path=tmp_path / "q") as client:
@@ -303,12 +316,12 @@ async def test_search_never_shows_orphan_or_superseded_vectors(kb: KnowledgeBase
     leftovers = [
         models.PointStruct(
             id=point_id(doc.id, "0" * 64, 0),
-            vector=vector,
+            vector={DENSE: vector, SPARSE: sparse.document_vector(CHESS)},
             payload={"document_id": str(doc.id), "content_hash": "0" * 64, "chunk": "old"},
         ),
         models.PointStruct(
             id=str(uuid.uuid4()),
-            vector=vector,
+            vector={DENSE: vector, SPARSE: sparse.document_vector(CHESS)},
             payload={"document_id": str(uuid.uuid4()), "content_hash": "1" * 64, "chunk": "gone"},
         ),
     ]
@@ -319,3 +332,184 @@ async def test_search_never_shows_orphan_or_superseded_vectors(kb: KnowledgeBase
     hits = await kb.search(CHESS, k=3, collections=[collection])
 
     assert [(h.document_id, h.text) for h in hits] == [(doc.id, CHESS)]
+
+
+MANUAL = """# Pump manual
+
+## Valves
+
+The intake valve of the Orvik pump is part Q-9912; it seals with a nitrile ring.
+
+## Motor
+
+The motor draws 2.2 kW and runs on three-phase power; its brushes last 3000 hours.
+
+## Filters
+
+The coarse filter catches leaves and grit; rinse it every week in clean water.
+"""
+
+
+async def test_hits_carry_heading_paths_and_dedup_keeps_the_best_per_document(
+    kb: KnowledgeBase,
+) -> None:
+    collection = unique_collection("dedup")
+    manual = await kb.ingest_bytes(MANUAL.encode(), filename="pump.md", collection=collection)
+    await kb.ingest_bytes(VOLCANO.encode(), filename="v.txt", collection=collection)
+    assert manual.document.chunk_count == 1  # small sections share a chunk under the title
+    await kb.ingest_bytes(
+        (MANUAL + "\n" + "\n\n".join(f"Extra note {i}. {BAKING}" for i in range(8))).encode(),
+        filename="pump.md",
+        collection=collection,
+    )
+
+    every = await kb.search("pump valve motor filter", k=6, collections=[collection])
+    deduped = await kb.search("pump valve motor filter", k=6, collections=[collection], dedup=True)
+
+    assert len({h.document_id for h in every}) < len(every)
+    assert [h.source for h in deduped] == ["pump.md", "v.txt"]
+    assert deduped[0] == every[0]
+    assert deduped[0].heading_path[0] == "Pump manual"
+
+
+async def test_an_identifier_is_found_by_its_exact_words(kb: KnowledgeBase) -> None:
+    collection = unique_collection("ident")
+    for code in ("Q-9912", "Z-4471", "K-1187", "M-5530"):
+        text = f"# Spare part {code}\n\nA replacement valve seal for garden pumps, part {code}."
+        await kb.ingest_bytes(text.encode(), filename=f"{code}.md", collection=collection)
+
+    hits = await kb.search("K-1187", k=4, collections=[collection])
+
+    assert hits[0].source == "K-1187.md"
+    assert hits[0].fused > hits[1].fused
+
+
+async def test_a_new_collection_records_how_it_was_built(kb: KnowledgeBase) -> None:
+    collection = unique_collection("build")
+    await kb.ingest_bytes(CHESS.encode(), filename="c.txt", collection=collection)
+    info = await qdrant_call(kb.client, lambda c: c.get_collection(COLLECTION_PREFIX + collection))
+    assert (info.config.metadata or {})["switchboard"] == kb.build
+    assert kb.build["chunker"] == "structure-v1"
+    assert kb.build["embedder"] == "all-MiniLM-L6-v2"
+    assert set(info.config.params.sparse_vectors or {}) == {SPARSE}
+    await kb.check_dimensions()
+    assert collection not in kb.stale
+
+
+async def _legacy_collection(kb: KnowledgeBase, collection: str) -> Document:
+    """A collection as the previous version built it: one unnamed vector, overlapping chunks."""
+    data = MANUAL.encode()
+    chunks = [MANUAL[:150], MANUAL[120:300], MANUAL[270:]]
+    vectors = await kb.embedder.aembed_documents(chunks)
+    content_hash = hashlib.sha256(data).hexdigest()
+    row = Document(
+        id=document_uuid(collection, "pump.md"), collection=collection, source="pump.md",
+        doc_type="md", title="Pump manual", content_hash=content_hash, size_bytes=len(data),
+        chunk_count=len(chunks), metadata_={},
+    )  # fmt: skip
+    async with kb.database.sessions.begin() as session:
+        session.add(row)
+    name = COLLECTION_PREFIX + collection
+    await qdrant_call(
+        kb.client,
+        lambda c: c.create_collection(
+            name, vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
+        ),
+    )
+    points = [
+        models.PointStruct(
+            id=point_id(row.id, content_hash, i),
+            vector=vector,
+            payload={
+                "document_id": str(row.id),
+                "content_hash": content_hash,
+                "chunk": chunk,
+                "chunk_index": i,
+                "source": "pump.md",
+                "doc_type": "md",
+                "collection": collection,
+                "title": "Pump manual",
+            },
+        )
+        for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
+    ]
+    await qdrant_call(kb.client, lambda c: c.upsert(name, points=points))
+    return row
+
+
+async def test_an_old_collection_is_stale_until_reindexed_and_reindex_is_idempotent(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    collection = unique_collection("legacy")
+    async with open_kb(database_url, tmp_path / "q") as kb:
+        row = await _legacy_collection(kb, collection)
+    with caplog.at_level(logging.WARNING, logger="stores.knowledge"):
+        async with open_kb(database_url, tmp_path / "q") as kb:
+            assert "dense vectors only" in kb.stale[collection]
+            assert f"switchboard reindex {collection}" in caplog.text
+            old_hits = await kb.search("Orvik intake valve", k=2, collections=[collection])
+            assert old_hits[0].document_id == row.id  # searched densely meanwhile
+            with pytest.raises(StaleCollectionError, match="reindex"):
+                await kb.ingest_bytes(CHESS.encode(), filename="c.txt", collection=collection)
+
+            result = await kb.reindex(collection)
+
+            assert (result.status, result.documents, result.missing) == ("rebuilt", 1, [])
+            assert collection not in kb.stale
+            points = await all_points(kb, collection)
+            assert len(points) == result.chunks == (await kb.get_document(row.id)).chunk_count
+            assert {(p.payload or {})["content_hash"] for p in points} == {row.content_hash}
+            text = " ".join(str((p.payload or {})["chunk"]) for p in points)
+            assert text.count("Q-9912") == 1  # the overlaps were taken out
+            hits = await kb.search("Orvik intake valve", k=2, collections=[collection])
+            assert hits[0].heading_path[0] == "Pump manual"
+            assert (await kb.reindex(collection)).status == "current"
+            assert await kb.ingest_bytes(CHESS.encode(), filename="c.txt", collection=collection)
+    async with open_kb(database_url, tmp_path / "q") as reopened:
+        assert collection not in reopened.stale
+        listing = await qdrant_call(reopened.client, lambda c: c.get_collections())
+        assert REBUILD_PREFIX + collection not in {c.name for c in listing.collections}
+
+
+async def test_an_interrupted_reindex_is_finished_by_the_next_one(
+    kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = unique_collection("crash")
+    row = await _legacy_collection(kb, collection)
+    await kb.check_dimensions()
+    write = kb._write_points
+
+    async def failing_copy(qdrant_name: str, points: Sequence[models.PointStruct]) -> None:
+        if qdrant_name == COLLECTION_PREFIX + collection:
+            raise UnavailableError("the vector store went away mid-copy")
+        await write(qdrant_name, points)
+
+    monkeypatch.setattr(kb, "_write_points", failing_copy)
+    with pytest.raises(UnavailableError):
+        await kb.reindex(collection)
+    monkeypatch.setattr(kb, "_write_points", write)
+    await kb.check_dimensions()
+    assert collection in kb.stale  # the copy was cut short: no build record yet
+
+    result = await kb.reindex(collection)
+
+    assert result.status == "rebuilt"
+    assert (await kb.get_document(row.id)).chunk_count == result.chunks > 0
+    assert len(await all_points(kb, collection)) == result.chunks
+    hits = await kb.search("Orvik intake valve", k=1, collections=[collection])
+    assert hits[0].document_id == row.id
+
+
+async def test_the_knowledge_search_tool_passes_dedup_through(kb: KnowledgeBase) -> None:
+    collection = unique_collection("tool")
+    long_manual = MANUAL + "\n" + "\n\n".join(f"Note {i}: the Orvik pump valve." for i in range(40))
+    await kb.ingest_bytes(long_manual.encode(), filename="pump.md", collection=collection)
+    await kb.ingest_bytes(VOLCANO.encode(), filename="v.txt", collection=collection)
+    env = ToolEnv(context=AgentContext(knowledge=kb, collections=(collection,)), store=None)
+
+    every = await KNOWLEDGE_SEARCH.run({"query": "Orvik pump valve", "k": 3}, env)
+    deduped = await KNOWLEDGE_SEARCH.run({"query": "Orvik pump valve", "k": 3, "dedup": True}, env)
+
+    assert every.count("(pump.md,") > 1
+    assert deduped.count("(pump.md,") == 1
+    assert "(v.txt," in deduped

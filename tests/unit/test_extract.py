@@ -90,3 +90,59 @@ def test_unreadable_files_are_refused_with_the_reason(
         extract(data, filename=filename)
     assert raised.value.status == 422
     assert raised.value.field == "file"
+
+
+def test_markdown_sections_follow_the_heading_tree_outside_code_fences() -> None:
+    text = (
+        "# Guide\n\nIntro.\n\n## Install ##\n\nSteps.\n\n### On Linux\n\nApt.\n\n"
+        "```sh\n# not a heading\n```\n\n## C# tips\n\nTip.\n\nUsage\n-----\n\nRun it.\n"
+    )
+    extracted = extract(text.encode(), filename="g.md")
+    assert extracted.title == "Guide"
+    assert [(s.path, s.text) for s in extracted.sections] == [
+        (("Guide",), "Intro."),
+        (("Guide", "Install"), "Steps."),
+        (("Guide", "Install", "On Linux"), "Apt.\n\n```sh\n# not a heading\n```"),
+        (("Guide", "C# tips"), "Tip."),
+        (("Guide", "Usage"), "Run it."),
+    ]
+
+
+def test_html_sections_follow_h1_to_h6() -> None:
+    page = (
+        b"<html><head><title>T</title></head><body><p>Before.</p><h1>Alpha</h1><p>One.</p>"
+        b"<h3>Deep</h3><p>Two.</p><h2>Beta</h2><p>Three.</p><h1>Gamma</h1><p>Four.</p></body>"
+    )
+    extracted = extract(page, filename="p.html")
+    assert [(s.path, s.text) for s in extracted.sections] == [
+        ((), "Before."),
+        (("Alpha",), "One."),
+        (("Alpha", "Deep"), "Two."),
+        (("Alpha", "Beta"), "Three."),
+        (("Gamma",), "Four."),
+    ]
+    assert "Alpha" in extracted.text
+
+
+def test_pdf_pages_are_sections() -> None:
+    from tests.integration.knowledge_support import make_pdf
+
+    extracted = extract(make_pdf(["First page.", "Second page."]), filename="m.pdf")
+    assert [(s.path, s.text) for s in extracted.sections] == [
+        (("Page 1",), "First page."),
+        (("Page 2",), "Second page."),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_hostile_markdown_is_parsed_in_linear_time() -> None:
+    lines = [
+        "# " + " " * 100_000 + "x",
+        "#" * 100_000,
+        "# " + "#" * 100_000 + " a",
+        "-" * 100_000,
+        "=" * 100_000,
+    ]
+    for line in lines:
+        extracted = extract(f"Title\n{line}\n\nbody\n".encode(), filename="h.md")
+        assert extracted.sections

@@ -59,6 +59,7 @@ class FakeKnowledge:
         collections: Sequence[str] | None = None,
         source: str | None = None,
         doc_type: str | None = None,
+        dedup: bool = False,
     ) -> list[Hit]:
         self.queries.append(query)
         if self.fail:
