@@ -840,16 +840,17 @@ class KnowledgeBase:
             What was done, and the sources that could not be rebuilt (no file, no chunks).
         """
         collection = check_collection_name(collection)
-        await self.check_dimensions()
         qdrant_name, rebuild = COLLECTION_PREFIX + collection, REBUILD_PREFIX + collection
-        names = set(await self._all_collections())
-        if qdrant_name not in names and rebuild not in names:
-            raise NotFoundError("collection", collection, field="collection")
-        if collection not in self.stale and not force:
-            return ReindexResult(collection, "current")
         result = ReindexResult(collection, "rebuilt")
         async with self.database.sessions.begin() as session:
+            # Looked at under the lock: another reindex may have finished meanwhile.
             await _collection_lock(session, collection, shared=False)
+            await self.check_dimensions()
+            names = set(await self._all_collections())
+            if qdrant_name not in names and rebuild not in names:
+                raise NotFoundError("collection", collection, field="collection")
+            if collection not in self.stale and not force:
+                return ReindexResult(collection, "current")
             rows = list(
                 await session.scalars(select(Document).where(Document.collection == collection))
             )

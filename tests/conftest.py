@@ -12,7 +12,12 @@ import httpx
 import pytest
 
 from stores.embedded_postgres import embedded_postgres
+from stores.embeddings import default_cache_dir
 from tests.support import make_settings, running_server, scratch_database
+
+# Every server and command the tests start shares one ONNX export of the embedding model
+# (the first to need it makes it) instead of one per data folder.
+os.environ.setdefault("MODELS_DIR", str(default_cache_dir()))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,6 @@ from sqlalchemy.engine import make_url
 from server.app import create_app
 from server.settings import Settings
 from stores import migrate
-from stores.embeddings import default_cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_PROJECT = ROOT / "langgraph.json"
@@ -73,8 +72,6 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "log_level": "warning",
         # Seeding loads the embedding model (seconds of CPU): tests that want it turn it on.
         "ingest_samples_on_start": False,
-        # One ONNX export of the embedding model for every test (the first one makes it).
-        "models_dir": default_cache_dir(),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
