@@ -159,7 +159,8 @@ async def test_one_turn_embeds_its_question_once_for_recall_and_retrieve(
         collection=collection,
     )  # fmt: skip
     user = f"user-{uuid.uuid4().hex[:8]}"
-    await store.aput((user, "memories"), "m1", {"text": "I live where the water is very hard"})
+    memory = {"text": "I descale my kettle every two weeks because our water is very hard"}
+    await store.aput((user, "memories"), "m1", memory)
     question = f"How often should I descale my kettle? ({uuid.uuid4().hex[:6]})"
     ctx = AgentContext(user_id=user, knowledge=kb, collections=(collection,), tools=())
     graph = build_chat_graph(checkpointer=InMemorySaver(), store=store)
