@@ -14,7 +14,6 @@ from contextlib import (
 from dataclasses import dataclass
 
 import anyio.to_thread
-from langchain_core.embeddings import Embeddings
 from qdrant_client import AsyncQdrantClient
 
 from server.config.store import MemoryIndex, StoreSetup, memory_index
