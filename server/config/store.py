@@ -106,7 +106,12 @@ def memory_index(
     if setup.embed in MINILM_ALIASES:
         if settings.embeddings_provider == "minilm":
             return MemoryIndex(server_embedder, server_dimension, fields)
-        embedder, dimension, _ = open_embedder(provider="minilm")
+        embedder, dimension, _ = open_embedder(
+            provider="minilm",
+            backend=settings.embeddings_backend,
+            quantize=settings.embeddings_quantize,
+            cache_dir=settings.models_dir or settings.data_dir / "models",
+        )
         return MemoryIndex(embedder, dimension, fields)
     model = setup.embed.removeprefix("openai:")
     if (settings.embeddings_provider, server_model, server_dimension) == (

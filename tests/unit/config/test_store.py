@@ -14,7 +14,7 @@ from server.config.project import import_object
 from server.config.schema import StoreConfig
 from server.config.store import MINILM_EMBED, StoreConfigError, memory_index, store_setup
 from server.settings import Settings
-from stores.embeddings import MiniLMEmbeddings
+from stores.embeddings import MiniLMEmbeddings, SharedEmbeddings
 
 
 class Fixed(Embeddings):
@@ -70,7 +70,8 @@ def test_the_offline_model_is_the_servers_when_the_server_uses_it() -> None:
     setup = setup_of({"index": {"embed": MINILM_EMBED, "dims": 384, "fields": ["text"]}})
     assert index_of(setup).embedder is SERVER
     other = index_of(setup, embeddings_provider="openai", openai_api_key="sk-test")
-    assert isinstance(other.embedder, MiniLMEmbeddings)
+    assert isinstance(other.embedder, SharedEmbeddings)
+    assert isinstance(other.embedder.inner, MiniLMEmbeddings)
     with pytest.raises(StoreConfigError, match=r"dims is 512, but .* gives 384"):
         setup_of({"index": {"embed": MINILM_EMBED, "dims": 512}})
 
@@ -78,8 +79,9 @@ def test_the_offline_model_is_the_servers_when_the_server_uses_it() -> None:
 def test_openai_models_reuse_the_servers_embedder_only_when_it_is_the_same() -> None:
     setup = setup_of({"index": {"embed": "openai:text-embedding-3-large", "dims": 3072}})
     index = index_of(setup, openai_api_key="sk-test")
-    assert isinstance(index.embedder, OpenAIEmbeddings)
-    assert (index.embedder.model, index.dimension) == ("text-embedding-3-large", 3072)
+    assert isinstance(index.embedder, SharedEmbeddings)
+    assert isinstance(index.embedder.inner, OpenAIEmbeddings)
+    assert (index.embedder.inner.model, index.dimension) == ("text-embedding-3-large", 3072)
     same = memory_index(
         setup,
         settings(embeddings_provider="openai", openai_api_key="sk-test"),
