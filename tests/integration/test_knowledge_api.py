@@ -262,6 +262,6 @@ def _search_the_samples(settings: Settings) -> None:
         assert all(d["source"].startswith("switchboard-sample:") for d in documents)
         hits = client.post(
             "/search",
-            json={"query": "which variable holds the URL of the PostgreSQL database?", "k": 1},
+            json={"query": "which environment variable points at PostgreSQL?", "k": 1},
         ).json()["hits"]
         assert "DATABASE_URL" in hits[0]["text"]
