@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
@@ -40,6 +42,28 @@ async def _store_cached(ctx: AgentContext, spec: ToolSpec, args: dict[str, Any],
         log.warning("tool cache write failed: %r", error)
 
 
+def _imported(spec: str) -> Callable[[Mapping[str, Any]], str]:
+    module, _, name = spec.partition(":")
+    function: Callable[[Mapping[str, Any]], str] = getattr(importlib.import_module(module), name)
+    return function
+
+
+async def _execute(spec: ToolSpec, args: dict[str, Any], env: ToolEnv) -> str:
+    """Run the tool off the event loop, within the agent's time limit.
+
+    A `compute` tool runs in a worker process of the server (killed at the limit); without
+    one (`langgraph dev`), in a thread. A `run` tool is awaited, and cancelled at the limit.
+    """
+    ctx = env.context
+    if spec.compute is not None:
+        if ctx.compute is not None:
+            return await ctx.compute.run(spec.compute, args, timeout_s=ctx.tool_timeout_s)
+        work = asyncio.to_thread(_imported(spec.compute), args)
+        return await asyncio.wait_for(work, timeout=ctx.tool_timeout_s)
+    assert spec.run is not None
+    return await asyncio.wait_for(spec.run(args, env), timeout=ctx.tool_timeout_s)
+
+
 async def run_tool_call(
     call: ToolCall, *, tools: dict[str, ToolSpec], env: ToolEnv
 ) -> tuple[ToolMessage, dict[str, Any]]:
@@ -58,7 +82,7 @@ async def run_tool_call(
         if hit is not None:
             content, cached = hit, True
         else:
-            content = await asyncio.wait_for(spec.run(args, env), timeout=ctx.tool_timeout_s)
+            content = await _execute(spec, args, env)
             await _store_cached(ctx, spec, args, content)
     except TimeoutError:
         status, content = "error", f"the tool {name} timed out after {ctx.tool_timeout_s:g} s"
@@ -68,6 +92,8 @@ async def run_tool_call(
         log.warning("tool %s failed: %r", name, error)
         status, content = "error", f"{type(error).__name__}: {error}"
     latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    if len(content) > ctx.tool_max_output_chars:
+        content = content[: ctx.tool_max_output_chars] + " … (cut: the tool said more)"
     record = {
         "id": call.get("id"),
         "name": name,

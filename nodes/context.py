@@ -60,6 +60,12 @@ class ToolCache(Protocol):
     ) -> None: ...
 
 
+class ComputeRunner(Protocol):
+    """Runs a `compute` tool's function in a worker process (`nodes.tools.sandbox`)."""
+
+    async def run(self, fn: str, args: Mapping[str, Any], *, timeout_s: float) -> str: ...
+
+
 class ChatModelSource(Protocol):
     """Builds (and may cache) the chat model for a model configuration."""
 
@@ -87,7 +93,8 @@ class AgentContext:
 
     The server builds one per run from the agent's row and the settings; `langgraph dev`
     builds one from the run's `context` JSON (service handles then stay `None`, and the nodes
-    say that the knowledge base is not available).
+    say that the knowledge base is not available; `compute` tools then run in a thread).
+    `max_input_chars` caps what one model call is given (`LLM_MAX_INPUT_CHARS`).
     """
 
     user_id: str = "anonymous"
@@ -108,11 +115,14 @@ class AgentContext:
     memory_extractor: Literal["auto", "offline", "model"] = "auto"
     memory_history_limit: int = 20
     tool_timeout_s: float = 10.0
+    tool_max_output_chars: int = 20_000
     tool_cache_ttl_s: float = 3600.0
     http_allowed_hosts: tuple[str, ...] = ()
     http_max_bytes: int = 100_000
+    max_input_chars: int = 100_000
     knowledge: KnowledgeSearch | None = None
     tool_cache: ToolCache | None = None
+    compute: ComputeRunner | None = None
     models: ChatModelSource | None = None
     chat_model: BaseChatModel | None = None
 

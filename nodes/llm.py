@@ -41,7 +41,8 @@ def tool_model(ctx: AgentContext) -> Runnable[LanguageModelInput, AIMessage]:
 def prompt(
     state: AgentState, ctx: AgentContext, *, extra_warnings: Sequence[str] = ()
 ) -> list[BaseMessage]:
-    """System message (prompt, summary, memories, sources, warnings) + the message window."""
+    """System message (prompt, summary, memories, sources, warnings) + the message window,
+    within `ctx.max_input_chars` (see `capped`)."""
     system = system_text(
         system_prompt=ctx.system_prompt,
         summary=state.get("summary", ""),
@@ -49,7 +50,50 @@ def prompt(
         sources=state.get("sources", []),
         warnings=[*state.get("warnings", []), *extra_warnings],
     )
-    return [SystemMessage(system), *state.get("messages", []), *state.get("scratch", [])]
+    window = list(state.get("messages", []))
+    return capped(
+        [SystemMessage(system), *window, *state.get("scratch", [])],
+        max_chars=ctx.max_input_chars,
+        droppable=max(0, len(window) - 1),
+    )
+
+
+def _size(message: BaseMessage) -> int:
+    return len(message.content) if isinstance(message.content, str) else len(message.text)
+
+
+def capped(messages: list[BaseMessage], *, max_chars: int, droppable: int = 0) -> list[BaseMessage]:
+    """`messages` (the system message first) with at most `max_chars` characters of text.
+
+    The `droppable` messages after the system message (the older part of the window) go
+    first, oldest first; then every text longer than a common cap is cut to it, so no single
+    message (a 32 000-character paste, a huge tool result) crowds out the rest. A model never
+    gets more than the cap, whatever the input (`LLM_MAX_INPUT_CHARS`).
+    """
+    sizes = [_size(m) for m in messages]
+    total = sum(sizes)
+    if total <= max_chars:
+        return messages
+    kept = list(messages)
+    while droppable > 0 and total > max_chars and len(kept) > 2:
+        total -= _size(kept.pop(1))
+        droppable -= 1
+    if total <= max_chars:
+        return kept
+    sizes = [_size(m) for m in kept]
+    low, high = 0, max(sizes)  # the largest per-message cap that fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(size, middle) for size in sizes) <= max_chars:
+            low = middle
+        else:
+            high = middle - 1
+    return [
+        m.model_copy(update={"content": m.content[:low]})
+        if isinstance(m.content, str) and len(m.content) > low
+        else m
+        for m in kept
+    ]
 
 
 def add_usage(total: Mapping[str, int], usage: UsageMetadata | None) -> dict[str, int]:

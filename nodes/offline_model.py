@@ -49,8 +49,11 @@ does do use used using get got make like want need much many well also
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
+# Every pattern here runs on user text (up to CHAT_MAX_MESSAGE_CHARS, and the model input cap)
+# on the event loop, so each is linear: no pattern may rescan a run of characters from every
+# position in it (32 000 brackets or unusual spaces once froze the server for seconds).
 _WORD = re.compile(r"[a-z0-9]+")
-_ARITHMETIC = re.compile(r"[\d(][\d\s+\-*/().%^]*[\d)]")
+_ARITHMETIC_RUN = re.compile(r"[\d\s+\-*/().%^]+")  # trimmed to [\d(] … [\d)] in Python
 _URL = re.compile(r"https?://[^\s'\"<>]+")
 _TIME = re.compile(
     r"\b(what time|current time|time is it|the time|what's the date|today's date|what day|"
@@ -66,7 +69,7 @@ _PREVIOUS = re.compile(
 )
 _GREETING = re.compile(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening))\b[\s!.,]*$")
 _ABOUT_ME = re.compile(r"\b(?:me|my|i|i'm|myself|about me)\b")
-_ROUND_SPLIT = re.compile(r"\s*(?:\bthen\b|;)\s*", re.IGNORECASE)
+_ROUND_SPLIT = re.compile(r"\bthen\b|;", re.IGNORECASE)  # clauses are stripped after
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -129,17 +132,41 @@ def _parse_system(text: str) -> _Context:
     for index, line in enumerate(lines):
         match = re.match(r"^\[(\d+)\] (.*)$", line)
         if match and index + 1 < len(lines):
-            title = re.sub(r"\s*\([^)]*\)$", "", match.group(2)).strip()
+            title = _without_parenthetical(match.group(2)).strip()
             ctx.sources.append((int(match.group(1)), title, lines[index + 1].strip()))
     return ctx
 
 
+def _without_parenthetical(title: str) -> str:
+    """`title` without a trailing "(...)" (no ")" inside) and the whitespace before it."""
+    if not title.endswith(")"):
+        return title
+    inner_from = title.rfind(")", 0, len(title) - 1) + 1
+    opening = title.find("(", inner_from, len(title) - 1)
+    return title if opening < 0 else title[:opening].rstrip()
+
+
+_OPERATION = re.compile(r"\d\s*[-+*/%^]\s*[\d(]|\)\s*[-+*/%^]")
+
+
 def _arithmetic(text: str) -> str | None:
-    candidates = [
-        m.group(0).strip()
-        for m in _ARITHMETIC.finditer(text.replace("\u00d7", "*").replace("\u00f7", "/"))
-        if re.search(r"\d\s*[-+*/%^]\s*[\d(]|\)\s*[-+*/%^]", m.group(0))
-    ]
+    """The longest arithmetic expression in `text` (a run of digits, operators, brackets and
+    spaces from a digit or "(" to a digit or ")", with an operation in it), or None."""
+    candidates = []
+    for run in _ARITHMETIC_RUN.finditer(text.replace("\u00d7", "*").replace("\u00f7", "/")):
+        chunk = run.group(0)
+        start = next((i for i, c in enumerate(chunk) if c.isdecimal() or c == "("), len(chunk))
+        end = next(
+            (
+                i
+                for i in range(len(chunk) - 1, start, -1)
+                if chunk[i].isdecimal() or chunk[i] == ")"
+            ),
+            start,
+        )
+        expression = chunk[start : end + 1]
+        if end > start and _OPERATION.search(expression):
+            candidates.append(expression.strip())
     return max(candidates, key=len) if candidates else None
 
 
@@ -153,7 +180,7 @@ def intents(question: str, tools: Sequence[str]) -> list[ToolCall]:
     forget = _FORGET.search(whole)
     if forget and "forget" in tools:
         return [_call("forget", {"fact": forget.group(1).strip().rstrip(".!?")})]
-    for clause in _ROUND_SPLIT.split(whole):
+    for clause in (part.strip() for part in _ROUND_SPLIT.split(whole)):
         lowered = clause.lower().strip(" ,.")
         if not lowered:
             continue

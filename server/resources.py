@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 from qdrant_client import AsyncQdrantClient
 
+from nodes.tools.sandbox import ComputePool, open_compute_pool
 from server.config.store import MemoryIndex, StoreSetup, memory_index
 from server.settings import Settings
 from stores import migrate
@@ -57,6 +58,7 @@ class Resources:
     mongo_kind: str  # "external" or "embedded"
     checkpoints: Checkpoints
     timeouts: Timeouts  # of every PostgreSQL connection: connect and statement
+    compute: ComputePool  # worker processes of the tools that compute
 
 
 @contextmanager
@@ -222,6 +224,13 @@ async def open_resources(
         mongo, memory, tool_cache = await open_memory_for(
             settings, stack, qdrant=qdrant, index=index, store=store
         )
+        compute = await stack.enter_async_context(
+            open_compute_pool(
+                processes=settings.tool_processes,
+                memory_mb=settings.tool_memory_mb,
+                max_output_chars=settings.tool_max_output_chars,
+            )
+        )
         yield Resources(
             settings=settings,
             database=database,
@@ -238,4 +247,5 @@ async def open_resources(
             mongo_kind="external" if settings.mongodb_uri else "embedded",
             checkpoints=checkpoints,
             timeouts=timeouts,
+            compute=compute,
         )

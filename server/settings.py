@@ -151,7 +151,27 @@ class Settings(BaseSettings):
     agent_history_window: int = Field(
         12, ge=2, le=200, description="Messages kept in a conversation's checkpointed window."
     )
-    agent_tool_timeout_s: float = Field(10.0, gt=0, le=300, description="Seconds per tool call.")
+    agent_tool_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds per tool call; a computing tool's worker process is killed then.",
+    )
+    tool_processes: int = Field(
+        2, ge=1, le=64, description="Worker processes that run computing tools (calculator)."
+    )
+    tool_memory_mb: int = Field(
+        256, ge=64, le=65_536, description="Address space of a tool worker process (MiB)."
+    )
+    tool_max_output_chars: int = Field(
+        20_000, ge=100, le=1_000_000, description="Longest tool result given to the model."
+    )
+    llm_max_input_chars: int = Field(
+        100_000,
+        ge=1000,
+        le=10_000_000,
+        description="Characters one model call is given at most (older messages go first).",
+    )
     http_tool_allowed_hosts: list[str] = Field(
         default_factory=list, description="Hosts the http_get tool may fetch (`*.domain` ok)."
     )

@@ -9,10 +9,9 @@ from typing import Any
 from langgraph.store.base import BaseStore
 
 from nodes.context import AgentContext
+from nodes.tools.errors import ToolError
 
-
-class ToolError(Exception):
-    """A tool could not do what it was asked; the message is shown to the model."""
+__all__ = ["ToolEnv", "ToolError", "ToolFn", "ToolSpec", "enabled_tools", "validate_args"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,13 +30,25 @@ ToolFn = Callable[[Mapping[str, Any], ToolEnv], Awaitable[str]]
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """One tool: its name, what it does, the JSON schema of its arguments, and its function."""
+    """One tool: its name, what it does, the JSON schema of its arguments, and its function.
+
+    A tool either waits (`run`: an async function doing I/O, awaited on the event loop and
+    cancelled at its time limit) or computes (`compute`: "module:function" of a pure, light
+    function `(args) -> str`, run in a worker process, killed at its time limit, within a
+    memory limit). CPU-bound work is always `compute`: a thread cannot be stopped, and holds
+    the event loop while it computes.
+    """
 
     name: str
     description: str
     parameters: Mapping[str, Any]
-    run: ToolFn
+    run: ToolFn | None = None
+    compute: str | None = None
     cacheable: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.run is None) == (self.compute is None):
+            raise ValueError(f"tool {self.name!r} needs exactly one of run and compute")
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool in the OpenAI function-calling format that `bind_tools` accepts."""

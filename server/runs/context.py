@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nodes.context import AgentContext, ChatModelSource, KnowledgeSearch, ModelSpec, ToolCache
+from nodes.context import (
+    AgentContext,
+    ChatModelSource,
+    ComputeRunner,
+    KnowledgeSearch,
+    ModelSpec,
+    ToolCache,
+)
 from nodes.tools.registry import enabled_tools
 from server.settings import Settings
 from stores.errors import ConflictError, InvalidInputError
@@ -70,6 +77,7 @@ class ContextServices:
     knowledge: KnowledgeSearch | None = None
     tool_cache: ToolCache | None = None
     models: ChatModelSource | None = None
+    compute: ComputeRunner | None = None
 
 
 def model_spec(agent: Agent, settings: Settings) -> ModelSpec:
@@ -103,8 +111,9 @@ def agent_context(
     Layers, each over the one before: the server's settings; the agent's row (name, prompt,
     model, tools, collections); its `config`; the assistant's `context`; the run's `context`.
     Then the server's limits, whichever API started the run: tools switched off in the
-    `tools` table are removed. A bad agent `config` is a `ConflictError` (409, `config`), a bad
-    `context` an `InvalidInputError` (422, `context`).
+    `tools` table are removed; tool time, output and model input caps come from the settings.
+    A bad agent `config` is a `ConflictError` (409, `config`), a bad `context` an
+    `InvalidInputError` (422, `context`).
     """
     context = AgentContext(
         user_id=str(user_id) if user_id else "anonymous",
@@ -121,10 +130,13 @@ def agent_context(
         memory_relative_score=settings.memory_recall_relative,
         memory_min_score=settings.memory_recall_min_score,
         memory_history_limit=settings.memory_history_limit,
+        tool_max_output_chars=settings.tool_max_output_chars,
+        max_input_chars=settings.llm_max_input_chars,
         http_allowed_hosts=tuple(settings.http_tool_allowed_hosts),
         knowledge=services.knowledge,
         tool_cache=services.tool_cache,
         models=services.models,
+        compute=services.compute,
     )
     try:
         configured = _overrides(agent.config, field="config")

@@ -64,7 +64,10 @@ class RunEngine:
             events=events,
             graphs=self.graphs,
             services=ContextServices(
-                knowledge=resources.knowledge, tool_cache=resources.tool_cache, models=self.models
+                knowledge=resources.knowledge,
+                tool_cache=resources.tool_cache,
+                models=self.models,
+                compute=resources.compute,
             ),
             recorders=recorders,
             send_webhooks=send_webhooks,

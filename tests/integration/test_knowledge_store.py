@@ -507,8 +507,10 @@ async def test_the_knowledge_search_tool_passes_dedup_through(kb: KnowledgeBase)
     await kb.ingest_bytes(VOLCANO.encode(), filename="v.txt", collection=collection)
     env = ToolEnv(context=AgentContext(knowledge=kb, collections=(collection,)), store=None)
 
-    every = await KNOWLEDGE_SEARCH.run({"query": "Orvik pump valve", "k": 3}, env)
-    deduped = await KNOWLEDGE_SEARCH.run({"query": "Orvik pump valve", "k": 3, "dedup": True}, env)
+    search = KNOWLEDGE_SEARCH.run
+    assert search is not None
+    every = await search({"query": "Orvik pump valve", "k": 3}, env)
+    deduped = await search({"query": "Orvik pump valve", "k": 3, "dedup": True}, env)
 
     assert every.count("(pump.md,") > 1
     assert deduped.count("(pump.md,") == 1

@@ -67,6 +67,13 @@ def test_markdown_title_is_the_first_heading_else_the_file_name() -> None:
     assert extract(b"# Not a title in txt", filename="plain.txt").title == "plain"
 
 
+def test_a_heading_full_of_unusual_spaces_is_read_in_linear_time() -> None:
+    spaces = "\u2003\u2002\u205f" * 20_000  # cubic work for the regex this replaced
+    text = f"# a{spaces}b {spaces} ##\n\nbody".encode()
+    assert extract(text, filename="wide.md").title.startswith(f"a{spaces}b")
+    assert extract(f"# a{spaces}b".encode(), filename="b.md").title == f"a{spaces}b"
+
+
 def test_text_decodes_utf8_with_bom_and_falls_back_to_cp1252() -> None:
     assert extract("\ufeffcafé".encode(), filename="a.txt").text == "café"
     assert extract("café".encode("cp1252"), filename="b.txt").text == "café"

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from nodes.offline_model import _best_sentence, compose_answer, matching_memories, terms
+from nodes.offline_model import (
+    _arithmetic,
+    _best_sentence,
+    _without_parenthetical,
+    compose_answer,
+    intents,
+    matching_memories,
+    terms,
+)
 from nodes.prompts import system_text
 from nodes.state import Memory
 
@@ -49,3 +57,27 @@ def test_a_statement_is_acknowledged_instead_of_reciting_memories() -> None:
         [system_with(["My favourite colour is blue"]), HumanMessage("My favourite colour is teal.")]
     )
     assert answer == "Noted: your favourite colour is teal."
+
+
+def test_arithmetic_is_found_in_linear_time_whatever_the_message() -> None:
+    assert _arithmetic("What is 17 * (4 + 2)?") == "17 * (4 + 2)"
+    assert _arithmetic("compute ((9^999)^999)^9 please") == "((9^999)^999)^9"
+    assert _arithmetic("no maths (here) 2024") is None
+    assert _arithmetic("(" * 32_000) is None  # quadratic for the regex this replaced
+    assert _arithmetic("1" + " " * 32_000 + "+ 2") == "1" + " " * 32_000 + "+ 2"
+
+
+def test_clauses_split_on_then_in_linear_time() -> None:
+    tools = ["calculator", "current_time"]
+    assert [c["name"] for c in intents("compute 3+4 then what time is it", tools)] == [
+        "calculator",
+        "current_time",
+    ]
+    assert intents("a" + "\u2003" * 32_000 + "b", tools) == []  # quadratic before
+
+
+def test_a_source_title_loses_its_trailing_parenthetical() -> None:
+    assert _without_parenthetical("Guide (docs/guide.md)") == "Guide"
+    assert _without_parenthetical("a ((b)") == "a"
+    assert _without_parenthetical("(" * 32_000 + ")") == ""
+    assert _without_parenthetical("f(x) = y") == "f(x) = y"
