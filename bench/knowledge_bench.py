@@ -30,11 +30,18 @@ from sqlalchemy.engine import make_url
 
 from bench import publish
 from server.settings import Settings
-from stores import migrate
+from stores import migrate, sparse
 from stores.embedded_postgres import embedded_postgres
 from stores.embeddings import MiniLMEmbeddings
 from stores.extract import extract
-from stores.knowledge import COLLECTION_PREFIX, UPSERT_BATCH, KnowledgeBase, open_knowledge
+from stores.knowledge import (
+    COLLECTION_PREFIX,
+    DENSE,
+    SPARSE,
+    UPSERT_BATCH,
+    KnowledgeBase,
+    open_knowledge,
+)
 from stores.qdrant import open_qdrant, qdrant_call
 from stores.sql.database import open_database
 
@@ -156,7 +163,8 @@ async def _real_points(kb: KnowledgeBase, count: int) -> tuple[np.ndarray, list[
             COLLECTION_PREFIX + "real", limit=count, with_payload=True, with_vectors=True
         ),
     )
-    vectors = np.array([r.vector for r in records], dtype=np.float32)
+    dense = [r.vector[DENSE] if isinstance(r.vector, dict) else r.vector for r in records]
+    vectors = np.array(dense, dtype=np.float32)
     return vectors, [dict(r.payload or {}) for r in records]
 
 
@@ -170,13 +178,8 @@ async def _fill(
     """Write `size` perturbed copies of the real points; returns seconds spent writing."""
     rng = np.random.default_rng(size)
     qdrant_name = COLLECTION_PREFIX + name
-    await qdrant_call(
-        kb.client,
-        lambda c: c.create_collection(
-            qdrant_name,
-            vectors_config=models.VectorParams(size=kb.dimension, distance=models.Distance.COSINE),
-        ),
-    )
+    await kb._create(qdrant_name, build=kb.build)  # the layout ingestion creates
+    lexical = [sparse.document_vector(str(p.get("chunk", ""))) for p in payloads]
     spent = 0.0
     for start in range(0, size, UPSERT_BATCH):
         stop = min(size, start + UPSERT_BATCH)
@@ -186,7 +189,7 @@ async def _fill(
         points = [
             models.PointStruct(
                 id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}:{i}")),
-                vector=noisy[j].tolist(),
+                vector={DENSE: noisy[j].tolist(), SPARSE: lexical[int(picks[j])]},
                 payload={
                     # The real chunk's document_id and content_hash: search checks them
                     # against the documents table, as it does in production.
@@ -218,7 +221,7 @@ async def _search(kb: KnowledgeBase, name: str) -> tuple[Latency, Latency, Laten
         began = time.perf_counter()
         await qdrant_call(
             kb.client,
-            lambda c, v=vector: c.query_points(qdrant_name, query=v, limit=4),  # type: ignore[misc]
+            lambda c, v=vector: c.query_points(qdrant_name, query=v, using=DENSE, limit=4),  # type: ignore[misc]
         )
         raw.append(time.perf_counter() - began)
     condition = models.Filter(
@@ -230,7 +233,7 @@ async def _search(kb: KnowledgeBase, name: str) -> tuple[Latency, Latency, Laten
         await qdrant_call(
             kb.client,
             lambda c, v=vector: c.query_points(  # type: ignore[misc]
-                qdrant_name, query=v, query_filter=condition, limit=4
+                qdrant_name, query=v, using=DENSE, query_filter=condition, limit=4
             ),
         )
         filtered.append(time.perf_counter() - began)
@@ -316,17 +319,19 @@ def _report(
         "## Vector writes and search latency by collection size",
         "",
         "The 1k collection holds the real chunks' vectors; 10k and 100k hold the same vectors "
-        "with Gaussian noise (sigma 0.02, renormalised) and the same payloads, written in "
+        "with Gaussian noise (sigma 0.02, renormalised), the same payloads and the real chunks' "
+        "sparse vectors, written in "
         f"batches of {UPSERT_BATCH} through the upsert path ingestion uses. Embedding was not "
         f"repeated for them (100k chunks at the rate above would take "
         f"{SIZES[-1] / (chunks / ingest_s) / 60:.0f} minutes), so their write rate excludes "
-        "embedding. Search: k = 4; end to end = `KnowledgeBase.search` including the query "
-        f"embedding and the PostgreSQL check of the hits ({SEARCHES} queries); Qdrant only = "
-        "`query_points` with a precomputed vector; filtered = `query_points` with a `source` "
+        "embedding. Search: k = 4; end to end = `KnowledgeBase.search` (hybrid: dense and "
+        "sparse prefetches fused by RRF) including the query embedding and the PostgreSQL check "
+        f"of the hits ({SEARCHES} queries); Qdrant only = a dense `query_points` with a "
+        "precomputed vector; filtered = the same with a `source` "
         f"payload filter ({FILTERED_SEARCHES} queries). Ratios are against the 1k row of this run.",
         "",
         "| chunks | writes chunks/s | search end to end p50 / p99 ms | Qdrant only p50 / p99 ms "
-        "| filtered p50 / p99 ms | Qdrant share of end to end p50 |",
+        "| filtered p50 / p99 ms | dense scan's share of end to end p50 |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for size, write_rate, e2e, raw, filtered in rows:
@@ -347,8 +352,9 @@ def _report(
         "payload filter is evaluated in Python point by point, so filtered searches grow "
         "linearly too and cost far more per point. Local mode also keeps every vector in RAM "
         "(384 floats ≈ 1.5 KB per chunk) and persists each point to SQLite on write.",
-        "- End to end = query embedding (a MiniLM forward pass, constant) + the scan (linear). "
-        "The last column shows the scan's share: small at 1k, dominant at 100k. "
+        "- End to end = query embedding (a MiniLM forward pass, constant) + the dense scan + "
+        "the sparse scan, which local mode scores in Python point by point (both linear). "
+        "The last column shows the dense scan's share; the rest is mostly the sparse one. "
         "qdrant-client itself warns that local mode is not meant for more than ~20k points.",
         "- Write rate does not fall with size (each upsert batch costs the same), but local "
         "mode's whole collection is loaded into memory when the folder is opened, so start-up "
