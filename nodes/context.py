@@ -118,7 +118,9 @@ class AgentContext:
     tool_max_output_chars: int = 20_000
     tool_cache_ttl_s: float = 3600.0
     http_allowed_hosts: tuple[str, ...] = ()
+    http_allowed_ports: tuple[int, ...] = (80, 443)
     http_max_bytes: int = 100_000
+    http_max_redirects: int = 3
     max_input_chars: int = 100_000
     knowledge: KnowledgeSearch | None = None
     tool_cache: ToolCache | None = None
@@ -144,7 +146,7 @@ def context_from(value: AgentContext | Mapping[str, Any] | None) -> AgentContext
         values["model"] = ModelSpec(
             **{k: v for k, v in values["model"].items() if k in model_known}
         )
-    for name in ("tools", "collections", "http_allowed_hosts"):
+    for name in ("tools", "collections", "http_allowed_hosts", "http_allowed_ports"):
         if name in values:
             values[name] = tuple(values[name])
     return AgentContext(**values)

@@ -175,6 +175,16 @@ class Settings(BaseSettings):
     http_tool_allowed_hosts: list[str] = Field(
         default_factory=list, description="Hosts the http_get tool may fetch (`*.domain` ok)."
     )
+    http_tool_max_bytes: int = Field(
+        100_000, ge=1, le=16 * MIB, description="Bytes of a response body http_get reads at most."
+    )
+    http_tool_max_redirects: int = Field(
+        3, ge=0, le=10, description="Redirects http_get follows (each one checked again; 0: none)."
+    )
+    outbound_allowed_ports: list[int] = Field(
+        default_factory=lambda: [80, 443],
+        description="Ports webhooks and http_get may connect to (allow-listed webhook hosts: any).",
+    )
     chat_max_message_chars: int = Field(
         32_000, ge=1, le=1_000_000, description="Longest /chat message; longer ones get 413."
     )
@@ -257,6 +267,14 @@ class Settings(BaseSettings):
     cron_poll_interval_s: float = Field(
         5.0, gt=0, le=300, description="Seconds between checks for due crons (0.x in tests)."
     )
+
+    @field_validator("outbound_allowed_ports")
+    @classmethod
+    def _check_ports(cls, value: list[int]) -> list[int]:
+        bad = [port for port in value if not 1 <= port <= 65535]
+        if bad:
+            raise ValueError(f"OUTBOUND_ALLOWED_PORTS holds ports outside 1-65535: {bad}")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -2,99 +2,74 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
-from collections.abc import Mapping, Sequence
+import ssl
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from nodes.context import AgentContext
+from nodes.outbound import OutboundPolicy, OutboundRefusedError, fetch
 from nodes.tools.registry import ToolEnv, ToolError, ToolSpec
 
 
-def host_allowed(host: str, allowed: Sequence[str]) -> bool:
-    """Whether `host` is listed, exactly or under a `*.domain` entry."""
-    host = host.lower().rstrip(".")
-    for entry in allowed:
-        entry = entry.lower().rstrip(".")
-        if entry.startswith("*.") and (host == entry[2:] or host.endswith(entry[1:])):
-            return True
-        if host == entry:
-            return True
-    return False
-
-
-def address_refused(address: str) -> str | None:
-    """Why connecting to IP `address` is refused (loopback, private, ...), or None if public."""
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    checks = (
-        (ip.is_loopback, "loopback"),
-        (ip.is_link_local, "link-local"),
-        (ip.is_private, "private"),
-        (ip.is_multicast, "multicast"),
-        (ip.is_reserved, "reserved"),
-        (ip.is_unspecified, "unspecified"),
-        (not ip.is_global, "non-global"),
+def tool_policy(context: AgentContext) -> OutboundPolicy:
+    """Where `http_get` may go: only allow-listed hosts, only on public addresses, only on
+    the allowed ports (settings HTTP_TOOL_ALLOWED_HOSTS, OUTBOUND_ALLOWED_PORTS)."""
+    return OutboundPolicy(
+        allowed_hosts=tuple(context.http_allowed_hosts),
+        ports=frozenset(context.http_allowed_ports),
     )
-    for refused, reason in checks:
-        if refused:
-            return reason
-    return None
 
 
-async def resolve_public(host: str, port: int) -> list[str]:
-    """Every address `host` resolves to; `ToolError` if any is not a public address."""
-    loop = asyncio.get_running_loop()
+async def get_page(
+    url: str,
+    *,
+    policy: OutboundPolicy,
+    timeout_s: float,
+    max_bytes: int,
+    max_redirects: int,
+    verify: ssl.SSLContext | bool = True,
+) -> str:
+    """GET `url` under `policy` and say what came back, as the model reads it.
+
+    Raises:
+        ToolError: the URL, a redirect or an address is refused, or the request failed.
+    """
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        raise ToolError(f"cannot resolve host {host!r}: {error}") from error
-    addresses = sorted({str(info[4][0]) for info in infos})
-    for address in addresses:
-        reason = address_refused(address)
-        if reason is not None:
-            raise ToolError(f"refusing {host!r}: it resolves to a {reason} address ({address})")
-    return addresses
-
-
-async def check_url(url: str, allowed: Sequence[str]) -> tuple[str, int]:
-    """Validate `url` for `http_get`; returns its (host, port) or raises `ToolError`."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"}:
-        raise ToolError(f"only http and https URLs are fetched, not {parts.scheme or 'none'!r}")
-    host = parts.hostname
-    if not host:
-        raise ToolError(f"the URL {url!r} has no host")
-    if parts.username or parts.password:
-        raise ToolError("URLs with credentials are refused")
-    if not host_allowed(host, allowed):
-        raise ToolError(f"host {host!r} is not on the allow-list of this server")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    await resolve_public(host, port)
-    return host, port
+        response = await fetch(
+            "GET",
+            url,
+            policy=policy,
+            timeout_s=timeout_s,
+            max_bytes=max_bytes,
+            max_redirects=max_redirects,
+            headers={"User-Agent": "switchboard-agent"},
+            verify=verify,
+        )
+    except OutboundRefusedError as error:
+        raise ToolError(f"refused: {error}") from error
+    except TimeoutError as error:
+        raise ToolError(f"no complete answer from {url} within {timeout_s} s") from error
+    except httpx.TooManyRedirects as error:
+        raise ToolError(f"more than {max_redirects} redirects from {url}") from error
+    except httpx.HTTPError as error:
+        raise ToolError(f"the request to {url} failed ({type(error).__name__})") from error
+    if 300 <= response.status < 400:
+        return f"HTTP {response.status} redirect to {response.headers.get('location')}"
+    note = f"\n[truncated to {max_bytes} bytes]" if response.truncated else ""
+    return f"HTTP {response.status}\n{response.text()}{note}"
 
 
 async def _http_get(args: Mapping[str, Any], env: ToolEnv) -> str:
-    url = str(args["url"])
-    await check_url(url, env.context.http_allowed_hosts)
-    limit = env.context.http_max_bytes
-    async with (
-        httpx.AsyncClient(timeout=env.context.tool_timeout_s, follow_redirects=False) as client,
-        client.stream("GET", url, headers={"User-Agent": "switchboard-agent"}) as response,
-    ):
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body.extend(chunk)
-            if len(body) >= limit:
-                break
-    text = bytes(body[:limit]).decode(response.encoding or "utf-8", errors="replace")
-    if response.is_redirect:
-        return f"HTTP {response.status_code} redirect to {response.headers.get('location')}"
-    return f"HTTP {response.status_code}\n{text}"
+    context = env.context
+    return await get_page(
+        str(args["url"]),
+        policy=tool_policy(context),
+        timeout_s=context.tool_timeout_s,
+        max_bytes=context.http_max_bytes,
+        max_redirects=context.http_max_redirects,
+    )
 
 
 HTTP_GET = ToolSpec(

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response, status
 from server.deps import DatabaseDep, ResourcesDep
 from server.runs.engine import RunEngine
 from server.runs.scheduler import CronScheduler, open_cron_scheduler
-from server.runs.webhooks import check_webhook_url
+from server.runs.webhooks import check_webhook_url, webhook_policy
 from server.schemas.crons import (
     CRON_FIELDS,
     RUN_PAYLOAD_FIELDS,
@@ -59,7 +59,7 @@ async def _checked_webhook(url: str | None, resources: ResourcesDep) -> None:
     if url is None:
         return
     try:
-        await check_webhook_url(url, allowed_hosts=resources.settings.webhook_allowed_hosts)
+        await check_webhook_url(url, policy=webhook_policy(resources.settings))
     except ValueError as error:
         raise InvalidInputError(str(error), field="webhook") from error
 

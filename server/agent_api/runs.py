@@ -16,7 +16,7 @@ from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
 from server.runs.context import check_overrides
 from server.runs.engine import RunEngine, run_json
 from server.runs.streaming import dumps, validate_stream_modes
-from server.runs.webhooks import check_webhook_url
+from server.runs.webhooks import check_webhook_url, webhook_policy
 from server.schemas.runs import BatchRunCreate, RunCreate, RunField, RunsCancel
 from server.sse import follow_run, parse_last_event_id, run_headers, sse_response
 from stores.errors import InvalidInputError
@@ -61,9 +61,7 @@ async def _submit(
                 check_overrides(body.context)
     if body.webhook:
         try:
-            await check_webhook_url(
-                body.webhook, allowed_hosts=resources.settings.webhook_allowed_hosts
-            )
+            await check_webhook_url(body.webhook, policy=webhook_policy(resources.settings))
         except ValueError as error:
             raise InvalidInputError(str(error), field="webhook") from error
     if body.command is not None and body.input is not None:

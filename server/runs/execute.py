@@ -24,7 +24,7 @@ from server.runs.context import ContextServices, agent_context
 from server.runs.events import RunEventLog
 from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
 from server.runs.streaming import error_data, stream_graph, to_jsonable
-from server.runs.webhooks import send_webhook, webhook_payload
+from server.runs.webhooks import send_webhook, webhook_payload, webhook_policy
 from stores.errors import ConflictError, NotFoundError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
@@ -591,7 +591,7 @@ class RunExecutor:
         await send_webhook(
             str(run.kwargs["webhook"]),
             payload,
-            allowed_hosts=self.settings.webhook_allowed_hosts,
+            policy=webhook_policy(self.settings),
             timeout_s=self.settings.webhook_timeout_s,
             attempts=self.settings.webhook_attempts,
         )

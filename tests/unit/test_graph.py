@@ -19,7 +19,6 @@ from nodes.context import AgentContext
 from nodes.models import OfflineChatModel
 from nodes.remember import window_changes
 from nodes.tools.calculator import evaluate
-from nodes.tools.http_get import address_refused, check_url
 from nodes.tools.registry import ToolError
 
 
@@ -275,24 +274,6 @@ def test_calculator_evaluates_arithmetic(expression: str, value: float) -> None:
 def test_calculator_refuses_anything_else(expression: str) -> None:
     with pytest.raises(ToolError):
         evaluate(expression)
-
-
-@pytest.mark.parametrize(
-    ("address", "reason"),
-    [("127.0.0.1", "loopback"), ("169.254.169.254", "link-local"), ("10.0.0.8", "private"),
-     ("::1", "loopback"), ("::ffff:192.168.1.1", "private"), ("8.8.8.8", None)],
-)  # fmt: skip
-def test_http_get_refuses_internal_addresses(address: str, reason: str | None) -> None:
-    assert address_refused(address) == reason
-
-
-async def test_http_get_refuses_hosts_off_the_allow_list_and_loopback() -> None:
-    with pytest.raises(ToolError, match="allow-list"):
-        await check_url("https://example.org/", ["example.com"])
-    with pytest.raises(ToolError, match="loopback"):
-        await check_url("http://localhost:8000/", ["localhost"])
-    with pytest.raises(ToolError, match="http and https"):
-        await check_url("file:///etc/passwd", ["localhost"])
 
 
 async def test_offline_model_streams_tokens() -> None:
