@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from server.agent_api.threads import prune_thread_data
+from server.background import sweep_forever
 from server.config import Project
 from server.resources import Resources
 from server.runs.engine import RunEngine
@@ -23,29 +24,6 @@ log = logging.getLogger(__name__)
 # LangGraph's defaults when `checkpointer.ttl` leaves them out.
 THREAD_SWEEP_INTERVAL_S = 5 * 60.0
 THREAD_SWEEP_LIMIT = 1000
-
-
-async def sweep_forever(
-    name: str, interval_s: float, sweep: Callable[[], Awaitable[str | None]]
-) -> None:
-    """Run `sweep` every `interval_s` seconds until cancelled; log what it did or why it failed."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            done = await sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.warning(
-                "%s failed (next try in %.0f s): %s: %s",
-                name,
-                interval_s,
-                type(error).__name__,
-                error,
-            )
-            continue
-        if done:
-            log.info("%s: %s", name, done)
 
 
 async def sweep_store(resources: Resources) -> str | None:

@@ -214,6 +214,13 @@ class Settings(BaseSettings):
     run_poll_s: float = Field(
         2.0, gt=0, le=300, description="Seconds between looks for runs when no NOTIFY arrives."
     )
+    run_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Claims of one run at most (crashes, database outages) before it ends as "
+        "an error.",
+    )
     run_timeout_s: float | None = Field(
         None, gt=0, description="Seconds a run attempt may take before it ends as `timeout`."
     )

