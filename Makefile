@@ -27,7 +27,12 @@ run: $(VENV)/.installed
 migrate: $(VENV)/.installed
 	$(BIN)/switchboard migrate
 
-test: $(VENV)/.installed-dev
+# The JS client tests' packages (tests/js: @langchain/langgraph-sdk from npm), from the lock.
+JS_TESTS := tests/js/node_modules/.package-lock.json
+$(JS_TESTS): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+
+test: $(VENV)/.installed-dev $(JS_TESTS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -43,4 +48,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench $(BENCH)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules

@@ -18,13 +18,21 @@ SseEvent = tuple[int | None, str, Any]
 """`(seq, event, data)`: `id: <seq>` (none when seq is None), `event:`, JSON `data:`."""
 
 
+REPLAY_ALL: Final[frozenset[str]] = frozenset({"-", "-1"})
+"""`Last-Event-ID` values that ask for every event from the first, as langgraph-api takes
+them: `-` (a Redis stream's start) and `-1` (what useStream's `joinStream` sends)."""
+
+
 def parse_last_event_id(value: str | None) -> int | None:
-    """The seq in a `Last-Event-ID` header (None when absent or empty).
+    """The seq in a `Last-Event-ID` header (None when absent or empty; 0, replay everything,
+    for `-` and `-1`).
 
     Raises `InvalidInputError` (422) naming the header when it is not a whole number ≥ 0.
     """
     if value is None or not value.strip():
         return None
+    if value.strip() in REPLAY_ALL:
+        return 0
     try:
         seq = int(value.strip())
     except ValueError:

@@ -64,8 +64,6 @@ async def _submit(
             await check_webhook_url(body.webhook, policy=webhook_policy(resources.settings))
         except ValueError as error:
             raise InvalidInputError(str(error), field="webhook") from error
-    if body.command is not None and body.input is not None:
-        raise InvalidInputError("give either input or command, not both", field="command")
     kwargs = body.model_dump(
         mode="json",
         exclude={
@@ -78,7 +76,10 @@ async def _submit(
         },
     )
     if body.command is not None:
+        # As langgraph-api: a command wins over an input sent with it (Agent Chat UI resumes
+        # with `input: {}` and `command: {resume}`).
         kwargs["command"] = body.command.model_dump(mode="json", exclude_unset=True)
+        kwargs["input"] = None
     if body.checkpoint is not None and body.checkpoint.checkpoint_id and not body.checkpoint_id:
         kwargs["checkpoint_id"] = body.checkpoint.checkpoint_id
     stateless = thread_id is None

@@ -64,7 +64,8 @@ def thread_config(
 
 
 def checkpoint_of(config: RunnableConfig | None) -> dict[str, Any] | None:
-    """The SDK's `Checkpoint` for a state config (None without a checkpoint id)."""
+    """The SDK's `Checkpoint` for a state config (None without a checkpoint id), as
+    langgraph-api shows it: `checkpoint_map` only when there is one."""
     configurable = (config or {}).get("configurable") or {}
     if not configurable.get("checkpoint_id") or not configurable.get("thread_id"):
         return None
@@ -72,8 +73,9 @@ def checkpoint_of(config: RunnableConfig | None) -> dict[str, Any] | None:
         "thread_id": str(configurable["thread_id"]),
         "checkpoint_ns": configurable.get("checkpoint_ns") or "",
         "checkpoint_id": configurable["checkpoint_id"],
-        "checkpoint_map": configurable.get("checkpoint_map"),
     }
+    if configurable.get("checkpoint_map"):
+        checkpoint["checkpoint_map"] = configurable["checkpoint_map"]
     return checkpoint
 
 
@@ -118,20 +120,16 @@ def snapshot_json(state: StateSnapshot) -> dict[str, Any]:
     }
 
 
-def empty_state(thread_id: uuid.UUID) -> dict[str, Any]:
-    """The state of a thread that has no graph (and so no checkpoints) yet."""
+def empty_state() -> dict[str, Any]:
+    """The state of a thread without checkpoints yet, as langgraph-api shows it (no
+    checkpoint: useStream reads `checkpoint == null` as "nothing to show")."""
     return {
         "values": {},
         "next": [],
         "tasks": [],
-        "metadata": {},
+        "metadata": None,
         "created_at": None,
-        "checkpoint": {
-            "thread_id": str(thread_id),
-            "checkpoint_ns": "",
-            "checkpoint_id": None,
-            "checkpoint_map": None,
-        },
+        "checkpoint": None,
         "parent_checkpoint": None,
         "interrupts": [],
         "checkpoint_id": None,
@@ -182,7 +180,7 @@ async def read_state(
         )
     state = await graph.aget_state(config, subgraphs=subgraphs)
     if state.config.get("configurable", {}).get("checkpoint_id") is None:
-        return empty_state(thread_id)
+        return empty_state()
     return snapshot_json(state)
 
 

@@ -301,7 +301,7 @@ async def get_thread_state(
     thread = await store.get_thread(db, thread_id)
     graph_id = await _graph_of(db, graphs, thread)
     if graph_id is None:
-        return empty_state(thread_id)
+        return empty_state()
     async with graphs.acquire(graph_id, access="threads.read") as graph:
         return await read_state(graph, thread_id, subgraphs=subgraphs)
 

@@ -149,6 +149,14 @@ async def create_run(
                 thread.ttl_minutes, thread.ttl_strategy = thread_ttl.minutes, thread_ttl.strategy
             session.add(thread)
             await session.flush()
+        elif thread.status != "busy":
+            # As langgraph-api does: the thread names the graph and assistant that last ran on
+            # it, so `threads.search(metadata={"graph_id": ...})` lists it (Agent Chat UI).
+            thread.metadata_ = {
+                **(thread.metadata_ or {}),
+                "graph_id": graph_id,
+                "assistant_id": str(assistant_id),
+            }
         cancels: list[CancelRequest] = []
         active = await in_flight(session, thread_id)
         if active:

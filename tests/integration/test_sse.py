@@ -39,11 +39,13 @@ def test_a_join_filter_maps_events_back_to_the_modes_that_made_them() -> None:
     assert event_in_modes("error", ["custom"])
 
 
-def test_last_event_id_must_be_a_whole_number() -> None:
+def test_last_event_id_must_be_a_whole_number_or_the_start() -> None:
     assert parse_last_event_id(None) is None
     assert parse_last_event_id("") is None
     assert parse_last_event_id(" 7 ") == 7
-    for bad in ("abc", "1.5", "-1"):
+    assert parse_last_event_id("-") == 0  # langgraph-api: from the start
+    assert parse_last_event_id("-1") == 0  # useStream's joinStream
+    for bad in ("abc", "1.5", "-2", "--"):
         with pytest.raises(InvalidInputError) as caught:
             parse_last_event_id(bad)
         assert caught.value.field == "Last-Event-ID"
