@@ -11,11 +11,13 @@ from starlette.types import Receive, Scope, Send
 
 from server.runs.events import RunEventLog
 from server.runs.streaming import TERMINAL_EVENTS, dumps
+from server.runs.thread_stream import RUN_DONE, START, ThreadCursor, follow_thread
 from stores.errors import InvalidInputError
+from stores.sql.database import Database
 
 DEFAULT_HEARTBEAT_S: Final[float] = 5.0
-SseEvent = tuple[int | None, str, Any]
-"""`(seq, event, data)`: `id: <seq>` (none when seq is None), `event:`, JSON `data:`."""
+SseEvent = tuple[int | str | None, str, Any]
+"""`(id, event, data)`: `id: <id>` (none when None), `event:`, JSON `data:`."""
 
 
 REPLAY_ALL: Final[frozenset[str]] = frozenset({"-", "-1"})
@@ -47,6 +49,40 @@ def parse_last_event_id(value: str | None) -> int | None:
     return seq
 
 
+def parse_thread_event_id(value: str | None) -> ThreadCursor | None:
+    """Where a thread stream's `Last-Event-ID` says to resume (None when absent: only new
+    events; the start for `-`).
+
+    Raises `InvalidInputError` (422) naming the header when it is not an id of the stream.
+    """
+    if value is None or not value.strip():
+        return None
+    if value.strip() in REPLAY_ALL:
+        return START
+    cursor = ThreadCursor.parse(value)
+    if cursor is None:
+        raise InvalidInputError(
+            f"Last-Event-ID must be the id of an event of this thread's stream "
+            f"(<place>-<event>) or '-', got {value[:100]!r}",
+            field="Last-Event-ID",
+        )
+    return cursor
+
+
+def thread_event_in_modes(event: str, data: Any, modes: Collection[str]) -> bool:
+    """Whether an event of a thread's stream belongs to one of its stream `modes`, as
+    langgraph-api filters them: `state_update` events to `state_update`; every run event to
+    `run_modes`; a run's start (`metadata` with its `run_id` and `attempt`) and end
+    (`metadata` with status `run_done`) to `lifecycle` too."""
+    if event == "state_update":
+        return "state_update" in modes
+    if "run_modes" in modes:
+        return True
+    if "lifecycle" not in modes or event != "metadata" or not isinstance(data, dict):
+        return False
+    return data.get("status") == RUN_DONE or ("run_id" in data and "attempt" in data)
+
+
 def event_in_modes(event: str, modes: Collection[str]) -> bool:
     """Whether an event of the run log belongs to one of the stream `modes` (a join's filter).
 
@@ -71,9 +107,9 @@ def run_headers(run_id: uuid.UUID, *, thread_id: uuid.UUID | None) -> dict[str, 
 
 
 async def _encode(events: AsyncIterator[SseEvent]) -> AsyncIterator[ServerSentEvent]:
-    async for seq, event, data in events:
+    async for ident, event, data in events:
         yield ServerSentEvent(
-            data=dumps(data).decode(), event=event, id=None if seq is None else str(seq)
+            data=dumps(data).decode(), event=event, id=None if ident is None else str(ident)
         )
 
 
@@ -137,3 +173,19 @@ async def follow_run(
     finally:
         if on_disconnect is not None and not finished:
             on_disconnect()
+
+
+async def follow_thread_stream(
+    events: RunEventLog,
+    db: Database,
+    thread_id: uuid.UUID,
+    *,
+    after: ThreadCursor | None,
+    modes: Collection[str],
+) -> AsyncIterator[SseEvent]:
+    """A thread's stream across its runs after `after` (None: from now on), only the events
+    of its stream `modes`, each with its id (`<place>-<event>`), until the thread is deleted
+    or the client leaves."""
+    async for cursor, event, data in follow_thread(events, db, thread_id, after=after):
+        if thread_event_in_modes(event, data, modes):
+            yield cursor.id, event, data

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from server.app import create_app
@@ -78,10 +79,11 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
 
 
 @contextmanager
-def running_server(settings: Settings) -> Iterator[str]:
-    """Serve `create_app(settings)` with uvicorn in a thread; yield its base URL."""
+def running_server(settings: Settings, *, app: FastAPI | None = None) -> Iterator[str]:
+    """Serve `app` (default `create_app(settings)`) with uvicorn in a thread on the settings'
+    port; yield its base URL."""
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
+        app or create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)

@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
 
@@ -19,10 +19,12 @@ from server.agent_api.state import (
     history,
     read_state,
     search_page,
+    snapshot_json,
     update_state,
 )
-from server.deps import DatabaseDep, EngineDep, GraphsDep, ProjectDep, ResourcesDep
+from server.deps import DatabaseDep, EngineDep, GraphsDep, ProjectDep, ResourcesDep, RunEventsDep
 from server.runs.engine import RunEngine
+from server.runs.streaming import to_jsonable, validate_thread_stream_modes
 from server.schemas.agent_api import (
     ThreadCount,
     ThreadCreate,
@@ -34,8 +36,10 @@ from server.schemas.agent_api import (
     ThreadUpdate,
 )
 from server.schemas.common import CONFLICT, NOT_FOUND
+from server.sse import follow_thread_stream, parse_thread_event_id, sse_response
 from stores.errors import ConflictError, InvalidInputError, NotFoundError
 from stores.sql import runs as run_store
+from stores.sql import thread_events
 from stores.sql import threads as store
 from stores.sql.assistants import resolve_assistant
 from stores.sql.database import Database
@@ -118,6 +122,12 @@ async def prune_thread_data(
     except NotImplementedError as error:  # the saver cannot keep only the latest (DeltaChannel)
         raise InvalidInputError(str(error), field="strategy") from error
     return existing
+
+
+async def _state_updated(db: Database, thread_id: uuid.UUID, state: StateSnapshot) -> None:
+    """Put the thread's new state in its stream, as langgraph-api does after a state update."""
+    data = {"state": snapshot_json(state), "thread_id": str(thread_id)}
+    await thread_events.append_thread_event(db, thread_id, "state_update", to_jsonable(data))
 
 
 def _status_after(state: StateSnapshot) -> Literal["idle", "interrupted"]:
@@ -203,6 +213,7 @@ async def create_thread(
             interrupts=interrupts,
             status=_status_after(latest),
         )
+        await _state_updated(db, thread.id, latest)
         thread = await store.get_thread(db, thread.id)
     return thread_json(thread)
 
@@ -335,6 +346,7 @@ async def update_thread_state(
         interrupts=interrupts,
         status=_status_after(latest),
     )
+    await _state_updated(db, thread_id, latest)
     return written
 
 
@@ -393,3 +405,39 @@ async def get_thread_history(
             checkpoint_id=body.checkpoint.checkpoint_id if body.checkpoint else None,
             checkpoint_ns=body.checkpoint.checkpoint_ns if body.checkpoint else "",
         )
+
+
+# How many `stream_mode` / `stream_modes` values one request may give.
+MAX_STREAM_MODE_VALUES = 10
+
+
+@router.get("/{thread_id}/stream", responses={**NOT_FOUND})
+async def join_thread_stream(
+    thread_id: uuid.UUID,
+    db: DatabaseDep,
+    events: RunEventsDep,
+    stream_modes: Annotated[
+        list[str] | None,
+        Query(description="langgraph-api's name: modes, comma-separated (default run_modes)."),
+    ] = None,
+    stream_mode: Annotated[
+        list[str] | None, Query(description="The SDKs' name for the same, repeated.")
+    ] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The thread's events across its runs (SSE), live: each run's events (`run_modes`), its
+    start and end (`lifecycle`), state updates (`state_update`). `Last-Event-ID: <id>` resumes
+    after that event, `-` replays what is kept from the start."""
+    await store.get_thread(db, thread_id)  # 404 first
+    after = parse_thread_event_id(last_event_id)  # 422 naming Last-Event-ID
+    for field, values in (("stream_modes", stream_modes), ("stream_mode", stream_mode)):
+        if values and (len(values) > MAX_STREAM_MODE_VALUES or any(len(v) > 100 for v in values)):
+            raise InvalidInputError(
+                f"{field}: at most {MAX_STREAM_MODE_VALUES} values of 100 characters", field=field
+            )
+        try:
+            validate_thread_stream_modes(values or [])
+        except ValueError as error:
+            raise InvalidInputError(str(error), field=field) from error
+    modes = validate_thread_stream_modes([*(stream_modes or []), *(stream_mode or [])])
+    return sse_response(follow_thread_stream(events, db, thread_id, after=after, modes=modes))

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -22,6 +22,8 @@ from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
 from stores.sql.database import Database, Timeouts, connect, is_transient, libpq_url
 from stores.sql.runs import RunToken
+from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
+from stores.sql.thread_events import prune_thread_events
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +173,15 @@ class RunEventLog:
             try:
                 async with await connect(self.url, self.timeouts) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {THREAD_CHANNEL}")
                     self._listening.set()
                     backoff = 0.2
                     self._poke_all()  # whatever was sent while not listening is re-read
                     async for note in conn.notifies():
-                        self._dispatch(note.payload)
+                        if note.channel == THREAD_CHANNEL:
+                            self._poke_key(note.payload)
+                        else:
+                            self._dispatch(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -197,6 +203,34 @@ class RunEventLog:
             return
         for subscriber in self._subscribers.get(run_id, ()):
             subscriber.poke()
+
+    def _poke_key(self, key: str) -> None:
+        """Wake the followers of a thread's stream (a NOTIFY on `thread_events`)."""
+        try:
+            thread_id = uuid.UUID(key)
+        except ValueError:
+            return
+        for subscriber in self._subscribers.get(thread_id, ()):
+            subscriber.poke()
+
+    @contextlib.contextmanager
+    def watching(self, thread_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        """An event set when `thread_id`'s stream gets a new place (a run claimed for the first
+        time, or a thread event), in any process; clear it before looking for new places."""
+        subscriber = _Subscriber()
+        self._subscribers.setdefault(thread_id, set()).add(subscriber)
+        try:
+            yield subscriber.signal
+        finally:
+            subscribers = self._subscribers.get(thread_id)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._subscribers[thread_id]
+
+    def followers(self, key: uuid.UUID) -> int:
+        """How many open follows (of a run) or watches (of a thread stream) `key` has here."""
+        return len(self._subscribers.get(key, ()))
 
     def _poke_all(self) -> None:
         for subscribers in self._subscribers.values():
@@ -463,10 +497,12 @@ class RunEventLog:
                     del self._subscribers[run_id]
 
     async def prune(self, *, keep_s: float) -> int:
-        """Delete the events of finished runs whose last event is older than `keep_s`."""
+        """Delete the events of finished runs whose last event is older than `keep_s`, and
+        thread events (state updates) older than that."""
         async with self.database.engine.begin() as conn:
             result = await conn.execute(_PRUNE, {"keep": keep_s})
-        return int(getattr(result, "rowcount", 0) or 0)
+        pruned = int(getattr(result, "rowcount", 0) or 0)
+        return pruned + await prune_thread_events(self.database, keep_s=keep_s)
 
 
 @asynccontextmanager

@@ -32,6 +32,10 @@ ApiStreamMode = Literal[
 """The stream modes a client may ask for (langgraph-sdk's `StreamMode`)."""
 
 STREAM_MODES: Final[frozenset[str]] = frozenset(get_args(ApiStreamMode))
+ThreadStreamMode = Literal["lifecycle", "run_modes", "state_update"]
+"""What a thread's stream may carry (langgraph-api's `ThreadStreamMode`): each run's start and
+end (`lifecycle`), every event of its runs (`run_modes`), and state updates (`state_update`)."""
+THREAD_STREAM_MODES: Final[frozenset[str]] = frozenset(get_args(ThreadStreamMode))
 TERMINAL_EVENTS: Final[frozenset[str]] = frozenset({"end", "error"})
 _JSON_OPTIONS: Final[int] = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -115,6 +119,22 @@ def validate_stream_modes(modes: str | Sequence[str] | None) -> list[str]:
             f"stream_mode {unknown[0]!r} is not one of {sorted(STREAM_MODES)}",
         )
     return list(dict.fromkeys(wanted)) or ["values"]
+
+
+def validate_thread_stream_modes(values: Sequence[str]) -> list[str]:
+    """The thread stream modes asked for, each value a mode or a comma-separated list of them
+    (langgraph-api reads `stream_modes=a,b`; the SDKs send `stream_mode=a&stream_mode=b`);
+    `["run_modes"]` when none.
+
+    Raises `ValueError` naming the unknown mode.
+    """
+    modes = [mode.strip() for value in values for mode in value.split(",") if mode.strip()]
+    unknown = [mode for mode in modes if mode not in THREAD_STREAM_MODES]
+    if unknown:
+        raise ValueError(
+            f"thread stream mode {unknown[0]!r} is not one of {sorted(THREAD_STREAM_MODES)}"
+        )
+    return list(dict.fromkeys(modes)) or ["run_modes"]
 
 
 def _graph_modes(modes: Sequence[str]) -> list[StreamMode]:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Sequence,
     String,
     Text,
     UniqueConstraint,
@@ -234,6 +235,9 @@ class Run(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # What `/wait` and `/join` return: final values, `__interrupt__` or `__error__` (0003_b1).
     output: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    # The run's place in its thread's stream (GET /threads/{id}/stream), from the
+    # `thread_stream_positions` sequence when it is first claimed (0005).
+    stream_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -246,6 +250,12 @@ class Run(Base):
         Index(None, "status", "created_at"),
         Index(None, "status", "lease_expires_at"),
         Index(None, "assistant_id"),
+        Index(
+            "ix_runs_thread_id_stream_position",
+            "thread_id",
+            "stream_position",
+            postgresql_where=text("stream_position IS NOT NULL"),
+        ),
     )
 
 
@@ -261,6 +271,27 @@ class RunEvent(Base):
     event: Mapped[str] = mapped_column(Text, nullable=False)
     data: Mapped[Any] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime] = _created_at()
+
+
+THREAD_STREAM_POSITIONS = Sequence("thread_stream_positions", metadata=Base.metadata)
+"""Places in thread streams: runs (at their first claim) and thread events take one each,
+under their thread row's lock, so a thread's places grow in the order they become visible."""
+
+
+class ThreadEvent(Base):
+    """An event of a thread that is not part of a run (a state update), in its thread's stream."""
+
+    __tablename__ = "thread_events"
+
+    thread_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    created_at: Mapped[datetime] = _created_at()
+
+    __table_args__ = (Index(None, "created_at"),)
 
 
 class Cron(Base):

@@ -14,7 +14,8 @@ from sqlalchemy.orm import aliased
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
-from stores.sql.models import Conversation, Run
+from stores.sql.models import THREAD_STREAM_POSITIONS, Conversation, Run
+from stores.sql.thread_events import notify_thread_stream
 from stores.sql.threads import ThreadTTL
 
 CancelAction = Literal["interrupt", "rollback"]
@@ -253,8 +254,13 @@ async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16)
             run.lease_owner = owner
             run.lease_expires_at = _lease(lease_s)
             run.attempt = Run.attempt + 1
+            if run.stream_position is None and thread_id is not None:
+                # Its place in the thread's stream, taken under the thread row's lock.
+                run.stream_position = THREAD_STREAM_POSITIONS.next_value()
             await session.flush()
             await session.refresh(run)
+            if thread_id is not None:
+                await notify_thread_stream(session, thread_id)
             return run
     return None
 
