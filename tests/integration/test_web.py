@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
 
 from tests.integration.helpers import create_user
 from tests.support import make_settings, running_server
@@ -203,25 +203,44 @@ def test_a_question_streams_tokens_cites_its_source_and_the_conversation_survive
     expect(page.locator("#log .message.agent .answer").first).to_have_text(final)
 
 
-def test_stop_ends_the_running_turn(page: Page, web_url: str) -> None:
-    _open(page, web_url)
-    _sign_up(page, "Grace", f"grace-{time.time_ns()}@example.com")
-    _ask(page, "Tell me everything you know about Switchboard and its durable runs.")
-    answer = page.locator(".message.agent").last
-    expect(answer.locator(".answer")).not_to_have_text("")
-    page.click("#stop")
-    expect(answer.locator(".note")).to_contain_text("Stopped.")
-    expect(page.locator("#send")).to_be_enabled()
-    conversation = page.evaluate("location.hash").split("=", 1)[1]
+def _last_run_once_stopped(web_url: str, conversation: str) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     with httpx.Client(base_url=web_url) as http:
         while True:
             runs: list[dict[str, Any]] = http.get(f"/threads/{conversation}/runs").json()
             if runs and runs[0]["status"] not in ("pending", "running"):
-                break
+                return runs[0]
             assert time.monotonic() < deadline, f"the run did not stop: {runs}"
             time.sleep(0.1)
-    assert runs[0]["status"] == "interrupted"
+
+
+def _answer_cancel_late(route: Route) -> None:
+    """Send the cancel, but hand its answer to the page only a second later: the run's end
+    (an error event, UserInterrupt) reaches the page first."""
+    response = route.fetch()
+    time.sleep(1.0)
+    route.fulfill(response=response)
+
+
+def test_stop_ends_the_running_turn_with_one_outcome(page: Page, web_url: str) -> None:
+    _open(page, web_url)
+    _sign_up(page, "Grace", f"grace-{time.time_ns()}@example.com")
+    for turn in range(3):  # the run's cancellation (an error event) races the Stop each time
+        if turn == 1:
+            page.route("**/runs/*/cancel", _answer_cancel_late)
+        if turn == 2:
+            page.unroute("**/runs/*/cancel")
+        _ask(page, f"Tell me everything you know about Switchboard and its durable runs ({turn}).")
+        answer = page.locator(".message.agent").last
+        expect(answer.locator(".answer")).not_to_have_text("")
+        page.click("#stop")
+        expect(answer.locator(".note")).to_have_text(["Stopped."])
+        expect(page.locator("#send")).to_be_enabled()
+        conversation = page.evaluate("location.hash").split("=", 1)[1]
+        assert _last_run_once_stopped(web_url, conversation)["status"] == "interrupted"
+        # The run is over: nothing it sent after the Stop shows (no UserInterrupt note).
+        expect(answer.locator(".note")).to_have_text(["Stopped."])
+        expect(answer.locator(".note.error")).to_have_count(0)
 
 
 def test_memories_are_listed_and_forgotten(page: Page, web_url: str) -> None:

@@ -14,7 +14,7 @@ const state = {
   agentId: null,
   userId: null,
   conversationId: null,
-  turn: null, // {controller, runId, conversationId, stopped} while an answer streams
+  turn: null, // {controller, runId, conversationId, stopped, started} while an answer streams
 };
 
 const $ = (id) => document.getElementById(id);
@@ -72,26 +72,30 @@ async function* sseEvents(response) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let event = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith(":")) continue; // a heartbeat comment
-        const colon = line.indexOf(":");
-        const field = colon < 0 ? line : line.slice(0, colon);
-        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-        if (field === "event") event = value;
-        else if (field === "data") data.push(value);
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let event = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) continue; // a heartbeat comment
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") event = value;
+          else if (field === "data") data.push(value);
+        }
+        if (data.length) yield { event, data: JSON.parse(data.join("\n")) };
       }
-      if (data.length) yield { event, data: JSON.parse(data.join("\n")) };
     }
+  } finally {
+    reader.cancel().catch(() => {}); // a reader left early lets go of the connection
   }
 }
 
@@ -454,7 +458,15 @@ async function send(event) {
   box.value = "";
   scrollToEnd();
   const controller = new AbortController();
-  state.turn = { controller, runId: null, conversationId: state.conversationId, stopped: false };
+  let started;
+  const turn = {
+    controller,
+    runId: null,
+    conversationId: state.conversationId,
+    stopped: false,
+    started: new Promise((resolve) => (started = resolve)), // resolved once the run is known
+  };
+  state.turn = turn;
   setBusy(true);
   say("");
   try {
@@ -465,14 +477,22 @@ async function send(event) {
       signal: controller.signal,
     });
     if (!response.ok) throw new ApiError(response.status, await errorMessage(response));
-    for await (const item of sseEvents(response)) applyEvent(bubble, item.event, item.data);
+    for await (const item of sseEvents(response)) {
+      // Once Stop is pressed the turn's outcome is "Stopped.", whatever the run still sends
+      // (its cancellation arrives as an error event): only its id is still wanted.
+      if (turn.stopped && item.event !== "metadata") break;
+      applyEvent(bubble, item.event, item.data);
+      if (item.event === "metadata") started();
+      if (turn.stopped) break;
+    }
   } catch (error) {
-    if (state.turn && state.turn.stopped) note(bubble, "Stopped.", "warning");
-    else {
+    if (!turn.stopped) {
       note(bubble, error.message || String(error), "error");
       fail(error);
     }
   } finally {
+    started();
+    if (turn.stopped) note(bubble, "Stopped.", "warning");
     bubble.node.classList.remove("streaming");
     state.turn = null;
     setBusy(false);
@@ -483,9 +503,11 @@ async function send(event) {
 
 async function stop() {
   const turn = state.turn;
-  if (!turn) return;
+  if (!turn || turn.stopped) return;
   turn.stopped = true;
+  $("stop").disabled = true;
   try {
+    await turn.started; // a Stop pressed before the run's first event waits for its id
     if (turn.runId && turn.conversationId) {
       const thread = encodeURIComponent(turn.conversationId);
       const run = encodeURIComponent(turn.runId);
