@@ -67,7 +67,9 @@ def database_url(settings: Settings) -> Iterator[str]:
     if settings.database_url:
         yield settings.database_url
         return
-    with embedded_postgres(settings.data_dir / "postgres") as url:
+    with embedded_postgres(
+        settings.data_dir / "postgres", start_s=settings.embedded_postgres_start_s
+    ) as url:
         yield url
 
 

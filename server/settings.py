@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         None,
         description="PostgreSQL URL. Unset: an embedded PostgreSQL in DATA_DIR/postgres.",
     )
+    embedded_postgres_start_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Seconds the embedded PostgreSQL may take to start (waited for, never cut).",
+    )
     db_pool_size: int = Field(10, ge=1, le=500, description="Connections kept per process.")
     db_max_overflow: int = Field(10, ge=0, le=500, description="Extra connections under load.")
     db_pool_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection.")

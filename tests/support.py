@@ -88,12 +88,13 @@ def running_server(settings: Settings, *, app: FastAPI | None = None) -> Iterato
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
+    # Generous: an embedded PostgreSQL alone may take its EMBEDDED_POSTGRES_START_S under load.
+    deadline = time.monotonic() + 240
     while not server.started:
         if not thread.is_alive():
             raise RuntimeError("test server failed to start; see the log above")
         if time.monotonic() > deadline:
-            raise TimeoutError("test server did not start within 60 s")
+            raise TimeoutError("test server did not start within 240 s")
         time.sleep(0.05)
     try:
         yield f"http://127.0.0.1:{settings.port}"
