@@ -179,7 +179,7 @@ class RunEventLog:
                     self._poke_all()  # whatever was sent while not listening is re-read
                     async for note in conn.notifies():
                         if note.channel == THREAD_CHANNEL:
-                            self._poke_key(note.payload)
+                            self._poke(note.payload)  # a thread id
                         else:
                             self._dispatch(note.payload)
             except asyncio.CancelledError:
@@ -196,37 +196,37 @@ class RunEventLog:
         origin, _, rest = payload.partition(":")
         if origin == self.origin:
             return  # appended here: local followers already have it
-        run_text, _, _ = rest.partition(":")
+        self._poke(rest.partition(":")[0])
+
+    def _poke(self, key: str) -> None:
+        """Wake whoever follows the run, or watches the thread's stream, of id `key`."""
         try:
-            run_id = uuid.UUID(run_text)
+            subscribers = self._subscribers.get(uuid.UUID(key), ())
         except ValueError:
             return
-        for subscriber in self._subscribers.get(run_id, ()):
+        for subscriber in subscribers:
             subscriber.poke()
 
-    def _poke_key(self, key: str) -> None:
-        """Wake the followers of a thread's stream (a NOTIFY on `thread_events`)."""
+    @contextlib.contextmanager
+    def _subscribed(self, key: uuid.UUID) -> Iterator[_Subscriber]:
+        """A subscriber of `key` (a run, or a thread's stream) for the duration."""
+        subscriber = _Subscriber()
+        self._subscribers.setdefault(key, set()).add(subscriber)
         try:
-            thread_id = uuid.UUID(key)
-        except ValueError:
-            return
-        for subscriber in self._subscribers.get(thread_id, ()):
-            subscriber.poke()
+            yield subscriber
+        finally:
+            subscribers = self._subscribers.get(key)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._subscribers[key]
 
     @contextlib.contextmanager
     def watching(self, thread_id: uuid.UUID) -> Iterator[asyncio.Event]:
         """An event set when `thread_id`'s stream gets a new place (a run claimed for the first
         time, or a thread event), in any process; clear it before looking for new places."""
-        subscriber = _Subscriber()
-        self._subscribers.setdefault(thread_id, set()).add(subscriber)
-        try:
+        with self._subscribed(thread_id) as subscriber:
             yield subscriber.signal
-        finally:
-            subscribers = self._subscribers.get(thread_id)
-            if subscribers is not None:
-                subscribers.discard(subscriber)
-                if not subscribers:
-                    del self._subscribers[thread_id]
 
     def followers(self, key: uuid.UUID) -> int:
         """How many open follows (of a run) or watches (of a thread stream) `key` has here."""
@@ -434,9 +434,7 @@ class RunEventLog:
         polls (a run that died without its `end`, or a log already pruned).
         """
         last = after_seq or 0
-        subscriber = _Subscriber()
-        self._subscribers.setdefault(run_id, set()).add(subscriber)
-        try:
+        with self._subscribed(run_id) as subscriber:
             stale, idle_polls = True, 0
             while True:
                 if stale:
@@ -489,12 +487,6 @@ class RunEventLog:
                 if subscriber.stale:
                     subscriber.stale = False
                     stale = True
-        finally:
-            subscribers = self._subscribers.get(run_id)
-            if subscribers is not None:
-                subscribers.discard(subscriber)
-                if not subscribers:
-                    del self._subscribers[run_id]
 
     async def prune(self, *, keep_s: float) -> int:
         """Delete the events of finished runs whose last event is older than `keep_s`, and

@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests that talk to the local OpenAI-compatible fake server."""
+"""Fixtures of the integration tests: a second server that only follows, and the local
+OpenAI-compatible fake server."""
 
 from __future__ import annotations
 
@@ -8,7 +9,24 @@ from pathlib import Path
 import pytest
 
 from tests.integration.openai_fake import FakeOpenAI, running_fake_openai, settings_for
-from tests.support import running_server
+from tests.support import TEST_GRAPHS, make_settings, running_server
+
+
+@pytest.fixture(scope="module")
+def follower_url(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, server_url: str
+) -> Iterator[str]:
+    """A second server on the module's database (after its `server_url`) that runs nothing:
+    it can only follow what the first one runs."""
+    settings = make_settings(
+        database_url,
+        tmp_path_factory.mktemp("follower"),
+        migrate_on_start=False,
+        run_workers=0,
+        langgraph_config=TEST_GRAPHS,
+    )
+    with running_server(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

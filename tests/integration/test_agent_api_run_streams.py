@@ -34,18 +34,6 @@ def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def follower_url(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, server_url: str
-) -> Iterator[str]:
-    """A second server on the same database that runs nothing: it can only follow."""
-    settings = make_settings(
-        database_url, tmp_path_factory.mktemp("follower"), migrate_on_start=False, run_workers=0
-    )
-    with running_server(settings) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def assistant_id(database_url: str) -> str:
     """An agent of the chat graph that may use the calculator."""
     with psycopg.connect(database_url) as conn:

@@ -48,22 +48,6 @@ def server_url(settings: Settings, app: FastAPI) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def follower_url(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, server_url: str
-) -> Iterator[str]:
-    """A second server on the same database that runs nothing: it can only follow."""
-    settings = make_settings(
-        database_url,
-        tmp_path_factory.mktemp("follower"),
-        migrate_on_start=False,
-        run_workers=0,
-        langgraph_config=TEST_GRAPHS,
-    )
-    with running_server(settings) as url:
-        yield url
-
-
 def runs_done(count: int) -> Callable[[list[Part]], bool]:
     """Stop once `count` runs said `run_done`."""
 
