@@ -20,6 +20,7 @@ from tests.integration.run_events_support import (
     new_run,
     set_status,
 )
+from tests.support import free_port
 
 __all__ = ["database", "log"]  # fixtures
 
@@ -202,3 +203,29 @@ async def test_a_stale_attempts_events_are_dropped_once_its_run_is_reclaimed(
     assert stored == [("values", {"n": 1}), ("metadata", {"attempt": 2}), ("end", None)]
     seen = await asyncio.wait_for(follower, 10)
     assert [(name, data) for _, name, data in seen] == stored
+
+
+async def test_the_writer_gives_up_a_batch_it_cannot_store_instead_of_holding_every_run(
+    database: Database, database_url: str
+) -> None:
+    run = await new_run(database)
+    log = RunEventLog(database, url=database_url, poll_s=0.2, give_up_s=0.5)
+    await log.start()
+    try:
+        await log.append(run, "values", {"n": 1})
+        await log.flush()
+        # The database stops answering the writer (a port nothing listens on, as while
+        # PostgreSQL restarts): the batch is retried for `give_up_s`, then dropped and logged.
+        log.url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+        assert log._write_conn is not None
+        await log._write_conn.close()
+        started = time.monotonic()
+        await asyncio.wait_for(log.append(run, "end", None), 30)
+        assert time.monotonic() - started >= 0.5
+        log.url = database_url  # back: the next events are stored again
+        second = await new_run(database)
+        await asyncio.wait_for(log.append(second, "end", None), 30)
+    finally:
+        await log.aclose()
+    assert [name for _, name, _ in await log.events_after(run.run_id)] == ["values"]
+    assert [name for _, name, _ in await log.events_after(second.run_id)] == ["end"]
