@@ -8,9 +8,9 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from server.runs.events import Event, RunEventLog
 from stores.sql import thread_events as store
@@ -22,6 +22,13 @@ PAGE: Final[int] = 100  # places read at a time
 # appended right after the run's status is committed); past it, nothing more will come.
 SETTLE_S: Final[float] = 30.0
 _ID = re.compile(r"^(\d{1,19})-(\d{1,19})$")
+T = TypeVar("T")
+
+
+async def _read(query: Awaitable[T]) -> T:
+    """A read that a leaving client does not cut: cancelled mid-query, psycopg closes its
+    connection; shielded, the query ends and the connection goes back to the pool."""
+    return await asyncio.shield(query)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +87,7 @@ async def _run_place(
     first = 1 if after is None else max(1, after // 2)
     source: AsyncIterator[Event]
     if place.settled:
-        source = _stored(await events.events_after(place.run_id, first - 1))
+        source = _stored(await _read(events.events_after(place.run_id, first - 1)))
     else:
         source = events.follow(place.run_id, after_seq=first - 1)
     async for event in source:
@@ -91,11 +98,11 @@ async def _run_place(
 
 async def _live_cursor(events: RunEventLog, db: Database, thread_id: uuid.UUID) -> ThreadCursor:
     """Where a join without `Last-Event-ID` starts: after what the thread already streamed."""
-    last = await store.last_place(db, thread_id)
+    last = await _read(store.last_place(db, thread_id))
     if last is None:
         return START
     if last.run_id is not None and last.active:
-        return ThreadCursor(last.position, 2 * await events.last_seq(last.run_id) + 1)
+        return ThreadCursor(last.position, 2 * await _read(events.last_seq(last.run_id)) + 1)
     return ThreadCursor(last.position, None)
 
 
@@ -121,7 +128,9 @@ async def follow_thread(
         while True:
             woken.clear()
             since = cursor.place - 1 if cursor.event is not None else cursor.place
-            places = await store.places_after(db, thread_id, since, limit=PAGE, settle_s=settle_s)
+            places = await _read(
+                store.places_after(db, thread_id, since, limit=PAGE, settle_s=settle_s)
+            )
             for place in places:
                 partly = place.position == cursor.place
                 if partly and cursor.event is None:
@@ -139,7 +148,7 @@ async def follow_thread(
                 cursor = ThreadCursor(place.position, None)
             if len(places) == PAGE:
                 continue
-            if not await store.thread_exists(db, thread_id):
+            if not await _read(store.thread_exists(db, thread_id)):
                 return
             with contextlib.suppress(TimeoutError):  # a lost notification only delays us
                 await asyncio.wait_for(woken.wait(), poll_s)
