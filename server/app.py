@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Match
 
 from nodes.context import default_tools
 from server.agent_api import assistants as agent_assistants
@@ -17,10 +18,12 @@ from server.agent_api import runs as agent_runs
 from server.agent_api import store as agent_store
 from server.agent_api import threads as agent_threads
 from server.agent_api.meta import TextPlainJSONMiddleware
+from server.auth.middleware import Authentication, BrowserGuard
+from server.auth.setup import describe, resolve_auth
 from server.chat_api.transcript import SOURCE as CHAT_SOURCE
 from server.chat_api.transcript import transcript_recorder
 from server.config import Project, ProjectGraphs, load_project, read_project
-from server.config.http import cors_options, mount_custom_app
+from server.config.http import CustomRoutes, cors_options, mount_custom_app
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.protocols.a2a import build_dispatcher
@@ -35,6 +38,7 @@ from server.samples import sample_ingest
 from server.settings import Settings
 from server.web import install_web
 from stores.sql.assistants import ensure_system_assistants
+from stores.sql.collections import ensure_system_collection
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,13 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         async with AsyncExitStack() as stack:
             resources = await stack.enter_async_context(
                 open_resources(settings, store=project.store)
+            )
+            # Who may call: decided before anything is served (a public HOST without auth
+            # stops here, naming the settings).
+            auth = await resolve_auth(settings, project, resources.database)
+            # The default collection (and the samples in it) is the server's: read by all.
+            await ensure_system_collection(
+                resources.database, settings.knowledge_default_collection
             )
             await stack.enter_async_context(sample_ingest(resources))
             graphs = ProjectGraphs(
@@ -75,7 +86,11 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
                 )
             )
             crons = await stack.enter_async_context(
-                agent_crons.open_crons(runs, poll_interval_s=settings.cron_poll_interval_s)
+                agent_crons.open_crons(
+                    runs,
+                    poll_interval_s=settings.cron_poll_interval_s,
+                    authorizer=auth.authorizer,
+                )
             )
             mcp = await stack.enter_async_context(open_mcp(runs, settings))
             await stack.enter_async_context(open_retention(resources, runs, project))
@@ -91,6 +106,7 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
                 tools={g: default_tools(graph) for g, graph in graphs.compiled().items()},
             )
             app.state.cron_scheduler = crons
+            app.state.auth = auth
             if project.custom_app is not None:
                 custom = project.custom_app
                 await stack.enter_async_context(custom.router.lifespan_context(custom))
@@ -102,6 +118,9 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
                 project.file.path,
                 ", ".join(graphs.declared()),
                 resources.database_kind,
+            )
+            (log.warning if auth.mode == "open" else log.info)(
+                "Switchboard %s", describe(auth, settings)
             )
             yield
 
@@ -115,7 +134,9 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         **meta_urls,  # type: ignore[arg-type]
     )
     app.state.project = project
-    app.add_middleware(CORSMiddleware, **cors_options(http, settings))
+    # Middleware, innermost first: a body is read as JSON, bounded, after its caller is known;
+    # CORS answers preflights and labels every answer; the guard sees each request first.
+    app.add_middleware(TextPlainJSONMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         default_limit=settings.max_body_bytes,
@@ -124,7 +145,18 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
             settings.max_upload_bytes + 64 * 1024 if path.startswith("/documents") else None
         ),
     )
-    app.add_middleware(TextPlainJSONMiddleware)
+    custom = CustomRoutes(project.custom_app) if project.custom_app is not None else None
+    app.add_middleware(
+        Authentication,
+        custom_route=lambda scope: custom is not None and custom.matches(scope)[0] != Match.NONE,
+    )
+    cors = cors_options(http, settings)
+    app.add_middleware(CORSMiddleware, **cors)
+    app.add_middleware(
+        BrowserGuard,
+        allowed_hosts=settings.allowed_hosts,
+        origin_allowed=CORSMiddleware(app=app, **cors).is_allowed_origin,
+    )
     install_error_handlers(app)
     # Routes match in order: /ok and the docs, then the project's custom routes, then the API.
     app.include_router(agent_meta.ok_router)

@@ -1,4 +1,4 @@
-"""The `switchboard` command: serve, migrate, seed-users, ingest, reindex, memory."""
+"""The `switchboard` command: serve, migrate, seed-users, ingest, reindex, memory, keys."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from server.auth.cli import add_keys_parser
 from server.ingest import add_ingest_parser
 from server.memory_cli import add_memory_parser
 from server.resources import database_url, open_resources
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ingest_parser(sub)
     add_memory_parser(sub)
+    add_keys_parser(sub)
     return parser
 
 

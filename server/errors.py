@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from stores.errors import ConflictError, InvalidInputError, NotFoundError, UnavailableError
+from server.auth.contract import AuthError
+from stores.errors import (
+    ConflictError,
+    InvalidInputError,
+    LimitError,
+    NotFoundError,
+    UnavailableError,
+)
 from stores.extract import DocumentError
 
 log = logging.getLogger(__name__)
@@ -43,6 +51,21 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, str(exc), field=exc.field)
 
 
+async def _limited(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LimitError)
+    response = error_response(429, str(exc), field=exc.field)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    return response
+
+
+async def _auth_refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuthError)
+    response = error_response(exc.status, exc.detail)
+    response.headers.update(exc.headers)
+    return response
+
+
 async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, str(exc))
 
@@ -58,6 +81,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(InvalidInputError, _invalid)
     app.add_exception_handler(UnavailableError, _unavailable)
+    app.add_exception_handler(AuthError, _auth_refused)
+    app.add_exception_handler(LimitError, _limited)
     app.add_exception_handler(DocumentError, _bad_document)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(PoolTimeoutError, _database_down)

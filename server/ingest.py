@@ -17,6 +17,7 @@ from server.settings import Settings
 from stores.errors import StoreError
 from stores.extract import DOC_TYPES
 from stores.knowledge import ReindexResult, check_collection_name
+from stores.sql.collections import ensure_system_collection
 from stores.sql.models import Document
 
 
@@ -69,6 +70,10 @@ async def ingest_files(
     counts: Counter[str] = Counter()
     try:
         async with open_resources(settings) as resources:
+            # What the operator ingests is the server's own: everyone reads it, admins change it.
+            await ensure_system_collection(
+                resources.database, collection or settings.knowledge_default_collection
+            )
             with tqdm(files, unit="file", disable=not progress) as bar:
                 for path in bar:
                     bar.set_postfix_str(path.name, refresh=False)

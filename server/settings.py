@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -279,6 +279,74 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(3, ge=1, le=10, description="Webhook POST attempts at most.")
     cron_poll_interval_s: float = Field(
         5.0, gt=0, le=300, description="Seconds between checks for due crons (0.x in tests)."
+    )
+
+    # Identity and ownership (docs/auth.md).
+    auth: Literal["auto", "builtin", "none"] = Field(
+        "auto",
+        description="Who may call: auto (langgraph.json's auth.path if set, else the built-in "
+        "API keys/JWT when a key exists or a JWT setting is set, else open on loopback only), "
+        "builtin, or none (open, even on a public HOST).",
+    )
+    auth_jwt_secret: SecretStr | None = Field(
+        None, description="HS256 secret that signs the JWT bearer tokens the server accepts."
+    )
+    auth_jwks_url: str | None = Field(
+        None, description="JWKS URL of the identity provider whose JWTs (RS256/ES256) it accepts."
+    )
+    auth_jwt_algorithms: list[str] | None = Field(
+        None,
+        description="JWT algorithms accepted (unset: HS256 with a secret, RS256 and ES256 with "
+        "a JWKS URL).",
+    )
+    auth_jwt_audience: str | None = Field(None, description="Required `aud` of JWTs (unset: any).")
+    auth_jwt_issuer: str | None = Field(None, description="Required `iss` of JWTs (unset: any).")
+    auth_jwt_identity_claim: str = Field(
+        "sub", min_length=1, description="JWT claim holding the caller's identity."
+    )
+    auth_jwt_permissions_claim: str = Field(
+        "permissions",
+        min_length=1,
+        description="JWT claim holding the caller's permissions (`admin` sees everything).",
+    )
+    auth_cache_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="Seconds a verified API key is trusted before it is checked again "
+        "(a revoked key stops working within this time; 0: every request).",
+    )
+    auth_studio_on_loopback: bool = Field(
+        False,
+        description="Let LangGraph Studio's origin in without a key while HOST is loopback "
+        "(as `langgraph dev` does); it acts as Studio's user, who sees everything.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="Host header values the server answers (`*.domain` ok, `*`: any); others "
+        "get 400 (DNS rebinding).",
+    )
+    runs_per_minute: int = Field(
+        60,
+        ge=0,
+        le=1_000_000,
+        description="Runs (and /chat turns) one identity may create per minute (0: no limit); "
+        "more get 429 with Retry-After.",
+    )
+    runs_in_flight_per_user: int = Field(
+        10,
+        ge=0,
+        le=100_000,
+        description="Pending and running runs one identity may have at once (0: no limit).",
+    )
+    cron_min_interval_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="Shortest time between two firings of a cron's schedule (faster: 422).",
+    )
+    crons_per_user: int = Field(
+        100, ge=0, le=1_000_000, description="Crons one identity may have (0: no limit)."
     )
 
     @field_validator("outbound_allowed_ports")

@@ -35,3 +35,14 @@ class InvalidInputError(StoreError, ValueError):
 
 class UnavailableError(StoreError):
     """A backing service (database, vector store, memory store) cannot be reached (HTTP 503)."""
+
+
+class LimitError(StoreError):
+    """A per-identity limit is reached (HTTP 429); `retry_after_s` says when to try again."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        self.field = field
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -620,35 +620,56 @@ class KnowledgeBase:
     # -- documents ----------------------------------------------------------------------------
 
     async def list_documents(
-        self, *, collection: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        collection: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        within: Sequence[str] | None = None,
     ) -> Page[Document]:
-        """A page of documents, newest first, optionally of one collection."""
+        """A page of documents, newest first, optionally of one collection (and only of the
+        collections `within`, when given: those the caller may read)."""
         stmt = select(Document).order_by(Document.created_at.desc(), Document.id.desc())
         count = select(func.count()).select_from(Document)
         if collection is not None:
             stmt = stmt.where(Document.collection == collection)
             count = count.where(Document.collection == collection)
+        if within is not None:
+            stmt = stmt.where(Document.collection.in_(list(within)))
+            count = count.where(Document.collection.in_(list(within)))
         async with self.database.sessions() as session:
             total = await session.scalar(count)
             rows = (await session.scalars(stmt.limit(limit).offset(offset))).all()
         return Page(items=rows, total=total or 0, limit=limit, offset=offset)
 
-    async def get_document(self, document_id: uuid.UUID) -> Document:
-        """The document with this id, or `NotFoundError`."""
+    async def get_document(
+        self, document_id: uuid.UUID, *, within: Sequence[str] | None = None
+    ) -> Document:
+        """The document with this id (in one of the collections `within`, when given), or
+        `NotFoundError`."""
+        stmt = select(Document).where(Document.id == document_id)
+        if within is not None:
+            stmt = stmt.where(Document.collection.in_(list(within)))
         async with self.database.sessions() as session:
-            row = await session.get(Document, document_id)
+            row = await session.scalar(stmt)
         if row is None:
             raise NotFoundError("document", document_id)
         return row
 
-    async def delete_document(self, document_id: uuid.UUID) -> None:
-        """Delete a document and all its vectors.
+    async def delete_document(
+        self, document_id: uuid.UUID, *, within: Sequence[str] | None = None
+    ) -> None:
+        """Delete a document (in one of the collections `within`, when given) and all its
+        vectors.
 
         The row is locked, the vectors deleted, then the row deleted in the same transaction:
         if the vector store fails the row stays (retry the delete); no vector outlives its row.
         """
         async with self.database.sessions.begin() as session:
-            found = await session.get(Document, document_id)
+            stmt = select(Document).where(Document.id == document_id)
+            if within is not None:
+                stmt = stmt.where(Document.collection.in_(list(within)))
+            found = await session.scalar(stmt)
             if found is None:
                 raise NotFoundError("document", document_id)
             # The collection lock before the row lock: a reindex takes them in that order.

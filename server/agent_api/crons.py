@@ -9,6 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
+from server.agent_api.threads import thread_access
+from server.auth.caller import Caller, CallerDep
+from server.auth.collections import readable_collections
+from server.auth.contract import Authorizer
 from server.deps import DatabaseDep, ResourcesDep
 from server.runs.engine import RunEngine
 from server.runs.scheduler import CronScheduler, open_cron_scheduler
@@ -24,8 +28,10 @@ from server.schemas.crons import (
 from server.schemas.runs import RunCreate
 from stores.errors import InvalidInputError
 from stores.sql import crons as store
-from stores.sql.assistants import resolve_assistant
-from stores.sql.models import Cron, Run
+from stores.sql.assistants import assistant_key, or_system, resolve_assistant
+from stores.sql.filters import Filter
+from stores.sql.models import Agent, Cron, Run
+from stores.sql.runs import RunCreator
 
 router = APIRouter(tags=["crons"])
 
@@ -70,21 +76,44 @@ def _wake_scheduler(request: Request) -> None:
         scheduler.wake()
 
 
+async def _assistant(caller: Caller, db: Any, assistant_id: str) -> Agent:
+    """The assistant a cron may run: one the caller may read, or a system assistant."""
+    key = assistant_key(assistant_id)
+    access = await caller.authorize("assistants", "read", {"assistant_id": key})
+    return await resolve_assistant(db, assistant_id, or_system(access))
+
+
+async def _cron_access(caller: Caller, action: str, cron_id: uuid.UUID | None, **value: Any) -> Any:
+    return await caller.authorize("crons", action, {"cron_id": cron_id, **value})
+
+
 async def _create(
     body: CronCreate,
     *,
     thread_id: uuid.UUID | None,
     resources: ResourcesDep,
     request: Request,
+    caller: Caller,
 ) -> dict[str, Any]:
     db = resources.database
-    assistant = await resolve_assistant(db, body.assistant_id)
+    settings = resources.settings
+    sent = body.model_dump(include=set(RUN_PAYLOAD_FIELDS), exclude_none=True, mode="json")
+    value: dict[str, Any] = {
+        "payload": sent,
+        "schedule": body.schedule,
+        "cron_id": None,
+        "thread_id": thread_id,
+        "user_id": caller.identity,
+        "end_time": body.end_time,
+        "metadata": body.metadata or {},
+    }
+    await caller.authorize("crons", "create", value)
+    assistant = await _assistant(caller, db, body.assistant_id)
     await _checked_webhook(body.webhook, resources)
     if thread_id is not None and body.on_run_completed is not None:
         raise InvalidInputError(
             "on_run_completed applies only to stateless crons", field="on_run_completed"
         )
-    sent = body.model_dump(include=set(RUN_PAYLOAD_FIELDS), exclude_none=True, mode="json")
     sent["assistant_id"] = str(assistant.id)
     row = await store.create_cron(
         db,
@@ -93,10 +122,17 @@ async def _create(
         schedule=body.schedule,
         timezone=body.timezone,
         payload=sent,
-        metadata=body.metadata or {},
+        metadata=value["metadata"] if isinstance(value["metadata"], dict) else {},
         on_run_completed=(body.on_run_completed or "delete") if thread_id is None else None,
         end_time=body.end_time,
         enabled=True if body.enabled is None else body.enabled,
+        user_id=caller.identity,
+        auth=caller.run_auth(),
+        thread_access=await thread_access(caller, "create_run", thread_id)
+        if thread_id is not None
+        else None,
+        min_interval_s=settings.cron_min_interval_s,
+        max_per_user=settings.crons_per_user,
     )
     _wake_scheduler(request)
     return cron_out(row)
@@ -104,23 +140,41 @@ async def _create(
 
 @router.post("/threads/{thread_id}/runs/crons")
 async def create_thread_cron(
-    thread_id: uuid.UUID, body: CronCreate, resources: ResourcesDep, request: Request
+    thread_id: uuid.UUID,
+    body: CronCreate,
+    resources: ResourcesDep,
+    request: Request,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """Schedule runs of an assistant on one thread."""
-    return await _create(body, thread_id=thread_id, resources=resources, request=request)
+    return await _create(
+        body, thread_id=thread_id, resources=resources, request=request, caller=caller
+    )
 
 
 @router.post("/runs/crons")
 async def create_cron(
-    body: CronCreate, resources: ResourcesDep, request: Request
+    body: CronCreate, resources: ResourcesDep, request: Request, caller: CallerDep
 ) -> dict[str, Any]:
     """Schedule stateless runs: each firing runs on a new thread (deleted after, unless `keep`)."""
-    return await _create(body, thread_id=None, resources=resources, request=request)
+    return await _create(body, thread_id=None, resources=resources, request=request, caller=caller)
 
 
 @router.post("/runs/crons/search")
-async def search_crons(body: CronSearch, db: DatabaseDep) -> list[dict[str, Any]]:
+async def search_crons(
+    body: CronSearch, db: DatabaseDep, caller: CallerDep
+) -> list[dict[str, Any]]:
     """Crons matching the filters, one page."""
+    access = await _cron_access(
+        caller,
+        "search",
+        None,
+        assistant_id=body.assistant_id,
+        thread_id=body.thread_id,
+        metadata=body.metadata or {},
+        limit=body.limit,
+        offset=body.offset,
+    )
     rows = await store.search_crons(
         db,
         assistant_id=body.assistant_id,
@@ -131,28 +185,45 @@ async def search_crons(body: CronSearch, db: DatabaseDep) -> list[dict[str, Any]
         offset=body.offset,
         sort_by=body.sort_by,
         sort_order=body.sort_order,
+        access=access,
     )
     select = [str(name) for name in body.select] if body.select else None
     return [cron_out(row, select=select) for row in rows]
 
 
 @router.post("/runs/crons/count")
-async def count_crons(body: CronCount, db: DatabaseDep) -> int:
+async def count_crons(body: CronCount, db: DatabaseDep, caller: CallerDep) -> int:
     """How many crons match the filters."""
+    access = await _cron_access(
+        caller,
+        "search",
+        None,
+        assistant_id=body.assistant_id,
+        thread_id=body.thread_id,
+        metadata=body.metadata or {},
+    )
     return await store.count_crons(
-        db, assistant_id=body.assistant_id, thread_id=body.thread_id, metadata=body.metadata
+        db,
+        assistant_id=body.assistant_id,
+        thread_id=body.thread_id,
+        metadata=body.metadata,
+        access=access,
     )
 
 
 @router.get("/runs/crons/{cron_id}")
-async def get_cron(cron_id: uuid.UUID, db: DatabaseDep) -> dict[str, Any]:
+async def get_cron(cron_id: uuid.UUID, db: DatabaseDep, caller: CallerDep) -> dict[str, Any]:
     """One cron."""
-    return cron_out(await store.get_cron(db, cron_id))
+    return cron_out(await store.get_cron(db, cron_id, await _cron_access(caller, "read", cron_id)))
 
 
 @router.patch("/runs/crons/{cron_id}")
 async def update_cron(
-    cron_id: uuid.UUID, body: CronUpdate, resources: ResourcesDep, request: Request
+    cron_id: uuid.UUID,
+    body: CronUpdate,
+    resources: ResourcesDep,
+    request: Request,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """Change a cron; its next run date is recomputed from now."""
     sent = body.model_fields_set
@@ -169,22 +240,40 @@ async def update_cron(
     payload_changes = body.model_dump(
         include=set(RUN_PAYLOAD_FIELDS) & sent, exclude_none=True, mode="json"
     )
+    value: dict[str, Any] = {
+        "cron_id": cron_id,
+        "payload": payload_changes,
+        "schedule": body.schedule,
+        "metadata": dict(changes.get("metadata") or {}),
+    }
+    access = await caller.authorize("crons", "update", value)
+    if "metadata" in changes and isinstance(value["metadata"], dict):
+        changes["metadata"] = value["metadata"]
     row = await store.update_cron(
-        resources.database, cron_id, changes=changes, payload_changes=payload_changes
+        resources.database,
+        cron_id,
+        changes=changes,
+        payload_changes=payload_changes,
+        access=access,
+        min_interval_s=resources.settings.cron_min_interval_s,
     )
     _wake_scheduler(request)
     return cron_out(row)
 
 
 @router.delete("/runs/crons/{cron_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_cron(cron_id: uuid.UUID, db: DatabaseDep) -> Response:
+async def delete_cron(cron_id: uuid.UUID, db: DatabaseDep, caller: CallerDep) -> Response:
     """Delete a cron; runs it already created are kept."""
-    await store.delete_cron(db, cron_id)
+    await store.delete_cron(db, cron_id, await _cron_access(caller, "delete", cron_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-async def submit_cron_run(engine: RunEngine, cron: Cron) -> Run:
-    """Create the run of one firing of `cron` (the scheduler's `submit`).
+async def submit_cron_run(
+    engine: RunEngine, cron: Cron, *, authorizer: Authorizer | None = None
+) -> Run:
+    """Create the run of one firing of `cron` (the scheduler's `submit`), as the cron's creator:
+    their `threads.create_run` handler is asked again, its filter applies to the thread, the
+    assistant must still be one they may use, and their cap of runs in flight holds.
 
     A thread cron runs on its thread with the cron's multitask strategy; a stateless cron runs
     on a new temporary thread, deleted after the run unless `on_run_completed` is `keep`. The
@@ -196,29 +285,48 @@ async def submit_cron_run(engine: RunEngine, cron: Cron) -> Run:
     if stateless:
         payload["on_completion"] = "keep" if cron.on_run_completed == "keep" else "delete"
     body = RunCreate.model_validate(payload)
-    assistant = await resolve_assistant(engine.db, str(cron.assistant_id))
+    caller = Caller.of_run(cron.auth, authorizer)
+    value: dict[str, Any] = {
+        "thread_id": cron.thread_id,
+        "assistant_id": cron.assistant_id,
+        "metadata": {**cron.metadata_, **(body.metadata or {}), "cron_id": str(cron.id)},
+        "multitask_strategy": body.multitask_strategy,
+        "if_not_exists": "create" if stateless else "reject",
+        "kwargs": body.model_dump(mode="json", include={"input", "config", "context"}),
+    }
+    access: Filter | None = await caller.authorize("threads", "create_run", value)
+    assistant = await _assistant(caller, engine.db, str(cron.assistant_id))
     kwargs = body.model_dump(
         mode="json",
         exclude={"assistant_id", "metadata", "multitask_strategy", "checkpoint", "if_not_exists"},
     )
-    metadata = {**cron.metadata_, **(body.metadata or {}), "cron_id": str(cron.id)}
+    creator = RunCreator(access=access)
+    if caller.identity is not None:
+        creator = RunCreator(
+            user_id=caller.identity,
+            auth=caller.run_auth(collections=await readable_collections(caller, engine.db)),
+            access=access,
+            max_in_flight=engine.settings.runs_in_flight_per_user,
+        )
     return await engine.submit(
         thread_id=cron.thread_id or uuid.uuid4(),
         assistant=assistant,
         kwargs=kwargs,
-        metadata=metadata,
+        metadata=value["metadata"] if isinstance(value["metadata"], dict) else {},
         multitask_strategy=body.multitask_strategy,
         if_not_exists="create" if stateless else "reject",
         temporary=stateless,
+        creator=creator,
     )
 
 
 def open_crons(
-    engine: RunEngine, *, poll_interval_s: float
+    engine: RunEngine, *, poll_interval_s: float, authorizer: Authorizer | None = None
 ) -> AbstractAsyncContextManager[CronScheduler]:
-    """The lifespan's cron scheduler, creating runs through `engine`."""
+    """The lifespan's cron scheduler, creating runs through `engine` as each cron's creator
+    (whose handlers `authorizer` runs)."""
     return open_cron_scheduler(
         database=engine.db,
-        submit=functools.partial(submit_cron_run, engine),
+        submit=functools.partial(submit_cron_run, engine, authorizer=authorizer),
         poll_interval_s=poll_interval_s,
     )

@@ -12,22 +12,33 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from nodes.context import reads_agent_context
+from server.agent_api.threads import thread_access
+from server.auth.caller import Caller, CallerDep
+from server.auth.limits import run_creator
 from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
 from server.runs.context import check_overrides
 from server.runs.engine import RunEngine, run_json
+from server.runs.execute import AUTH_CONFIGURABLE
 from server.runs.streaming import dumps, validate_stream_modes
 from server.runs.webhooks import check_webhook_url, webhook_policy
 from server.schemas.runs import BatchRunCreate, RunCreate, RunField, RunsCancel
 from server.sse import follow_run, parse_last_event_id, run_headers, sse_response
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
-from stores.sql.assistants import resolve_assistant
-from stores.sql.models import Run
+from stores.sql.assistants import assistant_key, or_system, resolve_assistant
+from stores.sql.models import Agent, Run
 
 router = APIRouter(tags=["runs"])
 
 
 Action = Annotated[Literal["interrupt", "rollback"], Query(description="interrupt or rollback")]
+
+
+async def runnable_assistant(caller: Caller, db: DatabaseDep, assistant_id: str) -> Agent:
+    """The assistant a run may use: one the caller may read, or a system assistant."""
+    key = assistant_key(assistant_id)
+    access = await caller.authorize("assistants", "read", {"assistant_id": key})
+    return await resolve_assistant(db, assistant_id, or_system(access))
 
 
 async def _submit(
@@ -37,8 +48,27 @@ async def _submit(
     db: DatabaseDep,
     resources: ResourcesDep,
     thread_id: uuid.UUID | None,
+    caller: Caller,
 ) -> Run:
-    assistant = await resolve_assistant(db, body.assistant_id)
+    configurable = (body.config or {}).get("configurable")
+    for key in AUTH_CONFIGURABLE:
+        if isinstance(configurable, dict) and key in configurable:
+            raise InvalidInputError(
+                f"config.configurable.{key} is set by the server (the run's creator)",
+                field=f"config.configurable.{key}",
+            )
+    stateless = thread_id is None
+    value: dict[str, Any] = {
+        "thread_id": thread_id,
+        "assistant_id": assistant_key(body.assistant_id),
+        "metadata": body.metadata or {},
+        "multitask_strategy": body.multitask_strategy,
+        "if_not_exists": "create" if stateless else body.if_not_exists,
+        "after_seconds": body.after_seconds,
+        "kwargs": body.model_dump(mode="json", include={"input", "config", "context", "webhook"}),
+    }
+    access = await caller.authorize("threads", "create_run", value)
+    assistant = await runnable_assistant(caller, db, body.assistant_id)
     engine.graphs.require(assistant.graph_id, field="assistant_id")
     node_lists = [
         name
@@ -82,15 +112,16 @@ async def _submit(
         kwargs["input"] = None
     if body.checkpoint is not None and body.checkpoint.checkpoint_id and not body.checkpoint_id:
         kwargs["checkpoint_id"] = body.checkpoint.checkpoint_id
-    stateless = thread_id is None
+    metadata = value["metadata"] if isinstance(value["metadata"], dict) else {}
     return await engine.submit(
         thread_id=thread_id or uuid.uuid4(),
         assistant=assistant,
         kwargs=kwargs,
-        metadata=body.metadata or {},
+        metadata=metadata,
         multitask_strategy=body.multitask_strategy,
         if_not_exists="create" if stateless else body.if_not_exists,
         temporary=stateless,
+        creator=await run_creator(caller, db, resources.settings, access=access),
     )
 
 
@@ -168,9 +199,12 @@ async def create_run(
     engine: EngineDep,
     db: DatabaseDep,
     resources: ResourcesDep,
+    caller: CallerDep,
 ) -> JSONResponse:
     """Create a background run on a thread."""
-    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
+    run = await _submit(
+        body, engine=engine, db=db, resources=resources, thread_id=thread_id, caller=caller
+    )
     return JSONResponse(
         run_json(run), headers={"Content-Location": f"/threads/{thread_id}/runs/{run.id}"}
     )
@@ -184,9 +218,12 @@ async def stream_run(
     db: DatabaseDep,
     resources: ResourcesDep,
     events: RunEventsDep,
+    caller: CallerDep,
 ) -> Response:
     """Create a run on a thread and stream its events (SSE)."""
-    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
+    run = await _submit(
+        body, engine=engine, db=db, resources=resources, thread_id=thread_id, caller=caller
+    )
     return _stream_new(run, body, engine=engine, events=events)
 
 
@@ -197,9 +234,12 @@ async def wait_run(
     engine: EngineDep,
     db: DatabaseDep,
     resources: ResourcesDep,
+    caller: CallerDep,
 ) -> Response:
     """Create a run on a thread and return its final values (or `__error__`)."""
-    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=thread_id)
+    run = await _submit(
+        body, engine=engine, db=db, resources=resources, thread_id=thread_id, caller=caller
+    )
     return _result(
         run,
         engine=engine,
@@ -212,6 +252,7 @@ async def wait_run(
 async def list_runs(
     thread_id: uuid.UUID,
     db: DatabaseDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     offset: Annotated[int, Query(ge=0)] = 0,
     status: Annotated[
@@ -221,7 +262,7 @@ async def list_runs(
     select: Annotated[list[RunField] | None, Query()] = None,
 ) -> list[dict[str, Any]]:
     """The thread's runs, newest first (only the `select`ed fields when given)."""
-    await run_store.require_thread(db, thread_id)
+    await run_store.require_thread(db, thread_id, await thread_access(caller, "read", thread_id))
     runs = await run_store.list_runs(db, thread_id, limit=limit, offset=offset, status=status)
     rows = [run_json(run) for run in runs]
     if select:
@@ -230,17 +271,23 @@ async def list_runs(
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
-async def get_run(thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep) -> dict[str, Any]:
+async def get_run(
+    thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep, caller: CallerDep
+) -> dict[str, Any]:
     """One run of the thread."""
-    await run_store.require_thread(db, thread_id)
-    return run_json(await run_store.get_run(db, run_id, thread_id=thread_id))
+    access = await thread_access(caller, "read", thread_id, run_id=run_id)
+    await run_store.require_thread(db, thread_id, access)
+    return run_json(await run_store.get_run(db, run_id, thread_id=thread_id, access=access))
 
 
 @router.delete("/threads/{thread_id}/runs/{run_id}", status_code=204)
-async def delete_run(thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep) -> Response:
+async def delete_run(
+    thread_id: uuid.UUID, run_id: uuid.UUID, db: DatabaseDep, caller: CallerDep
+) -> Response:
     """Delete a finished run (409 while it is pending or running)."""
-    await run_store.require_thread(db, thread_id)
-    await run_store.delete_run(db, run_id, thread_id=thread_id)
+    access = await thread_access(caller, "delete", thread_id, run_id=run_id)
+    await run_store.require_thread(db, thread_id, access)
+    await run_store.delete_run(db, run_id, thread_id=thread_id, access=access)
     return Response(status_code=204)
 
 
@@ -251,10 +298,12 @@ async def join_run(
     db: DatabaseDep,
     engine: EngineDep,
     resources: ResourcesDep,
+    caller: CallerDep,
     cancel_on_disconnect: bool = False,
 ) -> Response:
     """Wait for the run to finish; its final values (or `__error__`)."""
-    run = await run_store.get_run(db, run_id, thread_id=thread_id)
+    access = await thread_access(caller, "read", thread_id, run_id=run_id)
+    run = await run_store.get_run(db, run_id, thread_id=thread_id, access=access)
     return _result(
         run,
         engine=engine,
@@ -270,12 +319,14 @@ async def join_run_stream(
     db: DatabaseDep,
     engine: EngineDep,
     events: RunEventsDep,
+    caller: CallerDep,
     cancel_on_disconnect: bool = False,
     stream_mode: Annotated[list[str] | None, Query()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Follow the run's events: stored ones after `Last-Event-ID` (or all), then live ones."""
-    run = await run_store.get_run(db, run_id, thread_id=thread_id)
+    access = await thread_access(caller, "read", thread_id, run_id=run_id)
+    run = await run_store.get_run(db, run_id, thread_id=thread_id, access=access)
     after = parse_last_event_id(last_event_id)  # 422 naming Last-Event-ID
     try:
         wanted = [m for m in stream_mode or [] if m]  # the SDK sends `stream_mode=` for None
@@ -299,11 +350,13 @@ async def cancel_run(
     db: DatabaseDep,
     engine: EngineDep,
     resources: ResourcesDep,
+    caller: CallerDep,
     wait: bool = False,
     action: Action = "interrupt",
 ) -> Response:
     """Cancel the run (interrupt keeps its checkpoints; rollback deletes the run and them)."""
-    run = await run_store.get_run(db, run_id, thread_id=thread_id)
+    access = await thread_access(caller, "update", thread_id, run_id=run_id, action=action)
+    run = await run_store.get_run(db, run_id, thread_id=thread_id, access=access)
     await engine.cancel(
         [run.id],
         action=action,
@@ -320,10 +373,16 @@ async def cancel_run(
 
 @router.post("/runs")
 async def create_stateless_run(
-    body: RunCreate, engine: EngineDep, db: DatabaseDep, resources: ResourcesDep
+    body: RunCreate,
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+    caller: CallerDep,
 ) -> JSONResponse:
     """Create a background run on a temporary thread (deleted after, unless `keep`)."""
-    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
+    run = await _submit(
+        body, engine=engine, db=db, resources=resources, thread_id=None, caller=caller
+    )
     return JSONResponse(run_json(run), headers={"Content-Location": f"/runs/{run.id}"})
 
 
@@ -334,18 +393,27 @@ async def stream_stateless_run(
     db: DatabaseDep,
     resources: ResourcesDep,
     events: RunEventsDep,
+    caller: CallerDep,
 ) -> Response:
     """Create a run on a temporary thread and stream its events (SSE)."""
-    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
+    run = await _submit(
+        body, engine=engine, db=db, resources=resources, thread_id=None, caller=caller
+    )
     return _stream_new(run, body, engine=engine, events=events)
 
 
 @router.post("/runs/wait")
 async def wait_stateless_run(
-    body: RunCreate, engine: EngineDep, db: DatabaseDep, resources: ResourcesDep
+    body: RunCreate,
+    engine: EngineDep,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+    caller: CallerDep,
 ) -> Response:
     """Create a run on a temporary thread and return its final values (or `__error__`)."""
-    run = await _submit(body, engine=engine, db=db, resources=resources, thread_id=None)
+    run = await _submit(
+        body, engine=engine, db=db, resources=resources, thread_id=None, caller=caller
+    )
     return _result(
         run,
         engine=engine,
@@ -360,16 +428,25 @@ async def create_run_batch(
     engine: EngineDep,
     db: DatabaseDep,
     resources: ResourcesDep,
+    caller: CallerDep,
 ) -> list[dict[str, Any]]:
     """Create several background runs (stateless unless an item names its `thread_id`).
 
-    Every item's assistant is checked first, so an unknown one creates no run at all.
+    Every item's assistant is checked first, so an unknown one (or one the caller may not
+    use) creates no run at all; each item then goes through the same checks as one run.
     """
     for item in body:
-        await resolve_assistant(db, item.assistant_id)
+        await runnable_assistant(caller, db, item.assistant_id)
     return [
         run_json(
-            await _submit(item, engine=engine, db=db, resources=resources, thread_id=item.thread_id)
+            await _submit(
+                item,
+                engine=engine,
+                db=db,
+                resources=resources,
+                thread_id=item.thread_id,
+                caller=caller,
+            )
         )
         for item in body
     ]
@@ -377,25 +454,43 @@ async def create_run_batch(
 
 @router.post("/runs/cancel", status_code=204)
 async def cancel_many_runs(
-    body: RunsCancel, db: DatabaseDep, engine: EngineDep, action: Action = "interrupt"
+    body: RunsCancel,
+    db: DatabaseDep,
+    engine: EngineDep,
+    caller: CallerDep,
+    action: Action = "interrupt",
 ) -> Response:
-    """Cancel runs by id (optionally on one thread), or every run with a status."""
+    """Cancel runs by id (optionally on one thread), or every run with a status: only runs on
+    threads the caller may update (others are not found)."""
+    access = await thread_access(
+        caller,
+        "update",
+        body.thread_id,
+        run_ids=body.run_ids,
+        status=body.status,
+        action=action,
+    )
     if body.status is not None:
         if body.thread_id or body.run_ids:
             raise InvalidInputError(
                 "give either status, or thread_id/run_ids, not both", field="status"
             )
         statuses = ("pending", "running") if body.status == "all" else (body.status,)
-        run_ids = await run_store.runs_with_status(db, statuses)
+        run_ids = await run_store.runs_with_status(db, statuses, access=access)
     elif body.run_ids:
         run_ids = list(body.run_ids)
     elif body.thread_id is not None:
+        await run_store.require_thread(db, body.thread_id, access)
         run_ids = await run_store.runs_with_status(
-            db, run_store.IN_FLIGHT, thread_id=body.thread_id
+            db, run_store.IN_FLIGHT, thread_id=body.thread_id, access=access
         )
     else:
         raise InvalidInputError("give run_ids, thread_id or status", field="run_ids")
     await engine.cancel(
-        run_ids, action=action, thread_id=body.thread_id, reason="cancelled via POST /runs/cancel"
+        run_ids,
+        action=action,
+        thread_id=body.thread_id,
+        reason="cancelled via POST /runs/cancel",
+        access=access,
     )
     return Response(status_code=204)

@@ -22,6 +22,7 @@ from server.agent_api.state import (
     snapshot_json,
     update_state,
 )
+from server.auth.caller import Caller, CallerDep
 from server.deps import DatabaseDep, EngineDep, GraphsDep, ProjectDep, ResourcesDep, RunEventsDep
 from server.runs.engine import RunEngine
 from server.runs.streaming import to_jsonable, validate_thread_stream_modes
@@ -41,8 +42,9 @@ from stores.errors import ConflictError, InvalidInputError, NotFoundError
 from stores.sql import runs as run_store
 from stores.sql import thread_events
 from stores.sql import threads as store
-from stores.sql.assistants import resolve_assistant
+from stores.sql.assistants import assistant_key, or_system, resolve_assistant
 from stores.sql.database import Database
+from stores.sql.filters import Filter
 from stores.sql.models import Conversation
 
 router = APIRouter(prefix="/threads", tags=["threads"])
@@ -141,11 +143,24 @@ async def _graph_of(db: DatabaseDep, graphs: GraphsDep, thread: Conversation) ->
     return graph_id if graph_id is not None and graph_id in graphs else None
 
 
-async def _seed_graph(db: DatabaseDep, graphs: GraphsDep, metadata: dict[str, Any]) -> str:
+async def thread_access(
+    caller: Caller, action: str, thread_id: uuid.UUID | None, /, **value: Any
+) -> Filter | None:
+    """The filter under which the caller may `action` the thread (`threads.<action>`)."""
+    return await caller.authorize("threads", action, {"thread_id": thread_id, **value})
+
+
+async def _seed_graph(
+    db: DatabaseDep, graphs: GraphsDep, metadata: dict[str, Any], caller: Caller
+) -> str:
     """The graph a new thread's supersteps are written with: `graph_id` or `assistant_id`."""
     graph_id = metadata.get("graph_id")
     if not isinstance(graph_id, str) and isinstance(metadata.get("assistant_id"), str):
-        graph_id = (await resolve_assistant(db, metadata["assistant_id"])).graph_id
+        named = metadata["assistant_id"]
+        access = await caller.authorize(
+            "assistants", "read", {"assistant_id": assistant_key(named)}
+        )
+        graph_id = (await resolve_assistant(db, named, or_system(access))).graph_id
     if not isinstance(graph_id, str) or graph_id not in graphs:
         raise InvalidInputError(
             "supersteps need the thread's graph: set metadata.graph_id (or graph_id in the SDK)",
@@ -174,10 +189,19 @@ async def create_thread(
     graphs: GraphsDep,
     resources: ResourcesDep,
     project: ProjectDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """Create a thread (optionally with its id, a TTL, and seeded with `supersteps` of state
     updates); without a `ttl` it gets the project's `checkpointer.ttl.default_ttl`, if any."""
-    graph_id = body.metadata.get("graph_id")
+    value: dict[str, Any] = {
+        "thread_id": body.thread_id,
+        "metadata": body.metadata or {},
+        "if_exists": body.if_exists,
+        "ttl": body.ttl.model_dump() if body.ttl else None,
+    }
+    await caller.authorize("threads", "create", value)
+    metadata: dict[str, Any] = value["metadata"] if isinstance(value["metadata"], dict) else {}
+    graph_id = metadata.get("graph_id")
     if graph_id is not None and (not isinstance(graph_id, str) or graph_id not in graphs):
         raise InvalidInputError(
             f"metadata.graph_id {graph_id!r} is not a declared graph; declared: "
@@ -191,10 +215,15 @@ async def create_thread(
                 "supersteps with a command are not supported; give values and as_node",
                 field="supersteps",
             )
-        seed_graph = await _seed_graph(db, graphs, body.metadata)
+        seed_graph = await _seed_graph(db, graphs, metadata, caller)
     ttl = store.ThreadTTL("delete", body.ttl.ttl) if body.ttl else project.default_thread_ttl()
     thread, created = await store.create_thread(
-        db, thread_id=body.thread_id, metadata=body.metadata, if_exists=body.if_exists, ttl=ttl
+        db,
+        thread_id=body.thread_id,
+        metadata=metadata,
+        if_exists=body.if_exists,
+        ttl=ttl,
+        access=await thread_access(caller, "read", body.thread_id),
     )
     if body.supersteps and seed_graph is not None and created:
         steps = [[(u.values, u.as_node) for u in step.updates] for step in body.supersteps]
@@ -219,18 +248,30 @@ async def create_thread(
 
 
 @router.post("/search")
-async def search_threads(body: ThreadSearch, db: DatabaseDep, response: Response) -> Any:
+async def search_threads(
+    body: ThreadSearch, db: DatabaseDep, response: Response, caller: CallerDep
+) -> Any:
     """Threads matching metadata and values (containment), status and ids, paged."""
+    value: dict[str, Any] = {
+        "metadata": body.metadata or {},
+        "values": body.values,
+        "status": body.status,
+        "limit": body.limit,
+        "offset": body.offset,
+        "ids": body.ids,
+    }
+    access = await caller.authorize("threads", "search", value)
     rows, more = await store.search_threads(
         db,
-        metadata=body.metadata,
-        values=body.values,
+        metadata=value["metadata"],
+        values=value["values"],
         status=body.status,
         ids=body.ids,
         limit=body.limit,
         offset=body.offset,
         sort_by=body.sort_by,
         sort_order=body.sort_order,
+        access=access,
     )
     return search_page(
         response, rows, more=more, offset=body.offset, to_json=thread_json, select=body.select
@@ -238,20 +279,33 @@ async def search_threads(body: ThreadSearch, db: DatabaseDep, response: Response
 
 
 @router.post("/count")
-async def count_threads(body: ThreadCount, db: DatabaseDep) -> int:
+async def count_threads(body: ThreadCount, db: DatabaseDep, caller: CallerDep) -> int:
     """How many threads match the filters."""
+    value: dict[str, Any] = {
+        "metadata": body.metadata or {},
+        "values": body.values,
+        "status": body.status,
+    }
+    access = await caller.authorize("threads", "search", value)
     return await store.count_threads(
-        db, metadata=body.metadata, values=body.values, status=body.status
+        db, metadata=value["metadata"], values=value["values"], status=body.status, access=access
     )
 
 
 @router.post("/prune")
 async def prune_threads(
-    body: ThreadPrune, db: DatabaseDep, resources: ResourcesDep, engine: EngineDep
+    body: ThreadPrune,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+    engine: EngineDep,
+    caller: CallerDep,
 ) -> dict[str, int]:
-    """Delete threads (`delete`) or only their older checkpoints (`keep_latest`)."""
+    """Delete threads (`delete`) or only their older checkpoints (`keep_latest`); only the
+    threads the caller may delete count."""
     saver = await resources.checkpoints.ready()
     ids = list(dict.fromkeys(body.thread_ids))
+    access = await thread_access(caller, "delete", None, thread_ids=ids)
+    ids = await store.existing_thread_ids(db, ids, access)
     pruned = await prune_thread_data(engine, db, saver, ids, strategy=body.strategy)
     return {"pruned_count": len(pruned)}
 
@@ -260,45 +314,63 @@ async def prune_threads(
 async def get_thread(
     thread_id: uuid.UUID,
     db: DatabaseDep,
+    caller: CallerDep,
     include: Annotated[
         str | None, Query(max_length=200, description="Comma-separated extras: `ttl`.")
     ] = None,
 ) -> dict[str, Any]:
     """One thread, with its cached latest values and interrupts (and its TTL on request)."""
     extras = {part.strip() for part in (include or "").split(",") if part.strip()}
-    return thread_json(await store.get_thread(db, thread_id), ttl="ttl" in extras)
+    access = await thread_access(caller, "read", thread_id)
+    return thread_json(await store.get_thread(db, thread_id, access), ttl="ttl" in extras)
 
 
 @router.patch("/{thread_id}", responses={**NOT_FOUND})
 async def update_thread(
-    thread_id: uuid.UUID, body: ThreadUpdate, db: DatabaseDep
+    thread_id: uuid.UUID, body: ThreadUpdate, db: DatabaseDep, caller: CallerDep
 ) -> dict[str, Any]:
     """Merge metadata into the thread's; a `ttl` replaces its TTL, counted from now."""
+    value: dict[str, Any] = {"thread_id": thread_id, "metadata": body.metadata or {}}
+    access = await caller.authorize("threads", "update", value)
     ttl = store.ThreadTTL("delete", body.ttl.ttl) if body.ttl else None
-    return thread_json(await store.update_thread(db, thread_id, metadata=body.metadata, ttl=ttl))
+    metadata = value["metadata"] if isinstance(value["metadata"], dict) else {}
+    return thread_json(
+        await store.update_thread(db, thread_id, metadata=metadata, ttl=ttl, access=access)
+    )
 
 
 @router.delete("/{thread_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NOT_FOUND})
 async def delete_thread(
-    thread_id: uuid.UUID, db: DatabaseDep, resources: ResourcesDep, engine: EngineDep
+    thread_id: uuid.UUID,
+    db: DatabaseDep,
+    resources: ResourcesDep,
+    engine: EngineDep,
+    caller: CallerDep,
 ) -> None:
     """Delete a thread with its runs (cancelled first), messages and checkpoints."""
-    await store.get_thread(db, thread_id)
+    access = await thread_access(caller, "delete", thread_id)
+    await store.get_thread(db, thread_id, access)
     await stop_runs(engine, db, [thread_id])
-    await store.delete_threads(db, [thread_id])
+    await store.delete_threads(db, [thread_id], access)
     saver = await resources.checkpoints.ready()
     await saver.adelete_thread(str(thread_id))
 
 
 @router.post("/{thread_id}/copy", responses={**NOT_FOUND})
 async def copy_thread(
-    thread_id: uuid.UUID, db: DatabaseDep, resources: ResourcesDep
+    thread_id: uuid.UUID, db: DatabaseDep, resources: ResourcesDep, caller: CallerDep
 ) -> dict[str, Any]:
-    """A new thread with the same metadata and every checkpoint of this one."""
-    thread = await store.get_thread(db, thread_id)
+    """A new thread with the same metadata and every checkpoint of this one; the copy belongs
+    to whoever made it (`threads.create` stamps it)."""
+    access = await thread_access(caller, "read", thread_id)
+    thread = await store.get_thread(db, thread_id, access)
     if thread.status == "busy":
         raise ConflictError(f"thread {thread_id} is busy; copy it when its run ends")
-    copy = await store.copy_thread_row(db, thread_id)
+    value: dict[str, Any] = {"thread_id": None, "metadata": dict(thread.metadata_)}
+    await caller.authorize("threads", "create", value)
+    copy = await store.copy_thread_row(
+        db, thread_id, access=access, metadata=value["metadata"] or {}
+    )
     saver = await resources.checkpoints.ready()
     await copy_checkpoints(saver, thread_id, copy.id)
     return thread_json(copy)
@@ -306,30 +378,39 @@ async def copy_thread(
 
 @router.get("/{thread_id}/state", responses={**NOT_FOUND})
 async def get_thread_state(
-    thread_id: uuid.UUID, db: DatabaseDep, graphs: GraphsDep, subgraphs: bool = False
+    thread_id: uuid.UUID,
+    db: DatabaseDep,
+    graphs: GraphsDep,
+    caller: CallerDep,
+    subgraphs: bool = False,
 ) -> dict[str, Any]:
     """The thread's latest state (values, next nodes, tasks, checkpoint, interrupts)."""
-    thread = await store.get_thread(db, thread_id)
+    thread = await store.get_thread(db, thread_id, await thread_access(caller, "read", thread_id))
     graph_id = await _graph_of(db, graphs, thread)
     if graph_id is None:
         return empty_state()
-    async with graphs.acquire(graph_id, access="threads.read") as graph:
+    async with graphs.acquire(graph_id, access="threads.read", user=caller.user) as graph:
         return await read_state(graph, thread_id, subgraphs=subgraphs)
 
 
 @router.post("/{thread_id}/state", responses={**NOT_FOUND})
 async def update_thread_state(
-    thread_id: uuid.UUID, body: ThreadStateUpdate, db: DatabaseDep, graphs: GraphsDep
+    thread_id: uuid.UUID,
+    body: ThreadStateUpdate,
+    db: DatabaseDep,
+    graphs: GraphsDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """Write values to the thread's state as if node `as_node` returned them; a new checkpoint."""
-    thread = await store.get_thread(db, thread_id)
+    access = await thread_access(caller, "update", thread_id)
+    thread = await store.get_thread(db, thread_id, access)
     if thread.status == "busy":
         raise ConflictError(f"thread {thread_id} is busy; update its state when its run ends")
     graph_id = await _graph_or_422(db, graphs, thread, field="thread_id")
     checkpoint_id = body.checkpoint_id or (
         body.checkpoint.checkpoint_id if body.checkpoint else None
     )
-    async with graphs.acquire(graph_id, access="threads.update") as graph:
+    async with graphs.acquire(graph_id, access="threads.update", user=caller.user) as graph:
         written, latest = await update_state(
             graph,
             thread_id,
@@ -352,12 +433,16 @@ async def update_thread_state(
 
 @router.post("/{thread_id}/state/checkpoint", responses={**NOT_FOUND})
 async def get_thread_state_at(
-    thread_id: uuid.UUID, body: ThreadStateAtCheckpoint, db: DatabaseDep, graphs: GraphsDep
+    thread_id: uuid.UUID,
+    body: ThreadStateAtCheckpoint,
+    db: DatabaseDep,
+    graphs: GraphsDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """The thread's state at a checkpoint given as an object (id, namespace, map)."""
-    thread = await store.get_thread(db, thread_id)
+    thread = await store.get_thread(db, thread_id, await thread_access(caller, "read", thread_id))
     graph_id = await _graph_or_422(db, graphs, thread, field="checkpoint")
-    async with graphs.acquire(graph_id, access="threads.read") as graph:
+    async with graphs.acquire(graph_id, access="threads.read", user=caller.user) as graph:
         return await read_state(
             graph,
             thread_id,
@@ -374,28 +459,33 @@ async def get_thread_state_by_id(
     checkpoint_id: str,
     db: DatabaseDep,
     graphs: GraphsDep,
+    caller: CallerDep,
     subgraphs: bool = False,
 ) -> dict[str, Any]:
     """The thread's state at checkpoint `checkpoint_id`."""
-    thread = await store.get_thread(db, thread_id)
+    thread = await store.get_thread(db, thread_id, await thread_access(caller, "read", thread_id))
     graph_id = await _graph_or_422(db, graphs, thread, field="checkpoint_id")
-    async with graphs.acquire(graph_id, access="threads.read") as graph:
+    async with graphs.acquire(graph_id, access="threads.read", user=caller.user) as graph:
         return await read_state(graph, thread_id, checkpoint_id=checkpoint_id, subgraphs=subgraphs)
 
 
 @router.post("/{thread_id}/history", responses={**NOT_FOUND})
 async def get_thread_history(
-    thread_id: uuid.UUID, body: ThreadHistory, db: DatabaseDep, graphs: GraphsDep
+    thread_id: uuid.UUID,
+    body: ThreadHistory,
+    db: DatabaseDep,
+    graphs: GraphsDep,
+    caller: CallerDep,
 ) -> list[dict[str, Any]]:
     """Past states of the thread, newest first (`before`, `metadata`, `checkpoint` narrow it)."""
-    thread = await store.get_thread(db, thread_id)
+    thread = await store.get_thread(db, thread_id, await thread_access(caller, "read", thread_id))
     graph_id = await _graph_of(db, graphs, thread)
     if graph_id is None:
         return []
     before = body.before if isinstance(body.before, str) or body.before is None else None
     if body.before is not None and not isinstance(body.before, str):
         before = body.before.checkpoint_id
-    async with graphs.acquire(graph_id, access="threads.read") as graph:
+    async with graphs.acquire(graph_id, access="threads.read", user=caller.user) as graph:
         return await history(
             graph,
             thread_id,

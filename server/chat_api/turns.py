@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.chat_api.transcript import SOURCE
@@ -18,7 +18,9 @@ from stores.errors import ConflictError
 from stores.sql import repositories as repo
 from stores.sql import runs as run_store
 from stores.sql import turns
+from stores.sql.filters import Filter
 from stores.sql.models import Agent, Conversation
+from stores.sql.runs import NOBODY, RunCreator
 
 ChatEvent = tuple[str, dict[str, Any]]
 
@@ -32,13 +34,29 @@ class Turn:
     metadata: dict[str, Any]  # the turn's first event
 
 
-async def start_turn(engine: RunEngine, request: ChatRequest) -> Turn:
+@dataclass(frozen=True, slots=True)
+class TurnAccess:
+    """What the caller of a turn may do: the metadata a new conversation gets (their owner
+    stamp), the users and agents they may start one with, and who the run executes as (whose
+    conversations it may run on)."""
+
+    metadata: dict[str, Any] = field(default_factory=dict)
+    user_access: Filter | None = None
+    agent_access: Filter | None = None
+    creator: RunCreator = NOBODY
+
+
+async def start_turn(
+    engine: RunEngine, request: ChatRequest, access: TurnAccess | None = None
+) -> Turn:
     """Check the target, write the user message and the turn's run, and wake a worker.
 
-    Raises `NotFoundError` (unknown conversation, user or agent) and `ConflictError` (the
-    conversation's agent was deleted, its graph is not declared, or a run is in flight on it)
+    Raises `NotFoundError` (unknown conversation, user or agent, or not the caller's),
+    `ConflictError` (the conversation's agent was deleted, its graph is not declared, or a run
+    is in flight on it) and `LimitError` (the caller's runs in flight are at their cap)
     before any work.
     """
+    access = access or TurnAccess()
     db = engine.db
     settings = engine.settings
     if request.conversation_id is None:
@@ -48,7 +66,10 @@ async def start_turn(engine: RunEngine, request: ChatRequest) -> Turn:
                 "user_id": request.user_id,
                 "agent_id": request.agent_id,
                 "title": request.title or request.message[:80],
+                "metadata_": dict(access.metadata),
             },
+            user_access=access.user_access,
+            agent_access=access.agent_access,
         )
         conversation_id = conversation.id
     else:
@@ -78,6 +99,7 @@ async def start_turn(engine: RunEngine, request: ChatRequest) -> Turn:
         metadata={"source": SOURCE},
         prepare=check,
         notify=run_store.Notify(CHANNEL, engine.queue.owner),
+        creator=access.creator,
     )
     engine.queue.dispatch("new")  # a local worker claims it now; the others heard the commit
     return Turn(

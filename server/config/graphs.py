@@ -219,15 +219,15 @@ class ProjectGraphs:
             f"the factory of graph {graph_id!r} gave a {type(value).__name__}, not a graph"
         )
 
-    def _runtime(self, access: AccessContext, context: Any) -> Any:
+    def _runtime(self, access: AccessContext, context: Any, user: Any) -> Any:
         if access == "threads.create_run":
             return _ExecutionRuntime(
                 access_context=access,
-                user=None,
+                user=user,
                 store=self.store,  # type: ignore[arg-type]
                 context=copy.copy(context),
             )
-        return _ReadRuntime(access_context=access, user=None, store=self.store)  # type: ignore[arg-type]
+        return _ReadRuntime(access_context=access, user=user, store=self.store)  # type: ignore[arg-type]
 
     @contextlib.asynccontextmanager
     async def acquire(
@@ -237,13 +237,15 @@ class ProjectGraphs:
         *,
         access: AccessContext = "threads.create_run",
         context: Any = None,
+        user: Any = None,
         field: str = "graph_id",
     ) -> AsyncIterator[Graph]:
         """The graph `graph_id`, ready to run, for as long as the block lasts.
 
         A factory is called with a copy of `config` (and a `ServerRuntime` whose
-        `access_context` is `access`, carrying `context` when the graph is acquired to run);
-        a context manager it returns is exited when the block ends.
+        `access_context` is `access`, whose `user` is `user` (the caller, or the run's creator),
+        carrying `context` when the graph is acquired to run); a context manager it returns is
+        exited when the block ends.
 
         Raises:
             InvalidInputError: the graph is not declared (naming `field`).
@@ -262,7 +264,7 @@ class ProjectGraphs:
             # `langgraph.config.get_config()` works inside the factory, as under langgraph-api.
             token = var_child_runnable_config.set(runnable_config)
             try:
-                produced = factory.call(runnable_config, self._runtime(access, context))
+                produced = factory.call(runnable_config, self._runtime(access, context, user))
                 value = await stack.enter_async_context(_entered(produced))
             finally:
                 var_child_runnable_config.reset(token)

@@ -214,7 +214,7 @@ class Project:
     store: StoreSetup
     http: HttpConfig
     custom_app: Starlette | None = None
-    auth: Auth | None = None  # loaded here; enforced once custom auth lands (issue 10)
+    auth: Auth | None = None  # enforced by server/auth
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -261,10 +261,6 @@ def load_project(project: ProjectFile) -> Project:
     auth = None
     if config.auth is not None and config.auth.path:
         auth = _load("auth.path", config.auth.path, root, _auth)
-        warnings.append(
-            "auth.path is loaded, but Switchboard does not enforce custom auth yet: requests "
-            "are served without it (bind to loopback only)"
-        )
     unsupported, not_applicable = unsupported_keys(config)
     warnings.extend(unsupported)
     if (

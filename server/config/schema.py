@@ -91,12 +91,15 @@ class HttpConfig(ConfigModel):
     disable_mcp: bool = False
     disable_a2a: bool = False
     disable_ui: bool = False  # there is no /ui: warned when set
+    enable_custom_route_auth: bool = False  # authenticate the custom app's routes too
 
 
 class AuthConfig(ConfigModel):
     """`auth`: the `langgraph_sdk.Auth` object of the project (`path`)."""
 
     path: str | None = Field(None, min_length=3, max_length=1000)
+    # True: Studio's origin never gets in without credentials (AUTH_STUDIO_ON_LOOPBACK).
+    disable_studio_auth: bool = False
 
 
 class LanggraphConfig(ConfigModel):
@@ -156,12 +159,10 @@ WARNED: dict[str, str] = {
     "http.configurable_headers": "request headers are not copied into run configs",
     "http.logging_headers": "access logs are uvicorn's",
     "http.middleware_order": "custom middleware runs inside the custom app only",
-    "http.enable_custom_route_auth": "custom routes are not authenticated",
     "http.mount_prefix": "the API is served at the root path",
     "http.disable_event_streaming": "there is no v2 event streaming to disable",
-    "auth.disable_studio_auth": "custom auth is not enforced yet",
     "auth.openapi": "the OpenAPI document does not describe custom auth",
-    "auth.cache": "custom auth is not enforced yet",
+    "auth.cache": "the authenticate function is called on every request",
 }
 
 # Switches of route groups Switchboard does not serve: warned when they are turned on.

@@ -58,13 +58,16 @@ from a2a.utils.errors import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.auth.caller import OPEN, Caller, caller_of
+from server.auth.contract import AuthError
+from server.auth.limits import run_creator
 from server.protocols.runs import is_ai, last_ai_text, message_text, run_error, submit_messages
 from server.runs.engine import RunEngine
 from server.runs.events import RunEventLog
 from server.settings import Settings
-from stores.errors import NotFoundError
+from stores.errors import LimitError, NotFoundError
 from stores.sql import runs as run_store
-from stores.sql.assistants import resolve_assistant
+from stores.sql.assistants import assistant_key, or_system, resolve_assistant
 from stores.sql.models import Agent, Conversation, Run
 
 VERSION: Final = "0.1.0"
@@ -163,17 +166,40 @@ class A2AHandler(RequestHandler):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _caller(context: ServerCallContext) -> Caller:
+        caller = context.state.get("caller")
+        return caller if isinstance(caller, Caller) else OPEN
+
+    @staticmethod
+    async def _authorize(caller: Caller, resource: str, action: str, value: dict[str, Any]) -> Any:
+        try:
+            return await caller.authorize(resource, action, value)
+        except AuthError as error:
+            raise InvalidParamsError(message=f"not allowed: {error.detail}") from None
+
     async def _assistant(self, context: ServerCallContext) -> Agent:
         raw = str(context.state.get("assistant_id") or "")
+        caller = self._caller(context)
+        access = await self._authorize(
+            caller, "assistants", "read", {"assistant_id": assistant_key(raw) if raw else None}
+        )
         try:
-            return await resolve_assistant(self.engine.db, raw)
+            return await resolve_assistant(self.engine.db, raw, or_system(access))
         except NotFoundError:
             raise InvalidParamsError(message=f"assistant {raw!r} not found") from None
 
-    async def _run_of(self, task_id: str, assistant: Agent) -> Run:
+    async def _run_of(
+        self, task_id: str, assistant: Agent, context: ServerCallContext, action: str = "read"
+    ) -> Run:
         thread_id, run_id = parse_task_id(task_id)
+        access = await self._authorize(
+            self._caller(context), "threads", action, {"thread_id": thread_id, "run_id": run_id}
+        )
         try:
-            run = await run_store.get_run(self.engine.db, run_id, thread_id=thread_id)
+            run = await run_store.get_run(
+                self.engine.db, run_id, thread_id=thread_id, access=access
+            )
         except NotFoundError:
             raise TaskNotFoundError(message=f"task {task_id!r} not found") from None
         if run.assistant_id != assistant.id:
@@ -262,22 +288,39 @@ class A2AHandler(RequestHandler):
         text = _user_text(message, limit=self.settings.chat_max_message_chars)
         thread_id = _context_id(message.context_id)
         if message.task_id:
-            run = await self._run_of(message.task_id, assistant)
+            run = await self._run_of(message.task_id, assistant, context)
             if thread_id is not None and thread_id != run.thread_id:
                 raise InvalidParamsError(message="message.taskId belongs to another contextId")
             raise UnsupportedOperationError(
                 message=f"task {message.task_id} cannot take another message; send it without "
                 "taskId (same contextId) to continue the conversation"
             )
-        return await submit_messages(
-            self.engine,
-            assistant,
-            [("user", text, message.message_id)],
-            source="a2a",
-            thread_id=thread_id or uuid.uuid4(),
-            stream_mode=("messages-tuple", "values") if stream else ("values",),
-            metadata={"a2a_message_id": message.message_id},
-        )
+        caller = self._caller(context)
+        value: dict[str, Any] = {
+            "thread_id": thread_id,
+            "assistant_id": assistant.id,
+            "metadata": {"a2a_message_id": message.message_id},
+            "if_not_exists": "create",
+        }
+        access = await self._authorize(caller, "threads", "create_run", value)
+        try:
+            creator = await run_creator(caller, self.engine.db, self.settings, access=access)
+            return await submit_messages(
+                self.engine,
+                assistant,
+                [("user", text, message.message_id)],
+                source="a2a",
+                thread_id=thread_id or uuid.uuid4(),
+                stream_mode=("messages-tuple", "values") if stream else ("values",),
+                metadata=value["metadata"] if isinstance(value["metadata"], dict) else {},
+                creator=creator,
+            )
+        except NotFoundError:  # the context is a thread the caller may not run on
+            raise InvalidParamsError(
+                message=f"message.contextId {thread_id} is not a context of yours"
+            ) from None
+        except LimitError as error:
+            raise InvalidParamsError(message=str(error)) from None
 
     async def _finished(self, run: Run) -> Run:
         final = await self.engine.wait(run.id)
@@ -351,7 +394,7 @@ class A2AHandler(RequestHandler):
 
     async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
         """tasks/get: the task of the run named by the task id."""
-        run = await self._run_of(params.id, await self._assistant(context))
+        run = await self._run_of(params.id, await self._assistant(context), context)
         length = params.history_length if params.HasField("history_length") else None
         return await self._task(run, history_length=length)
 
@@ -359,7 +402,7 @@ class A2AHandler(RequestHandler):
         self, params: CancelTaskRequest, context: ServerCallContext
     ) -> Task | None:
         """tasks/cancel: cancel the run (its checkpoints are kept)."""
-        run = await self._run_of(params.id, await self._assistant(context))
+        run = await self._run_of(params.id, await self._assistant(context), context, "update")
         if run.status in run_store.DONE:
             raise TaskNotCancelableError(message=f"task {params.id} has already ended")
         await self.engine.cancel([run.id], thread_id=run.thread_id, reason="cancelled via A2A")
@@ -408,6 +451,7 @@ class _AssistantContextBuilder(DefaultServerCallContextBuilder):
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
         context.state["assistant_id"] = request.path_params.get("assistant_id")
+        context.state["caller"] = caller_of(request.scope)
         return context
 
 

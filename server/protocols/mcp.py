@@ -24,11 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from server.auth.caller import Caller, caller_of
+from server.auth.contract import AuthError
+from server.auth.limits import run_creator
 from server.protocols.runs import last_ai_text, run_error, submit_messages
 from server.runs.engine import RunEngine
 from server.settings import Settings
-from stores.errors import NotFoundError
+from stores.errors import LimitError, NotFoundError
 from stores.sql import assistants as assistant_store
+from stores.sql.filters import Filter
 from stores.sql.models import Agent
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,24 @@ def _text(text: str, *, error: bool = False) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=error)
 
 
+def _caller(ctx: Any) -> Caller:
+    """The caller of the HTTP request that carried this MCP message."""
+    scope = getattr(getattr(ctx, "request", None), "scope", None)
+    if scope is None:
+        raise MCPError(types.INVALID_REQUEST, "MCP requests are served over HTTP only")
+    return caller_of(scope)
+
+
+async def _visible(caller: Caller, action: str) -> Filter | None:
+    """The assistants the caller may see as tools: theirs (`assistants.<action>`) and the
+    system ones."""
+    try:
+        access = await caller.authorize("assistants", action, {"assistant_id": None})
+    except AuthError as error:
+        raise MCPError(types.INVALID_REQUEST, error.detail) from None
+    return assistant_store.or_system(access)
+
+
 @dataclass(slots=True)
 class AssistantTools:
     """The tools (assistants) and what calling one does, for the MCP server's handlers."""
@@ -101,17 +123,17 @@ class AssistantTools:
     engine: RunEngine
     settings: Settings
 
-    async def find(self, name: str) -> Agent | None:
-        """The assistant whose tool is called `name`, if any."""
+    async def find(self, name: str, access: Filter | None = None) -> Agent | None:
+        """The assistant whose tool is called `name`, if any (among those `access` lets in)."""
         db = self.engine.db
         with contextlib.suppress(NotFoundError):
-            agent = await assistant_store.resolve_assistant(db, name)
+            agent = await assistant_store.resolve_assistant(db, name, access)
             if tool_name(agent) == name:
                 return agent
         match = _SUFFIXED.match(name)
         if match is None:
             return None
-        candidates = await assistant_store.assistants_with_id_prefix(db, match["id"])
+        candidates = await assistant_store.assistants_with_id_prefix(db, match["id"], access=access)
         found = [agent for agent in candidates if tool_name(agent) == name]
         return found[0] if len(found) == 1 else None
 
@@ -135,6 +157,7 @@ class AssistantTools:
             offset=offset,
             sort_by="created_at",
             sort_order="asc",
+            access=await _visible(_caller(ctx), "search"),
         )
         return types.ListToolsResult(
             tools=[_tool(agent) for agent in agents],
@@ -144,8 +167,10 @@ class AssistantTools:
     async def call_tool(
         self, ctx: Any, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        """Run the assistant named by the tool on the given messages; its answer as text."""
-        agent = await self.find(params.name)
+        """Run the assistant named by the tool on the given messages, as the caller; its answer
+        as text."""
+        caller = _caller(ctx)
+        agent = await self.find(params.name, await _visible(caller, "read"))
         if agent is None:
             raise _invalid(f"unknown tool {params.name!r}: tools/list names the assistants")
         try:
@@ -162,12 +187,22 @@ class AssistantTools:
                     f"characters; the limit is {limit}",
                     error=True,
                 )
-        run = await submit_messages(
-            self.engine,
-            agent,
-            [(m.role, m.content, None) for m in arguments.messages],
-            source="mcp",
-        )
+        value: dict[str, Any] = {"thread_id": None, "assistant_id": agent.id, "metadata": {}}
+        try:
+            access = await caller.authorize("threads", "create_run", value)
+            creator = await run_creator(caller, self.engine.db, self.settings, access=access)
+            run = await submit_messages(
+                self.engine,
+                agent,
+                [(m.role, m.content, None) for m in arguments.messages],
+                source="mcp",
+                metadata=value["metadata"] if isinstance(value["metadata"], dict) else {},
+                creator=creator,
+            )
+        except AuthError as error:
+            return _text(f"not allowed: {error.detail}", error=True)
+        except LimitError as error:
+            return _text(str(error), error=True)
         output = await self.engine.output(run.id)
         failure = run_error(output)
         if failure is not None:

@@ -8,6 +8,7 @@ from typing import Any, Final, Literal
 
 from server.runs.engine import RunEngine
 from stores.sql.models import Agent, Run
+from stores.sql.runs import NOBODY, RunCreator
 
 Role = Literal["user", "assistant", "system"]
 # Message types a graph's state may hold for an AI turn (LangChain dicts and role dicts).
@@ -76,8 +77,10 @@ async def submit_messages(
     thread_id: uuid.UUID | None = None,
     stream_mode: Sequence[str] = ("values",),
     metadata: Mapping[str, Any] | None = None,
+    creator: RunCreator = NOBODY,
 ) -> Run:
-    """Submit a durable run of `assistant` on `messages`.
+    """Submit a durable run of `assistant` on `messages`, executing as `creator` (whose thread
+    filter an existing thread must satisfy).
 
     With `thread_id` the run continues that thread (created when new); without, it runs on a
     fresh temporary thread that is deleted afterwards, like a stateless `/runs/wait`.
@@ -89,4 +92,5 @@ async def submit_messages(
         metadata={**(metadata or {}), "source": source},
         if_not_exists="create",
         temporary=thread_id is None,
+        creator=creator,
     )

@@ -8,13 +8,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
-from server.chat_api.turns import start_turn, turn_answer, turn_events
+from server.agent_api.threads import thread_access
+from server.auth.caller import Caller, CallerDep
+from server.auth.limits import run_creator
+from server.chat_api.turns import TurnAccess, start_turn, turn_answer, turn_events
 from server.deps import DatabaseDep, EngineDep, ResourcesDep
 from server.errors import error_response
+from server.resources import Resources
+from server.routes.users import user_access
 from server.schemas.common import CONFLICT, NOT_FOUND, ErrorBody, Responses
 from server.schemas.turns import ChatAnswer, ChatRequest, ToolOut
 from server.sse import sse_response
 from stores.sql import tools as sql_tools
+from stores.sql.assistants import or_system
 
 router = APIRouter(tags=["chat"])
 
@@ -29,6 +35,35 @@ SSE_DOC: Responses = {
         "model": ChatAnswer,
     }
 }
+
+
+async def turn_access(caller: Caller, resources: Resources, body: ChatRequest) -> TurnAccess:
+    """What the caller may do for this turn: start a conversation (`threads.create`, with a
+    user they may read and an agent they may use), run on it (`threads.create_run`), within
+    their limits (429 when over RUNS_PER_MINUTE)."""
+    db = resources.database
+    metadata: dict[str, Any] = {}
+    user_filter = agent_filter = None
+    if body.conversation_id is None:
+        created: dict[str, Any] = {"thread_id": None, "metadata": {}}
+        await caller.authorize("threads", "create", created)
+        metadata = created["metadata"] if isinstance(created["metadata"], dict) else {}
+        user_filter = await user_access(caller, "read", body.user_id)
+        agent_filter = or_system(
+            await caller.authorize("assistants", "read", {"assistant_id": body.agent_id})
+        )
+    run_value: dict[str, Any] = {
+        "thread_id": body.conversation_id,
+        "assistant_id": body.agent_id,
+        "metadata": {},
+        "multitask_strategy": "reject",
+        "if_not_exists": "reject",
+    }
+    access = await thread_access(caller, "create_run", body.conversation_id, **run_value)
+    creator = await run_creator(caller, db, resources.settings, access=access)
+    return TurnAccess(
+        metadata=metadata, user_access=user_filter, agent_access=agent_filter, creator=creator
+    )
 
 
 def _too_long(message: str, limit: int) -> JSONResponse | None:
@@ -46,6 +81,7 @@ async def chat(
     body: ChatRequest,
     engine: EngineDep,
     resources: ResourcesDep,
+    caller: CallerDep,
     stream: Annotated[bool, Query(description="SSE stream (default) or one JSON answer.")] = True,
 ) -> Any:
     """Send a message to an agent and stream its answer.
@@ -59,7 +95,7 @@ async def chat(
     refused = _too_long(body.message, resources.settings.chat_max_message_chars)
     if refused is not None:
         return refused
-    turn = await start_turn(engine, body)
+    turn = await start_turn(engine, body, await turn_access(caller, resources, body))
     if not stream:
         return await turn_answer(engine, turn)
     return sse_response(
@@ -71,12 +107,15 @@ async def chat(
 
 
 @router.post("/chat/invoke", responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE})
-async def chat_invoke(body: ChatRequest, engine: EngineDep, resources: ResourcesDep) -> ChatAnswer:
+async def chat_invoke(
+    body: ChatRequest, engine: EngineDep, resources: ResourcesDep, caller: CallerDep
+) -> ChatAnswer:
     """Send a message to an agent and wait for the whole answer as JSON."""
     refused = _too_long(body.message, resources.settings.chat_max_message_chars)
     if refused is not None:
         return refused  # type: ignore[return-value]
-    return await turn_answer(engine, await start_turn(engine, body))
+    access = await turn_access(caller, resources, body)
+    return await turn_answer(engine, await start_turn(engine, body, access))
 
 
 @router.get("/tools", tags=["tools"])

@@ -7,9 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
+from server.auth.access import refuse_if_readable
+from server.auth.caller import CallerDep
+from server.auth.collections import claim_for_upload, collections_for
 from server.deps import KnowledgeDep, Limit, Offset
 from server.schemas.common import NOT_FOUND, ErrorBody, Identifier, Page, Responses
 from server.schemas.knowledge import DocumentOut, IngestOut, SearchHitOut, SearchOut, SearchRequest
+from stores.errors import NotFoundError
 from stores.extract import DocumentTooLargeError
 
 router = APIRouter(tags=["knowledge"])
@@ -40,6 +44,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 async def upload_document(
     knowledge: KnowledgeDep,
     response: Response,
+    caller: CallerDep,
     file: Annotated[UploadFile, File(description="A .txt, .md, .html or .pdf file.")],
     collection: Annotated[
         Identifier | None, Form(description="Knowledge base (default: the configured one).")
@@ -49,12 +54,17 @@ async def upload_document(
         Form(min_length=1, max_length=2000, description="Identity in the collection (filename)."),
     ] = None,
 ) -> IngestOut:
-    """Ingest a file: 201 when new, 200 when it replaced an older version or was unchanged."""
+    """Ingest a file: 201 when new, 200 when it replaced an older version or was unchanged.
+
+    A new collection becomes the uploader's; an existing one must be theirs (or they an admin).
+    """
+    target = collection or knowledge.default_collection
+    await claim_for_upload(caller, knowledge.database, target)
     data = await _read_limited(file, knowledge.max_bytes)
     result = await knowledge.ingest_bytes(
         data,
         filename=file.filename or "upload",
-        collection=collection,
+        collection=target,
         source=source,
         content_type=file.content_type,
     )
@@ -67,39 +77,67 @@ async def upload_document(
 @router.get("/documents")
 async def list_documents(
     knowledge: KnowledgeDep,
+    caller: CallerDep,
     limit: Limit = 50,
     offset: Offset = 0,
     collection: Annotated[
         Identifier | None, Query(description="Only documents of this collection.")
     ] = None,
 ) -> Page[DocumentOut]:
-    """Documents, newest first."""
-    page = await knowledge.list_documents(collection=collection, limit=limit, offset=offset)
+    """Documents, newest first (of the collections the caller may read)."""
+    within = await collections_for(caller, knowledge.database, "search")
+    page = await knowledge.list_documents(
+        collection=collection, limit=limit, offset=offset, within=within
+    )
     return Page[DocumentOut].model_validate(page)
 
 
 @router.get("/documents/{document_id}", responses=NOT_FOUND)
-async def get_document(document_id: uuid.UUID, knowledge: KnowledgeDep) -> DocumentOut:
+async def get_document(
+    document_id: uuid.UUID, knowledge: KnowledgeDep, caller: CallerDep
+) -> DocumentOut:
     """One document."""
-    return DocumentOut.model_validate(await knowledge.get_document(document_id))
+    within = await collections_for(caller, knowledge.database, "read")
+    return DocumentOut.model_validate(await knowledge.get_document(document_id, within=within))
 
 
 @router.delete(
     "/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND
 )
-async def delete_document(document_id: uuid.UUID, knowledge: KnowledgeDep) -> None:
-    """Delete a document and its vectors."""
-    await knowledge.delete_document(document_id)
+async def delete_document(
+    document_id: uuid.UUID, knowledge: KnowledgeDep, caller: CallerDep
+) -> None:
+    """Delete a document and its vectors (from a collection the caller may change)."""
+    within = await collections_for(caller, knowledge.database, "update")
+    try:
+        await knowledge.delete_document(document_id, within=within)
+    except NotFoundError:
+
+        async def readable(_: object) -> object:
+            names = await collections_for(caller, knowledge.database, "read")
+            return await knowledge.get_document(document_id, within=names)
+
+        await refuse_if_readable(
+            caller, "collections", {"collection": None}, readable, what=f"document {document_id}"
+        )
+        raise
 
 
 @router.post("/search")
-async def search(body: SearchRequest, knowledge: KnowledgeDep) -> SearchOut:
-    """The `k` chunks that best match `query` (dense + lexical, fused), optionally filtered."""
+async def search(body: SearchRequest, knowledge: KnowledgeDep, caller: CallerDep) -> SearchOut:
+    """The `k` chunks that best match `query` (dense + lexical, fused), optionally filtered;
+    only in collections the caller may read."""
     collection = body.filter.collection
+    wanted = None if collection is None else [collection]
+    within = await collections_for(caller, knowledge.database, "search")
+    if within is not None:
+        wanted = [name for name in (wanted or within) if name in within]
+        if not wanted:
+            return SearchOut(query=body.query, hits=[])
     hits = await knowledge.search(
         body.query,
         k=body.k,
-        collections=None if collection is None else [collection],
+        collections=wanted,
         source=body.filter.source,
         doc_type=body.filter.doc_type,
         dedup=body.dedup,

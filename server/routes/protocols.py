@@ -8,11 +8,12 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server.auth.caller import CallerDep
 from server.deps import DatabaseDep
 from server.protocols.a2a import agent_card
 from server.protocols.mcp import McpEndpoint
 from server.schemas.common import NOT_FOUND
-from stores.sql.assistants import resolve_assistant
+from stores.sql.assistants import assistant_key, or_system, resolve_assistant
 
 router = APIRouter(tags=["a2a"])
 AssistantId = Annotated[
@@ -32,10 +33,12 @@ async def a2a(assistant_id: str, request: Request) -> Response:
 
 @router.get("/.well-known/agent-card.json", responses=NOT_FOUND)
 async def agent_card_json(
-    request: Request, db: DatabaseDep, assistant_id: AssistantId
+    request: Request, db: DatabaseDep, caller: CallerDep, assistant_id: AssistantId
 ) -> JSONResponse:
-    """The A2A agent card of an assistant (`?assistant_id=`)."""
-    assistant = await resolve_assistant(db, assistant_id)
+    """The A2A agent card of an assistant (`?assistant_id=`) the caller may use."""
+    key = assistant_key(assistant_id)
+    access = await caller.authorize("assistants", "read", {"assistant_id": key})
+    assistant = await resolve_assistant(db, assistant_id, or_system(access))
     return JSONResponse(agent_card(assistant, base_url=str(request.base_url)))
 
 

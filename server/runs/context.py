@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ from nodes.context import (
     ComputeRunner,
     KnowledgeSearch,
     ModelSpec,
+    SearchHitLike,
     ToolCache,
 )
 from nodes.tools.registry import enabled_tools
@@ -80,6 +81,35 @@ class ContextServices:
     compute: ComputeRunner | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReadableKnowledge:
+    """The knowledge base as a run's creator may read it: only the collections they may read,
+    whatever the agent, its `context` or the model (a tool's `collection` argument) asks for."""
+
+    knowledge: KnowledgeSearch
+    readable: tuple[str, ...]
+
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int = 4,
+        collections: Sequence[str] | None = None,
+        source: str | None = None,
+        doc_type: str | None = None,
+        dedup: bool = False,
+    ) -> Sequence[SearchHitLike]:
+        """Search the asked collections the creator may read (all of those when None)."""
+        wanted = self.readable if collections is None else tuple(
+            name for name in collections if name in self.readable
+        )  # fmt: skip
+        if not wanted:
+            return []
+        return await self.knowledge.search(
+            query, k=k, collections=list(wanted), source=source, doc_type=doc_type, dedup=dedup
+        )
+
+
 def model_spec(agent: Agent, settings: Settings) -> ModelSpec:
     """The agent's chat model: its row's `model` over the server's defaults."""
     model: Mapping[str, Any] = agent.model or {}
@@ -100,13 +130,18 @@ def model_spec(agent: Agent, settings: Settings) -> ModelSpec:
 def agent_context(
     agent: Agent,
     *,
-    user_id: uuid.UUID | None,
+    user_id: str | uuid.UUID | None,
     settings: Settings,
     services: ContextServices,
     run_context: Mapping[str, Any] | None = None,
     disabled_tools: frozenset[str] = frozenset(),
+    readable_collections: Sequence[str] | None = None,
 ) -> AgentContext:
-    """The `AgentContext` of one run of `agent` for `user_id`.
+    """The `AgentContext` of one run of `agent` for `user_id` (the run's creator: their
+    memories; "anonymous" only on an open server for a conversation without a user).
+
+    With `readable_collections` the run searches only those knowledge collections (the ones
+    its creator may read).
 
     Layers, each over the one before: the server's settings; the agent's row (name, prompt,
     model, tools, collections); its `config`; the assistant's `context`; the run's `context`.
@@ -115,6 +150,9 @@ def agent_context(
     A bad agent `config` is a `ConflictError` (409, `config`), a bad `context` an
     `InvalidInputError` (422, `context`).
     """
+    knowledge = services.knowledge
+    if knowledge is not None and readable_collections is not None:
+        knowledge = ReadableKnowledge(knowledge, tuple(readable_collections))
     context = AgentContext(
         user_id=str(user_id) if user_id else "anonymous",
         agent_name=agent.name,
@@ -133,10 +171,10 @@ def agent_context(
         tool_max_output_chars=settings.tool_max_output_chars,
         max_input_chars=settings.llm_max_input_chars,
         http_allowed_hosts=tuple(settings.http_tool_allowed_hosts),
-        http_allowed_ports=tuple(settings.outbound_allowed_ports),
-        http_max_bytes=settings.http_tool_max_bytes,
-        http_max_redirects=settings.http_tool_max_redirects,
-        knowledge=services.knowledge,
+    ComputeRunner,
+    KnowledgeSearch,
+    ModelSpec,
+    SearchHitLike,
         tool_cache=services.tool_cache,
         models=services.models,
         compute=services.compute,

@@ -20,7 +20,9 @@ from server.runs.queue import CancelAction, RunQueue
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
+from stores.sql.filters import Filter
 from stores.sql.models import Agent, Run
+from stores.sql.runs import NOBODY, RunCreator
 from stores.sql.threads import ThreadTTL
 
 log = logging.getLogger(__name__)
@@ -104,11 +106,14 @@ class RunEngine:
         multitask_strategy: str = "enqueue",
         if_not_exists: Literal["create", "reject"] = "reject",
         temporary: bool = False,
+        creator: RunCreator = NOBODY,
     ) -> Run:
-        """Write the run row (applying the multitask strategy) and wake a worker.
+        """Write the run row (applying the multitask strategy) and wake a worker; the run
+        executes as `creator` (identity, thread filter, cap of runs in flight).
 
-        Raises `NotFoundError` (unknown thread), `ConflictError` (`reject` on a busy thread)
-        and `InvalidInputError` (the assistant's graph is not declared).
+        Raises `NotFoundError` (unknown thread, or not the creator's), `ConflictError`
+        (`reject` on a busy thread), `LimitError` (the creator's runs in flight are at their
+        cap) and `InvalidInputError` (the assistant's graph is not declared).
         """
         if assistant.graph_id not in self.graphs:
             raise InvalidInputError(
@@ -125,6 +130,7 @@ class RunEngine:
             if_not_exists=if_not_exists,
             temporary=temporary,
             thread_ttl=None if temporary else self.default_thread_ttl,
+            creator=creator,
         )
 
     async def cancel(
@@ -134,9 +140,13 @@ class RunEngine:
         action: CancelAction = "interrupt",
         thread_id: uuid.UUID | None = None,
         reason: str = "cancelled by a client",
+        access: Filter | None = None,
     ) -> None:
-        """Cancel runs: pending ones at once, running ones by the process that holds them."""
-        await self.queue.cancel(run_ids, action=action, thread_id=thread_id, reason=reason)
+        """Cancel runs: pending ones at once, running ones by the process that holds them;
+        with `access`, only runs on threads that satisfy it (`NotFoundError` for the others)."""
+        await self.queue.cancel(
+            run_ids, action=action, thread_id=thread_id, reason=reason, access=access
+        )
 
     def cancel_soon(self, run_id: uuid.UUID, *, reason: str) -> None:
         """`cancel` in a task of its own: for callers that are being cancelled (disconnects)."""

@@ -18,6 +18,7 @@ from langgraph.types import Command
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodes.context import AgentContext, reads_agent_context
+from server.auth.users import AuthUser, from_json
 from server.config import Graph, ProjectGraphs
 from server.resources import Resources
 from server.runs.context import ContextServices, agent_context
@@ -34,6 +35,15 @@ from stores.sql.models import Agent, Conversation, Run
 log = logging.getLogger(__name__)
 
 TOOLS_REFRESH_S = 30.0  # how soon a tool switched off in the `tools` table applies to runs
+# Where a run's creator reaches its graph, as LangGraph's server passes it; never from a client.
+AUTH_CONFIGURABLE = ("langgraph_auth_user", "langgraph_auth_user_id", "langgraph_auth_permissions")
+
+
+def run_creator(run: Run) -> AuthUser | None:
+    """The user who created the run (it executes as them); None on an open server."""
+    auth = run.auth if isinstance(run.auth, Mapping) else None
+    user = auth.get("user") if auth else None
+    return from_json(user) if isinstance(user, Mapping) else None
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -311,6 +321,13 @@ class RunExecutor:
         config = merge_config(agent.config, kwargs.get("config"))
         configurable = dict(config.get("configurable") or {})
         configurable.update(thread_id=str(thread_id), checkpoint_ns="")
+        for key in AUTH_CONFIGURABLE:
+            configurable.pop(key, None)
+        creator = run_creator(run)
+        if creator is not None:
+            configurable["langgraph_auth_user"] = creator
+            configurable["langgraph_auth_user_id"] = creator.identity
+            configurable["langgraph_auth_permissions"] = creator.permissions
         config["configurable"] = configurable
         config["metadata"] = {
             **(config.get("metadata") or {}),
@@ -337,13 +354,17 @@ class RunExecutor:
         context: Any = prepared.run_context
         if reads_agent_context(graph):
             assert prepared.thread is not None
+            creator = run_creator(run)
+            readable = (run.auth or {}).get("collections") if creator is not None else None
             prepared.context = agent_context(
                 prepared.agent,
-                user_id=prepared.thread.user_id,
+                # Runs execute as their creator; an open server's as the conversation's user.
+                user_id=creator.identity if creator is not None else prepared.thread.user_id,
                 settings=self.settings,
                 services=self.services,
                 run_context=kwargs.get("context"),
                 disabled_tools=await self.disabled_tools(),
+                readable_collections=readable if isinstance(readable, list) else None,
             )
             context = prepared.context
             config.setdefault("recursion_limit", 2 * prepared.context.max_steps + 12)
@@ -386,7 +407,11 @@ class RunExecutor:
         assert prepared.agent is not None
         kwargs = run.kwargs
         async with self.graphs.acquire(
-            prepared.agent.graph_id, config, context=prepared.run_context, field="assistant_id"
+            prepared.agent.graph_id,
+            config,
+            context=prepared.run_context,
+            user=run_creator(run),
+            field="assistant_id",
         ) as graph:
             graph_input, context = await self._start(attempt, prepared, graph, config)
             prepared.timer = asyncio.timeout(self.settings.run_timeout_s)

@@ -20,6 +20,7 @@ from server.settings import Settings
 from stores.errors import NotFoundError
 from stores.sql import runs as run_store
 from stores.sql.database import Database, Timeouts, connect
+from stores.sql.filters import Filter
 from stores.sql.models import Agent, Run
 from stores.sql.runs import RunToken
 from stores.sql.threads import ThreadTTL
@@ -141,9 +142,10 @@ class RunQueue:
         if_not_exists: Literal["create", "reject"] = "reject",
         temporary: bool = False,
         thread_ttl: ThreadTTL | None = None,
+        creator: run_store.RunCreator = run_store.NOBODY,
     ) -> Run:
         """Write the run row (applying the multitask strategy) and wake a worker; a thread the
-        run creates gets `thread_ttl`."""
+        run creates gets `thread_ttl`; the run executes as `creator`."""
         run, cancels = await run_store.create_run(
             self.db,
             thread_id=thread_id,
@@ -156,6 +158,7 @@ class RunQueue:
             temporary=temporary,
             thread_ttl=thread_ttl,
             notify=run_store.Notify(CHANNEL, self.owner),
+            creator=creator,
         )
         for payload in (*(f"cancel {r.run_id} {r.action}" for r in cancels), "new"):
             self.dispatch(payload)  # the others hear it from the commit
@@ -168,10 +171,12 @@ class RunQueue:
         action: CancelAction = "interrupt",
         thread_id: uuid.UUID | None = None,
         reason: str = "cancelled by a client",
+        access: Filter | None = None,
     ) -> None:
-        """Cancel runs: pending ones at once, running ones by the process that holds them."""
+        """Cancel runs: pending ones at once, running ones by the process that holds them
+        (with `access`: only runs on threads that satisfy it)."""
         requests = await run_store.cancel_runs(
-            self.db, run_ids, action=action, reason=reason, thread_id=thread_id
+            self.db, run_ids, action=action, reason=reason, thread_id=thread_id, access=access
         )
         await self.notify(
             *(f"cancel {r.run_id} {r.action}" for r in requests),

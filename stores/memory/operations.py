@@ -274,12 +274,13 @@ async def list_user_memories(
     query: str | None = None,
     limit: int = 20,
     offset: int = 0,
+    namespace: Sequence[str] | None = None,
 ) -> MemoryPage:
-    """A user's memories: most recently updated first, or ranked by meaning for `query`."""
-    items = await store.asearch(
-        user_namespace(user_id), query=query or None, limit=limit, offset=offset
-    )
-    total = await store.acount(user_namespace(user_id))
+    """A user's memories (everything under `namespace`, default `(user_id,)`): most recently
+    updated first, or ranked by meaning for `query`."""
+    root = tuple(namespace) if namespace is not None else user_namespace(user_id)
+    items = await store.asearch(root, query=query or None, limit=limit, offset=offset)
+    total = await store.acount(root)
     return MemoryPage(items=items, total=total, limit=limit, offset=offset, query=query or None)
 
 
@@ -322,15 +323,17 @@ async def remember_for_user(
     ttl: float | None = None,
     parse: StatementParser | None = None,
     history_limit: int = 20,
+    namespace: Sequence[str] | None = None,
 ) -> Item:
-    """Store one memory of a user under `(user_id, "memories")`; returns it.
+    """Store one memory of a user under `namespace` (default `(user_id, "memories")`);
+    returns it.
 
     A value with a `text` is a fact stated by the user now: it replaces what `key` held (which
     moves to the memory's history) and supersedes the current fact of the same exclusive
     subject and attribute, exactly as a newer statement in a conversation would. A value
     without `text` is stored as given.
     """
-    namespace = user_memory_namespace(user_id)
+    namespace = tuple(namespace) if namespace is not None else user_memory_namespace(user_id)
     key = validate_key(key)
     checked = validate_value(value, limits=store.value_limits)
     ttl = _validate_ttl(ttl, field="ttl_minutes")
@@ -355,18 +358,26 @@ async def remember_for_user(
     return item
 
 
-async def forget_user_memory(store: MongoStore, user_id: uuid.UUID, key: Any) -> int:
-    """Delete the memories named `key` in every namespace of the user (vectors too).
+async def forget_user_memory(
+    store: MongoStore, user_id: uuid.UUID, key: Any, *, namespace: Sequence[str] | None = None
+) -> int:
+    """Delete the memories named `key` in every namespace of the user (under `namespace`,
+    default `(user_id,)`), vectors too.
 
     Raises:
         NotFoundError: The user has no memory with that key.
     """
-    deleted = await store.adelete_where(user_namespace(user_id), key=validate_key(key))
+    root = tuple(namespace) if namespace is not None else user_namespace(user_id)
+    deleted = await store.adelete_where(root, key=validate_key(key))
     if deleted == 0:
         raise NotFoundError("memory", key, field="key")
     return deleted
 
 
-async def forget_user(store: MongoStore, user_id: uuid.UUID) -> int:
-    """Delete everything remembered about a user (every namespace under the user id)."""
-    return await store.adelete_where(user_namespace(user_id))
+async def forget_user(
+    store: MongoStore, user_id: uuid.UUID, *, namespace: Sequence[str] | None = None
+) -> int:
+    """Delete everything remembered about a user (every namespace under `namespace`, default
+    the user id)."""
+    root = tuple(namespace) if namespace is not None else user_namespace(user_id)
+    return await store.adelete_where(root)

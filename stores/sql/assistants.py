@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
+from stores.sql.filters import Filter, filter_clause, visible_row
 from stores.sql.models import Agent, AgentVersion, Conversation
 
 # The namespace langgraph-api derives system assistant ids from, so ids match across servers.
@@ -63,30 +64,71 @@ async def record_version(session: AsyncSession, agent: Agent) -> None:
     await session.merge(_snapshot(agent))
 
 
-async def resolve_assistant(db: Database, assistant_id_or_graph_id: str | uuid.UUID) -> Agent:
-    """The assistant with this id, or the system assistant of the graph with this id.
+def visible(access: Filter | None) -> Any:
+    """The condition under which an assistant (agent) satisfies an auth filter."""
+    return filter_clause(Agent.metadata_, access)
 
-    Raises:
-        NotFoundError: neither an assistant id nor a graph with a system assistant
-            (field `assistant_id`).
-    """
-    key = _parse_id(assistant_id_or_graph_id)
-    if key is None:
-        key = system_assistant_id(str(assistant_id_or_graph_id))
-    async with db.sessions() as session:
-        agent = await session.get(Agent, key)
+
+SYSTEM: Filter = {"created_by": "system"}
+"""The metadata of system assistants (one per graph, made at startup)."""
+
+
+def or_system(access: Filter | None) -> Filter | None:
+    """`access`, or a system assistant: what a run may use (as LangGraph, which never asks the
+    read handler about system assistants)."""
+    return None if access is None else {"$or": [dict(access), SYSTEM]}
+
+
+async def _agent_row(
+    session: AsyncSession,
+    key: uuid.UUID,
+    access: Filter | None,
+    *,
+    shown: object,
+    for_update: bool = False,
+    field: str | None = "assistant_id",
+) -> Agent:
+    agent = await visible_row(session, Agent, key, visible(access), for_update=for_update)
     if agent is None:
-        raise NotFoundError("assistant", assistant_id_or_graph_id, field="assistant_id")
+        raise NotFoundError("assistant", shown, field=field)
     return agent
 
 
-async def assistants_with_id_prefix(db: Database, prefix: str, *, limit: int = 10) -> list[Agent]:
-    """Assistants whose id (as 32 hex digits) starts with `prefix` (hex digits only)."""
+def assistant_key(assistant_id_or_graph_id: str | uuid.UUID) -> uuid.UUID:
+    """The id of an assistant named by its id, or by the graph id of its system assistant."""
+    key = _parse_id(assistant_id_or_graph_id)
+    return key if key is not None else system_assistant_id(str(assistant_id_or_graph_id))
+
+
+async def resolve_assistant(
+    db: Database, assistant_id_or_graph_id: str | uuid.UUID, access: Filter | None = None
+) -> Agent:
+    """The assistant with this id, or the system assistant of the graph with this id, if it
+    satisfies `access` (in SQL).
+
+    Raises:
+        NotFoundError: neither an assistant id nor a graph with a system assistant, or not
+            the caller's (field `assistant_id`).
+    """
+    async with db.sessions() as session:
+        return await _agent_row(
+            session,
+            assistant_key(assistant_id_or_graph_id),
+            access,
+            shown=assistant_id_or_graph_id,
+        )
+
+
+async def assistants_with_id_prefix(
+    db: Database, prefix: str, *, limit: int = 10, access: Filter | None = None
+) -> list[Agent]:
+    """Assistants whose id (as 32 hex digits) starts with `prefix` (hex digits only) and that
+    satisfy `access`."""
     if not prefix or any(c not in "0123456789abcdef" for c in prefix):
         raise ValueError(f"an id prefix is lower-case hex digits, got {prefix!r}")
     stmt = (
         select(Agent)
-        .where(func.replace(cast(Agent.id, String), "-", "").like(f"{prefix}%"))
+        .where(func.replace(cast(Agent.id, String), "-", "").like(f"{prefix}%"), visible(access))
         .order_by(Agent.created_at, Agent.id)
         .limit(limit)
     )
@@ -191,8 +233,12 @@ async def create_assistant(
     config: Mapping[str, Any],
     context: Mapping[str, Any],
     metadata: Mapping[str, Any],
+    access: Filter | None = None,
 ) -> Agent:
     """Create an assistant at version 1 (and its version row).
+
+    With `if_exists="do_nothing"` an existing assistant is returned only if it satisfies
+    `access` (the caller's read filter); someone else's id is taken (409), never shown.
 
     Raises:
         ConflictError: `assistant_id` exists and `if_exists="raise"` (field `assistant_id`).
@@ -204,7 +250,7 @@ async def create_assistant(
                 existing = await session.get(Agent, assistant_id, with_for_update=True)
                 if existing is not None:
                     if if_exists == "do_nothing":
-                        return existing
+                        return await _agent_row(session, assistant_id, access, shown=assistant_id)
                     raise ConflictError(conflict, field="assistant_id")
             agent = Agent(
                 graph_id=graph_id,
@@ -224,15 +270,18 @@ async def create_assistant(
         if assistant_id is None:
             raise
         if if_exists == "do_nothing":
-            return await resolve_assistant(db, assistant_id)
+            return await resolve_assistant(db, assistant_id, access)
+        raise ConflictError(conflict, field="assistant_id") from error
+    except NotFoundError as error:  # it exists, but not for this caller
         raise ConflictError(conflict, field="assistant_id") from error
 
 
-async def _locked(session: AsyncSession, assistant_id: uuid.UUID) -> Agent:
-    agent = await session.get(Agent, assistant_id, with_for_update=True)
-    if agent is None:
-        raise NotFoundError("assistant", assistant_id)
-    return agent
+async def _locked(
+    session: AsyncSession, assistant_id: uuid.UUID, access: Filter | None = None
+) -> Agent:
+    return await _agent_row(
+        session, assistant_id, access, shown=assistant_id, for_update=True, field=None
+    )
 
 
 async def next_version(session: AsyncSession, assistant_id: uuid.UUID) -> int:
@@ -253,10 +302,11 @@ async def update_assistant(
     config: Mapping[str, Any] | None,
     context: Mapping[str, Any] | None,
     metadata: Mapping[str, Any] | None,
+    access: Filter | None = None,
 ) -> Agent:
     """Write a new version of an assistant (metadata is merged) and make it the latest."""
     async with db.sessions.begin() as session:
-        agent = await _locked(session, assistant_id)
+        agent = await _locked(session, assistant_id, access)
         if graph_id is not None:
             agent.graph_id = graph_id
         if name is not None:
@@ -277,20 +327,28 @@ async def update_assistant(
 
 
 async def delete_assistant(
-    db: Database, assistant_id: uuid.UUID, *, thread_ids: Sequence[uuid.UUID] = ()
+    db: Database,
+    assistant_id: uuid.UUID,
+    *,
+    thread_ids: Sequence[uuid.UUID] = (),
+    access: Filter | None = None,
 ) -> None:
     """Delete an assistant (its versions by cascade) and, in the same transaction, `thread_ids`."""
     async with db.sessions.begin() as session:
-        agent = await _locked(session, assistant_id)
+        agent = await _locked(session, assistant_id, access)
         if thread_ids:
             await session.execute(delete(Conversation).where(Conversation.id.in_(thread_ids)))
         await session.delete(agent)
 
 
 def _assistant_filters(
-    *, graph_id: str | None, name: str | None, metadata: Mapping[str, Any] | None
+    *,
+    graph_id: str | None,
+    name: str | None,
+    metadata: Mapping[str, Any] | None,
+    access: Filter | None = None,
 ) -> list[Any]:
-    clauses: list[Any] = []
+    clauses: list[Any] = [visible(access)]
     if graph_id is not None:
         clauses.append(Agent.graph_id == graph_id)
     if name:
@@ -311,6 +369,7 @@ async def search_assistants(
     offset: int,
     sort_by: AssistantSort | None,
     sort_order: Literal["asc", "desc"] | None,
+    access: Filter | None = None,
 ) -> tuple[Sequence[Agent], bool]:
     """A page of assistants matching the filters, and whether more follow."""
     column = {
@@ -324,7 +383,7 @@ async def search_assistants(
     order = column.desc() if descending else column.asc()
     stmt = (
         select(Agent)
-        .where(*_assistant_filters(graph_id=graph_id, name=name, metadata=metadata))
+        .where(*_assistant_filters(graph_id=graph_id, name=name, metadata=metadata, access=access))
         .order_by(order, Agent.id.desc() if descending else Agent.id.asc())
         .limit(limit + 1)
         .offset(offset)
@@ -335,11 +394,18 @@ async def search_assistants(
 
 
 async def count_assistants(
-    db: Database, *, graph_id: str | None, name: str | None, metadata: Mapping[str, Any] | None
+    db: Database,
+    *,
+    graph_id: str | None,
+    name: str | None,
+    metadata: Mapping[str, Any] | None,
+    access: Filter | None = None,
 ) -> int:
     """How many assistants match the filters."""
     stmt = select(func.count()).select_from(Agent)
-    stmt = stmt.where(*_assistant_filters(graph_id=graph_id, name=name, metadata=metadata))
+    stmt = stmt.where(
+        *_assistant_filters(graph_id=graph_id, name=name, metadata=metadata, access=access)
+    )
     async with db.sessions() as session:
         return int(await session.scalar(stmt) or 0)
 
@@ -351,26 +417,30 @@ async def list_versions(
     metadata: Mapping[str, Any] | None,
     limit: int,
     offset: int,
+    access: Filter | None = None,
 ) -> Sequence[AgentVersion]:
-    """An assistant's versions, newest first (`NotFoundError` if the assistant is unknown)."""
+    """An assistant's versions, newest first (`NotFoundError` if the assistant is unknown, or
+    does not satisfy `access`)."""
     stmt = select(AgentVersion).where(AgentVersion.agent_id == assistant_id)
     if metadata:
         stmt = stmt.where(AgentVersion.metadata_.contains(dict(metadata)))
     stmt = stmt.order_by(AgentVersion.version.desc()).limit(limit).offset(offset)
     async with db.sessions() as session:
-        if await session.get(Agent, assistant_id) is None:
-            raise NotFoundError("assistant", assistant_id)
+        await _agent_row(session, assistant_id, access, shown=assistant_id, field=None)
         return (await session.scalars(stmt)).all()
 
 
-async def set_latest_version(db: Database, assistant_id: uuid.UUID, *, version: int) -> Agent:
+async def set_latest_version(
+    db: Database, assistant_id: uuid.UUID, *, version: int, access: Filter | None = None
+) -> Agent:
     """Make an existing version the assistant's current one.
 
     Raises:
-        NotFoundError: unknown assistant, or no such version (field `version`).
+        NotFoundError: unknown assistant (or not the caller's), or no such version (field
+            `version`).
     """
     async with db.sessions.begin() as session:
-        agent = await _locked(session, assistant_id)
+        agent = await _locked(session, assistant_id, access)
         row = await session.get(AgentVersion, (assistant_id, version))
         if row is None:
             raise NotFoundError(f"version of assistant {assistant_id}", version, field="version")

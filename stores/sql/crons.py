@@ -12,9 +12,11 @@ from croniter import CroniterError, croniter
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from stores.errors import InvalidInputError, NotFoundError
+from stores.errors import InvalidInputError, LimitError, NotFoundError
 from stores.sql.database import Database
-from stores.sql.models import Conversation, Cron
+from stores.sql.filters import Filter, filter_clause, visible_row
+from stores.sql.models import Cron
+from stores.sql.threads import thread_row
 
 CronSortBy = Literal[
     "cron_id", "assistant_id", "thread_id", "created_at", "updated_at", "next_run_date", "end_time"
@@ -30,8 +32,17 @@ _SORT_COLUMNS = {
 }
 
 
-def check_schedule(schedule: str) -> str:
-    """Return `schedule` if croniter accepts it (5 fields, or 6 with seconds last, or @hourly...).
+FIRINGS_CHECKED = 64  # consecutive firings looked at for the shortest interval
+
+
+def visible(access: Filter | None) -> Any:
+    """The condition under which a cron satisfies an auth filter (on its metadata)."""
+    return filter_clause(Cron.metadata_, access)
+
+
+def check_schedule(schedule: str, *, min_interval_s: float = 0) -> str:
+    """Return `schedule` if croniter accepts it (5 fields, or 6 with seconds last, or @hourly...)
+    and it never fires twice within `min_interval_s`.
 
     Raises:
         InvalidInputError: naming `schedule`.
@@ -44,11 +55,24 @@ def check_schedule(schedule: str) -> str:
             field="schedule",
         )
     try:
-        croniter(text, datetime.now(UTC)).get_next(datetime)
+        firings = croniter(text, datetime.now(UTC))
+        previous: datetime = firings.get_next(datetime)
+        shortest: float | None = None
+        for _ in range(FIRINGS_CHECKED if min_interval_s > 0 else 0):
+            following: datetime = firings.get_next(datetime)
+            gap = (following - previous).total_seconds()
+            shortest = gap if shortest is None else min(shortest, gap)
+            previous = following
     except (CroniterError, ValueError) as error:
         raise InvalidInputError(
             f"the schedule {schedule!r} never fires (e.g. February 30th)", field="schedule"
         ) from error
+    if shortest is not None and shortest < min_interval_s:
+        raise InvalidInputError(
+            f"the schedule {schedule!r} fires every {shortest:g} s; crons fire at most every "
+            f"{min_interval_s:g} s (CRON_MIN_INTERVAL_S)",
+            field="schedule",
+        )
     return text
 
 
@@ -82,11 +106,6 @@ def _first_run(
     return fire
 
 
-async def _check_thread(session: AsyncSession, thread_id: uuid.UUID) -> None:
-    if await session.get(Conversation, thread_id) is None:
-        raise NotFoundError("thread", thread_id, field="thread_id")
-
-
 async def create_cron(
     db: Database,
     *,
@@ -100,18 +119,45 @@ async def create_cron(
     end_time: datetime | None = None,
     enabled: bool = True,
     user_id: str | None = None,
+    auth: Mapping[str, Any] | None = None,
+    thread_access: Filter | None = None,
+    min_interval_s: float = 0,
+    max_per_user: int = 0,
 ) -> Cron:
-    """Insert a cron with its first `next_run_date`; unknown thread → `NotFoundError`."""
-    schedule = check_schedule(schedule)
+    """Insert a cron with its first `next_run_date`.
+
+    Its thread must exist and satisfy `thread_access`; the schedule must not fire more often
+    than every `min_interval_s`; `user_id` (whose runs it creates, as `auth` says) may own at
+    most `max_per_user` crons (0: no cap).
+
+    Raises:
+        NotFoundError: unknown thread (or not the creator's), field `thread_id`.
+        InvalidInputError: bad schedule or timezone.
+        LimitError: the creator has `max_per_user` crons.
+    """
+    schedule = check_schedule(schedule, min_interval_s=min_interval_s)
     zone = check_timezone(timezone)
     now = datetime.now(UTC)
     async with db.sessions.begin() as session:
         if thread_id is not None:
-            await _check_thread(session, thread_id)
+            await thread_row(session, thread_id, thread_access, field="thread_id")
+        if user_id is not None and max_per_user > 0:
+            await session.execute(
+                select(func.pg_advisory_xact_lock(func.hashtext("crons:" + user_id)))
+            )
+            owned = await session.scalar(
+                select(func.count()).select_from(Cron).where(Cron.user_id == user_id)
+            )
+            if (owned or 0) >= max_per_user:
+                raise LimitError(
+                    f"you have {owned} crons; the limit is {max_per_user} (CRONS_PER_USER)",
+                    field="schedule",
+                )
         row = Cron(
             assistant_id=assistant_id,
             thread_id=thread_id,
             user_id=user_id,
+            auth=dict(auth) if auth is not None else None,
             schedule=schedule,
             timezone=zone,
             payload=dict(payload),
@@ -126,13 +172,19 @@ async def create_cron(
         return row
 
 
-async def get_cron(db: Database, cron_id: uuid.UUID) -> Cron:
-    """The cron `cron_id`; `NotFoundError` naming `cron_id` when there is none."""
+async def _cron_row(
+    session: AsyncSession, cron_id: uuid.UUID, access: Filter | None, *, for_update: bool = False
+) -> Cron:
+    row = await visible_row(session, Cron, cron_id, visible(access), for_update=for_update)
+    if row is None:
+        raise NotFoundError("cron", cron_id, field="cron_id")
+    return row
+
+
+async def get_cron(db: Database, cron_id: uuid.UUID, access: Filter | None = None) -> Cron:
+    """The cron `cron_id` if it satisfies `access`; `NotFoundError` naming `cron_id` else."""
     async with db.sessions() as session:
-        row = await session.get(Cron, cron_id)
-        if row is None:
-            raise NotFoundError("cron", cron_id, field="cron_id")
-        return row
+        return await _cron_row(session, cron_id, access)
 
 
 def _filtered(
@@ -142,7 +194,9 @@ def _filtered(
     thread_id: uuid.UUID | None,
     enabled: bool | None = None,
     metadata: Mapping[str, Any] | None = None,
+    access: Filter | None = None,
 ) -> Select[Any]:
+    stmt = stmt.where(visible(access))
     if assistant_id is not None:
         stmt = stmt.where(Cron.assistant_id == assistant_id)
     if thread_id is not None:
@@ -165,6 +219,7 @@ async def search_crons(
     offset: int = 0,
     sort_by: CronSortBy = "created_at",
     sort_order: Literal["asc", "desc"] = "desc",
+    access: Filter | None = None,
 ) -> Sequence[Cron]:
     """Crons matching every given filter (metadata: containment), sorted, one page."""
     column = _SORT_COLUMNS[sort_by]
@@ -175,6 +230,7 @@ async def search_crons(
         thread_id=thread_id,
         enabled=enabled,
         metadata=metadata,
+        access=access,
     ).order_by(order, Cron.id)
     async with db.sessions() as session:
         return (await session.scalars(stmt.limit(limit).offset(offset))).all()
@@ -186,6 +242,7 @@ async def count_crons(
     assistant_id: uuid.UUID | None = None,
     thread_id: uuid.UUID | None = None,
     metadata: Mapping[str, Any] | None = None,
+    access: Filter | None = None,
 ) -> int:
     """How many crons match the filters."""
     stmt = _filtered(
@@ -193,6 +250,7 @@ async def count_crons(
         assistant_id=assistant_id,
         thread_id=thread_id,
         metadata=metadata,
+        access=access,
     )
     async with db.sessions() as session:
         return int(await session.scalar(stmt) or 0)
@@ -204,15 +262,15 @@ async def update_cron(
     *,
     changes: Mapping[str, Any],
     payload_changes: Mapping[str, Any],
+    access: Filter | None = None,
+    min_interval_s: float = 0,
 ) -> Cron:
     """Apply column `changes` (schedule, timezone, end_time, enabled, metadata, on_run_completed)
     and merge `payload_changes` into the run payload; the next run date is recomputed."""
     async with db.sessions.begin() as session:
-        row = await session.get(Cron, cron_id, with_for_update=True)
-        if row is None:
-            raise NotFoundError("cron", cron_id, field="cron_id")
+        row = await _cron_row(session, cron_id, access, for_update=True)
         if "schedule" in changes:
-            row.schedule = check_schedule(changes["schedule"])
+            row.schedule = check_schedule(changes["schedule"], min_interval_s=min_interval_s)
         if "timezone" in changes:
             row.timezone = check_timezone(changes["timezone"])
         if "end_time" in changes:
@@ -237,13 +295,10 @@ async def update_cron(
         return row
 
 
-async def delete_cron(db: Database, cron_id: uuid.UUID) -> None:
-    """Delete the cron `cron_id`; `NotFoundError` when there is none."""
+async def delete_cron(db: Database, cron_id: uuid.UUID, access: Filter | None = None) -> None:
+    """Delete the cron `cron_id` if it satisfies `access`; `NotFoundError` when there is none."""
     async with db.sessions.begin() as session:
-        row = await session.get(Cron, cron_id)
-        if row is None:
-            raise NotFoundError("cron", cron_id, field="cron_id")
-        await session.delete(row)
+        await session.delete(await _cron_row(session, cron_id, access))
 
 
 async def claim_due_crons(db: Database, *, now: datetime, limit: int = 50) -> list[Cron]:
@@ -273,6 +328,7 @@ async def claim_due_crons(db: Database, *, now: datetime, limit: int = 50) -> li
                     assistant_id=row.assistant_id,
                     thread_id=row.thread_id,
                     user_id=row.user_id,
+                    auth=row.auth,
                     schedule=row.schedule,
                     timezone=row.timezone,
                     payload=dict(row.payload),

@@ -119,7 +119,16 @@ class Agent(Base):
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
-    __table_args__ = (Index(None, "graph_id"), Index(None, "created_at", "id"))
+    __table_args__ = (
+        Index(None, "graph_id"),
+        Index(None, "created_at", "id"),
+        Index(
+            "ix_agents_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
+    )
 
 
 class AgentVersion(Base):
@@ -185,6 +194,12 @@ class Conversation(Base):
             "updated_at",
             postgresql_where=text("ttl_minutes IS NOT NULL"),
         ),
+        Index(
+            "ix_conversations_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
     )
 
 
@@ -238,6 +253,10 @@ class Run(Base):
     # The run's place in its thread's stream (GET /threads/{id}/stream), from the
     # `thread_stream_positions` sequence when it is first claimed (0005).
     stream_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Who created the run (it executes as them): the identity, and `auth` = the user as the
+    # authenticator returned it, their permissions, the collections they may read (0006).
+    user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    auth: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
 
@@ -255,6 +274,11 @@ class Run(Base):
             "thread_id",
             "stream_position",
             postgresql_where=text("stream_position IS NOT NULL"),
+        ),
+        Index(
+            "ix_runs_user_id_in_flight",
+            "user_id",
+            postgresql_where=text("status IN ('pending', 'running')"),
         ),
     )
 
@@ -307,6 +331,7 @@ class Cron(Base):
         ForeignKey("conversations.id", ondelete="CASCADE"), nullable=True
     )
     user_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    auth: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)  # as `runs.auth`
     schedule: Mapped[str] = mapped_column(String(200), nullable=False)
     timezone: Mapped[str] = mapped_column(String(100), nullable=False, server_default="UTC")
     payload: Mapped[dict[str, Any]] = _jsonb_object()
@@ -322,6 +347,13 @@ class Cron(Base):
         Index(None, "enabled", "next_run_date"),
         Index(None, "assistant_id"),
         Index(None, "thread_id"),
+        Index(None, "user_id"),
+        Index(
+            "ix_crons_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
     )
 
 
@@ -361,3 +393,46 @@ class Tool(Base):
     enabled: Mapped[bool] = mapped_column(nullable=False, server_default=text("true"))
     created_at: Mapped[datetime] = _created_at()
     updated_at: Mapped[datetime] = _updated_at()
+
+
+class ApiKey(Base):
+    """An API key of the built-in authenticator: only its SHA-256 is kept; the key is shown once.
+
+    A key reads `sb_<key_id>_<secret>`: `key_id` finds the row, the hash of the whole key is
+    compared in constant time.
+    """
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    admin: Mapped[bool] = mapped_column(nullable=False, server_default=text("false"))
+    name: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index(None, "user_id"),)
+
+
+class Collection(Base):
+    """A knowledge collection's owner record: `metadata.owner` (or `created_by: system`)."""
+
+    __tablename__ = "collections"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    metadata_: Mapped[dict[str, Any]] = _metadata()
+    created_at: Mapped[datetime] = _created_at()
+
+
+class RateWindow(Base):
+    """How many runs an identity created in its current rate-limit window (one row each)."""
+
+    __tablename__ = "rate_windows"
+
+    identity: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, cast, func, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.assistants import next_version, record_version
 from stores.sql.database import Database
+from stores.sql.filters import Filter, filter_clause, visible_row
 from stores.sql.models import Agent, Base, Conversation, Message, User
 
 ModelT = TypeVar("ModelT", bound=Base)
@@ -52,17 +55,44 @@ async def _page(session: AsyncSession, stmt: Select[Any], *, limit: int, offset:
     return Page(items=rows, total=total or 0, limit=limit, offset=offset)
 
 
-class Repository(Generic[ModelT]):
-    """Create, get, list, update and delete rows of one model keyed by a UUID `id`."""
+def user_document() -> ColumnElement[Any]:
+    """What auth filters test of a user: their metadata, with `owner` always their own id (a
+    user row belongs to the identity that is its id)."""
+    owner = func.jsonb_build_object("owner", cast(User.id, String))
+    return type_coerce(User.metadata_.op("||")(owner), JSONB)
 
-    def __init__(self, model: type[ModelT], entity: str) -> None:
+
+class Repository(Generic[ModelT]):
+    """Create, get, list, update and delete rows of one model keyed by a UUID `id`; reads and
+    writes take an auth filter (`access`) tested in SQL on the row's metadata."""
+
+    def __init__(
+        self,
+        model: type[ModelT],
+        entity: str,
+        *,
+        document: Callable[[], ColumnElement[Any]] | None = None,
+    ) -> None:
         self.model = model
         self.entity = entity
+        self._document = document or (lambda: self.model.__table__.c.metadata)  # type: ignore[attr-defined]
+
+    def visible(self, access: Filter | None) -> ColumnElement[bool]:
+        """The condition under which a row satisfies `access`."""
+        return filter_clause(self._document(), access)
 
     async def _get(
-        self, session: AsyncSession, key: uuid.UUID, *, field: str | None = None
+        self,
+        session: AsyncSession,
+        key: uuid.UUID,
+        *,
+        field: str | None = None,
+        access: Filter | None = None,
+        for_update: bool = False,
     ) -> ModelT:
-        row = await session.get(self.model, key)
+        row = await visible_row(
+            session, self.model, key, self.visible(access), for_update=for_update
+        )
         if row is None:
             raise NotFoundError(self.entity, key, field=field)
         return row
@@ -80,10 +110,17 @@ class Repository(Generic[ModelT]):
         except IntegrityError as error:
             raise _conflict_from(error) from error
 
-    async def get(self, db: Database, key: uuid.UUID) -> ModelT:
-        """The row with id `key`, or `NotFoundError`."""
+    async def get(
+        self,
+        db: Database,
+        key: uuid.UUID,
+        *,
+        access: Filter | None = None,
+        field: str | None = None,
+    ) -> ModelT:
+        """The row with id `key` if it satisfies `access`, or `NotFoundError`."""
         async with db.sessions() as session:
-            return await self._get(session, key)
+            return await self._get(session, key, access=access, field=field)
 
     async def list(
         self,
@@ -93,12 +130,22 @@ class Repository(Generic[ModelT]):
         offset: int,
         filters: Mapping[str, Any] | None = None,
         order: Literal["asc", "desc"] = "desc",
+        access: Filter | None = None,
     ) -> Page[ModelT]:
-        """A page of rows matching the equality `filters`, newest first unless `order="asc"`."""
+        """A page of rows matching the equality `filters` (and `access`), newest first unless
+        `order="asc"`."""
         created = self.model.__table__.c.created_at  # type: ignore[attr-defined]
         ident = self.model.__table__.c.id  # type: ignore[attr-defined]
-        stmt = select(self.model).order_by(
-            *((created.desc(), ident.desc()) if order == "desc" else (created.asc(), ident.asc()))
+        stmt = (
+            select(self.model)
+            .where(self.visible(access))
+            .order_by(
+                *(
+                    (created.desc(), ident.desc())
+                    if order == "desc"
+                    else (created.asc(), ident.asc())
+                )
+            )
         )
         for column, value in (filters or {}).items():
             stmt = stmt.where(self.model.__table__.c[column] == value)  # type: ignore[attr-defined]
@@ -112,11 +159,19 @@ class Repository(Generic[ModelT]):
         changes: Mapping[str, Any],
         *,
         bump_version: bool = False,
+        access: Filter | None = None,
+        keep_metadata: Sequence[str] = (),
     ) -> ModelT:
-        """Apply `changes` to the row with id `key`; `bump_version` increments its `version`."""
+        """Apply `changes` to the row with id `key` (if it satisfies `access`); `bump_version`
+        increments its `version`; new `metadata` keeps the old values of `keep_metadata` keys
+        it does not set (the owner a row was stamped with)."""
         try:
             async with db.sessions.begin() as session:
-                row = await self._get(session, key)
+                row = await self._get(session, key, access=access, for_update=True)
+                if "metadata_" in changes and keep_metadata:
+                    old = getattr(row, "metadata_", None) or {}
+                    kept = {k: old[k] for k in keep_metadata if k in old}
+                    changes = {**changes, "metadata_": {**kept, **changes["metadata_"]}}
                 for name, value in changes.items():
                     setattr(row, name, value)
                 if bump_version and isinstance(row, Agent):
@@ -130,28 +185,46 @@ class Repository(Generic[ModelT]):
         except IntegrityError as error:
             raise _conflict_from(error) from error
 
-    async def delete(self, db: Database, key: uuid.UUID) -> None:
-        """Delete the row with id `key` (and, by foreign keys, what hangs off it)."""
+    async def delete(self, db: Database, key: uuid.UUID, *, access: Filter | None = None) -> None:
+        """Delete the row with id `key` if it satisfies `access` (and, by foreign keys, what
+        hangs off it)."""
         async with db.sessions.begin() as session:
-            row = await self._get(session, key)
+            row = await self._get(session, key, access=access, for_update=True)
             await session.delete(row)
 
 
-users = Repository(User, "user")
+users = Repository(User, "user", document=user_document)
 agents = Repository(Agent, "agent")
 conversations = Repository(Conversation, "conversation")
 messages = Repository(Message, "message")
 
 
-async def create_conversation(db: Database, values: Mapping[str, Any]) -> Conversation:
-    """Start a conversation; its user and agent must exist (`NotFoundError` names the field)."""
+async def create_conversation(
+    db: Database,
+    values: Mapping[str, Any],
+    *,
+    user_access: Filter | None = None,
+    agent_access: Filter | None = None,
+) -> Conversation:
+    """Start a conversation; its user and agent must exist and satisfy `user_access` and
+    `agent_access` (`NotFoundError` names the field)."""
     async with db.sessions.begin() as session:
         # Lock the parents so a concurrent delete cannot slip between the check and the insert.
         user_id = values["user_id"]
         agent_id = values["agent_id"]
-        if await session.get(User, user_id, with_for_update={"key_share": True}) is None:
+        user = await session.scalar(
+            select(User.id)
+            .where(User.id == user_id, users.visible(user_access))
+            .with_for_update(key_share=True)
+        )
+        if user is None:
             raise NotFoundError("user", user_id, field="user_id")
-        if await session.get(Agent, agent_id, with_for_update={"key_share": True}) is None:
+        agent = await session.scalar(
+            select(Agent.id)
+            .where(Agent.id == agent_id, agents.visible(agent_access))
+            .with_for_update(key_share=True)
+        )
+        if agent is None:
             raise NotFoundError("agent", agent_id, field="agent_id")
         row = Conversation(**values)
         session.add(row)
@@ -166,26 +239,40 @@ async def list_conversations(
     agent_id: uuid.UUID | None,
     limit: int,
     offset: int,
+    access: Filter | None = None,
+    user_access: Filter | None = None,
 ) -> Page[Conversation]:
-    """Conversations, most recently active first, optionally of one user and/or one agent."""
-    stmt = select(Conversation).order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+    """Conversations (satisfying `access`), most recently active first, optionally of one user
+    (who must satisfy `user_access`) and/or one agent."""
+    stmt = (
+        select(Conversation)
+        .where(conversations.visible(access))
+        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+    )
     if user_id is not None:
         stmt = stmt.where(Conversation.user_id == user_id)
     if agent_id is not None:
         stmt = stmt.where(Conversation.agent_id == agent_id)
     async with db.sessions() as session:
-        if user_id is not None and await session.get(User, user_id) is None:
-            raise NotFoundError("user", user_id, field="user_id")
+        if user_id is not None:
+            await users._get(session, user_id, field="user_id", access=user_access)
         return await _page(session, stmt, limit=limit, offset=offset)
 
 
 async def add_message(
-    db: Database, conversation_id: uuid.UUID, values: Mapping[str, Any]
+    db: Database,
+    conversation_id: uuid.UUID,
+    values: Mapping[str, Any],
+    *,
+    access: Filter | None = None,
 ) -> Message:
-    """Append a message to a conversation and mark the conversation as just active."""
+    """Append a message to a conversation (that satisfies `access`) and mark the conversation
+    as just active."""
     async with db.sessions.begin() as session:
-        conversation = await session.get(
-            Conversation, conversation_id, with_for_update={"key_share": True}
+        conversation = await session.scalar(
+            select(Conversation)
+            .where(Conversation.id == conversation_id, conversations.visible(access))
+            .with_for_update(key_share=True)
         )
         if conversation is None:
             raise NotFoundError("conversation", conversation_id)
@@ -203,14 +290,14 @@ async def list_messages(
     limit: int,
     offset: int,
     order: Literal["asc", "desc"] = "asc",
+    access: Filter | None = None,
 ) -> Page[Message]:
-    """A page of a conversation's messages in the order they were written."""
+    """A page of a conversation's messages (it must satisfy `access`) in write order."""
     stmt = (
         select(Message)
         .where(Message.conversation_id == conversation_id)
         .order_by(Message.seq.asc() if order == "asc" else Message.seq.desc())
     )
     async with db.sessions() as session:
-        if await session.get(Conversation, conversation_id) is None:
-            raise NotFoundError("conversation", conversation_id)
+        await conversations._get(session, conversation_id, access=access)
         return await _page(session, stmt, limit=limit, offset=offset)

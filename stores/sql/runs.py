@@ -8,19 +8,37 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import and_, delete, exists, func, or_, select, text, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
+from stores.sql.filters import Filter
 from stores.sql.models import THREAD_STREAM_POSITIONS, Conversation, Run
+from stores.sql.quotas import check_in_flight
 from stores.sql.thread_events import notify_thread_stream
-from stores.sql.threads import ThreadTTL
+from stores.sql.threads import ThreadTTL, thread_row, visible
 
 CancelAction = Literal["interrupt", "rollback"]
 IN_FLIGHT = ("pending", "running")
 DONE = ("success", "error", "timeout", "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class RunCreator:
+    """Who creates a run, which then executes as them: their identity, what the run keeps of
+    them (`runs.auth`), the filter the run's thread must satisfy (their `create_run` filter)
+    and how many runs they may have in flight (0: no cap)."""
+
+    user_id: str | None = None
+    auth: Mapping[str, Any] | None = None
+    access: Filter | None = None
+    max_in_flight: int = 0
+
+
+NOBODY = RunCreator()
+"""The creator of runs on an open server: no identity, no filter, no cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,22 +143,34 @@ async def create_run(
     temporary: bool = False,
     thread_ttl: ThreadTTL | None = None,
     notify: Notify | None = None,
+    creator: RunCreator = NOBODY,
 ) -> tuple[Run, list[CancelRequest]]:
     """Write a pending run on `thread_id`, applying the multitask strategy to runs in flight.
 
-    A thread the run creates (`if_not_exists="create"`) gets `thread_ttl`.
+    A thread the run creates (`if_not_exists="create"`) gets `thread_ttl`, and the run's
+    metadata (as LangGraph's server does: an auth handler's owner stamp lands on it).
 
     The thread row is locked first, so two creations on one thread (e.g. two resumes of the
     same interrupt) are serialised: the second sees the first and is rejected or queued.
-    Raises `NotFoundError` (unknown thread and `if_not_exists="reject"`) and `ConflictError`
-    (`reject` while a run is pending or running).
+    An existing thread must satisfy `creator.access` (in SQL): someone else's thread is not
+    found, and never created over. Raises `NotFoundError` (unknown thread and
+    `if_not_exists="reject"`), `ConflictError` (`reject` while a run is pending or running) and
+    `LimitError` (the creator's runs in flight are at their cap).
     """
     async with db.sessions.begin() as session:
+        if creator.user_id is not None:
+            await check_in_flight(session, creator.user_id, cap=creator.max_in_flight)
         thread = await lock_thread(session, thread_id)
+        if thread is not None and creator.access is not None:
+            thread = await thread_row(session, thread_id, creator.access, field="thread_id")
         if thread is None:
             if if_not_exists != "create":
                 raise NotFoundError("thread", thread_id, field="thread_id")
-            thread_meta: dict[str, Any] = {"graph_id": graph_id, "assistant_id": str(assistant_id)}
+            thread_meta: dict[str, Any] = {
+                "graph_id": graph_id,
+                "assistant_id": str(assistant_id),
+                **metadata,
+            }
             if temporary:
                 thread_meta["temporary"] = True
             thread = Conversation(
@@ -181,6 +211,8 @@ async def create_run(
             multitask_strategy=multitask_strategy,
             kwargs=dict(kwargs),
             metadata_=dict(metadata),
+            user_id=creator.user_id,
+            auth=dict(creator.auth) if creator.auth is not None else None,
         )
         session.add(run)
         thread.status = "busy"
@@ -370,22 +402,38 @@ async def drop_run(db: Database, token: RunToken) -> bool:
         return deleted is not None
 
 
-async def get_run(db: Database, run_id: uuid.UUID, *, thread_id: uuid.UUID | None = None) -> Run:
-    """The run; `NotFoundError` if unknown (or not on `thread_id` when given)."""
+def _on_visible_thread(access: Filter | None) -> Any:
+    """Runs whose thread satisfies `access` (runs belong to their thread's owner)."""
+    if access is None:
+        return true()
+    return Run.thread_id.in_(select(Conversation.id).where(visible(access)))
+
+
+async def get_run(
+    db: Database,
+    run_id: uuid.UUID,
+    *,
+    thread_id: uuid.UUID | None = None,
+    access: Filter | None = None,
+) -> Run:
+    """The run; `NotFoundError` if unknown, not on `thread_id` when given, or on a thread
+    that does not satisfy `access`."""
+    stmt = select(Run).where(Run.id == run_id, _on_visible_thread(access))
+    if thread_id is not None:
+        stmt = stmt.where(Run.thread_id == thread_id)
     async with db.sessions() as session:
-        run = await session.get(Run, run_id, populate_existing=True)
-        if run is None or (thread_id is not None and run.thread_id != thread_id):
+        run = await session.scalar(stmt.execution_options(populate_existing=True))
+        if run is None:
             raise NotFoundError("run", run_id, field="run_id")
         return run
 
 
-async def require_thread(db: Database, thread_id: uuid.UUID) -> Conversation:
-    """The thread; `NotFoundError` naming `thread_id` if unknown."""
+async def require_thread(
+    db: Database, thread_id: uuid.UUID, access: Filter | None = None
+) -> Conversation:
+    """The thread; `NotFoundError` naming `thread_id` if unknown (or not the caller's)."""
     async with db.sessions() as session:
-        thread = await session.get(Conversation, thread_id)
-        if thread is None:
-            raise NotFoundError("thread", thread_id, field="thread_id")
-        return thread
+        return await thread_row(session, thread_id, access, field="thread_id")
 
 
 async def list_runs(
@@ -400,11 +448,17 @@ async def list_runs(
         return list((await session.scalars(stmt)).all())
 
 
-async def delete_run(db: Database, run_id: uuid.UUID, *, thread_id: uuid.UUID) -> None:
+async def delete_run(
+    db: Database, run_id: uuid.UUID, *, thread_id: uuid.UUID, access: Filter | None = None
+) -> None:
     """Delete a finished run; `ConflictError` while it is pending or running."""
     async with db.sessions.begin() as session:
-        run = await session.get(Run, run_id)
-        if run is None or run.thread_id != thread_id:
+        run = await session.scalar(
+            select(Run).where(
+                Run.id == run_id, Run.thread_id == thread_id, _on_visible_thread(access)
+            )
+        )
+        if run is None:
             raise NotFoundError("run", run_id, field="run_id")
         if run.status in IN_FLIGHT:
             raise ConflictError(
@@ -420,16 +474,19 @@ async def cancel_runs(
     action: CancelAction,
     reason: str,
     thread_id: uuid.UUID | None = None,
+    access: Filter | None = None,
 ) -> list[CancelRequest]:
     """Cancel runs by id: pending ones at once, running ones marked for their owner to stop.
 
-    Raises `NotFoundError` for an unknown run (or one not on `thread_id`). Finished runs are
-    left as they are.
+    Raises `NotFoundError` for an unknown run (or one not on `thread_id`, or on a thread that
+    does not satisfy `access`). Finished runs are left as they are.
     """
     requests: list[CancelRequest] = []
     for run_id in run_ids:
         async with db.sessions.begin() as session:
-            run = await session.get(Run, run_id)
+            run = await session.scalar(
+                select(Run).where(Run.id == run_id, _on_visible_thread(access))
+            )
             if run is None or (thread_id is not None and run.thread_id != thread_id):
                 raise NotFoundError("run", run_id, field="run_id")
             if run.thread_id is not None:
@@ -447,10 +504,14 @@ async def cancel_runs(
 
 
 async def runs_with_status(
-    db: Database, statuses: Sequence[str], *, thread_id: uuid.UUID | None = None
+    db: Database,
+    statuses: Sequence[str],
+    *,
+    thread_id: uuid.UUID | None = None,
+    access: Filter | None = None,
 ) -> list[uuid.UUID]:
-    """Ids of runs in `statuses` (on `thread_id` when given)."""
-    stmt = select(Run.id).where(Run.status.in_(statuses))
+    """Ids of runs in `statuses` (on `thread_id` when given; on threads satisfying `access`)."""
+    stmt = select(Run.id).where(Run.status.in_(statuses), _on_visible_thread(access))
     if thread_id is not None:
         stmt = stmt.where(Run.thread_id == thread_id)
     async with db.sessions() as session:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.assistants import system_assistant_id
 from stores.sql.database import Database
+from stores.sql.filters import Filter, filter_clause, visible_row
 from stores.sql.models import Agent, Conversation
 
 ThreadSort = Literal["thread_id", "status", "created_at", "updated_at"]
@@ -27,6 +28,29 @@ class ThreadTTL:
 
     strategy: TTLStrategy
     minutes: float
+
+
+def visible(access: Filter | None) -> Any:
+    """The condition under which a thread satisfies an auth filter (on its metadata)."""
+    return filter_clause(Conversation.metadata_, access)
+
+
+async def thread_row(
+    session: AsyncSession,
+    thread_id: uuid.UUID,
+    access: Filter | None = None,
+    *,
+    for_update: bool = False,
+    field: str | None = None,
+) -> Conversation:
+    """The thread if it exists and satisfies `access` (in SQL); else `NotFoundError`: a thread
+    that is not the caller's does not exist for them."""
+    row = await visible_row(
+        session, Conversation, thread_id, visible(access), for_update=for_update
+    )
+    if row is None:
+        raise NotFoundError("thread", thread_id, field=field)
+    return row
 
 
 def _set_ttl(row: Conversation, ttl: ThreadTTL | None) -> None:
@@ -59,20 +83,27 @@ async def create_thread(
     metadata: Mapping[str, Any],
     if_exists: Literal["raise", "do_nothing"],
     ttl: ThreadTTL | None = None,
+    access: Filter | None = None,
 ) -> tuple[Conversation, bool]:
     """Create a thread (no user, `ttl` when given); returns it and whether it was created now.
+
+    With `if_exists="do_nothing"` an existing thread is returned only if it satisfies `access`
+    (the caller's read filter): someone else's thread id is taken (409), never shown.
 
     Raises:
         ConflictError: `thread_id` exists and `if_exists="raise"` (field `thread_id`).
     """
+    taken = f"thread {thread_id} already exists"
     try:
         async with db.sessions.begin() as session:
             if thread_id is not None:
                 existing = await session.get(Conversation, thread_id)
                 if existing is not None:
                     if if_exists == "do_nothing":
-                        return existing, False
-                    raise ConflictError(f"thread {thread_id} already exists", field="thread_id")
+                        return await thread_row(
+                            session, thread_id, access, field="thread_id"
+                        ), False
+                    raise ConflictError(taken, field="thread_id")
             row = Conversation(
                 metadata_=dict(metadata),
                 agent_id=await _agent_for(session, metadata),
@@ -88,17 +119,18 @@ async def create_thread(
         if thread_id is None:
             raise
         if if_exists == "do_nothing":
-            return await get_thread(db, thread_id), False
-        raise ConflictError(f"thread {thread_id} already exists", field="thread_id") from error
+            return await get_thread(db, thread_id, access), False
+        raise ConflictError(taken, field="thread_id") from error
+    except NotFoundError as error:  # it exists, but not for this caller
+        raise ConflictError(taken, field="thread_id") from error
 
 
-async def get_thread(db: Database, thread_id: uuid.UUID) -> Conversation:
-    """The thread with this id, or `NotFoundError`."""
+async def get_thread(
+    db: Database, thread_id: uuid.UUID, access: Filter | None = None
+) -> Conversation:
+    """The thread with this id if it satisfies `access`, or `NotFoundError`."""
     async with db.sessions() as session:
-        row = await session.get(Conversation, thread_id)
-    if row is None:
-        raise NotFoundError("thread", thread_id)
-    return row
+        return await thread_row(session, thread_id, access)
 
 
 async def graph_id_of(db: Database, thread: Conversation) -> str | None:
@@ -118,12 +150,11 @@ async def update_thread(
     *,
     metadata: Mapping[str, Any],
     ttl: ThreadTTL | None = None,
+    access: Filter | None = None,
 ) -> Conversation:
     """Merge `metadata` into the thread's metadata (and set its TTL when `ttl` is given)."""
     async with db.sessions.begin() as session:
-        row = await session.get(Conversation, thread_id, with_for_update=True)
-        if row is None:
-            raise NotFoundError("thread", thread_id)
+        row = await thread_row(session, thread_id, access, for_update=True)
         row.metadata_ = {**row.metadata_, **metadata}
         _set_ttl(row, ttl)
         if row.agent_id is None:
@@ -154,36 +185,45 @@ async def set_thread_state_cache(
         row.updated_at = func.now()
 
 
-async def delete_threads(db: Database, thread_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-    """Delete threads (with their messages and runs); returns the ids that existed."""
+async def delete_threads(
+    db: Database, thread_ids: Sequence[uuid.UUID], access: Filter | None = None
+) -> list[uuid.UUID]:
+    """Delete threads (with their messages and runs) that satisfy `access`; returns the ids
+    that were deleted."""
     if not thread_ids:
         return []
     async with db.sessions.begin() as session:
         result = await session.execute(
             delete(Conversation)
-            .where(Conversation.id.in_(list(thread_ids)))
+            .where(Conversation.id.in_(list(thread_ids)), visible(access))
             .returning(Conversation.id)
         )
         return list(result.scalars().all())
 
 
-async def threads_of_assistant(db: Database, assistant_id: uuid.UUID) -> list[uuid.UUID]:
-    """Ids of the threads an assistant owns (its `agent_id` or `metadata.assistant_id`)."""
+async def threads_of_assistant(
+    db: Database, assistant_id: uuid.UUID, access: Filter | None = None
+) -> list[uuid.UUID]:
+    """Ids of the threads an assistant owns (its `agent_id` or `metadata.assistant_id`) that
+    satisfy `access`."""
     stmt = select(Conversation.id).where(
         (Conversation.agent_id == assistant_id)
-        | (Conversation.metadata_["assistant_id"].astext == str(assistant_id))
+        | (Conversation.metadata_["assistant_id"].astext == str(assistant_id)),
+        visible(access),
     )
     async with db.sessions() as session:
         return list((await session.scalars(stmt)).all())
 
 
-async def existing_thread_ids(db: Database, thread_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-    """Which of `thread_ids` exist."""
+async def existing_thread_ids(
+    db: Database, thread_ids: Sequence[uuid.UUID], access: Filter | None = None
+) -> list[uuid.UUID]:
+    """Which of `thread_ids` exist (and satisfy `access`)."""
     if not thread_ids:
         return []
     async with db.sessions() as session:
         rows = await session.scalars(
-            select(Conversation.id).where(Conversation.id.in_(list(thread_ids)))
+            select(Conversation.id).where(Conversation.id.in_(list(thread_ids)), visible(access))
         )
         return list(rows.all())
 
@@ -194,8 +234,9 @@ def _thread_filters(
     values: Mapping[str, Any] | None,
     status: ThreadStatus | None,
     ids: Sequence[uuid.UUID] | None,
+    access: Filter | None = None,
 ) -> list[Any]:
-    clauses: list[Any] = []
+    clauses: list[Any] = [visible(access)]
     if metadata:
         clauses.append(Conversation.metadata_.contains(dict(metadata)))
     if values:
@@ -218,6 +259,7 @@ async def search_threads(
     offset: int,
     sort_by: ThreadSort | None,
     sort_order: Literal["asc", "desc"] | None,
+    access: Filter | None = None,
 ) -> tuple[Sequence[Conversation], bool]:
     """A page of threads matching the filters (newest first by default) and whether more follow."""
     column = {
@@ -229,7 +271,11 @@ async def search_threads(
     descending = sort_order != "asc"
     stmt = (
         select(Conversation)
-        .where(*_thread_filters(metadata=metadata, values=values, status=status, ids=ids))
+        .where(
+            *_thread_filters(
+                metadata=metadata, values=values, status=status, ids=ids, access=access
+            )
+        )
         .order_by(
             column.desc() if descending else column.asc(),
             Conversation.id.desc() if descending else Conversation.id.asc(),
@@ -248,26 +294,34 @@ async def count_threads(
     metadata: Mapping[str, Any] | None,
     values: Mapping[str, Any] | None,
     status: ThreadStatus | None,
+    access: Filter | None = None,
 ) -> int:
     """How many threads match the filters."""
     stmt = select(func.count()).select_from(Conversation)
-    stmt = stmt.where(*_thread_filters(metadata=metadata, values=values, status=status, ids=None))
+    stmt = stmt.where(
+        *_thread_filters(metadata=metadata, values=values, status=status, ids=None, access=access)
+    )
     async with db.sessions() as session:
         return int(await session.scalar(stmt) or 0)
 
 
-async def copy_thread_row(db: Database, thread_id: uuid.UUID) -> Conversation:
-    """A new thread with the source thread's user, assistant, metadata and cached state."""
+async def copy_thread_row(
+    db: Database,
+    thread_id: uuid.UUID,
+    *,
+    access: Filter | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Conversation:
+    """A new thread with the source thread's user, assistant, metadata (or `metadata`, as the
+    copy's creator stamped it) and cached state; the source must satisfy `access`."""
     async with db.sessions.begin() as session:
-        source = await session.get(Conversation, thread_id)
-        if source is None:
-            raise NotFoundError("thread", thread_id)
+        source = await thread_row(session, thread_id, access)
         row = Conversation(
             user_id=source.user_id,
             agent_id=source.agent_id,
             title=source.title,
             status="interrupted" if source.status == "interrupted" else "idle",
-            metadata_=dict(source.metadata_),
+            metadata_=dict(source.metadata_ if metadata is None else metadata),
             values_=dict(source.values_),
             interrupts=dict(source.interrupts),
         )

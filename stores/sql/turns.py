@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.models import Agent, Conversation, Message, Run
-from stores.sql.runs import Notify, in_flight, lock_thread, send_notify
+from stores.sql.quotas import check_in_flight
+from stores.sql.runs import NOBODY, Notify, RunCreator, in_flight, lock_thread, send_notify
+from stores.sql.threads import thread_row
 
 T = TypeVar("T")
 
@@ -37,20 +39,29 @@ async def begin_turn(
     metadata: Mapping[str, Any],
     prepare: Callable[[Conversation, Agent], T],
     notify: Notify | None = None,
+    creator: RunCreator = NOBODY,
 ) -> tuple[T, Message, Run]:
     """Check the conversation, then write the user's message and a pending run of its agent.
 
     One transaction, the conversation row locked first (as every run writer does): 404 if it
     is unknown, 409 if its agent was deleted or a run (of /chat or of the Agent Server API)
     is already pending or running on it; `prepare(conversation, agent)` runs and may raise to
-    refuse the turn; nothing is written unless all pass. The commit sends `notify` ("new"):
-    a run worker of any process claims the run like any other.
+    refuse the turn; nothing is written unless all pass. The conversation must satisfy
+    `creator.access` (404 otherwise), and the creator's runs in flight must be under their cap
+    (429). The commit sends `notify` ("new"): a run worker of any process claims the run like
+    any other, and runs it as `creator`.
 
     Returns:
         What `prepare` returned, the user's message and the run.
     """
     async with db.sessions.begin() as session:
+        if creator.user_id is not None:
+            await check_in_flight(session, creator.user_id, cap=creator.max_in_flight)
         conversation = await lock_thread(session, conversation_id)
+        if conversation is not None and creator.access is not None:
+            conversation = await thread_row(
+                session, conversation_id, creator.access, field="conversation_id"
+            )
         if conversation is None:
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
         agent = _agent_of(
@@ -79,6 +90,8 @@ async def begin_turn(
             multitask_strategy="reject",
             kwargs=dict(run_kwargs),
             metadata_=dict(metadata),
+            user_id=creator.user_id,
+            auth=dict(creator.auth) if creator.auth is not None else None,
         )
         session.add_all([message, run])
         conversation.status = "busy"

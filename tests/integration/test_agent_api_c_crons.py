@@ -31,13 +31,15 @@ RUN_CONTEXT: Any = {"tools": [], "memory_policy": "off"}
 
 @pytest.fixture(scope="module")
 def cron_server(database_url: str, data_dir: Path) -> Iterator[str]:
-    """A server whose scheduler polls every 0.2 s and may call webhooks on 127.0.0.1."""
+    """A server whose scheduler polls every 0.2 s, whose crons may fire every second, and that
+    may call webhooks on 127.0.0.1."""
     settings = make_settings(
         database_url,
         data_dir,
         migrate_on_start=False,
         webhook_allowed_hosts=["127.0.0.1"],
         cron_poll_interval_s=0.2,
+        cron_min_interval_s=1,
     )
     with running_server(settings) as url:
         yield url

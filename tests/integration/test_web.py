@@ -19,6 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
 
+from tests.integration.auth_support import make_keys
 from tests.integration.helpers import create_user
 from tests.support import make_settings, running_server
 
@@ -258,3 +259,36 @@ def test_memories_are_listed_and_forgotten(page: Page, web_url: str) -> None:
     expect(memories).to_contain_text("Nothing remembered yet.")
     with httpx.Client(base_url=web_url) as http:
         assert http.get(f"/users/{user['id']}/memories").json()["items"] == []
+
+
+def test_on_a_server_that_wants_a_key_the_page_asks_for_one_and_then_works(
+    browser: BrowserContext, database_url: str, tmp_path: Path
+) -> None:
+    keys = make_keys(database_url, {"kai@example.com": False, "other@example.com": False})
+    settings = make_settings(database_url, tmp_path, migrate_on_start=False, auth="builtin")
+    with running_server(settings) as url:
+        page = browser.new_page()  # its first requests get 401s, which the console reports
+        page.set_default_timeout(WAIT_MS)
+        crashes: list[str] = []
+        page.on("pageerror", lambda error: crashes.append(str(error)))
+        page.goto(url)
+        expect(page.locator("details.settings")).to_have_attribute("open", "")
+        expect(page.locator("#status")).to_contain_text("needs an API key")
+        page.fill("#api-key", keys["kai@example.com"])
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("body[data-ready]")
+        # Kai is the only user Kai sees, and the turn runs with Kai's key.
+        expect(page.locator("#user option")).to_have_count(1)
+        expect(page.locator("#user option:checked")).to_contain_text("kai@example.com")
+        _ask(page, "What is 12 * 12?")
+        answer = page.locator(".message.agent").last
+        expect(answer).not_to_have_class(re.compile(r"\bstreaming\b"))
+        expect(answer.locator(".answer")).to_contain_text("144")
+        conversation = page.evaluate("location.hash").split("=", 1)[1]
+        with httpx.Client(base_url=url) as http:
+            other = {"Authorization": f"Bearer {keys['other@example.com']}"}
+            assert http.get(f"/conversations/{conversation}", headers=other).status_code == 404
+            mine = {"Authorization": f"Bearer {keys['kai@example.com']}"}
+            assert http.get(f"/conversations/{conversation}", headers=mine).status_code == 200
+        page.close()
+    assert not crashes

@@ -123,8 +123,19 @@ function say(message, kind = "info") {
   status.dataset.kind = kind;
 }
 
+/** The server wants a key (401): open the key form and say so. */
+function askForKey() {
+  document.querySelector("details.settings").open = true;
+  $("api-key").focus();
+  say("This server needs an API key: paste yours under “API key” and save it.", "error");
+}
+
 function fail(error) {
   if (error && error.name === "AbortError") return;
+  if (error instanceof ApiError && error.status === 401) {
+    askForKey();
+    return;
+  }
   say(error instanceof Error ? error.message : String(error), "error");
 }
 

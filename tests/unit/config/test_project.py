@@ -197,18 +197,22 @@ def test_http_app_and_auth_must_be_what_their_keys_need(tmp_path: Path) -> None:
         load_project(read_project(write_project(tmp_path, no_auth, graph)))
 
 
-def test_the_auth_object_is_loaded_and_kept_for_enforcement(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_auth_object_is_loaded_and_kept_for_enforcement(tmp_path: Path) -> None:
     files = {
         "g.py": GRAPH_FILE.format(var="PATH"),
         "auth.py": "from langgraph_sdk import Auth\nauth = Auth()\n",
     }
-    config = {"graphs": {"g": "./g.py:graph"}, "auth": {"path": "./auth.py:auth"}}
-    with caplog.at_level(logging.WARNING):
-        project = load_project(read_project(write_project(tmp_path, config, files)))
+    config = {
+        "graphs": {"g": "./g.py:graph"},
+        "auth": {"path": "./auth.py:auth", "disable_studio_auth": True},
+        "http": {"enable_custom_route_auth": True},
+    }
+    project = load_project(read_project(write_project(tmp_path, config, files)))
     assert isinstance(project.auth, Auth)
-    assert "does not enforce custom auth yet" in caplog.text
+    assert project.file.config.auth is not None
+    assert project.file.config.auth.disable_studio_auth
+    assert project.http.enable_custom_route_auth
+    assert not [w for w in project.warnings if "auth" in w]
 
 
 def test_each_unsupported_key_is_warned_about_once_and_build_keys_are_not(
