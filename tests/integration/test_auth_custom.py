@@ -1,6 +1,7 @@
 """A project's own auth.py, written as LangGraph's documentation writes it, served through
 langgraph.json (`auth.path`) and driven by langgraph-sdk with two users: it stamps an owner and
-returns a filter, checks store namespaces, and keeps assistants shared."""
+returns a filter, checks store namespaces, and keeps assistants shared. The project's custom
+routes (`http.app`) are public unless it sets `http.enable_custom_route_auth`."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import NotFoundError, PermissionDeniedError
 
-from tests.integration.auth_support import CUSTOM_PROJECT
+from tests.integration.auth_support import CUSTOM_PROJECT, OWNERS
 from tests.support import make_settings, running_server
 
 ASK: Any = {"messages": [{"role": "user", "content": "who am I?"}]}
+ROUTES_AUTH = OWNERS / "routes_auth.json"  # the same, with http.enable_custom_route_auth
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,17 @@ def test_the_authenticate_function_decides_who_gets_in(custom_url: str) -> None:
         )
         assert (wrong.status_code, wrong.json()["detail"]) == (401, "Invalid token")
         assert http.get("/ok").status_code == 200
+
+
+def test_custom_routes_are_public_unless_the_project_asks_for_auth(
+    custom_url: str, database_url: str, tmp_path: Path
+) -> None:
+    with httpx.Client(base_url=custom_url) as http:
+        assert http.get("/hello").json() == {"hello": "world", "caller": None}
+    settings = make_settings(
+        database_url, tmp_path, migrate_on_start=False, langgraph_config=ROUTES_AUTH
+    )
+    with running_server(settings) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/hello").status_code == 401
+        seen = http.get("/hello", headers={"Authorization": "Bearer user2-token"})
+        assert seen.json() == {"hello": "world", "caller": "user2"}
