@@ -506,6 +506,7 @@ async def join_thread_stream(
     thread_id: uuid.UUID,
     db: DatabaseDep,
     events: RunEventsDep,
+    caller: CallerDep,
     stream_modes: Annotated[
         list[str] | None,
         Query(description="langgraph-api's name: modes, comma-separated (default run_modes)."),
@@ -518,7 +519,8 @@ async def join_thread_stream(
     """The thread's events across its runs (SSE), live: each run's events (`run_modes`), its
     start and end (`lifecycle`), state updates (`state_update`). `Last-Event-ID: <id>` resumes
     after that event, `-` replays what is kept from the start."""
-    await store.get_thread(db, thread_id)  # 404 first
+    # 404 first: an unknown thread, or one the caller may not read (`threads.read`).
+    await store.get_thread(db, thread_id, await thread_access(caller, "read", thread_id))
     after = parse_thread_event_id(last_event_id)  # 422 naming Last-Event-ID
     for field, values in (("stream_modes", stream_modes), ("stream_mode", stream_mode)):
         if values and (len(values) > MAX_STREAM_MODE_VALUES or any(len(v) > 100 for v in values)):

@@ -371,6 +371,8 @@ MATRIX: tuple[Cell, ...] = (
          body=lambda ids: {"checkpoint": {"checkpoint_id": ids["checkpoint_id"]}}),
     Cell("threads: state by checkpoint id", "GET", "/threads/{thread_id}/state/{checkpoint_id}"),
     Cell("threads: history", "POST", "/threads/{thread_id}/history", body=lambda ids: {}),
+    Cell("threads: join the thread's stream", "GET", "/threads/{thread_id}/stream",
+         query=lambda ids: {"stream_modes": "lifecycle"}),
     # -- store ---------------------------------------------------------------------------------
     Cell("store: put", "PUT", "/store/items", FORBIDDEN,
          body=lambda ids: {"namespace": [ids["user_id"], "notes"], "key": "k",
