@@ -253,3 +253,36 @@ def test_a_chat_turn_remembers_for_whoever_sent_it_not_the_conversations_user(
             ext.post("/store/items/search", json={"namespace_prefix": ["anonymous"]}).status_code
             == 403
         )
+
+
+def test_a_crons_runs_execute_as_its_creator(database_url: str, tmp_path: Path) -> None:
+    keys = make_keys(database_url, {"cora@example.com": False, "dan@example.com": False})
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        migrate_on_start=False,
+        langgraph_config=BUILTIN_PROJECT,
+        cron_poll_interval_s=0.2,
+        cron_min_interval_s=1,
+    )
+    with (
+        running_server(settings) as url,
+        client_with_key(url, keys["cora@example.com"]) as cora,
+        client_with_key(url, keys["dan@example.com"]) as dan,
+    ):
+        (me,) = cora.get("/users").json()["items"]
+        thread = cora.post("/threads", json={}).json()["thread_id"]
+        cron = cora.post(
+            f"/threads/{thread}/runs/crons",
+            json={"assistant_id": "whoami", "schedule": "* * * * * */1", "input": ASK},
+        )
+        assert cron.status_code == 200, cron.text
+        deadline = time.monotonic() + 60
+        while not [
+            r for r in cora.get(f"/threads/{thread}/runs").json() if r["status"] == "success"
+        ]:
+            assert time.monotonic() < deadline, "the cron never fired"
+            time.sleep(0.2)
+        assert cora.delete(f"/runs/crons/{cron.json()['cron_id']}").status_code == 204
+        assert cora.get(f"/threads/{thread}/state").json()["values"]["who"] == me["id"]
+        assert dan.get(f"/threads/{thread}/runs").status_code == 404
