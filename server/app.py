@@ -28,6 +28,7 @@ from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.protocols.a2a import build_dispatcher
 from server.protocols.mcp import open_mcp
+from server.request_context import RequestIdMiddleware
 from server.resources import open_resources
 from server.retention import open_retention
 from server.routes import agents, chat, conversations, documents, health, memory, users
@@ -135,7 +136,8 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
     )
     app.state.project = project
     # Middleware, innermost first: a body is read as JSON, bounded, after its caller is known;
-    # CORS answers preflights and labels every answer; the guard sees each request first.
+    # CORS answers preflights and labels every answer; the guard sees each request first, right
+    # after the request id is given.
     app.add_middleware(TextPlainJSONMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -157,6 +159,8 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         allowed_hosts=settings.allowed_hosts,
         origin_allowed=CORSMiddleware(app=app, **cors).is_allowed_origin,
     )
+    # Outermost: every request gets its id before anything can answer it.
+    app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     # Routes match in order: /ok and the docs, then the project's custom routes, then the API.
     app.include_router(agent_meta.ok_router)

@@ -6,11 +6,15 @@ import logging
 import math
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.auth.contract import AuthError
+from server.request_context import error_body
 from stores.errors import (
     ConflictError,
     InvalidInputError,
@@ -24,11 +28,20 @@ log = logging.getLogger(__name__)
 
 
 def error_response(status: int, detail: str, *, field: str | None = None) -> JSONResponse:
-    """A JSON error body `{"detail": ..., "field": ...}` with `status`."""
-    body: dict[str, str] = {"detail": detail}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status)
+    """A JSON error body `{"detail": ..., "field": ..., "request_id": ...}` with `status`."""
+    return JSONResponse(error_body(detail, field=field), status_code=status)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Starlette's and FastAPI's own errors (unknown route 404, 405, ...) with the request id."""
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(error_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 (`detail`: one entry per bad field, `loc` naming it) with the request id."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(error_body(jsonable_encoder(exc.errors())), status_code=422)
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -76,7 +89,9 @@ async def _database_down(_: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map store exceptions to HTTP statuses on `app`."""
+    """Map store exceptions (and FastAPI's own errors) to JSON error bodies on `app`."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(NotFoundError, _not_found)
     app.add_exception_handler(ConflictError, _conflict)
     app.add_exception_handler(InvalidInputError, _invalid)

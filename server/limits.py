@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.request_context import error_body
+
 
 class BodyLimitMiddleware:
     """Reject bodies larger than `default_limit` (or a per-path-prefix limit) before parsing.
@@ -75,7 +77,7 @@ class BodyLimitMiddleware:
 
 async def _too_large(send: Send, limit: int) -> None:
     body = json.dumps(
-        {"detail": f"request body is larger than the limit of {limit} bytes", "field": "body"}
+        error_body(f"request body is larger than the limit of {limit} bytes", field="body")
     ).encode()
     await send(
         {

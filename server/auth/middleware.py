@@ -22,6 +22,7 @@ from server.auth.caller import OPEN, Caller
 from server.auth.contract import AuthError
 from server.auth.setup import STUDIO_ORIGIN, AuthSetup
 from server.auth.users import studio_user
+from server.request_context import error_body
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PATHS = frozenset(
@@ -34,11 +35,8 @@ PUBLIC_PREFIXES = ("/web/",)
 async def send_error(
     send: Send, status: int, detail: str, *, field: str | None = None, headers: dict[str, str]
 ) -> None:
-    """Answer with the server's JSON error body."""
-    body: dict[str, str] = {"detail": detail}
-    if field is not None:
-        body["field"] = field
-    payload = json.dumps(body).encode()
+    """Answer with the server's JSON error body (with the request id)."""
+    payload = json.dumps(error_body(detail, field=field)).encode()
     raw = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),

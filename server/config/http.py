@@ -16,10 +16,17 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from server.config.schema import HttpConfig
+from server.request_context import REQUEST_ID_HEADER
 from server.settings import Settings
 
 # Headers the SDK and Studio read from API responses.
-EXPOSED_HEADERS = ["Location", "Content-Location", "X-Pagination-Total", "X-Pagination-Next"]
+EXPOSED_HEADERS = [
+    "Location",
+    "Content-Location",
+    "X-Pagination-Total",
+    "X-Pagination-Next",
+    REQUEST_ID_HEADER,
+]
 
 
 class CustomRoutes(BaseRoute):

@@ -28,6 +28,7 @@ from server.auth.caller import Caller, caller_of
 from server.auth.contract import AuthError
 from server.auth.limits import run_creator
 from server.protocols.runs import last_ai_text, run_error, submit_messages
+from server.request_context import error_body
 from server.runs.engine import RunEngine
 from server.settings import Settings
 from stores.errors import LimitError, NotFoundError
@@ -250,7 +251,7 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         manager: StreamableHTTPSessionManager | None = getattr(scope["app"].state, "mcp", None)
         if manager is None:  # not started (or switched off): nothing answers here
-            response = JSONResponse({"detail": "MCP is not available"}, status_code=404)
+            response = JSONResponse(error_body("MCP is not available"), status_code=404)
             await response(scope, receive, send)
             return
         await manager.handle_request(scope, receive, send)

@@ -54,6 +54,7 @@ def test_runs_and_chat_turns_over_the_rate_get_429_with_retry_after(
         assert over.status_code == 429
         assert 1 <= int(over.headers["retry-after"]) <= 60
         assert "RUNS_PER_MINUTE" in over.json()["detail"]
+        assert over.json()["request_id"] == over.headers["x-request-id"]
         chat = rate.post("/chat", json={"user_id": me["id"], "agent_id": agent, "message": "again"})
         assert chat.status_code == 429
         assert "retry-after" in chat.headers
