@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Literal
 
@@ -11,8 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from server.deps import ResourcesDep
+from server.request_context import current_request_id
 from server.resources import Resources
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 PING_TIMEOUT_S = 3.0
 
@@ -33,13 +36,24 @@ class Health(BaseModel):
     dependencies: dict[str, DependencyStatus]
 
 
+def _down(name: str, kind: str, error: Exception) -> DependencyStatus:
+    """`down`, naming the kind of failure only: its text (hosts, users, URLs) goes to the log."""
+    request_id = current_request_id()
+    log.warning("request %s: %s is down: %s: %s", request_id, name, type(error).__name__, error)
+    return DependencyStatus(
+        status="down",
+        kind=kind,
+        error=f"{type(error).__name__} (details in the server log, request id {request_id})",
+    )
+
+
 async def _qdrant_status(resources: Resources) -> DependencyStatus:
     kind = "server" if resources.settings.qdrant_url else "local"
     started = time.perf_counter()
     try:
         await asyncio.wait_for(resources.knowledge.ping(), PING_TIMEOUT_S)
-    except Exception as error:  # any failure to answer is "down", with the reason
-        return DependencyStatus(status="down", kind=kind, error=f"{type(error).__name__}: {error}")
+    except Exception as error:  # any failure to answer is "down"
+        return _down("qdrant", kind, error)
     latency = round((time.perf_counter() - started) * 1000, 2)
     return DependencyStatus(status="ok", kind=kind, latency_ms=latency)
 
@@ -48,10 +62,8 @@ async def _mongodb_status(resources: Resources) -> DependencyStatus:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(resources.mongo.ping(), PING_TIMEOUT_S)
-    except Exception as error:  # any failure to answer is "down", with the reason
-        return DependencyStatus(
-            status="down", kind=resources.mongo_kind, error=f"{type(error).__name__}: {error}"
-        )
+    except Exception as error:  # any failure to answer is "down"
+        return _down("mongodb", resources.mongo_kind, error)
     latency = round((time.perf_counter() - started) * 1000, 2)
     return DependencyStatus(status="ok", kind=resources.mongo_kind, latency_ms=latency)
 
@@ -67,10 +79,8 @@ async def healthz(resources: ResourcesDep) -> JSONResponse:
             kind=resources.database_kind,
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
-    except Exception as error:  # any failure to answer is "down", with the reason
-        postgres = DependencyStatus(
-            status="down", kind=resources.database_kind, error=f"{type(error).__name__}: {error}"
-        )
+    except Exception as error:  # any failure to answer is "down"
+        postgres = _down("postgres", resources.database_kind, error)
     deps = {
         "postgres": postgres,
         "qdrant": await _qdrant_status(resources),

@@ -45,6 +45,11 @@ def test_mongodb_down_at_startup_then_back(database_url: str, tmp_path: Path) ->
         with running_server(settings) as base, httpx.Client(base_url=base, timeout=60) as api:
             assert api.get("/healthz").status_code == 503
             assert dependencies(api) == {"postgres": "ok", "qdrant": "ok", "mongodb": "down"}
+            health = api.get("/healthz", headers={"X-Request-ID": "health-1"})
+            error = health.json()["dependencies"]["mongodb"]["error"]
+            assert "health-1" in error  # the log has the details; the public answer has none
+            assert str(nx.port) not in error
+            assert "127.0.0.1" not in error
             user, agent = create_user(api)["id"], create_agent(api, tools=TOOLS)["id"]
             down = chat(api, user, agent, "What do you know about me?")
             assert down["end"]["status"] == "success"
