@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
 
 # The safe built-in tools (no network, no writes): what an agent graph runs with when nothing
 # names its tools — `langgraph dev`'s default context, and the system assistants of graphs that
@@ -82,7 +83,7 @@ class ModelSpec:
     max_tokens: int | None = None
     timeout_s: float = 60.0
     max_retries: int = 2
-    api_key: str | None = None
+    api_key: SecretStr | None = None  # never in a repr, a log line or an error
     base_url: str | None = None
     token_delay_s: float = 0.0
 
@@ -143,9 +144,10 @@ def context_from(value: AgentContext | Mapping[str, Any] | None) -> AgentContext
     values: dict[str, Any] = {k: v for k, v in value.items() if k in known}
     if isinstance(values.get("model"), Mapping):
         model_known = set(ModelSpec.__dataclass_fields__)
-        values["model"] = ModelSpec(
-            **{k: v for k, v in values["model"].items() if k in model_known}
-        )
+        spec = {k: v for k, v in values["model"].items() if k in model_known}
+        if isinstance(spec.get("api_key"), str):
+            spec["api_key"] = SecretStr(spec["api_key"])
+        values["model"] = ModelSpec(**spec)
     for name in ("tools", "collections", "http_allowed_hosts", "http_allowed_ports"):
         if name in values:
             values[name] = tuple(values[name])

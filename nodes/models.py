@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
-from pydantic import SecretStr
 
 from nodes.context import AgentContext, ModelSpec
 from nodes.offline_model import OfflineChatModel
@@ -27,7 +26,7 @@ def make_chat_model(spec: ModelSpec) -> BaseChatModel:
             max_completion_tokens=spec.max_tokens,
             timeout=spec.timeout_s,
             max_retries=spec.max_retries,
-            api_key=SecretStr(spec.api_key) if spec.api_key else None,
+            api_key=spec.api_key if spec.api_key and spec.api_key.get_secret_value() else None,
             base_url=spec.base_url,
             stream_usage=True,
         )

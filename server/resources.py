@@ -97,7 +97,9 @@ def mongodb_uri(settings: Settings) -> Iterator[str]:
 def qdrant_for(settings: Settings) -> AbstractAsyncContextManager[AsyncQdrantClient]:
     """The Qdrant client the settings ask for (server at QDRANT_URL, else local mode)."""
     return open_qdrant(
-        url=settings.qdrant_url, path=settings.data_dir / "qdrant", api_key=settings.qdrant_api_key
+        url=settings.qdrant_url,
+        path=settings.data_dir / "qdrant",
+        api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
     )
 
 

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(
         None, description="Qdrant server URL. Unset: qdrant-client local mode in DATA_DIR/qdrant."
     )
-    qdrant_api_key: str | None = Field(None, description="API key of the Qdrant server.")
+    qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
     mongodb_uri: str | None = Field(
         None, description="MongoDB URI. Unset: an embedded nx-27017 server in DATA_DIR/mongo."
     )
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     embeddings_max_batch: int = Field(
         32, ge=1, le=1024, description="Concurrent queries encoded in one forward pass at most."
     )
-    openai_api_key: str | None = Field(None, description="Key of the OpenAI-compatible API.")
+    openai_api_key: SecretStr | None = Field(None, description="Key of the OpenAI-compatible API.")
     openai_base_url: str | None = Field(
         None, description="Base URL of an OpenAI-compatible API (Gemini, vLLM, Ollama...)."
     )

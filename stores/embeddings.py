@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 
@@ -562,7 +563,7 @@ def describe(embedder: Embeddings) -> dict[str, Any]:
 def open_embedder(
     *,
     provider: str,
-    openai_api_key: str | None = None,
+    openai_api_key: SecretStr | None = None,
     openai_base_url: str | None = None,
     openai_model: str = "text-embedding-3-small",
     openai_dimension: int = 1536,
@@ -578,14 +579,13 @@ def open_embedder(
         shared = SharedEmbeddings(model, cache_size=cache_size, max_batch=max_batch)
         return shared, model.dimension, model.name
     if provider == "openai":
-        if not openai_api_key:
+        if openai_api_key is None or not openai_api_key.get_secret_value():
             raise ValueError("EMBEDDINGS_PROVIDER=openai needs OPENAI_API_KEY")
         from langchain_openai import OpenAIEmbeddings
-        from pydantic import SecretStr
 
         embedder = OpenAIEmbeddings(
             model=openai_model,
-            openai_api_key=SecretStr(openai_api_key),
+            openai_api_key=openai_api_key,
             openai_api_base=openai_base_url,
             dimensions=openai_dimension if openai_model.startswith("text-embedding-3") else None,
         )

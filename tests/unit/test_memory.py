@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from langgraph.store.base import SearchItem
 from langgraph.store.memory import InMemoryStore
+from pydantic import SecretStr
 
 from nodes.context import AgentContext, ModelSpec
 from nodes.memory import (
@@ -103,7 +104,7 @@ async def test_superseded_and_retracted_memories_are_never_recalled() -> None:
 
 def test_an_agent_on_an_openai_compatible_model_gets_the_model_extractor() -> None:
     assert isinstance(extractor_for(AgentContext()), OfflineExtractor)
-    openai = AgentContext(model=ModelSpec(provider="openai", name="x", api_key="sk-x"))
+    openai = AgentContext(model=ModelSpec(provider="openai", name="x", api_key=SecretStr("sk-x")))
     assert isinstance(extractor_for(openai), ModelExtractor)
     assert isinstance(extractor_for(replace(openai, memory_extractor="offline")), OfflineExtractor)
     forced = replace(AgentContext(), memory_extractor="model")
