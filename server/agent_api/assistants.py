@@ -13,6 +13,7 @@ from server.agent_api.threads import stop_runs
 from server.auth.access import refuse_if_readable
 from server.auth.caller import Caller, CallerDep
 from server.deps import DatabaseDep, EngineDep, GraphsDep, ResourcesDep
+from server.redact import mask_secrets
 from server.schemas.agent_api import (
     AssistantCount,
     AssistantCreate,
@@ -31,13 +32,13 @@ router = APIRouter(prefix="/assistants", tags=["assistants"])
 
 
 def assistant_json(agent: Agent) -> dict[str, Any]:
-    """An assistant as langgraph-sdk's `Assistant`."""
+    """An assistant as langgraph-sdk's `Assistant` (secret-looking values masked)."""
     return {
         "assistant_id": str(agent.id),
         "graph_id": agent.graph_id,
-        "config": agent.config,
-        "context": agent.context,
-        "metadata": agent.metadata_,
+        "config": mask_secrets(agent.config),
+        "context": mask_secrets(agent.context),
+        "metadata": mask_secrets(agent.metadata_),
         "name": agent.name,
         "description": agent.description or None,
         "version": agent.version,
@@ -51,9 +52,9 @@ def version_json(version: AgentVersion) -> dict[str, Any]:
     return {
         "assistant_id": str(version.agent_id),
         "graph_id": version.graph_id,
-        "config": version.config,
-        "context": version.context,
-        "metadata": version.metadata_,
+        "config": mask_secrets(version.config),
+        "context": mask_secrets(version.context),
+        "metadata": mask_secrets(version.metadata_),
         "name": version.name,
         "description": version.description or None,
         "version": version.version,

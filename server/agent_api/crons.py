@@ -14,6 +14,7 @@ from server.auth.caller import Caller, CallerDep
 from server.auth.collections import readable_collections
 from server.auth.contract import Authorizer
 from server.deps import DatabaseDep, ResourcesDep
+from server.redact import mask_secrets
 from server.runs.engine import RunEngine
 from server.runs.scheduler import CronScheduler, open_cron_scheduler
 from server.runs.webhooks import check_webhook_url, webhook_policy
@@ -50,10 +51,10 @@ def cron_out(row: Cron, *, select: list[str] | None = None) -> dict[str, Any]:
         "timezone": row.timezone,
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
-        "payload": row.payload,
+        "payload": mask_secrets(row.payload),
         "user_id": row.user_id,
         "next_run_date": row.next_run_date.isoformat() if row.next_run_date else None,
-        "metadata": row.metadata_,
+        "metadata": mask_secrets(row.metadata_),
         "enabled": row.enabled,
     }
     if select:

@@ -15,6 +15,7 @@ from langgraph.types import Interrupt, StateSnapshot, StateUpdate
 from pydantic import BaseModel, TypeAdapter, create_model
 
 from server.config import Graph
+from server.redact import mask_secrets
 from server.runs.streaming import to_jsonable
 from stores.errors import InvalidInputError, NotFoundError
 
@@ -110,7 +111,7 @@ def snapshot_json(state: StateSnapshot) -> dict[str, Any]:
             }
             for task in state.tasks
         ],
-        "metadata": to_jsonable(state.metadata or {}),
+        "metadata": mask_secrets(to_jsonable(state.metadata or {})),
         "created_at": state.created_at,
         "checkpoint": checkpoint,
         "parent_checkpoint": parent,

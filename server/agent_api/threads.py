@@ -24,6 +24,7 @@ from server.agent_api.state import (
 )
 from server.auth.caller import Caller, CallerDep
 from server.deps import DatabaseDep, EngineDep, GraphsDep, ProjectDep, ResourcesDep, RunEventsDep
+from server.redact import mask_secrets
 from server.runs.engine import RunEngine
 from server.runs.streaming import to_jsonable, validate_thread_stream_modes
 from server.schemas.agent_api import (
@@ -69,7 +70,7 @@ def thread_json(thread: Conversation, *, ttl: bool = False) -> dict[str, Any]:
         "updated_at": thread.updated_at,
         "state_updated_at": thread.updated_at,
         "config": {},
-        "metadata": thread.metadata_,
+        "metadata": mask_secrets(thread.metadata_),
         "status": thread.status,
         "values": thread.values_,
         "interrupts": thread.interrupts,

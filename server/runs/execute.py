@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nodes.context import AgentContext, reads_agent_context
 from server.auth.users import AuthUser, from_json
 from server.config import Graph, ProjectGraphs
+from server.redact import mask_secrets
 from server.resources import Resources
 from server.runs.context import ContextServices, agent_context
 from server.runs.events import RunEventLog
@@ -47,7 +48,8 @@ def run_creator(run: Run) -> AuthUser | None:
 
 
 def run_json(run: Run) -> dict[str, Any]:
-    """A run as the Agent Server API shows it (langgraph-sdk `Run`)."""
+    """A run as the Agent Server API shows it (langgraph-sdk `Run`), secret-looking values of
+    its kwargs and metadata masked (the run itself reads the real ones from its row)."""
     return {
         "run_id": str(run.id),
         "thread_id": str(run.thread_id) if run.thread_id else None,
@@ -55,8 +57,8 @@ def run_json(run: Run) -> dict[str, Any]:
         "created_at": run.created_at.isoformat(),
         "updated_at": run.updated_at.isoformat(),
         "status": run.status,
-        "metadata": run.metadata_,
-        "kwargs": run.kwargs,
+        "metadata": mask_secrets(run.metadata_),
+        "kwargs": mask_secrets(run.kwargs),
         "multitask_strategy": run.multitask_strategy,
         "cancel_reason": run.cancel_reason,
     }

@@ -18,6 +18,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.pregel import Pregel
 from langgraph.types import Send, StreamMode
 
+from server.redact import mask_secrets
+
 ApiStreamMode = Literal[
     "values",
     "updates",
@@ -165,6 +167,15 @@ def _checkpoint_of(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+_RUN_CONFIG_KEYS: Final[frozenset[str]] = frozenset({"config", "parent_config", "metadata"})
+
+
+def _masked_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint event with the secret-looking values of its configs and metadata masked
+    (LangGraph copies a run's configurable values into both); its values are the graph's."""
+    return {k: mask_secrets(v) if k in _RUN_CONFIG_KEYS else v for k, v in payload.items()}
+
+
 def _debug(chunk: Any) -> Any:
     """Debug checkpoints carry `checkpoint`/`parent_checkpoint` like langgraph-api's."""
     if not isinstance(chunk, dict) or chunk.get("type") != "checkpoint":
@@ -172,6 +183,7 @@ def _debug(chunk: Any) -> Any:
     payload = chunk.get("payload")
     if not isinstance(payload, dict):
         return chunk
+    payload = _masked_checkpoint(payload)
     tasks = []
     for task in payload.get("tasks", []):
         state = task.get("state") if isinstance(task, dict) else None
@@ -206,10 +218,13 @@ class _Translator:
             return []
         if mode == "debug":
             chunk = _debug(chunk)
+        elif mode == "checkpoints" and isinstance(chunk, dict):
+            chunk = _masked_checkpoint(chunk)
         return [(_name(mode, ns), to_jsonable(chunk))]
 
     def _message(self, ns: Sequence[str] | None, chunk: Any) -> list[tuple[str, Any]]:
         message, metadata = chunk
+        metadata = mask_secrets(metadata)  # it holds the run's configurable values
         if self.message_tuples:
             return [(_name("messages", ns), to_jsonable([message, metadata]))]
         if not self.legacy_messages or not isinstance(message, BaseMessage):
@@ -294,6 +309,8 @@ async def stream_graph(
                 for item in translator.translate(ns, mode, chunk):
                     yield item
                 continue
+            if isinstance(event.get("metadata"), Mapping):  # the run's configurable values
+                event = {**event, "metadata": mask_secrets(event["metadata"])}
             yield "events", to_jsonable(event)
 
 

@@ -6,16 +6,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, EmailStr, Field, field_validator
+from pydantic import AliasChoices, EmailStr, Field, PlainSerializer, field_validator
 
 from nodes.tools.registry import tool_registry
+from server.redact import mask_secrets
 from server.schemas.common import Identifier, JsonObject, PatchModel, RequestModel, ResponseModel
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Metadata = Annotated[
     dict[str, Any],
     Field(validation_alias=AliasChoices("metadata_", "metadata"), serialization_alias="metadata"),
+    PlainSerializer(mask_secrets),  # secret-looking values are shown as "***" (server/redact.py)
 ]
+Masked = Annotated[dict[str, Any], PlainSerializer(mask_secrets)]
 
 
 def _unique(values: list[str], field: str) -> list[str]:
@@ -142,7 +145,7 @@ class AgentOut(ResponseModel):
     model: dict[str, Any]
     tools: list[str]
     collections: list[str]
-    config: dict[str, Any]
+    config: Masked
     metadata: Metadata
     version: int
     created_at: datetime
