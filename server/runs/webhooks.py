@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -41,6 +42,15 @@ async def check_webhook_url(url: str, *, policy: OutboundPolicy) -> str:
     """
     await check_url(url, policy)
     return url
+
+
+def shown_url(url: str) -> str:
+    """`url` as logs may show it: scheme, host, port and path, without credentials or query
+    (webhook URLs often carry a token there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{host}{port}", parts.path, "", ""))
 
 
 def webhook_payload(
@@ -80,6 +90,7 @@ async def send_webhook(
     `timeout_s`, redirects are never followed and the receiver's answer is not read.
     """
     body = json.dumps(dict(payload), ensure_ascii=False, default=str).encode()
+    where = shown_url(url)
     headers = {"Content-Type": "application/json", "User-Agent": "switchboard-webhook"}
     delay = backoff_s
     for attempt in range(1, max(1, attempts) + 1):
@@ -98,11 +109,11 @@ async def send_webhook(
             log.warning("webhook not sent: %s", error)
             return False
         except (httpx.HTTPError, TimeoutError) as error:
-            log.warning("webhook %s attempt %d failed: %r", url, attempt, error)
+            log.warning("webhook %s attempt %d failed: %r", where, attempt, error)
         else:
             if 200 <= response.status < 300:
                 return True
-            log.warning("webhook %s attempt %d got HTTP %d", url, attempt, response.status)
+            log.warning("webhook %s attempt %d got HTTP %d", where, attempt, response.status)
             if response.status < 500 and response.status != 429:
                 return False
         if attempt < attempts:

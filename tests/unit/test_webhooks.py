@@ -94,14 +94,20 @@ async def test_webhook_retries_server_errors_then_delivers() -> None:
     assert receiver.seen[-1].headers["content-type"] == "application/json"
 
 
-async def test_webhook_gives_up_on_client_error_and_after_attempts() -> None:
+async def test_webhook_gives_up_on_client_error_and_after_attempts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     refusing, failing = _receiver([404]), _receiver([500, 500, 500, 500])
-    with serving(refusing, failing):
-        assert not await send_webhook(f"{refusing.base}/hook", {}, policy=_listed(), backoff_s=0.01)
+    with serving(refusing, failing), caplog.at_level(logging.WARNING):
+        assert not await send_webhook(
+            f"{refusing.base}/hook?token=tok-in-url", {}, policy=_listed(), backoff_s=0.01
+        )
         assert not await send_webhook(
             f"{failing.base}/hook", {}, policy=_listed(), attempts=2, backoff_s=0.01
         )
     assert (len(refusing.seen), len(failing.seen)) == (1, 2)
+    assert f"webhook {refusing.base}/hook attempt 1 got HTTP 404" in caplog.text
+    assert "tok-in-url" not in caplog.text  # a token in the URL stays out of the log
 
 
 async def test_webhook_does_not_follow_redirects() -> None:
