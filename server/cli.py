@@ -20,17 +20,14 @@ from server.ingest import add_ingest_parser
 from server.memory_cli import add_memory_parser
 from server.resources import database_url, open_resources
 from server.schemas.chat import UserCreate
-from server.settings import Settings
+from server.settings import Settings, load_settings
 from stores import migrate
 from stores.errors import ConflictError
 from stores.sql import repositories as repo
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        base = Settings()
-    except ValidationError as error:
-        raise SystemExit(f"invalid settings:\n{error}") from error
+    base = load_settings()
     changes = {k: v for k, v in overrides.items() if v is not None}
     return base.model_copy(update=changes) if changes else base
 

@@ -8,12 +8,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
 from sqlalchemy import func, select
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from server.resources import open_resources
-from server.settings import Settings
+from server.settings import Settings, load_settings
 from stores.errors import StoreError
 from stores.extract import DOC_TYPES
 from stores.knowledge import ReindexResult, check_collection_name
@@ -120,10 +119,7 @@ async def reindex_collections(
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest .txt, .md, .html and .pdf files (folders: recursively) into the knowledge base."""
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        raise SystemExit(f"invalid settings:\n{error}") from error
+    settings = load_settings()
     collection = args.collection or settings.knowledge_default_collection
     try:
         check_collection_name(collection)
@@ -146,10 +142,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
     With no COLLECTION, every stale collection (the ones the server names at startup).
     """
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        raise SystemExit(f"invalid settings:\n{error}") from error
+    settings = load_settings()
     for name in args.collections:
         try:
             check_collection_name(name)

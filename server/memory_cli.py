@@ -8,12 +8,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from pydantic import ValidationError
-
 from server.config.project import ProjectError, import_object, read_project
 from server.config.store import StoreConfigError, memory_index, store_setup
 from server.resources import embedder_for, open_memory_for, qdrant_for
-from server.settings import Settings
+from server.settings import Settings, load_settings
 from stores.errors import StoreError
 from stores.memory import MongoStore
 
@@ -54,10 +52,7 @@ def cmd_memory_reindex(args: argparse.Namespace) -> int:
 
     With local-mode Qdrant (no QDRANT_URL) stop the server first: one process holds the folder.
     """
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        raise SystemExit(f"invalid settings:\n{error}") from error
+    settings = load_settings()
     started = time.perf_counter()
     try:
         total, indexed = asyncio.run(reindex(settings))

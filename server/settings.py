@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -371,3 +371,21 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the settings from the environment; raises `ValidationError` naming bad variables."""
     return Settings()
+
+
+def settings_problems(error: ValidationError) -> str:
+    """What is wrong with the settings, one variable a line, without the values given (a bad
+    DATABASE_URL or AUTH_JWT_SECRET must not end up on a terminal or in a log)."""
+    return "\n".join(
+        f"  {'.'.join(str(part) for part in problem['loc']).upper() or 'SETTINGS'}: "
+        f"{problem['msg']}"
+        for problem in error.errors(include_input=False, include_url=False)
+    )
+
+
+def load_settings() -> Settings:
+    """The settings of a command; invalid ones stop it with `settings_problems`."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SystemExit(f"invalid settings:\n{settings_problems(error)}") from error

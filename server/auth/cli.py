@@ -9,10 +9,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from server.resources import database_url
-from server.settings import Settings
+from server.settings import load_settings
 from stores import migrate
 from stores.errors import StoreError
 from stores.sql import keys as key_store
@@ -28,10 +26,7 @@ async def _database(url: str) -> AsyncIterator[Database]:
 
 
 def _run(work: Callable[[Database], Awaitable[T]]) -> T:
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        raise SystemExit(f"invalid settings:\n{error}") from error
+    settings = load_settings()
     with database_url(settings) as url:
         if settings.migrate_on_start:
             migrate.upgrade(url)

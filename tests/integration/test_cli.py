@@ -115,3 +115,17 @@ def test_serve_without_a_project_file_says_how_to_give_one(tmp_path: Path) -> No
     assert "no langgraph.json there" in result.stderr
     assert "--config PATH" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("keys", "list"), ("memory", "reindex")])
+def test_invalid_settings_are_named_without_their_values(command: tuple[str, ...]) -> None:
+    env = {
+        "DATABASE_URL": "mysql://admin:hunter2@db.internal/app",
+        "PORT": "not-a-port-s3cret",
+    }
+    result = _run(*command, env=env)
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr
+    assert "PORT" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "s3cret" not in result.stderr + result.stdout
