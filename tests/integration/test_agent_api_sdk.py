@@ -20,7 +20,7 @@ from langgraph.types import Command
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
-from tests.integration.c_support import WebhookReceiver, webhook_receiver
+from tests.integration.webhook_support import WebhookReceiver, webhook_receiver
 from tests.support import TEST_GRAPHS, make_settings, running_server
 
 RUN_INPUT: Any = {"messages": [{"role": "user", "content": "hello"}]}

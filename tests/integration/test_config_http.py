@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.c_support import webhook_receiver
+from tests.integration.webhook_support import webhook_receiver
 from tests.support import make_settings, running_server
 
 CUSTOM_APP = """

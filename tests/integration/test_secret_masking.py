@@ -15,7 +15,7 @@ from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
 
 from server.redact import MASK, is_secret_name, mask_secrets
-from tests.integration.c_support import WebhookReceiver, webhook_receiver
+from tests.integration.webhook_support import WebhookReceiver, webhook_receiver
 from tests.support import ROOT, make_settings, running_server
 
 PROJECT = ROOT / "tests" / "projects" / "secrets" / "langgraph.json"

@@ -22,7 +22,7 @@ from stores.sql.assistants import ensure_system_assistants, resolve_assistant
 from stores.sql.crons import create_cron
 from stores.sql.database import open_database
 from stores.sql.models import Cron
-from tests.integration.c_support import WebhookReceiver, webhook_receiver
+from tests.integration.webhook_support import WebhookReceiver, webhook_receiver
 from tests.support import make_settings, running_server, scratch_database
 
 RUN_INPUT: Any = {"messages": [{"role": "user", "content": "hello"}]}

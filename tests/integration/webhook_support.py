@@ -1,4 +1,4 @@
-"""Helpers of the part-C Agent Server API tests: a local webhook receiver."""
+"""A local webhook receiver for the tests of run and cron webhooks."""
 
 from __future__ import annotations
 

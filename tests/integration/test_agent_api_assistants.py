@@ -1,4 +1,4 @@
-"""Agent Server API part A: assistants, store and meta routes driven with langgraph-sdk."""
+"""The Agent Server API's assistants, store and meta routes, driven with langgraph-sdk."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Agent Server API part A: threads (CRUD, search, copy, prune, state, history) via the SDK."""
+"""The Agent Server API's threads (CRUD, search, copy, prune, state, history), via the SDK."""
 
 from __future__ import annotations
 
