@@ -181,5 +181,6 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
     if not http.disable_meta:
         app.include_router(agent_meta.router)
     install_protocols(app, mcp=not http.disable_mcp, a2a=not http.disable_a2a)
-    install_web(app)
+    if not http.disable_ui:
+        install_web(app)
     return app

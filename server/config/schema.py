@@ -90,7 +90,7 @@ class HttpConfig(ConfigModel):
     disable_webhooks: bool = False
     disable_mcp: bool = False
     disable_a2a: bool = False
-    disable_ui: bool = False  # there is no /ui: warned when set
+    disable_ui: bool = False  # no web page for people at / (and /web/*)
     enable_custom_route_auth: bool = False  # authenticate the custom app's routes too
 
 
@@ -165,11 +165,6 @@ WARNED: dict[str, str] = {
     "auth.cache": "the authenticate function is called on every request",
 }
 
-# Switches of route groups Switchboard does not serve: warned when they are turned on.
-NOT_YET_SERVED: dict[str, str] = {
-    "http.disable_ui": "there are no /ui routes",
-}
-
 
 def _extras(model: BaseModel, prefix: str) -> Iterator[tuple[str, Any]]:
     """Each extra key under `model` (recursively) as a dotted path with its value."""
@@ -201,8 +196,4 @@ def unsupported_keys(config: LanggraphConfig) -> tuple[list[str], list[str]]:
             warnings.append(f"{path} is not supported and is ignored: {WARNED[path]}")
         else:
             warnings.append(f"{path} is not a langgraph.json key Switchboard knows; ignored")
-    if config.http is not None:
-        for path, reason in NOT_YET_SERVED.items():
-            if getattr(config.http, path.removeprefix("http.")):
-                warnings.append(f"{path} has nothing to remove: {reason}")
     return warnings, not_applicable

@@ -85,6 +85,7 @@ def bare(database_url: str, data_dir: Path) -> Iterator[httpx.Client]:
             "disable_runs": True,
             "disable_mcp": True,
             "disable_a2a": True,
+            "disable_ui": True,
         },
     )
     settings = make_settings(
@@ -130,6 +131,18 @@ def test_disabled_route_groups_are_gone_and_the_rest_stay(
     assert bare.post("/a2a/chat", json={}).status_code == 404
     assert custom.post("/a2a/chat", json={}).status_code != 404  # (an empty JSON-RPC call)
     assert bare.get("/users").status_code == 200  # the chat API is not a route group of theirs
+
+
+def test_disable_ui_removes_the_web_page_and_its_files(
+    custom: httpx.Client, bare: httpx.Client
+) -> None:
+    for path in ("/", "/web", "/web/app.js", "/web/app.css", "/web/favicon.svg"):
+        assert bare.get(path).status_code == 404, path
+    page = custom.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert custom.get("/web/app.js").status_code == 200
+    assert bare.get("/users").status_code == 200  # the API the page used stays
 
 
 def test_disable_meta_removes_docs_and_info_but_keeps_ok(

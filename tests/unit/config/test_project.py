@@ -232,14 +232,15 @@ def test_each_unsupported_key_is_warned_about_once_and_build_keys_are_not(
             read_project(write_project(tmp_path, config, {"g.py": GRAPH_FILE.format(var="PATH")}))
         )
     warned = " | ".join(project.warnings)
-    for key in ("encryption", "checkpointer.path", "http.mount_prefix", "http.disable_ui"):
+    for key in ("encryption", "checkpointer.path", "http.mount_prefix"):
         assert sum(w.startswith(f"{key} ") for w in project.warnings) == 1, key
     assert "colour is not a langgraph.json key" in warned
     assert "dockerfile_lines" not in warned
     assert "$schema" not in warned
     assert "image-build keys do not apply" in caplog.text
-    assert len(project.warnings) == 5
-    assert [r.levelname for r in caplog.records].count("WARNING") == 5
+    assert "disable_ui" not in warned  # honoured: it removes the web page
+    assert len(project.warnings) == 4
+    assert [r.levelname for r in caplog.records].count("WARNING") == 4
 
 
 def test_the_repos_own_project_declares_its_graphs_without_warnings() -> None:
