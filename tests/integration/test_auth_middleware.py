@@ -135,3 +135,34 @@ def test_an_auth_py_sees_studio_as_langgraphs_studio_user(
         thread = http.post("/threads", json={}, headers={"Origin": STUDIO})
         assert thread.status_code == 200, thread.text
         assert thread.json()["metadata"]["owner"] == "langgraph-studio-user"
+
+
+def test_disable_studio_auth_keeps_studio_out_without_credentials(
+    database_url: str, tmp_path: Path
+) -> None:
+    project = json.loads(CUSTOM_PROJECT.read_text(encoding="utf-8"))
+    project["auth"]["disable_studio_auth"] = True
+    project["dependencies"] = [str(CUSTOM_PROJECT.parent)]
+    project["graphs"] = {"whoami": f"{CUSTOM_PROJECT.parent / 'whoami.py'}:graph"}
+    project["auth"]["path"] = f"{CUSTOM_PROJECT.parent / 'auth.py'}:auth"
+    project["http"]["app"] = f"{CUSTOM_PROJECT.parent / 'routes.py'}:app"
+    config = tmp_path / "langgraph.json"
+    config.write_text(json.dumps(project), encoding="utf-8")
+    settings = make_settings(
+        database_url,
+        tmp_path / "data",
+        migrate_on_start=False,
+        langgraph_config=config,
+        auth_studio_on_loopback=True,  # asked for, but the project says no
+    )
+    with running_server(settings) as url, httpx.Client(base_url=url) as http:
+        studio = http.post("/threads", json={}, headers={"Origin": STUDIO})
+        assert studio.status_code == 401
+        assert studio.json()["request_id"] == studio.headers["x-request-id"]
+        keyed = http.post(
+            "/threads",
+            json={},
+            headers={"Origin": STUDIO, "Authorization": "Bearer user1-token"},
+        )
+        assert keyed.status_code == 200, keyed.text  # Studio with a key still gets in
+        assert keyed.json()["metadata"]["owner"] == "user1"
