@@ -23,7 +23,7 @@ def sqlalchemy_url(url: str) -> str:
     """Return `url` with the psycopg 3 driver SQLAlchemy needs (`postgresql+psycopg://`)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"not a database URL: {url!r}")
+        raise ValueError("not a database URL: no scheme:// (the value may hold a password)")
     if scheme in {"postgresql", "postgres", "postgresql+psycopg"}:
         return f"postgresql+psycopg://{rest}"
     raise ValueError(f"unsupported database URL scheme {scheme!r}; use postgresql://")
@@ -59,7 +59,7 @@ def libpq_url(url: str) -> str:
     """Return `url` in the plain `postgresql://` form that psycopg and libpq accept."""
     _, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"not a database URL: {url!r}")
+        raise ValueError("not a database URL: no scheme:// (the value may hold a password)")
     return f"postgresql://{rest}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pydantic import ValidationError
 
@@ -75,3 +77,10 @@ def test_settings_problems_name_variables_but_not_values() -> None:
     assert "PORT" in problems
     assert "hunter2" not in problems
     assert "p4ss" not in problems
+
+
+@pytest.mark.parametrize("convert", [sqlalchemy_url, libpq_url])
+def test_a_url_without_scheme_is_refused_without_echoing_it(convert: Callable[[str], str]) -> None:
+    with pytest.raises(ValueError, match="not a database URL") as refused:
+        convert("admin:hunter2@db.internal/app")
+    assert "hunter2" not in str(refused.value)
