@@ -24,6 +24,7 @@ from server.runs.webhooks import check_webhook_url, webhook_policy
 from server.schemas.runs import BatchRunCreate, RunCreate, RunField, RunsCancel
 from server.sse import follow_run, parse_last_event_id, run_headers, sse_response
 from stores.errors import InvalidInputError
+from stores.memory.operations import MAX_OFFSET
 from stores.sql import runs as run_store
 from stores.sql.assistants import assistant_key, or_system, resolve_assistant
 from stores.sql.models import Agent, Run
@@ -254,7 +255,7 @@ async def list_runs(
     db: DatabaseDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: Annotated[
         Literal["pending", "running", "success", "error", "timeout", "interrupted"] | None,
         Query(),

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stores.memory.operations import MAX_OFFSET
 from stores.sql.assistants import AssistantSort
 from stores.sql.threads import ThreadSort, ThreadStatus
 
@@ -81,7 +82,7 @@ class AssistantSearch(AssistantCount):
     """Body of `POST /assistants/search`."""
 
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: AssistantSort | None = None
     sort_order: SortOrder | None = None
     select: list[AssistantField] | None = None
@@ -92,7 +93,7 @@ class AssistantVersionsSearch(AgentApiBody):
 
     metadata: dict[str, Any] | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class AssistantSetLatest(AgentApiBody):
@@ -152,7 +153,7 @@ class ThreadSearch(ThreadCount):
 
     ids: list[uuid.UUID] | None = Field(None, max_length=1000)
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
     sort_by: ThreadSort | None = None
     sort_order: SortOrder | None = None
     select: list[ThreadField] | None = None
