@@ -20,7 +20,10 @@ DEFAULT_START_S = 120.0
 
 
 def _ready(data_dir: Path) -> bool:
-    info = PostmasterInfo.read_from_pgdata(data_dir)
+    try:
+        info = PostmasterInfo.read_from_pgdata(data_dir)
+    except AssertionError:  # postmaster.pid read while PostgreSQL was still writing it
+        return False
     return info is not None and info.is_running() and info.status == "ready"
 
 
