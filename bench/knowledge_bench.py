@@ -35,6 +35,7 @@ from stores.embedded_postgres import embedded_postgres
 from stores.embeddings import MiniLMEmbeddings
 from stores.extract import extract
 from stores.knowledge import (
+    BODY,
     COLLECTION_PREFIX,
     DENSE,
     SPARSE,
@@ -189,7 +190,11 @@ async def _fill(
         points = [
             models.PointStruct(
                 id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}:{i}")),
-                vector={DENSE: noisy[j].tolist(), SPARSE: lexical[int(picks[j])]},
+                vector={
+                    DENSE: noisy[j].tolist(),
+                    BODY: noisy[j].tolist(),
+                    SPARSE: lexical[int(picks[j])],
+                },
                 payload={
                     # The real chunk's document_id and content_hash: search checks them
                     # against the documents table, as it does in production.

@@ -34,7 +34,8 @@ MINILM_NAME = "all-MiniLM-L6-v2"
 # MiniLM reads at most 256 word pieces, [CLS] and [SEP] included.
 MINILM_MAX_TOKENS = 256
 # Bump when the exported graph changes, so old exports are not reused.
-EXPORT_VERSION = 1
+# 2: a second output, the mean over the tokens of `pool_mask` (a span of the text).
+EXPORT_VERSION = 2
 Backend = Literal["onnx", "torch"]
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
@@ -75,6 +76,10 @@ def _fingerprint(model_path: Path) -> str:
 def export_onnx(model_path: Path, cache_dir: Path, *, quantize: bool) -> Path:
     """Export the bundled MiniLM to ONNX (pooling and normalisation inside the graph).
 
+    The graph has two outputs: `embedding`, the sentence embedding (mean over the real tokens),
+    and `span`, the mean over the tokens that `pool_mask` marks (a part of the text read in the
+    context of the whole), both L2-normalised.
+
     The export happens once per weights and cache folder: a file lock keeps two processes from
     exporting at once, and files appear under their final name only when complete.
 
@@ -108,7 +113,7 @@ def _export_plain(model_path: Path, target: Path) -> None:
     from transformers import AutoModel
 
     class Pooled(torch.nn.Module):
-        """BERT, then mean pooling over the real tokens, then L2 normalisation."""
+        """BERT, then mean pooling (over the real tokens, and over a span), L2-normalised."""
 
         def __init__(self, bert: torch.nn.Module) -> None:
             super().__init__()
@@ -119,13 +124,18 @@ def _export_plain(model_path: Path, target: Path) -> None:
             input_ids: torch.Tensor,
             attention_mask: torch.Tensor,
             token_type_ids: torch.Tensor,
-        ) -> torch.Tensor:
+            pool_mask: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             hidden = self.bert(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
             ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+            def pooled(weights: torch.Tensor) -> torch.Tensor:
+                mask = weights.unsqueeze(-1).to(hidden.dtype)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+            return pooled(attention_mask), pooled(pool_mask)
 
     model = Pooled(AutoModel.from_pretrained(str(model_path)).eval())
     sample = torch.ones(2, 8, dtype=torch.long)
@@ -134,15 +144,17 @@ def _export_plain(model_path: Path, target: Path) -> None:
     with torch.no_grad():
         torch.onnx.export(
             model,
-            (sample, sample, torch.zeros_like(sample)),
+            (sample, sample, torch.zeros_like(sample), sample),
             str(partial),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["embedding"],
+            input_names=["input_ids", "attention_mask", "token_type_ids", "pool_mask"],
+            output_names=["embedding", "span"],
             dynamic_axes={
                 "input_ids": axes,
                 "attention_mask": axes,
                 "token_type_ids": axes,
+                "pool_mask": axes,
                 "embedding": {0: "batch"},
+                "span": {0: "batch"},
             },
             opset_version=17,
             dynamo=False,
@@ -162,13 +174,37 @@ def _tokenizer(model_path: Path, *, max_tokens: int | None) -> Any:
     return tokenizer
 
 
+def _span_mask(encoding: Any, start: int | None) -> list[int]:
+    """1 for the tokens of `encoding` from character `start` on (specials excluded).
+
+    With no span (`start` None), or when truncation left none of its tokens, every real token.
+    """
+    if start is None:
+        return [1] * len(encoding.ids)
+    mask = [
+        int(not special and begin >= start and end > begin)
+        for (begin, end), special in zip(
+            encoding.offsets, encoding.special_tokens_mask, strict=True
+        )
+    ]
+    return mask if any(mask) else [1] * len(encoding.ids)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class _OnnxEncoder:
     """Tokenizer + ONNX Runtime, with the model's pooling and normalisation in the graph.
 
-    fp32 encodes a batch as one padded tensor, on all cores. int8 encodes each text alone,
-    without padding, on one core: its activations are quantised per tensor, so in a batch a
+    fp32 encodes a batch as padded tensors of similar lengths, on all cores. int8 encodes each
+    text alone, without padding: its activations are quantised per tensor, so in a batch a
     text's vector would depend on its neighbours (and on their padding); alone it is the same
-    every time, closer to fp32, and on a small CPU no slower.
+    every time, and closer to fp32. Many int8 texts are spread over one thread per CPU, each
+    running single-threaded sessions, so a document batch still uses every core.
     """
 
     def __init__(
@@ -179,11 +215,14 @@ class _OnnxEncoder:
         self._tokenizer = _tokenizer(model_path, max_tokens=MINILM_MAX_TOKENS)
         self._batch_size = batch_size
         self._one_by_one = one_by_one
+        self._threads = _cpus()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
         def session(threads: int) -> Any:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3
             # Idle pool threads sleep instead of spinning: the CPUs are shared.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -191,34 +230,89 @@ class _OnnxEncoder:
                 str(model_file), options, providers=["CPUExecutionProvider"]
             )
 
-        # One short text: thread hand-offs would cost more than they save.
+        # One short text: thread hand-offs would cost more than they save. Sessions may run
+        # from several threads at once.
         self._single = session(1)
         self._batch = None if one_by_one else session(0)
 
-    def _run(self, session: Any, encodings: Sequence[Any]) -> np.ndarray:
+    @staticmethod
+    def _run(
+        session: Any, encodings: Sequence[Any], masks: Sequence[list[int]] | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros_like(ids)
+        pool = np.zeros_like(ids)
         for row, encoding in enumerate(encodings):
             ids[row, : len(encoding.ids)] = encoding.ids
             mask[row, : len(encoding.ids)] = 1
-        inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        out: np.ndarray = session.run(None, inputs)[0]
-        return out
+            if masks is not None:
+                pool[row, : len(encoding.ids)] = masks[row]
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": np.zeros_like(ids),
+            "pool_mask": pool if masks is not None else mask,
+        }
+        if masks is None:
+            (embedding,) = session.run(["embedding"], inputs)
+            return embedding, None
+        embedding, span = session.run(["embedding", "span"], inputs)
+        return embedding, span
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _alone(self, encoding: Any, mask: list[int] | None) -> tuple[np.ndarray, Any]:
+        embedding, span = self._run(self._single, [encoding], None if mask is None else [mask])
+        return embedding[0], None if span is None else span[0]
+
+    def encode_spans(
+        self, texts: Sequence[str], starts: Sequence[int | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of `texts`, and of each one's part from character `starts[i]` on.
+
+        Returns:
+            (sentence embeddings, span embeddings); without `starts` both are the same.
+        """
         encodings = self._tokenizer.encode_batch(list(texts))
+        masks = None if starts is None else [
+            _span_mask(e, s) for e, s in zip(encodings, starts, strict=True)
+        ]  # fmt: skip
         out = np.zeros((len(encodings), MINILM_DIMENSION), dtype=np.float32)
+        spans = np.zeros_like(out) if masks is not None else out
         if self._batch is None or (len(encodings) == 1 and len(encodings[0].ids) <= 64):
-            for row, encoding in enumerate(encodings):
-                out[row] = self._run(self._single, [encoding])[0]
-            return out
+            if len(encodings) > 1 and self._threads > 1:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self._threads, thread_name_prefix="onnx"
+                    )
+                results = list(
+                    self._pool.map(self._alone, encodings, masks or [None] * len(encodings))
+                )
+            else:
+                results = [
+                    self._alone(e, None if masks is None else masks[i])
+                    for i, e in enumerate(encodings)
+                ]
+            for row, (embedding, span) in enumerate(results):
+                out[row] = embedding
+                if masks is not None:
+                    spans[row] = span
+            return out, spans
         # Longest first, in batches of similar length: little padding is computed.
         order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
-        for start in range(0, len(order), self._batch_size):
-            picks = order[start : start + self._batch_size]
-            out[picks] = self._run(self._batch, [encodings[i] for i in picks])
-        return out
+        for begin in range(0, len(order), self._batch_size):
+            picks = order[begin : begin + self._batch_size]
+            embedding, span = self._run(
+                self._batch,
+                [encodings[i] for i in picks],
+                None if masks is None else [masks[i] for i in picks],
+            )
+            out[picks] = embedding
+            if span is not None:
+                spans[picks] = span
+        return out, spans
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_spans(texts)[0]
 
 
 class _TorchEncoder:
@@ -229,6 +323,33 @@ class _TorchEncoder:
 
         self._model = SentenceTransformer(str(model_path), device="cpu")
         self._batch_size = batch_size
+        self._tokenizer = _tokenizer(model_path, max_tokens=MINILM_MAX_TOKENS)
+
+    def encode_spans(
+        self, texts: Sequence[str], starts: Sequence[int | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As `_OnnxEncoder.encode_spans`, from the model's token embeddings."""
+        tokens = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            output_value="token_embeddings",
+            convert_to_numpy=False,
+            show_progress_bar=False,
+        )
+        encodings = self._tokenizer.encode_batch(list(texts))
+        out = np.zeros((len(texts), MINILM_DIMENSION), dtype=np.float32)
+        spans = np.zeros_like(out)
+        for row, (hidden, encoding, start) in enumerate(
+            zip(tokens, encodings, starts, strict=True)
+        ):
+            states = np.asarray(hidden, dtype=np.float32)
+            mask = np.asarray(_span_mask(encoding, start), dtype=np.float32)
+            if len(mask) != len(states):  # another tokenisation: the whole text
+                mask = np.ones(len(states), dtype=np.float32)
+            for target, weights in ((out, np.ones(len(states), dtype=np.float32)), (spans, mask)):
+                mean = (states * weights[:, None]).sum(0) / max(float(weights.sum()), 1e-9)
+                target[row] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return out, spans
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         out: np.ndarray = self._model.encode(
@@ -314,11 +435,29 @@ class MiniLMEmbeddings(Embeddings):
         if not texts:
             return []
         vectors = self._load().encode(texts)
-        return [[float(x) for x in row] for row in vectors]
+        out: list[list[float]] = vectors.tolist()
+        return out
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed many texts in batches."""
         return self._encode(texts)
+
+    def embed_spans(
+        self, texts: Sequence[str], starts: Sequence[int]
+    ) -> tuple[list[list[float]], list[list[float]]]:
+        """Vectors of `texts`, and of each one's tail from character `starts[i]` on.
+
+        One forward pass gives both: the tail's vector is the mean of its tokens' states, read
+        in the context of the whole text (for a chunk behind its title line: the chunk's
+        meaning, informed by where it sits, without the title's words weighing on it).
+
+        Returns:
+            (vectors of the texts, vectors of their tails).
+        """
+        if not texts:
+            return [], []
+        whole, tails = self._load().encode_spans(texts, list(starts))
+        return whole.tolist(), tails.tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one text."""
@@ -361,7 +500,8 @@ def _settle(
 @dataclass(slots=True)
 class _Job:
     texts: list[str]
-    future: concurrent.futures.Future[list[list[float]]]
+    future: concurrent.futures.Future[Any]
+    starts: list[int] | None = None  # a span job: (vectors, span vectors)
 
 
 class SharedEmbeddings(Embeddings):
@@ -441,6 +581,23 @@ class SharedEmbeddings(Embeddings):
         self.texts_encoded += len(texts)
         return self.inner.embed_documents(texts)
 
+    @property
+    def spans_in_one_pass(self) -> bool:
+        """Whether the inner embedder gives a text's and its tail's vectors in one pass."""
+        return callable(getattr(self.inner, "embed_spans", None))
+
+    def _call_spans(
+        self, texts: list[str], starts: list[int]
+    ) -> tuple[list[list[float]], list[list[float]]]:
+        if self.spans_in_one_pass:
+            self.forward_passes += 1
+            self.texts_encoded += len(texts)
+            whole, tails = self.inner.embed_spans(texts, starts)  # type: ignore[attr-defined]
+            return whole, tails
+        # No access to token states: embed the tails as texts of their own.
+        vectors = self._call(texts + [t[s:] for t, s in zip(texts, starts, strict=True)])
+        return vectors[: len(texts)], vectors[len(texts) :]
+
     def _answer_queries(self, texts: list[str]) -> None:
         self.queries_encoded += len(texts)
         try:
@@ -463,7 +620,10 @@ class SharedEmbeddings(Embeddings):
         if job.future.cancelled():  # its caller is gone: skip the work
             return
         try:
-            _settle(job.future, self._call(job.texts))
+            if job.starts is not None:
+                _settle(job.future, self._call_spans(job.texts, job.starts))
+            else:
+                _settle(job.future, self._call(job.texts))
         except BaseException as error:
             _settle(job.future, error=error)
 
@@ -496,9 +656,15 @@ class SharedEmbeddings(Embeddings):
                 self._wake.notify()
             return future
 
-    def _submit_documents(self, texts: list[str]) -> list[concurrent.futures.Future[Any]]:
+    def _submit_documents(
+        self, texts: list[str], starts: list[int] | None = None
+    ) -> list[concurrent.futures.Future[Any]]:
         jobs = [
-            _Job(texts[start : start + self.document_batch], concurrent.futures.Future())
+            _Job(
+                texts[start : start + self.document_batch],
+                concurrent.futures.Future(),
+                None if starts is None else starts[start : start + self.document_batch],
+            )
             for start in range(0, len(texts), self.document_batch)
         ]
         with self._wake:
@@ -530,6 +696,27 @@ class SharedEmbeddings(Embeddings):
             *(asyncio.wrap_future(f) for f in self._submit_documents(list(texts)))
         )
         return [vector for part in parts for vector in part]
+
+    async def aembed_spans(
+        self, texts: list[str], starts: list[int]
+    ) -> tuple[list[list[float]], list[list[float]]]:
+        """Vectors of many texts and of their tails from character `starts[i]` on.
+
+        With MiniLM one forward pass gives both (`MiniLMEmbeddings.embed_spans`); other
+        embedders embed the tails as texts of their own. Not cached; encoded by the worker
+        between queries, like `aembed_documents`.
+        """
+        if len(texts) != len(starts):
+            raise ValueError("one start per text")
+        if not texts:
+            return [], []
+        parts = await asyncio.gather(
+            *(asyncio.wrap_future(f) for f in self._submit_documents(list(texts), list(starts)))
+        )
+        return (
+            [vector for whole, _ in parts for vector in whole],
+            [vector for _, tails in parts for vector in tails],
+        )
 
     def embed_query(self, text: str) -> list[float]:
         """Blocking `aembed_query` (not from the worker thread)."""

@@ -49,14 +49,18 @@ DEDUP_FACTOR = 4
 # Candidates each of the dense and the sparse search hands to the fusion.
 PREFETCH = 50
 # Reciprocal rank fusion: a point scores weight / (k + rank - 1) in each list it is in.
-# A small k lets the top of each list lead; the lexical list weighs half as much as the dense
+# A small k lets the top of each list lead; the lexical list weighs half as much as each dense
 # one, because paraphrased questions share meaning more often than words with their answer.
-# Chosen with bench/retrieval_bench.py on its tuning questions (docs/knowledge.md).
+# Two dense lists: the chunk behind its title line (`dense`), and the chunk's own tokens from
+# that same forward pass (`body`), which the title's words do not pull towards the document's
+# topic. Chosen with bench/retrieval_bench.py on its tuning questions (docs/knowledge.md).
 RRF_K = 2
-DENSE_WEIGHT, SPARSE_WEIGHT = 1.0, 0.5
-DENSE, SPARSE = "dense", "sparse"
-# The collection layout: 2 = named dense + sparse (IDF) vectors; 1 = one unnamed dense vector.
-LAYOUT = 2
+DENSE_WEIGHT, BODY_WEIGHT, SPARSE_WEIGHT = 1.0, 1.0, 0.5
+DENSE, BODY, SPARSE = "dense", "body", "sparse"
+# The collection layout: 3 = named dense, body and sparse (IDF) vectors; 2 = dense + sparse;
+# 1 = one unnamed dense vector.
+LAYOUT = 3
+HYBRID_LAYOUT = 2
 # A reindex builds the new collection under this prefix, then swaps it in.
 REBUILD_PREFIX = "kbrebuild_"
 SCROLL_BATCH = 512
@@ -113,8 +117,13 @@ class CollectionState:
 
     @property
     def hybrid(self) -> bool:
-        """Whether it has the dense + sparse layout (searchable by fusion)."""
-        return self.layout >= LAYOUT
+        """Whether it has dense + sparse vectors (searchable, and writable, by fusion)."""
+        return self.layout >= HYBRID_LAYOUT
+
+    @property
+    def body(self) -> bool:
+        """Whether its points have a body vector too."""
+        return self.layout >= 3
 
 
 @dataclass(slots=True)
@@ -163,8 +172,9 @@ def _match(key: str, value: str) -> models.FieldCondition:
 class KnowledgeBase:
     """Ingest files into named collections and search them.
 
-    Each collection `name` is the Qdrant collection `kb_<name>`, with a dense vector (`dense`,
-    cosine) and a sparse lexical one (`sparse`, IDF) per chunk; every point's payload holds the
+    Each collection `name` is the Qdrant collection `kb_<name>`, with two dense vectors per
+    chunk (`dense`: the chunk behind its title line; `body`: the chunk's own tokens from the
+    same pass; cosine) and a sparse lexical one (`sparse`, IDF); every point's payload holds the
     seed's fields (`source`, `doc_type`, `chunk`, `conversation_context`) plus `document_id`,
     `chunk_index`, `collection`, `title`, `heading_path` and `content_hash`. The collection's
     metadata records how it was built (`build`): collections built otherwise are stale.
@@ -239,7 +249,8 @@ class KnowledgeBase:
         if isinstance(vectors, models.VectorParams):
             return CollectionState(layout=1, build=build, size=int(vectors.size))
         if isinstance(vectors, dict) and DENSE in vectors:
-            return CollectionState(layout=LAYOUT, build=build, size=int(vectors[DENSE].size))
+            layout = LAYOUT if BODY in vectors else HYBRID_LAYOUT
+            return CollectionState(layout=layout, build=build, size=int(vectors[DENSE].size))
         if isinstance(vectors, dict) and "" in vectors:
             return CollectionState(layout=1, build=build, size=int(vectors[""].size))
         return CollectionState(layout=1, build=build, size=None)
@@ -298,7 +309,8 @@ class KnowledgeBase:
             lambda c: c.create_collection(
                 qdrant_name,
                 vectors_config={
-                    DENSE: models.VectorParams(size=self.dimension, distance=models.Distance.COSINE)
+                    name: models.VectorParams(size=self.dimension, distance=models.Distance.COSINE)
+                    for name in (DENSE, BODY)
                 },
                 sparse_vectors_config={
                     SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
@@ -418,9 +430,10 @@ class KnowledgeBase:
             self._prepare, data, filename, content_type
         )
         await self._ensure_checked()
-        if not (await self._ensure_collection(collection)).hybrid:
+        state = await self._ensure_collection(collection)
+        if not state.hybrid:
             raise StaleCollectionError(collection)
-        vectors = await self.embedder.aembed_documents([c.embedded for c in chunks])
+        vectors, bodies = await self._embed(chunks, bodies=state.body)
         document_id: uuid.UUID | None = None
         previous_hash: str | None = None
         try:
@@ -450,6 +463,7 @@ class KnowledgeBase:
                     title=title,
                     chunks=chunks,
                     vectors=vectors,
+                    bodies=bodies,
                 )
                 row = await self._write_row(
                     session,
@@ -519,12 +533,22 @@ class KnowledgeBase:
         title: str,
         chunks: Sequence[Chunk],
         vectors: Sequence[Sequence[float]],
+        bodies: Sequence[Sequence[float]] | None,
         qdrant_name: str | None = None,
     ) -> None:
+        def named(index: int, chunk: Chunk, vector: Sequence[float]) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                DENSE: list(vector),
+                SPARSE: sparse.document_vector(chunk.embedded),
+            }
+            if bodies is not None:
+                out[BODY] = list(bodies[index])
+            return out
+
         points = [
             models.PointStruct(
                 id=point_id(document_id, content_hash, index),
-                vector={DENSE: list(vector), SPARSE: sparse.document_vector(chunk.embedded)},
+                vector=named(index, chunk, vector),
                 payload={
                     "source": source,
                     "doc_type": doc_type,
@@ -541,6 +565,26 @@ class KnowledgeBase:
             for index, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
         ]
         await self._write_points(qdrant_name or COLLECTION_PREFIX + collection, points)
+
+    async def _embed(
+        self, chunks: Sequence[Chunk], *, bodies: bool
+    ) -> tuple[list[list[float]], list[list[float]] | None]:
+        """The chunks' vectors (title line + chunk), and their bodies' when `bodies`.
+
+        An embedder that can (`SharedEmbeddings.aembed_spans`: MiniLM reads the text once and
+        pools the body's tokens apart) gives both from one pass; others embed the bodies as
+        texts of their own.
+        """
+        texts = [c.embedded for c in chunks]
+        if not bodies:
+            return await self.embedder.aembed_documents(texts), None
+        spans = getattr(self.embedder, "aembed_spans", None)
+        if callable(spans):
+            starts = [len(c.embedded) - len(c.text) for c in chunks]
+            whole, tails = await spans(texts, starts)
+            return list(whole), list(tails)
+        vectors = await self.embedder.aembed_documents(texts + [c.text for c in chunks])
+        return vectors[: len(texts)], vectors[len(texts) :]
 
     async def _write_points(self, qdrant_name: str, points: Sequence[models.PointStruct]) -> None:
         for start in range(0, len(points), UPSERT_BATCH):
@@ -787,6 +831,9 @@ class KnowledgeBase:
             ]
         prefetch = [models.Prefetch(query=dense, using=DENSE, limit=max(PREFETCH, limit))]
         weights = [DENSE_WEIGHT]
+        if state.body:
+            prefetch.append(models.Prefetch(query=dense, using=BODY, limit=max(PREFETCH, limit)))
+            weights.append(BODY_WEIGHT)
         if lexical.indices:
             prefetch.append(
                 models.Prefetch(query=lexical, using=SPARSE, limit=max(PREFETCH, limit))
@@ -917,7 +964,7 @@ class KnowledgeBase:
                     progress(1)
                 continue
             chunks = await asyncio.to_thread(self.chunker.split, sections, title=row.title)
-            vectors = await self.embedder.aembed_documents([c.embedded for c in chunks])
+            vectors, bodies = await self._embed(chunks, bodies=True)
             await self._upsert(
                 collection=collection,
                 document_id=row.id,
@@ -927,6 +974,7 @@ class KnowledgeBase:
                 title=row.title,
                 chunks=chunks,
                 vectors=vectors,
+                bodies=bodies,
                 qdrant_name=REBUILD_PREFIX + collection,
             )
             counts[row.id] = len(chunks)

@@ -66,6 +66,33 @@ def test_onnx_export_matches_torch_and_int8_stays_close(
     assert np.allclose(np.linalg.norm(np.asarray(int8), axis=1), 1.0, atol=1e-4)
 
 
+def test_a_span_is_pooled_from_the_same_pass_as_its_text(
+    shared: SharedEmbeddings, torch_model: MiniLMEmbeddings
+) -> None:
+    title = "Brewmaster K2 kettle > Warranty"
+    texts = [f"{title}\n{s}" for s in SENTENCES]
+    starts = [len(title) + 1] * len(texts)
+    fp32 = MiniLMEmbeddings(quantize=False)
+    whole, tails = fp32.embed_spans(texts, starts)
+    torch_whole, torch_tails = torch_model.embed_spans(texts, starts)
+    assert _cosines(whole, torch_whole).min() > 0.9999
+    assert _cosines(tails, torch_tails).min() > 0.9999
+    assert _cosines(whole, fp32.embed_documents(texts)).min() > 0.9999
+    # The tail is read in context: near the sentence alone, nearer than the titled text is.
+    alone = fp32.embed_documents(SENTENCES)
+    assert (_cosines(tails, alone) > _cosines(whole, alone)).all()
+    assert _cosines(tails, alone).min() > 0.75
+    # From character 0 the span is every word of the text ([CLS] and [SEP] left out).
+    same, from_start = fp32.embed_spans(texts, [0] * len(texts))
+    assert 0.99 < _cosines(same, from_start).min() < 0.9999
+    # int8 through the shared worker: one call of the model gives both.
+    before = shared.forward_passes
+    int8_whole, int8_tails = asyncio.run(shared.aembed_spans(texts, starts))
+    assert shared.forward_passes == before + 1
+    assert _cosines(int8_tails, tails).min() > 0.95
+    assert _cosines(int8_whole, whole).min() > 0.95
+
+
 def test_two_exports_at_once_make_one_model(tmp_path: Path) -> None:
     model_path = MiniLMEmbeddings().path
     results: list[Path] = []

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from qdrant_client import models
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +22,7 @@ from stores.embeddings import SharedEmbeddings
 from stores.errors import UnavailableError
 from stores.extract import DocumentTooLargeError, UnreadableDocumentError, UnsupportedTypeError
 from stores.knowledge import (
+    BODY,
     COLLECTION_PREFIX,
     DENSE,
     REBUILD_PREFIX,
@@ -392,8 +394,71 @@ async def test_a_new_collection_records_how_it_was_built(kb: KnowledgeBase) -> N
     assert kb.build["chunker"] == "structure-v1"
     assert kb.build["embedder"] == "all-MiniLM-L6-v2"
     assert set(info.config.params.sparse_vectors or {}) == {SPARSE}
+    assert set(info.config.params.vectors or {}) == {DENSE, BODY}
     await kb.check_dimensions()
     assert collection not in kb.stale
+
+
+async def test_each_chunk_has_a_body_vector_from_the_same_pass(kb: KnowledgeBase) -> None:
+    collection = unique_collection("body")
+    await kb.ingest_bytes(MANUAL.encode(), filename="pump.md", collection=collection)
+    name = COLLECTION_PREFIX + collection
+    records, _ = await qdrant_call(
+        kb.client, lambda c: c.scroll(name, limit=10, with_payload=True, with_vectors=True)
+    )
+    (point,) = records
+    vectors = point.vector
+    assert isinstance(vectors, dict)
+    chunk = str((point.payload or {})["chunk"])
+    titled = f"Pump manual\n{chunk}"
+    # The titled vector is the text's; the body's is its chunk read in that context: close to
+    # the chunk embedded alone, but not the same.
+    (alone,) = await kb.embedder.aembed_documents([chunk])
+    (whole,) = await kb.embedder.aembed_documents([titled])
+    dense, body = (np.asarray(vectors[name], dtype=np.float64) for name in (DENSE, BODY))
+    assert float(np.dot(dense, whole)) > 0.999
+    assert 0.9 < float(np.dot(body, alone)) < 0.9999
+    assert float(np.dot(body, dense)) < 0.9999
+
+
+async def test_a_collection_without_body_vectors_is_stale_but_still_fused_and_writable(
+    kb: KnowledgeBase,
+) -> None:
+    collection = unique_collection("layout2")
+    name = COLLECTION_PREFIX + collection
+    build = {**kb.build, "layout": 2}
+    await qdrant_call(
+        kb.client,
+        lambda c: c.create_collection(
+            name,
+            vectors_config={DENSE: models.VectorParams(size=384, distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            metadata={"switchboard": build},
+        ),
+    )
+    await kb.check_dimensions()
+    assert "layout 2 → 3" in kb.stale[collection]
+    for code in ("Q-9912", "K-1187"):
+        text = f"# Spare part {code}\n\nA replacement valve seal for garden pumps, part {code}."
+        await kb.ingest_bytes(text.encode(), filename=f"{code}.md", collection=collection)
+    assert all(set(p.vector or {}) <= {DENSE, SPARSE} for p in await _with_vectors(kb, name))
+    hits = await kb.search("K-1187", k=2, collections=[collection])
+    assert hits[0].source == "K-1187.md"  # the lexical half still takes part
+
+    result = await kb.reindex(collection)
+
+    assert (result.status, result.documents) == ("rebuilt", 2)
+    assert collection not in kb.stale
+    assert all(set(p.vector or {}) == {DENSE, BODY, SPARSE} for p in await _with_vectors(kb, name))
+    assert (await kb.search("K-1187", k=1, collections=[collection]))[0].source == "K-1187.md"
+
+
+async def _with_vectors(kb: KnowledgeBase, name: str) -> list[models.Record]:
+    records, _ = await qdrant_call(
+        kb.client, lambda c: c.scroll(name, limit=100, with_payload=True, with_vectors=True)
+    )
+    result: list[models.Record] = records
+    return result
 
 
 async def _legacy_collection(kb: KnowledgeBase, collection: str) -> Document:
