@@ -48,14 +48,18 @@ OVERFETCH = 8
 DEDUP_FACTOR = 4
 # Candidates each of the dense and the sparse search hands to the fusion.
 PREFETCH = 50
-# Reciprocal rank fusion: a point scores weight / (k + rank - 1) in each list it is in.
-# A small k lets the top of each list lead; the lexical list weighs half as much as each dense
-# one, because paraphrased questions share meaning more often than words with their answer.
-# Two dense lists: the chunk behind its title line (`dense`), and the chunk's own tokens from
-# that same forward pass (`body`), which the title's words do not pull towards the document's
-# topic. Chosen with bench/retrieval_bench.py on its tuning questions (docs/knowledge.md).
-RRF_K = 2
-DENSE_WEIGHT, BODY_WEIGHT, SPARSE_WEIGHT = 1.0, 1.0, 0.5
+# Weighted reciprocal rank fusion, as Qdrant computes it: a point at rank r (1 = first) of a
+# list of weight w scores 1 / (r / w + k - 1) there, summed over the lists it is in; with k = 1
+# that is w / r. Three lists: the chunk's own tokens (`body`, pooled from the same forward pass
+# as `dense`) lead; the chunk behind its title line (`dense`) and the lexical list (`sparse`)
+# support them. The title line draws every chunk of a document towards questions about its
+# topic, and paraphrased questions share meaning more often than words with their answer.
+# Chosen with bench/retrieval_bench.py on its tuning questions, inside a plateau of equal
+# results (docs/knowledge.md).
+RRF_K = 1
+BODY_WEIGHT, DENSE_WEIGHT, SPARSE_WEIGHT = 1.0, 0.5, 0.5
+# Collections without body vectors (layouts 1 and 2, until reindexed) keep their old fusion.
+OLD_RRF_K, OLD_DENSE_WEIGHT = 2, 1.0
 DENSE, BODY, SPARSE = "dense", "body", "sparse"
 # The collection layout: 3 = named dense, body and sparse (IDF) vectors; 2 = dense + sparse;
 # 1 = one unnamed dense vector.
@@ -826,11 +830,11 @@ class KnowledgeBase:
                 )
             )  # fmt: skip
             return [
-                (DENSE_WEIGHT / (RRF_K + rank - 1), float(p.score), p)
+                (1 / (rank / OLD_DENSE_WEIGHT + OLD_RRF_K - 1), float(p.score), p)
                 for rank, p in enumerate(response.points, start=1)
             ]
         prefetch = [models.Prefetch(query=dense, using=DENSE, limit=max(PREFETCH, limit))]
-        weights = [DENSE_WEIGHT]
+        weights = [DENSE_WEIGHT if state.body else OLD_DENSE_WEIGHT]
         if state.body:
             prefetch.append(models.Prefetch(query=dense, using=BODY, limit=max(PREFETCH, limit)))
             weights.append(BODY_WEIGHT)
@@ -843,7 +847,9 @@ class KnowledgeBase:
             lambda c: c.query_points(
                 qdrant_name,
                 prefetch=prefetch,
-                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K, weights=weights)),
+                query=models.RrfQuery(
+                    rrf=models.Rrf(k=RRF_K if state.body else OLD_RRF_K, weights=weights)
+                ),
                 query_filter=condition,
                 limit=limit,
                 with_payload=True,
