@@ -409,7 +409,8 @@ async def run() -> str:
         "",
         f"{CONCURRENT} different queries one after another took {sequential:.0f} ms; "
         f"{CONCURRENT} others at once took {together:.0f} ms in {passes:.0f} call(s) of the "
-        "model (ONNX int8, medians of 5 tries; int8 encodes the texts of one call one by one).",
+        "model (ONNX int8, medians of 5 tries; int8 encodes the texts of one call one by one, "
+        "on one thread per CPU).",
         "",
     ]
     return "\n".join(lines)

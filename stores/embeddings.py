@@ -512,8 +512,8 @@ class SharedEmbeddings(Embeddings):
       for the same text share one computation.
     - Every encoding runs in one worker thread. Queries that arrive while it is busy are
       encoded together in its next call to the model (up to `max_batch`: one forward pass for
-      fp32 and torch; int8 runs them one after the other inside that call, see
-      `_OnnxEncoder`), ahead of document batches, which are cut into pieces of
+      fp32 and torch; int8 encodes each alone, over one thread per CPU, inside that call,
+      see `_OnnxEncoder`), ahead of document batches, which are cut into pieces of
       `document_batch` texts so queries wait at most one piece.
     - The event loop only awaits futures.
 
