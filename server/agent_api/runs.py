@@ -162,13 +162,19 @@ def _stream_new(run: Run, body: RunCreate, *, engine: RunEngine, events: RunEven
 
 
 def _result(
-    run: Run, *, engine: RunEngine, keepalive_s: float, cancel_on_disconnect: bool = False
+    run: Run,
+    *,
+    engine: RunEngine,
+    keepalive_s: float,
+    cancel_on_disconnect: bool = False,
+    fresh: bool = False,
 ) -> StreamingResponse:
     """The run's final values as JSON once it is done; a newline every `keepalive_s` until
-    then keeps proxies and clients from timing out (JSON allows leading whitespace)."""
+    then keeps proxies and clients from timing out (JSON allows leading whitespace).
+    `fresh`: the run was just created (so it is not read before it is announced done)."""
 
     async def body() -> AsyncIterator[bytes]:
-        result = asyncio.ensure_future(engine.output(run.id))
+        result = asyncio.ensure_future(engine.output(run.id, fresh=fresh))
         try:
             while True:
                 done, _ = await asyncio.wait({result}, timeout=keepalive_s)
@@ -246,6 +252,7 @@ async def wait_run(
         engine=engine,
         keepalive_s=resources.settings.sse_heartbeat_s,
         cancel_on_disconnect=body.on_disconnect == "cancel",
+        fresh=True,
     )
 
 
@@ -420,6 +427,7 @@ async def wait_stateless_run(
         engine=engine,
         keepalive_s=resources.settings.sse_heartbeat_s,
         cancel_on_disconnect=body.on_disconnect == "cancel",
+        fresh=True,
     )
 
 

@@ -152,13 +152,16 @@ class RunEngine:
         """`cancel` in a task of its own: for callers that are being cancelled (disconnects)."""
         self.queue.cancel_soon(run_id, reason=reason)
 
-    async def wait(self, run_id: uuid.UUID, *, timeout_s: float | None = None) -> Run | None:
-        """Wait until the run is finished; the final row (None if it was deleted: rollback)."""
-        return await self.queue.wait(run_id, timeout_s=timeout_s)
+    async def wait(
+        self, run_id: uuid.UUID, *, timeout_s: float | None = None, fresh: bool = False
+    ) -> Run | None:
+        """Wait until the run is finished; the final row (None if it was deleted: rollback).
+        `fresh`: the run was just created here (it is read once it is announced done)."""
+        return await self.queue.wait(run_id, timeout_s=timeout_s, fresh=fresh)
 
-    async def output(self, run_id: uuid.UUID) -> Any:
+    async def output(self, run_id: uuid.UUID, *, fresh: bool = False) -> Any:
         """What `/wait` and `/join` return once the run is done (thread values as fallback)."""
-        run = await self.wait(run_id)
+        run = await self.wait(run_id, fresh=fresh)
         if run is None:
             return {}
         if run.output is not None:

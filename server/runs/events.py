@@ -237,6 +237,11 @@ class RunEventLog:
             for subscriber in subscribers:
                 subscriber.poke()
 
+    def begin(self, token: RunToken) -> None:
+        """Note that `token`'s attempt starts: a first attempt's log is empty (no read)."""
+        if token.attempt == 1:
+            self._seqs.setdefault(token.run_id, 0)
+
     async def append(self, token: RunToken, event: str, data: Any) -> int:
         """Queue one event of the attempt `token` for storing and publishing; returns its seq
         (1, 2, ... per run). Returns at once, except for `end`/`error`, which return once every

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
+from sqlalchemy import select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodes.context import AgentContext, reads_agent_context
@@ -309,9 +310,19 @@ class RunExecutor:
         kwargs = run.kwargs
         assert run.thread_id is not None
         thread_id = run.thread_id
-        async with self.db.sessions() as session:
-            agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
-            thread = await session.get(Conversation, thread_id)
+        agent: Agent | None = None
+        thread: Conversation | None = None
+        if run.assistant_id is not None:  # both rows in one statement
+            async with self.db.sessions() as session:
+                row = (
+                    await session.execute(
+                        select(Agent, Conversation)
+                        .join_from(Agent, Conversation, true())
+                        .where(Agent.id == run.assistant_id, Conversation.id == thread_id)
+                    )
+                ).first()
+            if row is not None:
+                agent, thread = row
         prepared.agent, prepared.thread = agent, thread
         prepared.temporary = bool(kwargs.get("temporary")) and kwargs.get("on_completion") != "keep"
         if agent is None or agent.graph_id not in self.graphs or thread is None:
@@ -402,6 +413,7 @@ class RunExecutor:
         """The cancellable part of an attempt: prepare, acquire the run's graph (a factory's is
         made for this run, in this task), then stream the graph's events."""
         run = attempt.run
+        self.events.begin(attempt.token)
         await self._append(
             attempt, recorder, "metadata", {"run_id": str(run.id), "attempt": run.attempt}
         )
@@ -566,12 +578,16 @@ class RunExecutor:
                 thread_interrupts=thread_interrupts,
                 delete_thread=prepared.temporary,
                 notify=self.queue.finish_notify(run.id),
-                hook=hook,
+                hook=hook if recorder is not None else None,
             ),
         )
         if not finished:
             return False  # not ours any more: whoever holds the run finishes it
         self.queue.announced(run.id)
+        run.status, run.output, run.error = status, output, result.error
+        if prepared.temporary:
+            run.thread_id = None
+        self.queue.finished(run)  # the waiters here get it without reading it back
         for event, payload in extra:
             await self.events.append(attempt.token, event, payload)
         if recorder is not None:

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from stores.sql.threads import ThreadTTL
 log = logging.getLogger(__name__)
 
 CHANNEL = "switchboard_runs"
+RECENT_DONE = 10_000  # how many "done" NOTIFYs a process remembers
 CancelAction = Literal["interrupt", "rollback"]
 StopReason = Literal["interrupt", "rollback", "lost"]
 
@@ -98,6 +100,9 @@ class RunQueue:
         self._tasks: list[asyncio.Task[None]] = []
         self._done: dict[uuid.UUID, _Waiters] = {}
         self._announced: set[uuid.UUID] = set()  # finished with their NOTIFY sent
+        self._results: dict[uuid.UUID, Run] = {}  # finished here, for the waiters here
+        # Runs lately announced done (so a waiter that comes after the NOTIFY reads them).
+        self._recent_done: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -200,26 +205,39 @@ class RunQueue:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def wait(self, run_id: uuid.UUID, *, timeout_s: float | None = None) -> Run | None:
-        """Wait until the run is finished; the final row (None if it was deleted: rollback)."""
+    async def wait(
+        self, run_id: uuid.UUID, *, timeout_s: float | None = None, fresh: bool = False
+    ) -> Run | None:
+        """Wait until the run is finished; the final row (None if it was deleted: rollback).
+
+        A run finished by this process is handed to its waiters as it ends (no read); one
+        finished elsewhere is read once its "done" NOTIFY arrives (or every `run_poll_s`).
+        `fresh` (a run just created): it is not read before either of those.
+        """
         event = asyncio.Event()
         waiters = self._done.setdefault(run_id, _Waiters())
         waiters.events.add(event)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
+        read = not fresh or run_id in self._recent_done
         try:
             while True:
-                try:
-                    run = await run_store.get_run(self.db, run_id)
-                except NotFoundError:
-                    return None
-                except Exception as error:  # the database is restarting: look again soon
-                    if deadline is not None and loop.time() > deadline:
-                        raise
-                    log.warning("reading run %s failed (%s); retrying", run_id, error)
-                    run = None
-                if run is not None and run.status in run_store.DONE:
-                    return run
+                finished = self._results.get(run_id)
+                if finished is not None:
+                    return finished
+                run = None
+                if read or run_id in self._recent_done:
+                    try:
+                        run = await run_store.get_run(self.db, run_id)
+                    except NotFoundError:
+                        return None
+                    except Exception as error:  # the database is restarting: look again soon
+                        if deadline is not None and loop.time() > deadline:
+                            raise
+                        log.warning("reading run %s failed (%s); retrying", run_id, error)
+                    if run is not None and run.status in run_store.DONE:
+                        return run
+                read = True
                 remaining = self.settings.run_poll_s
                 if deadline is not None:
                     remaining = min(remaining, deadline - loop.time())
@@ -233,6 +251,13 @@ class RunQueue:
             waiters.events.discard(event)
             if not waiters.events and self._done.get(run_id) is waiters:
                 del self._done[run_id]
+                self._results.pop(run_id, None)
+
+    def finished(self, run: Run) -> None:
+        """Hand the final row of a run this process just finished to its waiters here (if
+        any), before its "done" wakes them."""
+        if run.id in self._done:
+            self._results[run.id] = run
 
     # -- NOTIFY ----------------------------------------------------------------------------
 
@@ -249,7 +274,9 @@ class RunQueue:
 
     def finish_notify(self, run_id: uuid.UUID) -> run_store.Notify:
         """What the commit that finishes `run_id` tells the other processes."""
-        return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}", "new"))
+        # "new" only when another run of its thread waits: a finished run frees no other run,
+        # and the worker that finished it looks for work at once anyway.
+        return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}",), if_busy=("new",))
 
     def announced(self, run_id: uuid.UUID) -> None:
         """Note that the commit that finished `run_id` told the other processes."""
@@ -261,7 +288,6 @@ class RunQueue:
         if run_id in self._announced:
             self._announced.discard(run_id)
             self.dispatch(f"done {run_id}")
-            self.dispatch("new")
             return
         try:
             await self.notify(f"done {run_id}", "new")
@@ -315,7 +341,11 @@ class RunQueue:
                     attempt.stop("rollback" if action == "rollback" else "interrupt")
         elif kind == "done":
             with contextlib.suppress(ValueError):
-                waiters = self._done.get(uuid.UUID(rest))
+                run_id = uuid.UUID(rest)
+                self._recent_done[run_id] = None
+                if len(self._recent_done) > RECENT_DONE:
+                    self._recent_done.popitem(last=False)
+                waiters = self._done.get(run_id)
                 for event in waiters.events if waiters else ():
                     event.set()
 
@@ -327,13 +357,13 @@ class RunQueue:
         while not self._closing:
             sent = loop.time()
             try:
-                run = await run_store.claim_run(self.db, owner=self.owner, lease_s=self.lease_s)
+                claim = await run_store.claim_run(self.db, owner=self.owner, lease_s=self.lease_s)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 log.warning("claiming a run failed: %s", error)
-                run = None
-            if run is None:
+                claim = None
+            if claim is None:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
                 try:
@@ -344,7 +374,9 @@ class RunQueue:
                     if waiter in self._idle:
                         self._idle.remove(waiter)
                 continue
-            self._signal()  # there may be more: pass the word to another idle worker
+            run = claim.run
+            if claim.more:  # there may be more: pass the word to another idle worker
+                self._signal()
             attempt = Attempt(
                 run=run,
                 token=RunToken(run.id, run.attempt),

@@ -8,16 +8,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, exists, func, or_, select, text, true, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, true, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.filters import Filter
-from stores.sql.models import THREAD_STREAM_POSITIONS, Conversation, Run
+from stores.sql.models import Conversation, Run
 from stores.sql.quotas import check_in_flight
-from stores.sql.thread_events import notify_thread_stream
+from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from stores.sql.threads import ThreadTTL, thread_row, visible
 
 CancelAction = Literal["interrupt", "rollback"]
@@ -79,11 +80,12 @@ class Notify:
     channel: str
     sender: str
     payloads: tuple[str, ...] = ()
+    if_busy: tuple[str, ...] = ()  # finish_run: only when other runs of the thread wait
 
 
 async def send_notify(session: AsyncSession, notify: Notify | None, *extra: str) -> None:
     """Have the transaction of `session` send `notify`'s payloads (and `extra`) at commit."""
-    payloads = (*(notify.payloads if notify else ()), *extra)
+    payloads = (*(notify.payloads if notify else ()), *(notify.if_busy if notify else ()), *extra)
     if notify is None or not payloads:
         return
     params = {f"p{n}": f"{payload}|{notify.sender}" for n, payload in enumerate(payloads)}
@@ -163,6 +165,8 @@ async def create_run(
         thread = await lock_thread(session, thread_id)
         if thread is not None and creator.access is not None:
             thread = await thread_row(session, thread_id, creator.access, field="thread_id")
+        # Read before the thread row changes, so its one UPDATE is flushed with the run.
+        active = await in_flight(session, thread_id) if thread is not None else []
         if thread is None:
             if if_not_exists != "create":
                 raise NotFoundError("thread", thread_id, field="thread_id")
@@ -189,7 +193,6 @@ async def create_run(
                 "assistant_id": str(assistant_id),
             }
         cancels: list[CancelRequest] = []
-        active = await in_flight(session, thread_id)
         if active:
             if multitask_strategy == "reject":
                 raise ConflictError(
@@ -227,73 +230,95 @@ async def create_run(
         return run, cancels
 
 
-async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16) -> Run | None:
+# A run is runnable when it is pending (and due: `after_seconds` delays its start), or running
+# with an expired lease (its owner died), and no other run of its thread holds a live lease and
+# no older run of its thread is still pending (runs of one thread go in order, one at a time).
+_RUNNABLE = """
+  ((r.status = 'pending' AND r.created_at
+      + make_interval(secs => COALESCE((r.kwargs ->> 'after_seconds')::float8, 0)) <= now())
+   OR (r.status = 'running' AND r.lease_expires_at < now()))
+  AND NOT EXISTS (
+    SELECT 1 FROM runs o WHERE o.thread_id = r.thread_id AND o.id <> r.id
+      AND ((o.status = 'running' AND o.lease_expires_at >= now())
+           OR (o.status = 'pending' AND o.created_at < r.created_at)))
+"""
+# Plain statements, compiled once: a claim is two of them in one transaction.
+# 1. The oldest runnable run whose thread row this transaction can lock (SKIP LOCKED).
+_CLAIM_PICK = text(
+    "SELECT r.id FROM runs r JOIN conversations t ON t.id = r.thread_id"
+    f" WHERE {_RUNNABLE} AND r.id <> ALL(CAST(:skip AS uuid[]))"
+    " ORDER BY r.created_at LIMIT 1 FOR UPDATE OF t SKIP LOCKED"
+)
+# 2. Under the thread row's lock, the same test again (a fresh snapshot: another claim may have
+# committed meanwhile) and the claim itself: status, lease, attempt + 1, the run's place in its
+# thread's stream at its first claim (from the sequence, under the thread row's lock); the
+# thread's stream followers are woken at commit; `more` says whether other runs are pending.
+_CLAIM_TAKE = text(
+    "WITH claimed AS ("
+    " UPDATE runs r SET status = 'running', lease_owner = :owner,"
+    " lease_expires_at = now() + make_interval(secs => :lease_s), attempt = r.attempt + 1,"
+    " stream_position = COALESCE(r.stream_position, nextval('thread_stream_positions')),"
+    " updated_at = now()"
+    f" WHERE r.id = :run_id AND {_RUNNABLE}"
+    " RETURNING r.*"
+    "), woke AS (SELECT pg_notify(:channel, thread_id::text) FROM claimed)"
+    " SELECT claimed.*, (SELECT count(*) FROM woke) AS woke,"
+    " EXISTS (SELECT 1 FROM runs p WHERE p.status = 'pending' AND p.id <> :run_id) AS more"
+    " FROM claimed"
+)
+
+
+def _run_columns() -> dict[str, str]:
+    """Column name -> attribute name of `Run` (`metadata` is `metadata_`)."""
+    return {prop.columns[0].name: prop.key for prop in sa_inspect(Run).column_attrs}
+
+
+_RUN_ATTRS = _run_columns()
+
+
+def run_from_row(row: Any) -> Run:
+    """A (transient) `Run` from a row of `runs` read with plain SQL."""
+    return Run(**{attr: row[name] for name, attr in _RUN_ATTRS.items() if name in row})
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claimed run, and whether other runs were pending when it was claimed."""
+
+    run: Run
+    more: bool
+
+
+async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16) -> Claim | None:
     """Claim the oldest runnable run: pending, or running with an expired lease (a dead owner).
 
     A run is runnable when no other run of its thread holds a live lease and no older run of
-    its thread is still pending (runs of one thread go in order, one at a time). Candidates are
-    locked with `SKIP LOCKED` (thread row first, then the run), so processes never claim the same
-    run and never run two runs of one thread at once.
+    its thread is still pending (runs of one thread go in order, one at a time). The thread row
+    is locked first with `SKIP LOCKED`, then the run is tested again and claimed under that lock,
+    so processes never claim the same run and never run two runs of one thread at once. Up to
+    `scan` candidates are tried (one that another claim took meanwhile is skipped).
     """
-    other = aliased(Run)
-    # `after_seconds` delays a pending run's start.
-    due = (
-        Run.created_at
-        + func.make_interval(
-            0, 0, 0, 0, 0, 0, func.coalesce(Run.kwargs["after_seconds"].as_float(), 0.0)
-        )
-        <= func.now()
-    )
-    runnable = or_(
-        and_(Run.status == "pending", due),
-        and_(Run.status == "running", Run.lease_expires_at < func.now()),
-    )
-    blocked = exists().where(
-        other.thread_id == Run.thread_id,
-        other.id != Run.id,
-        or_(
-            and_(other.status == "running", other.lease_expires_at >= func.now()),
-            and_(other.status == "pending", other.created_at < Run.created_at),
-        ),
-    )
-    async with db.sessions.begin() as session:
-        candidates = (
-            await session.execute(
-                select(Run.id, Run.thread_id)
-                .where(runnable, ~blocked)
-                .order_by(Run.created_at)
-                .limit(scan)
-            )
-        ).all()
-        for run_id, thread_id in candidates:
-            if thread_id is not None:
-                locked = await session.scalar(
-                    select(Conversation.id)
-                    .where(Conversation.id == thread_id)
-                    .with_for_update(skip_locked=True)
+    skipped: list[uuid.UUID] = []
+    async with db.engine.begin() as conn:
+        for _ in range(scan):
+            run_id = (await conn.execute(_CLAIM_PICK, {"skip": skipped})).scalar()
+            if run_id is None:
+                return None
+            row = (
+                await conn.execute(
+                    _CLAIM_TAKE,
+                    {
+                        "owner": owner,
+                        "lease_s": float(lease_s),
+                        "run_id": run_id,
+                        "channel": THREAD_CHANNEL,
+                    },
                 )
-                if locked is None:
-                    continue
-            run = await session.scalar(
-                select(Run)
-                .where(Run.id == run_id, runnable, ~blocked)
-                .with_for_update(skip_locked=True)
-                .execution_options(populate_existing=True)
-            )
-            if run is None:
-                continue
-            run.status = "running"
-            run.lease_owner = owner
-            run.lease_expires_at = _lease(lease_s)
-            run.attempt = Run.attempt + 1
-            if run.stream_position is None and thread_id is not None:
-                # Its place in the thread's stream, taken under the thread row's lock.
-                run.stream_position = THREAD_STREAM_POSITIONS.next_value()
-            await session.flush()
-            await session.refresh(run)
-            if thread_id is not None:
-                await notify_thread_stream(session, thread_id)
-            return run
+            ).first()
+            if row is not None:
+                values = row._mapping
+                return Claim(run_from_row(values), bool(values["more"]))
+            skipped.append(run_id)
     return None
 
 
@@ -335,6 +360,43 @@ FinishHook = Callable[[AsyncSession, Run], Awaitable[None]]
 """Work done inside the transaction that finishes a run (e.g. writing its transcript)."""
 
 
+_FINISH_LOCK = text(
+    "SELECT id FROM conversations WHERE id = (SELECT thread_id FROM runs WHERE id = :run_id)"
+    " FOR UPDATE"
+)
+# One statement under the thread row's lock: close the run if the attempt still holds it, then
+# its thread (busy while other runs wait, else `thread_status`; values and interrupts when
+# given), and NOTIFY at commit (`if_busy` payloads only when other runs of the thread wait).
+_FINISH = text(
+    "WITH r AS ("
+    " UPDATE runs SET status = :status, output = :output, error = :error,"
+    " lease_expires_at = NULL, updated_at = now()"
+    " WHERE id = :run_id AND attempt = :attempt AND status = 'running'"
+    " RETURNING id, thread_id"
+    "), waiting AS ("
+    " SELECT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = (SELECT thread_id FROM r)"
+    " AND o.id <> :run_id AND o.status IN ('pending', 'running')) AS busy"
+    "), t AS ("
+    " UPDATE conversations c SET"
+    " status = CASE WHEN (SELECT busy FROM waiting) THEN 'busy' ELSE :thread_status END,"
+    ' "values" = CASE WHEN :set_values THEN :values ELSE c."values" END,'
+    " interrupts = CASE WHEN :set_interrupts THEN :interrupts ELSE c.interrupts END,"
+    " updated_at = now()"
+    " WHERE c.id = (SELECT thread_id FROM r) RETURNING c.id"
+    "), n AS ("
+    " SELECT pg_notify(:channel, p || '|' || :sender) FROM r,"
+    " unnest(CAST(:payloads AS text[])) AS p"
+    " UNION ALL SELECT pg_notify(:channel, p || '|' || :sender) FROM r, waiting,"
+    " unnest(CAST(:if_busy AS text[])) AS p WHERE waiting.busy"
+    ") SELECT (SELECT count(*) FROM r) AS finished, (SELECT count(*) FROM t) AS threads,"
+    " (SELECT count(*) FROM n) AS notified"
+).bindparams(
+    bindparam("output", type_=JSONB),
+    bindparam("values", type_=JSONB),
+    bindparam("interrupts", type_=JSONB),
+)
+
+
 async def finish_run(
     db: Database,
     token: RunToken,
@@ -354,8 +416,59 @@ async def finish_run(
 
     With `delete_thread` (a stateless run), the run is detached from its temporary thread,
     which is then deleted. False (and nothing written) when the attempt no longer holds the
-    run: another worker reclaimed it, or it was deleted.
+    run: another worker reclaimed it, or it was deleted. `notify.if_busy` payloads are sent
+    only when other runs of the thread are waiting.
+
+    Without a hook this is two statements (lock the thread row; then close the run, update
+    the thread and NOTIFY in one), the common case of every run.
     """
+    if delete_thread:
+        return await _finish_stateless(
+            db, token, status=status, output=output, error=error, notify=notify, hook=hook
+        )
+    params = {
+        "run_id": token.run_id,
+        "attempt": token.attempt,
+        "status": status,
+        "output": output,
+        "error": error,
+        "thread_status": thread_status,
+        "set_values": thread_values is not None,
+        "values": dict(thread_values) if thread_values is not None else None,
+        "set_interrupts": thread_interrupts is not None,
+        "interrupts": dict(thread_interrupts) if thread_interrupts is not None else None,
+        "channel": notify.channel if notify else "",
+        "sender": notify.sender if notify else "",
+        "payloads": list(notify.payloads) if notify else [],
+        "if_busy": list(notify.if_busy) if notify else [],
+    }
+    if hook is None:
+        async with db.engine.begin() as conn:
+            await conn.execute(_FINISH_LOCK, {"run_id": token.run_id})
+            row = (await conn.execute(_FINISH, params)).one()
+        return bool(row.finished)
+    async with db.sessions.begin() as session:
+        await session.execute(_FINISH_LOCK, {"run_id": token.run_id})
+        run = await session.get(Run, token.run_id, with_for_update=True, populate_existing=True)
+        if run is None or run.attempt != token.attempt or run.status != "running":
+            return False
+        await hook(session, run)
+        await session.flush()
+        row = (await session.execute(_FINISH, params)).one()
+        return bool(row.finished)
+
+
+async def _finish_stateless(
+    db: Database,
+    token: RunToken,
+    *,
+    status: str,
+    output: Any,
+    error: str | None,
+    notify: Notify | None,
+    hook: FinishHook | None,
+) -> bool:
+    """`finish_run` of a stateless run: close it, detach it and delete its temporary thread."""
     run_id = token.run_id
     async with db.sessions.begin() as session:
         run = await session.get(Run, run_id)
@@ -370,18 +483,9 @@ async def finish_run(
         run.status, run.output, run.error = status, output, error
         run.lease_expires_at = None  # lease_owner stays: which process ran it last
         if thread is not None:
-            if delete_thread:
-                run.thread_id = None
-                await session.flush()
-                await session.delete(thread)
-            else:
-                busy = await in_flight(session, thread.id, exclude=run_id)
-                thread.status = "busy" if busy else thread_status
-                if thread_values is not None:
-                    thread.values_ = dict(thread_values)
-                if thread_interrupts is not None:
-                    thread.interrupts = dict(thread_interrupts)
-                thread.updated_at = func.now()
+            run.thread_id = None
+            await session.flush()
+            await session.delete(thread)
         await send_notify(session, notify)
         return True
 

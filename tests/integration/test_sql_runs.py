@@ -37,11 +37,11 @@ async def claimed_twice(db: Database) -> tuple[RunToken, RunToken]:
     )
     tokens = []
     for owner in ("worker-a", "worker-b"):
-        claimed = await run_store.claim_run(db, owner=owner, lease_s=30)
-        while claimed is not None and claimed.id != run.id:  # other tests' runs
-            claimed = await run_store.claim_run(db, owner=owner, lease_s=30)
-        assert claimed is not None
-        tokens.append(RunToken(claimed.id, claimed.attempt))
+        claim = await run_store.claim_run(db, owner=owner, lease_s=30)
+        while claim is not None and claim.run.id != run.id:  # other tests' runs
+            claim = await run_store.claim_run(db, owner=owner, lease_s=30)
+        assert claim is not None
+        tokens.append(RunToken(claim.run.id, claim.run.attempt))
         async with db.engine.begin() as conn:  # the lease lapses
             await conn.execute(
                 text("UPDATE runs SET lease_expires_at = now() - interval '1 s' WHERE id = :id"),
