@@ -1,15 +1,24 @@
-"""Agent Server API benchmark: Switchboard against `langgraph dev` on the same declared graph.
+"""Agent Server API benchmark: Switchboard against Aegra (both modes) and `langgraph dev`,
+on the same trivial graph, on the same machine, in the same run.
 
-Both servers run in subprocesses and serve the `chat` graph of langgraph.json. Each client has
-a thread of its own and sends runs one after another, on `/threads/{id}/runs/wait` and on
-`/threads/{id}/runs/stream`, at concurrency 1, 16 and 64. Figures: runs/s, latency p50/p99
-(request to last byte), and time to first event p50/p99 (stream: the first SSE event, i.e.
-`metadata`; wait: the first byte of the answer, which is the whole answer). Both runs use the
-same context: the offline model streaming at a fixed pace, no tools, no memory, no knowledge,
-so the difference is the servers' own overhead (Switchboard: PostgreSQL rows, checkpoints and
-run events; langgraph dev: in-memory). Ratios are Switchboard / langgraph dev.
+Every server serves bench/trivial/graph.py (three nodes and a fake chat model; nothing else), each
+in subprocesses started here:
+- Switchboard, one process (`switchboard serve`) and two (`switchboard serve --workers 2`);
+- Aegra, the newest `aegra-cli` (+ `greenlet`) from PyPI in a Python 3.12 venv of its own that
+  this bench makes outside the repo (`~/.cache/switchboard-bench/aegra`, or `AEGRA_VENV`), in its
+  default mode (runs execute in-process) and in its Redis mode (`REDIS_BROKER_ENABLED`: BLPOP
+  workers, Redis pub/sub for SSE; Redis at `BENCH_REDIS_URL`, default 127.0.0.1:6379);
+- `langgraph dev` (langgraph-cli[inmem], in-memory), as a reference.
+Switchboard and Aegra use the same PostgreSQL (a scratch database each).
 
-Run with `python -m bench agent_api` (a few minutes); results go to bench/results/agent_api.md.
+Load goes through langgraph-sdk: each client creates a fresh thread per run (not timed), then
+either `runs.wait` (latency to the final values) or `runs.stream` (time to the first event, and to
+the end), at concurrency 1, 16 and 64. Servers are all up at once and measured in turns: every
+(round, endpoint, concurrency) cell visits every server before the next cell starts, so a busy
+moment of the shared machine hits them alike; the load average is reported.
+
+Run with `python -m bench agent_api` (about ten minutes); results go to
+bench/results/agent_api.md.
 """
 
 from __future__ import annotations
@@ -23,35 +32,60 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+from langgraph_sdk import get_client
+from sqlalchemy.engine import make_url
 
 from bench.chat_bench import admin_url, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).parent / "trivial"
 RESULTS = Path(__file__).parent / "results" / "agent_api.md"
-PACE_S = 0.005
+GRAPH = "trivial"
 CONCURRENCY = (1, 16, 64)
-RUNS_PER_CLIENT = {1: 10, 16: 2, 64: 1}
-JOBS = 16  # concurrent runs each server executes (RUN_WORKERS / --n-jobs-per-worker)
+RUNS_PER_CLIENT = {1: 12, 16: 3, 64: 2}
+ROUNDS = 2
+JOBS = 16  # runs a server process executes at once (RUN_WORKERS / --n-jobs-per-worker)
 ENDPOINTS = ("wait", "stream")
-# langgraph dev builds the agent context from the run's `context`; Switchboard from the
-# assistant's row (an agent made with memory off and no tools, the offline model paced by
-# OFFLINE_TOKEN_DELAY_S) plus the overridable fields of the run's context (retrieve_k).
-DEV_CONTEXT: dict[str, Any] = {
-    "user_id": "bench",
-    "model": {"provider": "offline", "token_delay_s": PACE_S},
-    "tools": [],
-    "memory_policy": "off",
-    "retrieve_k": 0,
-}
-SWITCHBOARD_CONTEXT: dict[str, Any] = {"retrieve_k": 0}
 RUN_INPUT: dict[str, Any] = {"messages": [{"role": "user", "content": "hello there"}]}
+AEGRA_VENV = Path(
+    os.environ.get("AEGRA_VENV", Path.home() / ".cache" / "switchboard-bench" / "aegra")
+)
+PYENV_312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
+PYTHON_312 = Path(os.environ.get("BENCH_PYTHON_312", PYENV_312))
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The machine's PostgreSQL is shared: every server keeps its pools small and alike.
+SWITCHBOARD_POOLS = {"DB_POOL_SIZE": "5", "DB_MAX_OVERFLOW": "8", "CHECKPOINT_POOL_SIZE": "5"}
+SWITCHBOARD_WORKER_POOLS = {  # per process
+    "DB_POOL_SIZE": "3",
+    "DB_MAX_OVERFLOW": "4",
+    "CHECKPOINT_POOL_SIZE": "3",
+}
+AEGRA_POOLS = {
+    "SQLALCHEMY_POOL_SIZE": "5",
+    "SQLALCHEMY_MAX_OVERFLOW": "8",
+    "LANGGRAPH_MIN_POOL_SIZE": "2",
+    "LANGGRAPH_MAX_POOL_SIZE": "5",
+}
+
+
+@dataclass(slots=True)
+class Samples:
+    """What one server did at one endpoint and concurrency, over every round."""
+
+    latencies: list[float] = field(default_factory=list)  # ms, request to final answer
+    firsts: list[float] = field(default_factory=list)  # ms, request to first event (stream)
+    errors: int = 0
+    wall_s: float = 0.0
+    loads: list[float] = field(default_factory=list)  # 1-minute load average at each start
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +102,7 @@ class Level:
     latency_p99_ms: float
     first_p50_ms: float
     first_p99_ms: float
+    load: float
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -86,25 +121,46 @@ def _free_port() -> int:
         return port
 
 
+# -- servers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server under test: its name, where it answers, and how it is started."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    ready_path: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 @contextlib.contextmanager
-def _process(
-    args: list[str], *, env: dict[str, str], ready_url: str, cwd: Path, log: Path
-) -> Iterator[None]:
-    """Start `args` in its own process group, wait until `ready_url` answers, stop it after."""
+def _process(server: Server, log: Path) -> Iterator[None]:
+    """Start `server` in its own process group, wait until it answers, stop it after."""
     with log.open("w") as out:
         process = subprocess.Popen(
-            args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            server.args,
+            env=server.env,
+            cwd=PROJECT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + 300
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(f"{args[:2]} exited: {log.read_text()[-2000:]}")
+                    raise RuntimeError(f"{server.name} exited: {log.read_text()[-3000:]}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(ready_url, timeout=2).status_code == 200:
+                    if httpx.get(server.url + server.ready_path, timeout=2).status_code == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{args[:2]} did not start in 180 s")
+                    raise TimeoutError(f"{server.name} did not start in 300 s")
                 time.sleep(0.5)
             yield
         finally:
@@ -118,215 +174,346 @@ def _process(
                 process.wait(timeout=10)
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A server under test and the run body fields that select the same work on it."""
-
-    name: str
-    base_url: str
-    assistant_id: str
-    context: dict[str, Any]
-
-
-async def _one_run(
-    client: httpx.AsyncClient, target: Target, thread_id: str, endpoint: str
-) -> tuple[float, float, bool]:
-    """(latency ms, first event ms, ok) of one run."""
-    body = {
-        "assistant_id": target.assistant_id,
-        "input": RUN_INPUT,
-        "context": target.context,
-        "stream_mode": ["values"],
-    }
-    started = time.perf_counter()
-    first: float | None = None
-    ok = True
-    async with client.stream("POST", f"/threads/{thread_id}/runs/{endpoint}", json=body) as resp:
-        if resp.status_code != 200:
-            await resp.aread()
-            return (time.perf_counter() - started) * 1000, 0.0, False
-        if endpoint == "stream":
-            async for line in resp.aiter_lines():
-                if first is None and line.startswith("event:"):
-                    first = time.perf_counter()
-                if line.startswith("event: error"):
-                    ok = False
-        else:
-            async for _chunk in resp.aiter_bytes():
-                if first is None:
-                    first = time.perf_counter()
-    ended = time.perf_counter()
-    return (ended - started) * 1000, ((first or ended) - started) * 1000, ok
-
-
-async def _level(target: Target, endpoint: str, concurrency: int) -> Level:
-    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=target.base_url, timeout=300, limits=limits) as client:
-        threads = []
-        for _ in range(concurrency):
-            response = await client.post("/threads", json={})
-            response.raise_for_status()
-            threads.append(response.json()["thread_id"])
-        await _one_run(client, target, threads[0], endpoint)  # warm up
-        results: list[tuple[float, float, bool]] = []
-
-        async def worker(thread_id: str) -> None:
-            for _ in range(RUNS_PER_CLIENT[concurrency]):
-                results.append(await _one_run(client, target, thread_id, endpoint))
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(t) for t in threads))
-        wall = time.perf_counter() - started
-    good = [r for r in results if r[2]]
-    latencies = [r[0] for r in good]
-    firsts = [r[1] for r in good]
-    return Level(
-        server=target.name,
-        endpoint=endpoint,
-        concurrency=concurrency,
-        runs=len(results),
-        errors=len(results) - len(good),
-        runs_per_s=round(len(good) / wall, 2),
-        latency_p50_ms=round(_pct(latencies, 0.5), 1),
-        latency_p99_ms=round(_pct(latencies, 0.99), 1),
-        first_p50_ms=round(_pct(firsts, 0.5), 1),
-        first_p99_ms=round(_pct(firsts, 0.99), 1),
-    )
-
-
-async def _measure(target: Target) -> list[Level]:
-    levels = []
-    for endpoint in ENDPOINTS:
-        for concurrency in CONCURRENCY:
-            level = await _level(target, endpoint, concurrency)
-            print(f"  {target.name} {endpoint} c={concurrency}: {level}")
-            levels.append(level)
-    return levels
-
-
-async def _measure_switchboard(base_url: str) -> list[Level]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as api:
-        response = await api.post(
-            "/agents", json={"name": "bench", "tools": [], "config": {"memory_policy": "off"}}
-        )
-        response.raise_for_status()
-        agent_id = str(response.json()["id"])
-    return await _measure(Target("switchboard", base_url, agent_id, SWITCHBOARD_CONTEXT))
-
-
 def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _switchboard(admin: str, workdir: Path) -> list[Level]:
-    port = _free_port()
-    with scratch(admin, "agent_api") as url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "DATA_DIR": str(workdir / "data"),
-            "PORT": str(port),
-            "LOG_LEVEL": "warning",
-            "INGEST_SAMPLES_ON_START": "false",
-            "OFFLINE_TOKEN_DELAY_S": str(PACE_S),
-            "RUN_WORKERS": str(JOBS),
-            "DB_POOL_SIZE": "10",
-            "DB_MAX_OVERFLOW": "20",
-            "CHECKPOINT_POOL_SIZE": "10",
-        }
-        base = f"http://127.0.0.1:{port}"
-        with _process(
-            [_bin("switchboard"), "serve"],
-            env=env,
-            ready_url=f"{base}/ok",
-            cwd=ROOT,
-            log=workdir / "switchboard.log",
-        ):
-            return asyncio.run(_measure_switchboard(base))
+def aegra_venv() -> Path:
+    """The Aegra venv (Python 3.12, newest aegra-cli + greenlet from PyPI), made if missing."""
+    aegra = AEGRA_VENV / "bin" / "aegra"
+    if aegra.exists():
+        return aegra
+    if not PYTHON_312.exists():
+        raise SystemExit(f"Aegra needs Python 3.12: {PYTHON_312} is missing (BENCH_PYTHON_312)")
+    print(f"making the Aegra venv in {AEGRA_VENV} ...")
+    AEGRA_VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(PYTHON_312), "-m", "venv", str(AEGRA_VENV)], check=True)
+    pip = [str(AEGRA_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "--upgrade", "aegra-cli", "greenlet"], check=True)
+    return aegra
 
 
-def _langgraph_dev(workdir: Path) -> list[Level]:
+def _aegra_version() -> str:
+    result = subprocess.run(
+        [str(AEGRA_VENV / "bin" / "python"), "-m", "pip", "show", "aegra-api"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in result.stdout.splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+@contextlib.contextmanager
+def _empty_database(admin: str, label: str) -> Iterator[str]:
+    """A database of its own, empty (Aegra migrates its own), dropped afterwards."""
+    name = f"sb_bench_{label}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _switchboard(name: str, url: str, data: Path, workers: int) -> Server:
     port = _free_port()
+    pools = SWITCHBOARD_POOLS if workers == 1 else SWITCHBOARD_WORKER_POOLS
     env = {
         **os.environ,
-        "LANGSMITH_TRACING": "false",
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "DATABASE_URL": url,
+        "DATA_DIR": str(data),
+        "PORT": str(port),
+        "LOG_LEVEL": "warning",
+        "INGEST_SAMPLES_ON_START": "false",
+        "RUN_WORKERS": str(JOBS),
+        **pools,
     }
-    base = f"http://127.0.0.1:{port}"
+    args = [_bin("switchboard"), "serve", "--config", str(PROJECT / "langgraph.json")]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    return Server(name, args, env, "/ok", port)
+
+
+def _aegra(name: str, aegra: Path, url: str, *, redis: bool) -> Server:
+    port = _free_port()
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))},
+        "PATH": f"{aegra.parent}:{os.environ.get('PATH', '')}",
+        "DATABASE_URL": url,
+        "AUTH_TYPE": "noop",
+        "LOG_LEVEL": "WARNING",
+        "ENV_MODE": "PRODUCTION",
+        "LOG_EXCLUDE_PATHS": "/",
+        "REDIS_BROKER_ENABLED": "true" if redis else "false",
+        "REDIS_URL": REDIS_URL,
+        "REDIS_CHANNEL_PREFIX": f"sbbench-{tag}:run:",
+        "WORKER_QUEUE_KEY": f"sbbench-{tag}:jobs",
+        **AEGRA_POOLS,
+    }
+    args = [str(aegra), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return Server(name, [*args, "--config", str(PROJECT / "aegra.json")], env, "/health", port)
+
+
+def _langgraph_dev() -> Server:
+    port = _free_port()
+    env = {**os.environ, "LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
     args = [
         _bin("langgraph"), "dev", "--no-browser", "--no-reload", "--port", str(port),
         "--n-jobs-per-worker", str(JOBS), "--server-log-level", "WARNING",
-        "--config", str(ROOT / "langgraph.json"),
+        "--config", str(PROJECT / "langgraph.json"),
     ]  # fmt: skip
-    with _process(args, env=env, ready_url=f"{base}/ok", cwd=ROOT, log=workdir / "dev.log"):
-        return asyncio.run(_measure(Target("langgraph dev", base, "chat", DEV_CONTEXT)))
+    return Server("langgraph dev", args, env, "/ok", port)
 
 
-def _report(ours: list[Level], theirs: list[Level]) -> str:
-    lines = [
-        "# Agent Server API benchmark",
-        "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
-        f"({platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} "
-        "CPUs shared with other work). Regenerate with `python -m bench agent_api`.",
-        "",
-        "Both servers serve the `chat` graph of langgraph.json in a subprocess: Switchboard "
-        "(`switchboard serve`, PostgreSQL: run rows, checkpoints, run events) and the baseline "
-        "`langgraph dev` (langgraph-cli[inmem], in-memory), measured in the same run, each with "
-        f"{JOBS} concurrent runs allowed. Every run does the same work: offline model streaming "
-        f"one token per {PACE_S * 1000:.0f} ms, no tools, memory off, retrieval off "
-        "(retrieve_k 0). Each client "
-        "owns a thread and sends its runs one after another "
-        f"({', '.join(f'{RUNS_PER_CLIENT[c]} at concurrency {c}' for c in CONCURRENCY)}). "
-        "Latency is request to last byte; first event is the first SSE event (`metadata`) for "
-        "/stream and the first byte of the answer for /wait. Ratios are Switchboard / "
-        "langgraph dev (runs/s: higher is better; times: lower is better).",
-        "",
-        "| endpoint | concurrency | server | runs | errors | runs/s | latency p50 ms "
-        "| latency p99 ms | first event p50 ms | first event p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for a, b in zip(ours, theirs, strict=True):
-        for level in (a, b):
-            lines.append(
-                f"| /threads/{{id}}/runs/{level.endpoint} | {level.concurrency} | {level.server} "
-                f"| {level.runs} | {level.errors} | {level.runs_per_s} | {level.latency_p50_ms} "
-                f"| {level.latency_p99_ms} | {level.first_p50_ms} | {level.first_p99_ms} |"
-            )
-    lines += [
-        "",
-        "## Ratios (Switchboard / langgraph dev)",
-        "",
-        "| endpoint | concurrency | runs/s | latency p50 | first event p50 | first event p99 |",
-        "|---|---|---|---|---|---|",
+# -- load ---------------------------------------------------------------------------------------
+
+
+async def _one_run(client: Any, endpoint: str) -> tuple[float, float, bool]:
+    """(latency ms, first event ms, ok) of one run on a fresh thread."""
+    thread = await client.threads.create()
+    started = time.perf_counter()
+    first: float | None = None
+    ok = True
+    try:
+        if endpoint == "wait":
+            result = await client.runs.wait(thread["thread_id"], GRAPH, input=RUN_INPUT)
+            ok = isinstance(result, dict) and len(result.get("messages", ())) == 2
+        else:
+            async for part in client.runs.stream(
+                thread["thread_id"], GRAPH, input=RUN_INPUT, stream_mode="values"
+            ):
+                if first is None:
+                    first = time.perf_counter()
+                if part.event == "error":
+                    ok = False
+    except Exception as error:  # counted, not fatal
+        print(f"    run failed: {type(error).__name__}: {str(error)[:200]}")
+        ok = False
+    ended = time.perf_counter()
+    return (ended - started) * 1000, ((first or ended) - started) * 1000, ok
+
+
+async def _measure(server: Server, endpoint: str, concurrency: int, into: Samples) -> None:
+    client = get_client(url=server.url, timeout=300)
+    try:
+        await _one_run(client, endpoint)  # warm up: a connection, the graph
+        into.loads.append(os.getloadavg()[0])
+        results: list[tuple[float, float, bool]] = []
+
+        async def worker() -> None:
+            for _ in range(RUNS_PER_CLIENT[concurrency]):
+                results.append(await _one_run(client, endpoint))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        into.wall_s += time.perf_counter() - started
+    finally:
+        await client.aclose()
+    for latency, first, ok in results:
+        if ok:
+            into.latencies.append(latency)
+            if endpoint == "stream":
+                into.firsts.append(first)
+        else:
+            into.errors += 1
+
+
+def _level(server: str, endpoint: str, concurrency: int, samples: Samples) -> Level:
+    runs = len(samples.latencies) + samples.errors
+    firsts = samples.firsts if endpoint == "stream" else samples.latencies
+    return Level(
+        server=server,
+        endpoint=endpoint,
+        concurrency=concurrency,
+        runs=runs,
+        errors=samples.errors,
+        runs_per_s=round(len(samples.latencies) / samples.wall_s, 2) if samples.wall_s else 0.0,
+        latency_p50_ms=round(_pct(samples.latencies, 0.5), 1),
+        latency_p99_ms=round(_pct(samples.latencies, 0.99), 1),
+        first_p50_ms=round(_pct(firsts, 0.5), 1),
+        first_p99_ms=round(_pct(firsts, 0.99), 1),
+        load=round(statistics.mean(samples.loads), 2) if samples.loads else float("nan"),
+    )
+
+
+def measure_all(servers: list[Server]) -> list[Level]:
+    """Every cell (round, endpoint, concurrency) visits every server, in a rotating order."""
+    samples: dict[tuple[str, str, int], Samples] = {}
+    turn = 0
+    for round_ in range(ROUNDS):
+        for endpoint in ENDPOINTS:
+            for concurrency in CONCURRENCY:
+                order = servers[turn % len(servers) :] + servers[: turn % len(servers)]
+                turn += 1
+                for server in order:
+                    cell = samples.setdefault((server.name, endpoint, concurrency), Samples())
+                    began = time.perf_counter()
+                    asyncio.run(_measure(server, endpoint, concurrency, cell))
+                    print(
+                        f"  round {round_ + 1} {endpoint} c={concurrency} {server.name}: "
+                        f"{time.perf_counter() - began:.1f} s"
+                    )
+    return [
+        _level(server.name, endpoint, concurrency, samples[(server.name, endpoint, concurrency)])
+        for endpoint in ENDPOINTS
+        for concurrency in CONCURRENCY
+        for server in servers
     ]
 
-    def ratio(x: float, y: float) -> str:
-        return f"{x / y:.2f}x" if y and x == x and y == y else "-"
 
-    for a, b in zip(ours, theirs, strict=True):
+# -- report -------------------------------------------------------------------------------------
+
+SB1, SB2 = "switchboard", "switchboard --workers 2"
+AEGRA, AEGRA_REDIS = "aegra", "aegra + redis"
+
+
+def _find(levels: list[Level], server: str, endpoint: str, concurrency: int) -> Level:
+    return next(
+        x
+        for x in levels
+        if (x.server, x.endpoint, x.concurrency) == (server, endpoint, concurrency)
+    )
+
+
+def _targets(levels: list[Level]) -> list[str]:
+    """The issue's targets, each against the better Aegra mode for that figure."""
+
+    def best(endpoint: str, c: int, attr: str, higher: bool) -> tuple[float, str]:
+        pairs = [(getattr(_find(levels, a, endpoint, c), attr), a) for a in (AEGRA, AEGRA_REDIS)]
+        pairs = [p for p in pairs if p[0] == p[0]]  # not NaN
+        return max(pairs) if higher else min(pairs)
+
+    rows = []
+    checks = [
+        ("runs.wait p50, c=1", "wait", 1, "latency_p50_ms", False, "≤ Aegra / 3", 1 / 3),
+        ("runs/s (wait), c=16", "wait", 16, "runs_per_s", True, "≥ 2 x Aegra", 2.0),
+        ("runs/s (wait), c=64", "wait", 64, "runs_per_s", True, "≥ 2 x Aegra", 2.0),
+        ("runs/s (stream), c=16", "stream", 16, "runs_per_s", True, "≥ 2 x Aegra", 2.0),
+        ("runs/s (stream), c=64", "stream", 64, "runs_per_s", True, "≥ 2 x Aegra", 2.0),
+        ("first event p99, c=16", "stream", 16, "first_p99_ms", False, "≤ Aegra / 4", 0.25),
+    ]
+    for label, endpoint, c, attr, higher, goal, factor in checks:
+        if c not in CONCURRENCY:
+            continue
+        theirs, which = best(endpoint, c, attr, higher)
+        for ours_name in (SB1, SB2):
+            ours = getattr(_find(levels, ours_name, endpoint, c), attr)
+            ratio = ours / theirs if theirs else float("nan")
+            met = ratio >= factor if higher else ratio <= factor
+            rows.append(
+                f"| {label} | {ours_name} | {ours} | {theirs} ({which}) | {ratio:.2f}x "
+                f"| {goal} | {'met' if met else 'not met'} |"
+            )
+    return rows
+
+
+def report(levels: list[Level], *, aegra_version: str, started: datetime) -> str:
+    servers = list(dict.fromkeys(x.server for x in levels))
+    loads = [x.load for x in levels if x.load == x.load]
+    per_round = ", ".join(
+        f"{RUNS_PER_CLIENT[c]} runs per client at concurrency {c}" for c in CONCURRENCY
+    )
+    lines = [
+        "# Agent Server API benchmark: Switchboard, Aegra, langgraph dev",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M} UTC on {platform.machine()} ({os.cpu_count()} CPUs "
+        f"shared with other work; 1-minute load average {min(loads):.1f} to {max(loads):.1f}, "
+        f"mean {statistics.mean(loads):.1f}, while measuring). Regenerate with "
+        "`python -m bench agent_api`.",
+        "",
+        "Every server serves the same trivial graph (bench/trivial/graph.py: three nodes, a fake "
+        "chat model) and is driven through langgraph-sdk, each run on a fresh thread: "
+        "Switchboard (`switchboard serve`, and `--workers 2`; PostgreSQL: run rows, "
+        f"checkpoints, run events; {JOBS} runs at once per process), Aegra {aegra_version} "
+        "(newest aegra-cli from PyPI, Python 3.12; default mode: runs in-process; Redis mode: "
+        "`REDIS_BROKER_ENABLED`, BLPOP workers and pub/sub) on the same PostgreSQL, and "
+        f"`langgraph dev` (in-memory, {JOBS} jobs). All were up at once; each cell (round, "
+        "endpoint, concurrency) visited every server in a rotating order, "
+        f"{ROUNDS} rounds, {per_round} per round. Latency: request to the final answer "
+        "(wait) or to the stream's end "
+        "(stream); first event: the stream's first SSE event (`metadata`). Pools kept small and "
+        "alike (the PostgreSQL is shared).",
+        "",
+        "| endpoint | concurrency | server | runs | errors | runs/s | latency p50 ms "
+        "| latency p99 ms | first event p50 ms | first event p99 ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in levels:
         lines.append(
-            f"| {a.endpoint} | {a.concurrency} | {ratio(a.runs_per_s, b.runs_per_s)} "
-            f"| {ratio(a.latency_p50_ms, b.latency_p50_ms)} "
-            f"| {ratio(a.first_p50_ms, b.first_p50_ms)} | {ratio(a.first_p99_ms, b.first_p99_ms)} |"
+            f"| {x.endpoint} | {x.concurrency} | {x.server} | {x.runs} | {x.errors} "
+            f"| {x.runs_per_s} | {x.latency_p50_ms} | {x.latency_p99_ms} | {x.first_p50_ms} "
+            f"| {x.first_p99_ms} | {x.load} |"
         )
+    lines += [
+        "",
+        "## Targets (issue 14), each against the better Aegra mode for that figure",
+        "",
+        "| figure | ours | value | Aegra's best | ratio | target | |",
+        "|---|---|---|---|---|---|---|",
+        *_targets(levels),
+        "",
+        "## Ratios to each server (Switchboard one process / other; runs/s: higher is "
+        "better, times: lower is better)",
+        "",
+        "| endpoint | concurrency | vs | runs/s | latency p50 | first event p50 "
+        "| first event p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}x" if b and a == a and b == b else "-"
+
+    for endpoint in ENDPOINTS:
+        for c in CONCURRENCY:
+            ours = _find(levels, SB1, endpoint, c)
+            for other in servers:
+                if other == SB1:
+                    continue
+                x = _find(levels, other, endpoint, c)
+                lines.append(
+                    f"| {endpoint} | {c} | {other} | {ratio(ours.runs_per_s, x.runs_per_s)} "
+                    f"| {ratio(ours.latency_p50_ms, x.latency_p50_ms)} "
+                    f"| {ratio(ours.first_p50_ms, x.first_p50_ms)} "
+                    f"| {ratio(ours.first_p99_ms, x.first_p99_ms)} |"
+                )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    """Measure both servers and write bench/results/agent_api.md."""
-    with tempfile.TemporaryDirectory(prefix="sb-bench-agent-api-") as folder:
+    """Start every server, measure them in turns, write bench/results/agent_api.md."""
+    started = datetime.now(UTC)
+    aegra = aegra_venv()
+    with (
+        tempfile.TemporaryDirectory(prefix="sb-bench-agent-api-") as folder,
+        admin_url() as admin,
+        scratch(admin, "api_sb1") as sb1_url,
+        scratch(admin, "api_sb2") as sb2_url,
+        _empty_database(admin, "api_aegra") as aegra_url,
+        _empty_database(admin, "api_aegra_redis") as aegra_redis_url,
+        contextlib.ExitStack() as stack,
+    ):
         workdir = Path(folder)
-        print("langgraph dev ...")
-        theirs = _langgraph_dev(workdir)
-        print("switchboard ...")
-        with admin_url() as admin:
-            ours = _switchboard(admin, workdir)
-    report = _report(ours, theirs)
+        servers = [
+            _switchboard(SB1, sb1_url, workdir / "sb1", 1),
+            _switchboard(SB2, sb2_url, workdir / "sb2", 2),
+            _aegra(AEGRA, aegra, aegra_url, redis=False),
+            _aegra(AEGRA_REDIS, aegra, aegra_redis_url, redis=True),
+            _langgraph_dev(),
+        ]
+        for server in servers:  # one at a time: their startups do not slow each other
+            print(f"starting {server.name} ...")
+            stack.enter_context(_process(server, workdir / f"{server.port}.log"))
+        levels = measure_all(servers)
+    text = report(levels, aegra_version=_aegra_version(), started=started)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report)
-    print(report)
-    print(f"mean runs/s: switchboard {statistics.mean(level.runs_per_s for level in ours):.2f}")
+    RESULTS.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -184,3 +184,13 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
     if not http.disable_ui:
         install_web(app)
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """The app of one `switchboard serve --workers N` process (uvicorn's factory): settings
+    and the project from the environment the serving process prepared."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(settings)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,7 @@ from pydantic import ValidationError
 from server.auth.cli import add_keys_parser
 from server.ingest import add_ingest_parser
 from server.memory_cli import add_memory_parser
-from server.resources import database_url, open_resources
+from server.resources import database_url, mongodb_uri, open_resources
 from server.schemas.chat import UserCreate
 from server.settings import Settings, load_settings
 from stores import migrate
@@ -55,12 +57,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Switchboard: on http://{settings.host}:{settings.port} (docs at /docs)")
     if not settings.database_url:
         print(f"Switchboard: embedded PostgreSQL with data in {settings.data_dir / 'postgres'}")
+    workers = args.workers or settings.workers
+    if workers > 1:
+        return _serve_workers(settings, project_file.path, workers)
     uvicorn.run(
         create_app(settings, project=project),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
     )
+    return 0
+
+
+def _serve_workers(settings: Settings, config: Path, workers: int) -> int:
+    """`serve --workers N`: N uvicorn worker processes on one port, each with its own pools,
+    sharing the PostgreSQL run queue (any process claims any run; NOTIFY wakes them all).
+
+    What one process must own is started here, once: the embedded PostgreSQL and MongoDB
+    (when DATABASE_URL / MONGODB_URI are unset) and the migrations. The workers get their
+    URLs through the environment. In Qdrant local mode the first worker to open the folder
+    holds it; the others run without Qdrant (knowledge and memory vectors answer 503 there),
+    so set QDRANT_URL to a Qdrant server to have them everywhere.
+    """
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(database_url(settings))
+        if settings.migrate_on_start:
+            migrate.upgrade(url)
+        env = {
+            "DATABASE_URL": url,
+            "MIGRATE_ON_START": "false",
+            "HOST": settings.host,
+            "PORT": str(settings.port),
+            "LANGGRAPH_CONFIG": str(config),
+            "WORKERS": str(workers),
+        }
+        if not settings.mongodb_uri:
+            env["MONGODB_URI"] = stack.enter_context(mongodb_uri(settings))
+        os.environ.update(env)
+        if not settings.qdrant_url:
+            print(
+                f"Switchboard: {workers} workers; Qdrant local mode: one of them holds "
+                f"{settings.data_dir / 'qdrant'}, the others run without Qdrant "
+                "(set QDRANT_URL to share a Qdrant server)"
+            )
+        uvicorn.run(
+            "server.app:create_worker_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level=settings.log_level,
+            # A worker answers the supervisor's pings from a thread; importing the graphs and
+            # the embedder can hold the GIL for seconds on a busy machine: not a hang.
+            timeout_worker_healthcheck=120,
+        )
     return 0
 
 
@@ -123,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the HTTP API", description=cmd_serve.__doc__)
     serve.add_argument("--host", help="interface to bind (HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (PORT, default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port and the run queue (WORKERS, default 1)",
+    )
     serve.add_argument(
         "--config",
         metavar="PATH",

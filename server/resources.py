@@ -168,6 +168,36 @@ async def open_memory_for(
     return mongo, memory, tool_cache
 
 
+# Where a `serve --workers` process that does not hold the Qdrant local folder points its
+# client: nothing listens on port 1, so every Qdrant call fails at once as "unavailable".
+NO_QDRANT_URL = "http://127.0.0.1:1"
+
+
+async def _open_qdrant(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[AsyncQdrantClient, Settings]:
+    """The process's Qdrant client, and its settings.
+
+    Qdrant local mode lets one process hold its folder. Under `serve --workers N` the first
+    worker to open it holds it; the others run without Qdrant (their knowledge and memory
+    vectors answer as Qdrant being unavailable, and they ingest no samples).
+    """
+    try:
+        return await stack.enter_async_context(qdrant_for(settings)), settings
+    except RuntimeError as error:
+        if settings.qdrant_url or settings.workers < 2 or "already accessed" not in str(error):
+            raise
+    log.warning(
+        "Qdrant local mode: another worker holds %s; this process runs without Qdrant "
+        "(set QDRANT_URL to share a Qdrant server between workers)",
+        settings.data_dir / "qdrant",
+    )
+    client = await stack.enter_async_context(
+        open_qdrant(url=NO_QDRANT_URL, path=settings.data_dir / "qdrant")
+    )
+    return client, settings.model_copy(update={"ingest_samples_on_start": False})
+
+
 @asynccontextmanager
 async def open_resources(
     settings: Settings, *, store: StoreSetup | None = None
@@ -194,7 +224,7 @@ async def open_resources(
                 timeouts=timeouts,
             )
         )
-        qdrant = await stack.enter_async_context(qdrant_for(settings))
+        qdrant, settings = await _open_qdrant(settings, stack)
         embedder, dimension, model_name = embedder_for(settings)
         stack.callback(embedder.close)
         # Raises DimensionMismatchError when a collection was built by another embedder.

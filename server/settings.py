@@ -20,6 +20,13 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port and the PostgreSQL run queue "
+        "(`switchboard serve --workers N`); in Qdrant local mode one of them holds Qdrant.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     data_dir: Path = Field(
         Path(".data"), description="Where embedded services keep their data (postgres/, ...)."
