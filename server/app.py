@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Match
 
 from nodes.context import default_tools
@@ -23,7 +22,7 @@ from server.auth.setup import describe, resolve_auth
 from server.chat_api.transcript import SOURCE as CHAT_SOURCE
 from server.chat_api.transcript import transcript_recorder
 from server.config import Project, ProjectGraphs, load_project, read_project
-from server.config.http import CustomRoutes, cors_options, mount_custom_app
+from server.config.http import CORS, CustomRoutes, cors_options, mount_custom_app
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
 from server.protocols.a2a import build_dispatcher
@@ -153,11 +152,11 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         custom_route=lambda scope: custom is not None and custom.matches(scope)[0] != Match.NONE,
     )
     cors = cors_options(http, settings)
-    app.add_middleware(CORSMiddleware, **cors)
+    app.add_middleware(CORS, **cors)
     app.add_middleware(
         BrowserGuard,
         allowed_hosts=settings.allowed_hosts,
-        origin_allowed=CORSMiddleware(app=app, **cors).is_allowed_origin,
+        origin_allowed=CORS(app=app, **cors).is_allowed_origin,
     )
     # Outermost: every request gets its id before anything can answer it.
     app.add_middleware(RequestIdMiddleware)

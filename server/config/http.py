@@ -12,11 +12,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from server.config.schema import HttpConfig
-from server.request_context import REQUEST_ID_HEADER
+from server.request_context import REQUEST_ID_HEADER, error_body
 from server.settings import Settings
 
 # Headers the SDK and Studio read from API responses.
@@ -62,6 +65,28 @@ def mount_custom_app(app: FastAPI, custom: Starlette) -> None:
     """Route requests the custom app has a route for to it. Call it after the unshadowable
     routes (FastAPI's docs, `/ok`) and before the API's routers are included."""
     app.router.routes.append(CustomRoutes(custom))
+
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS, whose refused preflight (400) is the server's JSON error body (with the
+    request id) instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        """The answer to a preflight; a refusal names what CORS did not allow."""
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        }
+        detail = bytes(response.body).decode()
+        return JSONResponse(
+            error_body(f"{detail} (CORS origins)", field="origin"),
+            status_code=response.status_code,
+            headers=headers,
+        )
 
 
 def cors_options(http: HttpConfig, settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tests.support import make_settings, running_server
 
 NOBODY = "00000000-0000-0000-0000-000000000000"
 GENERATED = re.compile(r"[0-9a-f]{32}")
+STUDIO = "https://smith.langchain.com"
 SECRET_TEXT = "pg://admin:hunter2@db.internal failed at step 7"
 
 
@@ -92,6 +93,16 @@ def test_every_kind_of_client_error_names_the_request_id(api: httpx.Client) -> N
     origin = api.post("/threads", json={}, headers={"Origin": "https://evil.example"})
     assert origin.status_code == 403
     _same_id(origin)
+    preflight = {"Access-Control-Request-Method": "POST"}
+    refused = api.options("/threads", headers={**preflight, "Origin": "https://evil.example"})
+    assert refused.status_code == 400
+    assert refused.json()["field"] == "origin"
+    assert "Disallowed CORS origin" in refused.json()["detail"]
+    _same_id(refused)
+    studio = api.options("/threads", headers={**preflight, "Origin": STUDIO})
+    assert studio.status_code == 200
+    assert studio.headers["access-control-allow-origin"] == STUDIO
+    assert "x-request-id" in studio.headers
     too_large = api.post("/threads", content=b"x" * (3 * 1024 * 1024))
     assert too_large.status_code == 413
     _same_id(too_large)
