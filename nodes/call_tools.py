@@ -11,11 +11,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langgraph.runtime import Runtime
+from opentelemetry.trace import Status, StatusCode
 
 from nodes.context import AgentContext, context_from
 from nodes.llm import agent_tools
 from nodes.state import AgentState, emit
 from nodes.tools.registry import ToolEnv, ToolError, ToolSpec, validate_args
+from stores.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,19 @@ async def _execute(spec: ToolSpec, args: dict[str, Any], env: ToolEnv) -> str:
 async def run_tool_call(
     call: ToolCall, *, tools: dict[str, ToolSpec], env: ToolEnv
 ) -> tuple[ToolMessage, dict[str, Any]]:
-    """Run one tool call; returns its tool message and a record of what happened."""
+    """Run one tool call in a `tool` span; returns its tool message and a record of what
+    happened."""
+    with traced("tool", f"tool {call['name']}", tool=call["name"]) as span:
+        message, record = await _run_tool_call(call, tools=tools, env=env)
+        span.set_attribute("tool.cached", bool(record["cached"]))
+        if record["status"] != "success":
+            span.set_status(Status(StatusCode.ERROR, str(record["content"])[:200]))
+        return message, record
+
+
+async def _run_tool_call(
+    call: ToolCall, *, tools: dict[str, ToolSpec], env: ToolEnv
+) -> tuple[ToolMessage, dict[str, Any]]:
     ctx = env.context
     started = time.perf_counter()
     status = "success"

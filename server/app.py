@@ -30,12 +30,16 @@ from server.protocols.mcp import open_mcp
 from server.request_context import RequestIdMiddleware
 from server.resources import open_resources
 from server.retention import open_retention
-from server.routes import agents, chat, conversations, documents, health, memory, users
+from server.routes import agents, chat, conversations, documents, health, memory, metrics, users
 from server.routes.protocols import install_protocols
 from server.runs.engine import open_run_engine
 from server.runs.events import open_run_events
 from server.samples import sample_ingest
 from server.settings import Settings
+from server.telemetry.http import Telemetry
+from server.telemetry.logs import configure_logging
+from server.telemetry.metrics import process_exited
+from server.telemetry.tracing import install_tracing
 from server.web import install_web
 from stores.sql.assistants import ensure_system_assistants
 from stores.sql.collections import ensure_system_collection
@@ -49,6 +53,9 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
     if project is None:
         project = load_project(read_project(settings.langgraph_config))
     http = project.http
+    install_tracing(
+        service_name=settings.otel_service_name, otlp_endpoint=settings.otel_exporter_otlp_endpoint
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,6 +129,7 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
             (log.warning if auth.mode == "open" else log.info)(
                 "Switchboard %s", describe(auth, settings)
             )
+            stack.callback(process_exited)
             yield
 
     meta_urls = {} if not http.disable_meta else {"docs_url": None, "redoc_url": None}
@@ -147,9 +155,12 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         ),
     )
     custom = CustomRoutes(project.custom_app) if project.custom_app is not None else None
+    scrapers_only = settings.metrics_public or settings.metrics_token is not None
     app.add_middleware(
         Authentication,
         custom_route=lambda scope: custom is not None and custom.matches(scope)[0] != Match.NONE,
+        # /metrics checks METRICS_TOKEN itself (or is public): no user credentials asked.
+        public_paths=frozenset({"/metrics"}) if scrapers_only else frozenset(),
     )
     cors = cors_options(http, settings)
     app.add_middleware(CORS, **cors)
@@ -158,14 +169,16 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         allowed_hosts=settings.allowed_hosts,
         origin_allowed=CORS(app=app, **cors).is_allowed_origin,
     )
-    # Outermost: every request gets its id before anything can answer it.
+    # Inside the request id (so the span and log lines carry it): span and HTTP metrics of
+    # every request, refused ones included. Outermost: the id, before anything can answer.
+    app.add_middleware(Telemetry)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     # Routes match in order: /ok and the docs, then the project's custom routes, then the API.
     app.include_router(agent_meta.ok_router)
     if project.custom_app is not None:
         mount_custom_app(app, project.custom_app)
-    for module in (health, users, agents, conversations, documents, memory, chat):
+    for module in (health, metrics, users, agents, conversations, documents, memory, chat):
         app.include_router(module.router)
     # The Agent Server API, route group by route group, as langgraph.json's http.disable_* say.
     if not http.disable_runs:
@@ -189,7 +202,5 @@ def create_worker_app() -> FastAPI:
     """The app of one `switchboard serve --workers N` process (uvicorn's factory): settings
     and the project from the environment the serving process prepared."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)

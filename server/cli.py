@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import csv
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,8 @@ from server.memory_cli import add_memory_parser
 from server.resources import database_url, mongodb_uri, open_resources
 from server.schemas.chat import UserCreate
 from server.settings import Settings, load_settings
+from server.telemetry.logs import configure_logging
+from server.telemetry.metrics import shared_metrics_dir
 from stores import migrate
 from stores.errors import ConflictError
 from stores.sql import repositories as repo
@@ -47,9 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The project's `env` is set before anything is imported, and may set our settings too.
         apply_env(project_file)
         settings = _settings(host=args.host, port=args.port, langgraph_config=project_file.path)
-        logging.basicConfig(
-            level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)
         project = load_project(project_file)
     except ProjectError as error:
         raise SystemExit(f"switchboard serve: {error}") from None
@@ -59,12 +58,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Switchboard: embedded PostgreSQL with data in {settings.data_dir / 'postgres'}")
     workers = args.workers or settings.workers
     if workers > 1:
-        return _serve_workers(settings, project_file.path, workers)
+        # The workers share a fresh multiprocess directory for their metrics.
+        with shared_metrics_dir(workers):
+            return _serve_workers(settings, project_file.path, workers)
     uvicorn.run(
         create_app(settings, project=project),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # the handlers of configure_logging (text or JSON) serve uvicorn's
     )
     return 0
 
@@ -107,6 +109,7 @@ def _serve_workers(settings: Settings, config: Path, workers: int) -> int:
             port=settings.port,
             workers=workers,
             log_level=settings.log_level,
+            log_config=None,  # each worker's create_worker_app configures logging (text/JSON)
             # A worker answers the supervisor's pings from a thread; importing the graphs and
             # the embedder can hold the GIL for seconds on a busy machine: not a hang.
             timeout_worker_healthcheck=120,

@@ -28,6 +28,29 @@ class Settings(BaseSettings):
         "(`switchboard serve --workers N`); in Qdrant local mode one of them holds Qdrant.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or one JSON object per line with the request, run and "
+        "thread ids (json).",
+    )
+    metrics_public: bool = Field(
+        False,
+        description="Serve /metrics to anyone (a Prometheus on a private network); otherwise "
+        "it asks for METRICS_TOKEN or an admin's credentials.",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token a Prometheus scraper sends for /metrics "
+        "(`Authorization: Bearer <token>`) instead of a user's key.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector (e.g. http://collector:4318) that receives traces; "
+        "unset: spans are made (they feed the metrics) but not exported.",
+    )
+    otel_service_name: str = Field(
+        "switchboard", min_length=1, description="`service.name` of the exported traces."
+    )
     data_dir: Path = Field(
         Path(".data"), description="Where embedded services keep their data (postgres/, ...)."
     )

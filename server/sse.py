@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from server.runs.events import RunEventLog
 from server.runs.streaming import TERMINAL_EVENTS, dumps
 from server.runs.thread_stream import RUN_DONE, START, ThreadCursor, follow_thread
+from server.telemetry.metrics import metrics
 from stores.errors import InvalidInputError
 from stores.sql.database import Database
 
@@ -107,10 +108,15 @@ def run_headers(run_id: uuid.UUID, *, thread_id: uuid.UUID | None) -> dict[str, 
 
 
 async def _encode(events: AsyncIterator[SseEvent]) -> AsyncIterator[ServerSentEvent]:
-    async for ident, event, data in events:
-        yield ServerSentEvent(
-            data=dumps(data).decode(), event=event, id=None if ident is None else str(ident)
-        )
+    active = metrics().streams_active
+    active.inc()
+    try:
+        async for ident, event, data in events:
+            yield ServerSentEvent(
+                data=dumps(data).decode(), event=event, id=None if ident is None else str(ident)
+            )
+    finally:
+        active.dec()
 
 
 class EventStream(EventSourceResponse):

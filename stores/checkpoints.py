@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -16,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stores.errors import UnavailableError
 from stores.sql.database import Timeouts, libpq_url
+from stores.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +41,37 @@ _DELETE_LEFT_WRITES = (
 )
 
 
+class TimedSaver(AsyncPostgresSaver):
+    """LangGraph's PostgreSQL saver whose writes (a checkpoint, a step's pending writes) each
+    get a `checkpoint` span (and so the checkpoint-write-time metric)."""
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        with traced("checkpoint", "checkpoint put", **{"checkpoint.op": "put"}):
+            return await super().aput(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        with traced("checkpoint", "checkpoint put_writes", **{"checkpoint.op": "put_writes"}):
+            await super().aput_writes(config, writes, task_id, task_path)
+
+
 class Checkpoints:
     """The checkpointer and its pool; `ready()` creates the tables once per process."""
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self.pool = pool
-        self.saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        self.saver = TimedSaver(pool)  # type: ignore[arg-type]
         self._ready = False
         self._lock = asyncio.Lock()
 

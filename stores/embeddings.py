@@ -27,6 +27,8 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from pydantic import SecretStr
 
+from stores.tracing import traced
+
 log = logging.getLogger(__name__)
 
 MINILM_DIMENSION = 384
@@ -686,15 +688,17 @@ class SharedEmbeddings(Embeddings):
         A caller that is cancelled stops waiting; the computation goes on for the others
         waiting on the same text (and fills the cache).
         """
-        return await asyncio.shield(asyncio.wrap_future(self._submit_query(text)))
+        with traced("embedding", "embedding query", **{"embedding.kind": "query"}):
+            return await asyncio.shield(asyncio.wrap_future(self._submit_query(text)))
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Vectors of many texts (not cached), encoded by the worker between queries."""
         if not texts:
             return []
-        parts = await asyncio.gather(
-            *(asyncio.wrap_future(f) for f in self._submit_documents(list(texts)))
-        )
+        with traced("embedding", "embedding documents", **{"embedding.kind": "documents"}):
+            parts = await asyncio.gather(
+                *(asyncio.wrap_future(f) for f in self._submit_documents(list(texts)))
+            )
         return [vector for part in parts for vector in part]
 
     async def aembed_spans(

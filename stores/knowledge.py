@@ -32,6 +32,7 @@ from stores.qdrant import is_local, qdrant_call
 from stores.sql.database import Database
 from stores.sql.models import Document
 from stores.sql.repositories import Page
+from stores.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -740,6 +741,24 @@ class KnowledgeBase:
     # -- search -------------------------------------------------------------------------------
 
     async def search(
+        self,
+        query: str,
+        *,
+        k: int = 4,
+        collections: Sequence[str] | None = None,
+        source: str | None = None,
+        doc_type: str | None = None,
+        dedup: bool = False,
+    ) -> list[SearchHit]:
+        """`_search` in a `retrieval` span (see there)."""
+        with traced("retrieval", "retrieval", **{"retrieval.k": k}) as span:
+            hits = await self._search(
+                query, k=k, collections=collections, source=source, doc_type=doc_type, dedup=dedup
+            )
+            span.set_attribute("retrieval.hits", len(hits))
+            return hits
+
+    async def _search(
         self,
         query: str,
         *,

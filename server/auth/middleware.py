@@ -124,9 +124,16 @@ def is_public(scope: Scope) -> bool:
 class Authentication:
     """Authenticate every request but the public ones; put its `Caller` in the request state."""
 
-    def __init__(self, app: ASGIApp, *, custom_route: Callable[[Scope], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        custom_route: Callable[[Scope], bool],
+        public_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.custom_route = custom_route
+        self.public_paths = public_paths  # more public GETs (/metrics with METRICS_TOKEN)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,13 +146,18 @@ class Authentication:
         state = scope.setdefault("state", {})
         if setup.authorizer is None:
             state["caller"] = OPEN
-        elif not is_public(scope) and (setup.custom_routes or not self.custom_route(scope)):
+        elif not self._public(scope) and (setup.custom_routes or not self.custom_route(scope)):
             try:
                 state["caller"] = await self._caller(scope, setup)
             except AuthError as error:
                 await send_error(send, error.status, error.detail, headers=error.headers)
                 return
         await self.app(scope, receive, send)
+
+    def _public(self, scope: Scope) -> bool:
+        return is_public(scope) or (
+            scope.get("method") in ("GET", "HEAD") and scope["path"] in self.public_paths
+        )
 
     @staticmethod
     async def _caller(scope: Scope, setup: AuthSetup) -> Caller:

@@ -17,6 +17,7 @@ from server.runs.context import ContextServices
 from server.runs.events import RunEventLog
 from server.runs.execute import RecorderFactory, RunExecutor, run_json
 from server.runs.queue import CancelAction, RunQueue
+from server.telemetry.metrics import metrics
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
@@ -121,7 +122,7 @@ class RunEngine:
                 f"declared; declared graphs: {self.graphs.declared()}",
                 field="assistant_id",
             )
-        return await self.queue.submit(
+        run = await self.queue.submit(
             thread_id=thread_id,
             assistant=assistant,
             kwargs=kwargs,
@@ -132,6 +133,8 @@ class RunEngine:
             thread_ttl=None if temporary else self.default_thread_ttl,
             creator=creator,
         )
+        metrics().runs_created.labels(assistant.graph_id).inc()
+        return run
 
     async def cancel(
         self,

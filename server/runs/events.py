@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from server.background import supervise, sweep_forever
 from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
+from server.telemetry.metrics import metrics
 from stores.sql.database import Database, Timeouts, connect, is_transient, libpq_url
 from stores.sql.runs import RunToken
 from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
@@ -340,6 +341,7 @@ class RunEventLog:
             event: Event = (item.seq, item.event, orjson.loads(item.body))
             for subscriber in self._subscribers.get(item.run_id, ()):
                 subscriber.push(event)
+        metrics().events_written.inc(len(stored))
         self._stored_ticket = batch[-1].ticket
         self._stored_changed.set()
         self._stored_changed = asyncio.Event()

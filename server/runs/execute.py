@@ -28,6 +28,7 @@ from server.runs.events import RunEventLog
 from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
 from server.runs.streaming import error_data, stream_graph, to_jsonable
 from server.runs.webhooks import send_webhook, webhook_payload, webhook_policy
+from server.telemetry.runs import RunTelemetry, observed_run
 from stores.errors import ConflictError, NotFoundError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
@@ -114,6 +115,8 @@ class _Prepared:
     temporary: bool = False
     started: float = field(default_factory=time.perf_counter)
     timer: asyncio.Timeout | None = None  # RUN_TIMEOUT_S on the graph
+    telemetry: RunTelemetry | None = None  # its span, callbacks and metrics
+    outcome: str | None = None  # the status this attempt ended the run with
 
     def timed_out(self) -> bool:
         """Whether the run's time limit stopped it."""
@@ -210,6 +213,16 @@ class RunExecutor:
     # -- one attempt ---------------------------------------------------------------------------
 
     async def execute(self, attempt: Attempt) -> None:
+        """`_execute` inside the attempt's span, with its run and thread ids in context."""
+        prepared = _Prepared()
+        with observed_run(attempt.run, attempt.token.attempt) as telemetry:
+            prepared.telemetry = telemetry
+            try:
+                await self._execute(attempt, prepared)
+            finally:
+                telemetry.finished(prepared.outcome)
+
+    async def _execute(self, attempt: Attempt, prepared: _Prepared) -> None:
         """Run one claimed attempt to its end, holding its lease meanwhile.
 
         The run ends here (its status written, then its last event) unless its claim is lost
@@ -222,7 +235,6 @@ class RunExecutor:
         source = str((run.metadata_ or {}).get("source", ""))
         factory = self.recorders.get(source)
         recorder = factory(run) if factory is not None else None
-        prepared = _Prepared()
         limit = self.settings.run_max_attempts
         if attempt.token.attempt > limit:
             gave_up = RunAbandonedError(
@@ -351,6 +363,8 @@ class RunExecutor:
             "assistant_id": str(agent.id),
             "graph_id": agent.graph_id,
         }
+        if prepared.telemetry is not None:
+            prepared.telemetry.started(agent.graph_id, config)
         return config
 
     async def _start(
@@ -583,6 +597,7 @@ class RunExecutor:
         )
         if not finished:
             return False  # not ours any more: whoever holds the run finishes it
+        prepared.outcome = status
         self.queue.announced(run.id)
         run.status, run.output, run.error = status, output, result.error
         if prepared.temporary:
@@ -617,7 +632,10 @@ class RunExecutor:
             async with self.db.sessions() as session:
                 agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
         async with self._state_graph(agent) as graph:
-            return await self._settle_cancelled(attempt, action, error, temporary, graph)
+            settled = await self._settle_cancelled(attempt, action, error, temporary, graph)
+        if settled:
+            prepared.outcome = "interrupted" if action == "interrupt" else "rolled_back"
+        return settled
 
     async def _settle_cancelled(
         self,

@@ -36,6 +36,7 @@ from stores.errors import UnavailableError
 from stores.memory.filters import check_filter, matches_filter, mongo_filter
 from stores.memory.mongo import NEVER_US, Document, MongoGateway, now_us
 from stores.memory.vectors import FieldVector, MemoryVectors, point_id
+from stores.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,14 @@ class ValueLimits:
 
     max_bytes: int = 65_536
     max_depth: int = 16
+
+
+_OP_NAMES: dict[type, str] = {
+    GetOp: "get",
+    SearchOp: "search",
+    PutOp: "put",
+    ListNamespacesOp: "list",
+}
 
 
 def join_namespace(namespace: Sequence[str]) -> str:
@@ -223,8 +232,15 @@ class MongoStore(BaseStore):
         return asyncio.run_coroutine_threadsafe(self.abatch(list(ops)), loop).result()
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        """Run gets, searches and namespace listings, then puts (last put of a key wins)."""
+        """Run gets, searches and namespace listings, then puts (last put of a key wins), in a
+        `memory` span named for the operations (get, search, put, list, or batch when mixed)."""
         ops = list(ops)
+        kinds = {_OP_NAMES.get(type(op), "other") for op in ops}
+        op = kinds.pop() if len(kinds) == 1 else "batch"
+        with traced("memory", f"memory {op}", **{"memory.op": op}, **{"memory.ops": len(ops)}):
+            return await self._abatch(ops)
+
+    async def _abatch(self, ops: list[Op]) -> list[Result]:
         for op in ops:
             validate_op_namespace(op)
             if isinstance(op, PutOp):

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.filters import Filter
-from stores.sql.models import Conversation, Run
+from stores.sql.models import Agent, Conversation, Run
 from stores.sql.quotas import check_in_flight
 from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from stores.sql.threads import ThreadTTL, thread_row, visible
@@ -620,6 +620,20 @@ async def runs_with_status(
         stmt = stmt.where(Run.thread_id == thread_id)
     async with db.sessions() as session:
         return list((await session.scalars(stmt)).all())
+
+
+async def count_active(db: Database) -> list[tuple[str, str, int]]:
+    """`(status, graph_id, count)` of the pending and running runs of every process."""
+    graph = func.coalesce(Agent.graph_id, "unknown")
+    stmt = (
+        select(Run.status, graph, func.count())
+        .select_from(Run)
+        .outerjoin(Agent, Agent.id == Run.assistant_id)
+        .where(Run.status.in_(("pending", "running")))
+        .group_by(Run.status, graph)
+    )
+    async with db.sessions() as session:
+        return [(str(s), str(g), int(n)) for s, g, n in (await session.execute(stmt)).all()]
 
 
 async def cancel_reason(db: Database, run_id: uuid.UUID) -> str | None:

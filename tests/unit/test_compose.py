@@ -60,3 +60,17 @@ def test_dockerfile_installs_the_package_and_serves() -> None:
     assert 'CMD ["switchboard", "serve"]' in dockerfile
     for folder in ("graphs", "nodes", "stores", "server"):
         assert f"COPY {folder} ./{folder}" in dockerfile
+
+
+def test_the_server_scales_to_several_replicas_without_conflicts() -> None:
+    server = _compose()["services"]["server"]
+    assert "container_name" not in server  # `--scale` refuses a fixed name
+    for mapping in server["ports"]:
+        host, _, container = str(mapping).rpartition(":")
+        assert container == "8000"
+        first, _, last = host.rpartition(":")[2].partition("-")
+        assert last, f"{mapping}: one fixed host port cannot serve several replicas"
+        assert int(last) - int(first) + 1 >= 3
+    # Replicas share the database; nothing in the server's environment names a replica.
+    assert "@postgres:5432/" in server["environment"]["DATABASE_URL"]
+    assert server["environment"]["LOG_FORMAT"].startswith("${LOG_FORMAT")

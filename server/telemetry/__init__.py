@@ -1,0 +1,1 @@
+"""Telemetry: request/run context, Prometheus metrics, OpenTelemetry traces, structured logs."""
