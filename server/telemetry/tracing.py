@@ -135,6 +135,10 @@ class GraphCallbacks(BaseCallbackHandler):
         self.spans: dict[uuid.UUID, Span] = {}
         self._tracer = trace.get_tracer("switchboard")
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> GraphCallbacks:
+        """Itself: a copied config (a graph factory's) still reports to this run's spans."""
+        return self
+
     def _parent_span(self, parent_run_id: uuid.UUID | None) -> Span:
         seen = 0
         while parent_run_id is not None and seen < 64:
