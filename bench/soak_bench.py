@@ -226,6 +226,12 @@ def main() -> None:
             wall = time.perf_counter() - started
             time.sleep(1.0)
             metrics = _metrics(base)
+        # Why the server answered 5xx, if it did (its warnings name the cause).
+        causes = Counter(
+            line.split(":", 3)[-1].strip()[:160]
+            for line in log.read_text(errors="replace").splitlines()
+            if "database unavailable" in line or line.startswith("ERROR")
+        )
         stored, run_statuses = _stored(url)
     lost = dup = mismatched = 0
     for run_id, ids in tally.seen.items():
@@ -291,6 +297,9 @@ def main() -> None:
         *(f"| {name} | {'yes' if ok else 'NO'} |" for name, ok in bar.items()),
         "",
     ]
+    if causes:
+        lines += ["Server log lines behind 5xx / errors (most frequent first):", "",
+                  *(f"- {n} x `{cause}`" for cause, n in causes.most_common(5)), ""]  # fmt: skip
     if tally.transport_errors:
         lines += [
             "Transport errors (first 5):",

@@ -48,35 +48,38 @@ def _status(span: ReadableSpan) -> str:
     return "error" if span.status.status_code is StatusCode.ERROR else "ok"
 
 
-def _label(span: ReadableSpan, key: str, default: str = "") -> str:
-    value = (span.attributes or {}).get(key)
-    return default if value is None else str(value)
-
-
 class SpanMetrics(SpanProcessor):
     """Observe the duration of each finished span of a known kind in its histogram, so the
     code that makes a span gets its metric too."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        kind = _label(span, KIND)
-        if not kind or span.start_time is None or span.end_time is None:
+        attributes = span.attributes
+        if not attributes or span.start_time is None or span.end_time is None:
             return
+        kind = attributes.get(KIND)
+        if kind is None:
+            return
+
+        def label(key: str, default: str = "") -> str:
+            value = attributes.get(key)
+            return default if value is None else str(value)
+
         seconds = max(0.0, (span.end_time - span.start_time) / 1e9)
         m = metrics()
         if kind == "model":
-            m.model_call.labels(_label(span, "model", "unknown"), _status(span)).observe(seconds)
+            m.model_call.labels(label("model", "unknown"), _status(span)).observe(seconds)
         elif kind == "tool":
-            m.tool_call.labels(_label(span, "tool"), _status(span)).observe(seconds)
+            m.tool_call.labels(label("tool"), _status(span)).observe(seconds)
         elif kind == "embedding":
-            m.embedding.labels(_label(span, "embedding.kind")).observe(seconds)
+            m.embedding.labels(label("embedding.kind")).observe(seconds)
         elif kind == "retrieval":
             m.retrieval.labels(_status(span)).observe(seconds)
         elif kind == "memory":
-            m.memory_op.labels(_label(span, "memory.op"), _status(span)).observe(seconds)
+            m.memory_op.labels(label("memory.op"), _status(span)).observe(seconds)
         elif kind == "checkpoint":
-            m.checkpoint_write.labels(_label(span, "checkpoint.op")).observe(seconds)
+            m.checkpoint_write.labels(label("checkpoint.op")).observe(seconds)
         elif kind == "node":
-            m.node_duration.labels(_label(span, "graph_id"), _label(span, "node")).observe(seconds)
+            m.node_duration.labels(label("graph_id"), label("node")).observe(seconds)
 
 
 def install_tracing(*, service_name: str, otlp_endpoint: str | None) -> TracerProvider:
