@@ -329,8 +329,9 @@ def _report(
         f"batches of {UPSERT_BATCH} through the upsert path ingestion uses. Embedding was not "
         f"repeated for them (100k chunks at the rate above would take "
         f"{SIZES[-1] / (chunks / ingest_s) / 60:.0f} minutes), so their write rate excludes "
-        "embedding. Search: k = 4; end to end = `KnowledgeBase.search` (hybrid: dense and "
-        "sparse prefetches fused by RRF) including the query embedding and the PostgreSQL check "
+        "embedding. Search: k = 4; end to end = `KnowledgeBase.search` (hybrid: dense, body "
+        "and sparse prefetches fused by RRF; the noisy copies get the same noisy vector as "
+        "dense and body) including the query embedding and the PostgreSQL check "
         f"of the hits ({SEARCHES} queries); Qdrant only = a dense `query_points` with a "
         "precomputed vector; filtered = the same with a `source` "
         f"payload filter ({FILTERED_SEARCHES} queries). Ratios are against the 1k row of this run.",
