@@ -25,6 +25,7 @@ from server.config import Project, ProjectGraphs, load_project, read_project
 from server.config.http import CORS, CustomRoutes, cors_options, mount_custom_app
 from server.errors import install_error_handlers
 from server.limits import BodyLimitMiddleware
+from server.openapi import declare_graph_ids
 from server.protocols.a2a import build_dispatcher
 from server.protocols.mcp import open_mcp
 from server.request_context import RequestIdMiddleware
@@ -35,6 +36,7 @@ from server.routes.protocols import install_protocols
 from server.runs.engine import open_run_engine
 from server.runs.events import open_run_events
 from server.samples import sample_ingest
+from server.schemas.common import COMMON_ERRORS
 from server.settings import Settings
 from server.telemetry.http import Telemetry
 from server.telemetry.logs import configure_logging
@@ -138,6 +140,7 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         summary="Graph-orchestrated AI agents served over JSON and SSE.",
         version="0.1.0",
         lifespan=lifespan,
+        responses=COMMON_ERRORS,
         openapi_url=None if http.disable_meta else "/openapi.json",
         **meta_urls,  # type: ignore[arg-type]
     )
@@ -195,6 +198,7 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
     install_protocols(app, mcp=not http.disable_mcp, a2a=not http.disable_a2a)
     if not http.disable_ui:
         install_web(app)
+    declare_graph_ids(app, list(project.graphs))
     return app
 
 

@@ -11,6 +11,7 @@ from server.resources import Resources
 from server.runs.engine import RunEngine
 from server.runs.events import RunEventLog
 from stores.knowledge import KnowledgeBase
+from stores.memory.operations import MAX_OFFSET
 from stores.sql.database import Database
 
 
@@ -62,4 +63,4 @@ EngineDep = Annotated[RunEngine, Depends(get_engine)]
 ProjectDep = Annotated[Project, Depends(get_project)]
 GraphsDep = Annotated[ProjectGraphs, Depends(get_graphs)]
 Limit = Annotated[int, Query(ge=1, le=200, description="Items per page (1-200).")]
-Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")]

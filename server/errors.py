@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,10 +39,31 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
+_ECHO_DEPTH = 8
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """`value` as JSON can always write it: numbers JSON has no room for (NaN, infinities,
+    integers past 64 bits) as their text, and nothing echoed deeper than `_ECHO_DEPTH`."""
+    if depth > _ECHO_DEPTH:
+        return "..."
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v, depth + 1) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return value
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 (`detail`: one entry per bad field, `loc` naming it) with the request id."""
+    """FastAPI's 422 (`detail`: one entry per bad field, `loc` naming it) with the request id;
+    the echoed input is made writable (1e400 parses to infinity, which would make it a 500)."""
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(error_body(jsonable_encoder(exc.errors())), status_code=422)
+    detail = _json_safe(jsonable_encoder(exc.errors()))
+    return JSONResponse(error_body(detail), status_code=422)
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -88,6 +110,16 @@ async def _database_down(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "the database is unavailable; try again shortly")
 
 
+async def _bad_value(_: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value of the request (out of range, untranslatable, ...): the
+    # client's fault, not an outage. Validation should have named the field first; say what
+    # kind of problem it was, and keep the database's own text for the log.
+    log.warning("the database refused a value of the request: %s", exc)
+    return error_response(
+        422, "a value of the request is out of the range the database can hold or compare"
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map store exceptions (and FastAPI's own errors) to JSON error bodies on `app`."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -102,3 +134,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(PoolTimeoutError, _database_down)
     app.add_exception_handler(DBAPIError, _database_down)
+    # More specific than DBAPIError, so it wins for data errors (SQLSTATE class 22).
+    app.add_exception_handler(DataError, _bad_value)

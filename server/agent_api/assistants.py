@@ -28,7 +28,7 @@ from stores.sql import assistants as store
 from stores.sql import threads as thread_store
 from stores.sql.models import Agent, AgentVersion
 
-router = APIRouter(prefix="/assistants", tags=["assistants"])
+router = APIRouter(prefix="/assistants", tags=["assistants"], responses={**NOT_FOUND, **CONFLICT})
 
 
 def assistant_json(agent: Agent) -> dict[str, Any]:

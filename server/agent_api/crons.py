@@ -18,6 +18,7 @@ from server.redact import mask_secrets
 from server.runs.engine import RunEngine
 from server.runs.scheduler import CronScheduler, open_cron_scheduler
 from server.runs.webhooks import check_webhook_url, webhook_policy
+from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY
 from server.schemas.crons import (
     CRON_FIELDS,
     RUN_PAYLOAD_FIELDS,
@@ -34,7 +35,7 @@ from stores.sql.filters import Filter
 from stores.sql.models import Agent, Cron, Run
 from stores.sql.runs import RunCreator
 
-router = APIRouter(tags=["crons"])
+router = APIRouter(tags=["crons"], responses={**NOT_FOUND, **CONFLICT, **TOO_MANY})
 
 _COLUMN_FIELDS = ("schedule", "timezone", "end_time", "enabled", "on_run_completed")
 

@@ -21,6 +21,7 @@ from server.runs.engine import RunEngine, run_json
 from server.runs.execute import AUTH_CONFIGURABLE
 from server.runs.streaming import dumps, validate_stream_modes
 from server.runs.webhooks import check_webhook_url, webhook_policy
+from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY
 from server.schemas.runs import BatchRunCreate, RunCreate, RunField, RunsCancel
 from server.sse import follow_run, parse_last_event_id, run_headers, sse_response
 from stores.errors import InvalidInputError
@@ -29,7 +30,7 @@ from stores.sql import runs as run_store
 from stores.sql.assistants import assistant_key, or_system, resolve_assistant
 from stores.sql.models import Agent, Run
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], responses={**NOT_FOUND, **CONFLICT, **TOO_MANY})
 
 
 Action = Annotated[Literal["interrupt", "rollback"], Query(description="interrupt or rollback")]

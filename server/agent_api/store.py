@@ -18,6 +18,7 @@ from server.schemas.memory import (
     StoreNamespacesList,
 )
 from stores.memory import operations as ops
+from stores.memory.operations import MAX_KEY_LENGTH, MAX_LABEL_LENGTH, MAX_NAMESPACE_LABELS
 
 router = APIRouter(prefix="/store", tags=["store"])
 
@@ -46,8 +47,15 @@ async def put_item(body: StoreItemPut, resources: ResourcesDep, caller: CallerDe
 async def get_item(
     resources: ResourcesDep,
     caller: CallerDep,
-    key: Annotated[str, Query(min_length=1)],
-    namespace: Annotated[str, Query(description="Labels joined with '.'.")] = "",
+    key: Annotated[str, Query(min_length=1, max_length=MAX_KEY_LENGTH, pattern=r"^[^\x00]+$")],
+    namespace: Annotated[
+        str,
+        Query(
+            max_length=MAX_NAMESPACE_LABELS * (MAX_LABEL_LENGTH + 1),
+            pattern=r"^[^.\x00]+(\.[^.\x00]+)*$",
+            description="Labels joined with '.' (at least one).",
+        ),
+    ],
     refresh_ttl: bool | None = None,
 ) -> dict[str, Any]:
     """The item at (namespace, key); 404 when absent or expired."""

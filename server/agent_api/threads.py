@@ -37,7 +37,7 @@ from server.schemas.agent_api import (
     ThreadStateUpdate,
     ThreadUpdate,
 )
-from server.schemas.common import CONFLICT, NOT_FOUND
+from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY
 from server.sse import follow_thread_stream, parse_thread_event_id, sse_response
 from stores.errors import ConflictError, InvalidInputError, NotFoundError
 from stores.sql import runs as run_store
@@ -48,7 +48,9 @@ from stores.sql.database import Database
 from stores.sql.filters import Filter
 from stores.sql.models import Conversation
 
-router = APIRouter(prefix="/threads", tags=["threads"])
+router = APIRouter(
+    prefix="/threads", tags=["threads"], responses={**NOT_FOUND, **CONFLICT, **TOO_MANY}
+)
 
 
 def ttl_json(thread: Conversation) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from server.deps import DatabaseDep, EngineDep, ResourcesDep
 from server.errors import error_response
 from server.resources import Resources
 from server.routes.users import user_access
-from server.schemas.common import CONFLICT, NOT_FOUND, ErrorBody, Responses
+from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY, ErrorBody, Responses
 from server.schemas.turns import ChatAnswer, ChatRequest, ToolOut
 from server.sse import sse_response
 from stores.sql import tools as sql_tools
@@ -76,7 +76,7 @@ def _too_long(message: str, limit: int) -> JSONResponse | None:
     )
 
 
-@router.post("/chat", responses={**SSE_DOC, **NOT_FOUND, **CONFLICT, **TOO_LARGE})
+@router.post("/chat", responses={**SSE_DOC, **NOT_FOUND, **CONFLICT, **TOO_LARGE, **TOO_MANY})
 async def chat(
     body: ChatRequest,
     engine: EngineDep,
@@ -106,7 +106,7 @@ async def chat(
     )
 
 
-@router.post("/chat/invoke", responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE})
+@router.post("/chat/invoke", responses={**NOT_FOUND, **CONFLICT, **TOO_LARGE, **TOO_MANY})
 async def chat_invoke(
     body: ChatRequest, engine: EngineDep, resources: ResourcesDep, caller: CallerDep
 ) -> ChatAnswer:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stores.memory.operations import MAX_OFFSET
+from server.schemas.common import PageOffset, StoredObject, StoredValue
+from server.schemas.memory import ItemKey, Namespace
 from stores.sql.assistants import AssistantSort
 from stores.sql.threads import ThreadSort, ThreadStatus
 
@@ -51,9 +52,9 @@ class AssistantCreate(AgentApiBody):
 
     graph_id: str = Field(min_length=1, max_length=100)
     assistant_id: uuid.UUID | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    config: StoredObject = Field(default_factory=dict)
+    context: StoredObject = Field(default_factory=dict)
+    metadata: StoredObject = Field(default_factory=dict)
     if_exists: IfExists = "raise"
     name: str | None = Field(None, max_length=200)
     description: str | None = None
@@ -63,9 +64,9 @@ class AssistantUpdate(AgentApiBody):
     """Body of `PATCH /assistants/{id}`: every field optional; a new version is written."""
 
     graph_id: str | None = Field(None, min_length=1, max_length=100)
-    config: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    config: StoredObject | None = None
+    context: StoredObject | None = None
+    metadata: StoredObject | None = None
     name: str | None = Field(None, max_length=200)
     description: str | None = None
 
@@ -73,7 +74,7 @@ class AssistantUpdate(AgentApiBody):
 class AssistantCount(AgentApiBody):
     """Body of `POST /assistants/count`."""
 
-    metadata: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
     graph_id: str | None = None
     name: str | None = None
 
@@ -82,7 +83,7 @@ class AssistantSearch(AssistantCount):
     """Body of `POST /assistants/search`."""
 
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    offset: PageOffset = 0
     sort_by: AssistantSort | None = None
     sort_order: SortOrder | None = None
     select: list[AssistantField] | None = None
@@ -91,9 +92,9 @@ class AssistantSearch(AssistantCount):
 class AssistantVersionsSearch(AgentApiBody):
     """Body of `POST /assistants/{id}/versions`."""
 
-    metadata: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    offset: PageOffset = 0
 
 
 class AssistantSetLatest(AgentApiBody):
@@ -105,8 +106,8 @@ class AssistantSetLatest(AgentApiBody):
 class StateUpdate(AgentApiBody):
     """One state update of a superstep (thread creation with `supersteps`)."""
 
-    values: Any = None
-    command: dict[str, Any] | None = None
+    values: StoredValue = None
+    command: StoredObject | None = None
     as_node: str = Field(min_length=1)
 
 
@@ -127,7 +128,7 @@ class ThreadCreate(AgentApiBody):
     """Body of `POST /threads`."""
 
     thread_id: uuid.UUID | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: StoredObject = Field(default_factory=dict)
     if_exists: IfExists = "raise"
     supersteps: list[Superstep] | None = None
     ttl: ThreadTTLBody | None = None
@@ -136,15 +137,15 @@ class ThreadCreate(AgentApiBody):
 class ThreadUpdate(AgentApiBody):
     """Body of `PATCH /threads/{id}`: metadata merged into the thread's."""
 
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: StoredObject = Field(default_factory=dict)
     ttl: ThreadTTLBody | None = None
 
 
 class ThreadCount(AgentApiBody):
     """Body of `POST /threads/count`."""
 
-    metadata: dict[str, Any] | None = None
-    values: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
+    values: StoredObject | None = None
     status: ThreadStatus | None = None
 
 
@@ -153,7 +154,7 @@ class ThreadSearch(ThreadCount):
 
     ids: list[uuid.UUID] | None = Field(None, max_length=1000)
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    offset: PageOffset = 0
     sort_by: ThreadSort | None = None
     sort_order: SortOrder | None = None
     select: list[ThreadField] | None = None
@@ -171,7 +172,7 @@ class CheckpointRef(AgentApiBody):
 
     checkpoint_id: str | None = None
     checkpoint_ns: str = ""
-    checkpoint_map: dict[str, Any] | None = None
+    checkpoint_map: StoredObject | None = None
     thread_id: str | None = None
 
 
@@ -185,7 +186,7 @@ class ThreadStateAtCheckpoint(AgentApiBody):
 class ThreadStateUpdate(AgentApiBody):
     """Body of `POST /threads/{id}/state`: `values` written as if by node `as_node`."""
 
-    values: Any = None
+    values: StoredValue = None
     as_node: str | None = Field(None, min_length=1)
     checkpoint_id: str | None = None
     checkpoint: CheckpointRef | None = None
@@ -196,12 +197,12 @@ class ThreadHistory(AgentApiBody):
 
     limit: int = Field(10, ge=1, le=1000)
     before: str | CheckpointRef | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
     checkpoint: CheckpointRef | None = None
 
 
 class StoreItemDelete(AgentApiBody):
     """Body of `DELETE /store/items`."""
 
-    namespace: list[Any]
-    key: str = Field(min_length=1)
+    namespace: Namespace
+    key: ItemKey

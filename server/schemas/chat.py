@@ -10,9 +10,16 @@ from pydantic import AliasChoices, EmailStr, Field, PlainSerializer, field_valid
 
 from nodes.tools.registry import tool_registry
 from server.redact import mask_secrets
-from server.schemas.common import Identifier, JsonObject, PatchModel, RequestModel, ResponseModel
+from server.schemas.common import (
+    Identifier,
+    JsonObject,
+    PatchModel,
+    RequestModel,
+    ResponseModel,
+    StoredObject,
+)
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
 Metadata = Annotated[
     dict[str, Any],
     Field(validation_alias=AliasChoices("metadata_", "metadata"), serialization_alias="metadata"),
@@ -53,7 +60,7 @@ class UserUpdate(PatchModel):
 
     email: EmailStr | None = None
     name: Name | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
 
     @field_validator("email")
     @classmethod
@@ -82,8 +89,16 @@ class ModelSettings(RequestModel):
     timeout_s: Annotated[float, Field(gt=0, le=600)] | None = None
 
 
-ToolNames = Annotated[list[Identifier], Field(max_length=64)]
-CollectionNames = Annotated[list[Identifier], Field(max_length=64)]
+def _tool_names(schema: dict[str, Any]) -> None:
+    schema["uniqueItems"] = True
+    schema["items"] = {"type": "string", "enum": sorted(tool_registry())}
+
+
+ToolNames = Annotated[list[Identifier], Field(max_length=64, json_schema_extra=_tool_names)]
+"""Tools an agent may call: names of `GET /tools`, each once."""
+CollectionNames = Annotated[
+    list[Identifier], Field(max_length=64, json_schema_extra={"uniqueItems": True})
+]
 
 
 class AgentCreate(RequestModel):
@@ -120,8 +135,8 @@ class AgentUpdate(PatchModel):
     model: ModelSettings | None = None
     tools: ToolNames | None = None
     collections: CollectionNames | None = None
-    config: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    config: StoredObject | None = None
+    metadata: StoredObject | None = None
 
     @field_validator("tools")
     @classmethod
@@ -165,7 +180,7 @@ class ConversationUpdate(PatchModel):
     """Fields of a conversation to change."""
 
     title: Annotated[str, Field(max_length=300)] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
 
 
 class ConversationOut(ResponseModel):

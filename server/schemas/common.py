@@ -4,16 +4,54 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from stores.json_values import check_json
+from stores.memory.operations import MAX_OFFSET
 
 T = TypeVar("T")
+
+PageOffset = Annotated[
+    int, Field(ge=0, le=MAX_OFFSET, description=f"Items to skip (at most {MAX_OFFSET}).")
+]
+"""`offset` of a search body: bounded, so a huge one is a 422, never a database error."""
+
+MAX_JSON_DEPTH = 32
+MAX_JSON_BYTES = 1024 * 1024
+JSON_RULES = (
+    "JSON whose integers fit in 64 bits, whose numbers are finite, without NUL characters "
+    f"(in keys or strings), keys of at most 1024 characters, nested at most {MAX_JSON_DEPTH} "
+    "deep."
+)
+
+
+def storable(value: T, info: ValidationInfo) -> T:
+    """`value` if PostgreSQL's JSONB, MongoDB and the checkpoint serialiser can all hold it;
+    else a validation error naming the part that cannot be held."""
+    check_json(
+        value,
+        field=info.field_name or "value",
+        max_depth=MAX_JSON_DEPTH,
+        max_bytes=MAX_JSON_BYTES,
+        operators=True,
+        nul_in_strings=False,
+    )
+    return value
+
+
+StoredObject = Annotated[
+    dict[str, Any], AfterValidator(storable), Field(description=f"A JSON object: {JSON_RULES}")
+]
+"""A JSON object the server stores (metadata, config, context) or matches stored ones with."""
+StoredValue = Annotated[Any, AfterValidator(storable), Field(description=f"Any {JSON_RULES}")]
+"""Any JSON value the server stores (a run's input, a state update's values)."""
+JsonObject = Annotated[StoredObject, Field(default_factory=dict)]
+"""A stored JSON object of a request that defaults to `{}`."""
 
 Identifier = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 ]
 """A name used as a key: letters, digits, `_` and `-`, starting with a letter or `_`."""
-
-JsonObject = Annotated[dict[str, Any], Field(default_factory=dict)]
 
 
 class RequestModel(BaseModel):
@@ -22,8 +60,25 @@ class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def _without_null(schema: dict[str, Any]) -> None:
+    for field in schema.get("properties", {}).values():
+        options = field.get("anyOf")
+        if options and {"type": "null"} in options:
+            kept = [option for option in options if option != {"type": "null"}]
+            del field["anyOf"]
+            if len(kept) == 1:
+                field.update(kept[0])
+            else:
+                field["anyOf"] = kept
+        if field.get("default", 0) is None:
+            del field["default"]
+
+
 class PatchModel(RequestModel):
-    """Base of partial updates: omitted fields stay as they are; `null` is not a value."""
+    """Base of partial updates: omitted fields stay as they are; `null` is not a value (and
+    the schema says so)."""
+
+    model_config = ConfigDict(json_schema_extra=_without_null)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -48,13 +103,42 @@ class Page(ResponseModel, Generic[T]):
     offset: int
 
 
-class ErrorBody(BaseModel):
-    """The body of every 4xx/5xx answer the server makes on purpose."""
+class ValidationIssue(BaseModel):
+    """One problem of a request that did not validate, as FastAPI reports it."""
 
-    detail: str
+    loc: list[str | int] = Field(description="Where: body/query/path/header, then the field.")
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every 4xx/5xx answer the server makes on purpose: what was wrong and
+    (when one field is to blame) which field; a request that did not validate lists its
+    issues instead."""
+
+    detail: str | list[ValidationIssue]
     field: str | None = None
+    request_id: str | None = Field(
+        None, description="The request's X-Request-ID: quote it to find the request in the log."
+    )
 
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No record with that id."}}
 CONFLICT: Responses = {409: {"model": ErrorBody, "description": "Conflicts with existing data."}}
+TOO_MANY: Responses = {
+    429: {"model": ErrorBody, "description": "A per-identity limit is reached; see Retry-After."}
+}
+COMMON_ERRORS: Responses = {
+    400: {
+        "model": ErrorBody,
+        "description": "The body cannot be parsed, or the Host header is not one the server "
+        "answers.",
+    },
+    401: {"model": ErrorBody, "description": "Authentication is required and failed."},
+    403: {"model": ErrorBody, "description": "The caller may not do this."},
+    413: {"model": ErrorBody, "description": "The request body is larger than the limit."},
+    422: {"model": ErrorBody, "description": "The request did not validate; names the field."},
+    503: {"model": ErrorBody, "description": "A backing service is unavailable; try again."},
+}
+"""Answers any route may give: the Host guard, authentication, validation, an outage."""

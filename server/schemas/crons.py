@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from stores.memory.operations import MAX_OFFSET
+from server.schemas.common import PageOffset, StoredObject, StoredValue
 
 StreamModeName = Literal[
     "values",
@@ -67,10 +68,10 @@ class _Body(BaseModel):
 
 
 class _RunFields(_Body):
-    input: Any = None
-    metadata: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
+    input: StoredValue = None
+    metadata: StoredObject | None = None
+    config: StoredObject | None = None
+    context: StoredObject | None = None
     checkpoint_during: bool | None = None
     interrupt_before: Literal["*"] | list[str] | None = None
     interrupt_after: Literal["*"] | list[str] | None = None
@@ -103,7 +104,9 @@ class CronCreate(_RunFields):
 class CronUpdate(_RunFields):
     """`PATCH /runs/crons/{cron_id}`: only the fields sent change; `end_time: null` clears it."""
 
-    schedule: str | None = Field(None, min_length=1, max_length=200)
+    # Sent as null, these two are refused (422); the document leaves null out.
+    schedule: str | SkipJsonSchema[None] = Field(None, min_length=1, max_length=200)
+    enabled: bool | SkipJsonSchema[None] = None
     on_run_completed: Literal["delete", "keep"] | None = None
 
 
@@ -113,9 +116,9 @@ class CronSearch(_Body):
     assistant_id: uuid.UUID | None = None
     thread_id: uuid.UUID | None = None
     enabled: bool | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
     limit: int = Field(10, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    offset: PageOffset = 0
     sort_by: CronSortBy = "created_at"
     sort_order: Literal["asc", "desc"] = "desc"
     select: list[CronField] | None = None
@@ -126,4 +129,4 @@ class CronCount(_Body):
 
     assistant_id: uuid.UUID | None = None
     thread_id: uuid.UUID | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: StoredObject | None = None

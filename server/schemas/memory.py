@@ -12,11 +12,33 @@ from pydantic import BaseModel, Field, field_validator
 from server.schemas.common import RequestModel
 from stores.memory.operations import (
     MAX_KEY_LENGTH,
+    MAX_LABEL_LENGTH,
     MAX_NAMESPACE_LABELS,
     MAX_OFFSET,
     MAX_TTL_MINUTES,
     validate_namespace,
 )
+
+Label = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_LABEL_LENGTH,
+        pattern=r"^[^.\x00]+$",
+        description="A namespace label: no '.' (the separator) and no NUL.",
+    ),
+]
+Namespace = Annotated[
+    list[Label],
+    Field(
+        min_length=1,
+        max_length=MAX_NAMESPACE_LABELS,
+        description="Labels from the most general; the first may not be 'langgraph' (reserved).",
+    ),
+]
+NamespacePrefix = Annotated[list[Label], Field(max_length=MAX_NAMESPACE_LABELS)]
+ItemKey = Annotated[str, Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=r"^[^\x00]+$")]
+"""An item's key: at most 512 characters, no NUL."""
 
 MemoryKey = Annotated[
     str,
@@ -90,9 +112,12 @@ def _namespace(value: Any, field: str, *, allow_empty: bool) -> list[str]:
 class StoreItemPut(RequestModel):
     """Body of `PUT /store/items` (Agent Server API)."""
 
-    namespace: list[Any]
-    key: str = Field(min_length=1, max_length=MAX_KEY_LENGTH)
-    value: dict[str, Any]
+    namespace: Namespace
+    key: ItemKey
+    value: dict[str, Any] = Field(
+        description="A JSON object: integers within 64 bits, finite numbers, field names that "
+        "do not start with '$', nested at most 16 deep, at most 64 KiB."
+    )
     index: Literal[False] | list[str] | None = None
     ttl: float | None = Field(None, gt=0, le=MAX_TTL_MINUTES, description="Minutes to live.")
 
@@ -105,7 +130,7 @@ class StoreItemPut(RequestModel):
 class StoreItemsSearch(RequestModel):
     """Body of `POST /store/items/search` (Agent Server API)."""
 
-    namespace_prefix: list[Any] = Field(default_factory=list)
+    namespace_prefix: NamespacePrefix = Field(default_factory=list)
     filter: dict[str, Any] | None = None
     limit: int = Field(10, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
@@ -121,8 +146,8 @@ class StoreItemsSearch(RequestModel):
 class StoreNamespacesList(RequestModel):
     """Body of `POST /store/namespaces` (Agent Server API)."""
 
-    prefix: list[str] | None = None
-    suffix: list[str] | None = None
+    prefix: NamespacePrefix | None = None
+    suffix: NamespacePrefix | None = None
     max_depth: int | None = Field(None, ge=1, le=MAX_NAMESPACE_LABELS)
     limit: int = Field(100, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from server.runs.streaming import validate_stream_modes
 from server.schemas.agent_api import CheckpointRef
+from server.schemas.common import StoredObject, StoredValue, storable
 
 
 class RunCommand(BaseModel):
@@ -16,9 +17,9 @@ class RunCommand(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    resume: Any = None
-    update: dict[str, Any] | list[Any] | None = None
-    goto: str | list[Any] | dict[str, Any] | None = None
+    resume: StoredValue = None
+    update: StoredObject | Annotated[list[Any], AfterValidator(storable)] | None = None
+    goto: str | Annotated[list[Any], AfterValidator(storable)] | StoredObject | None = None
 
 
 class RunCreate(BaseModel):
@@ -27,11 +28,11 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     assistant_id: str = Field(min_length=1, max_length=200)
-    input: dict[str, Any] | list[Any] | str | int | float | bool | None = None
+    input: StoredValue = None
     command: RunCommand | None = None
-    metadata: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
-    context: dict[str, Any] | None = None
+    metadata: StoredObject | None = None
+    config: StoredObject | None = None
+    context: StoredObject | None = None
     checkpoint_id: str | None = Field(None, max_length=100)
     checkpoint: CheckpointRef | None = None
     checkpoint_during: bool | None = None

@@ -5,18 +5,38 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict, JsonValue
 
 from server.schemas.common import RequestModel, ResponseModel
+
+_UUID: JsonDict = {"type": "string", "format": "uuid"}
+_TARGETS: list[JsonValue] = [
+    {
+        "title": "To a conversation",
+        "required": ["conversation_id"],
+        "properties": {"conversation_id": _UUID, "user_id": False, "agent_id": False},
+    },
+    {
+        "title": "To a new conversation",
+        "required": ["user_id", "agent_id"],
+        "properties": {"conversation_id": False, "user_id": _UUID, "agent_id": _UUID},
+    },
+]
 
 
 class ChatRequest(RequestModel):
     """One user turn: to a `conversation_id`, or to a new conversation of `user_id`+`agent_id`."""
 
+    # The rule of `_target` below, in the document: exactly one of the two forms.
+    model_config = ConfigDict(json_schema_extra={"oneOf": _TARGETS})
+
     conversation_id: uuid.UUID | None = None
     user_id: uuid.UUID | None = None
     agent_id: uuid.UUID | None = None
-    message: Annotated[str, Field(min_length=1, description="What the user says.")]
+    message: Annotated[
+        str, Field(min_length=1, pattern=r"\S", description="What the user says (not blank).")
+    ]
     title: Annotated[str, Field(max_length=300)] = ""
 
     @model_validator(mode="after")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +10,7 @@ from typing import Any, Literal
 from langgraph.store.base import Item, SearchItem
 
 from stores.errors import InvalidInputError, NotFoundError
+from stores.json_values import check_json
 from stores.memory import facts
 from stores.memory.facts import FACT_FIELDS, RECORD_FIELDS, USER, Fact
 from stores.memory.filters import check_filter
@@ -79,66 +78,14 @@ def validate_key(key: Any, *, field: str = "key") -> str:
     return key
 
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_FIELD_NAME = 1024
-
-
-def check_json(value: Any, *, field: str, limits: ValueLimits, operators: bool = False) -> None:
-    """Raise `InvalidInputError` naming the first part of `value` MongoDB cannot store or the
-    limits refuse: nesting deeper than `max_depth`, integers beyond 64 bits, NaN or infinite
-    numbers, field names that start with "$" (unless `operators`: a search filter's), hold NUL
-    or are too long, more than `max_bytes` of JSON. Walks without recursion, so a hostile
-    depth costs nothing."""
-    stack: list[tuple[Any, str, int]] = [(value, field, 0)]
-    while stack:
-        node, path, depth = stack.pop()
-        if isinstance(node, (Mapping, list)):
-            if depth >= limits.max_depth:
-                raise InvalidInputError(
-                    f"{path} is nested deeper than {limits.max_depth} levels", field=path
-                )
-            if isinstance(node, list):
-                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node))
-                continue
-            for name, item in node.items():
-                if not isinstance(name, str):
-                    raise InvalidInputError(
-                        f"{path} has a field name that is not a string", field=path
-                    )
-                dollar = name.startswith("$") and not operators
-                if dollar or "\x00" in name or len(name) > MAX_FIELD_NAME:
-                    raise InvalidInputError(
-                        f"{path} has a field name {name[:40]!r} that starts with '$', holds NUL "
-                        f"or is longer than {MAX_FIELD_NAME} characters",
-                        field=path,
-                    )
-                stack.append((item, f"{path}.{name}", depth + 1))
-        elif isinstance(node, bool) or node is None or isinstance(node, str):
-            continue
-        elif isinstance(node, int):
-            if not INT64_MIN <= node <= INT64_MAX:
-                raise InvalidInputError(
-                    f"{path} is an integer beyond 64 bits, which MongoDB cannot store", field=path
-                )
-        elif isinstance(node, float):
-            if not math.isfinite(node):
-                raise InvalidInputError(f"{path} must be a finite number", field=path)
-        else:
-            raise InvalidInputError(f"{path} holds a {type(node).__name__}, not JSON", field=path)
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-    if size > limits.max_bytes:
-        raise InvalidInputError(
-            f"{field} is {size} bytes of JSON; the limit is {limits.max_bytes}", field=field
-        )
-
-
 def validate_value(
     value: Any, *, field: str = "value", limits: ValueLimits | None = None
 ) -> dict[str, Any]:
     """Check an item value: a JSON object within `limits` that MongoDB can store."""
     if not isinstance(value, Mapping):
         raise InvalidInputError(f"{field} must be a JSON object", field=field)
-    check_json(value, field=field, limits=limits or ValueLimits())
+    limits = limits or ValueLimits()
+    check_json(value, field=field, max_depth=limits.max_depth, max_bytes=limits.max_bytes)
     return dict(value)
 
 
@@ -164,7 +111,14 @@ def _validate_filter(filter: Any) -> dict[str, Any] | None:
         check_filter(filter)
     except ValueError as error:
         raise InvalidInputError(str(error), field="filter") from error
-    check_json(filter, field="filter", limits=ValueLimits(), operators=True)
+    limits = ValueLimits()
+    check_json(
+        filter,
+        field="filter",
+        max_depth=limits.max_depth,
+        max_bytes=limits.max_bytes,
+        operators=True,
+    )
     return dict(filter)
 
 
