@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import psycopg
 from langgraph_sdk import get_client
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from tests.support import TEST_GRAPHS, free_port
@@ -46,6 +47,16 @@ async def _runs(url: str, assistant_id: str, count: int) -> list[dict[str, Any]]
         return list(await asyncio.gather(*(one(n) for n in range(count))))
     finally:
         await client.aclose()
+
+
+def _finished(url: str, graph: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "switchboard_runs_finished_total" and sample.labels["graph"] == graph
+    )
 
 
 def test_serve_with_two_workers_runs_in_both_processes(database_url: str, tmp_path: Path) -> None:
@@ -101,6 +112,10 @@ def test_serve_with_two_workers_runs_in_both_processes(database_url: str, tmp_pa
         assert len(owners) == 2, owners  # both processes executed runs
         assert process.pid not in owners
         assert {_parent_of(pid) for pid in owners} == {process.pid}  # the two workers of serve
+        # One multiprocess metrics directory: whichever worker answers /metrics counts the
+        # runs both finished.
+        for _ in range(6):
+            assert _finished(url, "steps") == len(rows)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
