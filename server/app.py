@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.routing import Match
@@ -47,6 +49,15 @@ from stores.sql.assistants import ensure_system_assistants
 from stores.sql.collections import ensure_system_collection
 
 log = logging.getLogger(__name__)
+
+
+# FastAPI >= 0.16x makes its own request spans once an OpenTelemetry SDK is set up; ours
+# (server/telemetry/http.py) carry the request id and feed the metrics, so theirs are off.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI:
@@ -143,6 +154,7 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         responses=COMMON_ERRORS,
         openapi_url=None if http.disable_meta else "/openapi.json",
         **meta_urls,  # type: ignore[arg-type]
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.project = project
     # Middleware, innermost first: a body is read as JSON, bounded, after its caller is known;
