@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
+from server.app import _NO_NATIVE_TELEMETRY
 from server.telemetry.http import Telemetry
 from server.telemetry.runs import observed_run
 from server.telemetry.tracing import install_tracing
@@ -79,7 +80,7 @@ async def _runs(graph: Any, *, traced: bool) -> float:
 
 
 def _app(*, traced: bool) -> FastAPI:
-    app = FastAPI()
+    app = FastAPI(**_NO_NATIVE_TELEMETRY)  # as the server makes it: FastAPI's own spans off
 
     @app.get("/things/{thing_id}")
     async def thing(thing_id: str) -> dict[str, str]:
