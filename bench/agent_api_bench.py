@@ -276,11 +276,12 @@ def _langgraph_dev() -> Server:
 
 async def _one_run(client: Any, endpoint: str) -> tuple[float, float, bool]:
     """(latency ms, first event ms, ok) of one run on a fresh thread."""
-    thread = await client.threads.create()
     started = time.perf_counter()
     first: float | None = None
     ok = True
     try:
+        thread = await client.threads.create()
+        started = time.perf_counter()
         if endpoint == "wait":
             result = await client.runs.wait(thread["thread_id"], GRAPH, input=RUN_INPUT)
             ok = isinstance(result, dict) and len(result.get("messages", ())) == 2
