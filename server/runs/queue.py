@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import psycopg
 from sqlalchemy import text
 
 from server.background import supervise
@@ -95,6 +96,8 @@ class RunQueue:
         # Stop a run this long before its lease could lapse: room for the cancellation.
         self.margin_s = min(self.lease_s / 6, 5.0)
         self.attempts: dict[uuid.UUID, Attempt] = {}
+        self._held: dict[RunToken, Attempt] = {}  # attempts whose lease the renewer renews
+        self._renew_conn: psycopg.AsyncConnection[Any] | None = None  # the renewer's own
         self._idle: list[asyncio.Future[None]] = []
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,6 +113,8 @@ class RunQueue:
     async def start(self, execute: Execute) -> None:
         """Start the NOTIFY listener and `run_workers` workers that hand claims to `execute`."""
         self._tasks.append(asyncio.create_task(self._listen(), name="runs-listener"))
+        renewer = supervise("runs-lease-renewer", self._renew_forever)
+        self._tasks.append(asyncio.create_task(renewer, name="runs-lease-renewer"))
         for n in range(self.settings.run_workers):
             name = f"runs-worker-{n}"
             work = supervise(name, lambda: self._worker(execute))
@@ -394,44 +399,85 @@ class RunQueue:
                     del self.attempts[run.id]
 
     async def hold(self, attempt: Attempt) -> None:
-        """Renew `attempt`'s lease until cancelled; stop its run when the claim is lost.
+        """Hold `attempt`'s lease until cancelled; stop its run when the claim is lost.
 
-        Renewals come every `lease_s / 3`. The claim is good until `lease_s` after the last
-        renewal that succeeded was sent (the database counts from later), less a margin: when
-        no renewal succeeds by then, the run is stopped here, before another worker can
-        reclaim it. A renewal that finds another attempt holding the run stops it at once; one
-        that finds a cancel request (whose NOTIFY was missed) cancels it.
+        The process's one renewer (`_renew_forever`) renews the leases of every attempt held
+        here, in one statement on a connection of its own, every `lease_s / 3`; each renewal
+        that succeeded moves the attempt's `lease_deadline` on. The claim is good until
+        `lease_s` after the last renewal that succeeded was sent (the database counts from
+        later), less a margin: when none succeeds by then, the run is stopped here, before
+        another worker can reclaim it. A renewal that finds another attempt holding the run
+        stops it at once; one that finds a cancel request (whose NOTIFY was missed) cancels it.
+        """
+        loop = asyncio.get_running_loop()
+        self._held[attempt.token] = attempt
+        try:
+            while True:
+                now = loop.time()
+                if now >= attempt.lease_deadline:
+                    log.warning(
+                        "run %s (attempt %d): no lease renewal succeeded in time; stopping it here",
+                        attempt.token.run_id,
+                        attempt.token.attempt,
+                    )
+                    attempt.stop("lost")
+                    return
+                await asyncio.sleep(attempt.lease_deadline - now)
+        finally:
+            if self._held.get(attempt.token) is attempt:
+                del self._held[attempt.token]
+
+    async def _renew_forever(self) -> None:
+        """Renew the leases of all attempts held here, every `lease_s / 3`, in one statement.
+
+        The statement runs on an autocommit connection of the renewer's own, so renewals never
+        wait behind request traffic for a pooled connection. A cut connection is reopened on
+        the next beat; a renewal that fails or hangs is given up once no attempt it covers
+        could still use it (their deadlines stop them meanwhile).
         """
         loop = asyncio.get_running_loop()
         interval = self.lease_s / 3
-        while True:
-            now = loop.time()
-            if now >= attempt.lease_deadline:
-                log.warning(
-                    "run %s (attempt %d): no lease renewal succeeded in time; stopping it here",
-                    attempt.token.run_id,
-                    attempt.token.attempt,
-                )
-                attempt.stop("lost")
-                return
-            await asyncio.sleep(min(interval, attempt.lease_deadline - now))
-            if loop.time() >= attempt.lease_deadline:
-                continue
-            sent = loop.time()
-            try:
-                renewal = await asyncio.wait_for(
-                    run_store.renew_lease(self.db, attempt.token, lease_s=self.lease_s),
-                    timeout=max(0.01, attempt.lease_deadline - sent),
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # a blip: the next beat may succeed, until the deadline
-                log.warning("renewing the lease of run %s failed: %r", attempt.token.run_id, error)
-                continue
-            if not renewal.held:
-                log.warning("run %s: its lease was taken over; stopping it here", attempt.run.id)
-                attempt.stop("lost")
-                return
-            attempt.lease_deadline = sent + self.lease_s - self.margin_s
-            if renewal.cancel_reason:  # a cancel whose NOTIFY we missed
-                attempt.stop(cancel_action(renewal.cancel_reason))
+        try:
+            while not self._closing:
+                await asyncio.sleep(interval)
+                sent = loop.time()
+                held = [a for a in self._held.values() if a.lease_deadline > sent]
+                if not held:
+                    continue
+                last_deadline = max(a.lease_deadline for a in held)
+                try:
+                    renewals = await asyncio.wait_for(
+                        self._renew([a.token for a in held]),
+                        timeout=max(0.01, last_deadline - sent),
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # a blip: the next beat may succeed, until deadlines
+                    log.warning("renewing %d run leases failed: %r", len(held), error)
+                    await self._drop_renewal_connection()  # reconnect on the next beat
+                    continue
+                for attempt in held:
+                    renewal = renewals[attempt.token]
+                    if not renewal.held:
+                        log.warning(
+                            "run %s: its lease was taken over; stopping it here", attempt.run.id
+                        )
+                        attempt.stop("lost")
+                        continue
+                    attempt.lease_deadline = sent + self.lease_s - self.margin_s
+                    if renewal.cancel_reason:  # a cancel whose NOTIFY we missed
+                        attempt.stop(cancel_action(renewal.cancel_reason))
+        finally:
+            await self._drop_renewal_connection()
+
+    async def _renew(self, tokens: list[RunToken]) -> dict[RunToken, run_store.Renewal]:
+        """One renewal of `tokens` on the renewer's connection (opened first if need be)."""
+        if self._renew_conn is None or self._renew_conn.closed:
+            self._renew_conn = await connect(self.url, self.timeouts)
+        return await run_store.renew_leases(self._renew_conn, tokens, lease_s=self.lease_s)
+
+    async def _drop_renewal_connection(self) -> None:
+        conn, self._renew_conn = self._renew_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Literal
 
+import psycopg
 from sqlalchemy import and_, bindparam, delete, func, or_, select, text, true, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
@@ -91,10 +91,6 @@ async def send_notify(session: AsyncSession, notify: Notify | None, *extra: str)
     params = {f"p{n}": f"{payload}|{notify.sender}" for n, payload in enumerate(payloads)}
     calls = ", ".join(f"pg_notify(:channel, :p{n})" for n in range(len(payloads)))
     await session.execute(text(f"SELECT {calls}"), {"channel": notify.channel, **params})
-
-
-def _lease(seconds: float) -> Any:
-    return func.now() + timedelta(seconds=seconds)
 
 
 async def lock_thread(session: AsyncSession, thread_id: uuid.UUID) -> Conversation | None:
@@ -327,18 +323,34 @@ def _holds(token: RunToken) -> Any:
     return and_(Run.id == token.run_id, Run.attempt == token.attempt, Run.status == "running")
 
 
-async def renew_lease(db: Database, token: RunToken, *, lease_s: float) -> Renewal:
-    """Extend the lease of `token`'s attempt; `held` is False once the run is not ours."""
-    async with db.sessions.begin() as session:
-        row = (
-            await session.execute(
-                update(Run)
-                .where(_holds(token))
-                .values(lease_expires_at=_lease(lease_s))
-                .returning(Run.cancel_reason)
-            )
-        ).first()
-        return Renewal(held=row is not None, cancel_reason=row[0] if row is not None else None)
+# Renewing leases: one statement for every attempt a process holds, fenced like every write of
+# an attempt: a run's lease is extended only while its attempt is the token's and it is running.
+_RENEW_ALL = (
+    "UPDATE runs r SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)"
+    " FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS t(id, attempt)"
+    " WHERE r.id = t.id AND r.attempt = t.attempt AND r.status = 'running'"
+    " RETURNING r.id, r.attempt, r.cancel_reason"
+)
+
+
+async def renew_leases(
+    conn: psycopg.AsyncConnection[Any], tokens: Sequence[RunToken], *, lease_s: float
+) -> dict[RunToken, Renewal]:
+    """Extend the leases of all `tokens` in one statement on `conn` (autocommit): a renewal
+    per token, `held` False for those whose run is no longer theirs."""
+    if not tokens:
+        return {}
+    cursor = await conn.execute(
+        _RENEW_ALL,
+        {
+            "lease_s": float(lease_s),
+            "ids": [token.run_id for token in tokens],
+            "attempts": [token.attempt for token in tokens],
+        },
+    )
+    rows = await cursor.fetchall()
+    found = {RunToken(run_id, attempt): reason for run_id, attempt, reason in rows}
+    return {token: Renewal(held=token in found, cancel_reason=found.get(token)) for token in tokens}
 
 
 async def release_runs(db: Database, tokens: Sequence[RunToken]) -> int:

@@ -281,16 +281,16 @@ def test_a_worker_that_cannot_renew_its_lease_stops_its_run_before_another_takes
 ) -> None:
     """Renewals of the first attempt hang: its worker stops the run itself before the lease
     lapses, another worker of the same process reclaims it, and no node runs twice."""
-    real_renew = run_store.renew_lease
+    real_renew = run_store.renew_leases
     stalled: list[RunToken] = []
 
-    async def renew_or_hang(db: Any, token: RunToken, *, lease_s: float) -> Any:
-        if token.attempt == 1:
-            stalled.append(token)
+    async def renew_or_hang(conn: Any, tokens: list[RunToken], *, lease_s: float) -> Any:
+        if any(token.attempt == 1 for token in tokens):
+            stalled.extend(tokens)
             await asyncio.sleep(3600)  # the database never answers this attempt
-        return await real_renew(db, token, lease_s=lease_s)
+        return await real_renew(conn, tokens, lease_s=lease_s)
 
-    monkeypatch.setattr(run_store, "renew_lease", renew_or_hang)
+    monkeypatch.setattr(run_store, "renew_leases", renew_or_hang)
     thread_id = str(uuid.uuid4())
     settings = make_settings(
         database_url,
@@ -315,3 +315,82 @@ def test_a_worker_that_cannot_renew_its_lease_stops_its_run_before_another_takes
     assert [e["event"] for e in events].count("end") == 1  # exactly one attempt finished
     attempts = [c["metadata"]["run_attempt"] for c in run_checkpoints(database_url, run_id)]
     assert attempts == sorted(attempts)  # nothing of attempt 1 after attempt 2 began
+
+
+async def _run_through_a_saturated_pool(
+    url: str, database_url: str, steps: str, thread_id: str, hold_s: float
+) -> tuple[dict[str, Any], str, int]:
+    """Run the steps graph (1 s a node) on `thread_id` while the server's only pooled
+    connection is stuck behind a row lock for `hold_s` with more requests queued behind it.
+    Returns the run's result, its id, and how many server backends waited on the lock."""
+    client: Any = get_client(url=url)
+    try:
+        blocker = (await client.threads.create())["thread_id"]
+        run = await client.runs.create(
+            thread_id,
+            steps,
+            input={"log": ["in"]},
+            config={"configurable": {"delay": 1.0}},
+            if_not_exists="create",
+        )
+        for _ in range(600):  # until claimed: from then on it must renew its lease
+            if (await client.runs.get(thread_id, run["run_id"]))["status"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the run was never claimed")
+        async with await psycopg.AsyncConnection.connect(database_url) as lock:
+            await lock.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (blocker,))
+            # Slow requests: the first takes the pool's only connection and waits on the lock,
+            # the others wait for the pool.
+            patches = [
+                asyncio.create_task(client.threads.update(blocker, metadata={"n": n}))
+                for n in range(5)
+            ]
+            await asyncio.sleep(hold_s / 2)
+            cursor = await lock.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            row = await cursor.fetchone()
+            waiting = int(row[0]) if row else 0
+            await asyncio.sleep(hold_s / 2)
+            await lock.commit()  # the lock goes: the requests go through
+        await asyncio.gather(*patches, return_exceptions=True)
+        return await client.runs.join(thread_id, run["run_id"]), run["run_id"], waiting
+    finally:
+        await client.aclose()
+
+
+def test_lease_renewals_do_not_wait_behind_request_traffic_for_a_pooled_connection(
+    database_url: str, tmp_path: Path, steps: str
+) -> None:
+    """The request pool (1 connection, no overflow) is held by a slow request for three
+    lease periods while a run holds a 2 s lease: its renewals still go through (the renewer
+    has a connection of its own), so the run is never stopped nor reclaimed: attempt 1 runs
+    each node once."""
+    thread_id = str(uuid.uuid4())
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        migrate_on_start=False,
+        langgraph_config=TEST_GRAPHS,
+        run_lease_s=2.0,
+        run_poll_s=0.2,
+        run_workers=2,
+        db_pool_size=1,
+        db_max_overflow=0,
+    )
+    with running_server(settings) as url:
+        result, run_id, waiting = asyncio.run(
+            _run_through_a_saturated_pool(url, database_url, steps, thread_id, hold_s=6.0)
+        )
+    assert waiting == 1  # the pool's only connection was stuck on the lock
+    assert result["log"] == ["in", *STEPS]
+    assert [COMPLETED[(thread_id, node)] for node in STEPS] == [1, 1, 1, 1]  # each node once
+    [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
+    assert (row["status"], row["attempt"]) == ("success", 1)  # never reclaimed
+    events = sql(
+        database_url, "SELECT event, data FROM run_events WHERE run_id = %s ORDER BY seq", run_id
+    )
+    assert [e["data"]["attempt"] for e in events if e["event"] == "metadata"] == [1]

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from stores.sql import runs as run_store
-from stores.sql.database import Database, open_database
+from stores.sql.database import Database, connect, open_database
 from stores.sql.models import Agent, Run
 from stores.sql.runs import RunToken
 
@@ -70,26 +70,71 @@ async def test_each_claim_is_a_new_attempt(db: Database) -> None:
     assert (first.attempt, second.attempt) == (1, 2)
 
 
+async def renew(database_url: str, *tokens: RunToken) -> dict[RunToken, run_store.Renewal]:
+    """Renew `tokens`' leases in one statement, as a process's lease renewer does."""
+    async with await connect(database_url) as conn:
+        return await run_store.renew_leases(conn, tokens, lease_s=30)
+
+
 async def test_a_stale_attempt_can_neither_renew_nor_finish_nor_drop_nor_release(
-    db: Database,
+    db: Database, database_url: str
 ) -> None:
     stale, current = await claimed_twice(db)
-    assert not (await run_store.renew_lease(db, stale, lease_s=30)).held
+    assert not (await renew(database_url, stale))[stale].held
     assert not await finish(db, stale)
     assert not await run_store.drop_run(db, stale)
     assert await run_store.release_runs(db, [stale]) == 0
-    assert (await run_store.renew_lease(db, current, lease_s=30)).held
+    assert (await renew(database_url, current))[current].held
     assert await finish(db, current)
     row = await run_store.get_run(db, current.run_id)
     assert (row.status, row.output, row.attempt) == ("success", {"by": 2}, 2)
 
 
-async def test_a_renewal_reports_a_cancel_request(db: Database) -> None:
+async def test_a_renewal_reports_a_cancel_request(db: Database, database_url: str) -> None:
     _, current = await claimed_twice(db)
     await run_store.cancel_runs(db, [current.run_id], action="rollback", reason="test")
-    renewal = await run_store.renew_lease(db, current, lease_s=30)
+    renewal = (await renew(database_url, current))[current]
     assert renewal.held
     assert renewal.cancel_reason == "rollback: test"
+
+
+async def test_one_renewal_extends_the_leases_its_attempts_hold_and_no_other(
+    db: Database, database_url: str
+) -> None:
+    """Renewing several runs in one statement: each token gets its own answer, the stale one
+    and the finished one are refused, and no lease but the held ones' moves."""
+    held = []
+    for _ in range(3):
+        stale, token = await claimed_twice(db)
+        held.append(token)
+        async with db.engine.begin() as conn:  # live again (so the next claims skip it), short
+            await conn.execute(
+                text("UPDATE runs SET lease_expires_at = now() + interval '10 s' WHERE id = :id"),
+                {"id": token.run_id},
+            )
+    current, other, done = held
+    assert await finish(db, done)
+    renewals = await renew(database_url, stale, current, other, done)
+    assert {token: r.held for token, r in renewals.items()} == {
+        stale: False,
+        current: True,
+        other: True,
+        done: False,
+    }
+    async with db.engine.connect() as conn:
+        rows: dict[uuid.UUID, bool | None] = dict(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT id, lease_expires_at > now() + interval '20 s' FROM runs"
+                        " WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": [current.run_id, other.run_id, done.run_id]},
+                )
+            ).all()
+        )
+    assert rows == {current.run_id: True, other.run_id: True, done.run_id: None}
+    assert await renew(database_url) == {}
 
 
 async def test_release_hands_back_only_what_the_token_holds(db: Database) -> None:
