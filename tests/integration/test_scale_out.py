@@ -63,7 +63,7 @@ def servers(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "LOG_LEVEL": "warning",
         "RUN_LEASE_S": str(LEASE_S),
         "RUN_WORKERS": "8",
-        # The test PostgreSQL is shared (max_connections 100): about 14 connections each.
+        # The test PostgreSQL is shared (max_connections 100): about 15 connections each.
         "DB_POOL_SIZE": "5",
         "DB_MAX_OVERFLOW": "3",
         "DB_POOL_TIMEOUT": "60",
