@@ -1,4 +1,5 @@
-"""The OpenAPI document, completed with what only the served project knows (its graph ids)."""
+"""The OpenAPI document, completed with what only the served project knows (its graph ids)
+and the shared schema of stored JSON."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
+
+from server.schemas.common import (
+    STORED_JSON,
+    STORED_JSON_SCHEMA,
+    STORED_MARK,
+    stored_json_schema,
+)
 
 # Bodies whose `graph_id` must name a graph of langgraph.json (else 422).
 GRAPH_ID_BODIES = ("AssistantCreate", "AssistantUpdate", "AgentCreate", "AgentUpdate")
@@ -17,20 +25,43 @@ def _name_graphs(prop: dict[str, Any], graph_ids: list[str]) -> None:
             option["enum"] = graph_ids
 
 
+def _refer_stored_json(node: Any) -> Any:
+    if isinstance(node, dict):
+        if STORED_MARK in node:
+            return stored_json_schema(node)
+        return {key: _refer_stored_json(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_refer_stored_json(item) for item in node]
+    return node
+
+
+def _binary_uploads(schemas: dict[str, Any]) -> None:
+    # OpenAPI 3.1 says a file part is `contentMediaType`; generators and older tools read
+    # `format: binary` (3.0's way), which 3.1 still allows.
+    for schema in schemas.values():
+        for prop in schema.get("properties", {}).values():
+            if prop.get("contentMediaType") == "application/octet-stream":
+                prop["format"] = "binary"
+
+
 def declare_graph_ids(app: FastAPI, graph_ids: Sequence[str]) -> None:
-    """Make `app`'s /openapi.json list the declared graphs as the values `graph_id` takes."""
+    """Make `app`'s /openapi.json list the declared graphs as the values `graph_id` takes,
+    and hold the `StoredJson` schema the stored fields refer to."""
     build = app.openapi
     ids = sorted(graph_ids)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
-        document = build()
-        schemas = document.get("components", {}).get("schemas", {})
+        document: dict[str, Any] = _refer_stored_json(build())
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas[STORED_JSON] = STORED_JSON_SCHEMA
+        _binary_uploads(schemas)
         for name in GRAPH_ID_BODIES:
             prop = schemas.get(name, {}).get("properties", {}).get("graph_id")
             if prop is not None:
                 _name_graphs(prop, ids)
+        app.openapi_schema = document
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from nodes.context import reads_agent_context
 from server.agent_api.threads import thread_access
@@ -268,7 +269,7 @@ async def list_runs(
         Literal["pending", "running", "success", "error", "timeout", "interrupted"] | None,
         Query(),
     ] = None,
-    select: Annotated[list[RunField] | None, Query()] = None,
+    select: Annotated[list[RunField] | SkipJsonSchema[None], Query()] = None,
 ) -> list[dict[str, Any]]:
     """The thread's runs, newest first (only the `select`ed fields when given)."""
     await run_store.require_thread(db, thread_id, await thread_access(caller, "read", thread_id))
@@ -330,7 +331,7 @@ async def join_run_stream(
     events: RunEventsDep,
     caller: CallerDep,
     cancel_on_disconnect: bool = False,
-    stream_mode: Annotated[list[str] | None, Query()] = None,
+    stream_mode: Annotated[list[str] | SkipJsonSchema[None], Query()] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Follow the run's events: stored ones after `Last-Event-ID` (or all), then live ones."""

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from pydantic.json_schema import SkipJsonSchema
 
 from server.auth.access import refuse_if_readable
 from server.auth.caller import CallerDep
@@ -40,17 +41,38 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(parts)
 
 
-@router.post("/documents", status_code=status.HTTP_201_CREATED, responses=UPLOAD_ERRORS)
+# The types an upload may have, as the document says them (the extension decides; without
+# one, the part's Content-Type does).
+UPLOAD_TYPES = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "encoding": {
+                    "file": {"contentType": "text/plain, text/markdown, text/html, application/pdf"}
+                }
+            }
+        }
+    }
+}
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_201_CREATED,
+    responses=UPLOAD_ERRORS,
+    openapi_extra=UPLOAD_TYPES,
+)
 async def upload_document(
     knowledge: KnowledgeDep,
     response: Response,
     caller: CallerDep,
     file: Annotated[UploadFile, File(description="A .txt, .md, .html or .pdf file.")],
     collection: Annotated[
-        Identifier | None, Form(description="Knowledge base (default: the configured one).")
+        Identifier | SkipJsonSchema[None],
+        Form(description="Knowledge base (default: the configured one)."),
     ] = None,
     source: Annotated[
-        str | None,
+        str | SkipJsonSchema[None],
         Form(min_length=1, max_length=2000, description="Identity in the collection (filename)."),
     ] = None,
 ) -> IngestOut:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
-from stores.json_values import check_json
+from stores.json_values import INT64_MAX, INT64_MIN, MAX_FIELD_NAME, check_json
 from stores.memory.operations import MAX_OFFSET
 
 T = TypeVar("T")
@@ -39,11 +47,53 @@ def storable(value: T, info: ValidationInfo) -> T:
     return value
 
 
+STORED_JSON = "StoredJson"
+_STORED_REF = {"$ref": f"#/components/schemas/{STORED_JSON}"}
+_NO_NUL = "^[^\\x00]*$"
+_KEYS = {"maxLength": MAX_FIELD_NAME, "pattern": _NO_NUL}
+STORED_JSON_SCHEMA: dict[str, Any] = {
+    "description": f"Any {JSON_RULES}",
+    "anyOf": [
+        {"type": "string", "pattern": _NO_NUL},
+        {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+        {"type": "number", "not": {"type": "integer"}},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": _STORED_REF},
+        {"type": "object", "additionalProperties": _STORED_REF, "propertyNames": _KEYS},
+    ],
+}
+"""The JSON schema of what `storable` accepts (but the depth), a component of the document
+(server/openapi.py adds it) that the stored fields refer to."""
+
+# Pydantic cannot refer to a schema it did not make: the fields carry a marker, which
+# server/openapi.py replaces with these (`stored_json_schema`).
+STORED_MARK = "x-stored-json"
+_STORED_FORMS: dict[str, dict[str, Any]] = {
+    "object": {"type": "object", "additionalProperties": _STORED_REF, "propertyNames": _KEYS},
+    "value": dict(_STORED_REF),
+}
+
+
+def stored_json_schema(marked: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a field marked `STORED_MARK` (its other keywords kept)."""
+    rest = {k: v for k, v in marked.items() if k != STORED_MARK}
+    return {**rest, **_STORED_FORMS[marked[STORED_MARK]]}
+
+
 StoredObject = Annotated[
-    dict[str, Any], AfterValidator(storable), Field(description=f"A JSON object: {JSON_RULES}")
+    dict[str, Any],
+    AfterValidator(storable),
+    WithJsonSchema({"type": "object", STORED_MARK: "object"}),
+    Field(description=f"A JSON object: {JSON_RULES}"),
 ]
 """A JSON object the server stores (metadata, config, context) or matches stored ones with."""
-StoredValue = Annotated[Any, AfterValidator(storable), Field(description=f"Any {JSON_RULES}")]
+StoredValue = Annotated[
+    Any,
+    AfterValidator(storable),
+    WithJsonSchema({STORED_MARK: "value"}),
+    Field(description=f"Any {JSON_RULES}"),
+]
 """Any JSON value the server stores (a run's input, a state update's values)."""
 JsonObject = Annotated[StoredObject, Field(default_factory=dict)]
 """A stored JSON object of a request that defaults to `{}`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -105,7 +105,7 @@ class CronUpdate(_RunFields):
     """`PATCH /runs/crons/{cron_id}`: only the fields sent change; `end_time: null` clears it."""
 
     # Sent as null, these two are refused (422); the document leaves null out.
-    schedule: str | SkipJsonSchema[None] = Field(None, min_length=1, max_length=200)
+    schedule: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
     enabled: bool | SkipJsonSchema[None] = None
     on_run_completed: Literal["delete", "keep"] | None = None
 

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from server.runs.streaming import validate_stream_modes
 from server.schemas.agent_api import CheckpointRef
 from server.schemas.common import StoredObject, StoredValue, storable
+from server.schemas.crons import StreamModeName
 
 
 class RunCommand(BaseModel):
@@ -37,7 +38,7 @@ class RunCreate(BaseModel):
     checkpoint: CheckpointRef | None = None
     checkpoint_during: bool | None = None
     durability: Literal["sync", "async", "exit"] | None = None
-    stream_mode: str | list[str] | None = None
+    stream_mode: StreamModeName | list[StreamModeName] | None = None
     stream_subgraphs: bool = False
     stream_resumable: bool = False
     interrupt_before: Literal["*"] | list[str] | None = None

@@ -14,11 +14,13 @@ _UUID: JsonDict = {"type": "string", "format": "uuid"}
 _TARGETS: list[JsonValue] = [
     {
         "title": "To a conversation",
+        "type": "object",
         "required": ["conversation_id"],
         "properties": {"conversation_id": _UUID, "user_id": False, "agent_id": False},
     },
     {
         "title": "To a new conversation",
+        "type": "object",
         "required": ["user_id", "agent_id"],
         "properties": {"conversation_id": False, "user_id": _UUID, "agent_id": _UUID},
     },
