@@ -266,7 +266,8 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: Annotated[
-        Literal["pending", "running", "success", "error", "timeout", "interrupted"] | None,
+        Literal["pending", "running", "success", "error", "timeout", "interrupted"]
+        | SkipJsonSchema[None],
         Query(),
     ] = None,
     select: Annotated[list[RunField] | SkipJsonSchema[None], Query()] = None,
