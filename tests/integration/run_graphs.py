@@ -17,6 +17,9 @@ STEPS = ("s1", "s2", "s3", "s4")
 # How many times each node of a thread ran to its end, in this process (tests serving in a
 # thread of their own read it): a node that ran twice was executed by two live attempts.
 COMPLETED: Counter[tuple[str, str]] = Counter()
+# What the nodes did, in order, in this process: (thread, run attempt, node, "start" | "end" |
+# "stopped"), so a test can tell whether two attempts of a run were ever live at once.
+TRACE: list[tuple[str, int, str, str]] = []
 
 
 class StepsState(TypedDict, total=False):
@@ -29,17 +32,28 @@ class StepsState(TypedDict, total=False):
 def _step(name: str) -> Any:
     async def node(state: StepsState, config: RunnableConfig) -> dict[str, Any]:
         configurable = config.get("configurable") or {}
-        await asyncio.sleep(float(configurable.get("delay", 0.0)))
+        thread_id = str(configurable.get("thread_id"))
+        attempt = int((config.get("metadata") or {}).get("run_attempt", 0))
+        TRACE.append((thread_id, attempt, name, "start"))
+        try:
+            if configurable.get("stall_at") == name and attempt == 1:
+                await asyncio.Event().wait()  # never ends on its own
+            await asyncio.sleep(float(configurable.get("delay", 0.0)))
+        except asyncio.CancelledError:
+            TRACE.append((thread_id, attempt, name, "stopped"))
+            raise
         if configurable.get("fail_at") == name:
             raise ValueError(f"step {name} failed on purpose")
-        COMPLETED[(str(configurable.get("thread_id")), name)] += 1
+        COMPLETED[(thread_id, name)] += 1
+        TRACE.append((thread_id, attempt, name, "end"))
         return {"log": [name]}
 
     return node
 
 
 def build_steps_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
-    """s1 → s2 → s3 → s4, each sleeping `configurable.delay` seconds, then logging its name."""
+    """s1 → s2 → s3 → s4, each sleeping `configurable.delay` seconds, then logging its name;
+    the node `configurable.stall_at` never ends on a run's first attempt (until stopped)."""
     builder = StateGraph(StepsState)
     previous = START
     for name in STEPS:

@@ -23,11 +23,20 @@ from psycopg.rows import dict_row
 
 from stores.sql import runs as run_store
 from stores.sql.runs import RunToken
-from tests.integration.run_graphs import COMPLETED
+from tests.integration.run_graphs import COMPLETED, TRACE
 from tests.support import TEST_GRAPHS, free_port, make_settings, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ["s1", "s2", "s3", "s4"]
+# The servers' lease. On a loaded 2-core machine (load ~10) a renewal can take over a second
+# to go through, and a 2 s lease (stopped after 1.67 s without one) was lost mid-run, so runs
+# were reclaimed that no test meant to reclaim (attempt 2 or 3 where 1 or 2 was asserted).
+# 10 s: renewals every 3.3 s, a run stopped only after 8.3 s without any. Only the kill test
+# waits for a lease to lapse.
+LEASE_S = 10.0
+# Waits for an observable condition (a server up, a checkpoint written, a process gone): the
+# bound only says when to give up, so it is generous; a pass never waits for it.
+PATIENCE_S = 300.0
 
 
 def sql(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
@@ -40,7 +49,7 @@ def sql(database_url: str, query: str, *args: Any) -> list[dict[str, Any]]:
 def server_process(
     database_url: str, data_dir: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`python -m server.cli serve` on the database, with the test graphs and a 2 s lease."""
+    """`python -m server.cli serve` on the database, with the test graphs and `LEASE_S`."""
     port = free_port()
     env = {
         **os.environ,
@@ -52,13 +61,13 @@ def server_process(
         "INGEST_SAMPLES_ON_START": "false",
         "LOG_LEVEL": "warning",
         "LANGGRAPH_CONFIG": str(TEST_GRAPHS),
-        "RUN_LEASE_S": "2",
+        "RUN_LEASE_S": str(LEASE_S),
         "RUN_POLL_S": "0.3",
     }
     process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + PATIENCE_S
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}")
@@ -68,14 +77,14 @@ def server_process(
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("server did not start within 90 s")
+                raise TimeoutError(f"server did not start within {PATIENCE_S} s")
             time.sleep(0.2)
         yield url, process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=PATIENCE_S)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -113,7 +122,7 @@ def start_slow_run_past_step_one(url: str, database_url: str, thread_id: str, st
     )
     response.raise_for_status()
     run_id: str = response.json()["run_id"]
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + PATIENCE_S
     while not any(
         c["metadata"].get("step", -1) >= 1 for c in run_checkpoints(database_url, run_id)
     ):
@@ -156,7 +165,7 @@ def test_a_server_stopped_gracefully_hands_its_run_back_at_once(
     with server_process(database_url, tmp_path / "c") as (url, process):
         run_id = start_slow_run_past_step_one(url, database_url, thread_id, steps)
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
+        process.wait(timeout=PATIENCE_S)
     [row] = sql(database_url, "SELECT status, lease_owner, attempt FROM runs WHERE id = %s", run_id)
     assert row["status"] == "pending"  # released, not left to its lease
     assert row["lease_owner"] is None
@@ -207,12 +216,14 @@ async def _cancel_across(database_url: str, urls: dict[int, str], assistant: str
             thread_id,
             assistant,
             input={"log": []},
-            config={"configurable": {"delay": 1.0}},
+            # 4 steps of 5 s: the cancel lands mid-run however slowly it travels (it ends
+            # the run at once, so the test does not wait for them).
+            config={"configurable": {"delay": 5.0}},
             if_not_exists="create",
         )
-        for _ in range(300):
-            if (await some.runs.get(thread_id, run["run_id"]))["status"] == "running":
-                break
+        deadline = time.monotonic() + PATIENCE_S
+        while (await some.runs.get(thread_id, run["run_id"]))["status"] != "running":
+            assert time.monotonic() < deadline, "the run never started"
             await asyncio.sleep(0.05)
         [row] = sql(database_url, "SELECT lease_owner FROM runs WHERE id = %s", run["run_id"])
         owner_pid = int(row["lease_owner"].split(":")[1])
@@ -264,10 +275,10 @@ async def _stalled_renewals_scenario(url: str, steps: str, thread_id: str) -> tu
             thread_id,
             steps,
             input={"log": ["in"]},
-            # The first attempt stops 1.25 s after its claim (lease 1.5 s less its margin):
-            # mid-way through s3's sleep, not at a node's end (a node that ended but whose
-            # checkpoint was not written yet runs again, by design).
-            config={"configurable": {"delay": 0.5}},
+            # The first attempt stalls in s3 (after s1's and s2's checkpoints), so its worker
+            # stops it mid-node however long the machine takes to get there; the second
+            # attempt runs s3 and s4.
+            config={"configurable": {"delay": 0.1, "stall_at": "s3"}},
             durability="sync",  # each node's checkpoint is saved before the next one starts
             if_not_exists="create",
         )
@@ -279,25 +290,28 @@ async def _stalled_renewals_scenario(url: str, steps: str, thread_id: str) -> tu
 def test_a_worker_that_cannot_renew_its_lease_stops_its_run_before_another_takes_it(
     database_url: str, tmp_path: Path, steps: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Renewals of the first attempt hang: its worker stops the run itself before the lease
-    lapses, another worker of the same process reclaims it, and no node runs twice."""
+    """Renewals of the first attempt hang once it is in s3: its worker stops the run itself
+    before the lease lapses, another worker of the same process reclaims it, and no node runs
+    twice (nor do the two attempts ever run at once)."""
+    thread_id = str(uuid.uuid4())
     real_renew = run_store.renew_leases
     stalled: list[RunToken] = []
 
     async def renew_or_hang(conn: Any, tokens: list[RunToken], *, lease_s: float) -> Any:
-        if any(token.attempt == 1 for token in tokens):
+        if (thread_id, 1, "s3", "start") in TRACE and any(t.attempt == 1 for t in tokens):
             stalled.extend(tokens)
-            await asyncio.sleep(3600)  # the database never answers this attempt
+            await asyncio.sleep(3600)  # the database never answers this attempt any more
         return await real_renew(conn, tokens, lease_s=lease_s)
 
     monkeypatch.setattr(run_store, "renew_leases", renew_or_hang)
-    thread_id = str(uuid.uuid4())
     settings = make_settings(
         database_url,
         tmp_path,
         migrate_on_start=False,
         langgraph_config=TEST_GRAPHS,
-        run_lease_s=1.5,
+        # The second attempt renews for real: a lease long enough that a loaded machine
+        # does not starve its renewals (the first one is stopped 5 s after its last renewal).
+        run_lease_s=6.0,
         run_poll_s=0.2,
         run_workers=2,
     )
@@ -306,6 +320,19 @@ def test_a_worker_that_cannot_renew_its_lease_stops_its_run_before_another_takes
     assert stalled  # the first attempt did try to renew
     assert result["log"] == ["in", *STEPS]
     assert [COMPLETED[(thread_id, node)] for node in STEPS] == [1, 1, 1, 1]  # each node once
+    trace = [(attempt, node, what) for t, attempt, node, what in TRACE if t == thread_id]
+    assert trace == [
+        (1, "s1", "start"),
+        (1, "s1", "end"),
+        (1, "s2", "start"),
+        (1, "s2", "end"),
+        (1, "s3", "start"),
+        (1, "s3", "stopped"),  # by its own worker, before the second attempt began
+        (2, "s3", "start"),
+        (2, "s3", "end"),
+        (2, "s4", "start"),
+        (2, "s4", "end"),
+    ]
     [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
     assert (row["status"], row["attempt"]) == ("success", 2)
     events = sql(
