@@ -31,7 +31,9 @@ def serve(database_url: str, data_dir: Path, log: Path) -> Iterator[tuple[str, i
         "MIGRATE_ON_START": "false",
         "INGEST_SAMPLES_ON_START": "false",
         "OFFLINE_TOKEN_DELAY_S": "0.2",
-        "RUN_LEASE_S": "2",
+        # Long enough that a loaded machine does not starve the renewals of the turn it runs
+        # (a 2 s lease was lost mid-run under load); the restarted server waits it out.
+        "RUN_LEASE_S": "10",
         "RUN_POLL_S": "0.5",
     }
     url = f"http://127.0.0.1:{port}"
@@ -67,7 +69,7 @@ def test_turn_of_a_killed_server_is_resumed_by_another(pg_admin_url: str, tmp_pa
             run_id = metadata["metadata"]["run_id"]
             assert run_status(url, run_id) == "running"
         with serve(url, tmp_path / "data", log) as (base, _):
-            deadline = time.monotonic() + 90
+            deadline = time.monotonic() + 300  # the lease lapses, then the turn is resumed
             while run_status(url, run_id) != "success":
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.5)
