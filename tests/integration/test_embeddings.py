@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -128,12 +129,21 @@ async def test_concurrent_queries_share_one_forward_pass(shared: SharedEmbedding
     alone = {text: await shared.aembed_query(text) for text in SENTENCES}
     texts = [f"question {i} about {uuid.uuid4().hex}" for i in range(8)]
     passes = shared.forward_passes
-    # The worker is busy with a document batch while the queries arrive: they wait together.
-    documents = asyncio.ensure_future(shared.aembed_documents(SENTENCES * 8))
-    await asyncio.sleep(0)
+    # The worker is inside a document batch while the queries arrive: they wait together and
+    # go ahead of the batches still queued. Waiting for the first batch to start (rather than
+    # yielding once) keeps a loaded machine's late thread wake-up from letting one query in
+    # alone before the others are queued.
+    document_texts = SENTENCES * 64
+    batches = -(-len(document_texts) // shared.document_batch)
+    assert batches > 1
+    documents = asyncio.ensure_future(shared.aembed_documents(document_texts))
+    deadline = time.monotonic() + 120
+    while shared.forward_passes == passes:
+        assert time.monotonic() < deadline, "the worker never started the document batch"
+        await asyncio.sleep(0.001)
     vectors = await asyncio.gather(*(shared.aembed_query(t) for t in texts))
     await documents
-    assert shared.forward_passes - passes == 2  # one document batch, one for all 8 queries
+    assert shared.forward_passes - passes == batches + 1  # the batches, one for all 8 queries
     again = [shared.inner.embed_query(t) for t in texts]
     assert vectors == again  # int8 encodes each text alone: the same vector in any company
     assert shared.cached(SENTENCES[0])
