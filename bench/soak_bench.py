@@ -18,17 +18,13 @@ bench/results/soak.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.agent_api_bench import ROOT, _bin, _free_port
 from bench.chat_bench import admin_url, scratch
+from tests.support import served_by
 
 RESULTS = Path(__file__).parent / "results" / "soak.md"
 STREAMS = 64
@@ -58,39 +55,6 @@ class Tally:
     error_events: int = 0
     transport_errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _serving(
-    env: dict[str, str], *, ready_url: str, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`switchboard serve` in its own process group until `ready_url` answers; stopped after."""
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [_bin("switchboard"), "serve"], env=env, cwd=ROOT, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"switchboard exited: {log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(ready_url, timeout=2).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise TimeoutError("switchboard did not start in 180 s")
-                time.sleep(0.5)
-            yield process
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
 
 
 def _rss_kib(pid: int) -> int:
@@ -220,7 +184,9 @@ def main() -> None:
             "RUNS_IN_FLIGHT_PER_USER": "0",
         }
         log = workdir / "switchboard.log"
-        with _serving(env, ready_url=f"{base}/ok", log=log) as process:
+        with served_by(
+            [_bin("switchboard"), "serve"], cwd=ROOT, env=env, log=log, url=base, timeout_s=180
+        ) as process:
             started = time.perf_counter()
             tally, samples = asyncio.run(_soak(base, process.pid, duration_s))
             wall = time.perf_counter() - started
