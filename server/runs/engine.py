@@ -16,14 +16,14 @@ from server.resources import Resources
 from server.runs.context import ContextServices
 from server.runs.events import RunEventLog
 from server.runs.execute import RecorderFactory, RunExecutor, run_json
-from server.runs.queue import CancelAction, RunQueue
+from server.runs.queue import Attempt, CancelAction, RunQueue
 from server.telemetry.metrics import metrics
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
 from stores.sql.filters import Filter
 from stores.sql.models import Agent, Run
-from stores.sql.runs import NOBODY, RunCreator
+from stores.sql.runs import NOBODY, RunCreator, RunToken
 from stores.sql.threads import ThreadTTL
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,14 @@ class RunEngine:
             await sql_tools.sync_tools(self.db, rows)
         except Exception as error:  # the table is re-read on use
             log.warning("could not sync the tools table: %s", error)
-        await self.queue.start(self.executor.execute)
+        await self.queue.start(self._execute)
+
+    async def _execute(self, attempt: Attempt) -> None:
+        """Execute one attempt claimed here; then retire its local event log."""
+        try:
+            await self.executor.execute(attempt)
+        finally:
+            self.events.retire(attempt.token.run_id)
 
     async def aclose(self) -> None:
         """Stop the workers; runs still executing go back to pending for another process."""
@@ -133,6 +140,10 @@ class RunEngine:
             thread_ttl=None if temporary else self.default_thread_ttl,
             creator=creator,
         )
+        if run.status == "running" and run.lease_owner == self.queue.owner:
+            # Claimed at creation, executing here: its log starts empty and is written here,
+            # so a stream of it in this process starts from memory, not from the table.
+            self.events.begin(RunToken(run.id, run.attempt))
         metrics().runs_created.labels(assistant.graph_id).inc()
         return run
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -57,6 +57,9 @@ _AFTER = text(
 )
 _STATUS = text("SELECT status FROM runs WHERE id = :run_id")
 _READ_ATTEMPTS: Final = 3
+# How many finished runs' local logs a process keeps (a stream that starts right after its run
+# ended here is served from memory too); older ones are read from the table.
+_DONE_LOCAL: Final = 256
 _LAST = text("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = :run_id")
 _PRUNE = text(
     "DELETE FROM run_events e USING ("
@@ -138,6 +141,11 @@ class RunEventLog:
         self._stored_changed = asyncio.Event()  # set (and replaced) after each batch
         self._writer: asyncio.Task[None] | None = None
         self._write_conn: psycopg.AsyncConnection[Any] | None = None
+        # Local logs: the stored events of runs executing here whose whole log this process
+        # wrote (from seq 1, `_local[run][i]` is seq i + 1), so a follower here reads them
+        # from memory instead of the table; `_done_local` keeps the last finished ones.
+        self._local: dict[uuid.UUID, list[Event]] = {}
+        self._done_local: OrderedDict[uuid.UUID, list[Event]] = OrderedDict()
 
     async def start(self) -> None:
         """Start the writer and listen for other processes' events (returns once listening)."""
@@ -197,7 +205,29 @@ class RunEventLog:
         origin, _, rest = payload.partition(":")
         if origin == self.origin:
             return  # appended here: local followers already have it
-        self._poke(rest.partition(":")[0])
+        key = rest.partition(":")[0]
+        with contextlib.suppress(ValueError):
+            self._forget_local(uuid.UUID(key))  # another process writes its log now
+        self._poke(key)
+
+    def _forget_local(self, run_id: uuid.UUID) -> None:
+        self._local.pop(run_id, None)
+        self._done_local.pop(run_id, None)
+
+    def local_log(self, run_id: uuid.UUID) -> list[Event] | None:
+        """The stored events of `run_id` as this process wrote them, when it wrote the whole
+        log (a run it executes, or finished lately, from its first attempt); None otherwise."""
+        local = self._local.get(run_id)
+        return local if local is not None else self._done_local.get(run_id)
+
+    def retire(self, run_id: uuid.UUID) -> None:
+        """The attempt executing `run_id` here ended: keep its local log a while if the run
+        ended (its log is complete), forget it otherwise (another attempt may continue it)."""
+        local = self._local.pop(run_id, None)
+        if local and local[-1][1] in TERMINAL_EVENTS:
+            self._done_local[run_id] = local
+            while len(self._done_local) > _DONE_LOCAL:
+                self._done_local.popitem(last=False)
 
     def _poke(self, key: str) -> None:
         """Wake whoever follows the run, or watches the thread's stream, of id `key`."""
@@ -239,9 +269,11 @@ class RunEventLog:
                 subscriber.poke()
 
     def begin(self, token: RunToken) -> None:
-        """Note that `token`'s attempt starts: a first attempt's log is empty (no read)."""
+        """Note that `token`'s attempt starts: a first attempt's log is empty (no read), and
+        this process writes all of it, so its followers here read it from memory."""
         if token.attempt == 1:
             self._seqs.setdefault(token.run_id, 0)
+            self._local.setdefault(token.run_id, [])
 
     async def append(self, token: RunToken, event: str, data: Any) -> int:
         """Queue one event of the attempt `token` for storing and publishing; returns its seq
@@ -339,6 +371,12 @@ class RunEventLog:
             if (item.run_id, item.seq) not in stored:
                 continue
             event: Event = (item.seq, item.event, orjson.loads(item.body))
+            local = self._local.get(item.run_id)
+            if local is not None:
+                if item.seq == len(local) + 1:
+                    local.append(event)
+                else:  # a gap (an event dropped): the table is the log from now on
+                    del self._local[item.run_id]
             for subscriber in self._subscribers.get(item.run_id, ()):
                 subscriber.push(event)
         metrics().events_written.inc(len(stored))
@@ -446,8 +484,13 @@ class RunEventLog:
             while True:
                 if stale:
                     stale = False
+                    local = self.local_log(run_id)
                     try:
-                        stored = await self.events_after(run_id, last)
+                        # A log written here is read from memory (it holds only stored
+                        # events, so the table replays the same).
+                        stored = local[last:] if local is not None else None
+                        if stored is None:
+                            stored = await self.events_after(run_id, last)
                     except Exception as error:
                         if not is_transient(error):
                             raise

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "switchboard_runs"
 RECENT_DONE = 10_000  # how many "done" NOTIFYs a process remembers
+FREED = "freed"  # "new freed": a finish freed another run of its thread
 CancelAction = Literal["interrupt", "rollback"]
 StopReason = Literal["interrupt", "rollback", "lost"]
 
@@ -98,7 +99,13 @@ class RunQueue:
         self.attempts: dict[uuid.UUID, Attempt] = {}
         self._held: dict[RunToken, Attempt] = {}  # attempts whose lease the renewer renews
         self._renew_conn: psycopg.AsyncConnection[Any] | None = None  # the renewer's own
-        self._idle: list[asyncio.Future[None]] = []
+        # Capacity: at most `run_workers` attempts execute here at once (claimed by the
+        # dispatcher, or at creation); `_busy` counts them and the slots being claimed.
+        self.capacity = settings.run_workers
+        self._busy = 0
+        self._execute: Execute | None = None
+        self._executing: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # set: look for runs (a "new", a slot freed, a reconnect)
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._done: dict[uuid.UUID, _Waiters] = {}
@@ -111,23 +118,26 @@ class RunQueue:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, execute: Execute) -> None:
-        """Start the NOTIFY listener and `run_workers` workers that hand claims to `execute`."""
+        """Start the NOTIFY listener, the lease renewer and the dispatcher that claims runs
+        while this process has capacity (`run_workers` runs at once) and hands each to
+        `execute` in a task of its own. With no capacity (0) the process only accepts runs."""
+        self._execute = execute
         self._tasks.append(asyncio.create_task(self._listen(), name="runs-listener"))
         renewer = supervise("runs-lease-renewer", self._renew_forever)
         self._tasks.append(asyncio.create_task(renewer, name="runs-lease-renewer"))
-        for n in range(self.settings.run_workers):
-            name = f"runs-worker-{n}"
-            work = supervise(name, lambda: self._worker(execute))
-            self._tasks.append(asyncio.create_task(work, name=name))
+        if self.capacity > 0:
+            dispatcher = supervise("runs-dispatcher", self._dispatch_forever)
+            self._tasks.append(asyncio.create_task(dispatcher, name="runs-dispatcher"))
 
     async def aclose(self) -> None:
         """Stop the workers; runs they held go back to pending so another process resumes
         them at once (instead of after their lease)."""
         self._closing = True
         held = [attempt.token for attempt in self.attempts.values()]
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._executing]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for task in list(self._background):
@@ -154,24 +164,73 @@ class RunQueue:
         thread_ttl: ThreadTTL | None = None,
         creator: run_store.RunCreator = run_store.NOBODY,
     ) -> Run:
-        """Write the run row (applying the multitask strategy) and wake a worker; a thread the
-        run creates gets `thread_ttl`; the run executes as `creator`."""
-        run, cancels = await run_store.create_run(
-            self.db,
-            thread_id=thread_id,
-            assistant_id=assistant.id,
-            graph_id=assistant.graph_id,
-            kwargs={**kwargs, "temporary": temporary},
-            metadata=metadata,
-            multitask_strategy=multitask_strategy,
-            if_not_exists=if_not_exists,
-            temporary=temporary,
-            thread_ttl=thread_ttl,
-            notify=run_store.Notify(CHANNEL, self.owner),
-            creator=creator,
+        """Write the run row (applying the multitask strategy); a thread the run creates gets
+        `thread_ttl`; the run executes as `creator`.
+
+        When this process has a free slot and the run can start at once, the row is written
+        already claimed by this process (attempt 1, with its lease) and the run starts here
+        now: no NOTIFY wakes a worker, no claim follows. Otherwise it waits in the queue and a
+        worker (of any process) is woken to claim it.
+        """
+        # Shielded: a request cancelled mid-commit still launches the run it claimed.
+        return await asyncio.shield(
+            self._submit(
+                thread_id=thread_id,
+                assistant=assistant,
+                kwargs=kwargs,
+                metadata=metadata,
+                multitask_strategy=multitask_strategy,
+                if_not_exists=if_not_exists,
+                temporary=temporary,
+                thread_ttl=thread_ttl,
+                creator=creator,
+            )
         )
-        for payload in (*(f"cancel {r.run_id} {r.action}" for r in cancels), "new"):
+
+    async def _submit(
+        self,
+        *,
+        thread_id: uuid.UUID,
+        assistant: Agent,
+        kwargs: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        multitask_strategy: str,
+        if_not_exists: Literal["create", "reject"],
+        temporary: bool,
+        thread_ttl: ThreadTTL | None,
+        creator: run_store.RunCreator,
+    ) -> Run:
+        loop = asyncio.get_running_loop()
+        reserved = self._reserve()
+        sent = loop.time()  # the lease the row gets counts from later (the transaction's now())
+        try:
+            run, cancels = await run_store.create_run(
+                self.db,
+                thread_id=thread_id,
+                assistant_id=assistant.id,
+                graph_id=assistant.graph_id,
+                kwargs={**kwargs, "temporary": temporary},
+                metadata=metadata,
+                multitask_strategy=multitask_strategy,
+                if_not_exists=if_not_exists,
+                temporary=temporary,
+                thread_ttl=thread_ttl,
+                notify=run_store.Notify(CHANNEL, self.owner),
+                creator=creator,
+                claim=run_store.InlineClaim(self.owner, self.lease_s) if reserved else None,
+            )
+        except BaseException:
+            if reserved:
+                self._release_slot()
+            raise
+        for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
             self.dispatch(payload)  # the others hear it from the commit
+        if run.status == "running" and run.lease_owner == self.owner:
+            self._launch(run, sent)  # takes the reserved slot
+        else:
+            if reserved:
+                self._release_slot()
+            self.dispatch("new")
         return run
 
     async def cancel(
@@ -281,7 +340,9 @@ class RunQueue:
         """What the commit that finishes `run_id` tells the other processes."""
         # "new" only when another run of its thread waits: a finished run frees no other run,
         # and the worker that finished it looks for work at once anyway.
-        return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}",), if_busy=("new",))
+        # "new freed" is a "new" to every process; this one acts on its own too (it sends it
+        # only when a run of the thread waits, which this process's dispatcher may take).
+        return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}",), if_busy=(f"new {FREED}",))
 
     def announced(self, run_id: uuid.UUID) -> None:
         """Note that the commit that finished `run_id` told the other processes."""
@@ -301,12 +362,8 @@ class RunQueue:
             self.dispatch(f"done {run_id}")
 
     def _signal(self) -> None:
-        """Wake one idle worker (if any) to look for a run."""
-        while self._idle:
-            waiter = self._idle.pop()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        """Have the dispatcher look for a run (at once if it waits; after its claim if not)."""
+        self._wake.set()
 
     async def _listen(self) -> None:
         """Follow NOTIFYs until closed; a lost connection is logged and reopened."""
@@ -319,7 +376,8 @@ class RunQueue:
                     self._signal()  # cancels sent meanwhile land with the next lease renewal
                     async for notice in conn.notifies():
                         payload, _, sender = notice.payload.rpartition("|")
-                        if sender != self.owner:  # ours were handled when sent
+                        # Ours were handled when sent, but for a finish's "new freed".
+                        if sender != self.owner or payload == f"new {FREED}":
                             self.dispatch(payload)
             except asyncio.CancelledError:
                 raise
@@ -356,47 +414,78 @@ class RunQueue:
 
     # -- workers and leases ----------------------------------------------------------------
 
-    async def _worker(self, execute: Execute) -> None:
-        """Claim runs and execute them until closed; a failure is logged, never fatal."""
+    def _reserve(self) -> bool:
+        """Take a slot of this process's capacity, if one is free (and the queue is open)."""
+        if self._closing or self._execute is None or self._busy >= self.capacity:
+            return False
+        self._busy += 1
+        return True
+
+    def _release_slot(self) -> None:
+        """Give a slot back; a dispatcher that waited for one looks for runs again."""
+        full = self._busy >= self.capacity
+        self._busy -= 1
+        if full:
+            self._signal()
+
+    def _launch(self, run: Run, sent: float) -> None:
+        """Execute a run claimed by this process (`sent`: loop time before the claim was sent)
+        in a task of its own, in the slot reserved for it."""
+        attempt = Attempt(
+            run=run,
+            token=RunToken(run.id, run.attempt),
+            lease_deadline=sent + self.lease_s - self.margin_s,
+        )
+        self.attempts[run.id] = attempt
+        task = asyncio.create_task(self._run_attempt(attempt), name=f"runs-attempt-{run.id}")
+        self._executing.add(task)
+        task.add_done_callback(self._executing.discard)
+
+    async def _run_attempt(self, attempt: Attempt) -> None:
+        """Execute one attempt; a failure is logged, never fatal (its lease lapses and another
+        worker takes the run over). Its slot is given back at the end."""
+        run_id = attempt.token.run_id
+        try:
+            assert self._execute is not None
+            await self._execute(attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("executing run %s failed", run_id)
+        finally:
+            if self.attempts.get(run_id) is attempt:
+                del self.attempts[run_id]
+            self._release_slot()
+
+    async def _dispatch_forever(self) -> None:
+        """Claim runs while this process has a free slot, each executed in a task of its own;
+        wait for a "new" NOTIFY (or `run_poll_s`, for leases that lapse) when there are none,
+        and for a slot when all are taken."""
         loop = asyncio.get_running_loop()
         while not self._closing:
+            if not self._reserve():
+                self._wake.clear()
+                await self._wake.wait()  # a slot freed
+                continue
+            self._wake.clear()
             sent = loop.time()
             try:
                 claim = await run_store.claim_run(self.db, owner=self.owner, lease_s=self.lease_s)
             except asyncio.CancelledError:
+                self._busy -= 1
                 raise
             except Exception as error:
                 log.warning("claiming a run failed: %s", error)
                 claim = None
             if claim is None:
-                waiter = loop.create_future()
-                self._idle.append(waiter)
-                try:
-                    await asyncio.wait_for(waiter, self.settings.run_poll_s)
-                except TimeoutError:
-                    pass
-                finally:
-                    if waiter in self._idle:
-                        self._idle.remove(waiter)
+                self._busy -= 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)
                 continue
-            run = claim.run
-            if claim.more:  # there may be more: pass the word to another idle worker
-                self._signal()
-            attempt = Attempt(
-                run=run,
-                token=RunToken(run.id, run.attempt),
-                lease_deadline=sent + self.lease_s - self.margin_s,
-            )
-            self.attempts[run.id] = attempt
-            try:
-                await execute(attempt)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the lease lapses and another worker takes the run over
-                log.exception("executing run %s failed", run.id)
-            finally:
-                if self.attempts.get(run.id) is attempt:
-                    del self.attempts[run.id]
+            self._launch(claim.run, sent)
+            if not claim.more:  # nothing else pending: wait for word of new runs
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)
 
     async def hold(self, attempt: Attempt) -> None:
         """Hold `attempt`'s lease until cancelled; stop its run when the claim is lost.

@@ -83,14 +83,28 @@ class Notify:
     if_busy: tuple[str, ...] = ()  # finish_run: only when other runs of the thread wait
 
 
-async def send_notify(session: AsyncSession, notify: Notify | None, *extra: str) -> None:
-    """Have the transaction of `session` send `notify`'s payloads (and `extra`) at commit."""
+async def send_notify(
+    session: AsyncSession,
+    notify: Notify | None,
+    *extra: str,
+    raw: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Have the transaction of `session` send `notify`'s payloads (and `extra`) at commit, and
+    the `(channel, payload)` pairs of `raw` as they are, all in one statement."""
     payloads = (*(notify.payloads if notify else ()), *(notify.if_busy if notify else ()), *extra)
-    if notify is None or not payloads:
-        return
-    params = {f"p{n}": f"{payload}|{notify.sender}" for n, payload in enumerate(payloads)}
-    calls = ", ".join(f"pg_notify(:channel, :p{n})" for n in range(len(payloads)))
-    await session.execute(text(f"SELECT {calls}"), {"channel": notify.channel, **params})
+    if notify is None:
+        payloads = ()
+    params: dict[str, Any] = {}
+    calls: list[str] = []
+    for n, payload in enumerate(payloads):
+        assert notify is not None
+        params[f"c{n}"], params[f"p{n}"] = notify.channel, f"{payload}|{notify.sender}"
+        calls.append(f"pg_notify(:c{n}, :p{n})")
+    for n, (channel, payload) in enumerate(raw):
+        params[f"rc{n}"], params[f"rp{n}"] = channel, payload
+        calls.append(f"pg_notify(:rc{n}, :rp{n})")
+    if calls:
+        await session.execute(text(f"SELECT {', '.join(calls)}"), params)
 
 
 async def lock_thread(session: AsyncSession, thread_id: uuid.UUID) -> Conversation | None:
@@ -128,6 +142,16 @@ async def _cancel_in_session(
     return requests
 
 
+@dataclass(frozen=True, slots=True)
+class InlineClaim:
+    """Claim the run as it is created, for the process `owner` (a lease of `lease_s`), when it
+    can start at once: no other run of its thread is pending or running (once the multitask
+    strategy is applied) and it has no `after_seconds`."""
+
+    owner: str
+    lease_s: float
+
+
 async def create_run(
     db: Database,
     *,
@@ -142,8 +166,14 @@ async def create_run(
     thread_ttl: ThreadTTL | None = None,
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
+    claim: InlineClaim | None = None,
 ) -> tuple[Run, list[CancelRequest]]:
     """Write a pending run on `thread_id`, applying the multitask strategy to runs in flight.
+
+    With `claim`, a run that can start at once is written already claimed, in the same
+    transaction: exactly the row `claim_run` would make of it (`running`, the lease, attempt 1,
+    its place in the thread's stream, the thread's stream followers woken at commit), and no
+    "new" NOTIFY (there is nothing for another worker to take). Otherwise it is `pending`.
 
     A thread the run creates (`if_not_exists="create"`) gets `thread_ttl`, and the run's
     metadata (as LangGraph's server does: an auth handler's owner stamp lands on it).
@@ -203,6 +233,12 @@ async def create_run(
                 cancels = await _cancel_in_session(
                     session, active, action=action, reason="a new run replaced it"
                 )
+        # Runs that still hold the thread: every one under `enqueue`; under interrupt/rollback
+        # the running ones (their owner stops them), not the pending ones (stopped above).
+        blocked = any(r.status == "running" for r in active) or (
+            bool(active) and multitask_strategy not in ("interrupt", "rollback")
+        )
+        claimed = claim is not None and not blocked and not kwargs.get("after_seconds")
         run = Run(
             thread_id=thread_id,
             assistant_id=assistant_id,
@@ -213,16 +249,25 @@ async def create_run(
             user_id=creator.user_id,
             auth=dict(creator.auth) if creator.auth is not None else None,
         )
+        if claimed:
+            assert claim is not None
+            # As `_CLAIM_TAKE` claims it (its values come back with the INSERT's RETURNING).
+            run.status, run.lease_owner, run.attempt = "running", claim.owner, 1
+            run.lease_expires_at = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, claim.lease_s)
+            run.stream_position = func.nextval("thread_stream_positions")
         session.add(run)
         thread.status = "busy"
         if thread.agent_id is None:
             thread.agent_id = assistant_id
         thread.updated_at = func.now()
         await session.flush()
-        # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new".
-        await send_notify(
-            session, notify, *(f"cancel {c.run_id} {c.action}" for c in cancels), "new"
-        )
+        # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new" (or,
+        # claimed here, the thread's stream followers: the run has its place).
+        stops = [f"cancel {c.run_id} {c.action}" for c in cancels]
+        if claimed:
+            await send_notify(session, notify, *stops, raw=[(THREAD_CHANNEL, str(thread_id))])
+        else:
+            await send_notify(session, notify, *stops, "new")
         return run, cancels
 
 
@@ -498,7 +543,10 @@ async def _finish_stateless(
             run.thread_id = None
             await session.flush()
             await session.delete(thread)
-        await send_notify(session, notify)
+        # Its temporary thread has no other run: no `if_busy` payloads.
+        await send_notify(
+            session, Notify(notify.channel, notify.sender, notify.payloads) if notify else None
+        )
         return True
 
 
