@@ -7,9 +7,10 @@ import time
 import uuid
 
 import psycopg
+import pytest
 from sqlalchemy import text
 
-from server.runs.events import RunEventLog, open_run_event_log
+from server.runs.events import Event, RunEventLog, open_run_event_log
 from stores.sql.database import Database, open_database
 from stores.sql.runs import RunToken
 from tests.integration.run_events_support import (
@@ -229,3 +230,82 @@ async def test_the_writer_gives_up_a_batch_it_cannot_store_instead_of_holding_ev
         await log.aclose()
     assert [name for _, name, _ in await log.events_after(run.run_id)] == ["values"]
     assert [name for _, name, _ in await log.events_after(second.run_id)] == ["end"]
+
+
+async def test_a_log_written_here_is_followed_from_memory_and_replayed_the_same_from_the_table(
+    log: RunEventLog, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await new_run(database)
+    log.begin(run)  # a first attempt executing here: its log starts empty, written here
+    reads: list[uuid.UUID] = []
+    real_events_after = log.events_after
+
+    async def counted(run_id: uuid.UUID, after_seq: int = 0) -> list[Event]:
+        reads.append(run_id)
+        return await real_events_after(run_id, after_seq)
+
+    monkeypatch.setattr(log, "events_after", counted)
+    live = asyncio.create_task(collect(log.follow(run.run_id)))
+    await log.append(run, "metadata", {"attempt": 1})
+    await log.flush()
+    late = asyncio.create_task(collect(log.follow(run.run_id, after_seq=0)))  # joins mid-run
+    for n in range(3):
+        await log.append(run, "values", {"n": n})
+    await log.append(run, "end", None)
+    log.retire(run.run_id)  # the attempt ended: the finished log stays a while
+    after_end = await collect(log.follow(run.run_id, after_seq=2))
+    seen, joined = await asyncio.wait_for(live, 10), await asyncio.wait_for(late, 10)
+    assert reads == []  # none of them read the table
+    stored = await real_events_after(run.run_id)
+    assert [seq for seq, _, _ in stored] == [1, 2, 3, 4, 5]
+    assert seen == stored
+    assert joined == stored
+    assert after_end == stored[2:]
+
+
+async def test_a_stale_attempts_refused_events_never_reach_a_follower_served_from_memory(
+    log: RunEventLog, database: Database
+) -> None:
+    first = await new_run(database)
+    log.begin(first)
+    follower = asyncio.create_task(collect(log.follow(first.run_id)))
+    await log.append(first, "values", {"n": 1})
+    await log.flush()
+    async with database.engine.begin() as conn:  # another worker claims the run: attempt 2
+        await conn.execute(text("UPDATE runs SET attempt = 2 WHERE id = :id"), {"id": first.run_id})
+    second = RunToken(first.run_id, 2)
+    await log.append(first, "values", {"stale": True})  # refused: never shown, never stored
+    await log.append(second, "metadata", {"attempt": 2})
+    await log.append(first, "end", None)
+    await log.append(second, "end", None)
+    stored = [(seq, name, data) for seq, name, data in await log.events_after(first.run_id)]
+    assert [(name, data) for _, name, data in stored] == [
+        ("values", {"n": 1}),
+        ("metadata", {"attempt": 2}),
+        ("end", None),
+    ]
+    assert await asyncio.wait_for(follower, 10) == stored
+    # The gap the refused event left sent the log back to the table: a new follower too.
+    assert log.local_log(first.run_id) is None
+    assert await asyncio.wait_for(collect(log.follow(first.run_id)), 10) == stored
+
+
+async def test_a_log_another_process_writes_to_sends_followers_here_back_to_the_table(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    run = await new_run(database)
+    log.begin(run)
+    await log.append(run, "metadata", {"attempt": 1})
+    await log.flush()
+    follower = asyncio.create_task(collect(log.follow(run.run_id)))
+    # Another process takes the run over (its lease lapsed here) and writes on.
+    async with (
+        open_database(database_url, pool_size=2) as other_db,
+        open_run_event_log(other_db, url=database_url) as other,
+    ):
+        assert await other.append(run, "values", {"n": 1}) == 2
+        assert await other.append(run, "end", None) == 3
+    events = await asyncio.wait_for(follower, 20)
+    assert events == await log.events_after(run.run_id)
+    assert [seq for seq, _, _ in events] == [1, 2, 3]
+    assert log.local_log(run.run_id) is None  # the NOTIFY said another process writes it

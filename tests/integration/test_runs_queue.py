@@ -122,6 +122,12 @@ def start_slow_run_past_step_one(url: str, database_url: str, thread_id: str, st
     )
     response.raise_for_status()
     run_id: str = response.json()["run_id"]
+    # Claimed at creation by the server that created it (it had a free slot, the thread none
+    # other): the row says so at once, as a claim by a worker would.
+    assert response.json()["status"] == "running"
+    [row] = sql(database_url, "SELECT status, attempt, lease_owner FROM runs WHERE id = %s", run_id)
+    assert (row["status"], row["attempt"]) == ("running", 1)
+    assert row["lease_owner"] is not None
     deadline = time.monotonic() + PATIENCE_S
     while not any(
         c["metadata"].get("step", -1) >= 1 for c in run_checkpoints(database_url, run_id)
@@ -139,9 +145,10 @@ def test_resume_after_kill_continues_from_the_last_checkpoint(
         run_id = start_slow_run_past_step_one(url, database_url, thread_id, steps)
         os.kill(process.pid, signal.SIGKILL)  # mid-run: s2 is sleeping
         process.wait()
-    [row] = sql(database_url, "SELECT status, attempt FROM runs WHERE id = %s", run_id)
+    [row] = sql(database_url, "SELECT status, attempt, lease_owner FROM runs WHERE id = %s", run_id)
     assert row["status"] == "running"
-    assert row["attempt"] == 1
+    assert row["attempt"] == 1  # claimed at creation by the killed process, never by a worker
+    assert int(row["lease_owner"].split(":")[1]) == process.pid
     with server_process(database_url, tmp_path / "b") as (url, _):
         result = asyncio.run(_join(url, thread_id, run_id))
     assert result["log"] == ["in", *STEPS]  # s1 ran once, the input was not applied twice
@@ -421,3 +428,86 @@ def test_lease_renewals_do_not_wait_behind_request_traffic_for_a_pooled_connecti
         database_url, "SELECT event, data FROM run_events WHERE run_id = %s ORDER BY seq", run_id
     )
     assert [e["data"]["attempt"] for e in events if e["event"] == "metadata"] == [1]
+
+
+async def _inline_and_queued(url: str, steps: str, thread_id: str) -> dict[str, Any]:
+    client: Any = get_client(url=url)
+    try:
+        first = await client.runs.create(
+            thread_id,
+            steps,
+            input={"log": ["first"]},
+            config={"configurable": {"delay": 0.3}},
+            if_not_exists="create",
+        )
+        # The thread is busy with `first`: this one waits its turn in the queue.
+        second = await client.runs.create(thread_id, steps, input={"log": ["second"]})
+        # Nothing else on its thread and nothing delayed: claimed at creation too.
+        other = await client.runs.create(
+            str(uuid.uuid4()), steps, input={"log": ["other"]}, if_not_exists="create"
+        )
+        results = {
+            name: await client.runs.join(run["thread_id"], run["run_id"])
+            for name, run in (("first", first), ("second", second), ("other", other))
+        }
+        return {"created": {"first": first, "second": second, "other": other}, **results}
+    finally:
+        await client.aclose()
+
+
+def test_a_run_with_a_free_slot_starts_at_creation_and_one_on_a_busy_thread_queues(
+    database_url: str, tmp_path: Path, steps: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run created while the process has a free slot and its thread no other run is written
+    already claimed (running, attempt 1, this process's lease, its place in the thread's
+    stream) and executes here without going through the queue: no worker claims it. A run
+    on a busy thread is written pending and a worker claims it once the thread is free."""
+    claimed: list[str] = []
+    real_claim = run_store.claim_run
+
+    async def recording_claim(*args: Any, **kwargs: Any) -> Any:
+        claim = await real_claim(*args, **kwargs)
+        if claim is not None:
+            claimed.append(str(claim.run.id))
+        return claim
+
+    monkeypatch.setattr(run_store, "claim_run", recording_claim)
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        migrate_on_start=False,
+        langgraph_config=TEST_GRAPHS,
+        run_lease_s=LEASE_S,
+        run_poll_s=0.2,
+        run_workers=4,
+    )
+    thread_id = str(uuid.uuid4())
+    with running_server(settings) as url:
+        outcome = asyncio.run(_inline_and_queued(url, steps, thread_id))
+    created = outcome["created"]
+    assert created["first"]["status"] == "running"  # as written by the creation
+    assert created["other"]["status"] == "running"
+    assert created["second"]["status"] == "pending"
+    assert outcome["first"]["log"] == ["first", *STEPS]
+    assert outcome["second"]["log"] == ["first", *STEPS, "second", *STEPS]
+    assert outcome["other"]["log"] == ["other", *STEPS]
+    ids = {name: run["run_id"] for name, run in created.items()}
+    assert claimed == [ids["second"]]  # only the queued run went through a claim
+    rows = {
+        str(r["id"]): r
+        for r in sql(
+            database_url,
+            "SELECT id, status, attempt, lease_owner, stream_position FROM runs"
+            " WHERE id = ANY(%s::uuid[])",
+            list(ids.values()),
+        )
+    }
+    for run_id in ids.values():
+        row = rows[run_id]
+        assert (row["status"], row["attempt"]) == ("success", 1)
+        assert row["stream_position"] is not None  # the thread stream's place, as a claim sets
+    owners = {rows[run_id]["lease_owner"] for run_id in ids.values()}
+    assert len(owners) == 1  # the one process
+    # The thread stream orders them as they ran.
+    first, second = rows[ids["first"]], rows[ids["second"]]
+    assert first["stream_position"] < second["stream_position"]
