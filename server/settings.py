@@ -239,7 +239,13 @@ class Settings(BaseSettings):
         description="When /chat turns write checkpoints: after every step (sync/async) or "
         "once at the end of the turn (exit: fewer writes, no mid-turn progress kept).",
     )
-    run_workers: int = Field(4, ge=0, le=256, description="Runs this process executes at once.")
+    run_workers: int = Field(
+        32,
+        ge=0,
+        le=256,
+        description="Runs this process executes at once, claimed as they are created or from "
+        "the queue (0: it only accepts runs).",
+    )
     run_lease_s: float = Field(
         30.0,
         ge=0.5,
