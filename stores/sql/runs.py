@@ -142,6 +142,37 @@ async def _cancel_in_session(
     return requests
 
 
+# Creating a run, under the thread row's lock, in one statement: insert it (pending, or claimed
+# as `_CLAIM_TAKE` claims: running, this process's lease, attempt 1, its place in the thread's
+# stream), mark its thread busy (its agent, and its metadata when given), and NOTIFY at commit.
+_CREATE = text(
+    "WITH r AS ("
+    " INSERT INTO runs (thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,"
+    " user_id, auth, lease_owner, lease_expires_at, attempt, stream_position)"
+    " VALUES (:thread_id, :assistant_id, :status, :multitask_strategy, :kwargs, :metadata,"
+    " :user_id, :auth, :owner,"
+    " CASE WHEN :claimed THEN now() + make_interval(secs => :lease_s) END,"
+    " CASE WHEN :claimed THEN 1 ELSE 0 END,"
+    " CASE WHEN :claimed THEN nextval('thread_stream_positions') END)"
+    " RETURNING *"
+    "), t AS ("
+    " UPDATE conversations c SET status = 'busy',"
+    " agent_id = COALESCE(c.agent_id, :assistant_id),"
+    " metadata = CASE WHEN :set_meta THEN :thread_meta ELSE c.metadata END,"
+    " updated_at = now() WHERE c.id = :thread_id RETURNING c.id"
+    "), n AS ("
+    " SELECT pg_notify(ch, p) FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[]))"
+    " AS u(ch, p)"
+    ") SELECT r.*, (SELECT count(*) FROM t) AS threads, (SELECT count(*) FROM n) AS notified"
+    " FROM r"
+).bindparams(
+    bindparam("kwargs", type_=JSONB),
+    bindparam("metadata", type_=JSONB),
+    bindparam("auth", type_=JSONB),
+    bindparam("thread_meta", type_=JSONB),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class InlineClaim:
     """Claim the run as it is created, for the process `owner` (a lease of `lease_s`), when it
@@ -191,12 +222,13 @@ async def create_run(
         thread = await lock_thread(session, thread_id)
         if thread is not None and creator.access is not None:
             thread = await thread_row(session, thread_id, creator.access, field="thread_id")
-        # Read before the thread row changes, so its one UPDATE is flushed with the run.
+        # The runs in flight, read under the thread row's lock.
         active = await in_flight(session, thread_id) if thread is not None else []
+        thread_meta: dict[str, Any] | None = None
         if thread is None:
             if if_not_exists != "create":
                 raise NotFoundError("thread", thread_id, field="thread_id")
-            thread_meta: dict[str, Any] = {
+            thread_meta = {
                 "graph_id": graph_id,
                 "assistant_id": str(assistant_id),
                 **metadata,
@@ -210,10 +242,12 @@ async def create_run(
                 thread.ttl_minutes, thread.ttl_strategy = thread_ttl.minutes, thread_ttl.strategy
             session.add(thread)
             await session.flush()
-        elif thread.status != "busy":
-            # As langgraph-api does: the thread names the graph and assistant that last ran on
-            # it, so `threads.search(metadata={"graph_id": ...})` lists it (Agent Chat UI).
-            thread.metadata_ = {
+        created = thread_meta is not None
+        # As langgraph-api does: the thread names the graph and assistant that last ran on it,
+        # so `threads.search(metadata={"graph_id": ...})` lists it (Agent Chat UI).
+        thread_meta_update = None
+        if not created and thread.status != "busy":
+            thread_meta_update = {
                 **(thread.metadata_ or {}),
                 "graph_id": graph_id,
                 "assistant_id": str(assistant_id),
@@ -239,36 +273,41 @@ async def create_run(
             bool(active) and multitask_strategy not in ("interrupt", "rollback")
         )
         claimed = claim is not None and not blocked and not kwargs.get("after_seconds")
-        run = Run(
-            thread_id=thread_id,
-            assistant_id=assistant_id,
-            status="pending",
-            multitask_strategy=multitask_strategy,
-            kwargs=dict(kwargs),
-            metadata_=dict(metadata),
-            user_id=creator.user_id,
-            auth=dict(creator.auth) if creator.auth is not None else None,
-        )
-        if claimed:
-            assert claim is not None
-            # As `_CLAIM_TAKE` claims it (its values come back with the INSERT's RETURNING).
-            run.status, run.lease_owner, run.attempt = "running", claim.owner, 1
-            run.lease_expires_at = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, claim.lease_s)
-            run.stream_position = func.nextval("thread_stream_positions")
-        session.add(run)
-        thread.status = "busy"
-        if thread.agent_id is None:
-            thread.agent_id = assistant_id
-        thread.updated_at = func.now()
-        await session.flush()
         # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new" (or,
         # claimed here, the thread's stream followers: the run has its place).
-        stops = [f"cancel {c.run_id} {c.action}" for c in cancels]
+        payloads = [f"cancel {c.run_id} {c.action}" for c in cancels]
+        if not claimed:
+            payloads.append("new")
+        channels = [notify.channel] * len(payloads) if notify else []
+        payloads = [f"{p}|{notify.sender}" for p in payloads] if notify else []
         if claimed:
-            await send_notify(session, notify, *stops, raw=[(THREAD_CHANNEL, str(thread_id))])
-        else:
-            await send_notify(session, notify, *stops, "new")
-        return run, cancels
+            channels.append(THREAD_CHANNEL)
+            payloads.append(str(thread_id))
+        # One statement: the run (claimed or pending), the thread (busy, its agent, its
+        # metadata) and the NOTIFYs.
+        row = (
+            await session.execute(
+                _CREATE,
+                {
+                    "thread_id": thread_id,
+                    "assistant_id": assistant_id,
+                    "status": "running" if claimed else "pending",
+                    "multitask_strategy": multitask_strategy,
+                    "kwargs": dict(kwargs),
+                    "metadata": dict(metadata),
+                    "user_id": creator.user_id,
+                    "auth": dict(creator.auth) if creator.auth is not None else None,
+                    "claimed": claimed,
+                    "owner": claim.owner if claim is not None and claimed else None,
+                    "lease_s": float(claim.lease_s) if claim is not None else 0.0,
+                    "set_meta": thread_meta_update is not None,
+                    "thread_meta": thread_meta_update,
+                    "channels": channels,
+                    "payloads": payloads,
+                },
+            )
+        ).one()
+        return run_from_row(row._mapping), cancels
 
 
 # A run is runnable when it is pending (and due: `after_seconds` delays its start), or running
