@@ -23,7 +23,7 @@ from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
 from stores.sql.filters import Filter
 from stores.sql.models import Agent, Run
-from stores.sql.runs import NOBODY, RunCreator, RunToken
+from stores.sql.runs import NOBODY, RunCreator
 from stores.sql.threads import ThreadTTL
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,9 @@ class RunEngine:
             await sql_tools.sync_tools(self.db, rows)
         except Exception as error:  # the table is re-read on use
             log.warning("could not sync the tools table: %s", error)
-        await self.queue.start(self._execute)
+        # A first attempt starting here (claimed at creation or by the dispatcher) has an
+        # empty log, written here: streams of it in this process follow it from memory.
+        await self.queue.start(self._execute, launched=self.events.begin)
 
     async def _execute(self, attempt: Attempt) -> None:
         """Execute one attempt claimed here; then retire its local event log."""
@@ -140,10 +142,6 @@ class RunEngine:
             thread_ttl=None if temporary else self.default_thread_ttl,
             creator=creator,
         )
-        if run.status == "running" and run.lease_owner == self.queue.owner:
-            # Claimed at creation, executing here: its log starts empty and is written here,
-            # so a stream of it in this process starts from memory, not from the table.
-            self.events.begin(RunToken(run.id, run.attempt))
         metrics().runs_created.labels(assistant.graph_id).inc()
         return run
 

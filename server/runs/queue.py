@@ -104,6 +104,7 @@ class RunQueue:
         self.capacity = settings.run_workers
         self._busy = 0
         self._execute: Execute | None = None
+        self._launched: Callable[[RunToken], None] | None = None
         self._executing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set: look for runs (a "new", a slot freed, a reconnect)
         self._closing = False
@@ -117,11 +118,15 @@ class RunQueue:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, execute: Execute) -> None:
+    async def start(
+        self, execute: Execute, *, launched: Callable[[RunToken], None] | None = None
+    ) -> None:
         """Start the NOTIFY listener, the lease renewer and the dispatcher that claims runs
         while this process has capacity (`run_workers` runs at once) and hands each to
-        `execute` in a task of its own. With no capacity (0) the process only accepts runs."""
+        `execute` in a task of its own (`launched(token)` is called first, synchronously). With
+        no capacity (0) the process only accepts runs."""
         self._execute = execute
+        self._launched = launched
         self._tasks.append(asyncio.create_task(self._listen(), name="runs-listener"))
         renewer = supervise("runs-lease-renewer", self._renew_forever)
         self._tasks.append(asyncio.create_task(renewer, name="runs-lease-renewer"))
@@ -437,6 +442,8 @@ class RunQueue:
             lease_deadline=sent + self.lease_s - self.margin_s,
         )
         self.attempts[run.id] = attempt
+        if self._launched is not None:
+            self._launched(attempt.token)
         task = asyncio.create_task(self._run_attempt(attempt), name=f"runs-attempt-{run.id}")
         self._executing.add(task)
         task.add_done_callback(self._executing.discard)
