@@ -64,6 +64,15 @@ class Attempt:
 Execute = Callable[[Attempt], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A slot of this process taken for a run about to be written claimed (`claim`), and the
+    loop time before its transaction began (its lease deadline counts from then)."""
+
+    claim: run_store.InlineClaim
+    sent: float
+
+
 @dataclass(slots=True)
 class _Waiters:
     events: set[asyncio.Event] = field(default_factory=set)
@@ -205,9 +214,7 @@ class RunQueue:
         thread_ttl: ThreadTTL | None,
         creator: run_store.RunCreator,
     ) -> Run:
-        loop = asyncio.get_running_loop()
-        reserved = self._reserve()
-        sent = loop.time()  # the lease the row gets counts from later (the transaction's now())
+        reservation = self.reserve()
         try:
             run, cancels = await run_store.create_run(
                 self.db,
@@ -222,21 +229,42 @@ class RunQueue:
                 thread_ttl=thread_ttl,
                 notify=run_store.Notify(CHANNEL, self.owner),
                 creator=creator,
-                claim=run_store.InlineClaim(self.owner, self.lease_s) if reserved else None,
+                claim=reservation.claim if reservation else None,
             )
         except BaseException:
-            if reserved:
-                self._release_slot()
+            self.release(reservation)
             raise
         for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
             self.dispatch(payload)  # the others hear it from the commit
-        if run.status == "running" and run.lease_owner == self.owner:
-            self._launch(run, sent)  # takes the reserved slot
-        else:
-            if reserved:
-                self._release_slot()
-            self.dispatch("new")
+        self.adopt(run, reservation)
         return run
+
+    # -- claiming at creation (for any writer of run rows) ----------------------------------
+
+    def reserve(self) -> Reservation | None:
+        """A slot of this process for a run about to be written, and the claim to write it
+        with (`create_run(claim=...)`, or a writer of its own that sets the same columns);
+        None when no slot is free. Hand it to `adopt` once the row is committed, or to
+        `release` if it was not written."""
+        if not self._reserve():
+            return None
+        sent = asyncio.get_running_loop().time()  # the row's lease counts from later: now()
+        return Reservation(run_store.InlineClaim(self.owner, self.lease_s), sent)
+
+    def adopt(self, run: Run, reservation: Reservation | None) -> None:
+        """After the commit that wrote `run`: start it here now if it was written claimed by
+        this process (in the reserved slot); otherwise give the slot back and wake a worker
+        (the commit's "new" woke the other processes)."""
+        if reservation is not None and run.status == "running" and run.lease_owner == self.owner:
+            self._launch(run, reservation.sent)
+            return
+        self.release(reservation)
+        self.dispatch("new")
+
+    def release(self, reservation: Reservation | None) -> None:
+        """Give back the slot of a reservation whose run was not written."""
+        if reservation is not None:
+            self._release_slot()
 
     async def cancel(
         self,
