@@ -528,7 +528,8 @@ class RunEventLog:
                         await asyncio.wait_for(subscriber.signal.wait(), self.poll_s)
                     except TimeoutError:
                         stale = True
-                        if await self._run_active(run_id, unknown=True):
+                        # A run whose log is written here is executing here: no need to ask.
+                        if run_id in self._local or await self._run_active(run_id, unknown=True):
                             idle_polls = 0
                         else:
                             idle_polls += 1

@@ -244,10 +244,16 @@ async def test_a_log_written_here_is_followed_from_memory_and_replayed_the_same_
         reads.append(run_id)
         return await real_events_after(run_id, after_seq)
 
+    async def asked(run_id: uuid.UUID, *, unknown: bool) -> bool:
+        reads.append(run_id)
+        return True
+
     monkeypatch.setattr(log, "events_after", counted)
+    monkeypatch.setattr(log, "_run_active", asked)
     live = asyncio.create_task(collect(log.follow(run.run_id)))
     await log.append(run, "metadata", {"attempt": 1})
     await log.flush()
+    await asyncio.sleep(3 * log.poll_s)  # a quiet spell: the follower does not ask the table
     late = asyncio.create_task(collect(log.follow(run.run_id, after_seq=0)))  # joins mid-run
     for n in range(3):
         await log.append(run, "values", {"n": n})
