@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from opentelemetry.util.types import AttributeValue
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stores.errors import UnavailableError
-from stores.sql.database import Timeouts, libpq_url
+from stores.sql.database import Timeouts, is_transient, libpq_url
 from stores.tracing import traced
 
 log = logging.getLogger(__name__)
@@ -26,6 +38,7 @@ log = logging.getLogger(__name__)
 _SETUP_LOCK_KEY = 5_318_008_001
 
 
+_LATEST = "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
 _DELETE_RUN_WRITES = (
     "DELETE FROM checkpoint_writes w USING checkpoints c "
     "WHERE c.thread_id = %(t)s AND c.metadata->>'run_id' = %(r)s "
@@ -41,9 +54,158 @@ _DELETE_LEFT_WRITES = (
 )
 
 
+FLUSH_AFTER_S = 0.05
+"""How long a run's checkpoint writes may wait in memory before they are sent (all of them in
+one pipelined round trip). A run that ends, hands back or is read sends them at once."""
+
+_BACKGROUND: set[asyncio.Task[None]] = set()  # flushes started by a timer, kept referenced
+_RUN_WRITES: ContextVar[RunWrites | None] = ContextVar("switchboard_run_writes", default=None)
+
+
+class RunWrites:
+    """The checkpoint writes of one run attempt on one thread not yet sent to PostgreSQL.
+
+    Made by `Checkpoints.run_writes` and bound to the run's task (`Checkpoints.bind`): the
+    saver queues that task's `aput`/`aput_writes` of the thread here instead of writing each
+    at once. They are sent `FLUSH_AFTER_S` after the first one queued, before any read of the
+    thread in this process, and when the run ends (`Checkpoints.flush`). A crash loses what
+    was not sent yet: what LangGraph's `durability="async"` allows (the next attempt resumes
+    from the last stored checkpoint).
+    """
+
+    __slots__ = ("closed", "lock", "ops", "thread_id", "timer")
+
+    def __init__(self, thread_id: str) -> None:
+        self.thread_id = thread_id
+        self.ops: list[tuple[str, Any, bool]] = []  # (statement, params, executemany)
+        self.lock = asyncio.Lock()  # held while a batch is being sent
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def busy(self) -> bool:
+        """Whether writes are queued or being sent (a read must wait for them)."""
+        return bool(self.ops) or self.lock.locked()
+
+
+def _thread_of(config: RunnableConfig) -> str:
+    return str(config["configurable"]["thread_id"])
+
+
 class TimedSaver(AsyncPostgresSaver):
-    """LangGraph's PostgreSQL saver whose writes (a checkpoint, a step's pending writes) each
-    get a `checkpoint` span (and so the checkpoint-write-time metric)."""
+    """LangGraph's PostgreSQL saver, with three changes for the server's runs.
+
+    - A run's writes (a checkpoint, a step's pending writes) wait in its `RunWrites` and go
+      out in one pipelined round trip (`flush`, traced as a `checkpoint` span, so the
+      checkpoint-write-time metric); reads and writes of the thread from elsewhere in this
+      process send them first, and a read sends them in the same round trip as its SELECT.
+    - No process-wide lock around each statement: LangGraph's saver holds one `asyncio.Lock`
+      for every checkout, statement and row decoding, which a pool does not need (each call
+      gets a connection of its own), so one run's checkpoints waited for every other run's.
+    - The writes of any other caller are sent at once, as before.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+        super().__init__(pool)  # type: ignore[arg-type]
+        self.pool = pool
+        self.pending: dict[str, RunWrites] = {}  # thread id -> the writes of its run here
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        async with self.pool.connection() as conn:
+            if pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+
+    # -- a run's queued writes ------------------------------------------------------------------
+
+    def _queue_of(self, config: RunnableConfig) -> RunWrites | None:
+        """The calling run's queue, if the write is for its thread."""
+        writes = _RUN_WRITES.get()
+        if writes is None or writes.closed or writes.thread_id != _thread_of(config):
+            return None
+        return writes
+
+    def _queue(self, writes: RunWrites, ops: list[tuple[str, Any, bool]]) -> None:
+        writes.ops.extend(ops)
+        if writes.timer is None:
+            loop = asyncio.get_running_loop()
+            writes.timer = loop.call_later(FLUSH_AFTER_S, self._flush_later, writes)
+
+    def _flush_later(self, writes: RunWrites) -> None:
+        writes.timer = None
+        if not writes.closed and writes.ops:
+            task = asyncio.get_running_loop().create_task(self._flush_quietly(writes))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+
+    async def _flush_quietly(self, writes: RunWrites) -> None:
+        try:
+            await self.flush_writes(writes)
+        except Exception as error:  # kept (or dropped if never storable); the run's end retries
+            log.info("sending checkpoints of thread %s failed: %r", writes.thread_id, error)
+
+    async def flush_writes(
+        self, writes: RunWrites, select: tuple[str, tuple[Any, ...]] | None = None
+    ) -> DictRow | None:
+        """Send the queued writes in one pipelined round trip, with `select` (a query whose
+        first row is returned) at its end; writes that failed on a connection error stay
+        queued (to be sent again: every statement is an upsert), others are dropped."""
+        async with writes.lock:
+            ops, writes.ops = writes.ops, []
+            if writes.timer is not None:
+                writes.timer.cancel()
+                writes.timer = None
+            if not ops and select is None:
+                return None
+            try:
+                attributes: dict[str, AttributeValue] = {
+                    "checkpoint.op": "flush",
+                    "checkpoint.statements": len(ops),
+                }
+                with traced("checkpoint", "checkpoint flush", **attributes):
+                    return await self._send(ops, select)
+            except BaseException as error:
+                if not isinstance(error, Exception) or is_transient(error):
+                    writes.ops[:0] = ops
+                raise
+
+    async def _send(
+        self, ops: list[tuple[str, Any, bool]], select: tuple[str, tuple[Any, ...]] | None
+    ) -> DictRow | None:
+        async with self.pool.connection() as conn, conn.pipeline():
+            async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                for statement, params, many in ops:
+                    if many:
+                        await cur.executemany(statement, params)
+                    else:
+                        await cur.execute(statement, params)
+            if select is None:
+                return None
+            async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                await cur.execute(select[0], select[1], binary=True)
+                return await cur.fetchone()
+
+    async def settle(self, thread_id: str) -> None:
+        """Send the thread's queued writes, if a run of this process has any (waiting for a
+        batch being sent), so what follows sees them."""
+        writes = self.pending.get(thread_id)
+        if writes is not None and writes.busy():
+            await self.flush_writes(writes)
+
+    async def discard(self, thread_id: str) -> None:
+        """Drop the thread's queued writes (its checkpoints are being deleted), once a batch
+        being sent has gone out."""
+        writes = self.pending.get(thread_id)
+        if writes is not None:
+            async with writes.lock:
+                writes.ops.clear()
+
+    # -- LangGraph's saver interface --------------------------------------------------------------
 
     async def aput(
         self,
@@ -52,8 +214,49 @@ class TimedSaver(AsyncPostgresSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        with traced("checkpoint", "checkpoint put", **{"checkpoint.op": "put"}):
-            return await super().aput(config, checkpoint, metadata, new_versions)
+        writes = self._queue_of(config)
+        if writes is None:
+            await self.settle(_thread_of(config))
+            with traced("checkpoint", "checkpoint put", **{"checkpoint.op": "put"}):
+                return await super().aput(config, checkpoint, metadata, new_versions)
+        # What LangGraph's `aput` writes, queued (its statements, in its order).
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        checkpoint_ns = configurable["checkpoint_ns"]
+        copy = checkpoint.copy()
+        copy["channel_values"] = copy["channel_values"].copy()
+        blob_values = {}
+        for key, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blob_values[key] = copy["channel_values"].pop(key)
+                copy["channel_values"][key] = True
+            elif value is None or isinstance(value, str | int | float | bool):
+                pass
+            else:
+                blob_values[key] = copy["channel_values"].pop(key)
+        ops: list[tuple[str, Any, bool]] = []
+        if blob_versions := {k: v for k, v in new_versions.items() if k in blob_values}:
+            blobs = await asyncio.to_thread(
+                self._dump_blobs, thread_id, checkpoint_ns, blob_values, blob_versions
+            )
+            ops.append((self.UPSERT_CHECKPOINT_BLOBS_SQL, blobs, True))
+        row = (
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            Jsonb(copy),
+            Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+        )
+        ops.append((self.UPSERT_CHECKPOINTS_SQL, row, False))
+        self._queue(writes, ops)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
     async def aput_writes(
         self,
@@ -62,8 +265,83 @@ class TimedSaver(AsyncPostgresSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        with traced("checkpoint", "checkpoint put_writes", **{"checkpoint.op": "put_writes"}):
-            await super().aput_writes(config, writes, task_id, task_path)
+        queue = self._queue_of(config)
+        if queue is None:
+            await self.settle(_thread_of(config))
+            with traced("checkpoint", "checkpoint put_writes", **{"checkpoint.op": "put_writes"}):
+                await super().aput_writes(config, writes, task_id, task_path)
+            return
+        query = (
+            self.UPSERT_CHECKPOINT_WRITES_SQL
+            if all(w[0] in WRITES_IDX_MAP for w in writes)
+            else self.INSERT_CHECKPOINT_WRITES_SQL
+        )
+        configurable = config["configurable"]
+        params = await asyncio.to_thread(
+            self._dump_writes,
+            configurable["thread_id"],
+            configurable["checkpoint_ns"],
+            configurable["checkpoint_id"],
+            task_id,
+            task_path,
+            writes,
+        )
+        self._queue(queue, [(query, params, True)])
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        thread_id = _thread_of(config)
+        writes = self.pending.get(thread_id)
+        if writes is None or not writes.busy():
+            return await super().aget_tuple(config)
+        # The queued writes and the read in one round trip.
+        checkpoint_id = get_checkpoint_id(config)
+        checkpoint_ns = config["configurable"].get("checkpoint_ns", "")
+        if checkpoint_id:
+            args: tuple[Any, ...] = (thread_id, checkpoint_ns, checkpoint_id)
+            where = "WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s"
+        else:
+            args = (thread_id, checkpoint_ns)
+            where = (
+                "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
+            )
+        value = await self.flush_writes(writes, (self.SELECT_SQL + where, args))
+        if value is None:
+            return None
+        if value["checkpoint"]["v"] < 4 and value["parent_checkpoint_id"]:
+            return await super().aget_tuple(config)  # an old checkpoint: LangGraph migrates it
+        return await self._load_checkpoint_tuple(value)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        if config is not None:
+            await self.settle(_thread_of(config))
+        else:
+            for thread_id in list(self.pending):
+                await self.settle(thread_id)
+        async for item in super().alist(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, Any]:
+        await self.settle(_thread_of(config))
+        return await super().aget_delta_channel_history(config=config, channels=channels)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self.discard(str(thread_id))
+        await super().adelete_thread(thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        if not isinstance(thread_ids, str):
+            for thread_id in thread_ids:
+                await self.settle(str(thread_id))
+        await super().aprune(thread_ids, strategy=strategy)
 
 
 class Checkpoints:
@@ -71,7 +349,7 @@ class Checkpoints:
 
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
         self.pool = pool
-        self.saver = TimedSaver(pool)  # type: ignore[arg-type]
+        self.saver = TimedSaver(pool)
         self._ready = False
         self._lock = asyncio.Lock()
 
@@ -108,6 +386,42 @@ class Checkpoints:
         except psycopg.Error as error:
             log.warning("pruning checkpoints of thread %s failed: %s", thread_id, error)
 
+    def run_writes(self, thread_id: str) -> RunWrites:
+        """A queue for the checkpoint writes of a run attempt on the thread (see `RunWrites`),
+        registered so that reads of the thread in this process send them first. It replaces
+        the queue of an earlier attempt here (one whose claim was lost), whose writes are
+        dropped: the thread is the new attempt's."""
+        writes = RunWrites(thread_id)
+        earlier = self.saver.pending.get(thread_id)
+        if earlier is not None:
+            _close(earlier)
+        self.saver.pending[thread_id] = writes
+        return writes
+
+    @staticmethod
+    def bind(writes: RunWrites) -> None:
+        """Queue the writes the calling task (and the tasks it starts) makes for the thread."""
+        _RUN_WRITES.set(writes)
+
+    async def flush(self, writes: RunWrites) -> None:
+        """Send the queued writes now (the run is ending or being handed on). Raises what
+        PostgreSQL raised; writes lost to a connection error stay queued."""
+        if writes.busy():
+            await self.saver.flush_writes(writes)
+
+    def release(self, writes: RunWrites) -> None:
+        """Forget the queue at the end of its attempt; writes still in it are dropped (an
+        attempt handed back or stopped: the next one resumes from the last stored)."""
+        if writes.ops:
+            log.info(
+                "dropping %d unsent checkpoint writes of thread %s",
+                len(writes.ops),
+                writes.thread_id,
+            )
+        _close(writes)
+        if self.saver.pending.get(writes.thread_id) is writes:
+            del self.saver.pending[writes.thread_id]
+
     async def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint (and pending write) of the thread."""
         await self.saver.adelete_thread(thread_id)
@@ -116,10 +430,19 @@ class Checkpoints:
         """Delete the checkpoints one run wrote on the thread (a rollback), with their pending
         writes and those the run left on the checkpoint it started from."""
         params = {"t": thread_id, "r": run_id}
+        await self.saver.discard(thread_id)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_DELETE_RUN_WRITES, params)
             await conn.execute(_DELETE_RUN_CHECKPOINTS, params)
             await conn.execute(_DELETE_LEFT_WRITES, params)
+
+
+def _close(writes: RunWrites) -> None:
+    writes.closed = True
+    writes.ops.clear()
+    if writes.timer is not None:
+        writes.timer.cancel()
+        writes.timer = None
 
 
 @asynccontextmanager

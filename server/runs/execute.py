@@ -29,6 +29,7 @@ from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
 from server.runs.streaming import error_data, stream_graph, to_jsonable
 from server.runs.webhooks import send_webhook, webhook_payload, webhook_policy
 from server.telemetry.runs import RunTelemetry, observed_run
+from stores.checkpoints import Checkpoints, RunWrites
 from stores.errors import ConflictError, NotFoundError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
@@ -117,6 +118,7 @@ class _Prepared:
     timer: asyncio.Timeout | None = None  # RUN_TIMEOUT_S on the graph
     telemetry: RunTelemetry | None = None  # its span, callbacks and metrics
     outcome: str | None = None  # the status this attempt ended the run with
+    writes: RunWrites | None = None  # its checkpoint writes not sent yet
 
     def timed_out(self) -> bool:
         """Whether the run's time limit stopped it."""
@@ -252,6 +254,9 @@ class RunExecutor:
     ) -> bool:
         """Run the graph in a task of its own while holding the lease; whether it finished."""
         run = attempt.run
+        assert run.thread_id is not None
+        checkpoints = self.resources.checkpoints
+        prepared.writes = checkpoints.run_writes(str(run.thread_id))
         attempt.task = asyncio.create_task(
             self._run_graph(attempt, prepared, recorder), name=f"run-{run.id}"
         )
@@ -281,6 +286,7 @@ class RunExecutor:
                 return await self._finish_or_hand_back(attempt, prepared, recorder, error)
             return await self._finish_or_hand_back(attempt, prepared, recorder, None)
         finally:
+            checkpoints.release(prepared.writes)
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await lease
@@ -398,12 +404,10 @@ class RunExecutor:
         configurable = config["configurable"]
         graph_input: Any = kwargs.get("input")
         await self.resources.checkpoints.ready()
-        latest = await self.resources.checkpoints.saver.aget_tuple(thread_config(thread_id))
-        resuming = (
-            attempt.token.attempt > 1
-            and latest is not None
-            and latest.metadata.get("run_id") == str(run.id)
-        )
+        resuming = False
+        if attempt.token.attempt > 1:  # a first attempt has no checkpoint of its own to resume
+            latest = await self.resources.checkpoints.saver.aget_tuple(thread_config(thread_id))
+            resuming = latest is not None and latest.metadata.get("run_id") == str(run.id)
         if resuming:
             graph_input = None  # continue from our last checkpoint
         else:
@@ -427,6 +431,8 @@ class RunExecutor:
         """The cancellable part of an attempt: prepare, acquire the run's graph (a factory's is
         made for this run, in this task), then stream the graph's events."""
         run = attempt.run
+        if prepared.writes is not None:
+            Checkpoints.bind(prepared.writes)  # this task's checkpoint writes wait in it
         self.events.begin(attempt.token)
         await self._append(
             attempt, recorder, "metadata", {"run_id": str(run.id), "attempt": run.attempt}
@@ -540,6 +546,13 @@ class RunExecutor:
                 if is_transient(state_error):
                     raise  # the database is down: the run is handed back, not failed
                 error = state_error
+        if prepared.writes is not None:
+            try:  # (a state read above has sent them already)
+                await self.resources.checkpoints.flush(prepared.writes)
+            except Exception as flush_error:
+                if is_transient(flush_error):
+                    raise  # handed back: the next attempt resumes from what is stored
+                error = error or flush_error
         if error is not None:
             log.warning("run %s failed: %s: %s", run.id, type(error).__name__, error)
             data = error_data(error)
@@ -631,6 +644,10 @@ class RunExecutor:
         if agent is None:
             async with self.db.sessions() as session:
                 agent = await session.get(Agent, run.assistant_id) if run.assistant_id else None
+        if action == "interrupt" and prepared.writes is not None:
+            # Its steps so far are kept; if PostgreSQL is failing, the thread shows what is stored.
+            with contextlib.suppress(Exception):
+                await self.resources.checkpoints.flush(prepared.writes)
         async with self._state_graph(agent) as graph:
             settled = await self._settle_cancelled(attempt, action, error, temporary, graph)
         if settled:
