@@ -126,7 +126,7 @@ async def main(url: str, runs: int, only: str | None) -> None:
             for run in variants.values():  # warm up
                 for _ in range(5):
                     await run()
-            _admin(url, f'ALTER DATABASE "{database}" SET log_statement = \'all\'')
+            _admin(url, f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
             await stock_pool.close()  # reconnect: the setting applies to new sessions
             await checkpoints.pool.close()
             stock_pool = await _stock_pool(db_url)

@@ -244,6 +244,7 @@ async def open_resources(
                 max_size=settings.checkpoint_pool_size,
                 timeout_s=settings.db_pool_timeout,
                 timeouts=timeouts,
+                flush_after_s=settings.checkpoint_flush_s,
             )
         )
         # Long-term memory: items in MongoDB (MONGODB_URI or embedded nx-27017), vectors in Qdrant.

@@ -228,6 +228,13 @@ class Settings(BaseSettings):
     checkpoint_pool_size: int = Field(
         10, ge=1, le=500, description="psycopg connections for LangGraph checkpoints."
     )
+    checkpoint_flush_s: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="Seconds a run's checkpoint writes may wait in memory to be sent together "
+        "(durability async; a crash loses at most that much of a run's progress).",
+    )
     checkpoint_prune_every: int = Field(
         10,
         ge=0,

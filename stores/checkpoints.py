@@ -56,7 +56,8 @@ _DELETE_LEFT_WRITES = (
 
 FLUSH_AFTER_S = 0.05
 """How long a run's checkpoint writes may wait in memory before they are sent (all of them in
-one pipelined round trip). A run that ends, hands back or is read sends them at once."""
+one pipelined round trip), by default (`CHECKPOINT_FLUSH_S`). A run that ends, or a read of its
+thread, sends them at once."""
 
 _BACKGROUND: set[asyncio.Task[None]] = set()  # flushes started by a timer, kept referenced
 _RUN_WRITES: ContextVar[RunWrites | None] = ContextVar("switchboard_run_writes", default=None)
@@ -67,7 +68,7 @@ class RunWrites:
 
     Made by `Checkpoints.run_writes` and bound to the run's task (`Checkpoints.bind`): the
     saver queues that task's `aput`/`aput_writes` of the thread here instead of writing each
-    at once. They are sent `FLUSH_AFTER_S` after the first one queued, before any read of the
+    at once. They are sent `flush_after_s` after the first one queued, before any read of the
     thread in this process, and when the run ends (`Checkpoints.flush`). A crash loses what
     was not sent yet: what LangGraph's `durability="async"` allows (the next attempt resumes
     from the last stored checkpoint).
@@ -104,9 +105,12 @@ class TimedSaver(AsyncPostgresSaver):
     - The writes of any other caller are sent at once, as before.
     """
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[AsyncConnection[Any]], *, flush_after_s: float
+    ) -> None:
         super().__init__(pool)  # type: ignore[arg-type]
         self.pool = pool
+        self.flush_after_s = flush_after_s
         self.pending: dict[str, RunWrites] = {}  # thread id -> the writes of its run here
 
     # -- connections ---------------------------------------------------------------------------
@@ -134,7 +138,7 @@ class TimedSaver(AsyncPostgresSaver):
         writes.ops.extend(ops)
         if writes.timer is None:
             loop = asyncio.get_running_loop()
-            writes.timer = loop.call_later(FLUSH_AFTER_S, self._flush_later, writes)
+            writes.timer = loop.call_later(self.flush_after_s, self._flush_later, writes)
 
     def _flush_later(self, writes: RunWrites) -> None:
         writes.timer = None
@@ -347,9 +351,14 @@ class TimedSaver(AsyncPostgresSaver):
 class Checkpoints:
     """The checkpointer and its pool; `ready()` creates the tables once per process."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[AsyncConnection[Any]],
+        *,
+        flush_after_s: float = FLUSH_AFTER_S,
+    ) -> None:
         self.pool = pool
-        self.saver = TimedSaver(pool)
+        self.saver = TimedSaver(pool, flush_after_s=flush_after_s)
         self._ready = False
         self._lock = asyncio.Lock()
 
@@ -447,7 +456,12 @@ def _close(writes: RunWrites) -> None:
 
 @asynccontextmanager
 async def open_checkpoints(
-    url: str, *, max_size: int = 10, timeout_s: float = 10.0, timeouts: Timeouts = Timeouts()
+    url: str,
+    *,
+    max_size: int = 10,
+    timeout_s: float = 10.0,
+    timeouts: Timeouts = Timeouts(),
+    flush_after_s: float = FLUSH_AFTER_S,
 ) -> AsyncIterator[Checkpoints]:
     """Checkpoints on a pool of up to `max_size` connections; tables are set up at open if the
     database answers, else on first use (a database that is down does not stop the server).
@@ -457,6 +471,7 @@ async def open_checkpoints(
         max_size: Connections the pool may open (at least 2: setup holds a lock on one).
         timeout_s: Seconds to wait for a free connection.
         timeouts: Connect and statement timeouts of its connections.
+        flush_after_s: How long a run's checkpoint writes may wait to be sent together.
 
     Connections are checked when taken from the pool (one cut by a restart of PostgreSQL is
     replaced instead of failing the run that took it).
@@ -478,7 +493,7 @@ async def open_checkpoints(
         check=AsyncConnectionPool.check_connection,
     )
     await pool.open(wait=False)
-    checkpoints = Checkpoints(pool)
+    checkpoints = Checkpoints(pool, flush_after_s=flush_after_s)
     try:
         try:
             await checkpoints.ready()

@@ -1,0 +1,229 @@
+"""A run's checkpoint writes wait in memory (stores/checkpoints.py `RunWrites`) and go out
+together: before any read of the thread, on a timer, and before the run's finish commits.
+What a thread shows (state, history, interrupts, a resume) is what LangGraph's own saver shows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.types import Command
+from langgraph_sdk import get_sync_client
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from stores.checkpoints import Checkpoints, open_checkpoints
+from tests.integration.run_graphs import build_review_graph, build_steps_graph
+from tests.support import TEST_GRAPHS, make_settings, running_server
+
+
+def stored(database_url: str, thread_id: str) -> int:
+    """The checkpoints of the thread in PostgreSQL, read on a connection of its own."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM checkpoints WHERE thread_id = %s", (thread_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def config_of(thread_id: str) -> Any:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+
+@pytest.fixture
+async def checkpoints(database_url: str) -> AsyncIterator[Checkpoints]:
+    """The server's checkpoints, writes kept for a minute unless something sends them."""
+    async with open_checkpoints(database_url, max_size=3, flush_after_s=60.0) as opened:
+        await opened.ready()
+        yield opened
+
+
+@pytest.fixture
+async def stock(database_url: str) -> AsyncIterator[AsyncPostgresSaver]:
+    """LangGraph's saver as it comes, for comparison."""
+    async with AsyncConnectionPool(
+        database_url,
+        min_size=1,
+        max_size=2,
+        open=False,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    ) as pool:
+        yield AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+
+
+async def attempt(checkpoints: Checkpoints, graph: Any, thread_id: str, graph_input: Any) -> Any:
+    """One run attempt as the executor makes it: its writes queued, bound to its task."""
+    writes = checkpoints.run_writes(thread_id)
+
+    async def run() -> None:
+        Checkpoints.bind(writes)
+        async for _ in graph.astream(graph_input, config_of(thread_id), durability="async"):
+            pass
+
+    await asyncio.create_task(run())
+    return writes
+
+
+async def test_a_runs_writes_wait_until_a_read_of_its_thread_sends_them(
+    checkpoints: Checkpoints, stock: AsyncPostgresSaver, database_url: str
+) -> None:
+    graph = build_steps_graph().copy(update={"checkpointer": checkpoints.saver})
+    thread_id = str(uuid.uuid4())
+    writes = await attempt(checkpoints, graph, thread_id, {"log": ["in"]})
+    try:
+        assert stored(database_url, thread_id) == 0  # every step still in memory
+        state = await graph.aget_state(config_of(thread_id))  # sends them, then reads
+        assert state.values["log"] == ["in", "s1", "s2", "s3", "s4"]
+        assert stored(database_url, thread_id) == 6  # the input, its start and the 4 steps
+        assert not writes.busy()
+    finally:
+        checkpoints.release(writes)
+
+    plain = build_steps_graph().copy(update={"checkpointer": stock})
+    other = str(uuid.uuid4())
+    async for _ in plain.astream({"log": ["in"]}, config_of(other), durability="async"):
+        pass
+    expected = await plain.aget_state(config_of(other))
+    assert (state.values, state.next, state.tasks) == (
+        expected.values,
+        expected.next,
+        expected.tasks,
+    )
+    assert state.metadata is not None
+    assert expected.metadata is not None
+    assert state.metadata["step"] == expected.metadata["step"]
+    ours = [s async for s in graph.aget_state_history(config_of(thread_id))]
+    theirs = [s async for s in plain.aget_state_history(config_of(other))]
+    assert [(s.values, s.next) for s in ours] == [(s.values, s.next) for s in theirs]
+
+
+async def test_a_runs_writes_go_out_on_their_own_after_the_flush_delay(
+    database_url: str,
+) -> None:
+    async with open_checkpoints(database_url, max_size=2, flush_after_s=0.05) as checkpoints:
+        await checkpoints.ready()
+        graph = build_steps_graph().copy(update={"checkpointer": checkpoints.saver})
+        thread_id = str(uuid.uuid4())
+        writes = await attempt(checkpoints, graph, thread_id, {"log": ["in"]})
+        try:
+            deadline = time.monotonic() + 30
+            while stored(database_url, thread_id) < 6:  # nothing reads the thread meanwhile
+                assert time.monotonic() < deadline, "the queued writes were never sent"
+                await asyncio.sleep(0.05)
+        finally:
+            checkpoints.release(writes)
+
+
+async def test_writes_not_sent_when_an_attempt_ends_are_dropped_and_the_next_starts_over(
+    checkpoints: Checkpoints, database_url: str
+) -> None:
+    graph = build_steps_graph().copy(update={"checkpointer": checkpoints.saver})
+    thread_id = str(uuid.uuid4())
+    lost = await attempt(checkpoints, graph, thread_id, {"log": ["in"]})
+    checkpoints.release(lost)  # handed back or stopped before anything was sent
+    assert stored(database_url, thread_id) == 0
+    assert (await graph.aget_state(config_of(thread_id))).values == {}
+    again = await attempt(checkpoints, graph, thread_id, {"log": ["in"]})
+    try:
+        await checkpoints.flush(again)
+        state = await graph.aget_state(config_of(thread_id))
+        assert state.values["log"] == ["in", "s1", "s2", "s3", "s4"]  # the input applied once
+    finally:
+        checkpoints.release(again)
+
+
+async def test_an_interrupt_and_its_resume_read_and_write_through_the_queue(
+    checkpoints: Checkpoints, stock: AsyncPostgresSaver
+) -> None:
+    graph = build_review_graph().copy(update={"checkpointer": checkpoints.saver})
+    plain = build_review_graph().copy(update={"checkpointer": stock})
+    ours, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    first = await attempt(checkpoints, graph, ours, {"log": ["start"]})
+    async for _ in plain.astream({"log": ["start"]}, config_of(theirs), durability="async"):
+        pass
+    try:
+        state = await graph.aget_state(config_of(ours))
+        expected = await plain.aget_state(config_of(theirs))
+        assert state.next == expected.next == ("review",)
+        assert [t.interrupts[0].value for t in state.tasks] == [
+            t.interrupts[0].value for t in expected.tasks
+        ]
+    finally:
+        checkpoints.release(first)
+    second = await attempt(checkpoints, graph, ours, Command(resume=True))
+    async for _ in plain.astream(Command(resume=True), config_of(theirs), durability="async"):
+        pass
+    try:
+        await checkpoints.flush(second)
+        state = await graph.aget_state(config_of(ours))
+        expected = await plain.aget_state(config_of(theirs))
+        assert state.values == expected.values
+        assert state.values["log"] == ["start", "draft", "review:True", "published"]
+        history = [s.next async for s in graph.aget_state_history(config_of(ours))]
+        assert history == [s.next async for s in plain.aget_state_history(config_of(theirs))]
+    finally:
+        checkpoints.release(second)
+
+
+# -- through the server: the finish commits only once the run's checkpoints are stored --------
+
+# Every run that turns `success` records, in the same transaction, how many checkpoints of its
+# run its thread had stored at that moment.
+_RECORD_AT_FINISH = """
+CREATE TABLE IF NOT EXISTS finish_seen (run_id uuid PRIMARY KEY, checkpoints int NOT NULL);
+CREATE OR REPLACE FUNCTION record_finish_seen() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO finish_seen VALUES (NEW.id, (SELECT count(*) FROM checkpoints
+        WHERE thread_id = NEW.thread_id::text AND metadata->>'run_id' = NEW.id::text));
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS record_finish_seen ON runs;
+CREATE TRIGGER record_finish_seen BEFORE UPDATE OF status ON runs FOR EACH ROW
+    WHEN (NEW.status = 'success' AND OLD.status <> 'success') EXECUTE FUNCTION record_finish_seen();
+"""
+
+
+@pytest.fixture
+def slow_flush_server(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A server whose runs' writes would wait a minute: only the finish can send them."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(_RECORD_AT_FINISH)  # type: ignore[arg-type]
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        migrate_on_start=False,
+        langgraph_config=TEST_GRAPHS,
+        checkpoint_flush_s=60.0,
+    )
+    try:
+        with running_server(settings) as url:
+            yield url
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS record_finish_seen ON runs")
+
+
+def test_a_run_is_finished_only_after_its_checkpoints_are_stored(
+    slow_flush_server: str, database_url: str
+) -> None:
+    client: Any = get_sync_client(url=slow_flush_server)
+    thread = client.threads.create()
+    run = client.runs.create(thread["thread_id"], "steps", input={"log": ["in"]})
+    result = client.runs.join(thread["thread_id"], run["run_id"])
+    assert result["log"] == ["in", "s1", "s2", "s3", "s4"]
+    with psycopg.connect(database_url) as conn:
+        seen = conn.execute(
+            "SELECT checkpoints FROM finish_seen WHERE run_id = %s", (run["run_id"],)
+        ).fetchone()
+    assert seen == (6,)  # all of them, inside the transaction that set `success`
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["values"]["log"] == ["in", "s1", "s2", "s3", "s4"]
+    assert len(client.threads.get_history(thread["thread_id"])) == 6
