@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -117,7 +119,7 @@ class TimedSaver(AsyncPostgresSaver):
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
-        async with self.pool.connection() as conn:
+        async with _connection(self.pool) as conn:
             if pipeline:
                 async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
                     yield cur
@@ -181,7 +183,7 @@ class TimedSaver(AsyncPostgresSaver):
     async def _send(
         self, ops: list[tuple[str, Any, bool]], select: tuple[str, tuple[Any, ...]] | None
     ) -> DictRow | None:
-        async with self.pool.connection() as conn, conn.pipeline():
+        async with _connection(self.pool) as conn, conn.pipeline():
             async with conn.cursor(binary=True, row_factory=dict_row) as cur:
                 for statement, params, many in ops:
                     if many:
@@ -446,6 +448,36 @@ class Checkpoints:
             await conn.execute(_DELETE_LEFT_WRITES, params)
 
 
+# When each connection last served a statement without error (the pool checks the others).
+_LAST_GOOD: weakref.WeakKeyDictionary[AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
+RECENTLY_GOOD_S = 1.0
+
+
+@asynccontextmanager
+async def _connection(
+    pool: AsyncConnectionPool[AsyncConnection[Any]],
+) -> AsyncIterator[AsyncConnection[Any]]:
+    """A connection of the pool, marked good again when the block ends without error."""
+    async with pool.connection() as conn:
+        yield conn
+        _LAST_GOOD[conn] = time.monotonic()
+
+
+async def _check(conn: AsyncConnection[Any]) -> None:
+    """The pool's check on checkout: a round trip (`;`), skipped inside a run's task (its
+    reads and the sends of its writes) for a connection that served a statement in the last
+    `RECENTLY_GOOD_S` and is still open. One cut since (a restart of PostgreSQL) fails the
+    run's statement with a transient error: the run is handed back and resumed, and the pool
+    discards the broken connection when it comes back. Other callers (an HTTP read of a
+    thread) always get a checked connection."""
+    writes = _RUN_WRITES.get()
+    if writes is not None and not writes.closed and not conn.closed:
+        last = _LAST_GOOD.get(conn)
+        if last is not None and time.monotonic() - last < RECENTLY_GOOD_S:
+            return
+    await AsyncConnectionPool.check_connection(conn)
+
+
 def _close(writes: RunWrites) -> None:
     writes.closed = True
     writes.ops.clear()
@@ -474,7 +506,8 @@ async def open_checkpoints(
         flush_after_s: How long a run's checkpoint writes may wait to be sent together.
 
     Connections are checked when taken from the pool (one cut by a restart of PostgreSQL is
-    replaced instead of failing the run that took it).
+    replaced instead of failing the run that took it), except inside a run's task for one
+    that served a statement in the last second (`_check`).
     """
     kwargs: dict[str, Any] = {
         "autocommit": True,
@@ -490,7 +523,7 @@ async def open_checkpoints(
         kwargs=kwargs,
         open=False,
         name="checkpoints",
-        check=AsyncConnectionPool.check_connection,
+        check=_check,
     )
     await pool.open(wait=False)
     checkpoints = Checkpoints(pool, flush_after_s=flush_after_s)
