@@ -86,7 +86,8 @@ class Metrics:
         )
         self.checkpoint_write = Histogram(
             "switchboard_checkpoint_write_seconds",
-            "Time to write a LangGraph checkpoint (put) or its pending writes (put_writes).",
+            "Time to write a LangGraph checkpoint (put), its pending writes (put_writes), or a "
+            "run's queued checkpoint writes together (flush).",
             ["op"],
             buckets=_FAST,
         )

@@ -100,7 +100,8 @@ def test_a_run_moves_the_run_call_and_http_metrics(api: httpx.Client) -> None:
     assert moved("switchboard_retrieval_seconds_count") == 1
     assert moved("switchboard_memory_operation_seconds_count") >= 1
     assert moved("switchboard_embedding_seconds_count") >= 1
-    assert moved("switchboard_checkpoint_write_seconds_count", op="put") >= 4
+    # A run's checkpoint writes go out together (stores/checkpoints.py), at least at its finish.
+    assert moved("switchboard_checkpoint_write_seconds_count", op="flush") >= 1
     assert moved("switchboard_run_events_written_total") >= 3  # metadata ... end
     # Route templates, never raw paths: bounded labels.
     route = "/threads/{thread_id}/runs/wait"
