@@ -154,7 +154,11 @@ def test_runs_survive_the_embedded_postgres_stopping_and_starting_under_load(
             )
             server = embedded_server(pgdata)
             server.stop()  # pg_ctl stop (fast): every client is disconnected mid-run
-            time.sleep(2.0)  # the server's workers, listeners and streams find it gone
+            # Down for longer than a lease (3 s): the server's workers, listeners and streams find
+            # it gone, and runs that cannot renew stop and are resumed by a later attempt. (A
+            # shorter outage can be ridden out: a run's checkpoint writes wait in memory, and
+            # its nodes here need no database.)
+            time.sleep(4.5)
             server.start()
             results = asyncio.run(join_all(base, created))
         attempts = assert_every_run_finished_once(url, created, results)
