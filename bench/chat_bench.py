@@ -8,6 +8,13 @@ Part 2 serves Switchboard in a subprocess with the offline model streaming its a
 fixed pace, drives `/chat` at concurrency 1, 16 and 64, and reports overhead = measured time -
 N tokens x pace, against a baseline server (a bare sse-starlette endpoint streaming the same N
 tokens at the same pace) measured in the same run.
+
+Environment knobs (for profiling and quick A/B runs; the default runs everything):
+`CHAT_BENCH_PARTS` (`turns,overhead`), `CHAT_BENCH_LEVELS` (concurrencies, e.g. `1,64`),
+`CHAT_BENCH_VARIANTS` (`on,off,exit`: memory on, memory off, memory off with durability exit),
+`CHAT_BENCH_PYSPY` (a folder: the Switchboard server runs under `py-spy record`, one flame
+graph per variant there), `CHAT_BENCH_OUT` (write the report there instead of
+bench/results/chat.md).
 """
 
 from __future__ import annotations
@@ -44,7 +51,10 @@ SAMPLE_TURNS = (1, 10, 100, 500, 1000)
 BASELINE_TURNS = (1, 10, 100, 200)
 MESSAGE_BYTES = 1000
 PACE_S = 0.02
-CONCURRENCY = (1, 16, 64)
+CONCURRENCY = tuple(int(c) for c in os.environ.get("CHAT_BENCH_LEVELS", "1,16,64").split(","))
+PARTS = set(os.environ.get("CHAT_BENCH_PARTS", "turns,overhead").split(","))
+VARIANTS = os.environ.get("CHAT_BENCH_VARIANTS", "on,off,exit").split(",")
+PYSPY = os.environ.get("CHAT_BENCH_PYSPY")
 TURNS_PER_CLIENT = {1: 20, 16: 3, 64: 2}
 
 _BYTES_SQL = """
@@ -292,6 +302,32 @@ def _process(args: list[str], env: dict[str, str], url: str) -> Iterator[int]:
             process.kill()
 
 
+@contextlib.contextmanager
+def _profiled(pid: int, memory_policy: str, durability: str) -> Iterator[None]:
+    """With `CHAT_BENCH_PYSPY`, py-spy samples the server (and its threads) meanwhile."""
+    if not PYSPY:
+        yield
+        return
+    folder = Path(PYSPY)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"chat-{memory_policy}-{durability}-{pid}"
+    spy = str(Path(sys.executable).parent / "py-spy")
+    common = ["record", "--pid", str(pid), "--nonblocking", "-r", "250"]
+    svg = [spy, *common, "-f", "flamegraph", "-o", f"{stem}.svg"]
+    raw = [spy, *common, "--threads", "-f", "raw", "-o", f"{stem}.txt"]
+    spies = [
+        subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for args in (svg, raw)
+    ]
+    try:
+        yield
+    finally:
+        for process in spies:
+            process.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        for process in spies:
+            process.wait(timeout=60)
+
+
 async def _baseline_app(tokens: int) -> Any:
     from sse_starlette import EventSourceResponse
     from starlette.applications import Starlette
@@ -340,7 +376,11 @@ async def _overhead(
             "CHAT_DURABILITY": durability,
         }
         base = f"http://127.0.0.1:{port}"
-        with _process([str(bin_dir / "switchboard"), "serve"], env, f"{base}/healthz") as pid:
+        args = [str(bin_dir / "switchboard"), "serve"]
+        with (
+            _process(args, env, f"{base}/healthz") as pid,
+            _profiled(pid, memory_policy, durability),
+        ):
             async with httpx.AsyncClient(base_url=base, timeout=60) as api:
                 agent = (
                     await api.post(
@@ -384,21 +424,9 @@ async def _baseline(tokens: int) -> list[LevelResult]:
 # -- report ----------------------------------------------------------------------------------
 
 
-def _report(
-    flat: list[TurnSample],
-    full: list[TurnSample],
-    levels: dict[str, list[LevelResult]],
-    baseline: list[LevelResult],
-) -> str:
+def _turns_report(flat: list[TurnSample], full: list[TurnSample]) -> list[str]:
     first_flat, first_full = flat[0], full[0]
     lines = [
-        "# Chat benchmarks",
-        "",
-        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
-        f"({platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs shared with other work); PostgreSQL checkpoints "
-        "(AsyncPostgresSaver, durability=sync), offline model. Regenerate with "
-        "`python -m bench chat`.",
         "",
         "## One conversation: cost of turn N",
         "",
@@ -423,6 +451,26 @@ def _report(
                 f"{s.latency_ms / first.latency_ms:.2f}x | "
                 f"{s.bytes_written / first.bytes_written:.2f}x |"
             )
+    return lines
+
+
+def _report(
+    flat: list[TurnSample] | None,
+    full: list[TurnSample] | None,
+    levels: dict[str, list[LevelResult]],
+    baseline: list[LevelResult],
+) -> str:
+    lines = [
+        "# Chat benchmarks",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
+        f"({platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs shared with other work); PostgreSQL checkpoints "
+        "(AsyncPostgresSaver, durability=sync), offline model. Regenerate with "
+        "`python -m bench chat`.",
+    ]
+    if flat and full:
+        lines += _turns_report(flat, full)
     lines += [
         "",
         "## /chat server overhead",
@@ -461,20 +509,31 @@ def _report(
     return "\n".join(lines) + "\n"
 
 
+VARIANT_LABELS = {
+    "on": ("switchboard (memory on)", "auto", "async"),
+    "off": ("switchboard (memory off)", "off", "async"),
+    "exit": ("switchboard (memory off, durability exit)", "off", "exit"),
+}
+
+
 async def _run() -> str:
+    flat: list[TurnSample] | None = None
+    full: list[TurnSample] | None = None
     with admin_url() as admin:
-        with scratch(admin, "turns") as url:
-            print("part 1: one conversation, windowed state ...")
-            flat = await _conversation(url, window=12, turns=SAMPLE_TURNS, prune_every=10)
-            print("part 1: baseline, whole history in state ...")
-            full = await _conversation(url, window=100_000, turns=BASELINE_TURNS, prune_every=0)
+        if "turns" in PARTS:
+            with scratch(admin, "turns") as url:
+                print("part 1: one conversation, windowed state ...")
+                flat = await _conversation(url, window=12, turns=SAMPLE_TURNS, prune_every=10)
+                print("part 1: baseline, whole history in state ...")
+                full = await _conversation(url, window=100_000, turns=BASELINE_TURNS, prune_every=0)
         print("part 2: /chat overhead ...")
         levels: dict[str, list[LevelResult]] = {}
-        levels["switchboard (memory on)"], tokens = await _overhead(admin, memory_policy="auto")
-        levels["switchboard (memory off)"], _ = await _overhead(admin, memory_policy="off")
-        levels["switchboard (memory off, durability exit)"], _ = await _overhead(
-            admin, memory_policy="off", durability="exit"
-        )
+        tokens = 0
+        for variant in VARIANTS:
+            label, policy, durability = VARIANT_LABELS[variant]
+            levels[label], tokens = await _overhead(
+                admin, memory_policy=policy, durability=durability
+            )
         baseline = await _baseline(tokens)
     return _report(flat, full, levels, baseline)
 
@@ -482,8 +541,9 @@ async def _run() -> str:
 def main() -> None:
     """Run both parts and write bench/results/chat.md."""
     report = asyncio.run(_run())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report)
+    out = Path(os.environ.get("CHAT_BENCH_OUT") or RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
     print(report)
 
 

@@ -1,4 +1,4 @@
-"""The default assistant: recall → retrieve → plan → call_tools ⟲ reason → respond → remember."""
+"""The default assistant: (recall ∥ retrieve) → plan → call_tools ⟲ reason → respond → remember."""
 
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ def build_chat_graph(
     builder.add_node("reason", reason)
     builder.add_node("respond", respond)
     builder.add_node("remember", remember)
+    # recall and retrieve are independent: one step, side by side (one checkpoint, and the
+    # message's embedding is computed once for both).
     builder.add_edge(START, "recall")
-    builder.add_edge("recall", "retrieve")
-    builder.add_edge("retrieve", "plan")
+    builder.add_edge(START, "retrieve")
+    builder.add_edge(["recall", "retrieve"], "plan")
     builder.add_conditional_edges("plan", route_after_plan)
     builder.add_edge("call_tools", "reason")
     builder.add_conditional_edges("reason", route_after_reason)

@@ -14,7 +14,7 @@ from langchain_core.runnables import Runnable
 from nodes.context import AgentContext
 from nodes.models import chat_model_for
 from nodes.prompts import system_text
-from nodes.state import AgentState
+from nodes.state import AgentState, turn_warnings
 from nodes.tools.registry import ToolSpec, tool_registry
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def prompt(
         summary=state.get("summary", ""),
         memories=state.get("memories", []),
         sources=state.get("sources", []),
-        warnings=[*state.get("warnings", []), *extra_warnings],
+        warnings=[*turn_warnings(state), *extra_warnings],
     )
     window = list(state.get("messages", []))
     return capped(

@@ -12,6 +12,7 @@ from langgraph.runtime import Runtime
 
 from nodes.context import AgentContext, context_from
 from nodes.memory import RecallPolicy, recall_memories
+from nodes.remember import start_remembering
 from nodes.state import AgentState, Memory, emit, last_user_text
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
             emit(runtime.stream_writer, "warning", {"node": "recall", "message": warnings[-1]})
     if memories:
         emit(runtime.stream_writer, "memories", {"memories": [m["text"] for m in memories]})
+    memory_task = start_remembering(state, runtime)
     changes: dict[str, Any] = {}
     if state.get("scratch"):  # left over by a turn that failed half-way
         changes["scratch"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
@@ -51,7 +53,6 @@ async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
         **changes,
         "memories": memories,
         "warnings": warnings,
-        "sources": [],
         "plan": [],
         "steps": 0,
         "answer": "",
@@ -60,4 +61,5 @@ async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
         "stopped": False,
         "tool_calls": [],
         "turn": state.get("turn", 0) + 1,
+        "memory_task": memory_task,
     }

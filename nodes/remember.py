@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +58,60 @@ def window_changes(
     return changes
 
 
+MEMORY_TOOLS = frozenset({"remember", "forget"})
+EARLY_KEEP_S = 600.0  # an early remembering no `remember` joined (its turn failed) is dropped
+Remembered = tuple[list[Outcome], str | None]
+_early: dict[str, tuple[float, asyncio.Task[Remembered]]] = {}
+
+
+def auto_remembers(ctx: AgentContext, store: Any, said: str) -> bool:
+    """Whether the turn remembers what the user said by itself (policy "auto")."""
+    return ctx.memory_policy == "auto" and store is not None and bool(said)
+
+
+def _observed(task: asyncio.Task[Remembered]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("early remembering failed: %r", task.exception())  # `remember` reports it
+
+
+def start_remembering(state: AgentState, runtime: Runtime[AgentContext]) -> str:
+    """Begin `remember`'s work now, beside the rest of the turn; the token that finds it
+    (for the state's `memory_task`), or "" when `remember` is to do it itself.
+
+    `recall` calls this once it has read the user's memories (so it never sees this turn's
+    statement). Only when nothing else in the turn can write memories: an agent with the
+    `remember` or `forget` tool leaves it to `remember`, which must first see whether the
+    model used one. `remember` joins the task and streams its outcomes; a turn resumed in
+    another process finds no task and does the work in `remember`.
+    """
+    ctx = context_from(runtime.context)
+    said = last_user_text(state)
+    if MEMORY_TOOLS & set(ctx.tools) or not auto_remembers(ctx, runtime.store, said):
+        return ""
+    assert runtime.store is not None
+    now = time.monotonic()
+    for stale in [k for k, (at, task) in _early.items() if task.done() and now - at > EARLY_KEEP_S]:
+        _early.pop(stale, None)
+    token = uuid.uuid4().hex
+    task = asyncio.create_task(
+        remember_said(runtime.store, ctx, said, source=source_of(runtime, "auto")),
+        name=f"remember-{token}",
+    )
+    task.add_done_callback(_observed)
+    _early[token] = (now, task)
+    return token
+
+
+async def _remembered(
+    state: AgentState, runtime: Runtime[AgentContext], ctx: AgentContext, said: str
+) -> Remembered:
+    early = _early.pop(state.get("memory_task") or "", None)
+    if early is not None:
+        return await early[1]
+    assert runtime.store is not None
+    return await remember_said(runtime.store, ctx, said, source=source_of(runtime, "auto"))
+
+
 def source_of(runtime: Runtime[AgentContext], origin: Origin) -> Source:
     """Where a fact stated in this run comes from: its conversation (thread) and run."""
     info = runtime.execution_info
@@ -75,7 +132,8 @@ def outcome_event(outcome: Outcome) -> dict[str, Any]:
 
 async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Remember what the user said about themselves (policy "auto": extract, decide against
-    similar memories, consolidate), and close the turn: the answer joins the bounded message
+    similar memories, consolidate; usually begun by `recall` and finished while the answer
+    streamed, see `start_remembering`), and close the turn: the answer joins the bounded message
     window and the scratch is emptied."""
     ctx = context_from(runtime.context)
     used_memory_tool = any(
@@ -83,11 +141,9 @@ async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[st
         for m in state.get("scratch", [])
     )
     said = last_user_text(state)
-    if ctx.memory_policy == "auto" and runtime.store is not None and not used_memory_tool and said:
+    if auto_remembers(ctx, runtime.store, said) and not used_memory_tool:
         try:
-            outcomes, warning = await remember_said(
-                runtime.store, ctx, said, source=source_of(runtime, "auto")
-            )
+            outcomes, warning = await _remembered(state, runtime, ctx, said)
             for outcome in outcomes:
                 emit(runtime.stream_writer, "memory_saved", outcome_event(outcome))
             if warning is not None:

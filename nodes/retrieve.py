@@ -61,16 +61,20 @@ async def search_knowledge(
 
 
 async def retrieve(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Put the passages relevant to the new message in `sources` and stream them."""
+    """Put the passages relevant to the new message in `sources` and stream them.
+
+    It runs beside `recall` (the same step), so it writes only its own keys: `sources` and
+    `search_warnings` (both every turn). Both embed the same message: the embedder computes
+    its vector once for the two (`stores.embeddings.SharedEmbeddings`)."""
     ctx = context_from(runtime.context)
     question = last_user_text(state)
     if not question.strip() or ctx.retrieve_k == 0:
-        return {"sources": []}
+        return {"sources": [], "search_warnings": []}
     hits, warning = await search_knowledge(ctx, question, k=ctx.retrieve_k)
     sources = to_sources(hits, min_score=ctx.min_score)
-    changes: dict[str, Any] = {"sources": sources}
+    changes: dict[str, Any] = {"sources": sources, "search_warnings": []}
     if warning is not None:
         emit(runtime.stream_writer, "warning", {"node": "retrieve", "message": warning})
-        changes["warnings"] = [*state.get("warnings", []), warning]
+        changes["search_warnings"] = [warning]
     emit(runtime.stream_writer, "sources", {"sources": [public_source(s) for s in sources]})
     return changes

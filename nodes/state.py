@@ -35,7 +35,9 @@ class AgentState(TypedDict, total=False):
     `messages` holds only a window of recent turns, user messages and answers (the `remember`
     node appends the answer, trims the window and folds what drops out into `summary`), so the
     checkpoint written per turn does not grow with the conversation; the full transcript lives
-    in the SQL `messages` table. `scratch` holds the turn's tool calls and results and is
+    in the SQL `messages` table. `recall` and `retrieve` run side by side in the turn's first
+    step, so each writes keys of its own: `retrieve` its warning in `search_warnings`, which
+    `turn_warnings` adds to `warnings`. `scratch` holds the turn's tool calls and results and is
     emptied at its end, so the window is written twice per turn, not once per step. The other
     keys are rewritten every turn; `tool_calls` keeps the turn's tool calls with their results
     (what the transcript records, whichever process finishes the turn).
@@ -50,12 +52,14 @@ class AgentState(TypedDict, total=False):
     plan: list[str]
     steps: int
     warnings: list[str]
+    search_warnings: list[str]
     answer: str
     citations: list[Source]
     turn: int
     usage: dict[str, int]
     stopped: bool
     tool_calls: list[dict[str, Any]]
+    memory_task: str  # finds the work `recall` began for `remember` (`nodes.remember`)
 
 
 class InputState(TypedDict):
@@ -82,6 +86,11 @@ def last_user_text(state: AgentState) -> str:
         if message.type == "human":
             return message.text
     return ""
+
+
+def turn_warnings(state: AgentState) -> list[str]:
+    """The turn's warnings: those in `warnings`, then the knowledge search's."""
+    return [*state.get("warnings", []), *state.get("search_warnings", [])]
 
 
 def emit(writer: Any, event: str, data: dict[str, Any]) -> None:

@@ -97,7 +97,7 @@ class TranscriptRecorder:
         saved = await turns.add_messages(session, run.thread_id, rows)
         if answer is None:
             return []
-        message = {"id": str(saved[-1].id), **answer}
+        message = {"id": str(saved[-1]), **answer}
         return [("custom", {"event": "message", "data": message})]
 
     async def after_finish(self, result: RunResult) -> None:

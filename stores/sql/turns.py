@@ -6,14 +6,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import func
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.models import Agent, Conversation, Message, Run
 from stores.sql.quotas import check_in_flight
-from stores.sql.runs import NOBODY, Notify, RunCreator, in_flight, lock_thread, send_notify
+from stores.sql.runs import NOBODY, Notify, RunCreator, in_flight, send_notify
 from stores.sql.threads import thread_row
 
 T = TypeVar("T")
@@ -27,6 +27,23 @@ def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
             field="conversation_id",
         )
     return agent
+
+
+async def _lock_with_agent(
+    session: AsyncSession, conversation_id: uuid.UUID
+) -> tuple[Conversation | None, Agent | None]:
+    """The conversation row locked for the transaction (as `lock_thread` does) and its agent,
+    in one statement."""
+    row = (
+        await session.execute(
+            select(Conversation, Agent)
+            .outerjoin(Agent, Agent.id == Conversation.agent_id)
+            .where(Conversation.id == conversation_id)
+            .with_for_update(of=Conversation)
+            .execution_options(populate_existing=True)
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 async def begin_turn(
@@ -57,17 +74,14 @@ async def begin_turn(
     async with db.sessions.begin() as session:
         if creator.user_id is not None:
             await check_in_flight(session, creator.user_id, cap=creator.max_in_flight)
-        conversation = await lock_thread(session, conversation_id)
+        conversation, agent = await _lock_with_agent(session, conversation_id)
         if conversation is not None and creator.access is not None:
             conversation = await thread_row(
                 session, conversation_id, creator.access, field="conversation_id"
             )
         if conversation is None:
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
-        agent = _agent_of(
-            conversation,
-            await session.get(Agent, conversation.agent_id) if conversation.agent_id else None,
-        )
+        agent = _agent_of(conversation, agent)
         prepared = prepare(conversation, agent)
         busy = await in_flight(session, conversation_id)
         if busy:
@@ -103,17 +117,23 @@ async def begin_turn(
 
 async def add_messages(
     session: AsyncSession, conversation_id: uuid.UUID, messages: Sequence[Mapping[str, Any]]
-) -> list[Message]:
-    """Append a turn's tool and agent messages, in order, in the caller's transaction."""
+) -> list[uuid.UUID]:
+    """Append a turn's tool and agent messages, in order, in the caller's transaction: one
+    INSERT statement (no ORM unit of work: it runs in the run's finishing transaction); the
+    ids of the rows, in order."""
+    ids = [uuid.uuid4() for _ in messages]
+    if not messages:
+        return ids
     rows = [
-        Message(
-            conversation_id=conversation_id,
-            sender=values["sender"],
-            content=values["content"],
-            metadata_=dict(values.get("metadata", {})),
-        )
-        for values in messages
+        {
+            "id": message_id,
+            "conversation_id": conversation_id,
+            "sender": values["sender"],
+            "content": values["content"],
+            "metadata": dict(values.get("metadata", {})),
+        }
+        for message_id, values in zip(ids, messages, strict=True)
     ]
-    session.add_all(rows)
-    await session.flush()
-    return rows
+    # Multi-row VALUES take their `seq` (identity) in row order: the transcript's order.
+    await session.execute(insert(Message.__table__).values(rows))  # type: ignore[arg-type]
+    return ids

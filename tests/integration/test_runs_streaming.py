@@ -74,7 +74,8 @@ async def test_values_mode_sends_the_whole_state_after_each_step(chat: Any) -> N
 async def test_updates_mode_sends_each_nodes_changes_by_node_name(chat: Any) -> None:
     updates = of(await collect(chat, ["updates"]), "updates")
     nodes = [next(iter(update)) for update in updates]
-    assert nodes[:3] == ["recall", "retrieve", "plan"]
+    assert sorted(nodes[:2]) == ["recall", "retrieve"]  # one step, side by side
+    assert nodes[2] == "plan"
     assert "call_tools" in nodes
     assert "respond" in nodes
     respond = next(u["respond"] for u in updates if "respond" in u)
