@@ -153,7 +153,7 @@ async def test_tasks_mode_sends_each_node_start_and_result(chat: Any) -> None:
     tasks = of(await collect(chat, ["tasks"]), "tasks")
     started = [t["name"] for t in tasks if "input" in t]
     finished = [t["name"] for t in tasks if "result" in t]
-    assert started == finished
+    assert sorted(started) == sorted(finished)  # recall and retrieve end in either order
     assert "respond" in started
 
 
