@@ -12,8 +12,11 @@ tokens at the same pace) measured in the same run.
 Environment knobs (for profiling and quick A/B runs; the default runs everything):
 `CHAT_BENCH_PARTS` (`turns,overhead`), `CHAT_BENCH_LEVELS` (concurrencies, e.g. `1,64`),
 `CHAT_BENCH_VARIANTS` (`on,off,exit`: memory on, memory off, memory off with durability exit),
-`CHAT_BENCH_PYSPY` (a folder: the Switchboard server runs under `py-spy record`, one flame
-graph per variant there), `CHAT_BENCH_OUT` (write the report there instead of
+`CHAT_BENCH_BASE` (another source tree, e.g. `git archive main` unpacked: its server runs
+each variant just before this tree's, rows labelled "base"), `CHAT_BENCH_PYSPY` (a folder:
+py-spy samples each Switchboard server there, a flame graph and raw stacks per server),
+`CHAT_BENCH_MODELS_DIR` (where the servers keep the exported embedding model; default
+~/.cache/switchboard/models), `CHAT_BENCH_OUT` (write the report there instead of
 bench/results/chat.md).
 """
 
@@ -55,6 +58,10 @@ CONCURRENCY = tuple(int(c) for c in os.environ.get("CHAT_BENCH_LEVELS", "1,16,64
 PARTS = set(os.environ.get("CHAT_BENCH_PARTS", "turns,overhead").split(","))
 VARIANTS = os.environ.get("CHAT_BENCH_VARIANTS", "on,off,exit").split(",")
 PYSPY = os.environ.get("CHAT_BENCH_PYSPY")
+BASE_TREE = os.environ.get("CHAT_BENCH_BASE")  # a source tree to compare with, in the same run
+MODELS_DIR = Path(
+    os.environ.get("CHAT_BENCH_MODELS_DIR") or Path.home() / ".cache/switchboard/models"
+)
 TURNS_PER_CLIENT = {1: 20, 16: 3, 64: 2}
 
 _BYTES_SQL = """
@@ -278,9 +285,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], url: str) -> Iterator[int]:
+def _process(
+    args: list[str], env: dict[str, str], url: str, *, cwd: str | None = None
+) -> Iterator[int]:
     process = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        args,
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 180
@@ -358,8 +372,10 @@ def serve_baseline(port: int, tokens: int) -> None:
 
 
 async def _overhead(
-    admin: str, *, memory_policy: str, durability: str = "async"
+    admin: str, *, memory_policy: str, durability: str = "async", tree: str | None = None
 ) -> tuple[list[LevelResult], int]:
+    """The levels against a Switchboard server; from the source tree `tree` when given (an
+    A/B run against another checkout, e.g. `git archive main`), else this one."""
     bin_dir = Path(sys.executable).parent
     with scratch(admin, "chat") as url, tempfile.TemporaryDirectory(prefix="sb-bench-") as data:
         port = _free_port()
@@ -374,11 +390,16 @@ async def _overhead(
             "DB_POOL_SIZE": "20",
             "CHECKPOINT_POOL_SIZE": "20",
             "CHAT_DURABILITY": durability,
+            # A server keeps its exported embedding model across restarts (DATA_DIR/models):
+            # share one folder, so no server exports it again while it is measured.
+            "MODELS_DIR": str(MODELS_DIR),
         }
+        if tree:
+            env["PYTHONPATH"] = tree
         base = f"http://127.0.0.1:{port}"
         args = [str(bin_dir / "switchboard"), "serve"]
         with (
-            _process(args, env, f"{base}/healthz") as pid,
+            _process(args, env, f"{base}/healthz", cwd=tree) as pid,
             _profiled(pid, memory_policy, durability),
         ):
             async with httpx.AsyncClient(base_url=base, timeout=60) as api:
@@ -531,6 +552,10 @@ async def _run() -> str:
         tokens = 0
         for variant in VARIANTS:
             label, policy, durability = VARIANT_LABELS[variant]
+            if BASE_TREE:  # interleaved: the other tree, then this one, variant by variant
+                levels[label.replace("switchboard", "base")], _ = await _overhead(
+                    admin, memory_policy=policy, durability=durability, tree=BASE_TREE
+                )
             levels[label], tokens = await _overhead(
                 admin, memory_policy=policy, durability=durability
             )
