@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -357,3 +359,63 @@ async def test_turn_after_a_failed_one_starts_with_an_empty_scratch(ctx: AgentCo
     assert "don't have anything to go on" in final["answer"]
     state = await graph.aget_state({"configurable": {"thread_id": "t"}})
     assert state.values["scratch"] == []
+
+
+async def test_remembering_begins_with_recall_and_remember_joins_it(ctx: AgentContext) -> None:
+    from nodes import remember as remember_node
+
+    store = InMemoryStore()
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=store)
+    no_memory_tools = replace(ctx, tools=("calculator",))
+    final, events = await run_turn(
+        graph, "t", "I'm allergic to peanuts. What is 2+2?", no_memory_tools
+    )
+    state = await graph.aget_state({"configurable": {"thread_id": "t"}})
+    token = state.values["memory_task"]
+    assert token  # recall began it
+    assert token not in remember_node._early  # remember joined it (before the turn ended)
+    assert saved(events) == [("added", "I'm allergic to peanuts")]
+    assert [e["event"] for e in events].index("memory_saved") > max(
+        i for i, e in enumerate(events) if e["event"] == "token"
+    )  # streamed after the answer, as before
+    assert "2+2 = 4" in final["answer"]
+    items = await store.asearch((no_memory_tools.user_id, "memories"))
+    assert [item.value["text"] for item in items] == ["I'm allergic to peanuts"]
+
+
+async def test_with_a_memory_tool_remember_does_the_work_itself(ctx: AgentContext) -> None:
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=InMemoryStore())
+    _, events = await run_turn(graph, "t", "I'm allergic to peanuts.", ctx)  # has `remember`
+    state = await graph.aget_state({"configurable": {"thread_id": "t"}})
+    assert state.values["memory_task"] == ""
+    assert saved(events) == [("added", "I'm allergic to peanuts")]
+
+
+async def test_a_turn_resumed_without_its_early_remembering_still_saves_the_fact(
+    ctx: AgentContext,
+) -> None:
+    """As when the process that began it died: the attempt that resumes the turn from its last
+    checkpoint (after recall) finds no task and remembers in `remember`."""
+    from nodes import remember as remember_node
+
+    store = InMemoryStore()
+    saver = InMemorySaver()
+    graph = build_chat_graph(checkpointer=saver, store=store)
+    no_memory_tools = replace(ctx, tools=("calculator",))
+    config: Any = {"configurable": {"thread_id": "t"}}
+    await graph.ainvoke(
+        {"messages": [HumanMessage("My dog's name is Biscuit.")]},
+        config,
+        context=no_memory_tools,
+        interrupt_after=["plan"],
+    )
+    token = (await graph.aget_state(config)).values["memory_task"]
+    _, task = remember_node._early.pop(token)  # the process is gone: so is its task
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    resumed = build_chat_graph(checkpointer=saver, store=store)
+    final = await resumed.ainvoke(None, config, context=no_memory_tools)
+    assert final["answer"]
+    items = await store.asearch((no_memory_tools.user_id, "memories"))
+    assert [item.value["text"] for item in items] == ["My dog's name is Biscuit"]
