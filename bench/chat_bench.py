@@ -183,11 +183,18 @@ class LevelResult:
     first_event_p99_ms: float
     first_token_p50_ms: float
     rss_per_stream_kb: float | None
+    cpu_ms_per_turn: float  # the server process's CPU time (all threads) per turn
 
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) process `pid` has used, in seconds (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kb(pid: int) -> int:
@@ -254,9 +261,9 @@ async def _level(
                 results.append(await _one_turn(client, path, body))
 
         sampler = asyncio.create_task(sample_rss())
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _cpu_s(pid)
         await asyncio.gather(*(worker(body) for body in bodies))
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, _cpu_s(pid) - cpu_before
         running = False
         await sampler
     overheads = [r.total_ms - r.tokens * PACE_S * 1000 for r in results]
@@ -272,6 +279,7 @@ async def _level(
         first_event_p99_ms=round(_pct(firsts, 0.99), 1),
         first_token_p50_ms=round(_pct([r.first_token_ms for r in results], 0.5), 1),
         rss_per_stream_kb=round((peak_rss - idle_rss) / len(bodies), 1),
+        cpu_ms_per_turn=round(cpu * 1000 / len(results), 1),
     )
 
 
@@ -504,15 +512,17 @@ def _report(
         "run; *vs baseline* compares overhead p50. Time to first event is the `metadata` event; "
         "first token includes recall, retrieval, planning and checkpoint writes. *RSS per open "
         "stream* = (peak resident memory of the server during the level - its RSS before) / "
-        "concurrency (a rough figure: it includes allocator growth). *memory on/off*: the agent's "
-        "`memory_policy` (recall embeds the message and searches the memory store every turn). "
-        "*durability exit*: `CHAT_DURABILITY=exit`, one checkpoint write per turn instead of one "
-        "per step.",
+        "concurrency (a rough figure: it includes allocator growth). *Server CPU per turn*: "
+        "the CPU time (user + system, all its threads) the server process used during the level "
+        "/ turns: the figure least disturbed by other load on the machine. *memory on/off*: the "
+        "agent's `memory_policy` (recall embeds the message and searches the memory store every "
+        "turn). *durability exit*: `CHAT_DURABILITY=exit`, one checkpoint write per turn "
+        "instead of one per step.",
         "",
         "| server | concurrency | turns | runs/s | overhead p50 ms | overhead p99 ms "
         "| first event p50 ms | first event p99 ms | first token p50 ms | RSS per open stream KiB "
-        "| vs baseline |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server CPU ms per turn | vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for server, results in [*levels.items(), ("baseline SSE", baseline)]:
         for level, base in zip(results, baseline, strict=True):
@@ -525,7 +535,7 @@ def _report(
                 f"| {server} | {level.concurrency} | {level.turns} | {level.runs_per_s} | "
                 f"{level.overhead_p50_ms} | {level.overhead_p99_ms} | {level.first_event_p50_ms} | "
                 f"{level.first_event_p99_ms} | {level.first_token_p50_ms} | "
-                f"{level.rss_per_stream_kb} | {ratio} |"
+                f"{level.rss_per_stream_kb} | {level.cpu_ms_per_turn} | {ratio} |"
             )
     return "\n".join(lines) + "\n"
 
