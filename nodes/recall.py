@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 from nodes.context import AgentContext, context_from
 from nodes.memory import RecallPolicy, recall_memories
 from nodes.remember import start_remembering
-from nodes.state import AgentState, Memory, emit, last_user_text
+from nodes.state import AgentState, Memory, changed, emit, last_user_text
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,20 @@ async def recall(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str,
     changes: dict[str, Any] = {}
     if state.get("scratch"):  # left over by a turn that failed half-way
         changes["scratch"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
-    return {
-        **changes,
-        "memories": memories,
-        "warnings": warnings,
-        "plan": [],
-        "steps": 0,
-        "answer": "",
-        "citations": [],
-        "usage": {},
-        "stopped": False,
-        "tool_calls": [],
-        "turn": state.get("turn", 0) + 1,
-        "memory_task": memory_task,
-    }
+    return changed(
+        state,
+        {
+            **changes,
+            "memories": memories,
+            "warnings": warnings,
+            "plan": [],
+            "steps": 0,
+            "answer": "",
+            "citations": [],
+            "usage": {},
+            "stopped": False,
+            "tool_calls": [],
+            "turn": state.get("turn", 0) + 1,
+            "memory_task": memory_task,
+        },
+    )

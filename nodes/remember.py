@@ -156,10 +156,13 @@ async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[st
                 {"node": "remember", "message": "I could not save that to long-term memory"},
             )
     answer = AIMessage(content=state.get("answer", ""), id=state.get("answer_id"))
-    return window_changes(
+    changes = window_changes(
         state.get("messages", []),
         answer,
         window=ctx.history_window,
         summary=state.get("summary", ""),
         max_chars=ctx.summary_max_chars,
     )
+    if not state.get("scratch"):  # a turn without tools: nothing to empty, no blob to write
+        changes.pop("scratch", None)
+    return changes

@@ -10,7 +10,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from nodes.context import AgentContext, SearchHitLike, context_from
-from nodes.state import AgentState, Source, emit, last_user_text
+from nodes.state import AgentState, Source, changed, emit, last_user_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ async def retrieve(state: AgentState, runtime: Runtime[AgentContext]) -> dict[st
     ctx = context_from(runtime.context)
     question = last_user_text(state)
     if not question.strip() or ctx.retrieve_k == 0:
-        return {"sources": [], "search_warnings": []}
+        return changed(state, {"sources": [], "search_warnings": []})
     hits, warning = await search_knowledge(ctx, question, k=ctx.retrieve_k)
     sources = to_sources(hits, min_score=ctx.min_score)
     changes: dict[str, Any] = {"sources": sources, "search_warnings": []}
@@ -77,4 +77,4 @@ async def retrieve(state: AgentState, runtime: Runtime[AgentContext]) -> dict[st
         emit(runtime.stream_writer, "warning", {"node": "retrieve", "message": warning})
         changes["search_warnings"] = [warning]
     emit(runtime.stream_writer, "sources", {"sources": [public_source(s) for s in sources]})
-    return changes
+    return changed(state, changes)

@@ -93,6 +93,20 @@ def turn_warnings(state: AgentState) -> list[str]:
     return [*state.get("warnings", []), *state.get("search_warnings", [])]
 
 
+def changed(state: AgentState, updates: dict[str, Any]) -> dict[str, Any]:
+    """`updates` without the plain keys whose value the state already has: a key a node
+    writes is saved again in the next checkpoint (a blob row for a list or a dict) even when
+    its value did not change, and most turns reset lists that are already empty."""
+    return {
+        key: value
+        for key, value in updates.items()
+        if key in _REDUCED or key not in state or state[key] != value  # type: ignore[literal-required]
+    }
+
+
+_REDUCED = frozenset({"messages", "scratch"})  # appended to, never compared
+
+
 def emit(writer: Any, event: str, data: dict[str, Any]) -> None:
     """Send a typed custom stream event `{"event": ..., "data": ...}` through `writer`."""
     writer({"event": event, "data": data})
