@@ -86,7 +86,7 @@ async def start_turn(
 
     message_id = uuid.uuid4()
     human = {"type": "human", "content": request.message, "id": str(message_id)}
-    (graph_id, model), user_message, run = await turns.begin_turn(
+    (graph_id, model), written = await turns.begin_turn(
         db,
         conversation_id,
         message_id=message_id,
@@ -103,14 +103,14 @@ async def start_turn(
     )
     engine.queue.dispatch("new")  # a local worker claims it now; the others heard the commit
     return Turn(
-        run_id=run.id,
+        run_id=written.run_id,
         conversation_id=conversation_id,
         metadata={
-            "run_id": str(run.id),
+            "run_id": str(written.run_id),
             "conversation_id": str(conversation_id),
-            "agent_id": str(run.assistant_id),
+            "agent_id": str(written.assistant_id),
             "graph_id": graph_id,
-            "user_message_id": str(user_message.id),
+            "user_message_id": str(written.message_id),
             "model": model,
         },
     )

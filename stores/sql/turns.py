@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
-from stores.sql.models import Agent, Conversation, Message, Run
+from stores.sql.models import Agent, Conversation, Message
 from stores.sql.quotas import check_in_flight
 from stores.sql.runs import NOBODY, Notify, RunCreator, in_flight, send_notify
 from stores.sql.threads import thread_row
@@ -27,6 +29,41 @@ def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
             field="conversation_id",
         )
     return agent
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What `begin_turn` wrote: the user's message and the pending run (of `assistant_id`)."""
+
+    message_id: uuid.UUID
+    run_id: uuid.UUID
+    assistant_id: uuid.UUID
+
+
+# The user's message, the pending run, the conversation marked busy and the "new" NOTIFY
+# (sent at commit) in one round trip: data-modifying CTEs all run, referenced or not.
+_BEGIN_TURN = text(
+    """
+    WITH message AS (
+        INSERT INTO messages (id, conversation_id, sender, content, metadata)
+        VALUES (:message_id, :conversation_id, 'user', :content, '{}'::jsonb)
+    ), run AS (
+        INSERT INTO runs
+            (id, thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,
+             user_id, auth)
+        VALUES (:run_id, :conversation_id, :assistant_id, 'pending', 'reject', :kwargs,
+                :metadata, :user_id, :auth)
+    ), busy AS (
+        UPDATE conversations SET status = 'busy', updated_at = now()
+        WHERE id = :conversation_id
+    )
+    SELECT pg_notify(:channel, :payload) WHERE :notify
+    """
+).bindparams(
+    bindparam("kwargs", type_=JSONB),
+    bindparam("metadata", type_=JSONB),
+    bindparam("auth", type_=JSONB),
+)
 
 
 async def _lock_with_agent(
@@ -57,7 +94,7 @@ async def begin_turn(
     prepare: Callable[[Conversation, Agent], T],
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
-) -> tuple[T, Message, Run]:
+) -> tuple[T, Turn]:
     """Check the conversation, then write the user's message and a pending run of its agent.
 
     One transaction, the conversation row locked first (as every run writer does): 404 if it
@@ -69,7 +106,7 @@ async def begin_turn(
     any other, and runs it as `creator`.
 
     Returns:
-        What `prepare` returned, the user's message and the run.
+        What `prepare` returned, and the ids of the user's message and the run.
     """
     async with db.sessions.begin() as session:
         if creator.user_id is not None:
@@ -90,29 +127,28 @@ async def begin_turn(
                 "send the next message when it has ended",
                 field="conversation_id",
             )
-        message = Message(
-            id=message_id,
-            conversation_id=conversation_id,
-            sender="user",
-            content=content,
-            metadata_={},
+        turn = Turn(message_id=message_id, run_id=uuid.uuid4(), assistant_id=agent.id)
+        payloads = (*(notify.payloads if notify else ()), *(notify.if_busy if notify else ()))
+        if notify is not None and payloads:  # what `send_notify` would send: not folded here
+            await send_notify(session, notify)
+        await session.execute(
+            _BEGIN_TURN,
+            {
+                "message_id": message_id,
+                "conversation_id": conversation_id,
+                "content": content,
+                "run_id": turn.run_id,
+                "assistant_id": agent.id,
+                "kwargs": dict(run_kwargs),
+                "metadata": dict(metadata),
+                "user_id": creator.user_id,
+                "auth": dict(creator.auth) if creator.auth is not None else None,
+                "channel": notify.channel if notify else "",
+                "payload": f"new|{notify.sender}" if notify else "",
+                "notify": notify is not None,
+            },
         )
-        run = Run(
-            thread_id=conversation_id,
-            assistant_id=agent.id,
-            status="pending",
-            multitask_strategy="reject",
-            kwargs=dict(run_kwargs),
-            metadata_=dict(metadata),
-            user_id=creator.user_id,
-            auth=dict(creator.auth) if creator.auth is not None else None,
-        )
-        session.add_all([message, run])
-        conversation.status = "busy"
-        conversation.updated_at = func.now()
-        await session.flush()
-        await send_notify(session, notify, "new")
-        return prepared, message, run
+        return prepared, turn
 
 
 async def add_messages(
