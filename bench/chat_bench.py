@@ -517,7 +517,13 @@ def _report(
         "/ turns: the figure least disturbed by other load on the machine. *memory on/off*: the "
         "agent's `memory_policy` (recall embeds the message and searches the memory store every "
         "turn). *durability exit*: `CHAT_DURABILITY=exit`, one checkpoint write per turn "
-        "instead of one per step.",
+        "instead of one per step."
+        + (
+            f" *base* rows: the server from another source tree ({BASE_TREE}), each variant run "
+            "just before this tree's, in the same run."
+            if BASE_TREE
+            else ""
+        ),
         "",
         "| server | concurrency | turns | runs/s | overhead p50 ms | overhead p99 ms "
         "| first event p50 ms | first event p99 ms | first token p50 ms | RSS per open stream KiB "
