@@ -3,6 +3,7 @@ run's events as /chat's typed events (`metadata` … `message`, `end`), or folde
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from stores.sql import repositories as repo
 from stores.sql import runs as run_store
 from stores.sql import turns
 from stores.sql.filters import Filter
-from stores.sql.models import Agent, Conversation
+from stores.sql.models import Agent, Conversation, Run
 from stores.sql.runs import NOBODY, RunCreator
 
 ChatEvent = tuple[str, dict[str, Any]]
@@ -49,7 +50,8 @@ class TurnAccess:
 async def start_turn(
     engine: RunEngine, request: ChatRequest, access: TurnAccess | None = None
 ) -> Turn:
-    """Check the target, write the user message and the turn's run, and wake a worker.
+    """Check the target, write the user message and the turn's run, and start it (here, when
+    this process has a free slot) or wake a worker.
 
     Raises `NotFoundError` (unknown conversation, user or agent, or not the caller's),
     `ConflictError` (the conversation's agent was deleted, its graph is not declared, or a run
@@ -86,31 +88,45 @@ async def start_turn(
 
     message_id = uuid.uuid4()
     human = {"type": "human", "content": request.message, "id": str(message_id)}
-    (graph_id, model), written = await turns.begin_turn(
-        db,
-        conversation_id,
-        message_id=message_id,
-        content=request.message,
-        run_kwargs={
-            "input": {"messages": [human]},
-            "stream_mode": ["custom"],
-            "durability": settings.chat_durability,
-        },
-        metadata={"source": SOURCE},
-        prepare=check,
-        notify=run_store.Notify(CHANNEL, engine.queue.owner),
-        creator=access.creator,
-    )
-    engine.queue.dispatch("new")  # a local worker claims it now; the others heard the commit
+
+    async def write() -> tuple[tuple[str, str], Run]:
+        # Claimed at creation when this process has a free slot: it starts here at once, no
+        # worker claims it (`RunQueue.reserve`/`adopt`); else a worker of any process does.
+        reservation = engine.queue.reserve()
+        try:
+            checked, run = await turns.begin_turn(
+                db,
+                conversation_id,
+                message_id=message_id,
+                content=request.message,
+                run_kwargs={
+                    "input": {"messages": [human]},
+                    "stream_mode": ["custom"],
+                    "durability": settings.chat_durability,
+                },
+                metadata={"source": SOURCE},
+                prepare=check,
+                notify=run_store.Notify(CHANNEL, engine.queue.owner),
+                creator=access.creator,
+                claim=reservation.claim if reservation else None,
+            )
+        except BaseException:
+            engine.queue.release(reservation)
+            raise
+        engine.queue.adopt(run, reservation)
+        return checked, run
+
+    # Shielded: a request cancelled mid-commit still launches the run it claimed.
+    (graph_id, model), run = await asyncio.shield(write())
     return Turn(
-        run_id=written.run_id,
+        run_id=run.id,
         conversation_id=conversation_id,
         metadata={
-            "run_id": str(written.run_id),
+            "run_id": str(run.id),
             "conversation_id": str(conversation_id),
-            "agent_id": str(written.assistant_id),
+            "agent_id": str(run.assistant_id),
             "graph_id": graph_id,
-            "user_message_id": str(written.message_id),
+            "user_message_id": str(message_id),
             "model": model,
         },
     )

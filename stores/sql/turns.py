@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, insert, select, text
@@ -13,9 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
-from stores.sql.models import Agent, Conversation, Message
+from stores.sql.models import Agent, Conversation, Message, Run
 from stores.sql.quotas import check_in_flight
-from stores.sql.runs import NOBODY, Notify, RunCreator, in_flight, send_notify
+from stores.sql.runs import (
+    NOBODY,
+    InlineClaim,
+    Notify,
+    RunCreator,
+    in_flight,
+    run_from_row,
+)
+from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from stores.sql.threads import thread_row
 
 T = TypeVar("T")
@@ -31,17 +38,10 @@ def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
     return agent
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """What `begin_turn` wrote: the user's message and the pending run (of `assistant_id`)."""
-
-    message_id: uuid.UUID
-    run_id: uuid.UUID
-    assistant_id: uuid.UUID
-
-
-# The user's message, the pending run, the conversation marked busy and the "new" NOTIFY
-# (sent at commit) in one round trip: data-modifying CTEs all run, referenced or not.
+# The user's message, the run (pending, or claimed by this process when it has a free slot:
+# a turn's conversation has no other run in flight), the conversation marked busy and the
+# NOTIFYs (sent at commit: "new" for the workers, or the thread's stream followers when
+# claimed) in one round trip: data-modifying CTEs all run, referenced or not.
 _BEGIN_TURN = text(
     """
     WITH message AS (
@@ -49,15 +49,23 @@ _BEGIN_TURN = text(
         VALUES (:message_id, :conversation_id, 'user', :content, '{}'::jsonb)
     ), run AS (
         INSERT INTO runs
-            (id, thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,
-             user_id, auth)
-        VALUES (:run_id, :conversation_id, :assistant_id, 'pending', 'reject', :kwargs,
-                :metadata, :user_id, :auth)
+            (thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,
+             user_id, auth, lease_owner, lease_expires_at, attempt, stream_position)
+        VALUES (:conversation_id, :assistant_id,
+                CASE WHEN :claimed THEN 'running' ELSE 'pending' END, 'reject', :kwargs,
+                :metadata, :user_id, :auth, :owner,
+                CASE WHEN :claimed THEN now() + make_interval(secs => :lease_s) END,
+                CASE WHEN :claimed THEN 1 ELSE 0 END,
+                CASE WHEN :claimed THEN nextval('thread_stream_positions') END)
+        RETURNING *
     ), busy AS (
         UPDATE conversations SET status = 'busy', updated_at = now()
         WHERE id = :conversation_id
+    ), notified AS (
+        SELECT pg_notify(ch, p)
+        FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[])) AS u(ch, p)
     )
-    SELECT pg_notify(:channel, :payload) WHERE :notify
+    SELECT run.*, (SELECT count(*) FROM notified) AS notified FROM run
     """
 ).bindparams(
     bindparam("kwargs", type_=JSONB),
@@ -94,7 +102,8 @@ async def begin_turn(
     prepare: Callable[[Conversation, Agent], T],
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
-) -> tuple[T, Turn]:
+    claim: InlineClaim | None = None,
+) -> tuple[T, Run]:
     """Check the conversation, then write the user's message and a pending run of its agent.
 
     One transaction, the conversation row locked first (as every run writer does): 404 if it
@@ -105,8 +114,12 @@ async def begin_turn(
     (429). The commit sends `notify` ("new"): a run worker of any process claims the run like
     any other, and runs it as `creator`.
 
+    With `claim` (a slot reserved in this process: `RunQueue.reserve`), the run is written
+    already claimed by it (running, attempt 1, with its lease): hand it to `RunQueue.adopt`
+    after the commit; no worker claims it.
+
     Returns:
-        What `prepare` returned, and the ids of the user's message and the run.
+        What `prepare` returned, and the run (the user's message has id `message_id`).
     """
     async with db.sessions.begin() as session:
         if creator.user_id is not None:
@@ -127,28 +140,36 @@ async def begin_turn(
                 "send the next message when it has ended",
                 field="conversation_id",
             )
-        turn = Turn(message_id=message_id, run_id=uuid.uuid4(), assistant_id=agent.id)
-        payloads = (*(notify.payloads if notify else ()), *(notify.if_busy if notify else ()))
-        if notify is not None and payloads:  # what `send_notify` would send: not folded here
-            await send_notify(session, notify)
-        await session.execute(
-            _BEGIN_TURN,
-            {
-                "message_id": message_id,
-                "conversation_id": conversation_id,
-                "content": content,
-                "run_id": turn.run_id,
-                "assistant_id": agent.id,
-                "kwargs": dict(run_kwargs),
-                "metadata": dict(metadata),
-                "user_id": creator.user_id,
-                "auth": dict(creator.auth) if creator.auth is not None else None,
-                "channel": notify.channel if notify else "",
-                "payload": f"new|{notify.sender}" if notify else "",
-                "notify": notify is not None,
-            },
-        )
-        return prepared, turn
+        # What `send_notify` would send, then "new" (or, claimed, the thread's followers).
+        payloads = [*(notify.payloads if notify else ()), *(notify.if_busy if notify else ())]
+        if claim is None:
+            payloads.append("new")
+        channels = [notify.channel] * len(payloads) if notify else []
+        payloads = [f"{p}|{notify.sender}" for p in payloads] if notify else []
+        if claim is not None:
+            channels.append(THREAD_CHANNEL)
+            payloads.append(str(conversation_id))
+        row = (
+            await session.execute(
+                _BEGIN_TURN,
+                {
+                    "message_id": message_id,
+                    "conversation_id": conversation_id,
+                    "content": content,
+                    "assistant_id": agent.id,
+                    "kwargs": dict(run_kwargs),
+                    "metadata": dict(metadata),
+                    "user_id": creator.user_id,
+                    "auth": dict(creator.auth) if creator.auth is not None else None,
+                    "claimed": claim is not None,
+                    "owner": claim.owner if claim is not None else None,
+                    "lease_s": float(claim.lease_s) if claim is not None else 0.0,
+                    "channels": channels,
+                    "payloads": payloads,
+                },
+            )
+        ).one()
+        return prepared, run_from_row(row._mapping)
 
 
 async def add_messages(
