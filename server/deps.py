@@ -1,4 +1,8 @@
-"""FastAPI dependencies as `Annotated` aliases: the resources a route may ask for."""
+"""FastAPI dependencies as `Annotated` aliases: the resources a route may ask for.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread, a
+thread hop (and GIL hand-over) per dependency per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -15,44 +19,46 @@ from stores.memory.operations import MAX_OFFSET
 from stores.sql.database import Database
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     """The process's resources, opened by the lifespan."""
     resources: Resources = request.app.state.resources
     return resources
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     """The SQL database."""
-    return get_resources(request).database
+    resources: Resources = request.app.state.resources
+    return resources.database
 
 
-def get_run_events(request: Request) -> RunEventLog:
+async def get_run_events(request: Request) -> RunEventLog:
     """The run event log (stream replay and cross-process follow), opened by the lifespan."""
     events: RunEventLog = request.app.state.run_events
     return events
 
 
-def get_engine(request: Request) -> RunEngine:
+async def get_engine(request: Request) -> RunEngine:
     """The run engine (durable runs, shared with other processes), opened by the lifespan."""
     engine: RunEngine = request.app.state.runs
     return engine
 
 
-def get_project(request: Request) -> Project:
+async def get_project(request: Request) -> Project:
     """The LangGraph project served (langgraph.json as loaded)."""
     project: Project = request.app.state.project
     return project
 
 
-def get_graphs(request: Request) -> ProjectGraphs:
+async def get_graphs(request: Request) -> ProjectGraphs:
     """The project's graphs, handed out ready to run (`acquire`)."""
     graphs: ProjectGraphs = request.app.state.graphs
     return graphs
 
 
-def get_knowledge(request: Request) -> KnowledgeBase:
+async def get_knowledge(request: Request) -> KnowledgeBase:
     """The knowledge base (documents and semantic search)."""
-    return get_resources(request).knowledge
+    resources: Resources = request.app.state.resources
+    return resources.knowledge
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]

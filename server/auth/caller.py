@@ -89,8 +89,13 @@ def caller_of(scope: Scope) -> Caller:
 
 
 def get_caller(request: Request) -> Caller:
-    """The caller of the request (FastAPI dependency)."""
+    """The caller of the request."""
     return caller_of(request.scope)
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
+async def _caller_dependency(request: Request) -> Caller:
+    # async: FastAPI would run a plain `def` dependency in a worker thread.
+    return caller_of(request.scope)
+
+
+CallerDep = Annotated[Caller, Depends(_caller_dependency)]
