@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import signal
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any, Final
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Receive, Scope, Send
+from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from server.runs.events import RunEventLog
 from server.runs.streaming import TERMINAL_EVENTS, dumps
@@ -107,41 +112,190 @@ def run_headers(run_id: uuid.UUID, *, thread_id: uuid.UUID | None) -> dict[str, 
     return {"Location": f"{base}/stream", "Content-Location": base}
 
 
-async def _encode(events: AsyncIterator[SseEvent]) -> AsyncIterator[ServerSentEvent]:
-    active = metrics().streams_active
-    active.inc()
-    try:
-        async for ident, event, data in events:
-            yield ServerSentEvent(
-                data=dumps(data).decode(), event=event, id=None if ident is None else str(ident)
-            )
-    finally:
-        active.dec()
+_SEP: Final[bytes] = b"\r\n"
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
-class EventStream(EventSourceResponse):
-    """An SSE response with a comment line (`: <comment>`) every heartbeat interval; unless
-    given, the interval is the serving app's `settings.sse_heartbeat_s` (read when it starts)."""
+def _field(value: str) -> bytes:
+    """An `id:`/`event:` value: one line (line breaks removed)."""
+    raw = value.encode()
+    return _LINE_BREAK.sub(b"", raw) if b"\n" in raw or b"\r" in raw else raw
+
+
+def encode_event(ident: int | str | None, event: str, data: bytes) -> bytes:
+    """One SSE event on the wire: `id:` (when given), `event:`, `data:` (one `data:` line per
+    line of `data`), each ended by CRLF, then a blank line — the bytes sse-starlette wrote."""
+    if b"\n" in data or b"\r" in data:
+        data = b"\r\ndata: ".join(_LINE_BREAK.split(data))
+    head = b"" if ident is None else b"id: " + _field(str(ident)) + _SEP
+    return b"%bevent: %b\r\ndata: %b\r\n\r\n" % (head, _field(event), data)
+
+
+def encode_comment(comment: str) -> bytes:
+    """A comment (`: <comment>`, one line per line), then a blank line: a heartbeat."""
+    lines = _LINE_BREAK.split(comment.encode())
+    return b"".join(b": " + line + _SEP for line in lines) + _SEP
+
+
+_EXIT_POLL_S: Final[float] = 0.5
+
+
+class _ServerExit:
+    """The streams of one event loop, ended when the uvicorn server serving them starts to shut
+    down (uvicorn waits for open responses before its lifespan ends: an endless stream would
+    hold it forever). One poll task per loop while streams are open; uvicorn's `should_exit`
+    is read through its SIGTERM handler (a bound method of the serving `Server`)."""
+
+    def __init__(self) -> None:
+        self.streams: set[Callable[[], None]] = set()
+        self.poller: asyncio.Task[None] | None = None
+
+    def add(self, end: Callable[[], None]) -> None:
+        self.streams.add(end)
+        if self.poller is None or self.poller.done():
+            self.poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while self.streams:
+            if _server_exiting():
+                for end in list(self.streams):
+                    end()
+            await asyncio.sleep(_EXIT_POLL_S)
+
+
+def _server_exiting() -> bool:
+    handler = signal.getsignal(signal.SIGTERM)
+    return bool(getattr(getattr(handler, "__self__", None), "should_exit", False))
+
+
+_EXITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ServerExit] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _server_exit() -> _ServerExit:
+    loop = asyncio.get_running_loop()
+    exits = _EXITS.get(loop)
+    if exits is None:
+        exits = _EXITS[loop] = _ServerExit()
+    return exits
+
+
+class EventStream(Response):
+    """An SSE response on plain ASGI: each `(id, event, data)` as one body message, a comment
+    line (`: <comment>`) every heartbeat interval (unless given, the serving app's
+    `settings.sse_heartbeat_s`, read when it starts), and the end of the events when the
+    client disconnects or the server shuts down (the iterator is cancelled, so its `finally`
+    runs: a run's `on_disconnect`).
+
+    One task per stream besides the request's own (the heartbeat), plus one waiting for the
+    client's disconnect: sse-starlette ran four in an anyio task group, took a lock and opened
+    a cancel scope per event, and formatted each one through a `StringIO`.
+    """
+
+    media_type = "text/event-stream"
 
     def __init__(
-        self, content: Any, *, heartbeat_s: float | None, comment: str, **options: Any
+        self,
+        events: AsyncIterator[SseEvent],
+        *,
+        heartbeat_s: float | None,
+        comment: str = "heartbeat",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(
-            content,
-            ping=DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s,
-            ping_message_factory=lambda: ServerSentEvent(comment=comment),
-            **options,
-        )
-        self.heartbeat_from_app = heartbeat_s is None
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        given = MutableHeaders(headers=dict(headers or {}))
+        given.setdefault("Cache-Control", "no-store")
+        given["Connection"] = "keep-alive"
+        given["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+        self.init_headers(given)
+        self.heartbeat_s = heartbeat_s
+        self.heartbeat = encode_comment(comment)
+
+    def _interval(self, scope: Scope) -> float:
+        if self.heartbeat_s is not None:
+            return self.heartbeat_s
+        state = getattr(scope.get("app"), "state", None)
+        settings = getattr(getattr(state, "resources", None), "settings", None)
+        interval = getattr(settings, "sse_heartbeat_s", None)
+        if isinstance(interval, int | float) and interval > 0:
+            return float(interval)
+        return DEFAULT_HEARTBEAT_S
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.heartbeat_from_app:
-            state = getattr(scope.get("app"), "state", None)
-            settings = getattr(getattr(state, "resources", None), "settings", None)
-            interval = getattr(settings, "sse_heartbeat_s", None)
-            if isinstance(interval, int | float) and interval > 0:
-                self.ping_interval = interval
-        await super().__call__(scope, receive, send)
+        start: Message = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        if scope.get("method") == "HEAD":  # headers only: the stream would never end
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        interval = self._interval(scope)
+        task = asyncio.current_task()
+        assert task is not None
+        ended = False  # by the client leaving or the server exiting: cancels `task`
+        finished = False  # the events ran out (or failed): nothing to cancel any more
+
+        def end() -> None:
+            nonlocal ended
+            if not finished and not ended:
+                ended = True
+                task.cancel()
+
+        def helper_done(helper: asyncio.Task[None]) -> None:
+            # The client left (or its connection or a heartbeat failed): end the events.
+            if not helper.cancelled():
+                helper.exception()  # retrieved: the stream's end says it
+                end()
+
+        exits = _server_exit()
+        await send(start)
+        watcher = asyncio.create_task(_until_disconnect(receive))
+        pinger = asyncio.create_task(_heartbeats(send, self.heartbeat, interval))
+        watcher.add_done_callback(helper_done)
+        pinger.add_done_callback(helper_done)
+        exits.add(end)
+        active = metrics().streams_active
+        active.inc()
+        events = self.events
+        try:
+            async for ident, event, data in events:
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": encode_event(ident, event, dumps(data)),
+                        "more_body": True,
+                    }
+                )
+        except asyncio.CancelledError:
+            finished = True
+            if not ended or task.uncancel() > 0:
+                raise  # cancelled from outside (not by the client leaving)
+            return  # the client left or the server is going: no end to send
+        finally:
+            finished = True
+            active.dec()
+            exits.streams.discard(end)
+            watcher.cancel()
+            pinger.cancel()
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:  # its `finally` runs now (a no-op once it has ended)
+                await aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _heartbeats(send: Send, heartbeat: bytes, interval: float) -> None:
+    if interval <= 0:  # none
+        await asyncio.Event().wait()
+    message: Message = {"type": "http.response.body", "body": heartbeat, "more_body": True}
+    while True:
+        await asyncio.sleep(interval)
+        await send(message)
 
 
 def sse_response(
@@ -150,13 +304,11 @@ def sse_response(
     headers: Mapping[str, str] | None = None,
     heartbeat_s: float | None = None,
     comment: str = "heartbeat",
-) -> EventSourceResponse:
+) -> EventStream:
     """An SSE response of `(seq, event, data)`: `id: <seq>` per event (none when seq is
     None), JSON data, and a `: <comment>` line every `heartbeat_s` seconds (None: the app's
     `SSE_HEARTBEAT_S`, else 5)."""
-    return EventStream(
-        _encode(events), heartbeat_s=heartbeat_s, comment=comment, headers=dict(headers or {})
-    )
+    return EventStream(events, heartbeat_s=heartbeat_s, comment=comment, headers=headers)
 
 
 async def follow_run(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import threading
 import time
 import uuid
@@ -14,11 +17,19 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Header, Request
 from langgraph_sdk import get_client
-from sse_starlette import EventSourceResponse
 
 from server.errors import install_error_handlers
 from server.runs.events import RunEventLog, open_run_event_log
-from server.sse import event_in_modes, follow_run, parse_last_event_id, run_headers, sse_response
+from server.sse import (
+    EventStream,
+    encode_comment,
+    encode_event,
+    event_in_modes,
+    follow_run,
+    parse_last_event_id,
+    run_headers,
+    sse_response,
+)
 from stores.errors import InvalidInputError
 from stores.sql.database import Database, open_database
 from tests.integration.run_events_support import Event, database, log, new_run
@@ -75,7 +86,7 @@ def stream_app(database_url: str, *, heartbeat_s: float) -> FastAPI:
         run_id: uuid.UUID,
         request: Request,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> EventSourceResponse:
+    ) -> EventStream:
         events: RunEventLog = request.app.state.events
         return sse_response(
             follow_run(events, run_id, after_seq=parse_last_event_id(last_event_id)),
@@ -229,3 +240,140 @@ async def test_a_bad_last_event_id_is_refused_naming_the_header(
         )
     assert response.status_code == 422
     assert response.json()["field"] == "Last-Event-ID"
+
+
+# --- The SSE response itself (server/sse.py's EventStream), over real HTTP ---------------
+
+
+def test_an_event_is_id_event_and_one_data_line_per_line() -> None:
+    event = encode_event(3, "values", b'{"n":1}')
+    assert event == b'id: 3\r\nevent: values\r\ndata: {"n":1}\r\n\r\n'
+    assert encode_event(None, "end", b"null") == b"event: end\r\ndata: null\r\n\r\n"
+    assert encode_event("7-2", "e\nx", b"a\nb\r\nc") == (
+        b"id: 7-2\r\nevent: ex\r\ndata: a\r\ndata: b\r\ndata: c\r\n\r\n"
+    )
+    assert encode_comment("heartbeat") == b": heartbeat\r\n\r\n"
+
+
+class Probe:
+    """What the stream app's event iterators saw, for the test thread."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.closed = threading.Event()
+
+
+def probe_app(probe: Probe) -> FastAPI:
+    app = FastAPI()
+
+    async def endless() -> AsyncIterator[Event]:
+        probe.started.set()
+        try:
+            yield 1, "metadata", {"run_id": "r", "note": "two\nlines"}
+            await asyncio.Event().wait()  # a run that never says more
+            yield 2, "values", {}
+        finally:
+            probe.closed.set()
+
+    async def short() -> AsyncIterator[Event]:
+        yield 1, "values", {"text": "é"}
+        yield 2, "end", None
+
+    @app.api_route("/endless", methods=["GET", "HEAD"])
+    async def endless_route() -> EventStream:
+        return sse_response(endless(), headers={"Location": "/endless"}, heartbeat_s=60)
+
+    @app.get("/short")
+    async def short_route() -> EventStream:
+        return sse_response(short(), headers=run_headers(RUN, thread_id=THREAD), heartbeat_s=60)
+
+    return app
+
+
+RUN, THREAD = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+def probe_url(probe: Probe) -> Iterator[str]:
+    with serve(probe_app(probe)) as url:
+        yield url
+
+
+async def test_the_wire_bytes_and_headers_are_what_sse_clients_expect(probe_url: str) -> None:
+    async with httpx.AsyncClient(base_url=probe_url, timeout=10) as client:
+        response = await client.get("/short")
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert response.headers["content-location"] == f"/threads/{THREAD}/runs/{RUN}"
+    wire = 'id: 1\r\nevent: values\r\ndata: {"text":"é"}\r\n\r\n'
+    wire += "id: 2\r\nevent: end\r\ndata: null\r\n\r\n"
+    assert response.content == wire.encode()
+    sdk = get_client(url=probe_url)
+    parts = [p async for p in sdk.http.stream("/short", "GET")]
+    assert [(p.id, p.event, p.data) for p in parts] == [
+        ("1", "values", {"text": "é"}),
+        ("2", "end", None),
+    ]
+
+
+async def test_a_client_that_leaves_ends_the_events_at_once(probe: Probe, probe_url: str) -> None:
+    async with (
+        httpx.AsyncClient(base_url=probe_url, timeout=10) as client,
+        client.stream("GET", "/endless") as response,
+    ):
+        events, _ = await read_sse(response, stop_after=1)
+    assert events == [
+        {"id": "1", "event": "metadata", "data": '{"run_id":"r","note":"two\\nlines"}'}
+    ]
+    # The iterator was waiting for an event that never comes: the disconnect cancelled it.
+    assert await asyncio.to_thread(probe.closed.wait, 10)
+
+
+async def test_head_answers_the_headers_without_starting_the_events(
+    probe: Probe, probe_url: str
+) -> None:
+    async with httpx.AsyncClient(base_url=probe_url, timeout=10) as client:
+        response = await client.head("/endless")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.content == b""
+    assert not probe.started.is_set()
+
+
+class ExitingServer:
+    """Stands for the uvicorn server whose SIGTERM handler is installed: it is shutting down."""
+
+    should_exit = True
+
+    def handle_exit(self, sig: int, frame: object) -> None:  # pragma: no cover - never called
+        pass
+
+
+async def test_open_streams_end_when_the_server_shuts_down(probe: Probe, probe_url: str) -> None:
+    seen: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=probe_url, timeout=10) as client,
+        client.stream("GET", "/endless") as response,
+    ):
+        lines = response.aiter_lines()
+        async for line in lines:
+            seen.append(line)
+            if not line:  # the first event is in
+                break
+        previous = signal.signal(signal.SIGTERM, ExitingServer().handle_exit)
+        try:
+            # The connection ends (uvicorn closes an unfinished response) and the events'
+            # `finally` ran: uvicorn would otherwise wait for this stream before stopping.
+            with contextlib.suppress(httpx.HTTPError):
+                async for line in lines:
+                    seen.append(line)
+            assert await asyncio.to_thread(probe.closed.wait, 10)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    assert [line for line in seen if line.startswith("event:")] == ["event: metadata"]
