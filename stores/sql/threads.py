@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
@@ -58,8 +58,9 @@ def _set_ttl(row: Conversation, ttl: ThreadTTL | None) -> None:
         row.ttl_minutes, row.ttl_strategy, row.ttl_swept_at = ttl.minutes, ttl.strategy, None
 
 
-async def _agent_for(session: AsyncSession, metadata: Mapping[str, Any]) -> uuid.UUID | None:
-    """The assistant a thread belongs to, from its `assistant_id` or `graph_id` metadata."""
+def _agent_candidates(metadata: Mapping[str, Any]) -> list[uuid.UUID]:
+    """The assistants a thread may belong to, in order: its `assistant_id`, then the system
+    assistant of its `graph_id` metadata."""
     candidates: list[uuid.UUID] = []
     assistant_id = metadata.get("assistant_id")
     if isinstance(assistant_id, str):
@@ -70,10 +71,31 @@ async def _agent_for(session: AsyncSession, metadata: Mapping[str, Any]) -> uuid
     graph_id = metadata.get("graph_id")
     if isinstance(graph_id, str) and graph_id:
         candidates.append(system_assistant_id(graph_id))
-    for key in candidates:
+    return candidates
+
+
+def _agent_for(metadata: Mapping[str, Any]) -> Any:
+    """The assistant a thread belongs to (the first of its candidates that exists), as a SQL
+    expression of the INSERT: no round trip of its own."""
+    found = [
+        select(Agent.id).where(Agent.id == key).scalar_subquery()
+        for key in _agent_candidates(metadata)
+    ]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else func.coalesce(*found)
+
+
+async def _existing_agent(session: AsyncSession, metadata: Mapping[str, Any]) -> uuid.UUID | None:
+    """The assistant a thread belongs to, read in `session`."""
+    for key in _agent_candidates(metadata):
         if await session.get(Agent, key) is not None:
             return key
     return None
+
+
+_CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
+_ATTRIBUTES = [(prop.key, prop.columns[0]) for prop in Conversation.__mapper__.column_attrs]
 
 
 async def create_thread(
@@ -87,6 +109,9 @@ async def create_thread(
 ) -> tuple[Conversation, bool]:
     """Create a thread (no user, `ttl` when given); returns it and whether it was created now.
 
+    One statement (`INSERT … ON CONFLICT DO NOTHING RETURNING`, its assistant looked up inside
+    it) in autocommit: no BEGIN/COMMIT round trips. The row comes back detached.
+
     With `if_exists="do_nothing"` an existing thread is returned only if it satisfies `access`
     (the caller's read filter): someone else's thread id is taken (409), never shown.
 
@@ -94,35 +119,32 @@ async def create_thread(
         ConflictError: `thread_id` exists and `if_exists="raise"` (field `thread_id`).
     """
     taken = f"thread {thread_id} already exists"
-    try:
-        async with db.sessions.begin() as session:
-            if thread_id is not None:
-                existing = await session.get(Conversation, thread_id)
-                if existing is not None:
-                    if if_exists == "do_nothing":
-                        return await thread_row(
-                            session, thread_id, access, field="thread_id"
-                        ), False
-                    raise ConflictError(taken, field="thread_id")
-            row = Conversation(
-                metadata_=dict(metadata),
-                agent_id=await _agent_for(session, metadata),
-                status="idle",
-            )
-            if thread_id is not None:
-                row.id = thread_id
-            _set_ttl(row, ttl)
-            session.add(row)
-            await session.flush()
-            return row, True
-    except IntegrityError as error:  # a concurrent create of the same id won the race
-        if thread_id is None:
-            raise
-        if if_exists == "do_nothing":
-            return await get_thread(db, thread_id, access), False
-        raise ConflictError(taken, field="thread_id") from error
-    except NotFoundError as error:  # it exists, but not for this caller
-        raise ConflictError(taken, field="thread_id") from error
+    values: dict[str, Any] = {"metadata": dict(metadata), "status": "idle"}
+    agent = _agent_for(metadata)
+    if agent is not None:
+        values["agent_id"] = agent
+    if thread_id is not None:
+        values["id"] = thread_id
+    if ttl is not None:
+        values.update(ttl_minutes=ttl.minutes, ttl_strategy=ttl.strategy, ttl_swept_at=None)
+    statement = (
+        pg_insert(_CONVERSATIONS)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[_CONVERSATIONS.c.id])
+        .returning(*(column for _, column in _ATTRIBUTES))
+    )
+    async with db.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = (await conn.execute(statement)).one_or_none()
+    if row is not None:
+        return Conversation(**{key: row[i] for i, (key, _) in enumerate(_ATTRIBUTES)}), True
+    # The id is taken (only a given id can be).
+    if if_exists == "do_nothing":
+        try:
+            return await get_thread(db, thread_id, access), False  # type: ignore[arg-type]
+        except NotFoundError as error:  # it exists, but not for this caller
+            raise ConflictError(taken, field="thread_id") from error
+    raise ConflictError(taken, field="thread_id")
 
 
 async def get_thread(
@@ -158,7 +180,7 @@ async def update_thread(
         row.metadata_ = {**row.metadata_, **metadata}
         _set_ttl(row, ttl)
         if row.agent_id is None:
-            row.agent_id = await _agent_for(session, row.metadata_)
+            row.agent_id = await _existing_agent(session, row.metadata_)
         row.updated_at = func.now()
         await session.flush()
         await session.refresh(row)
