@@ -30,7 +30,6 @@ from server.limits import BodyLimitMiddleware
 from server.openapi import declare_graph_ids
 from server.protocols.a2a import build_dispatcher
 from server.protocols.mcp import open_mcp
-from server.request_context import RequestIdMiddleware
 from server.resources import open_resources
 from server.retention import open_retention
 from server.routes import agents, chat, conversations, documents, health, memory, metrics, users
@@ -40,7 +39,7 @@ from server.runs.events import open_run_events
 from server.samples import sample_ingest
 from server.schemas.common import COMMON_ERRORS
 from server.settings import Settings
-from server.telemetry.http import Telemetry
+from server.telemetry.http import RequestTelemetry
 from server.telemetry.logs import configure_logging
 from server.telemetry.metrics import process_exited
 from server.telemetry.tracing import install_tracing
@@ -184,10 +183,9 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
         allowed_hosts=settings.allowed_hosts,
         origin_allowed=CORS(app=app, **cors).is_allowed_origin,
     )
-    # Inside the request id (so the span and log lines carry it): span and HTTP metrics of
-    # every request, refused ones included. Outermost: the id, before anything can answer.
-    app.add_middleware(Telemetry)
-    app.add_middleware(RequestIdMiddleware)
+    # Outermost, before anything can answer: the request id, the span and the HTTP metrics of
+    # every request, refused ones included.
+    app.add_middleware(RequestTelemetry)
     install_error_handlers(app)
     # Routes match in order: /ok and the docs, then the project's custom routes, then the API.
     app.include_router(agent_meta.ok_router)
