@@ -98,6 +98,11 @@ _CONVERSATIONS: Table = Conversation.__table__  # type: ignore[assignment]
 _ATTRIBUTES = [(prop.key, prop.columns[0]) for prop in Conversation.__mapper__.column_attrs]
 
 
+def _detached(row: Any) -> Conversation:
+    """A thread from a row of all its columns (in `_ATTRIBUTES` order), in no session."""
+    return Conversation(**{key: row[i] for i, (key, _) in enumerate(_ATTRIBUTES)})
+
+
 async def create_thread(
     db: Database,
     *,
@@ -137,7 +142,7 @@ async def create_thread(
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         row = (await conn.execute(statement)).one_or_none()
     if row is not None:
-        return Conversation(**{key: row[i] for i, (key, _) in enumerate(_ATTRIBUTES)}), True
+        return _detached(row), True
     # The id is taken (only a given id can be).
     if if_exists == "do_nothing":
         try:
@@ -150,9 +155,17 @@ async def create_thread(
 async def get_thread(
     db: Database, thread_id: uuid.UUID, access: Filter | None = None
 ) -> Conversation:
-    """The thread with this id if it satisfies `access`, or `NotFoundError`."""
-    async with db.sessions() as session:
-        return await thread_row(session, thread_id, access)
+    """The thread with this id if it satisfies `access`, or `NotFoundError`: one SELECT in
+    autocommit (no BEGIN/ROLLBACK round trips); the row comes back detached."""
+    statement = select(*(column for _, column in _ATTRIBUTES)).where(
+        _CONVERSATIONS.c.id == thread_id, visible(access)
+    )
+    async with db.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = (await conn.execute(statement)).one_or_none()
+    if row is None:
+        raise NotFoundError("thread", thread_id)
+    return _detached(row)
 
 
 async def graph_id_of(db: Database, thread: Conversation) -> str | None:
