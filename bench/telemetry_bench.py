@@ -7,7 +7,7 @@ alternating rounds:
   the run's telemetry (run span, run/thread ids in context, the LangChain callbacks that open a
   span per node, span-to-metric processor);
 - an HTTP request to a FastAPI route with a path parameter, through the ASGI transport, with
-  and without the `Telemetry` middleware (request id, request span, HTTP metrics).
+  and without the `RequestTelemetry` middleware (request id, request span, HTTP metrics).
 
 Run with `python -m bench telemetry`; results go to bench/results/telemetry.md.
 """
@@ -32,7 +32,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from server.app import _NO_NATIVE_TELEMETRY
-from server.telemetry.http import Telemetry
+from server.telemetry.http import RequestTelemetry
 from server.telemetry.runs import observed_run
 from server.telemetry.tracing import install_tracing
 from stores.sql.models import Run
@@ -87,7 +87,7 @@ def _app(*, traced: bool) -> FastAPI:
         return {"id": thing_id}
 
     if traced:
-        app.add_middleware(Telemetry)
+        app.add_middleware(RequestTelemetry)
     return app
 
 
