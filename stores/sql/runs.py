@@ -83,6 +83,21 @@ class Notify:
     if_busy: tuple[str, ...] = ()  # finish_run: only when other runs of the thread wait
 
 
+def creation_notifies(
+    notify: Notify | None, payloads: Sequence[str], *, thread_id: uuid.UUID, claimed: bool
+) -> tuple[list[str], list[str]]:
+    """The `(channels, payloads)` a statement creating a run sends at commit: `payloads` on
+    `notify`'s channel, then "new" for a run left pending, or, for one claimed at creation, the
+    thread's id on the thread-stream channel (its followers: the run has its place)."""
+    payloads = [*payloads] if claimed else [*payloads, "new"]
+    channels = [notify.channel] * len(payloads) if notify else []
+    payloads = [f"{p}|{notify.sender}" for p in payloads] if notify else []
+    if claimed:
+        channels.append(THREAD_CHANNEL)
+        payloads.append(str(thread_id))
+    return channels, payloads
+
+
 async def send_notify(
     session: AsyncSession,
     notify: Notify | None,
@@ -275,14 +290,12 @@ async def create_run(
         claimed = claim is not None and not blocked and not kwargs.get("after_seconds")
         # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new" (or,
         # claimed here, the thread's stream followers: the run has its place).
-        payloads = [f"cancel {c.run_id} {c.action}" for c in cancels]
-        if not claimed:
-            payloads.append("new")
-        channels = [notify.channel] * len(payloads) if notify else []
-        payloads = [f"{p}|{notify.sender}" for p in payloads] if notify else []
-        if claimed:
-            channels.append(THREAD_CHANNEL)
-            payloads.append(str(thread_id))
+        channels, payloads = creation_notifies(
+            notify,
+            [f"cancel {c.run_id} {c.action}" for c in cancels],
+            thread_id=thread_id,
+            claimed=claimed,
+        )
         # One statement: the run (claimed or pending), the thread (busy, its agent, its
         # metadata) and the NOTIFYs.
         row = (

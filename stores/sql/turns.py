@@ -19,10 +19,10 @@ from stores.sql.runs import (
     InlineClaim,
     Notify,
     RunCreator,
+    creation_notifies,
     in_flight,
     run_from_row,
 )
-from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from stores.sql.threads import thread_row
 
 T = TypeVar("T")
@@ -141,14 +141,12 @@ async def begin_turn(
                 field="conversation_id",
             )
         # What `send_notify` would send, then "new" (or, claimed, the thread's followers).
-        payloads = [*(notify.payloads if notify else ()), *(notify.if_busy if notify else ())]
-        if claim is None:
-            payloads.append("new")
-        channels = [notify.channel] * len(payloads) if notify else []
-        payloads = [f"{p}|{notify.sender}" for p in payloads] if notify else []
-        if claim is not None:
-            channels.append(THREAD_CHANNEL)
-            payloads.append(str(conversation_id))
+        channels, payloads = creation_notifies(
+            notify,
+            [*(notify.payloads if notify else ()), *(notify.if_busy if notify else ())],
+            thread_id=conversation_id,
+            claimed=claim is not None,
+        )
         row = (
             await session.execute(
                 _BEGIN_TURN,
