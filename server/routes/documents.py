@@ -41,14 +41,26 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
     return b"".join(parts)
 
 
-# The types an upload may have, as the document says them (the extension decides; without
-# one, the part's Content-Type does).
+# The file part as the document says it: its types (the filename's extension decides; without
+# one, the part's Content-Type does), and its Content-Disposition, which must carry a
+# `filename` (RFC 7578 4.2), as browsers, curl -F and HTTP libraries send it: a part without
+# one is a text field to the multipart parser, and is refused (422 naming `file`).
 UPLOAD_TYPES = {
     "requestBody": {
         "content": {
             "multipart/form-data": {
                 "encoding": {
-                    "file": {"contentType": "text/plain, text/markdown, text/html, application/pdf"}
+                    "file": {
+                        "contentType": "text/plain, text/markdown, text/html, application/pdf",
+                        "headers": {
+                            "Content-Disposition": {
+                                "required": True,
+                                "description": 'form-data; name="file"; filename="…": a file '
+                                "part without a filename is a text field, refused.",
+                                "schema": {"type": "string", "pattern": ";\\s*filename="},
+                            }
+                        },
+                    }
                 }
             }
         }

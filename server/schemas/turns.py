@@ -5,51 +5,78 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.config import JsonDict, JsonValue
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from server.schemas.common import RequestModel, ResponseModel
 
-_UUID: JsonDict = {"type": "string", "format": "uuid"}
-_TARGETS: list[JsonValue] = [
-    {
-        "title": "To a conversation",
-        "type": "object",
-        "required": ["conversation_id"],
-        "properties": {"conversation_id": _UUID, "user_id": False, "agent_id": False},
-    },
-    {
-        "title": "To a new conversation",
-        "type": "object",
-        "required": ["user_id", "agent_id"],
-        "properties": {"conversation_id": False, "user_id": _UUID, "agent_id": _UUID},
-    },
-]
 
+class _Turn(RequestModel):
+    """What both forms of a turn hold."""
 
-class ChatRequest(RequestModel):
-    """One user turn: to a `conversation_id`, or to a new conversation of `user_id`+`agent_id`."""
-
-    # The rule of `_target` below, in the document: exactly one of the two forms.
-    model_config = ConfigDict(json_schema_extra={"oneOf": _TARGETS})
-
-    conversation_id: uuid.UUID | None = None
-    user_id: uuid.UUID | None = None
-    agent_id: uuid.UUID | None = None
     message: Annotated[
         str, Field(min_length=1, pattern=r"\S", description="What the user says (not blank).")
     ]
-    title: Annotated[str, Field(max_length=300)] = ""
+    title: Annotated[
+        str,
+        Field(
+            max_length=300,
+            description="The title of a conversation the turn starts (default: the message's "
+            "start).",
+        ),
+    ] = ""
 
-    @model_validator(mode="after")
-    def _target(self) -> ChatRequest:
-        if self.conversation_id is not None:
-            if self.user_id is not None or self.agent_id is not None:
-                raise ValueError("give conversation_id, or user_id and agent_id, not both")
-            return self
-        if self.user_id is None or self.agent_id is None:
-            raise ValueError("give conversation_id, or both user_id and agent_id")
-        return self
+
+class ChatToConversation(_Turn):
+    """A user turn in an existing conversation."""
+
+    conversation_id: uuid.UUID
+
+    @property
+    def user_id(self) -> None:
+        """Not part of this form (the conversation has its user)."""
+        return None
+
+    @property
+    def agent_id(self) -> None:
+        """Not part of this form (the conversation has its agent)."""
+        return None
+
+
+class ChatToNewConversation(_Turn):
+    """The first user turn of a new conversation of `user_id` with `agent_id`."""
+
+    user_id: uuid.UUID
+    agent_id: uuid.UUID
+
+    @property
+    def conversation_id(self) -> None:
+        """Not part of this form (the turn creates the conversation)."""
+        return None
+
+
+def _chat_form(body: Any) -> str | None:
+    # The form is the one whose fields the body has: with `conversation_id`, the first (where
+    # `user_id` or `agent_id` are then extra fields, refused by name); else the second.
+    if isinstance(body, dict):
+        return "conversation" if "conversation_id" in body else "new_conversation"
+    if isinstance(body, ChatToConversation | ChatToNewConversation):
+        return "conversation" if isinstance(body, ChatToConversation) else "new_conversation"
+    return None
+
+
+ChatRequest = Annotated[
+    Annotated[ChatToConversation, Tag("conversation")]
+    | Annotated[ChatToNewConversation, Tag("new_conversation")],
+    Discriminator(
+        _chat_form,
+        custom_error_type="chat_body",
+        custom_error_message="the body is a JSON object with conversation_id, or with user_id "
+        "and agent_id",
+    ),
+]
+"""One user turn: to a `conversation_id`, or to a new conversation of `user_id`+`agent_id`.
+The document says it as `oneOf` the two forms, each an object of its own fields only; an
+error's `loc` names the form, then the field."""
 
 
 class ChatAnswer(BaseModel):

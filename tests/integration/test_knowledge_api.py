@@ -228,6 +228,33 @@ def test_upload_without_a_file_or_with_a_bad_collection_names_the_field(
     assert "collection" in bad.text
 
 
+def test_a_file_part_needs_a_filename_as_the_document_says(kb_api: httpx.Client) -> None:
+    collection = unique_collection("noname")
+    markdown = f"# Tomatoes\n\n{GARDEN}".encode()
+    nameless = kb_api.post(
+        "/documents",
+        files={"file": (None, markdown, "text/markdown")},  # type: ignore[dict-item]
+        data={"collection": collection},
+    )
+    assert nameless.status_code == 422, nameless.text
+    assert nameless.json()["detail"][0]["loc"] == ["body", "file"]
+    assert listing(kb_api, collection)["total"] == 0
+
+    post = kb_api.get("/openapi.json").json()["paths"]["/documents"]["post"]
+    part = post["requestBody"]["content"]["multipart/form-data"]["encoding"]["file"]
+    assert part["headers"]["Content-Disposition"]["required"] is True
+    assert "filename" in part["headers"]["Content-Disposition"]["schema"]["pattern"]
+
+    # A filename without an extension: the part's Content-Type decides the type.
+    named = kb_api.post(
+        "/documents",
+        files={"file": ("upload", markdown, "text/markdown")},
+        data={"collection": collection},
+    )
+    assert named.status_code == 201, named.text
+    assert named.json()["doc_type"] == "md"
+
+
 def test_unknown_document_id_is_404(kb_api: httpx.Client) -> None:
     missing = uuid.uuid4()
     assert kb_api.get(f"/documents/{missing}").status_code == 404

@@ -119,9 +119,19 @@ def test_store_items_declare_their_namespace_and_key_rules(api: httpx.Client) ->
 
 
 def test_the_document_states_the_chat_target_rule(api: httpx.Client) -> None:
-    schema = api.get("/openapi.json").json()["components"]["schemas"]
-    forms = schema["ChatRequest"]["oneOf"]
-    assert [form["required"] for form in forms] == [["conversation_id"], ["user_id", "agent_id"]]
+    document = api.get("/openapi.json").json()
+    schema = document["components"]["schemas"]
+    for path in ("/chat", "/chat/invoke"):
+        body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        refs = [form["$ref"].rsplit("/", 1)[1] for form in body["schema"]["oneOf"]]
+        assert refs == ["ChatToConversation", "ChatToNewConversation"]
+    forms = [schema["ChatToConversation"], schema["ChatToNewConversation"]]
+    assert [form["type"] for form in forms] == ["object", "object"]
+    assert [form["additionalProperties"] for form in forms] == [False, False]
+    assert [sorted(form["required"]) for form in forms] == [
+        ["conversation_id", "message"],
+        ["agent_id", "message", "user_id"],
+    ]
     patch = schema["UserUpdate"]["properties"]["name"]
     assert "anyOf" not in patch
     assert patch["type"] == "string"
@@ -131,7 +141,14 @@ def test_the_document_states_the_chat_target_rule(api: httpx.Client) -> None:
         "agent_id": str(uuid.uuid4()),
         "message": "hi",
     }
-    assert api.post("/chat/invoke", json=both).status_code == 422
+    _assert_names(api.post("/chat/invoke", json=both), "user_id")
+    half = {"user_id": str(uuid.uuid4()), "message": "hi"}
+    _assert_names(api.post("/chat/invoke", json=half), "agent_id")
+    not_objects: list[Any] = [0, [], "hi", None]
+    for not_an_object in not_objects:
+        refused = api.post("/chat/invoke", json=not_an_object)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"] == ["body"]
     blank = {"conversation_id": str(uuid.uuid4()), "message": "   "}
     _assert_names(api.post("/chat/invoke", json=blank), "message")
 
