@@ -20,7 +20,12 @@ from stores.extract import DocumentTooLargeError
 router = APIRouter(tags=["knowledge"])
 
 READ_CHUNK = 1024 * 1024
-UPLOAD_ERRORS: Responses = {
+UPLOAD_ANSWERS: Responses = {
+    200: {
+        "model": IngestOut,
+        "description": "The source was in the collection: this version replaced it "
+        '(`status` "updated"), or was the same (`status` "unchanged").',
+    },
     413: {"model": ErrorBody, "description": "The file is over MAX_UPLOAD_BYTES."},
     415: {"model": ErrorBody, "description": "Not a .txt, .md, .html or .pdf file."},
     422: {"model": ErrorBody, "description": "Empty, corrupt, or no text; or a bad field."},
@@ -71,7 +76,7 @@ UPLOAD_TYPES = {
 @router.post(
     "/documents",
     status_code=status.HTTP_201_CREATED,
-    responses=UPLOAD_ERRORS,
+    responses=UPLOAD_ANSWERS,
     openapi_extra=UPLOAD_TYPES,
 )
 async def upload_document(
