@@ -26,6 +26,10 @@ UPLOAD_ANSWERS: Responses = {
         "description": "The source was in the collection: this version replaced it "
         '(`status` "updated"), or was the same (`status` "unchanged").',
     },
+    409: {
+        "model": ErrorBody,
+        "description": "The collection has the old layout: run `switchboard reindex`.",
+    },
     413: {"model": ErrorBody, "description": "The file is over MAX_UPLOAD_BYTES."},
     415: {"model": ErrorBody, "description": "Not a .txt, .md, .html or .pdf file."},
     422: {"model": ErrorBody, "description": "Empty, corrupt, or no text; or a bad field."},
