@@ -494,9 +494,10 @@ def _report(
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()} "
         f"({platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs shared with other work); PostgreSQL checkpoints "
-        "(AsyncPostgresSaver, durability=sync), offline model. Regenerate with "
-        "`python -m bench chat`.",
+        f"{os.cpu_count()} CPUs shared with other work); offline model; PostgreSQL "
+        "checkpoints: in-process turns on LangGraph's AsyncPostgresSaver (durability=sync), "
+        "the served /chat on the server's checkpointer (durability async: a run's writes go "
+        "out together, CHECKPOINT_FLUSH_S). Regenerate with `python -m bench chat`.",
     ]
     if flat and full:
         lines += _turns_report(flat, full)
