@@ -100,6 +100,44 @@ def doc_type_for(filename: str, content_type: str | None = None) -> str:
     raise UnsupportedTypeError(f"unsupported file type {named}; supported: {SUPPORTED}")
 
 
+_MARKDOWN_HEADING = re.compile(rb"^#{1,6}[ \t]+\S", re.MULTILINE)
+SNIFF_BYTES = 8192
+
+
+def sniffed_media_type(data: bytes) -> str:
+    """The media type of a file by its content, for an upload that names no type (a multipart
+    part without a filename, as schemathesis and some generated clients send files).
+
+    `%PDF-` is a PDF; a leading `<` (`<!doctype html>`, `<html>`, any tag) is HTML; text with a
+    markdown heading line (`# Title`) is markdown; anything else is plain text (which
+    extraction refuses if it is binary).
+    """
+    head = data[:SNIFF_BYTES]
+    lead = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if lead.startswith(b"%PDF-"):
+        return "application/pdf"
+    if lead.startswith(b"<"):
+        return "text/html"
+    if _MARKDOWN_HEADING.search(head):
+        return "text/markdown"
+    return "text/plain"
+
+
+def upload_media_type(filename: str | None, declared: str | None, data: bytes) -> str | None:
+    """The media type an upload is read as, when its filename's extension does not decide.
+
+    A named file keeps today's rule (the extension, else the declared type). A part without
+    a filename is typed by its Content-Type when that is exactly one supported type, and by
+    its content otherwise (a list such as `text/plain, application/pdf` names no one type).
+    """
+    if filename:
+        return declared
+    media = (declared or "").split(";", 1)[0].strip().lower()
+    if "," not in (declared or "") and media in MEDIA_TYPES:
+        return media
+    return sniffed_media_type(data)
+
+
 def _decode(data: bytes, filename: str) -> str:
     if b"\x00" in data[:8192]:
         raise UnreadableDocumentError(f"{filename} is binary, not text")

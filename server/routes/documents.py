@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
-from pydantic.json_schema import SkipJsonSchema
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from server.auth.access import refuse_if_readable
 from server.auth.caller import CallerDep
@@ -14,12 +15,12 @@ from server.auth.collections import claim_for_upload, collections_for
 from server.deps import KnowledgeDep, Limit, Offset
 from server.schemas.common import NOT_FOUND, ErrorBody, Identifier, Page, Responses
 from server.schemas.knowledge import DocumentOut, IngestOut, SearchHitOut, SearchOut, SearchRequest
+from server.uploads import read_upload_form
 from stores.errors import NotFoundError
-from stores.extract import DocumentTooLargeError
+from stores.extract import upload_media_type
 
 router = APIRouter(tags=["knowledge"])
 
-READ_CHUNK = 1024 * 1024
 UPLOAD_ANSWERS: Responses = {
     200: {
         "model": IngestOut,
@@ -37,79 +38,98 @@ UPLOAD_ANSWERS: Responses = {
 }
 
 
-async def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while chunk := await upload.read(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise DocumentTooLargeError(
-                f"{upload.filename or 'the file'} is over the limit of {limit} bytes"
-            )
-        parts.append(chunk)
-    return b"".join(parts)
+# No NUL: PostgreSQL text cannot hold one.
+Source = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]+$")]
+# The form's text fields: their type, and what the document says of them.
+UPLOAD_FIELDS: dict[str, tuple[TypeAdapter[str], str]] = {
+    "collection": (TypeAdapter(Identifier), "Knowledge base (default: the configured one)."),
+    "source": (TypeAdapter(Source), "Identity in the collection (filename)."),
+}
 
 
-# The file part as the document says it: its types (the filename's extension decides; without
-# one, the part's Content-Type does), and its Content-Disposition, which must carry a
-# `filename` (RFC 7578 4.2), as browsers, curl -F and HTTP libraries send it: a part without
-# one is a text field to the multipart parser, and is refused (422 naming `file`).
-UPLOAD_TYPES = {
-    "requestBody": {
+def _upload_body() -> dict[str, Any]:
+    """The request body as the document says it: a multipart/form-data form with a `file`
+    (its bytes; a filename is optional: with an extension it decides the type, without one
+    the part's Content-Type does when it is one supported type, and the content otherwise)
+    and the optional `collection` and `source`."""
+    return {
+        "required": True,
         "content": {
             "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "title": "DocumentUpload",
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "application/octet-stream",
+                            "title": "File",
+                            "description": "A .txt, .md, .html or .pdf file.",
+                        },
+                        **{
+                            name: {
+                                **kind.json_schema(),
+                                "title": name.title(),
+                                "description": description,
+                            }
+                            for name, (kind, description) in UPLOAD_FIELDS.items()
+                        },
+                    },
+                    "required": ["file"],
+                },
                 "encoding": {
                     "file": {
                         "contentType": "text/plain, text/markdown, text/html, application/pdf",
-                        "headers": {
-                            "Content-Disposition": {
-                                "required": True,
-                                "description": 'form-data; name="file"; filename="…": a file '
-                                "part without a filename is a text field, refused.",
-                                "schema": {"type": "string", "pattern": ";\\s*filename="},
-                            }
-                        },
                     }
-                }
+                },
             }
-        }
+        },
     }
-}
+
+
+def _fields(sent: dict[str, str]) -> dict[str, str]:
+    """The text fields sent, validated (422 naming each bad one, as `Form` fields were)."""
+    errors: list[Any] = []
+    for name, value in sent.items():
+        kind, _ = UPLOAD_FIELDS[name]
+        try:
+            kind.validate_python(value)
+        except ValidationError as error:
+            errors += [
+                {**e, "loc": ("body", name, *e["loc"])} for e in error.errors(include_url=False)
+            ]
+    if errors:
+        raise RequestValidationError(errors)
+    return sent
 
 
 @router.post(
     "/documents",
     status_code=status.HTTP_201_CREATED,
     responses=UPLOAD_ANSWERS,
-    openapi_extra=UPLOAD_TYPES,
+    openapi_extra={"requestBody": _upload_body()},
 )
 async def upload_document(
-    knowledge: KnowledgeDep,
-    response: Response,
-    caller: CallerDep,
-    file: Annotated[UploadFile, File(description="A .txt, .md, .html or .pdf file.")],
-    collection: Annotated[
-        Identifier | SkipJsonSchema[None],
-        Form(description="Knowledge base (default: the configured one)."),
-    ] = None,
-    source: Annotated[
-        str | SkipJsonSchema[None],
-        Form(min_length=1, max_length=2000, description="Identity in the collection (filename)."),
-    ] = None,
+    request: Request, knowledge: KnowledgeDep, response: Response, caller: CallerDep
 ) -> IngestOut:
     """Ingest a file: 201 when new, 200 when it replaced an older version or was unchanged.
 
     A new collection becomes the uploader's; an existing one must be theirs (or they an admin).
+    The `file` part may come with or without a filename; no more than MAX_UPLOAD_BYTES of it is
+    read (413 past that).
     """
-    target = collection or knowledge.default_collection
+    form = await read_upload_form(request, knowledge.max_bytes)
+    fields = _fields(form.fields)
+    target = fields.get("collection") or knowledge.default_collection
     await claim_for_upload(caller, knowledge.database, target)
-    data = await _read_limited(file, knowledge.max_bytes)
+    upload = form.file
     result = await knowledge.ingest_bytes(
-        data,
-        filename=file.filename or "upload",
+        upload.data,
+        filename=upload.filename or "upload",
         collection=target,
-        source=source,
-        content_type=file.content_type,
+        source=fields.get("source"),
+        content_type=upload_media_type(upload.filename, upload.content_type, upload.data),
     )
     if result.status != "created":
         response.status_code = status.HTTP_200_OK

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -228,24 +231,46 @@ def test_upload_without_a_file_or_with_a_bad_collection_names_the_field(
     assert "collection" in bad.text
 
 
-def test_a_file_part_needs_a_filename_as_the_document_says(kb_api: httpx.Client) -> None:
-    collection = unique_collection("noname")
-    markdown = f"# Tomatoes\n\n{GARDEN}".encode()
-    nameless = kb_api.post(
+ENCODING_TYPES = "text/plain, text/markdown, text/html, application/pdf"
+
+
+def nameless(
+    api: httpx.Client, data: bytes, collection: str, content_type: str | None = None, **form: str
+) -> httpx.Response:
+    """POST a `file` part without a filename, as schemathesis sends file parts."""
+    part = (None, data) if content_type is None else (None, data, content_type)
+    return api.post(
         "/documents",
-        files={"file": (None, markdown, "text/markdown")},  # type: ignore[dict-item]
-        data={"collection": collection},
+        files={"file": part},  # type: ignore[dict-item]
+        data={"collection": collection, **form},
     )
-    assert nameless.status_code == 422, nameless.text
-    assert nameless.json()["detail"][0]["loc"] == ["body", "file"]
-    assert listing(kb_api, collection)["total"] == 0
 
-    post = kb_api.get("/openapi.json").json()["paths"]["/documents"]["post"]
-    part = post["requestBody"]["content"]["multipart/form-data"]["encoding"]["file"]
-    assert part["headers"]["Content-Disposition"]["required"] is True
-    assert "filename" in part["headers"]["Content-Disposition"]["schema"]["pattern"]
 
-    # A filename without an extension: the part's Content-Type decides the type.
+def test_a_file_part_without_a_filename_is_the_file_with_its_bytes_intact(
+    kb_api: httpx.Client,
+) -> None:
+    collection = unique_collection("noname")
+    # cp1252 bytes, not UTF-8: a text field would have been decoded (and its hash changed).
+    text = "Caf\xe9 cr\xe8me: ".encode("cp1252") + GARDEN.encode()
+    plain = nameless(kb_api, text, collection, "text/plain", source="cafe")
+    assert plain.status_code == 201, plain.text
+    assert plain.json()["doc_type"] == "txt"
+    assert plain.json()["content_hash"] == hashlib.sha256(text).hexdigest()
+    assert plain.json()["size_bytes"] == len(text)
+
+    markdown = f"# Tomatoes\n\n{GARDEN}".encode()
+    sniffed = nameless(kb_api, markdown, collection, source="tomatoes")  # no Content-Type
+    assert sniffed.status_code == 201, sniffed.text
+    assert sniffed.json()["doc_type"] == "md"
+    assert sniffed.json()["title"] == "Tomatoes"
+
+    page = f"<!doctype html><title>Trains</title><p>{TRAINS}</p>".encode()
+    html = nameless(kb_api, page, collection, "application/octet-stream", source="trains")
+    assert html.status_code == 201, html.text
+    assert html.json()["doc_type"] == "html"
+    assert html.json()["title"] == "Trains"
+
+    # A filename without an extension: the part's Content-Type decides the type, as before.
     named = kb_api.post(
         "/documents",
         files={"file": ("upload", markdown, "text/markdown")},
@@ -253,6 +278,98 @@ def test_a_file_part_needs_a_filename_as_the_document_says(kb_api: httpx.Client)
     )
     assert named.status_code == 201, named.text
     assert named.json()["doc_type"] == "md"
+    assert listing(kb_api, collection)["total"] == 4
+
+
+def test_a_content_type_list_is_read_by_the_content(kb_api: httpx.Client) -> None:
+    """schemathesis sends the encoding's whole list as the part's Content-Type."""
+    collection = unique_collection("typelist")
+    pdf = make_pdf([TRAINS], title="Trains")
+    as_pdf = nameless(kb_api, pdf, collection, ENCODING_TYPES, source="trains.pdf")
+    assert as_pdf.status_code == 201, as_pdf.text
+    assert as_pdf.json()["doc_type"] == "pdf"
+    assert as_pdf.json()["content_hash"] == hashlib.sha256(pdf).hexdigest()
+    as_text = nameless(kb_api, GARDEN.encode(), collection, ENCODING_TYPES, source="garden")
+    assert as_text.status_code == 201, as_text.text
+    assert as_text.json()["doc_type"] == "txt"
+    hits = kb_api.post(
+        "/search", json={"query": "Shinkansen", "filter": {"collection": collection}}
+    )
+    assert hits.json()["hits"][0]["source"] == "trains.pdf"
+
+    document = kb_api.get("/openapi.json").json()
+    body = document["paths"]["/documents"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["encoding"]["file"] == {"contentType": ENCODING_TYPES}  # no filename demanded
+    assert body["schema"]["required"] == ["file"]
+    assert body["schema"]["properties"]["file"]["format"] == "binary"
+    assert body["schema"]["properties"]["source"]["maxLength"] == 2000
+
+
+def test_an_oversize_nameless_part_is_refused_before_the_rest_is_sent(
+    kb_api: httpx.Client,
+) -> None:
+    """413 once the part passes the limit: the server answers while the client still holds
+    back the rest of the declared body (a server that read it all would wait for it)."""
+    url = httpx.URL(str(kb_api.base_url))
+    boundary = "sbboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n'
+        f"Content-Type: {ENCODING_TYPES}\r\n\r\n"
+    ).encode()
+    data = b"x" * (UPLOAD_LIMIT + 32 * 1024)
+    body = head + data + f"\r\n--{boundary}--\r\n".encode()
+    sent_part = head + data[: UPLOAD_LIMIT + 8 * 1024]
+    request = (
+        f"POST /documents HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((url.host, url.port or 80), timeout=60) as connection:
+        connection.sendall(request + sent_part)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            received = connection.recv(65536)  # times out (fails) if the server waits
+            if not received:
+                break
+            answer += received
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"413", answer[:500]
+    error = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert error["field"] == "file"
+    assert "over the limit" in error["detail"]
+
+
+def test_no_file_part_or_a_malformed_body_is_a_422_naming_it(kb_api: httpx.Client) -> None:
+    collection = unique_collection("nofile")
+    only_fields = kb_api.post(
+        "/documents",
+        files={"collection": (None, collection)},  # type: ignore[dict-item]
+    )
+    assert only_fields.status_code == 422, only_fields.text
+    assert only_fields.json()["detail"][0]["loc"] == ["body", "file"]
+    assert "request_id" in only_fields.json()
+
+    cut_short = kb_api.post(
+        "/documents",
+        content=b'--b\r\nContent-Disposition: form-data; name="file"\r\n\r\nhello',
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert cut_short.status_code == 422, cut_short.text
+    assert cut_short.json()["detail"][0]["loc"] == ["body"]
+
+    no_boundary = kb_api.post(
+        "/documents", content=b"hello", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert no_boundary.status_code == 422, no_boundary.text
+    assert no_boundary.json()["detail"][0]["loc"] == ["body"]
+
+    long_source = nameless(kb_api, b"hello", collection, "text/plain", source="s" * 2001)
+    assert long_source.status_code == 422, long_source.text
+    assert long_source.json()["detail"][0]["loc"] == ["body", "source"]
+    nul_source = nameless(kb_api, b"hello", collection, "text/plain", source="a\x00b")
+    assert nul_source.status_code == 422, nul_source.text
+    assert nul_source.json()["detail"][0]["loc"] == ["body", "source"]
+    assert listing(kb_api, collection)["total"] == 0
 
 
 def test_unknown_document_id_is_404(kb_api: httpx.Client) -> None:
