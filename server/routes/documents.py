@@ -63,6 +63,8 @@ def _upload_body() -> dict[str, Any]:
                         "file": {
                             "type": "string",
                             "format": "binary",
+                            # An empty file is refused (422): at least one byte.
+                            "minLength": 1,
                             "contentMediaType": "application/octet-stream",
                             "title": "File",
                             "description": "A .txt, .md, .html or .pdf file.",

@@ -302,6 +302,7 @@ def test_a_content_type_list_is_read_by_the_content(kb_api: httpx.Client) -> Non
     assert body["encoding"]["file"] == {"contentType": ENCODING_TYPES}  # no filename demanded
     assert body["schema"]["required"] == ["file"]
     assert body["schema"]["properties"]["file"]["format"] == "binary"
+    assert body["schema"]["properties"]["file"]["minLength"] == 1  # an empty file is a 422
     assert body["schema"]["properties"]["source"]["maxLength"] == 2000
 
 
