@@ -186,58 +186,35 @@ class RunQueue:
         now: no NOTIFY wakes a worker, no claim follows. Otherwise it waits in the queue and a
         worker (of any process) is woken to claim it.
         """
-        # Shielded: a request cancelled mid-commit still launches the run it claimed.
-        return await asyncio.shield(
-            self._submit(
-                thread_id=thread_id,
-                assistant=assistant,
-                kwargs=kwargs,
-                metadata=metadata,
-                multitask_strategy=multitask_strategy,
-                if_not_exists=if_not_exists,
-                temporary=temporary,
-                thread_ttl=thread_ttl,
-                creator=creator,
-            )
-        )
 
-    async def _submit(
-        self,
-        *,
-        thread_id: uuid.UUID,
-        assistant: Agent,
-        kwargs: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        multitask_strategy: str,
-        if_not_exists: Literal["create", "reject"],
-        temporary: bool,
-        thread_ttl: ThreadTTL | None,
-        creator: run_store.RunCreator,
-    ) -> Run:
-        reservation = self.reserve()
-        try:
-            run, cancels = await run_store.create_run(
-                self.db,
-                thread_id=thread_id,
-                assistant_id=assistant.id,
-                graph_id=assistant.graph_id,
-                kwargs={**kwargs, "temporary": temporary},
-                metadata=metadata,
-                multitask_strategy=multitask_strategy,
-                if_not_exists=if_not_exists,
-                temporary=temporary,
-                thread_ttl=thread_ttl,
-                notify=run_store.Notify(CHANNEL, self.owner),
-                creator=creator,
-                claim=reservation.claim if reservation else None,
-            )
-        except BaseException:
-            self.release(reservation)
-            raise
-        for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
-            self.dispatch(payload)  # the others hear it from the commit
-        self.adopt(run, reservation)
-        return run
+        async def write() -> Run:
+            reservation = self.reserve()
+            try:
+                run, cancels = await run_store.create_run(
+                    self.db,
+                    thread_id=thread_id,
+                    assistant_id=assistant.id,
+                    graph_id=assistant.graph_id,
+                    kwargs={**kwargs, "temporary": temporary},
+                    metadata=metadata,
+                    multitask_strategy=multitask_strategy,
+                    if_not_exists=if_not_exists,
+                    temporary=temporary,
+                    thread_ttl=thread_ttl,
+                    notify=run_store.Notify(CHANNEL, self.owner),
+                    creator=creator,
+                    claim=reservation.claim if reservation else None,
+                )
+            except BaseException:
+                self.release(reservation)
+                raise
+            for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
+                self.dispatch(payload)  # the others hear it from the commit
+            self.adopt(run, reservation)
+            return run
+
+        # Shielded: a request cancelled mid-commit still launches the run it claimed.
+        return await asyncio.shield(write())
 
     # -- claiming at creation (for any writer of run rows) ----------------------------------
 
