@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -31,7 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stores.errors import UnavailableError
-from stores.sql.database import Timeouts, is_transient, libpq_url
+from stores.sql.database import Timeouts, is_cut, is_transient, libpq_url
 from stores.tracing import traced
 
 log = logging.getLogger(__name__)
@@ -448,34 +446,22 @@ class Checkpoints:
             await conn.execute(_DELETE_LEFT_WRITES, params)
 
 
-# When each connection last served a statement without error (the pool checks the others).
-_LAST_GOOD: weakref.WeakKeyDictionary[AsyncConnection[Any], float] = weakref.WeakKeyDictionary()
-RECENTLY_GOOD_S = 1.0
-
-
 @asynccontextmanager
 async def _connection(
     pool: AsyncConnectionPool[AsyncConnection[Any]],
 ) -> AsyncIterator[AsyncConnection[Any]]:
-    """A connection of the pool, marked good again when the block ends without error."""
+    """A connection of the pool (checked on checkout by `_check`)."""
     async with pool.connection() as conn:
         yield conn
-        _LAST_GOOD[conn] = time.monotonic()
 
 
 async def _check(conn: AsyncConnection[Any]) -> None:
-    """The pool's check on checkout: a round trip (`;`), skipped inside a run's task (its
-    reads and the sends of its writes) for a connection that served a statement in the last
-    `RECENTLY_GOOD_S` and is still open. One cut since (a restart of PostgreSQL) fails the
-    run's statement with a transient error: the run is handed back and resumed, and the pool
-    discards the broken connection when it comes back. Other callers (an HTTP read of a
-    thread) always get a checked connection."""
-    writes = _RUN_WRITES.get()
-    if writes is not None and not writes.closed and not conn.closed:
-        last = _LAST_GOOD.get(conn)
-        if last is not None and time.monotonic() - last < RECENTLY_GOOD_S:
-            return
-    await AsyncConnectionPool.check_connection(conn)
+    """The pool's check on checkout, without a round trip: a connection found cut (`is_cut`:
+    the server closed it, e.g. across a restart of PostgreSQL) gets the `;` check, which fails
+    and has the pool discard it and hand out another. One cut after this check fails its
+    statement with a transient error: a run is handed back and resumed."""
+    if is_cut(conn):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 def _close(writes: RunWrites) -> None:
@@ -505,9 +491,8 @@ async def open_checkpoints(
         timeouts: Connect and statement timeouts of its connections.
         flush_after_s: How long a run's checkpoint writes may wait to be sent together.
 
-    Connections are checked when taken from the pool (one cut by a restart of PostgreSQL is
-    replaced instead of failing the run that took it), except inside a run's task for one
-    that served a statement in the last second (`_check`).
+    Connections are checked when taken from the pool, without a round trip (`_check`: one
+    cut by a restart of PostgreSQL is replaced instead of failing the run that took it).
     """
     kwargs: dict[str, Any] = {
         "autocommit": True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
-from sqlalchemy import exc, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -53,6 +54,33 @@ _OUTAGES = (
     psycopg.InterfaceError,
     PoolTimeout,
 )
+
+
+def is_cut(conn: psycopg.BaseConnection[Any]) -> bool:
+    """Whether an idle connection can no longer serve a statement, told without a round trip.
+
+    A connection the server closed (a restart, a failover, `pg_terminate_backend`: the
+    backend sends its FATAL and closes the socket) has something to read while it should have
+    nothing: polling its socket (no wait) finds it. So does a closed or broken connection.
+    A connection to a server that vanished without closing it (a cable cut) is not found
+    here; its first statement fails instead, as any connection cut mid-statement does.
+    """
+    if conn.closed or conn.broken or conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+
+
+def _check_on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """SQLAlchemy's checkout hook: a pooled connection found cut (`is_cut`) is replaced by a
+    new one before the caller gets it (SQLAlchemy retries the checkout)."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if isinstance(driver, psycopg.BaseConnection) and is_cut(driver):
+        raise exc.DisconnectionError("the pooled connection was closed by the server")
 
 
 def libpq_url(url: str) -> str:
@@ -115,17 +143,20 @@ async def open_database(
 ) -> AsyncIterator[Database]:
     """Open a pooled async engine on `url` and dispose of it on exit.
 
-    Connections are checked before use (a pre-ping: one that died while idle, e.g. across a
-    restart of PostgreSQL, is replaced) and carry `timeouts`.
+    Connections are checked before use without a round trip (`is_cut`: one that died while
+    idle, e.g. across a restart of PostgreSQL, is replaced) and carry `timeouts`. A statement
+    on a connection cut after that check fails as a disconnect: SQLAlchemy discards the
+    connection and every other one opened before it (`connection_invalidated` on the error,
+    which `is_transient` reports), so the caller's retry gets a new one.
     """
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         connect_args=timeouts.connect_args(),
     )
+    event.listen(engine.sync_engine.pool, "checkout", _check_on_checkout)
     try:
         yield Database(engine, async_sessionmaker(engine, expire_on_commit=False))
     finally:

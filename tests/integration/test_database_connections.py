@@ -1,0 +1,112 @@
+"""Pooled connections are checked on checkout without a round trip (stores/sql/database.py
+`is_cut`): one the server closed while it sat in the pool (a restart, `pg_terminate_backend`)
+is replaced before anyone uses it; a healthy one is used as it is, with no `;` sent first."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from stores.checkpoints import open_checkpoints
+from stores.sql.database import Database, connect, is_cut, open_database
+
+
+def terminate(database_url: str, pid: int) -> None:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        row = admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
+        assert row is not None
+        assert row[0] is True
+
+
+async def until_cut(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Wait (at most 5 s) until the closed connection is seen as cut."""
+    deadline = time.monotonic() + 5
+    while not is_cut(conn):
+        assert time.monotonic() < deadline, "a terminated connection was never seen as cut"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async with open_database(database_url, pool_size=1, max_overflow=0) as database:
+        yield database
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every query psycopg's async cursors send, in order (observed, then sent as they are)."""
+    queries: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def observed(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        queries.append(query if isinstance(query, str) else repr(query))
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", observed)
+    return queries
+
+
+async def test_a_healthy_connection_is_not_cut_and_a_terminated_one_is(database_url: str) -> None:
+    async with await connect(database_url) as healthy, await connect(database_url) as doomed:
+        await healthy.execute("SELECT 1")
+        assert not is_cut(healthy)
+        assert not is_cut(doomed)
+        terminate(database_url, doomed.info.backend_pid)
+        await until_cut(doomed)
+        assert not is_cut(healthy)
+        await healthy.execute("SELECT 1")  # still good
+    assert is_cut(doomed)  # closed
+
+
+async def test_the_pool_hands_out_a_healthy_connection_without_a_round_trip(
+    db: Database, sent: list[str]
+) -> None:
+    async with db.engine.connect() as conn:
+        first = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    sent.clear()
+    async with db.engine.connect() as conn:
+        again = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    assert again == first  # the pooled connection, reused
+    assert [q for q in sent if "pg_backend_pid" not in q] == []  # no ping before it
+
+
+async def test_a_pooled_connection_cut_while_idle_is_replaced_before_use(
+    db: Database, database_url: str
+) -> None:
+    async with db.engine.connect() as conn:
+        before = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    terminate(database_url, before)
+    await until_cut(driver)
+    async with db.engine.connect() as conn:  # the only pooled connection was the cut one
+        after = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    assert after != before
+    # So is every connection after a restart: each is found cut on its checkout.
+    async with db.sessions() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_checkpoint_connection_cut_while_idle_is_replaced_before_use(
+    database_url: str,
+) -> None:
+    async with open_checkpoints(database_url, max_size=2) as checkpoints:
+        saver = await checkpoints.ready()
+        pool = checkpoints.pool
+        await pool.wait()
+        async with pool.connection() as conn:
+            before = conn.info.backend_pid
+        terminate(database_url, before)
+        await until_cut(conn)
+        config: Any = {"configurable": {"thread_id": str(uuid.uuid4()), "checkpoint_ns": ""}}
+        assert await saver.aget_tuple(config) is None  # answered on another connection
+        async with pool.connection() as fresh:
+            assert fresh.info.backend_pid != before
+            assert not fresh.closed
