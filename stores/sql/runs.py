@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
+from psycopg.types.json import Jsonb
 from sqlalchemy import and_, bindparam, delete, func, or_, select, text, true, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
@@ -529,7 +530,8 @@ async def finish_run(
     only when other runs of the thread are waiting.
 
     Without a hook this is two statements (lock the thread row; then close the run, update
-    the thread and NOTIFY in one), the common case of every run.
+    the thread and NOTIFY in one), the common case of every run, sent with the transaction's
+    BEGIN and COMMIT in one pipelined round trip (`_finish_pipelined`).
     """
     if delete_thread:
         return await _finish_stateless(
@@ -552,10 +554,7 @@ async def finish_run(
         "if_busy": list(notify.if_busy) if notify else [],
     }
     if hook is None:
-        async with db.engine.begin() as conn:
-            await conn.execute(_FINISH_LOCK, {"run_id": token.run_id})
-            row = (await conn.execute(_FINISH, params)).one()
-        return bool(row.finished)
+        return await _finish_pipelined(db, params)
     async with db.sessions.begin() as session:
         await session.execute(_FINISH_LOCK, {"run_id": token.run_id})
         run = await session.get(Run, token.run_id, with_for_update=True, populate_existing=True)
@@ -565,6 +564,44 @@ async def finish_run(
         await session.flush()
         row = (await session.execute(_FINISH, params)).one()
         return bool(row.finished)
+
+
+async def _finish_pipelined(db: Database, params: dict[str, Any]) -> bool:
+    """`_FINISH_LOCK` then `_FINISH` in one transaction, in one round trip: BEGIN, the lock,
+    the finish and COMMIT go out together in psycopg's pipeline mode, on a pooled connection's
+    driver. PostgreSQL still runs them one after the other: the finish starts (and takes its
+    snapshot) once the thread row's lock is held, as when each waited for the last."""
+    lock, finish = _finish_sql(db)
+    args = {
+        **params,
+        "output": Jsonb(params["output"]),
+        "values": Jsonb(params["values"]) if params["values"] is not None else None,
+        "interrupts": Jsonb(params["interrupts"]) if params["interrupts"] is not None else None,
+    }
+    async with db.engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        async with driver.pipeline():
+            async with driver.transaction():
+                await driver.execute(lock, {"run_id": params["run_id"]})
+                cursor = await driver.execute(finish, args)
+            row = await cursor.fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+_PIPELINED: list[tuple[str, str]] = []
+
+
+def _finish_sql(db: Database) -> tuple[str, str]:
+    """`_FINISH_LOCK` and `_FINISH` as psycopg takes them (compiled once: every engine here
+    has the same psycopg dialect)."""
+    if not _PIPELINED:
+        dialect = db.engine.dialect
+        _PIPELINED.append(
+            (str(_FINISH_LOCK.compile(dialect=dialect)), str(_FINISH.compile(dialect=dialect)))
+        )
+    return _PIPELINED[0]
 
 
 async def _finish_stateless(
