@@ -330,15 +330,17 @@ class RunExecutor:
         thread_id = run.thread_id
         agent: Agent | None = None
         thread: Conversation | None = None
-        if run.assistant_id is not None:  # both rows in one statement
-            async with self.db.sessions() as session:
-                row = (
-                    await session.execute(
-                        select(Agent, Conversation)
-                        .join_from(Agent, Conversation, true())
-                        .where(Agent.id == run.assistant_id, Conversation.id == thread_id)
-                    )
-                ).first()
+        if run.assistant_id is not None:  # both rows in one statement, in autocommit
+            async with self.db.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                    row = (
+                        await session.execute(
+                            select(Agent, Conversation)
+                            .join_from(Agent, Conversation, true())
+                            .where(Agent.id == run.assistant_id, Conversation.id == thread_id)
+                        )
+                    ).first()
             if row is not None:
                 agent, thread = row
         prepared.agent, prepared.thread = agent, thread
