@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -17,6 +17,8 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    PendingWrite,
+    copy_checkpoint,
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
@@ -61,6 +63,8 @@ thread, sends them at once."""
 
 _BACKGROUND: set[asyncio.Task[None]] = set()  # flushes started by a timer, kept referenced
 _RUN_WRITES: ContextVar[RunWrites | None] = ContextVar("switchboard_run_writes", default=None)
+# A finished run reading its thread's latest checkpoint: from its own `RunWrites.head`.
+_OWN_HEAD: ContextVar[RunWrites | None] = ContextVar("switchboard_own_head", default=None)
 
 
 class RunWrites:
@@ -74,7 +78,7 @@ class RunWrites:
     from the last stored checkpoint).
     """
 
-    __slots__ = ("closed", "lock", "ops", "thread_id", "timer")
+    __slots__ = ("closed", "head", "head_writes", "lock", "ops", "thread_id", "timer")
 
     def __init__(self, thread_id: str) -> None:
         self.thread_id = thread_id
@@ -82,6 +86,14 @@ class RunWrites:
         self.lock = asyncio.Lock()  # held while a batch is being sent
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
+        # The thread's latest checkpoint as this run put it (config, checkpoint, metadata,
+        # parent config) and the pending writes put on it since, by (task id, idx): what a
+        # read of the thread's latest checkpoint returns once they are stored. None until the
+        # run puts one, and once anything else writes the thread here.
+        self.head: (
+            tuple[RunnableConfig, Checkpoint, CheckpointMetadata, RunnableConfig | None] | None
+        ) = None
+        self.head_writes: dict[tuple[str, int], tuple[str, str, Any]] = {}
 
     def busy(self) -> bool:
         """Whether writes are queued or being sent (a read must wait for them)."""
@@ -206,8 +218,16 @@ class TimedSaver(AsyncPostgresSaver):
         being sent has gone out."""
         writes = self.pending.get(thread_id)
         if writes is not None:
+            writes.head = None
             async with writes.lock:
                 writes.ops.clear()
+
+    def _foreign_write(self, config: RunnableConfig) -> None:
+        """A write of the thread from outside its run's task: the run's head is no longer
+        known to be the thread's latest checkpoint."""
+        writes = self.pending.get(_thread_of(config))
+        if writes is not None:
+            writes.head = None
 
     # -- LangGraph's saver interface --------------------------------------------------------------
 
@@ -220,6 +240,7 @@ class TimedSaver(AsyncPostgresSaver):
     ) -> RunnableConfig:
         writes = self._queue_of(config)
         if writes is None:
+            self._foreign_write(config)
             await self.settle(_thread_of(config))
             with traced("checkpoint", "checkpoint put", **{"checkpoint.op": "put"}):
                 return await super().aput(config, checkpoint, metadata, new_versions)
@@ -254,13 +275,31 @@ class TimedSaver(AsyncPostgresSaver):
         )
         ops.append((self.UPSERT_CHECKPOINTS_SQL, row, False))
         self._queue(writes, ops)
-        return {
+        stored: RunnableConfig = {
             "configurable": {
                 "thread_id": thread_id,
                 "checkpoint_ns": checkpoint_ns,
                 "checkpoint_id": checkpoint["id"],
             }
         }
+        if checkpoint_ns == "":
+            writes.head_writes = {}
+            if any(isinstance(v, _DeltaSnapshot) for v in checkpoint["channel_values"].values()):
+                writes.head = None  # stored in a shape of its own: read it back instead
+            else:
+                parent_id = configurable.get("checkpoint_id")
+                parent: RunnableConfig | None = None
+                if parent_id:
+                    parent = {
+                        "configurable": {
+                            "thread_id": thread_id,
+                            "checkpoint_ns": checkpoint_ns,
+                            "checkpoint_id": parent_id,
+                        }
+                    }
+                meta = get_serializable_checkpoint_metadata(config, metadata)
+                writes.head = (stored, checkpoint, meta, parent)
+        return stored
 
     async def aput_writes(
         self,
@@ -271,6 +310,7 @@ class TimedSaver(AsyncPostgresSaver):
     ) -> None:
         queue = self._queue_of(config)
         if queue is None:
+            self._foreign_write(config)
             await self.settle(_thread_of(config))
             with traced("checkpoint", "checkpoint put_writes", **{"checkpoint.op": "put_writes"}):
                 await super().aput_writes(config, writes, task_id, task_path)
@@ -291,10 +331,31 @@ class TimedSaver(AsyncPostgresSaver):
             writes,
         )
         self._queue(queue, [(query, params, True)])
+        head = queue.head
+        if head is not None and configurable["checkpoint_ns"] == "":
+            if configurable["checkpoint_id"] != head[0]["configurable"]["checkpoint_id"]:
+                queue.head = None  # writes on another checkpoint: read the thread back
+                return
+            upsert = query is self.UPSERT_CHECKPOINT_WRITES_SQL
+            for idx, (channel, value) in enumerate(writes):
+                key = (task_id, WRITES_IDX_MAP.get(channel, idx))
+                if upsert or key not in queue.head_writes:  # as the statement stores it
+                    queue.head_writes[key] = (task_path, channel, value)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id = _thread_of(config)
         writes = self.pending.get(thread_id)
+        own = _OWN_HEAD.get()
+        if (
+            own is not None
+            and own is writes
+            and not get_checkpoint_id(config)
+            and config["configurable"].get("checkpoint_ns", "") == ""
+        ):
+            if own.busy():
+                await self.flush_writes(own)  # stored first, as a read would see them
+            if own.head is not None and not own.closed:
+                return _head_tuple(own)
         if writes is None or not writes.busy():
             return await super().aget_tuple(config)
         # The queued writes and the read in one round trip.
@@ -412,6 +473,20 @@ class Checkpoints:
         """Queue the writes the calling task (and the tasks it starts) makes for the thread."""
         _RUN_WRITES.set(writes)
 
+    @staticmethod
+    @contextmanager
+    def own_head(writes: RunWrites | None) -> Iterator[None]:
+        """Within: a read of the thread's latest checkpoint (LangGraph's `aget_state`) sends
+        the run's queued writes, then takes the checkpoint and its pending writes from what
+        the run put (`RunWrites.head`) instead of reading them back: the same checkpoint,
+        without the SELECT and the decoding of its blobs. For a run's finish, once its graph is
+        done (nothing changes the values it put since)."""
+        token = _OWN_HEAD.set(writes)
+        try:
+            yield
+        finally:
+            _OWN_HEAD.reset(token)
+
     async def flush(self, writes: RunWrites) -> None:
         """Send the queued writes now (the run is ending or being handed on). Raises what
         PostgreSQL raised; writes lost to a connection error stay queued."""
@@ -464,8 +539,21 @@ async def _check(conn: AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
+def _head_tuple(writes: RunWrites) -> CheckpointTuple:
+    """The run's head as a read of PostgreSQL returns it: a copy of the checkpoint (a state
+    read changes the versions of the one it gets), its pending writes in the read's order."""
+    assert writes.head is not None
+    config, checkpoint, metadata, parent = writes.head
+    ordered = sorted(writes.head_writes.items(), key=lambda kv: (kv[1][0], kv[0][0], kv[0][1]))
+    pending: list[PendingWrite] = [
+        (task_id, channel, value) for (task_id, _), (_, channel, value) in ordered
+    ]
+    return CheckpointTuple(config, copy_checkpoint(checkpoint), metadata, parent, pending)
+
+
 def _close(writes: RunWrites) -> None:
     writes.closed = True
+    writes.head = None
     writes.ops.clear()
     if writes.timer is not None:
         writes.timer.cancel()

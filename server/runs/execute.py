@@ -542,14 +542,15 @@ class RunExecutor:
         data: dict[str, Any] | None = None
         status = "success"
         if error is None and graph is not None:
-            try:
-                values, interrupts, stopped = await self._state(graph, thread_id)
+            try:  # the run's own last checkpoint, its writes stored first (no read back)
+                with Checkpoints.own_head(prepared.writes):
+                    values, interrupts, stopped = await self._state(graph, thread_id)
             except Exception as state_error:  # the run's work is saved: it ends as an error
                 if is_transient(state_error):
                     raise  # the database is down: the run is handed back, not failed
                 error = state_error
         if prepared.writes is not None:
-            try:  # (a state read above has sent them already)
+            try:  # (the state read above has sent them already)
                 await self.resources.checkpoints.flush(prepared.writes)
             except Exception as flush_error:
                 if is_transient(flush_error):

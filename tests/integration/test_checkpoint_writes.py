@@ -5,16 +5,20 @@ What a thread shows (state, history, interrupts, a resume) is what LangGraph's o
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import psycopg
 import pytest
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.types import Command
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.types import Command, interrupt
 from langgraph_sdk import get_sync_client
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -171,6 +175,96 @@ async def test_an_interrupt_and_its_resume_read_and_write_through_the_queue(
         assert history == [s.next async for s in plain.aget_state_history(config_of(theirs))]
     finally:
         checkpoints.release(second)
+
+
+class _Parallel(TypedDict):
+    log: Annotated[list[str], operator.add]
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def _build_parallel_graph() -> Any:
+    """Two branches from START: `answer` writes a message, `ask` interrupts (so the last
+    checkpoint of the first run holds one task's writes and the other's interrupt)."""
+
+    def answer(state: _Parallel) -> dict[str, Any]:
+        return {"log": ["answer"], "messages": [AIMessage("an answer", id="m-answer")]}
+
+    def ask(state: _Parallel) -> dict[str, Any]:
+        reply = interrupt({"question": "go on?"})
+        return {"log": [f"ask:{reply}"]}
+
+    builder = StateGraph(_Parallel)
+    builder.add_node("answer", answer)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "answer")
+    builder.add_edge(START, "ask")
+    builder.add_edge("answer", END)
+    builder.add_edge("ask", END)
+    return builder.compile()
+
+
+@pytest.mark.parametrize(
+    ("build", "inputs"),
+    [
+        (build_steps_graph, [{"log": ["in"]}]),
+        (build_review_graph, [{"log": ["start"]}, Command(resume=True)]),
+        (
+            _build_parallel_graph,
+            [{"log": ["in"], "messages": [HumanMessage("hi", id="m-hi")]}, Command(resume="yes")],
+        ),
+    ],
+)
+async def test_a_finished_runs_state_from_its_own_head_is_the_state_read_back(
+    checkpoints: Checkpoints, build: Any, inputs: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a run's finish reads from the checkpoint it put (`Checkpoints.own_head`: values,
+    next nodes, tasks and their interrupts, metadata...) is what PostgreSQL gives back once the
+    writes are stored, after each attempt (an interrupt, then its resume), and it reads no
+    checkpoint to get it."""
+    graph = build().copy(update={"checkpointer": checkpoints.saver})
+    thread_id = str(uuid.uuid4())
+    sent: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def observed(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", observed)
+    for graph_input in inputs:
+        writes = await attempt(checkpoints, graph, thread_id, graph_input)
+        try:
+            assert writes.busy()  # nothing stored yet (the flush waits a minute)
+            sent.clear()
+            with Checkpoints.own_head(writes):
+                own = await graph.aget_state(config_of(thread_id))
+            assert not writes.busy()  # stored first
+            assert not [q for q in sent if "select" in q.lower()]  # and not read back
+            back = await graph.aget_state(config_of(thread_id))  # from PostgreSQL
+            assert [q for q in sent if "select" in q.lower()]
+            assert own == back
+        finally:
+            checkpoints.release(writes)
+    assert own.next == ()
+    assert own.values["log"][-1] in {"s4", "published", "ask:yes"}
+
+
+async def test_a_write_from_outside_the_run_makes_its_finish_read_the_thread_back(
+    checkpoints: Checkpoints,
+) -> None:
+    """Once anything but the run writes its thread here (an update of its state), the run's
+    own head is no longer the thread's latest checkpoint: the finish reads it back."""
+    graph = build_steps_graph().copy(update={"checkpointer": checkpoints.saver})
+    thread_id = str(uuid.uuid4())
+    writes = await attempt(checkpoints, graph, thread_id, {"log": ["in"]})
+    try:
+        await graph.aupdate_state(config_of(thread_id), {"log": ["edited"]})
+        assert writes.head is None
+        with Checkpoints.own_head(writes):
+            state = await graph.aget_state(config_of(thread_id))
+        assert state.values["log"][-2:] == ["s4", "edited"]
+    finally:
+        checkpoints.release(writes)
 
 
 # -- through the server: the finish commits only once the run's checkpoints are stored --------
