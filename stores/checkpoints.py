@@ -78,7 +78,7 @@ class RunWrites:
     from the last stored checkpoint).
     """
 
-    __slots__ = ("closed", "head", "head_writes", "lock", "ops", "thread_id", "timer")
+    __slots__ = ("closed", "head", "head_writes", "lock", "ops", "shared", "thread_id", "timer")
 
     def __init__(self, thread_id: str) -> None:
         self.thread_id = thread_id
@@ -87,13 +87,14 @@ class RunWrites:
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         # The thread's latest checkpoint as this run put it (config, checkpoint, metadata,
-        # parent config) and the pending writes put on it since, by (task id, idx): what a
-        # read of the thread's latest checkpoint returns once they are stored. None until the
-        # run puts one, and once anything else writes the thread here.
+        # parent config), and the pending writes the run put, by checkpoint id, then by
+        # (task id, idx): what a read of the thread's latest checkpoint returns once they are
+        # stored. None until the run puts one, and once anything else writes the thread here.
         self.head: (
             tuple[RunnableConfig, Checkpoint, CheckpointMetadata, RunnableConfig | None] | None
         ) = None
-        self.head_writes: dict[tuple[str, int], tuple[str, str, Any]] = {}
+        self.head_writes: dict[str, dict[tuple[str, int], tuple[str, str, Any]]] = {}
+        self.shared = False  # something else wrote the thread here: no head from then on
 
     def busy(self) -> bool:
         """Whether writes are queued or being sent (a read must wait for them)."""
@@ -218,7 +219,7 @@ class TimedSaver(AsyncPostgresSaver):
         being sent has gone out."""
         writes = self.pending.get(thread_id)
         if writes is not None:
-            writes.head = None
+            writes.head, writes.shared = None, True
             async with writes.lock:
                 writes.ops.clear()
 
@@ -227,7 +228,7 @@ class TimedSaver(AsyncPostgresSaver):
         known to be the thread's latest checkpoint."""
         writes = self.pending.get(_thread_of(config))
         if writes is not None:
-            writes.head = None
+            writes.head, writes.shared = None, True
 
     # -- LangGraph's saver interface --------------------------------------------------------------
 
@@ -283,9 +284,12 @@ class TimedSaver(AsyncPostgresSaver):
             }
         }
         if checkpoint_ns == "":
-            writes.head_writes = {}
-            if any(isinstance(v, _DeltaSnapshot) for v in checkpoint["channel_values"].values()):
-                writes.head = None  # stored in a shape of its own: read it back instead
+            newest = checkpoint["id"]  # writes on older checkpoints are of no use any more
+            writes.head_writes = {k: v for k, v in writes.head_writes.items() if k >= newest}
+            if writes.shared or any(
+                isinstance(v, _DeltaSnapshot) for v in checkpoint["channel_values"].values()
+            ):
+                writes.head = None  # read the thread back instead
             else:
                 parent_id = configurable.get("checkpoint_id")
                 parent: RunnableConfig | None = None
@@ -331,16 +335,19 @@ class TimedSaver(AsyncPostgresSaver):
             writes,
         )
         self._queue(queue, [(query, params, True)])
-        head = queue.head
-        if head is not None and configurable["checkpoint_ns"] == "":
-            if configurable["checkpoint_id"] != head[0]["configurable"]["checkpoint_id"]:
-                queue.head = None  # writes on another checkpoint: read the thread back
-                return
+        if configurable["checkpoint_ns"] == "":
+            # Kept by checkpoint: LangGraph sends a step's writes and the next checkpoint in
+            # the background, so either may come first.
+            checkpoint_id = configurable["checkpoint_id"]
+            head = queue.head
+            if head is not None and checkpoint_id < head[0]["configurable"]["checkpoint_id"]:
+                return  # on a checkpoint older than the latest: never read as the latest
+            kept = queue.head_writes.setdefault(checkpoint_id, {})
             upsert = query is self.UPSERT_CHECKPOINT_WRITES_SQL
             for idx, (channel, value) in enumerate(writes):
                 key = (task_id, WRITES_IDX_MAP.get(channel, idx))
-                if upsert or key not in queue.head_writes:  # as the statement stores it
-                    queue.head_writes[key] = (task_path, channel, value)
+                if upsert or key not in kept:  # as the statement stores it
+                    kept[key] = (task_path, channel, value)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id = _thread_of(config)
@@ -544,7 +551,8 @@ def _head_tuple(writes: RunWrites) -> CheckpointTuple:
     read changes the versions of the one it gets), its pending writes in the read's order."""
     assert writes.head is not None
     config, checkpoint, metadata, parent = writes.head
-    ordered = sorted(writes.head_writes.items(), key=lambda kv: (kv[1][0], kv[0][0], kv[0][1]))
+    kept = writes.head_writes.get(checkpoint["id"], {})
+    ordered = sorted(kept.items(), key=lambda kv: (kv[1][0], kv[0][0], kv[0][1]))
     pending: list[PendingWrite] = [
         (task_id, channel, value) for (task_id, _), (_, channel, value) in ordered
     ]

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypedDict
 import psycopg
 import pytest
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -177,6 +178,21 @@ async def test_an_interrupt_and_its_resume_read_and_write_through_the_queue(
         checkpoints.release(second)
 
 
+@pytest.fixture
+def selects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SELECTs psycopg's async cursors send from now on (observed, sent as they are)."""
+    seen: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def observed(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if "select" in str(query).lower():
+            seen.append(str(query))
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", observed)
+    return seen
+
+
 class _Parallel(TypedDict):
     log: Annotated[list[str], operator.add]
     messages: Annotated[list[AnyMessage], add_messages]
@@ -215,7 +231,7 @@ def _build_parallel_graph() -> Any:
     ],
 )
 async def test_a_finished_runs_state_from_its_own_head_is_the_state_read_back(
-    checkpoints: Checkpoints, build: Any, inputs: list[Any], monkeypatch: pytest.MonkeyPatch
+    checkpoints: Checkpoints, build: Any, inputs: list[Any], selects: list[str]
 ) -> None:
     """What a run's finish reads from the checkpoint it put (`Checkpoints.own_head`: values,
     next nodes, tasks and their interrupts, metadata...) is what PostgreSQL gives back once the
@@ -223,25 +239,17 @@ async def test_a_finished_runs_state_from_its_own_head_is_the_state_read_back(
     checkpoint to get it."""
     graph = build().copy(update={"checkpointer": checkpoints.saver})
     thread_id = str(uuid.uuid4())
-    sent: list[str] = []
-    execute = psycopg.AsyncCursor.execute
-
-    async def observed(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-        sent.append(str(query))
-        return await execute(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.AsyncCursor, "execute", observed)
     for graph_input in inputs:
         writes = await attempt(checkpoints, graph, thread_id, graph_input)
         try:
             assert writes.busy()  # nothing stored yet (the flush waits a minute)
-            sent.clear()
+            selects.clear()
             with Checkpoints.own_head(writes):
                 own = await graph.aget_state(config_of(thread_id))
             assert not writes.busy()  # stored first
-            assert not [q for q in sent if "select" in q.lower()]  # and not read back
+            assert selects == []  # and not read back
             back = await graph.aget_state(config_of(thread_id))  # from PostgreSQL
-            assert [q for q in sent if "select" in q.lower()]
+            assert selects
             assert own == back
         finally:
             checkpoints.release(writes)
@@ -260,9 +268,58 @@ async def test_a_write_from_outside_the_run_makes_its_finish_read_the_thread_bac
     try:
         await graph.aupdate_state(config_of(thread_id), {"log": ["edited"]})
         assert writes.head is None
+        assert writes.shared
         with Checkpoints.own_head(writes):
             state = await graph.aget_state(config_of(thread_id))
         assert state.values["log"][-2:] == ["s4", "edited"]
+    finally:
+        checkpoints.release(writes)
+
+
+async def test_writes_sent_before_their_checkpoint_are_kept_for_it(
+    checkpoints: Checkpoints, selects: list[str]
+) -> None:
+    """LangGraph sends a step's writes and the next checkpoint in the background: a write on
+    the next checkpoint may come before it, one on the last after the next. The run's own head
+    has the pending writes PostgreSQL has for the latest checkpoint, whatever the order."""
+    saver = checkpoints.saver
+    thread_id = str(uuid.uuid4())
+    writes = checkpoints.run_writes(thread_id)
+
+    async def run() -> None:
+        Checkpoints.bind(writes)
+        first, second = empty_checkpoint(), empty_checkpoint()  # ids in time order
+        assert first["id"] < second["id"]
+        stored = await saver.aput(config_of(thread_id), first, {"source": "input", "step": -1}, {})
+        on_second: Any = {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": "",
+                "checkpoint_id": second["id"],
+            }
+        }
+        await saver.aput_writes(on_second, [("log", "early")], "task-b")
+        await saver.aput_writes(stored, [("log", "late")], "task-a")
+        await saver.aput(stored, second, {"source": "loop", "step": 0}, {})
+        await saver.aput_writes(on_second, [("log", "after")], "task-c")
+
+    try:
+        await asyncio.create_task(run())
+        selects.clear()
+        with Checkpoints.own_head(writes):
+            own = await saver.aget_tuple(config_of(thread_id))
+        assert selects == []  # the run's own head
+        back = await saver.aget_tuple(config_of(thread_id))  # from PostgreSQL
+        assert own is not None
+        assert back is not None
+        assert own.pending_writes == back.pending_writes
+        assert [w[2] for w in own.pending_writes or []] == ["early", "after"]
+        assert (own.config, own.parent_config, own.checkpoint["id"]) == (
+            back.config,
+            back.parent_config,
+            back.checkpoint["id"],
+        )
+        assert own.checkpoint["channel_versions"] == back.checkpoint["channel_versions"]
     finally:
         checkpoints.release(writes)
 
