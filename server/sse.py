@@ -318,11 +318,18 @@ async def follow_run(
     after_seq: int | None = None,
     modes: Collection[str] | None = None,
     on_disconnect: Callable[[], None] | None = None,
+    first: tuple[int, str, Any] | None = None,
 ) -> AsyncIterator[SseEvent]:
     """The stored and live events of a run after `after_seq`, until `end` or `error`; only
-    those of `modes` when given. `on_disconnect` runs when the client leaves before the end."""
+    those of `modes` when given. `on_disconnect` runs when the client leaves before the end.
+
+    `first`: the run's first event as the statement that created it stored it (`metadata`),
+    sent at once, without waiting for the run's executor; the log is followed after it."""
     finished = False
     try:
+        if first is not None:
+            after_seq = first[0]
+            yield first
         async for seq, event, data in events.follow(run_id, after_seq=after_seq):
             finished = event in TERMINAL_EVENTS
             if modes and not event_in_modes(event, modes):

@@ -136,6 +136,7 @@ def _stream(
     after_seq: int | None,
     cancel_on_disconnect: bool,
     modes: list[str] | None = None,
+    first: tuple[int, str, Any] | None = None,
 ) -> Response:
     def cancel() -> None:
         engine.cancel_soon(run.id, reason="the client disconnected")
@@ -147,19 +148,22 @@ def _stream(
             after_seq=after_seq,
             modes=modes,
             on_disconnect=cancel if cancel_on_disconnect else None,
+            first=first,
         ),
         headers=run_headers(run.id, thread_id=run.thread_id),
     )
 
 
 def _stream_new(run: Run, body: RunCreate, *, engine: RunEngine, events: RunEventsDep) -> Response:
-    """The stream of a run just created: every event from the first."""
+    """The stream of a run just created: every event from the first (sent at once when the
+    creating statement stored it: a run claimed at creation)."""
     return _stream(
         run,
         engine=engine,
         events=events,
         after_seq=None,
         cancel_on_disconnect=body.on_disconnect == "cancel",
+        first=run_store.stored_first_event(run),
     )
 
 

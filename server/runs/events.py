@@ -268,12 +268,22 @@ class RunEventLog:
             for subscriber in subscribers:
                 subscriber.poke()
 
-    def begin(self, token: RunToken) -> None:
-        """Note that `token`'s attempt starts: a first attempt's log is empty (no read), and
-        this process writes all of it, so its followers here read it from memory."""
-        if token.attempt == 1:
-            self._seqs.setdefault(token.run_id, 0)
-            self._local.setdefault(token.run_id, [])
+    def begin(self, token: RunToken, *, stored: Event | None = None) -> None:
+        """Note that `token`'s attempt starts: a first attempt's log is empty (no read), or
+        holds only `stored`, its first event written with the run's row (seq 1), and this
+        process writes the rest, so its followers here read it from memory."""
+        if token.attempt != 1:
+            return
+        run_id = token.run_id
+        if stored is None:
+            self._seqs.setdefault(run_id, 0)
+            self._local.setdefault(run_id, [])
+            return
+        self._seqs[run_id] = max(self._seqs.get(run_id, 0), stored[0])
+        if not self._local.get(run_id):
+            self._local[run_id] = [stored]
+            for subscriber in self._subscribers.get(run_id, ()):
+                subscriber.push(stored)
 
     async def append(self, token: RunToken, event: str, data: Any) -> int:
         """Queue one event of the attempt `token` for storing and publishing; returns its seq

@@ -435,10 +435,16 @@ class RunExecutor:
         run = attempt.run
         if prepared.writes is not None:
             Checkpoints.bind(prepared.writes)  # this task's checkpoint writes wait in it
-        self.events.begin(attempt.token)
-        await self._append(
-            attempt, recorder, "metadata", {"run_id": str(run.id), "attempt": run.attempt}
-        )
+        # A run claimed at creation had its first `metadata` stored with its row (a stream
+        # of it sent it already); any other attempt appends its own.
+        stored = run_store.stored_first_event(run) if attempt.token.attempt == 1 else None
+        self.events.begin(attempt.token, stored=stored)
+        if stored is None:
+            await self._append(
+                attempt, recorder, "metadata", run_store.first_metadata(run.id, run.attempt)
+            )
+        elif recorder is not None:
+            recorder.on_event(stored[1], stored[2])
         config = await self._prepare(attempt, prepared)
         assert prepared.agent is not None
         kwargs = run.kwargs

@@ -161,6 +161,9 @@ async def _cancel_in_session(
 # Creating a run, under the thread row's lock, in one statement: insert it (pending, or claimed
 # as `_CLAIM_TAKE` claims: running, this process's lease, attempt 1, its place in the thread's
 # stream), mark its thread busy (its agent, and its metadata when given), and NOTIFY at commit.
+# A run claimed here also gets its first event, the attempt's `metadata`, stored at seq 1 (the
+# event its executor would append first): a stream of the new run can send it as soon as the
+# commit returns, and a replay from the table shows the same.
 _CREATE = text(
     "WITH r AS ("
     " INSERT INTO runs (thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,"
@@ -179,7 +182,12 @@ _CREATE = text(
     "), n AS ("
     " SELECT pg_notify(ch, p) FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[]))"
     " AS u(ch, p)"
-    ") SELECT r.*, (SELECT count(*) FROM t) AS threads, (SELECT count(*) FROM n) AS notified"
+    "), e AS ("
+    " INSERT INTO run_events (run_id, seq, event, data)"
+    " SELECT r.id, 1, 'metadata', jsonb_build_object('run_id', r.id::text, 'attempt', 1)"
+    " FROM r WHERE r.status = 'running' RETURNING seq"
+    ") SELECT r.*, (SELECT count(*) FROM t) AS threads, (SELECT count(*) FROM n) AS notified,"
+    " (SELECT count(*) FROM e) AS first_events"
     " FROM r"
 ).bindparams(
     bindparam("kwargs", type_=JSONB),
@@ -220,7 +228,9 @@ async def create_run(
     With `claim`, a run that can start at once is written already claimed, in the same
     transaction: exactly the row `claim_run` would make of it (`running`, the lease, attempt 1,
     its place in the thread's stream, the thread's stream followers woken at commit), and no
-    "new" NOTIFY (there is nothing for another worker to take). Otherwise it is `pending`.
+    "new" NOTIFY (there is nothing for another worker to take), with its attempt's first event
+    (`metadata`, seq 1) stored in the same statement (`stored_first_event` of the returned run
+    gives it). Otherwise it is `pending`.
 
     A thread the run creates (`if_not_exists="create"`) gets `thread_ttl`, and the run's
     metadata (as LangGraph's server does: an auth handler's owner stamp lands on it).
@@ -321,7 +331,27 @@ async def create_run(
                 },
             )
         ).one()
-        return run_from_row(row._mapping), cancels
+        run = run_from_row(row._mapping)
+        if row.first_events:
+            sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))
+        return run, cancels
+
+
+_FIRST_EVENT = "switchboard.first_event"
+
+
+def first_metadata(run_id: uuid.UUID, attempt: int = 1) -> dict[str, Any]:
+    """The data of an attempt's `metadata` event, the first event of each attempt (as
+    langgraph-api sends it; key order as PostgreSQL's JSONB keeps it)."""
+    return {"run_id": str(run_id), "attempt": attempt}
+
+
+def stored_first_event(run: Run) -> tuple[int, str, dict[str, Any]] | None:
+    """`(seq, event, data)` of the first event stored with `run` by the statement that created
+    it (`create_run`, for a run claimed at creation: its attempt 1's `metadata`), when `run` is
+    the object that call returned; None otherwise (the executor appends its own)."""
+    event = sa_inspect(run).info.get(_FIRST_EVENT)
+    return event if isinstance(event, tuple) else None
 
 
 # A run is runnable when it is pending (and due: `after_seconds` delays its start), or running

@@ -144,3 +144,45 @@ async def test_release_hands_back_only_what_the_token_holds(db: Database) -> Non
         run = await session.get(Run, current.run_id)
     assert run is not None
     assert (run.status, run.lease_owner) == ("pending", None)
+
+
+async def test_a_run_claimed_at_creation_has_its_first_metadata_stored_with_its_row(
+    db: Database,
+) -> None:
+    async with db.sessions.begin() as session:
+        agent = Agent(graph_id="chat", name=f"first {uuid.uuid4().hex[:6]}")
+        session.add(agent)
+    created = {}
+    for claim in (run_store.InlineClaim("worker-a", 30), None):
+        run, _ = await run_store.create_run(
+            db,
+            thread_id=uuid.uuid4(),
+            assistant_id=agent.id,
+            graph_id="chat",
+            kwargs={},
+            metadata={},
+            multitask_strategy="reject",
+            if_not_exists="create",
+            claim=claim,
+        )
+        created[claim is not None] = run
+    claimed, pending = created[True], created[False]
+    assert (claimed.status, pending.status) == ("running", "pending")
+    async with db.engine.connect() as conn:
+        rows = {
+            run.id: [
+                tuple(r)
+                for r in await conn.execute(
+                    text("SELECT seq, event, data FROM run_events WHERE run_id = :id"),
+                    {"id": run.id},
+                )
+            ]
+            for run in (claimed, pending)
+        }
+    # Committed with the row, before anyone executes it: what a stream of it sends first.
+    first = (1, "metadata", {"run_id": str(claimed.id), "attempt": 1})
+    assert rows[claimed.id] == [first]
+    assert run_store.stored_first_event(claimed) == first
+    # A pending run gets its metadata from whichever attempt claims it.
+    assert rows[pending.id] == []
+    assert run_store.stored_first_event(pending) is None
