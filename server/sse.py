@@ -7,7 +7,7 @@ import re
 import signal
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any, Final
 
 from starlette.datastructures import MutableHeaders
@@ -282,6 +282,63 @@ class EventStream(Response):
             if aclose is not None:  # its `finally` runs now (a no-op once it has ended)
                 await aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class ResultResponse(Response):
+    """A JSON answer that takes a while (`/wait`, `/join`): the headers at once, a newline every
+    `keepalive_s` until `result` is done (JSON allows leading whitespace; proxies and clients
+    do not time out), then its JSON. A client that leaves is noticed at once (the response
+    listens for `http.disconnect`; Starlette's `StreamingResponse` under ASGI spec 2.4 does
+    not, so a departure was seen only at the next newline): `result` is cancelled and
+    `on_disconnect` runs."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        result: Callable[[], Awaitable[Any]],
+        *,
+        keepalive_s: float,
+        headers: Mapping[str, str] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.result = result
+        self.keepalive_s = keepalive_s
+        self.on_disconnect = on_disconnect
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        result = asyncio.ensure_future(self.result())
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        keepalive: Message = {"type": "http.response.body", "body": b"\n", "more_body": True}
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    {result, watcher},
+                    timeout=self.keepalive_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if result in done:
+                    body = dumps(result.result())
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                    return
+                if watcher in done:  # the client left (or its connection failed)
+                    if not watcher.cancelled():
+                        watcher.exception()  # retrieved: leaving is the answer
+                    return
+                await send(keepalive)
+        finally:
+            watcher.cancel()
+            if not result.done():
+                result.cancel()
+                if self.on_disconnect is not None:
+                    self.on_disconnect()
 
 
 async def _until_disconnect(receive: Receive) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
@@ -20,11 +18,17 @@ from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
 from server.runs.context import check_overrides
 from server.runs.engine import RunEngine, run_json
 from server.runs.execute import AUTH_CONFIGURABLE
-from server.runs.streaming import dumps, validate_stream_modes
+from server.runs.streaming import validate_stream_modes
 from server.runs.webhooks import check_webhook_url, webhook_policy
 from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY
 from server.schemas.runs import BatchRunCreate, RunCreate, RunField, RunsCancel
-from server.sse import follow_run, parse_last_event_id, run_headers, sse_response
+from server.sse import (
+    ResultResponse,
+    follow_run,
+    parse_last_event_id,
+    run_headers,
+    sse_response,
+)
 from stores.errors import InvalidInputError
 from stores.memory.operations import MAX_OFFSET
 from stores.sql import runs as run_store
@@ -174,27 +178,22 @@ def _result(
     keepalive_s: float,
     cancel_on_disconnect: bool = False,
     fresh: bool = False,
-) -> StreamingResponse:
+) -> ResultResponse:
     """The run's final values as JSON once it is done; a newline every `keepalive_s` until
     then keeps proxies and clients from timing out (JSON allows leading whitespace).
-    `fresh`: the run was just created (so it is not read before it is announced done)."""
+    `fresh`: the run was just created (so it is not read before it is announced done).
+    A client that leaves before the end stops waiting at once (and, with
+    `cancel_on_disconnect`, cancels the run)."""
 
-    async def body() -> AsyncIterator[bytes]:
-        result = asyncio.ensure_future(engine.output(run.id, fresh=fresh))
-        try:
-            while True:
-                done, _ = await asyncio.wait({result}, timeout=keepalive_s)
-                if done:
-                    yield dumps(result.result())
-                    return
-                yield b"\n"
-        finally:
-            if not result.done():
-                result.cancel()
-                if cancel_on_disconnect:
-                    engine.cancel_soon(run.id, reason="the client disconnected")
+    def cancel() -> None:
+        engine.cancel_soon(run.id, reason="the client disconnected")
 
-    return StreamingResponse(body(), media_type="application/json", headers=_join_headers(run))
+    return ResultResponse(
+        lambda: engine.output(run.id, fresh=fresh),
+        keepalive_s=keepalive_s,
+        headers=_join_headers(run),
+        on_disconnect=cancel if cancel_on_disconnect else None,
+    )
 
 
 def _join_headers(run: Run) -> dict[str, str]:
