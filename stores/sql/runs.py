@@ -163,25 +163,31 @@ async def _cancel_in_session(
 # stream), mark its thread busy (its agent, and its metadata when given), and NOTIFY at commit.
 # A run claimed here also gets its first event, the attempt's `metadata`, stored at seq 1 (the
 # event its executor would append first): a stream of the new run can send it as soon as the
-# commit returns, and a replay from the table shows the same.
+# commit returns, and a replay from the table shows the same. With `if_idle`, nothing is written
+# (no row returned) when a run of the thread is pending or running: the statement runs under the
+# thread row's lock with a snapshot taken after it, so it reads the runs in flight as a separate
+# read would, and a thread with none (the usual case) costs no such read.
 _CREATE = text(
     "WITH r AS ("
     " INSERT INTO runs (thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,"
     " user_id, auth, lease_owner, lease_expires_at, attempt, stream_position)"
-    " VALUES (:thread_id, :assistant_id, :status, :multitask_strategy, :kwargs, :metadata,"
-    " :user_id, :auth, :owner,"
+    " SELECT CAST(:thread_id AS uuid), CAST(:assistant_id AS uuid), CAST(:status AS text),"
+    " CAST(:multitask_strategy AS text), :kwargs, :metadata, CAST(:user_id AS text), :auth,"
+    " CAST(:owner AS text),"
     " CASE WHEN :claimed THEN now() + make_interval(secs => :lease_s) END,"
     " CASE WHEN :claimed THEN 1 ELSE 0 END,"
-    " CASE WHEN :claimed THEN nextval('thread_stream_positions') END)"
+    " CASE WHEN :claimed THEN nextval('thread_stream_positions') END"
+    " WHERE NOT (CAST(:if_idle AS boolean) AND EXISTS (SELECT 1 FROM runs o"
+    " WHERE o.thread_id = :thread_id AND o.status IN ('pending', 'running')))"
     " RETURNING *"
     "), t AS ("
     " UPDATE conversations c SET status = 'busy',"
     " agent_id = COALESCE(c.agent_id, :assistant_id),"
     " metadata = CASE WHEN :set_meta THEN :thread_meta ELSE c.metadata END,"
-    " updated_at = now() WHERE c.id = :thread_id RETURNING c.id"
+    " updated_at = now() WHERE c.id = :thread_id AND EXISTS (SELECT 1 FROM r) RETURNING c.id"
     "), n AS ("
     " SELECT pg_notify(ch, p) FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[]))"
-    " AS u(ch, p)"
+    " AS u(ch, p) WHERE EXISTS (SELECT 1 FROM r)"
     "), e AS ("
     " INSERT INTO run_events (run_id, seq, event, data)"
     " SELECT r.id, 1, 'metadata', jsonb_build_object('run_id', r.id::text, 'attempt', 1)"
@@ -248,8 +254,6 @@ async def create_run(
         thread = await lock_thread(session, thread_id)
         if thread is not None and creator.access is not None:
             thread = await thread_row(session, thread_id, creator.access, field="thread_id")
-        # The runs in flight, read under the thread row's lock.
-        active = await in_flight(session, thread_id) if thread is not None else []
         thread_meta: dict[str, Any] | None = None
         if thread is None:
             if if_not_exists != "create":
@@ -278,59 +282,72 @@ async def create_run(
                 "graph_id": graph_id,
                 "assistant_id": str(assistant_id),
             }
-        cancels: list[CancelRequest] = []
-        if active:
-            if multitask_strategy == "reject":
-                raise ConflictError(
-                    f"thread {thread_id} is busy with run {active[0].id}; "
-                    "multitask_strategy 'reject' refuses a second run",
-                    field="multitask_strategy",
-                )
-            if multitask_strategy in ("interrupt", "rollback"):
-                action: CancelAction = (
-                    "rollback" if multitask_strategy == "rollback" else "interrupt"
-                )
-                cancels = await _cancel_in_session(
-                    session, active, action=action, reason="a new run replaced it"
-                )
-        # Runs that still hold the thread: every one under `enqueue`; under interrupt/rollback
-        # the running ones (their owner stops them), not the pending ones (stopped above).
-        blocked = any(r.status == "running" for r in active) or (
-            bool(active) and multitask_strategy not in ("interrupt", "rollback")
-        )
-        claimed = claim is not None and not blocked and not kwargs.get("after_seconds")
-        # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new" (or,
-        # claimed here, the thread's stream followers: the run has its place).
-        channels, payloads = creation_notifies(
-            notify,
-            [f"cancel {c.run_id} {c.action}" for c in cancels],
-            thread_id=thread_id,
-            claimed=claimed,
-        )
-        # One statement: the run (claimed or pending), the thread (busy, its agent, its
-        # metadata) and the NOTIFYs.
-        row = (
-            await session.execute(
-                _CREATE,
-                {
-                    "thread_id": thread_id,
-                    "assistant_id": assistant_id,
-                    "status": "running" if claimed else "pending",
-                    "multitask_strategy": multitask_strategy,
-                    "kwargs": dict(kwargs),
-                    "metadata": dict(metadata),
-                    "user_id": creator.user_id,
-                    "auth": dict(creator.auth) if creator.auth is not None else None,
-                    "claimed": claimed,
-                    "owner": claim.owner if claim is not None and claimed else None,
-                    "lease_s": float(claim.lease_s) if claim is not None else 0.0,
-                    "set_meta": thread_meta_update is not None,
-                    "thread_meta": thread_meta_update,
-                    "channels": channels,
-                    "payloads": payloads,
-                },
+
+        async def write(active: Sequence[Run], cancels: list[CancelRequest], if_idle: bool) -> Any:
+            # Runs that still hold the thread: every one under `enqueue`; under
+            # interrupt/rollback the running ones (their owner stops them), not the pending
+            # ones (stopped before).
+            blocked = any(r.status == "running" for r in active) or (
+                bool(active) and multitask_strategy not in ("interrupt", "rollback")
             )
-        ).one()
+            claimed = claim is not None and not blocked and not kwargs.get("after_seconds")
+            # Delivered at commit: "cancel <run> <action>" for each run to stop, then "new" (or,
+            # claimed here, the thread's stream followers: the run has its place).
+            channels, payloads = creation_notifies(
+                notify,
+                [f"cancel {c.run_id} {c.action}" for c in cancels],
+                thread_id=thread_id,
+                claimed=claimed,
+            )
+            # One statement: the run (claimed or pending), the thread (busy, its agent, its
+            # metadata) and the NOTIFYs.
+            return (
+                await session.execute(
+                    _CREATE,
+                    {
+                        "thread_id": thread_id,
+                        "assistant_id": assistant_id,
+                        "status": "running" if claimed else "pending",
+                        "multitask_strategy": multitask_strategy,
+                        "kwargs": dict(kwargs),
+                        "metadata": dict(metadata),
+                        "user_id": creator.user_id,
+                        "auth": dict(creator.auth) if creator.auth is not None else None,
+                        "claimed": claimed,
+                        "owner": claim.owner if claim is not None and claimed else None,
+                        "lease_s": float(claim.lease_s) if claim is not None else 0.0,
+                        "set_meta": thread_meta_update is not None,
+                        "thread_meta": thread_meta_update,
+                        "channels": channels,
+                        "payloads": payloads,
+                        "if_idle": if_idle,
+                    },
+                )
+            ).one_or_none()
+
+        cancels: list[CancelRequest] = []
+        # A thread with no run in flight (read under its row's lock, in the statement itself)
+        # gets its run at once; a new thread has none.
+        row = await write([], cancels, if_idle=not created)
+        if row is None:
+            # The runs in flight, read under the thread row's lock.
+            active = await in_flight(session, thread_id)
+            if active:
+                if multitask_strategy == "reject":
+                    raise ConflictError(
+                        f"thread {thread_id} is busy with run {active[0].id}; "
+                        "multitask_strategy 'reject' refuses a second run",
+                        field="multitask_strategy",
+                    )
+                if multitask_strategy in ("interrupt", "rollback"):
+                    action: CancelAction = (
+                        "rollback" if multitask_strategy == "rollback" else "interrupt"
+                    )
+                    cancels = await _cancel_in_session(
+                        session, active, action=action, reason="a new run replaced it"
+                    )
+            row = await write(active, cancels, if_idle=False)
+        assert row is not None
         run = run_from_row(row._mapping)
         if row.first_events:
             sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))
