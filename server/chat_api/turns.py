@@ -77,24 +77,24 @@ async def start_turn(
     else:
         conversation_id = request.conversation_id
 
-    def check(conversation: Conversation, agent: Agent) -> tuple[str, str]:
+    def check(conversation: Conversation, agent: Agent) -> tuple[Agent, Conversation]:
         if agent.graph_id not in engine.graphs:
             raise ConflictError(
                 f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
                 f"declared graphs: {engine.graphs.declared()}",
                 field="graph_id",
             )
-        return agent.graph_id, model_spec(agent, settings).name
+        return agent, conversation
 
     message_id = uuid.uuid4()
     human = {"type": "human", "content": request.message, "id": str(message_id)}
 
-    async def write() -> tuple[tuple[str, str], Run]:
+    async def write() -> tuple[Agent, Run]:
         # Claimed at creation when this process has a free slot: it starts here at once, no
         # worker claims it (`RunQueue.reserve`/`adopt`); else a worker of any process does.
         reservation = engine.queue.reserve()
         try:
-            checked, run = await turns.begin_turn(
+            (agent, conversation), run = await turns.begin_turn(
                 db,
                 conversation_id,
                 message_id=message_id,
@@ -113,11 +113,15 @@ async def start_turn(
         except BaseException:
             engine.queue.release(reservation)
             raise
+        if reservation is not None and run.status == "running":
+            # Started here by `adopt`: its attempt takes the rows just read, not reading them
+            # again.
+            engine.executor.preload(run.id, agent, conversation)
         engine.queue.adopt(run, reservation)
-        return checked, run
+        return agent, run
 
     # Shielded: a request cancelled mid-commit still launches the run it claimed.
-    (graph_id, model), run = await asyncio.shield(write())
+    agent, run = await asyncio.shield(write())
     return Turn(
         run_id=run.id,
         conversation_id=conversation_id,
@@ -125,9 +129,9 @@ async def start_turn(
             "run_id": str(run.id),
             "conversation_id": str(conversation_id),
             "agent_id": str(run.assistant_id),
-            "graph_id": graph_id,
+            "graph_id": agent.graph_id,
             "user_message_id": str(message_id),
-            "model": model,
+            "model": model_spec(agent, settings).name,
         },
     )
 

@@ -176,6 +176,14 @@ class RunExecutor:
         self.recorders: dict[str, RecorderFactory] = dict(recorders or {})
         self._disabled: frozenset[str] = frozenset()
         self._disabled_at = -TOOLS_REFRESH_S - 1.0
+        # Agent and thread rows a run's creator has just read, for its first attempt here.
+        self._preloaded: dict[uuid.UUID, tuple[Agent, Conversation]] = {}
+
+    def preload(self, run_id: uuid.UUID, agent: Agent, thread: Conversation) -> None:
+        """Hand a run claimed at creation in this process (`RunQueue.adopt`) the agent and
+        thread rows its creator read in the transaction that wrote it: its attempt here does not
+        read them again. Only for a run `adopt` launches (its attempt takes them back)."""
+        self._preloaded[run_id] = (agent, thread)
 
     # -- the seam where a run gets its graph -------------------------------------------------
 
@@ -217,6 +225,9 @@ class RunExecutor:
     async def execute(self, attempt: Attempt) -> None:
         """`_execute` inside the attempt's span, with its run and thread ids in context."""
         prepared = _Prepared()
+        preloaded = self._preloaded.pop(attempt.run.id, None)
+        if preloaded is not None and attempt.token.attempt == 1:
+            prepared.agent, prepared.thread = preloaded
         with observed_run(attempt.run, attempt.token.attempt) as telemetry:
             prepared.telemetry = telemetry
             try:
@@ -328,9 +339,8 @@ class RunExecutor:
         kwargs = run.kwargs
         assert run.thread_id is not None
         thread_id = run.thread_id
-        agent: Agent | None = None
-        thread: Conversation | None = None
-        if run.assistant_id is not None:  # both rows in one statement, in autocommit
+        agent, thread = prepared.agent, prepared.thread  # given by its creator (`preload`)
+        if agent is None and run.assistant_id is not None:  # one statement, in autocommit
             async with self.db.engine.connect() as conn:
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 async with AsyncSession(bind=conn, expire_on_commit=False) as session:
