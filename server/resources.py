@@ -227,6 +227,9 @@ async def open_resources(
         qdrant, settings = await _open_qdrant(settings, stack)
         embedder, dimension, model_name = embedder_for(settings)
         stack.callback(embedder.close)
+        # A new MODELS_DIR: the model's export (~30 s of CPU, in a child process) starts now,
+        # not at the first recall; nothing waits for it here.
+        embedder.prepare_in_background()
         # Raises DimensionMismatchError when a collection was built by another embedder.
         knowledge = await open_knowledge(
             client=qdrant,

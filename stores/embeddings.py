@@ -12,10 +12,13 @@ import asyncio
 import collections
 import concurrent.futures
 import fcntl
+import functools
 import hashlib
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +69,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@functools.lru_cache(maxsize=8)
 def _fingerprint(model_path: Path) -> str:
     digest = hashlib.sha256(f"export-v{EXPORT_VERSION}".encode())
     for name in ("config.json", "model.safetensors"):
@@ -93,9 +97,9 @@ def export_onnx(model_path: Path, cache_dir: Path, *, quantize: bool) -> Path:
     Returns:
         The path of the ONNX file to load.
     """
-    folder = cache_dir / f"{MINILM_NAME}-{_fingerprint(model_path)}"
+    wanted = onnx_target(model_path, cache_dir, quantize=quantize)
+    folder = wanted.parent
     plain, int8 = folder / "model.onnx", folder / "model.int8.onnx"
-    wanted = int8 if quantize else plain
     if wanted.exists():
         return wanted
     with _file_lock(folder / ".export.lock"):
@@ -108,6 +112,49 @@ def export_onnx(model_path: Path, cache_dir: Path, *, quantize: bool) -> Path:
             quantize_dynamic(plain, partial, weight_type=QuantType.QInt8, per_channel=True)
             os.replace(partial, int8)
     return wanted
+
+
+def onnx_target(model_path: Path, cache_dir: Path, *, quantize: bool) -> Path:
+    """The file `export_onnx` makes (and returns) for these weights and this folder."""
+    folder = cache_dir / f"{MINILM_NAME}-{_fingerprint(model_path)}"
+    return folder / ("model.int8.onnx" if quantize else "model.onnx")
+
+
+def export_onnx_in_child(
+    model_path: Path,
+    cache_dir: Path,
+    *,
+    quantize: bool,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> bool:
+    """`export_onnx` in a child Python process (`python -m stores.embeddings`): tens of
+    seconds of CPU-bound tracing that then holds no lock of this process (the GIL: the event
+    loop keeps its pace). `started` gets the child (to stop it). Whether it succeeded."""
+    args = [sys.executable, "-m", "stores.embeddings", str(model_path), str(cache_dir)]
+    try:
+        child = subprocess.Popen(
+            [*args, "int8" if quantize else "plain"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as error:
+        log.warning("could not export the embedding model in a child process: %r", error)
+        return False
+    if started is not None:
+        started(child)
+    try:
+        _, errors = child.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        log.warning("exporting the embedding model in a child process took over 900 s")
+        return False
+    if child.returncode != 0:
+        tail = errors.decode(errors="replace")[-500:]
+        log.warning("exporting the embedding model in a child process failed: %s", tail)
+        return False
+    return True
 
 
 def _export_plain(model_path: Path, target: Path) -> None:
@@ -390,6 +437,8 @@ class MiniLMEmbeddings(Embeddings):
         self._encoder: _OnnxEncoder | _TorchEncoder | None = None
         self._counter: Any = None
         self._lock = threading.Lock()
+        self._exporter: subprocess.Popen[bytes] | None = None  # `prepare`'s child process
+        self._stopped = False
         self.dimension = MINILM_DIMENSION
         self.name = MINILM_NAME
         self.max_tokens = MINILM_MAX_TOKENS
@@ -477,6 +526,35 @@ class MiniLMEmbeddings(Embeddings):
         """Load the model now rather than on the first request."""
         self._load()
 
+    def prepare(self) -> None:
+        """Make what the first use would wait long for: the ONNX export when it is missing
+        (tens of seconds of CPU, in a child process), then load it. Nothing when it is
+        exported already (loading it is quick) or loaded."""
+        if self._encoder is not None or self._backend != "onnx":
+            return
+        cache_dir = self._cache_dir or default_cache_dir()
+        if onnx_target(self.path, cache_dir, quantize=self._quantize).exists():
+            return
+
+        def started(child: subprocess.Popen[bytes]) -> None:
+            self._exporter = child
+            if self._stopped:
+                child.terminate()
+
+        try:
+            export_onnx_in_child(self.path, cache_dir, quantize=self._quantize, started=started)
+        finally:
+            self._exporter = None
+        if not self._stopped:
+            self._load()  # (exports in this process after all if the child could not)
+
+    def stop_preparing(self) -> None:
+        """Stop an export running in a child process (the process is shutting down)."""
+        self._stopped = True
+        child = self._exporter
+        if child is not None and child.poll() is None:
+            child.terminate()
+
 
 def approximate_tokens(texts: Sequence[str]) -> list[int]:
     """A token estimate for embedders whose tokenizer is not at hand (about 4 characters each)."""
@@ -551,6 +629,7 @@ class SharedEmbeddings(Embeddings):
         self._pending_queries: dict[str, concurrent.futures.Future[list[float]]] = {}
         self._queries: collections.deque[str] = collections.deque()
         self._documents: collections.deque[_Job] = collections.deque()
+        self._preparing: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -564,19 +643,40 @@ class SharedEmbeddings(Embeddings):
 
     def _serve(self) -> None:
         while True:
+            preparing: concurrent.futures.Future[None] | None = None
+            batch: list[str] = []
+            job: _Job | None = None
             with self._wake:
-                while not self._queries and not self._documents and not self._closed:
+                while not (self._preparing or self._queries or self._documents or self._closed):
                     self._wake.wait()
-                if self._closed and not self._queries and not self._documents:
+                if self._preparing:  # first: what the first encodings would wait for anyway
+                    preparing = self._preparing.popleft()
+                elif self._queries:
+                    batch = [
+                        self._queries.popleft()
+                        for _ in range(min(self.max_batch, len(self._queries)))
+                    ]
+                elif self._documents:
+                    job = self._documents.popleft()
+                else:  # closed, nothing left
                     return
-                batch = [
-                    self._queries.popleft() for _ in range(min(self.max_batch, len(self._queries)))
-                ]
-                job = self._documents.popleft() if not batch else None
-            if batch:
+            if preparing is not None:
+                self._prepare(preparing)
+            elif batch:
                 self._answer_queries(batch)
             elif job is not None:
                 self._answer_documents(job)
+
+    def _prepare(self, future: concurrent.futures.Future[None]) -> None:
+        prepare = getattr(self.inner, "prepare", None)
+        try:
+            if callable(prepare):
+                prepare()
+        except BaseException as error:  # the first use tries again, and reports it
+            log.warning("preparing the embedder failed: %r", error)
+            _settle(future, error=error)
+        else:
+            _settle(future)
 
     def _call(self, texts: list[str]) -> list[list[float]]:
         self.forward_passes += 1
@@ -730,6 +830,21 @@ class SharedEmbeddings(Embeddings):
         """Blocking `aembed_documents` (not from the worker thread)."""
         return [v for f in self._submit_documents(list(texts)) for v in f.result()]
 
+    def prepare_in_background(self) -> concurrent.futures.Future[None]:
+        """Start making, in the worker thread, what the inner embedder's first use would wait
+        long for (MiniLM's ONNX export on a new `MODELS_DIR`); the caller does not wait.
+        Requests that arrive meanwhile are served after it, as they would be after their own
+        first use. The future is done when it is (at once when there is nothing to make)."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._wake:
+            if self._closed:
+                future.set_result(None)
+                return future
+            self._preparing.append(future)
+            self._start()
+            self._wake.notify()
+        return future
+
     def warm_up(self) -> None:
         """Load the inner model now, if it loads lazily."""
         warm = getattr(self.inner, "warm_up", None)
@@ -737,10 +852,14 @@ class SharedEmbeddings(Embeddings):
             warm()
 
     def close(self) -> None:
-        """Finish what is queued and stop the worker thread."""
+        """Finish what is queued and stop the worker thread (and a `prepare_in_background`
+        still exporting)."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
+        stop = getattr(self.inner, "stop_preparing", None)
+        if callable(stop):
+            stop()
         if self._worker is not None:
             self._worker.join(timeout=30)
 
@@ -785,3 +904,7 @@ def open_embedder(
         shared.name = openai_model
         return shared, openai_dimension, openai_model
     raise ValueError(f"unknown embeddings provider {provider!r}; use 'minilm' or 'openai'")
+
+
+if __name__ == "__main__":  # `export_onnx_in_child`: python -m stores.embeddings MODEL DIR int8
+    export_onnx(Path(sys.argv[1]), Path(sys.argv[2]), quantize=sys.argv[3] == "int8")
