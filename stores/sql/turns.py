@@ -15,12 +15,12 @@ from stores.sql.database import Database
 from stores.sql.models import Agent, Conversation, Message, Run
 from stores.sql.quotas import check_in_flight
 from stores.sql.runs import (
+    IN_FLIGHT,
     NOBODY,
     InlineClaim,
     Notify,
     RunCreator,
     creation_notifies,
-    in_flight,
     run_from_row,
 )
 from stores.sql.threads import thread_row
@@ -133,10 +133,15 @@ async def begin_turn(
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
         agent = _agent_of(conversation, agent)
         prepared = prepare(conversation, agent)
-        busy = await in_flight(session, conversation_id)
-        if busy:
+        busy = await session.scalar(  # (its id only: no ORM object for a refusal)
+            select(Run.id)
+            .where(Run.thread_id == conversation_id, Run.status.in_(IN_FLIGHT))
+            .order_by(Run.created_at)
+            .limit(1)
+        )
+        if busy is not None:
             raise ConflictError(
-                f"conversation {conversation_id} is busy with run {busy[0].id}; "
+                f"conversation {conversation_id} is busy with run {busy}; "
                 "send the next message when it has ended",
                 field="conversation_id",
             )
