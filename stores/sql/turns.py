@@ -15,7 +15,6 @@ from stores.sql.database import Database
 from stores.sql.models import Agent, Conversation, Message, Run
 from stores.sql.quotas import check_in_flight
 from stores.sql.runs import (
-    IN_FLIGHT,
     NOBODY,
     InlineClaim,
     Notify,
@@ -41,10 +40,17 @@ def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
 # The user's message, the run (pending, or claimed by this process when it has a free slot:
 # a turn's conversation has no other run in flight), the conversation marked busy and the
 # NOTIFYs (sent at commit: "new" for the workers, or the thread's stream followers when
-# claimed) in one round trip: data-modifying CTEs all run, referenced or not.
+# claimed) in one round trip: data-modifying CTEs all run, referenced or not. It also returns
+# the oldest run in flight on the conversation before this one (`in_flight_run`, read in this
+# statement's snapshot, taken after the conversation row was locked): when there is one, the
+# caller refuses the turn and the transaction rolls back (its writes and NOTIFYs with it).
 _BEGIN_TURN = text(
     """
-    WITH message AS (
+    WITH in_flight AS (
+        SELECT id FROM runs
+        WHERE thread_id = :conversation_id AND status IN ('pending', 'running')
+        ORDER BY created_at LIMIT 1
+    ), message AS (
         INSERT INTO messages (id, conversation_id, sender, content, metadata)
         VALUES (:message_id, :conversation_id, 'user', :content, '{}'::jsonb)
     ), run AS (
@@ -65,7 +71,9 @@ _BEGIN_TURN = text(
         SELECT pg_notify(ch, p)
         FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[])) AS u(ch, p)
     )
-    SELECT run.*, (SELECT count(*) FROM notified) AS notified FROM run
+    SELECT run.*, (SELECT count(*) FROM notified) AS notified,
+        (SELECT id FROM in_flight) AS in_flight_run
+    FROM run
     """
 ).bindparams(
     bindparam("kwargs", type_=JSONB),
@@ -133,18 +141,6 @@ async def begin_turn(
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
         agent = _agent_of(conversation, agent)
         prepared = prepare(conversation, agent)
-        busy = await session.scalar(  # (its id only: no ORM object for a refusal)
-            select(Run.id)
-            .where(Run.thread_id == conversation_id, Run.status.in_(IN_FLIGHT))
-            .order_by(Run.created_at)
-            .limit(1)
-        )
-        if busy is not None:
-            raise ConflictError(
-                f"conversation {conversation_id} is busy with run {busy}; "
-                "send the next message when it has ended",
-                field="conversation_id",
-            )
         # What `send_notify` would send, then "new" (or, claimed, the thread's followers).
         channels, payloads = creation_notifies(
             notify,
@@ -172,6 +168,12 @@ async def begin_turn(
                 },
             )
         ).one()
+        if row.in_flight_run is not None:  # (raised in the transaction: nothing is written)
+            raise ConflictError(
+                f"conversation {conversation_id} is busy with run {row.in_flight_run}; "
+                "send the next message when it has ended",
+                field="conversation_id",
+            )
         return prepared, run_from_row(row._mapping)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 import uuid
 from collections.abc import Iterator
@@ -305,3 +306,31 @@ def test_tools_are_listed_with_their_json_schemas(api: httpx.Client) -> None:
     assert tools["calculator"]["parameters"]["required"] == ["expression"]
     assert tools["http_get"]["cacheable"] is True
     assert all(tool["enabled"] for tool in tools.values())
+
+
+def test_turns_sent_at_once_to_one_conversation_start_one_run(
+    api: httpx.Client, pair: tuple[str, str], database_url: str
+) -> None:
+    conversation_id = create_conversation(api, *pair)["id"]
+    body = {"conversation_id": conversation_id, "message": "What is 2+2?"}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: api.post("/chat/invoke", json=body), range(8)))
+    codes = sorted(r.status_code for r in responses)
+    # One turn won the conversation's lock; the others found its run in flight, or (sent
+    # after it ended) ran one after the other: never two runs of the conversation at once.
+    assert set(codes) <= {200, 409}, codes
+    assert 200 in codes, codes
+    refused = [r.json()["detail"] for r in responses if r.status_code == 409]
+    assert all("busy with run" in detail for detail in refused), refused
+    with psycopg.connect(database_url) as conn:
+        runs = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'success') FROM runs"
+            " WHERE thread_id = %s",
+            (conversation_id,),
+        ).fetchone()
+        users = conn.execute(
+            "SELECT count(*) FROM messages WHERE conversation_id = %s AND sender = 'user'",
+            (conversation_id,),
+        ).fetchone()
+    assert runs == (codes.count(200), codes.count(200))  # a refused turn wrote no run
+    assert users == (codes.count(200),)  # nor its message
