@@ -1,4 +1,5 @@
-"""The default assistant: (recall ∥ retrieve) → plan → call_tools ⟲ reason → respond → remember."""
+"""The default assistant: (recall ∥ retrieve) → plan → call_tools ⟲ reason → respond → remember
+(when it has something to save or say)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from nodes.context import AgentContext
 from nodes.plan import plan, route_after_plan
 from nodes.reason import reason, route_after_reason
 from nodes.recall import recall
-from nodes.remember import remember
+from nodes.remember import remember, route_after_respond
 from nodes.respond import respond
 from nodes.retrieve import retrieve
 from nodes.state import AgentState, InputState, OutputState
@@ -47,7 +48,9 @@ def build_chat_graph(
     builder.add_conditional_edges("plan", route_after_plan)
     builder.add_edge("call_tools", "reason")
     builder.add_conditional_edges("reason", route_after_reason)
-    builder.add_edge("respond", "remember")
+    # `respond` ends the turn itself when `remember` would have nothing to save or say (most
+    # turns: the remembering `recall` began is over by then): one step and checkpoint fewer.
+    builder.add_conditional_edges("respond", route_after_respond)
     builder.add_edge("remember", END)
     return builder.compile(checkpointer=checkpointer, store=store, name=name)
 

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, AnyMessage, RemoveMessage
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
@@ -130,18 +130,66 @@ def outcome_event(outcome: Outcome) -> dict[str, Any]:
     return data
 
 
+def _used_memory_tool(state: AgentState) -> bool:
+    return any(
+        isinstance(m, AIMessage) and any(c["name"] in MEMORY_TOOLS for c in m.tool_calls)
+        for m in state.get("scratch", [])
+    )
+
+
+def nothing_to_remember(state: AgentState, runtime: Runtime[AgentContext]) -> bool:
+    """Whether `remember` would only close the turn, with nothing to save, say or empty: the
+    turn called no tools (emptying the scratch stays `remember`'s), and it does not remember by
+    itself (policy, no store) or the remembering `recall` began has ended with no outcome and
+    no warning (usually, by the end of the answer). Then `respond` closes the turn
+    (`close_turn`) and `remember` does not run: one step and one checkpoint fewer."""
+    if state.get("scratch"):
+        return False
+    ctx = context_from(runtime.context)
+    if not auto_remembers(ctx, runtime.store, last_user_text(state)):
+        return True
+    token = state.get("memory_task") or ""
+    early = _early.get(token)
+    if early is None or not early[1].done() or early[1].cancelled():
+        return False
+    if early[1].exception() is not None or early[1].result() != ([], None):
+        return False  # `remember` reports it
+    _early.pop(token, None)
+    return True
+
+
+def close_turn(
+    state: AgentState, ctx: AgentContext, answer: str, answer_id: str | None
+) -> dict[str, Any]:
+    """The turn's end: its answer joins the bounded message window (the oldest messages fold
+    into the summary) and the scratch is emptied (no write when it is empty already)."""
+    changes = window_changes(
+        state.get("messages", []),
+        AIMessage(content=answer, id=answer_id),
+        window=ctx.history_window,
+        summary=state.get("summary", ""),
+        max_chars=ctx.summary_max_chars,
+    )
+    if not state.get("scratch"):  # a turn without tools: nothing to empty, no blob to write
+        changes.pop("scratch", None)
+    return changes
+
+
+def route_after_respond(state: AgentState) -> Literal["remember", "__end__"]:
+    """End the turn if `respond` closed it (its answer is the window's last message)."""
+    messages = state.get("messages", [])
+    closed = bool(messages) and messages[-1].id == state.get("answer_id")
+    return "__end__" if closed else "remember"
+
+
 async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Remember what the user said about themselves (policy "auto": extract, decide against
     similar memories, consolidate; usually begun by `recall` and finished while the answer
     streamed, see `start_remembering`), and close the turn: the answer joins the bounded message
     window and the scratch is emptied."""
     ctx = context_from(runtime.context)
-    used_memory_tool = any(
-        isinstance(m, AIMessage) and any(c["name"] in {"remember", "forget"} for c in m.tool_calls)
-        for m in state.get("scratch", [])
-    )
     said = last_user_text(state)
-    if auto_remembers(ctx, runtime.store, said) and not used_memory_tool:
+    if auto_remembers(ctx, runtime.store, said) and not _used_memory_tool(state):
         try:
             outcomes, warning = await _remembered(state, runtime, ctx, said)
             for outcome in outcomes:
@@ -155,14 +203,4 @@ async def remember(state: AgentState, runtime: Runtime[AgentContext]) -> dict[st
                 "warning",
                 {"node": "remember", "message": "I could not save that to long-term memory"},
             )
-    answer = AIMessage(content=state.get("answer", ""), id=state.get("answer_id"))
-    changes = window_changes(
-        state.get("messages", []),
-        answer,
-        window=ctx.history_window,
-        summary=state.get("summary", ""),
-        max_chars=ctx.summary_max_chars,
-    )
-    if not state.get("scratch"):  # a turn without tools: nothing to empty, no blob to write
-        changes.pop("scratch", None)
-    return changes
+    return close_turn(state, ctx, state.get("answer", ""), state.get("answer_id"))

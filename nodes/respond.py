@@ -1,4 +1,5 @@
-"""`respond`: stream the final answer, citing the sources it used."""
+"""`respond`: stream the final answer, citing the sources it used; close the turn when
+`remember` has nothing left to do."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from langgraph.runtime import Runtime
 from nodes.context import AgentContext, context_from
 from nodes.llm import add_usage, prompt
 from nodes.models import chat_model_for
+from nodes.remember import close_turn, nothing_to_remember
 from nodes.state import AgentState, Source, emit
 
 _CITATION = re.compile(r"\[(\d+)\]")
@@ -51,9 +53,13 @@ async def respond(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str
             final_usage = chunk.usage_metadata
     usage = add_usage(usage, final_usage)
     citations = cited_sources(text, state.get("sources", []))
-    return {
-        "answer_id": message_id or f"answer-{uuid.uuid4().hex}",
+    answer_id = message_id or f"answer-{uuid.uuid4().hex}"
+    changes: dict[str, Any] = {
+        "answer_id": answer_id,
         "answer": text,
         "citations": citations,
         "usage": usage,
     }
+    if nothing_to_remember(state, runtime):  # the turn ends here, without a `remember` step
+        changes.update(close_turn(state, ctx, text, answer_id))
+    return changes

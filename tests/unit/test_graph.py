@@ -419,3 +419,58 @@ async def test_a_turn_resumed_without_its_early_remembering_still_saves_the_fact
     assert final["answer"]
     items = await store.asearch((no_memory_tools.user_id, "memories"))
     assert [item.value["text"] for item in items] == ["My dog's name is Biscuit"]
+
+
+async def _nodes_of_turn(graph: Any, thread: str, text: str, ctx: AgentContext) -> list[str]:
+    nodes: list[str] = []
+    async for update in graph.astream(
+        {"messages": [HumanMessage(text)]},
+        {"configurable": {"thread_id": thread}},
+        context=ctx,
+        stream_mode="updates",
+    ):
+        nodes.extend(update)
+    return nodes
+
+
+async def test_a_turn_with_nothing_to_remember_ends_with_respond(ctx: AgentContext) -> None:
+    """No tools, nothing said about oneself: `respond` closes the turn (the answer joins the
+    window) and `remember` does not run; a fact, or a tool call, still goes through it."""
+    from nodes import remember as remember_node
+
+    store = InMemoryStore()
+    graph = build_chat_graph(checkpointer=InMemorySaver(), store=store)
+    plain = replace(ctx, tools=("calculator",))
+    config: Any = {"configurable": {"thread_id": "t"}}
+    for turn, text in enumerate(["hello", "how are you?"], start=1):
+        # The remembering `recall` began has ended (with nothing) before `respond` runs.
+        await graph.ainvoke(
+            {"messages": [HumanMessage(text)]}, config, context=plain, interrupt_after=["plan"]
+        )
+        token = (await graph.aget_state(config)).values["memory_task"]
+        assert await remember_node._early[token][1] == ([], None)
+        nodes: list[str] = []
+        async for update in graph.astream(None, config, context=plain, stream_mode="updates"):
+            nodes.extend(update)
+        assert nodes == ["respond"]
+        assert token not in remember_node._early
+        state = (await graph.aget_state(config)).values
+        assert state["messages"][-1].type == "ai"
+        assert state["messages"][-1].id == state["answer_id"]
+        assert len(state["messages"]) == 2 * turn
+        assert (await graph.aget_state(config)).next == ()
+    # Said about oneself: the early remembering has an outcome, `remember` streams it.
+    nodes = await _nodes_of_turn(graph, "t", "I'm allergic to peanuts.", plain)
+    assert nodes[-1] == "remember"
+    items = await store.asearch((plain.user_id, "memories"))
+    assert [item.value["text"] for item in items] == ["I'm allergic to peanuts"]
+    # A tool call: `remember` empties the scratch.
+    nodes = await _nodes_of_turn(graph, "t", "What is 6 * 7?", plain)
+    assert "call_tools" in nodes
+    assert nodes[-1] == "remember"
+    state = (await graph.aget_state(config)).values
+    assert state["scratch"] == []
+    assert state["messages"][-1].id == state["answer_id"]
+    # Memory off: nothing to remember, whatever is said.
+    off = replace(plain, memory_policy="off")
+    assert (await _nodes_of_turn(graph, "t", "I'm vegetarian.", off))[-1] == "respond"
