@@ -341,16 +341,14 @@ class RunExecutor:
         thread_id = run.thread_id
         agent, thread = prepared.agent, prepared.thread  # given by its creator (`preload`)
         if agent is None and run.assistant_id is not None:  # one statement, in autocommit
-            async with self.db.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                async with AsyncSession(bind=conn, expire_on_commit=False) as session:
-                    row = (
-                        await session.execute(
-                            select(Agent, Conversation)
-                            .join_from(Agent, Conversation, true())
-                            .where(Agent.id == run.assistant_id, Conversation.id == thread_id)
-                        )
-                    ).first()
+            async with self.db.reading() as session:
+                row = (
+                    await session.execute(
+                        select(Agent, Conversation)
+                        .join_from(Agent, Conversation, true())
+                        .where(Agent.id == run.assistant_id, Conversation.id == thread_id)
+                    )
+                ).first()
             if row is not None:
                 agent, thread = row
         prepared.agent, prepared.thread = agent, thread

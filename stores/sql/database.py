@@ -126,6 +126,16 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads alone, on a connection in autocommit: each statement is sent on
+        its own, with no BEGIN and ROLLBACK round trips around it. What it loads stays usable
+        after the block (as from `sessions()`); it writes nothing."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+                yield session
+
     async def ping(self) -> None:
         """Run `SELECT 1`; raises whatever the driver raises when the server is unreachable."""
         async with self.engine.connect() as conn:

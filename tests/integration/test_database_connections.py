@@ -110,3 +110,24 @@ async def test_a_checkpoint_connection_cut_while_idle_is_replaced_before_use(
         async with pool.connection() as fresh:
             assert fresh.info.backend_pid != before
             assert not fresh.closed
+
+
+async def test_a_reading_session_opens_no_transaction(db: Database) -> None:
+    """`Database.reading()`: each SELECT on its own (autocommit), no BEGIN/ROLLBACK round trips;
+    a `sessions()` session holds a transaction open for comparison."""
+
+    async def status(session: Any) -> Any:
+        raw = await (await session.connection()).get_raw_connection()
+        assert isinstance(raw.driver_connection, psycopg.AsyncConnection)
+        return raw.driver_connection.info.transaction_status
+
+    in_transaction = psycopg.pq.TransactionStatus.INTRANS
+    async with db.sessions() as session:
+        await session.execute(text("SELECT 1"))
+        assert await status(session) == in_transaction
+    async with db.reading() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+        assert await status(session) == psycopg.pq.TransactionStatus.IDLE
+    async with db.sessions() as session:  # the connection went back to the pool as it was
+        await session.execute(text("SELECT 1"))
+        assert await status(session) == in_transaction
