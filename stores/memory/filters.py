@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
 _PUSHABLE = frozenset({"$eq", "$gt", "$gte", "$lt", "$lte"})
+# The field names pushed down to MongoDB: letters, digits, `_` and `-`, not starting with `$`.
+_PLAIN_FIELD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
 
 
 def check_filter(filter: Mapping[str, Any]) -> None:
@@ -89,7 +92,9 @@ def mongo_filter(filter: Mapping[str, Any] | None) -> dict[str, Any]:
     """
     query: dict[str, Any] = {}
     for field, wanted in (filter or {}).items():
-        if not field or "." in field or field.startswith("$"):
+        if not _PLAIN_FIELD.fullmatch(field):
+            # Any other name is matched by `matches_filter` alone: nx-27017 writes a pushed
+            # name into its SQL, and one with a quote was a syntax error there (a 500).
             continue
         if _scalar(wanted):
             query[f"value.{field}"] = wanted
