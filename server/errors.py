@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,8 +63,29 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 (`detail`: one entry per bad field, `loc` naming it) with the request id;
     the echoed input is made writable (1e400 parses to infinity, which would make it a 500)."""
     assert isinstance(exc, RequestValidationError)
-    detail = _json_safe(jsonable_encoder(exc.errors()))
-    return JSONResponse(error_body(detail), status_code=422)
+    errors = exc.errors()
+    detail = _json_safe(jsonable_encoder(errors))
+    return JSONResponse(error_body(detail, field=_first_field(errors)), status_code=422)
+
+
+def _first_field(errors: Sequence[Any]) -> str | None:
+    """The field the first error is about, as the server's own 422s name it (`loc` without
+    its body/query/path/header head, and without the union member pydantic tried): e.g.
+    `webhook`, `config.configurable`."""
+    loc = list(errors[0].get("loc", ())) if errors else []
+    if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+        loc = loc[1:]
+    names = [str(part) for part in loc if isinstance(part, str | int) and not _union_tag(part)]
+    return ".".join(names) or None
+
+
+def _union_tag(part: Any) -> bool:
+    # pydantic names the member of a union it tried: `str`, `list[str]`, `function-after[...]`.
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool", "dict", "list", "none")
+        or "[" in part
+        or part.startswith(("function-", "literal[", "constrained-"))
+    )
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
