@@ -37,7 +37,14 @@ from server.schemas.agent_api import (
     ThreadStateUpdate,
     ThreadUpdate,
 )
-from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY
+from server.schemas.common import (
+    CONFLICT,
+    NOT_FOUND,
+    TOO_MANY,
+    ErrorBody,
+    Responses,
+    event_stream,
+)
 from server.sse import follow_thread_stream, parse_thread_event_id, sse_response
 from stores.errors import ConflictError, InvalidInputError, NotFoundError
 from stores.sql import runs as run_store
@@ -48,6 +55,12 @@ from stores.sql.database import Database
 from stores.sql.filters import Filter
 from stores.sql.models import Conversation
 
+NO_GRAPH: Responses = {
+    409: {
+        "model": ErrorBody,
+        "description": "The thread is busy, or has no graph yet (no run, no metadata.graph_id).",
+    }
+}
 router = APIRouter(
     prefix="/threads", tags=["threads"], responses={**NOT_FOUND, **CONFLICT, **TOO_MANY}
 )
@@ -172,12 +185,15 @@ async def _seed_graph(
     return graph_id
 
 
-async def _graph_or_422(
+async def _graph_or_409(
     db: DatabaseDep, graphs: GraphsDep, thread: Conversation, *, field: str
 ) -> str:
+    """The thread's graph. A thread without one yet (no run, no metadata.graph_id) cannot
+    have its state written or read at a checkpoint: a conflict with the thread's state (409),
+    not a fault of the request (langgraph-api answers 400; the body is valid either way)."""
     graph = await _graph_of(db, graphs, thread)
     if graph is None:
-        raise InvalidInputError(
+        raise ConflictError(
             f"thread {thread.id} has no graph yet: create it with metadata.graph_id "
             "(or run an assistant on it) before writing its state",
             field=field,
@@ -396,7 +412,7 @@ async def get_thread_state(
         return await read_state(graph, thread_id, subgraphs=subgraphs)
 
 
-@router.post("/{thread_id}/state", responses={**NOT_FOUND})
+@router.post("/{thread_id}/state", responses={**NOT_FOUND, **NO_GRAPH})
 async def update_thread_state(
     thread_id: uuid.UUID,
     body: ThreadStateUpdate,
@@ -409,7 +425,7 @@ async def update_thread_state(
     thread = await store.get_thread(db, thread_id, access)
     if thread.status == "busy":
         raise ConflictError(f"thread {thread_id} is busy; update its state when its run ends")
-    graph_id = await _graph_or_422(db, graphs, thread, field="thread_id")
+    graph_id = await _graph_or_409(db, graphs, thread, field="thread_id")
     checkpoint_id = body.checkpoint_id or (
         body.checkpoint.checkpoint_id if body.checkpoint else None
     )
@@ -434,7 +450,7 @@ async def update_thread_state(
     return written
 
 
-@router.post("/{thread_id}/state/checkpoint", responses={**NOT_FOUND})
+@router.post("/{thread_id}/state/checkpoint", responses={**NOT_FOUND, **NO_GRAPH})
 async def get_thread_state_at(
     thread_id: uuid.UUID,
     body: ThreadStateAtCheckpoint,
@@ -444,7 +460,7 @@ async def get_thread_state_at(
 ) -> dict[str, Any]:
     """The thread's state at a checkpoint given as an object (id, namespace, map)."""
     thread = await store.get_thread(db, thread_id, await thread_access(caller, "read", thread_id))
-    graph_id = await _graph_or_422(db, graphs, thread, field="checkpoint")
+    graph_id = await _graph_or_409(db, graphs, thread, field="checkpoint")
     async with graphs.acquire(graph_id, access="threads.read", user=caller.user) as graph:
         return await read_state(
             graph,
@@ -456,7 +472,7 @@ async def get_thread_state_at(
         )
 
 
-@router.get("/{thread_id}/state/{checkpoint_id}", responses={**NOT_FOUND})
+@router.get("/{thread_id}/state/{checkpoint_id}", responses={**NOT_FOUND, **NO_GRAPH})
 async def get_thread_state_by_id(
     thread_id: uuid.UUID,
     checkpoint_id: str,
@@ -467,7 +483,7 @@ async def get_thread_state_by_id(
 ) -> dict[str, Any]:
     """The thread's state at checkpoint `checkpoint_id`."""
     thread = await store.get_thread(db, thread_id, await thread_access(caller, "read", thread_id))
-    graph_id = await _graph_or_422(db, graphs, thread, field="checkpoint_id")
+    graph_id = await _graph_or_409(db, graphs, thread, field="checkpoint_id")
     async with graphs.acquire(graph_id, access="threads.read", user=caller.user) as graph:
         return await read_state(graph, thread_id, checkpoint_id=checkpoint_id, subgraphs=subgraphs)
 
@@ -504,7 +520,15 @@ async def get_thread_history(
 MAX_STREAM_MODE_VALUES = 10
 
 
-@router.get("/{thread_id}/stream", responses={**NOT_FOUND})
+@router.get(
+    "/{thread_id}/stream",
+    responses={
+        **NOT_FOUND,
+        200: event_stream(
+            "The thread's events as server-sent events, for as long as the client listens."
+        ),
+    },
+)
 async def join_thread_stream(
     thread_id: uuid.UUID,
     db: DatabaseDep,

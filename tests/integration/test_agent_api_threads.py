@@ -193,8 +193,9 @@ def test_state_bad_input(client: SyncLangGraphClient, api: httpx.Client) -> None
     with pytest.raises(NotFoundError):
         client.threads.get_history(str(uuid.uuid4()))
     no_graph = client.threads.create()
-    with pytest.raises(UnprocessableEntityError):
+    with pytest.raises(ConflictError) as graphless:  # the body is fine; the thread is not ready
         client.threads.update_state(no_graph["thread_id"], {"count": 1})
+    assert graphless.value.response.status_code == 409
     bad_limit = api.post(f"/threads/{thread_id}/history", json={"limit": 0})
     assert bad_limit.status_code == 422
     assert "limit" in bad_limit.text
