@@ -12,6 +12,7 @@ from server.schemas.common import (
     STORED_JSON,
     STORED_JSON_SCHEMA,
     STORED_MARK,
+    STREAM_ONLY,
     stored_json_schema,
 )
 
@@ -44,6 +45,15 @@ def _binary_uploads(schemas: dict[str, Any]) -> None:
                 prop["format"] = "binary"
 
 
+def _stream_only_answers(paths: dict[str, Any]) -> None:
+    # FastAPI documents every 200 as JSON too; a stream's 200 is only `text/event-stream`.
+    for operations in paths.values():
+        for operation in operations.values():
+            ok = operation.get("responses", {}).get("200", {})
+            if ok.pop(STREAM_ONLY, False):
+                ok.get("content", {}).pop("application/json", None)
+
+
 def declare_graph_ids(app: FastAPI, graph_ids: Sequence[str]) -> None:
     """Make `app`'s /openapi.json list the declared graphs as the values `graph_id` takes,
     and hold the `StoredJson` schema the stored fields refer to."""
@@ -57,6 +67,7 @@ def declare_graph_ids(app: FastAPI, graph_ids: Sequence[str]) -> None:
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         schemas[STORED_JSON] = STORED_JSON_SCHEMA
         _binary_uploads(schemas)
+        _stream_only_answers(document.get("paths", {}))
         for name in GRAPH_ID_BODIES:
             prop = schemas.get(name, {}).get("properties", {}).get("graph_id")
             if prop is not None:

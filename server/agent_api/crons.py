@@ -26,6 +26,7 @@ from server.schemas.crons import (
     CronCreate,
     CronSearch,
     CronUpdate,
+    ThreadCronCreate,
 )
 from server.schemas.runs import RunCreate
 from stores.errors import InvalidInputError
@@ -90,7 +91,7 @@ async def _cron_access(caller: Caller, action: str, cron_id: uuid.UUID | None, *
 
 
 async def _create(
-    body: CronCreate,
+    body: ThreadCronCreate,
     *,
     thread_id: uuid.UUID | None,
     resources: ResourcesDep,
@@ -143,7 +144,7 @@ async def _create(
 @router.post("/threads/{thread_id}/runs/crons")
 async def create_thread_cron(
     thread_id: uuid.UUID,
-    body: CronCreate,
+    body: ThreadCronCreate,
     resources: ResourcesDep,
     request: Request,
     caller: CallerDep,

@@ -20,7 +20,13 @@ from server.runs.engine import RunEngine, run_json
 from server.runs.execute import AUTH_CONFIGURABLE
 from server.runs.streaming import validate_stream_modes
 from server.runs.webhooks import check_webhook_url, webhook_policy
-from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY
+from server.schemas.common import (
+    CONFLICT,
+    NOT_FOUND,
+    TOO_MANY,
+    Responses,
+    event_stream,
+)
 from server.schemas.runs import BatchRunCreate, RunCreate, RunField, RunsCancel
 from server.sse import (
     ResultResponse,
@@ -36,6 +42,14 @@ from stores.sql.assistants import assistant_key, or_system, resolve_assistant
 from stores.sql.models import Agent, Run
 
 router = APIRouter(tags=["runs"], responses={**NOT_FOUND, **CONFLICT, **TOO_MANY})
+
+
+STREAM_ANSWER: Responses = {
+    200: event_stream(
+        "The run's events as server-sent events (`metadata` first; `: heartbeat` comments in "
+        "between; `error` on failure; the stream ends with the run)."
+    )
+}
 
 
 Action = Annotated[Literal["interrupt", "rollback"], Query(description="interrupt or rollback")]
@@ -222,7 +236,7 @@ async def create_run(
     )
 
 
-@router.post("/threads/{thread_id}/runs/stream")
+@router.post("/threads/{thread_id}/runs/stream", responses=STREAM_ANSWER)
 async def stream_run(
     thread_id: uuid.UUID,
     body: RunCreate,
@@ -326,7 +340,10 @@ async def join_run(
     )
 
 
-@router.get("/threads/{thread_id}/runs/{run_id}/stream")
+@router.get(
+    "/threads/{thread_id}/runs/{run_id}/stream",
+    responses=STREAM_ANSWER,
+)
 async def join_run_stream(
     thread_id: uuid.UUID,
     run_id: uuid.UUID,
@@ -357,7 +374,17 @@ async def join_run_stream(
     )
 
 
-@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+@router.post(
+    "/threads/{thread_id}/runs/{run_id}/cancel",
+    responses={
+        200: {
+            "description": "`wait=true`: the run's final values once it has stopped (as "
+            "`/runs/wait` answers them).",
+            "content": {"application/json": {"schema": {}}},
+        },
+        202: {"description": "`wait=false` (the default): the cancellation is requested; no body."},
+    },
+)
 async def cancel_run(
     thread_id: uuid.UUID,
     run_id: uuid.UUID,
@@ -400,7 +427,7 @@ async def create_stateless_run(
     return JSONResponse(run_json(run), headers={"Content-Location": f"/runs/{run.id}"})
 
 
-@router.post("/runs/stream")
+@router.post("/runs/stream", responses=STREAM_ANSWER)
 async def stream_stateless_run(
     body: RunCreate,
     engine: EngineDep,

@@ -22,6 +22,10 @@ from stores.memory.operations import MAX_KEY_LENGTH, MAX_LABEL_LENGTH, MAX_NAMES
 
 router = APIRouter(prefix="/store", tags=["store"])
 
+_LABEL = rf"[^.\x00]{{1,{MAX_LABEL_LENGTH}}}"
+# A namespace as a query string: what `validate_namespace` accepts, said as a pattern.
+DOTTED_NAMESPACE = rf"^{_LABEL}(\.{_LABEL}){{0,{MAX_NAMESPACE_LABELS - 1}}}$"
+
 
 @router.put("/items", status_code=status.HTTP_204_NO_CONTENT)
 async def put_item(body: StoreItemPut, resources: ResourcesDep, caller: CallerDep) -> None:
@@ -51,9 +55,10 @@ async def get_item(
     namespace: Annotated[
         str,
         Query(
-            max_length=MAX_NAMESPACE_LABELS * (MAX_LABEL_LENGTH + 1),
-            pattern=r"^[^.\x00]+(\.[^.\x00]+)*$",
-            description="Labels joined with '.' (at least one).",
+            max_length=MAX_NAMESPACE_LABELS * (MAX_LABEL_LENGTH + 1) - 1,
+            pattern=DOTTED_NAMESPACE,
+            description=f"Labels joined with '.': 1 to {MAX_NAMESPACE_LABELS} labels of 1 to "
+            f"{MAX_LABEL_LENGTH} characters, without NUL; the first not 'langgraph' (reserved).",
         ),
     ],
     refresh_ttl: bool | None = None,

@@ -16,7 +16,14 @@ from server.deps import DatabaseDep, EngineDep, ResourcesDep
 from server.errors import error_response
 from server.resources import Resources
 from server.routes.users import user_access
-from server.schemas.common import CONFLICT, NOT_FOUND, TOO_MANY, ErrorBody, Responses
+from server.schemas.common import (
+    CONFLICT,
+    NOT_FOUND,
+    SERVER_SENT_EVENT,
+    TOO_MANY,
+    ErrorBody,
+    Responses,
+)
 from server.schemas.turns import ChatAnswer, ChatRequest, ToolOut
 from server.sse import sse_response
 from stores.sql import tools as sql_tools
@@ -33,6 +40,7 @@ SSE_DOC: Responses = {
             "(a failure: error, then end). With `stream=false`: the JSON answer."
         ),
         "model": ChatAnswer,
+        "content": {"text/event-stream": {"schema": SERVER_SENT_EVENT}},
     }
 }
 

@@ -100,7 +100,8 @@ class AssistantVersionsSearch(AgentApiBody):
 class AssistantSetLatest(AgentApiBody):
     """Body of `POST /assistants/{id}/latest`."""
 
-    version: int = Field(ge=1)
+    # The versions column is a 32-bit integer: a larger version cannot exist.
+    version: int = Field(ge=1, le=2**31 - 1)
 
 
 class StateUpdate(AgentApiBody):

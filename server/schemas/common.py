@@ -173,7 +173,56 @@ class ErrorBody(BaseModel):
     )
 
 
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+WEBHOOK_PATTERN = rf"^(?:https?://{_HOST_LABEL}(?:\.{_HOST_LABEL})*(?::{_PORT})?(?:[/?#][!-~]*)?)?$"
+"""What a webhook URL may look like: http(s), a host name or IPv4 address (no credentials),
+a port, a printable path and query; empty means none. Where it may point is the server's
+policy, checked at creation (422 naming `webhook`) and no pattern can say it: the host must
+resolve to public addresses and the port be in OUTBOUND_ALLOWED_PORTS, unless
+WEBHOOK_ALLOWED_HOSTS trusts the host."""
+
+WebhookUrl = Annotated[
+    str,
+    Field(
+        max_length=2000,
+        pattern=WEBHOOK_PATTERN,
+        description="URL POSTed when the run ends: http or https; its host must resolve to "
+        "public addresses and its port be one OUTBOUND_ALLOWED_PORTS lists (80, 443), unless "
+        "WEBHOOK_ALLOWED_HOSTS lists the host (checked at creation: 422); empty: none.",
+    ),
+    AfterValidator(lambda url: url or None),
+]
+
+
 Responses = dict[int | str, dict[str, Any]]
+
+SERVER_SENT_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event (`: heartbeat` comments are not events).",
+    "properties": {
+        "event": {"type": "string", "description": "Its kind, e.g. metadata, values, end."},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "description": "Its position: send it as Last-Event-ID."},
+    },
+    "required": ["event", "data"],
+}
+"""The schema of each event of a `text/event-stream` answer, as OpenAPI tools read one."""
+
+
+STREAM_ONLY = "x-stream-only"
+
+
+def event_stream(description: str) -> dict[str, Any]:
+    """A documented 200 of server-sent events only (server/openapi.py drops the JSON content
+    FastAPI gives every 200, marked by STREAM_ONLY)."""
+    return {
+        "description": description,
+        "content": {"text/event-stream": {"schema": SERVER_SENT_EVENT}},
+        STREAM_ONLY: True,
+    }
+
+
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No record with that id."}}
 CONFLICT: Responses = {409: {"model": ErrorBody, "description": "Conflicts with existing data."}}
 TOO_MANY: Responses = {

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from server.schemas.common import PageOffset, StoredObject, StoredValue
+from server.schemas.common import PageOffset, StoredObject, StoredValue, WebhookUrl
 
 StreamModeName = Literal[
     "values",
@@ -63,6 +63,47 @@ RUN_PAYLOAD_FIELDS = (
 )
 
 
+def _names(*names: str) -> str:
+    return "|".join(f"{n}|{n.upper()}|{n.title()}" for n in names)
+
+
+def _field(number: str, names: str = "", *, question: bool = False) -> str:
+    """One cron field as a pattern: `*`, a value or a range, each with an optional step,
+    comma-separated (and `?` where cron allows it)."""
+    value = f"(?:{number}|{names})" if names else f"(?:{number})"
+    atom = rf"(?:\*|{value}(?:-{value})?)(?:/[1-9][0-9]?)?"
+    listed = f"{atom}(?:,{atom})*"
+    return rf"(?:{listed}|\?)" if question else listed
+
+
+_MINUTE = _field("[0-5]?[0-9]")
+_HOUR = _field("[01]?[0-9]|2[0-3]")
+_DAY = _field("0?[1-9]|[12][0-9]|3[01]", question=True)
+_MONTH = _field(
+    "0?[1-9]|1[0-2]",
+    _names("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+)
+_WEEKDAY = _field("[0-7]", _names("sun", "mon", "tue", "wed", "thu", "fri", "sat"), question=True)
+SCHEDULE_PATTERN = (
+    r"^(?:@(?:yearly|annually|monthly|weekly|daily|midnight|hourly)"
+    rf"|{_MINUTE} +{_HOUR} +{_DAY} +{_MONTH} +{_WEEKDAY}(?: +{_MINUTE})?)$"
+)
+"""The schedules the server reads: 5 fields 'minute hour day month weekday' (numbers,
+names, `*`, ranges, steps, lists), an optional 6th field of seconds, or an @alias."""
+Schedule = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=SCHEDULE_PATTERN,
+        description="A cron schedule: 'minute hour day month weekday' (e.g. '0 12 * * 1'), "
+        "an optional 6th field of seconds, or @hourly, @daily, @weekly, @monthly, @yearly. "
+        "One that never fires (e.g. February 30th) or fires more often than "
+        "CRON_MIN_INTERVAL_S (60 s) is a 422 too.",
+    ),
+]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -75,7 +116,7 @@ class _RunFields(_Body):
     checkpoint_during: bool | None = None
     interrupt_before: Literal["*"] | list[str] | None = None
     interrupt_after: Literal["*"] | list[str] | None = None
-    webhook: str | None = Field(None, max_length=2000)
+    webhook: WebhookUrl | None = None
     stream_mode: StreamModeName | list[StreamModeName] | None = None
     stream_subgraphs: bool | None = None
     stream_resumable: bool | None = None
@@ -92,12 +133,19 @@ class _RunFields(_Body):
         return value
 
 
-class CronCreate(_RunFields):
-    """`POST /runs/crons` and `POST /threads/{thread_id}/runs/crons`."""
+class ThreadCronCreate(_RunFields):
+    """`POST /threads/{thread_id}/runs/crons` (its runs keep the thread: no `on_run_completed`,
+    which is refused when sent)."""
 
-    schedule: str = Field(min_length=1, max_length=200)
+    schedule: Schedule
     assistant_id: str = Field(min_length=1, max_length=200)
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] | None = None
+    on_run_completed: SkipJsonSchema[Literal["delete", "keep"] | None] = None
+
+
+class CronCreate(ThreadCronCreate):
+    """`POST /runs/crons`."""
+
     on_run_completed: Literal["delete", "keep"] | None = None
 
 
@@ -105,7 +153,7 @@ class CronUpdate(_RunFields):
     """`PATCH /runs/crons/{cron_id}`: only the fields sent change; `end_time: null` clears it."""
 
     # Sent as null, these two are refused (422); the document leaves null out.
-    schedule: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    schedule: Schedule | SkipJsonSchema[None] = None
     enabled: bool | SkipJsonSchema[None] = None
     on_run_completed: Literal["delete", "keep"] | None = None
 

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from server.runs.streaming import validate_stream_modes
 from server.schemas.agent_api import CheckpointRef
-from server.schemas.common import StoredObject, StoredValue, storable
+from server.schemas.common import StoredObject, StoredValue, WebhookUrl, storable
 from server.schemas.crons import StreamModeName
 
 
@@ -43,7 +43,7 @@ class RunCreate(BaseModel):
     stream_resumable: bool = False
     interrupt_before: Literal["*"] | list[str] | None = None
     interrupt_after: Literal["*"] | list[str] | None = None
-    webhook: str | None = Field(None, max_length=2000)
+    webhook: WebhookUrl | None = None
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "enqueue"
     if_not_exists: Literal["create", "reject"] = "reject"
     on_disconnect: Literal["cancel", "continue"] = "continue"
@@ -66,7 +66,35 @@ class BatchRunCreate(RunCreate):
 class RunsCancel(BaseModel):
     """The body of `POST /runs/cancel`: runs by id (on a thread), or every run of a status."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The three forms the route takes, as langgraph-api's document says its two: `status`
+    # alone (no thread, no run ids), or non-empty `run_ids`, or a `thread_id` (its runs in
+    # flight, or the listed ones on it); anything else is a 422.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["status"],
+                    "properties": {
+                        "status": {"type": "string"},
+                        "thread_id": {"type": "null"},
+                        "run_ids": {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]},
+                    },
+                },
+                {
+                    "required": ["run_ids"],
+                    "properties": {
+                        "run_ids": {"type": "array", "minItems": 1},
+                        "status": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["thread_id"],
+                    "properties": {"thread_id": {"type": "string"}, "status": {"type": "null"}},
+                },
+            ]
+        },
+    )
 
     thread_id: uuid.UUID | None = None
     run_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
