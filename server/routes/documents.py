@@ -38,6 +38,9 @@ UPLOAD_ANSWERS: Responses = {
 }
 
 
+# What `stores.extract` reads as text: no NUL (binary), and something left once whitespace
+# (Python's and ECMAScript's \s, \x1c-\x1f, \x85, and a byte-order mark) is trimmed.
+TEXT_FILE_PATTERN = r"^[^\x00]*[^\x00\s\x1c-\x1f\x85\ufeff][^\x00]*$"
 # No NUL: PostgreSQL text cannot hold one.
 Source = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]+$")]
 # The form's text fields: their type, and what the document says of them.
@@ -49,9 +52,11 @@ UPLOAD_FIELDS: dict[str, tuple[TypeAdapter[str], str]] = {
 
 def _upload_body() -> dict[str, Any]:
     """The request body as the document says it: a multipart/form-data form with a `file`
-    (its bytes; a filename is optional: with an extension it decides the type, without one
-    the part's Content-Type does when it is one supported type, and the content otherwise)
-    and the optional `collection` and `source`."""
+    and the optional `collection` and `source`. The file is declared as text, the form every
+    client can send and the server always reads; a filename is optional (with an extension it
+    decides the type, without one the part's Content-Type does when it is one supported type,
+    and the content otherwise), so .md, .html and .pdf files are read too (the description
+    says so: a pattern cannot say which PDFs have a text layer)."""
     return {
         "required": True,
         "content": {
@@ -62,12 +67,17 @@ def _upload_body() -> dict[str, Any]:
                     "properties": {
                         "file": {
                             "type": "string",
-                            "format": "binary",
-                            # An empty file is refused (422): at least one byte.
                             "minLength": 1,
-                            "contentMediaType": "application/octet-stream",
+                            "pattern": TEXT_FILE_PATTERN,
+                            "contentMediaType": "text/plain",
                             "title": "File",
-                            "description": "A .txt, .md, .html or .pdf file.",
+                            "description": "The document. Declared here as what is always "
+                            "accepted: UTF-8 text with at least one character that is not "
+                            "whitespace, and no NUL (an empty or blank file is a 422). A .md, "
+                            ".html or .pdf file is read as such when the part's filename has "
+                            "that extension or its Content-Type is text/markdown, text/html "
+                            "or application/pdf (a PDF needs a text layer, an HTML page "
+                            "visible text; other types are a 415).",
                         },
                         **{
                             name: {
@@ -80,11 +90,7 @@ def _upload_body() -> dict[str, Any]:
                     },
                     "required": ["file"],
                 },
-                "encoding": {
-                    "file": {
-                        "contentType": "text/plain, text/markdown, text/html, application/pdf",
-                    }
-                },
+                "encoding": {"file": {"contentType": "text/plain"}},
             }
         },
     }
