@@ -109,7 +109,10 @@ class StateUpdate(AgentApiBody):
 
     values: StoredValue = None
     command: StoredObject | None = None
-    as_node: str = Field(min_length=1)
+    as_node: str = Field(
+        min_length=1,
+        description="The node the update is written as; one the thread's graph lacks is a 422.",
+    )
 
 
 class Superstep(AgentApiBody):
@@ -188,7 +191,11 @@ class ThreadStateUpdate(AgentApiBody):
     """Body of `POST /threads/{id}/state`: `values` written as if by node `as_node`."""
 
     values: StoredValue = None
-    as_node: str | None = Field(None, min_length=1)
+    as_node: str | None = Field(
+        None,
+        min_length=1,
+        description="The node the update is written as; one the thread's graph lacks is a 422.",
+    )
     checkpoint_id: str | None = None
     checkpoint: CheckpointRef | None = None
 

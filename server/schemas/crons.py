@@ -114,8 +114,16 @@ class _RunFields(_Body):
     config: StoredObject | None = None
     context: StoredObject | None = None
     checkpoint_during: bool | None = None
-    interrupt_before: Literal["*"] | list[str] | None = None
-    interrupt_after: Literal["*"] | list[str] | None = None
+    interrupt_before: Literal["*"] | list[str] | None = Field(
+        None,
+        description="Nodes of the assistant's graph to pause before ('*': all); a name the "
+        "graph lacks is a 422.",
+    )
+    interrupt_after: Literal["*"] | list[str] | None = Field(
+        None,
+        description="Nodes of the assistant's graph to pause after ('*': all); a name the "
+        "graph lacks is a 422.",
+    )
     webhook: WebhookUrl | None = None
     stream_mode: StreamModeName | list[StreamModeName] | None = None
     stream_subgraphs: bool | None = None

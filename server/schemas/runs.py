@@ -41,8 +41,16 @@ class RunCreate(BaseModel):
     stream_mode: StreamModeName | list[StreamModeName] | None = None
     stream_subgraphs: bool = False
     stream_resumable: bool = False
-    interrupt_before: Literal["*"] | list[str] | None = None
-    interrupt_after: Literal["*"] | list[str] | None = None
+    interrupt_before: Literal["*"] | list[str] | None = Field(
+        None,
+        description="Nodes of the assistant's graph to pause before ('*': all); a name the "
+        "graph lacks is a 422.",
+    )
+    interrupt_after: Literal["*"] | list[str] | None = Field(
+        None,
+        description="Nodes of the assistant's graph to pause after ('*': all); a name the "
+        "graph lacks is a 422.",
+    )
     webhook: WebhookUrl | None = None
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "enqueue"
     if_not_exists: Literal["create", "reject"] = "reject"
