@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,11 @@ def existing_records(url: str) -> dict[str, str]:
             "/runs/crons",
             {"assistant_id": assistant["assistant_id"], "schedule": "0 0 1 1 *"},
         )
-        user = made("POST", "/users", {"email": "contract@example.com", "name": "Contract"})
+        user = made(
+            "POST",
+            "/users",
+            {"email": f"contract-{uuid.uuid4().hex[:12]}@example.com", "name": "Contract"},
+        )
         made("PUT", "/store/items", {"namespace": ["contract"], "key": "k", "value": {"a": 1}})
     return {
         "assistant_id": assistant["assistant_id"],
