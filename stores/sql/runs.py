@@ -546,7 +546,11 @@ _FINISH = text(
     " UNION ALL SELECT pg_notify(:channel, p || '|' || :sender) FROM r, waiting,"
     " unnest(CAST(:if_busy AS text[])) AS p WHERE waiting.busy"
     ") SELECT (SELECT count(*) FROM r) AS finished, (SELECT count(*) FROM t) AS threads,"
-    " (SELECT count(*) FROM n) AS notified"
+    " (SELECT count(*) FROM n) AS notified,"
+    # Already ended by this very attempt: an earlier try of this finish committed, and its
+    # answer was lost with its connection (the statement sees the row as it was before it).
+    " (SELECT count(*) FROM runs WHERE id = :run_id AND attempt = :attempt"
+    "  AND status IN ('success', 'error', 'timeout', 'interrupted')) AS ended_before"
 ).bindparams(
     bindparam("output", type_=JSONB),
     bindparam("values", type_=JSONB),
@@ -573,8 +577,10 @@ async def finish_run(
 
     With `delete_thread` (a stateless run), the run is detached from its temporary thread,
     which is then deleted. False (and nothing written) when the attempt no longer holds the
-    run: another worker reclaimed it, or it was deleted. `notify.if_busy` payloads are sent
-    only when other runs of the thread are waiting.
+    run: another worker reclaimed it, or it was deleted. True, without writing, when this
+    attempt ended the run already (without a hook): a finish retried after its commit's
+    answer was lost with its connection. `notify.if_busy` payloads are sent only when other
+    runs of the thread are waiting.
 
     Without a hook this is two statements (lock the thread row; then close the run, update
     the thread and NOTIFY in one), the common case of every run, sent with the transaction's
@@ -634,7 +640,7 @@ async def _finish_pipelined(db: Database, params: dict[str, Any]) -> bool:
                 cursor = await driver.execute(finish, args)
             row = await cursor.fetchone()
     assert row is not None
-    return bool(row[0])
+    return bool(row[0]) or bool(row[3])
 
 
 _PIPELINED: list[tuple[str, str]] = []

@@ -90,6 +90,24 @@ async def test_a_stale_attempt_can_neither_renew_nor_finish_nor_drop_nor_release
     assert (row.status, row.output, row.attempt) == ("success", {"by": 2}, 2)
 
 
+async def test_a_finish_retried_after_its_commit_says_the_run_is_ended_and_writes_nothing(
+    db: Database,
+) -> None:
+    """A finish whose COMMIT went through but whose answer was lost (its connection cut) is
+    retried: the same attempt finds the run ended by itself, so it goes on to append `end`;
+    a stale attempt and a handed-back run are still refused."""
+    stale, current = await claimed_twice(db)
+    assert await finish(db, current)
+    assert await finish(db, current)  # the retry
+    assert not await finish(db, stale)
+    row = await run_store.get_run(db, current.run_id)
+    assert (row.status, row.output, row.attempt) == ("success", {"by": 2}, 2)
+    _, handed = await claimed_twice(db)
+    assert await run_store.release_runs(db, [handed]) == 1  # pending again, same attempt
+    assert not await finish(db, handed)
+    assert (await run_store.get_run(db, handed.run_id)).status == "pending"
+
+
 async def test_a_renewal_reports_a_cancel_request(db: Database, database_url: str) -> None:
     _, current = await claimed_twice(db)
     await run_store.cancel_runs(db, [current.run_id], action="rollback", reason="test")
