@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -104,6 +104,18 @@ Schedule = Annotated[
 ]
 
 
+InterruptNodes = Literal["*"] | list[str] | None
+
+
+def interrupt_nodes(when: str) -> Any:
+    """The field of `interrupt_before` / `interrupt_after`, alike on runs and crons."""
+    return Field(
+        None,
+        description=f"Nodes of the assistant's graph to pause {when} ('*': all); a name the "
+        "graph lacks is a 422.",
+    )
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -114,16 +126,8 @@ class _RunFields(_Body):
     config: StoredObject | None = None
     context: StoredObject | None = None
     checkpoint_during: bool | None = None
-    interrupt_before: Literal["*"] | list[str] | None = Field(
-        None,
-        description="Nodes of the assistant's graph to pause before ('*': all); a name the "
-        "graph lacks is a 422.",
-    )
-    interrupt_after: Literal["*"] | list[str] | None = Field(
-        None,
-        description="Nodes of the assistant's graph to pause after ('*': all); a name the "
-        "graph lacks is a 422.",
-    )
+    interrupt_before: InterruptNodes = interrupt_nodes("before")
+    interrupt_after: InterruptNodes = interrupt_nodes("after")
     webhook: WebhookUrl | None = None
     stream_mode: StreamModeName | list[StreamModeName] | None = None
     stream_subgraphs: bool | None = None

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from server.runs.streaming import validate_stream_modes
 from server.schemas.agent_api import CheckpointRef
 from server.schemas.common import StoredObject, StoredValue, WebhookUrl, storable
-from server.schemas.crons import StreamModeName
+from server.schemas.crons import InterruptNodes, StreamModeName, interrupt_nodes
 
 
 class RunCommand(BaseModel):
@@ -41,16 +41,8 @@ class RunCreate(BaseModel):
     stream_mode: StreamModeName | list[StreamModeName] | None = None
     stream_subgraphs: bool = False
     stream_resumable: bool = False
-    interrupt_before: Literal["*"] | list[str] | None = Field(
-        None,
-        description="Nodes of the assistant's graph to pause before ('*': all); a name the "
-        "graph lacks is a 422.",
-    )
-    interrupt_after: Literal["*"] | list[str] | None = Field(
-        None,
-        description="Nodes of the assistant's graph to pause after ('*': all); a name the "
-        "graph lacks is a 422.",
-    )
+    interrupt_before: InterruptNodes = interrupt_nodes("before")
+    interrupt_after: InterruptNodes = interrupt_nodes("after")
     webhook: WebhookUrl | None = None
     multitask_strategy: Literal["reject", "interrupt", "rollback", "enqueue"] = "enqueue"
     if_not_exists: Literal["create", "reject"] = "reject"
