@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.request_context import error_body
+from server.request_context import send_error
 
 
 class BodyLimitMiddleware:
@@ -76,18 +75,10 @@ class BodyLimitMiddleware:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        error_body(f"request body is larger than the limit of {limit} bytes", field="body")
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
+    await send_error(
+        send,
+        413,
+        f"request body is larger than the limit of {limit} bytes",
+        field="body",
+        headers={"Connection": "close"},
     )
-    await send({"type": "http.response.body", "body": body})

@@ -10,12 +10,13 @@ only to the log, with the same id.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from starlette.types import Scope
+from starlette.types import Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
@@ -46,6 +47,25 @@ def error_body(detail: Any, *, field: str | None = None) -> dict[str, Any]:
     if request_id is not None:
         body["request_id"] = request_id
     return body
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer with the server's JSON error body (with the request id)."""
+    payload = json.dumps(error_body(detail, field=field)).encode()
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def sent_request_id(scope: Scope) -> str | None:

@@ -11,7 +11,6 @@ docs, the web page's files) is authenticated; its `Caller` goes into the request
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
@@ -22,7 +21,7 @@ from server.auth.caller import OPEN, Caller
 from server.auth.contract import AuthError
 from server.auth.setup import STUDIO_ORIGIN, AuthSetup
 from server.auth.users import studio_user
-from server.request_context import error_body
+from server.request_context import send_error
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PATHS = frozenset(
@@ -30,20 +29,6 @@ PUBLIC_PATHS = frozenset(
      "/", "/web"}
 )  # fmt: skip
 PUBLIC_PREFIXES = ("/web/",)
-
-
-async def send_error(
-    send: Send, status: int, detail: str, *, field: str | None = None, headers: dict[str, str]
-) -> None:
-    """Answer with the server's JSON error body (with the request id)."""
-    payload = json.dumps(error_body(detail, field=field)).encode()
-    raw = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
 
 
 def host_name(host_header: str) -> str:

@@ -9,7 +9,6 @@ coroutine frame less."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -21,8 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.request_context import (
     REQUEST_ID,
     REQUEST_ID_HEADER_KEY,
-    error_body,
     request_id_for,
+    send_error,
     sent_request_id,
 )
 from server.telemetry.metrics import metrics
@@ -104,19 +103,6 @@ class RequestTelemetry:
             )
             if answered:  # the answer is under way: nothing can be said any more
                 raise
-            payload = json.dumps(
-                error_body(f"internal server error (request id {request_id})")
-            ).encode()
-            await send_observed(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send_observed({"type": "http.response.body", "body": payload})
+            await send_error(send_observed, 500, f"internal server error (request id {request_id})")
         finally:
             REQUEST_ID.reset(token)
