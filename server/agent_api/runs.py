@@ -89,13 +89,39 @@ async def _submit(
         "kwargs": body.model_dump(mode="json", include={"input", "config", "context", "webhook"}),
     }
     access = await caller.authorize("threads", "create_run", value)
-    assistant = await runnable_assistant(caller, db, body.assistant_id)
-    engine.graphs.require(assistant.graph_id, field="assistant_id")
+    assistant_uuid = assistant_key(body.assistant_id)
+    assistant_access = or_system(
+        await caller.authorize("assistants", "read", {"assistant_id": assistant_uuid})
+    )
     node_lists = [
         name
         for name in ("interrupt_before", "interrupt_after")
         if isinstance(getattr(body, name), list)
     ]
+    kwargs = _run_kwargs(body)
+    metadata = value["metadata"] if isinstance(value["metadata"], dict) else {}
+    if (
+        thread_id is not None
+        and caller.identity is None
+        and access is None
+        and assistant_access is None
+        and not (node_lists or body.context or body.webhook)
+    ):
+        # The common case (an open caller, nothing to check against the graph first): the
+        # assistant is read by the statement that writes the run, all in one round trip. When
+        # it wrote nothing (an unknown assistant or thread, an undeclared graph, runs in flight)
+        # the path below says why, or applies the multitask strategy.
+        run = await engine.submit_at_once(
+            thread_id=thread_id,
+            assistant_id=assistant_uuid,
+            kwargs=kwargs,
+            metadata=metadata,
+            multitask_strategy=body.multitask_strategy,
+        )
+        if run is not None:
+            return run
+    assistant = await resolve_assistant(db, body.assistant_id, assistant_access)
+    engine.graphs.require(assistant.graph_id, field="assistant_id")
     if node_lists or body.context:
         # The graph's nodes and context schema (a factory is called for them, as for a read).
         async with engine.graphs.acquire(
@@ -115,6 +141,20 @@ async def _submit(
             await check_webhook_url(body.webhook, policy=webhook_policy(resources.settings))
         except ValueError as error:
             raise InvalidInputError(str(error), field="webhook") from error
+    return await engine.submit(
+        thread_id=thread_id or uuid.uuid4(),
+        assistant=assistant,
+        kwargs=kwargs,
+        metadata=metadata,
+        multitask_strategy=body.multitask_strategy,
+        if_not_exists="create" if stateless else body.if_not_exists,
+        temporary=stateless,
+        creator=await run_creator(caller, db, resources.settings, access=access),
+    )
+
+
+def _run_kwargs(body: RunCreate) -> dict[str, Any]:
+    """What the run keeps of its request to execute it (`runs.kwargs`)."""
     kwargs = body.model_dump(
         mode="json",
         exclude={
@@ -133,17 +173,7 @@ async def _submit(
         kwargs["input"] = None
     if body.checkpoint is not None and body.checkpoint.checkpoint_id and not body.checkpoint_id:
         kwargs["checkpoint_id"] = body.checkpoint.checkpoint_id
-    metadata = value["metadata"] if isinstance(value["metadata"], dict) else {}
-    return await engine.submit(
-        thread_id=thread_id or uuid.uuid4(),
-        assistant=assistant,
-        kwargs=kwargs,
-        metadata=metadata,
-        multitask_strategy=body.multitask_strategy,
-        if_not_exists="create" if stateless else body.if_not_exists,
-        temporary=stateless,
-        creator=await run_creator(caller, db, resources.settings, access=access),
-    )
+    return kwargs
 
 
 def _stream(

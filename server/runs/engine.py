@@ -145,6 +145,36 @@ class RunEngine:
         metrics().runs_created.labels(assistant.graph_id).inc()
         return run
 
+    async def submit_at_once(
+        self,
+        *,
+        thread_id: uuid.UUID,
+        assistant_id: uuid.UUID,
+        kwargs: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        multitask_strategy: str = "enqueue",
+        creator: RunCreator = NOBODY,
+    ) -> Run | None:
+        """`submit`'s common case in one round trip, the assistant read with the run's row: a run
+        on an existing thread with no run in flight, by an assistant of a declared graph, for a
+        creator with no thread filter and no cap. None when nothing was written: read the
+        assistant and take `submit`, which says what is wrong (unknown assistant or thread, an
+        undeclared graph) or applies the multitask strategy."""
+        written = await self.queue.submit_at_once(
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            graph_ids=list(self.graphs),
+            kwargs=kwargs,
+            metadata=metadata,
+            multitask_strategy=multitask_strategy,
+            creator=creator,
+        )
+        if written is None:
+            return None
+        run, graph_id = written
+        metrics().runs_created.labels(graph_id).inc()
+        return run
+
     async def cancel(
         self,
         run_ids: list[uuid.UUID],

@@ -10,9 +10,9 @@ import os
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from sqlalchemy import text
@@ -39,6 +39,39 @@ StopReason = Literal["interrupt", "rollback", "lost"]
 def cancel_action(reason: str | None) -> CancelAction:
     """The action of a recorded cancel request ("rollback: ..." or anything else)."""
     return "rollback" if reason and reason.startswith("rollback") else "interrupt"
+
+
+_T = TypeVar("_T")
+_SHIELDED: set[asyncio.Task[Any]] = set()
+
+
+async def shielded(work: Coroutine[Any, Any, _T]) -> _T:
+    """`await asyncio.shield(work)` with one lap of the event loop fewer: `work` runs in a task
+    of its own, which a cancellation of the caller does not reach, and hands its result to the
+    caller itself (`asyncio.shield` hands it on from the task's done callback, which runs one
+    lap later, and only then wakes the caller)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[_T] = loop.create_future()
+
+    async def run() -> None:
+        try:
+            result = await work
+        except BaseException as error:
+            if not done.done():
+                if isinstance(error, asyncio.CancelledError):
+                    done.cancel()
+                else:
+                    done.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        if not done.done():
+            done.set_result(result)
+
+    task = loop.create_task(run())
+    _SHIELDED.add(task)
+    task.add_done_callback(_SHIELDED.discard)
+    return await done
 
 
 @dataclass(eq=False, slots=True)
@@ -214,7 +247,49 @@ class RunQueue:
             return run
 
         # Shielded: a request cancelled mid-commit still launches the run it claimed.
-        return await asyncio.shield(write())
+        return await shielded(write())
+
+    async def submit_at_once(
+        self,
+        *,
+        thread_id: uuid.UUID,
+        assistant_id: uuid.UUID,
+        graph_ids: list[str],
+        kwargs: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        multitask_strategy: str = "enqueue",
+        creator: run_store.RunCreator = run_store.NOBODY,
+    ) -> tuple[Run, str] | None:
+        """`submit`'s common case in one round trip (`run_store.create_run_at_once`): a run on
+        an existing thread with no run in flight, by an assistant (read in the same statement)
+        whose graph is one of `graph_ids`. The run and its graph id; None when nothing was
+        written (take `submit`, which says why or applies the multitask strategy)."""
+
+        async def write() -> tuple[Run, str] | None:
+            reservation = self.reserve()
+            try:
+                written = await run_store.create_run_at_once(
+                    self.db,
+                    thread_id=thread_id,
+                    assistant_id=assistant_id,
+                    graph_ids=graph_ids,
+                    kwargs={**kwargs, "temporary": False},
+                    metadata=metadata,
+                    multitask_strategy=multitask_strategy,
+                    notify=run_store.Notify(CHANNEL, self.owner),
+                    creator=creator,
+                    claim=reservation.claim if reservation else None,
+                )
+            except BaseException:
+                self.release(reservation)
+                raise
+            if written is None:
+                self.release(reservation)
+                return None
+            self.adopt(written[0], reservation)
+            return written
+
+        return await shielded(write())
 
     # -- claiming at creation (for any writer of run rows) ----------------------------------
 

@@ -354,6 +354,138 @@ async def create_run(
         return run, cancels
 
 
+# The common case of creating a run, with everything it reads in the same statement: an existing
+# thread with no run in flight, and an assistant of a declared graph (read here rather than in
+# a round trip of its own before). Sent after the thread row's lock (`_LOCK_THREAD`), with
+# BEGIN and COMMIT, in one pipelined round trip (`create_run_at_once`). It writes what `_CREATE`
+# writes for an idle thread, and nothing (no row) when any of that does not hold: the caller
+# then takes `create_run`, which tells why (unknown or someone else's assistant or thread, an
+# undeclared graph) or applies the multitask strategy to the runs in flight.
+_LOCK_THREAD = text("SELECT id FROM conversations WHERE id = :thread_id FOR UPDATE")
+_CREATE_AT_ONCE = text(
+    "WITH a AS ("
+    " SELECT id, graph_id FROM agents"
+    " WHERE id = :assistant_id AND graph_id = ANY(CAST(:graph_ids AS text[]))"
+    "), c0 AS ("
+    " SELECT id, status, metadata FROM conversations WHERE id = :thread_id"
+    "), r AS ("
+    " INSERT INTO runs (thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,"
+    " user_id, auth, lease_owner, lease_expires_at, attempt, stream_position)"
+    " SELECT c0.id, a.id, CAST(:status AS text), CAST(:multitask_strategy AS text), :kwargs,"
+    " :metadata, CAST(:user_id AS text), :auth, CAST(:owner AS text),"
+    " CASE WHEN :claimed THEN now() + make_interval(secs => :lease_s) END,"
+    " CASE WHEN :claimed THEN 1 ELSE 0 END,"
+    " CASE WHEN :claimed THEN nextval('thread_stream_positions') END"
+    " FROM a, c0 WHERE NOT EXISTS (SELECT 1 FROM runs o"
+    " WHERE o.thread_id = :thread_id AND o.status IN ('pending', 'running'))"
+    " RETURNING *"
+    "), t AS ("
+    # As `create_run`: the thread names the graph and assistant that last ran on it (unless it
+    # was busy), its agent is set when it had none.
+    " UPDATE conversations c SET status = 'busy', agent_id = COALESCE(c.agent_id, a.id),"
+    " metadata = CASE WHEN c0.status <> 'busy' THEN COALESCE(c0.metadata, '{}'::jsonb)"
+    " || jsonb_build_object('graph_id', a.graph_id, 'assistant_id', a.id::text)"
+    " ELSE c.metadata END,"
+    " updated_at = now() FROM a, c0 WHERE c.id = c0.id AND EXISTS (SELECT 1 FROM r)"
+    " RETURNING c.id"
+    "), n AS ("
+    " SELECT pg_notify(ch, p) FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[]))"
+    " AS u(ch, p) WHERE EXISTS (SELECT 1 FROM r)"
+    "), e AS ("
+    " INSERT INTO run_events (run_id, seq, event, data)"
+    " SELECT r.id, 1, 'metadata', jsonb_build_object('run_id', r.id::text, 'attempt', 1)"
+    " FROM r WHERE r.status = 'running' RETURNING seq"
+    ") SELECT r.*, (SELECT graph_id FROM a) AS graph_id, (SELECT count(*) FROM t) AS threads,"
+    " (SELECT count(*) FROM n) AS notified, (SELECT count(*) FROM e) AS first_events"
+    " FROM r"
+)
+_AT_ONCE_SQL: list[tuple[str, str]] = []
+
+
+def _at_once_sql(db: Database) -> tuple[str, str]:
+    """`_LOCK_THREAD` and `_CREATE_AT_ONCE` as psycopg takes them (compiled once)."""
+    if not _AT_ONCE_SQL:
+        dialect = db.engine.dialect
+        _AT_ONCE_SQL.append(
+            (
+                str(_LOCK_THREAD.compile(dialect=dialect)),
+                str(_CREATE_AT_ONCE.compile(dialect=dialect)),
+            )
+        )
+    return _AT_ONCE_SQL[0]
+
+
+async def create_run_at_once(
+    db: Database,
+    *,
+    thread_id: uuid.UUID,
+    assistant_id: uuid.UUID,
+    graph_ids: Sequence[str],
+    kwargs: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    multitask_strategy: str,
+    notify: Notify | None = None,
+    creator: RunCreator = NOBODY,
+    claim: InlineClaim | None = None,
+) -> tuple[Run, str] | None:
+    """`create_run`'s common case in one round trip: the run and its graph id, or None when
+    nothing was written (take `create_run` then; it says why or applies the multitask
+    strategy).
+
+    It writes only when the thread exists and has no run pending or running (tested under the
+    thread row's lock, as `create_run` does), and the assistant `assistant_id` exists with its
+    graph among `graph_ids`; the row is what `create_run` writes then (claimed with `claim`
+    when it can start at once, its first event stored; else pending, with a "new" NOTIFY).
+    The thread row's lock and the statement go out together in psycopg's pipeline mode, as
+    one implicit transaction (one Sync): PostgreSQL still runs the statement once the lock is
+    held, with a snapshot taken after it, and answers both at once.
+
+    Only for a creator with no thread filter and no cap of runs in flight (both are
+    `create_run`'s).
+    """
+    if creator.access is not None or creator.max_in_flight > 0:
+        raise ValueError("create_run_at_once takes no thread filter and no cap; use create_run")
+    claimed = claim is not None and not kwargs.get("after_seconds")
+    channels, payloads = creation_notifies(notify, [], thread_id=thread_id, claimed=claimed)
+    args = {
+        "thread_id": thread_id,
+        "assistant_id": assistant_id,
+        "graph_ids": list(graph_ids),
+        "status": "running" if claimed else "pending",
+        "multitask_strategy": multitask_strategy,
+        "kwargs": Jsonb(dict(kwargs)),
+        "metadata": Jsonb(dict(metadata)),
+        "user_id": creator.user_id,
+        "auth": Jsonb(dict(creator.auth)) if creator.auth is not None else None,
+        "claimed": claimed,
+        "owner": claim.owner if claim is not None and claimed else None,
+        "lease_s": float(claim.lease_s) if claim is not None else 0.0,
+        "channels": channels,
+        "payloads": payloads,
+    }
+    lock, create = _at_once_sql(db)
+    async with db.engine.connect() as conn:
+        # Autocommit: no BEGIN and COMMIT of psycopg's, each with a Sync (PostgreSQL answers
+        # each Sync at once, so the answer came in up to four reads, each a wait). The two
+        # statements go out with one Sync, which makes them one implicit transaction: the lock
+        # is held until the statement after it has committed (or failed: nothing is written).
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        async with driver.pipeline():
+            await driver.execute(lock, {"thread_id": thread_id})
+            cursor = await driver.execute(create, args)
+        row = await cursor.fetchone()
+        names = [column.name for column in cursor.description or ()]
+    if row is None:
+        return None
+    values = dict(zip(names, row, strict=True))
+    run = run_from_row(values)
+    if values["first_events"]:
+        sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))
+    return run, str(values["graph_id"])
+
+
 _FIRST_EVENT = "switchboard.first_event"
 
 

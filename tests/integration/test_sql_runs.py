@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import struct
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from stores.sql import runs as run_store
 from stores.sql.database import Database, connect, open_database
-from stores.sql.models import Agent, Run
+from stores.sql.models import Agent, Conversation, Run
 from stores.sql.runs import RunToken
 
 
@@ -204,3 +209,230 @@ async def test_a_run_claimed_at_creation_has_its_first_metadata_stored_with_its_
     # A pending run gets its metadata from whichever attempt claims it.
     assert rows[pending.id] == []
     assert run_store.stored_first_event(pending) is None
+
+
+class StatementCounter:
+    """A TCP proxy to PostgreSQL that counts the statements its clients send (`Execute` and
+    simple `Query` messages)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.statements = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+        await asyncio.gather(
+            self._front(client_r, server_w), self._pipe(server_r, client_w), return_exceptions=True
+        )
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+        finally:
+            writer.close()
+
+    async def _front(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer, started = b"", False
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                buffer += data
+                while True:
+                    if not started:  # SSLRequest / StartupMessage: length, then a code
+                        if len(buffer) < 8 or len(buffer) < struct.unpack("!i", buffer[:4])[0]:
+                            break
+                        size, code = struct.unpack("!ii", buffer[:8])
+                        buffer, started = buffer[size:], code == 196608
+                        continue
+                    if len(buffer) < 5 or len(buffer) < 1 + struct.unpack("!i", buffer[1:5])[0]:
+                        break
+                    kind, size = buffer[:1], struct.unpack("!i", buffer[1:5])[0]
+                    buffer = buffer[1 + size :]
+                    self.statements += kind in (b"E", b"Q")
+        finally:
+            writer.close()
+
+
+@contextlib.contextmanager
+def counting_waits() -> Iterator[list[int]]:
+    """Count the times the running loop is asked to wake a reader: each is a wait for
+    PostgreSQL's answer (psycopg polls a socket it writes to without the loop), so a round
+    trip, and a lap of the event loop for the caller."""
+    loop = asyncio.get_running_loop()
+    waits = [0]
+    add_reader = loop.add_reader
+
+    def counted(fd: Any, callback: Any, *args: Any) -> None:
+        waits[0] += 1
+        add_reader(fd, callback, *args)
+
+    loop.add_reader = counted  # type: ignore[method-assign, assignment]
+    try:
+        yield waits
+    finally:
+        loop.add_reader = add_reader  # type: ignore[method-assign]
+
+
+async def _agent_and_thread(db: Database, graph_id: str = "chat") -> tuple[Agent, uuid.UUID]:
+    """An assistant of `graph_id` and an idle thread with some metadata."""
+    thread_id = uuid.uuid4()
+    async with db.sessions.begin() as session:
+        agent = Agent(graph_id=graph_id, name=f"at once {uuid.uuid4().hex[:6]}")
+        session.add(agent)
+        session.add(Conversation(id=thread_id, status="idle", metadata_={"owner": "ann"}))
+    return agent, thread_id
+
+
+async def _at_once(
+    db: Database, thread_id: uuid.UUID, assistant_id: uuid.UUID, **given: Any
+) -> tuple[Run, str] | None:
+    args: dict[str, Any] = {
+        "thread_id": thread_id,
+        "assistant_id": assistant_id,
+        "graph_ids": ["chat", "steps"],
+        "kwargs": {"input": {"n": 1}},
+        "metadata": {"m": 1},
+        "multitask_strategy": "reject",
+        "notify": run_store.Notify("switchboard_test", "me"),
+        "claim": run_store.InlineClaim("worker-a", 30),
+        **given,
+    }
+    return await run_store.create_run_at_once(db, **args)
+
+
+async def test_a_run_on_an_idle_thread_is_created_with_its_assistant_read_in_one_round_trip(
+    database_url: str,
+) -> None:
+    url = make_url(database_url)
+    counter = StatementCounter(url.host or "127.0.0.1", url.port or 5432)
+    async with (
+        counter as port,
+        open_database(url.set(port=port).render_as_string(hide_password=False), pool_size=1) as db,
+    ):
+        agent, thread_id = await _agent_and_thread(db)
+        before = counter.statements
+        with counting_waits() as waits:
+            written = await _at_once(db, thread_id, agent.id)
+        # The thread row's lock and the statement, sent together and answered at once.
+        assert (waits[0], counter.statements - before) == (1, 2)
+        assert written is not None
+        run, graph_id = written
+        # create_run after reading the assistant, as before: a round trip each.
+        _, other = await _agent_and_thread(db)
+        with counting_waits() as waits:
+            async with db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1 FROM agents WHERE id = :id"), {"id": agent.id})
+            await run_store.create_run(
+                db,
+                thread_id=other,
+                assistant_id=agent.id,
+                graph_id="chat",
+                kwargs={},
+                metadata={},
+                multitask_strategy="reject",
+            )
+        assert waits[0] >= 5
+        assert graph_id == "chat"
+        assert (run.status, run.attempt, run.lease_owner) == ("running", 1, "worker-a")
+        assert (run.thread_id, run.assistant_id, run.multitask_strategy) == (
+            thread_id,
+            agent.id,
+            "reject",
+        )
+        assert (run.kwargs, run.metadata_) == ({"input": {"n": 1}}, {"m": 1})
+        assert run.stream_position is not None
+        assert run.lease_expires_at is not None
+        first = (1, "metadata", {"run_id": str(run.id), "attempt": 1})
+        assert run_store.stored_first_event(run) == first
+        async with db.engine.connect() as conn:
+            events = [
+                tuple(r)
+                for r in await conn.execute(
+                    text("SELECT seq, event, data FROM run_events WHERE run_id = :id"),
+                    {"id": run.id},
+                )
+            ]
+            thread = (
+                await conn.execute(
+                    text("SELECT status, agent_id, metadata FROM conversations WHERE id = :id"),
+                    {"id": thread_id},
+                )
+            ).one()
+        assert events == [first]
+        assert tuple(thread) == (
+            "busy",
+            agent.id,
+            {"owner": "ann", "graph_id": "chat", "assistant_id": str(agent.id)},
+        )
+
+
+async def test_a_run_created_at_once_without_a_slot_or_with_a_delay_is_pending(
+    db: Database,
+) -> None:
+    agent, thread_id = await _agent_and_thread(db)
+    written = await _at_once(db, thread_id, agent.id, claim=None)
+    assert written is not None
+    assert (written[0].status, written[0].attempt, written[0].lease_owner) == ("pending", 0, None)
+    assert run_store.stored_first_event(written[0]) is None
+    agent, thread_id = await _agent_and_thread(db)
+    written = await _at_once(db, thread_id, agent.id, kwargs={"after_seconds": 5})
+    assert written is not None
+    assert written[0].status == "pending"
+
+
+async def _runs_of(db: Database, thread_id: uuid.UUID) -> list[str]:
+    async with db.engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT status FROM runs WHERE thread_id = :id ORDER BY created_at"),
+            {"id": thread_id},
+        )
+        return [str(status) for (status,) in rows]
+
+
+async def test_creating_at_once_writes_nothing_unless_the_thread_is_idle_and_the_assistant_known(
+    db: Database,
+) -> None:
+    """Each case `create_run` must answer itself (a 404, a 422, a multitask strategy) leaves
+    the database as it was."""
+    agent, thread_id = await _agent_and_thread(db)
+    assert await _at_once(db, uuid.uuid4(), agent.id) is None  # no such thread
+    assert await _at_once(db, thread_id, uuid.uuid4()) is None  # no such assistant
+    assert await _at_once(db, thread_id, agent.id, graph_ids=["steps"]) is None  # undeclared
+    assert await _runs_of(db, thread_id) == []
+    async with db.engine.connect() as conn:
+        status = (
+            await conn.execute(
+                text("SELECT status, metadata FROM conversations WHERE id = :id"),
+                {"id": thread_id},
+            )
+        ).one()
+    assert tuple(status) == ("idle", {"owner": "ann"})
+    assert await _at_once(db, thread_id, agent.id) is not None
+    # A run in flight: nothing more (the multitask strategy is create_run's).
+    for strategy in ("reject", "enqueue", "interrupt", "rollback"):
+        assert await _at_once(db, thread_id, agent.id, multitask_strategy=strategy) is None
+    assert await _runs_of(db, thread_id) == ["running"]
+    with pytest.raises(ValueError, match="no thread filter"):
+        await _at_once(db, thread_id, agent.id, creator=run_store.RunCreator(access={"a": 1}))
+
+
+async def test_creations_at_once_on_one_thread_write_one_run(database_url: str) -> None:
+    """Eight at once on one idle thread: the thread row's lock serialises them, and each later
+    one sees the first run in flight (its statement's snapshot is taken under the lock)."""
+    async with open_database(database_url, pool_size=8) as db:
+        agent, thread_id = await _agent_and_thread(db)
+        written = await asyncio.gather(*(_at_once(db, thread_id, agent.id) for _ in range(8)))
+        assert sum(w is not None for w in written) == 1
+        assert await _runs_of(db, thread_id) == ["running"]
