@@ -464,7 +464,11 @@ async def create_run_at_once(
         "payloads": payloads,
     }
     lock, create = _at_once_sql(db)
-    async with db.engine.connect() as conn:
+    # Not `async with`: SQLAlchemy closes a connection so from a task of its own, shielded
+    # (two laps of the event loop, each a wait behind every executing run's callbacks). This
+    # connection holds no transaction when it is closed (the implicit one ended at the Sync).
+    conn = await db.engine.connect()
+    try:
         # Autocommit: no BEGIN and COMMIT of psycopg's, each with a Sync (PostgreSQL answers
         # each Sync at once, so the answer came in up to four reads, each a wait). The two
         # statements go out with one Sync, which makes them one implicit transaction: the lock
@@ -477,6 +481,8 @@ async def create_run_at_once(
             cursor = await driver.execute(create, args)
         row = await cursor.fetchone()
         names = [column.name for column in cursor.description or ()]
+    finally:
+        await conn.close()
     if row is None:
         return None
     values = dict(zip(names, row, strict=True))
