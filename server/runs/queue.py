@@ -263,33 +263,52 @@ class RunQueue:
         """`submit`'s common case in one round trip (`run_store.create_run_at_once`): a run on
         an existing thread with no run in flight, by an assistant (read in the same statement)
         whose graph is one of `graph_ids`. The run and its graph id; None when nothing was
-        written (take `submit`, which says why or applies the multitask strategy)."""
+        written (take `submit`, which says why or applies the multitask strategy).
 
-        async def write() -> tuple[Run, str] | None:
-            reservation = self.reserve()
-            try:
-                written = await run_store.create_run_at_once(
-                    self.db,
-                    thread_id=thread_id,
-                    assistant_id=assistant_id,
-                    graph_ids=graph_ids,
-                    kwargs={**kwargs, "temporary": False},
-                    metadata=metadata,
-                    multitask_strategy=multitask_strategy,
-                    notify=run_store.Notify(CHANNEL, self.owner),
-                    creator=creator,
-                    claim=reservation.claim if reservation else None,
-                )
-            except BaseException:
-                self.release(reservation)
-                raise
-            if written is None:
-                self.release(reservation)
-                return None
-            self.adopt(written[0], reservation)
-            return written
+        In the caller's task (no task of its own to start and hear back from: a lap of the
+        event loop each): a caller cancelled (or failing) while the statement may have gone
+        through leaves it to a background task to learn what was written, and start the run
+        it claimed (or give its slot back)."""
+        reservation = self.reserve()
+        run_id = uuid.uuid4()
+        try:
+            written = await run_store.create_run_at_once(
+                self.db,
+                run_id=run_id,
+                thread_id=thread_id,
+                assistant_id=assistant_id,
+                graph_ids=graph_ids,
+                kwargs={**kwargs, "temporary": False},
+                metadata=metadata,
+                multitask_strategy=multitask_strategy,
+                notify=run_store.Notify(CHANNEL, self.owner),
+                creator=creator,
+                claim=reservation.claim if reservation else None,
+            )
+        except BaseException:
+            # Cancelled or failed, maybe after PostgreSQL had the statement: find out.
+            self.background(self._settle(thread_id, run_id, reservation))
+            raise
+        if written is None:
+            self.release(reservation)
+            return None
+        self.adopt(written[0], reservation)
+        return written
 
-        return await shielded(write())
+    async def _settle(
+        self, thread_id: uuid.UUID, run_id: uuid.UUID, reservation: Reservation | None
+    ) -> None:
+        """After a creation whose caller was cancelled: start the run it wrote claimed, wake
+        a worker for one it left pending, or give the slot back when it wrote nothing."""
+        try:
+            run = await run_store.created_run(self.db, thread_id=thread_id, run_id=run_id)
+        except BaseException:
+            self.release(reservation)  # a run it claimed is taken over once its lease lapses
+            raise
+        if run is None:
+            self.release(reservation)
+        else:
+            self.adopt(run, reservation)
 
     # -- claiming at creation (for any writer of run rows) ----------------------------------
 

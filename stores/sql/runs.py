@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -369,9 +370,10 @@ _CREATE_AT_ONCE = text(
     "), c0 AS ("
     " SELECT id, status, metadata FROM conversations WHERE id = :thread_id"
     "), r AS ("
-    " INSERT INTO runs (thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,"
-    " user_id, auth, lease_owner, lease_expires_at, attempt, stream_position)"
-    " SELECT c0.id, a.id, CAST(:status AS text), CAST(:multitask_strategy AS text), :kwargs,"
+    " INSERT INTO runs (id, thread_id, assistant_id, status, multitask_strategy, kwargs,"
+    " metadata, user_id, auth, lease_owner, lease_expires_at, attempt, stream_position)"
+    " SELECT :run_id, c0.id, a.id, CAST(:status AS text), CAST(:multitask_strategy AS text),"
+    " :kwargs,"
     " :metadata, CAST(:user_id AS text), :auth, CAST(:owner AS text),"
     " CASE WHEN :claimed THEN now() + make_interval(secs => :lease_s) END,"
     " CASE WHEN :claimed THEN 1 ELSE 0 END,"
@@ -418,6 +420,7 @@ def _at_once_sql(db: Database) -> tuple[str, str]:
 async def create_run_at_once(
     db: Database,
     *,
+    run_id: uuid.UUID,
     thread_id: uuid.UUID,
     assistant_id: uuid.UUID,
     graph_ids: Sequence[str],
@@ -428,9 +431,10 @@ async def create_run_at_once(
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
 ) -> tuple[Run, str] | None:
-    """`create_run`'s common case in one round trip: the run and its graph id, or None when
-    nothing was written (take `create_run` then; it says why or applies the multitask
-    strategy).
+    """`create_run`'s common case in one round trip: the run (its id `run_id`) and its graph
+    id, or None when nothing was written (take `create_run` then; it says why or applies the
+    multitask strategy). A caller cancelled while waiting for it learns what was written
+    from `created_run`.
 
     It writes only when the thread exists and has no run pending or running (tested under the
     thread row's lock, as `create_run` does), and the assistant `assistant_id` exists with its
@@ -448,6 +452,7 @@ async def create_run_at_once(
     claimed = claim is not None and not kwargs.get("after_seconds")
     channels, payloads = creation_notifies(notify, [], thread_id=thread_id, claimed=claimed)
     args = {
+        "run_id": run_id,
         "thread_id": thread_id,
         "assistant_id": assistant_id,
         "graph_ids": list(graph_ids),
@@ -481,8 +486,17 @@ async def create_run_at_once(
             cursor = await driver.execute(create, args)
         row = await cursor.fetchone()
         names = [column.name for column in cursor.description or ()]
-    finally:
+    except BaseException as error:
+        # Cut short (a cancellation, a failure): the connection may be mid-pipeline, so it is
+        # closed rather than handed back to the pool.
+        await conn.invalidate()
         await conn.close()
+        task = asyncio.current_task()
+        if not isinstance(error, asyncio.CancelledError) and task and task.cancelling():
+            # psycopg ends a pipeline cut by a cancellation with an error of its own.
+            raise asyncio.CancelledError from error
+        raise
+    await conn.close()
     if row is None:
         return None
     values = dict(zip(names, row, strict=True))
@@ -490,6 +504,26 @@ async def create_run_at_once(
     if values["first_events"]:
         sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))
     return run, str(values["graph_id"])
+
+
+async def created_run(db: Database, *, thread_id: uuid.UUID, run_id: uuid.UUID) -> Run | None:
+    """The run `create_run_at_once` was writing (`run_id`, on `thread_id`) when its caller
+    was cancelled, once that write has ended either way (the thread row's lock waits for its
+    transaction): None when it wrote nothing. A run it wrote claimed has its first event as
+    `stored_first_event` gives it."""
+    async with db.sessions.begin() as session:
+        await session.execute(_LOCK_THREAD, {"thread_id": thread_id})
+        row = (
+            (await session.execute(text("SELECT * FROM runs WHERE id = :id"), {"id": run_id}))
+            .mappings()
+            .one_or_none()
+        )
+    if row is None:
+        return None
+    run = run_from_row(row)
+    if run.status == "running" and run.attempt == 1 and run.lease_owner is not None:
+        sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))
+    return run
 
 
 _FIRST_EVENT = "switchboard.first_event"

@@ -299,6 +299,7 @@ async def _at_once(
     db: Database, thread_id: uuid.UUID, assistant_id: uuid.UUID, **given: Any
 ) -> tuple[Run, str] | None:
     args: dict[str, Any] = {
+        "run_id": uuid.uuid4(),
         "thread_id": thread_id,
         "assistant_id": assistant_id,
         "graph_ids": ["chat", "steps"],
@@ -436,3 +437,15 @@ async def test_creations_at_once_on_one_thread_write_one_run(database_url: str) 
         written = await asyncio.gather(*(_at_once(db, thread_id, agent.id) for _ in range(8)))
         assert sum(w is not None for w in written) == 1
         assert await _runs_of(db, thread_id) == ["running"]
+
+
+async def test_created_run_tells_what_a_creation_at_once_wrote(db: Database) -> None:
+    agent, thread_id = await _agent_and_thread(db)
+    assert await run_store.created_run(db, thread_id=thread_id, run_id=uuid.uuid4()) is None
+    written = await _at_once(db, thread_id, agent.id)
+    assert written is not None
+    run = await run_store.created_run(db, thread_id=thread_id, run_id=written[0].id)
+    assert run is not None
+    assert (run.id, run.status, run.lease_owner) == (written[0].id, "running", "worker-a")
+    first = (1, "metadata", {"run_id": str(run.id), "attempt": 1})
+    assert run_store.stored_first_event(run) == first

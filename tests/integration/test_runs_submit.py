@@ -1,0 +1,78 @@
+"""Submitting runs: the one-round-trip creation on an idle thread, cancelled at any point."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from sqlalchemy import text
+
+from server.runs.queue import Attempt, RunQueue
+from stores.sql.database import Database, open_database
+from stores.sql.models import Agent, Conversation
+from tests.support import make_settings
+
+
+async def _idle_thread(db: Database, agent: Agent) -> uuid.UUID:
+    thread_id = uuid.uuid4()
+    async with db.sessions.begin() as session:
+        session.add(Conversation(id=thread_id, agent_id=agent.id, status="idle"))
+    return thread_id
+
+
+async def test_a_creation_cancelled_at_any_point_starts_the_run_it_wrote_or_frees_its_slot(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A request cancelled while its run's statement may have gone through: the run it wrote
+    claimed still starts here (once), and a slot taken for one it did not write is given back."""
+    settings = make_settings(database_url, tmp_path, run_workers=4, run_poll_s=30)
+    async with open_database(database_url, pool_size=4) as db:
+        async with db.sessions.begin() as session:
+            agent = Agent(graph_id="chat", name=f"cancelled {uuid.uuid4().hex[:6]}")
+            session.add(agent)
+        queue = RunQueue(db, settings, database_url=database_url)
+        executed: list[uuid.UUID] = []
+
+        async def execute(attempt: Attempt) -> None:
+            executed.append(attempt.token.run_id)
+
+        await queue.start(execute)
+        outcomes = set()
+        try:
+            for laps in range(48):
+                thread_id = await _idle_thread(db, agent)
+                submit = asyncio.create_task(
+                    queue.submit_at_once(
+                        thread_id=thread_id,
+                        assistant_id=agent.id,
+                        graph_ids=["chat"],
+                        kwargs={},
+                        metadata={},
+                    )
+                )
+                for _ in range(laps % 16):
+                    await asyncio.sleep(0)
+                submit.cancel()
+                try:
+                    await submit
+                    outcomes.add("written")
+                except asyncio.CancelledError:
+                    outcomes.add("cancelled")
+                async with db.engine.connect() as conn:
+                    runs = [
+                        run_id
+                        for (run_id,) in await conn.execute(
+                            text("SELECT id FROM runs WHERE thread_id = :id"), {"id": thread_id}
+                        )
+                    ]
+                for _ in range(200):  # the settling, and the run's (empty) execution
+                    if queue._busy == 0 and all(run_id in executed for run_id in runs):
+                        break
+                    await asyncio.sleep(0.02)
+                assert len(runs) <= 1
+                assert [run_id for run_id in executed if run_id in runs] == runs
+                assert queue._busy == 0
+        finally:
+            await queue.aclose()
+        assert "cancelled" in outcomes
