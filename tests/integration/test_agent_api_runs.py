@@ -696,3 +696,71 @@ async def test_a_run_claimed_too_often_ends_as_an_error(
     assert "started 5 times without finishing" in result["__error__"]["message"]
     run = await client.runs.get(thread_id, run_id)
     assert run["status"] == "error"
+
+
+async def test_a_run_on_an_existing_thread_names_what_is_wrong_and_writes_nothing(
+    client: Any, steps: str, server_url: str, database_url: str
+) -> None:
+    """An open server creates a run on an idle thread in one statement that reads the
+    assistant too; when that writes nothing, the answer still names the field."""
+    thread_id = (await client.threads.create(metadata={"k": "v"}))["thread_id"]
+    ghost = make_assistant(database_url, "ghost")  # its graph is not declared
+    async with httpx.AsyncClient(base_url=server_url) as http:
+        for path, assistant, status, field in (
+            ("runs/stream", str(uuid.uuid4()), 404, "assistant_id"),
+            ("runs/wait", ghost, 422, "assistant_id"),
+            ("runs", "no-such-graph", 404, "assistant_id"),
+        ):
+            answer = await http.post(
+                f"/threads/{thread_id}/{path}", json={"assistant_id": assistant}
+            )
+            assert (answer.status_code, answer.json()["field"]) == (status, field), answer.text
+        unknown = await http.post(f"/threads/{uuid.uuid4()}/runs", json={"assistant_id": steps})
+        assert (unknown.status_code, unknown.json()["field"]) == (404, "thread_id")
+    assert sql(database_url, "SELECT id FROM runs WHERE thread_id = %s", thread_id) == []
+    assert thread_row(database_url, thread_id)["status"] == "idle"  # type: ignore[index]
+    # Then a run: the thread names the graph and assistant that ran on it, keeps its metadata.
+    await client.runs.wait(thread_id, steps, input={"log": ["start"]})
+    row = thread_row(database_url, thread_id)
+    assert row is not None
+    assert row["metadata"] == {"k": "v", "graph_id": "steps", "assistant_id": steps}
+    assert (str(row["agent_id"]), row["status"]) == (steps, "idle")
+
+
+async def test_runs_sent_at_once_to_an_idle_thread_get_one_start_and_their_strategy(
+    client: Any, steps: str
+) -> None:
+    """Eight creations at once on an idle thread: one is written by the one-statement
+    creation, the others find it in flight and get their multitask strategy."""
+    fast = {"configurable": {"delay": 0.05}}
+    thread_id = await new_thread(client, steps)
+    answers = await asyncio.gather(
+        *(
+            client.runs.create(
+                thread_id, steps, input={"log": []}, config=fast, multitask_strategy="reject"
+            )
+            for _ in range(8)
+        ),
+        return_exceptions=True,
+    )
+    created = [a for a in answers if isinstance(a, dict)]
+    refused = [a for a in answers if isinstance(a, httpx.HTTPStatusError)]
+    assert (len(created), len(refused)) == (1, 7), answers
+    assert {r.response.status_code for r in refused} == {409}
+    await client.runs.join(thread_id, created[0]["run_id"])
+    thread_id = await new_thread(client, steps)
+    queued = await asyncio.gather(
+        *(
+            client.runs.create(
+                thread_id, steps, input={"log": [str(n)]}, config=fast, multitask_strategy="enqueue"
+            )
+            for n in range(4)
+        )
+    )
+    for run in queued:
+        await client.runs.join(thread_id, run["run_id"])
+    state = await client.threads.get_state(thread_id)
+    # Each ran once, one after the other (in whatever order they were written).
+    marks = [entry for entry in state["values"]["log"] if entry in {"0", "1", "2", "3"}]
+    assert sorted(marks) == ["0", "1", "2", "3"]
+    assert state["values"]["log"].count("s1") == 5
