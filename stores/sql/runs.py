@@ -486,6 +486,12 @@ async def create_run_at_once(
             cursor = await driver.execute(create, args)
         row = await cursor.fetchone()
         names = [column.name for column in cursor.description or ()]
+    except psycopg.DataError:
+        # PostgreSQL refused a value (e.g. a NUL in a JSON string): nothing was written. The
+        # full path answers as it would have (it reads the assistant first).
+        await conn.invalidate()
+        await conn.close()
+        return None
     except BaseException as error:
         # Cut short (a cancellation, a failure): the connection may be mid-pipeline, so it is
         # closed rather than handed back to the pool.

@@ -43,7 +43,7 @@ async def test_a_creation_cancelled_at_any_point_starts_the_run_it_wrote_or_free
             for laps in range(48):
                 thread_id = await _idle_thread(db, agent)
                 submit = asyncio.create_task(
-                    queue.submit_at_once(
+                    queue.create_at_once(
                         thread_id=thread_id,
                         assistant_id=agent.id,
                         graph_ids=["chat"],
