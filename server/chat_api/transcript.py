@@ -9,13 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from nodes.retrieve import public_source
-from server.runs.execute import RecorderFactory, RunRecorder, RunResult
+from server.runs.execute import FinishRecord, RecorderFactory, RunRecorder, RunResult
 from stores.checkpoints import Checkpoints
 from stores.sql import turns
 from stores.sql.models import Run
+from stores.sql.runs import RunToken
 
 SOURCE = "chat"
 """`metadata.source` of the runs of /chat turns."""
@@ -59,8 +58,9 @@ class TranscriptRecorder:
         if is_token and self.first_token is None:
             self.first_token = time.perf_counter()
 
-    async def on_finish(self, session: AsyncSession, result: RunResult) -> list[tuple[str, Any]]:
-        """Write the turn's tool rows and (on success) its answer; the `message` event."""
+    def on_finish(self, result: RunResult, token: RunToken) -> FinishRecord:
+        """The turn's tool rows and (on success) its answer, written with the run's end; the
+        `message` event."""
         run, values = self.run, result.values
         assert run.thread_id is not None
         records = [r for r in values.get("tool_calls", []) if isinstance(r, Mapping)]
@@ -94,11 +94,14 @@ class TranscriptRecorder:
             if run.attempt > 1:
                 metadata["recovered"] = True  # finished by an attempt after a crash
             rows.append({"sender": "agent", "content": answer["content"], "metadata": metadata})
-        saved = await turns.add_messages(session, run.thread_id, rows)
+        ids, write = turns.transcript_write(token, run.thread_id, rows, status=result.status)
+        writes = (write,) if write is not None else ()
         if answer is None:
-            return []
-        message = {"id": str(saved[-1]), **answer}
-        return [("custom", {"event": "message", "data": message})]
+            return FinishRecord(writes=writes)
+        message = {"id": str(ids[-1]), **answer}
+        return FinishRecord(
+            writes=writes, events=(("custom", {"event": "message", "data": message}),)
+        )
 
     async def after_finish(self, result: RunResult) -> None:
         """Keep only the conversation's latest checkpoint every `prune_every` turns."""

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from sqlalchemy import select, true
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodes.context import AgentContext, reads_agent_context
 from server.auth.users import AuthUser, from_json
@@ -79,6 +78,16 @@ class RunResult:
     started: float  # `time.perf_counter()` when this attempt began
 
 
+@dataclass(frozen=True, slots=True)
+class FinishRecord:
+    """What a recorder writes with a run's end: statements sent in the transaction that
+    finishes the run (in its round trip), and events appended once it committed, before the
+    run's `end`."""
+
+    writes: tuple[run_store.FinishWrite, ...] = ()
+    events: tuple[tuple[str, Any], ...] = ()
+
+
 class RunRecorder(Protocol):
     """Extra work for the runs of one source (`metadata.source`, e.g. /chat's transcript),
     made for each attempt that executes such a run."""
@@ -86,9 +95,10 @@ class RunRecorder(Protocol):
     def on_event(self, event: str, data: Any) -> None:
         """See each event the attempt appends (cheap: called on the event loop)."""
 
-    async def on_finish(self, session: AsyncSession, result: RunResult) -> list[tuple[str, Any]]:
-        """Write what the run produced inside the transaction that finishes it; the events
-        returned are appended after it commits and before the run's `end`."""
+    def on_finish(self, result: RunResult, token: run_store.RunToken) -> FinishRecord:
+        """What to write with the run's end, as the attempt `token` finishes it (called once
+        per finish, on the event loop: cheap; its writes are sent again if the finish is
+        retried, so they must be idempotent, see `FinishWrite`)."""
 
     async def after_finish(self, result: RunResult) -> None:
         """Housekeeping once the run is finished (after its transaction, before its `end`)."""
@@ -596,12 +606,7 @@ class RunExecutor:
             context=prepared.context,
             started=prepared.started,
         )
-        extra: list[tuple[str, Any]] = []
-
-        async def hook(session: AsyncSession, row: Run) -> None:
-            if recorder is not None:
-                extra[:] = await recorder.on_finish(session, result)
-
+        record = recorder.on_finish(result, attempt.token) if recorder else FinishRecord()
         if data is not None:
             thread_status = "error"
             thread_values: dict[str, Any] | None = values if graph is not None else None
@@ -622,7 +627,7 @@ class RunExecutor:
                 thread_interrupts=thread_interrupts,
                 delete_thread=prepared.temporary,
                 notify=self.queue.finish_notify(run.id),
-                hook=hook if recorder is not None else None,
+                also=record.writes,
             ),
         )
         if not finished:
@@ -633,7 +638,7 @@ class RunExecutor:
         if prepared.temporary:
             run.thread_id = None
         self.queue.finished(run)  # the waiters here get it without reading it back
-        for event, payload in extra:
+        for event, payload in record.events:
             await self.events.append(attempt.token, event, payload)
         if recorder is not None:
             try:

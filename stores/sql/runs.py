@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -691,8 +691,16 @@ async def release_runs(db: Database, tokens: Sequence[RunToken]) -> int:
         return len(result.all())
 
 
-FinishHook = Callable[[AsyncSession, Run], Awaitable[None]]
-"""Work done inside the transaction that finishes a run (e.g. writing its transcript)."""
+@dataclass(frozen=True, slots=True)
+class FinishWrite:
+    """A statement sent in a run's finishing transaction right after the finish, in the same
+    round trip (e.g. /chat's transcript rows): psycopg SQL (`%(name)s` parameters) and its
+    parameters. It must write nothing unless the finish ended the run (guard on the run's
+    new status and attempt), and must be safe to run again after a finish whose commit went
+    through but whose answer was lost (e.g. `ON CONFLICT DO NOTHING` on ids chosen once)."""
+
+    sql: str
+    params: Mapping[str, Any]
 
 
 _FINISH_LOCK = text(
@@ -748,25 +756,25 @@ async def finish_run(
     thread_interrupts: Mapping[str, Any] | None,
     delete_thread: bool = False,
     notify: Notify | None = None,
-    hook: FinishHook | None = None,
+    also: Sequence[FinishWrite] = (),
 ) -> bool:
     """Close the run `token` holds and update its thread (status, values, interrupts) in one
-    transaction, with `hook(session, run)` run inside it.
+    transaction, with the statements of `also` sent after it in the same transaction.
 
     With `delete_thread` (a stateless run), the run is detached from its temporary thread,
     which is then deleted. False (and nothing written) when the attempt no longer holds the
     run: another worker reclaimed it, or it was deleted. True, without writing, when this
-    attempt ended the run already (without a hook): a finish retried after its commit's
-    answer was lost with its connection. `notify.if_busy` payloads are sent only when other
-    runs of the thread are waiting.
+    attempt ended the run already: a finish retried after its commit's answer was lost with
+    its connection (`also` must then write nothing twice). `notify.if_busy` payloads are sent
+    only when other runs of the thread are waiting.
 
-    Without a hook this is two statements (lock the thread row; then close the run, update
-    the thread and NOTIFY in one), the common case of every run, sent with the transaction's
-    BEGIN and COMMIT in one pipelined round trip (`_finish_pipelined`).
+    This is two statements (lock the thread row; then close the run, update the thread and
+    NOTIFY in one) and those of `also`, sent with the transaction's BEGIN and COMMIT in one
+    pipelined round trip (`_finish_pipelined`).
     """
     if delete_thread:
         return await _finish_stateless(
-            db, token, status=status, output=output, error=error, notify=notify, hook=hook
+            db, token, status=status, output=output, error=error, notify=notify, also=also
         )
     params = {
         "run_id": token.run_id,
@@ -784,24 +792,17 @@ async def finish_run(
         "payloads": list(notify.payloads) if notify else [],
         "if_busy": list(notify.if_busy) if notify else [],
     }
-    if hook is None:
-        return await _finish_pipelined(db, params)
-    async with db.sessions.begin() as session:
-        await session.execute(_FINISH_LOCK, {"run_id": token.run_id})
-        run = await session.get(Run, token.run_id, with_for_update=True, populate_existing=True)
-        if run is None or run.attempt != token.attempt or run.status != "running":
-            return False
-        await hook(session, run)
-        await session.flush()
-        row = (await session.execute(_FINISH, params)).one()
-        return bool(row.finished)
+    return await _finish_pipelined(db, params, also)
 
 
-async def _finish_pipelined(db: Database, params: dict[str, Any]) -> bool:
-    """`_FINISH_LOCK` then `_FINISH` in one transaction, in one round trip: BEGIN, the lock,
-    the finish and COMMIT go out together in psycopg's pipeline mode, on a pooled connection's
-    driver. PostgreSQL still runs them one after the other: the finish starts (and takes its
-    snapshot) once the thread row's lock is held, as when each waited for the last."""
+async def _finish_pipelined(
+    db: Database, params: dict[str, Any], also: Sequence[FinishWrite] = ()
+) -> bool:
+    """`_FINISH_LOCK` then `_FINISH` (then `also`) in one transaction, in one round trip:
+    BEGIN, the lock, the finish, `also` and COMMIT go out together in psycopg's pipeline mode,
+    on a pooled connection's driver. PostgreSQL still runs them one after the other: the
+    finish starts (and takes its snapshot) once the thread row's lock is held, as when each
+    waited for the last, and `also` sees what the finish wrote."""
     lock, finish = _finish_sql(db)
     args = {
         **params,
@@ -816,6 +817,8 @@ async def _finish_pipelined(db: Database, params: dict[str, Any]) -> bool:
             async with driver.transaction():
                 await driver.execute(lock, {"run_id": params["run_id"]})
                 cursor = await driver.execute(finish, args)
+                for write in also:
+                    await driver.execute(write.sql, write.params)
             row = await cursor.fetchone()
     assert row is not None
     return bool(row[0]) or bool(row[3])
@@ -843,7 +846,7 @@ async def _finish_stateless(
     output: Any,
     error: str | None,
     notify: Notify | None,
-    hook: FinishHook | None,
+    also: Sequence[FinishWrite],
 ) -> bool:
     """`finish_run` of a stateless run: close it, detach it and delete its temporary thread."""
     run_id = token.run_id
@@ -855,10 +858,15 @@ async def _finish_stateless(
         run = await session.get(Run, run_id, with_for_update=True, populate_existing=True)
         if run is None or run.attempt != token.attempt or run.status != "running":
             return False
-        if hook is not None:
-            await hook(session, run)
         run.status, run.output, run.error = status, output, error
         run.lease_expires_at = None  # lease_owner stays: which process ran it last
+        if also:
+            await session.flush()  # (`also` guards on the run's new status)
+            connection = await session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            for write in also:
+                await driver.execute(write.sql, write.params)
         if thread is not None:
             run.thread_id = None
             await session.flush()

@@ -6,19 +6,22 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, insert, select, text
+from psycopg.types.json import Jsonb
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
-from stores.sql.models import Agent, Conversation, Message, Run
+from stores.sql.models import Agent, Conversation, Run
 from stores.sql.quotas import check_in_flight
 from stores.sql.runs import (
     NOBODY,
+    FinishWrite,
     InlineClaim,
     Notify,
     RunCreator,
+    RunToken,
     creation_notifies,
     run_from_row,
 )
@@ -177,25 +180,45 @@ async def begin_turn(
         return prepared, run_from_row(row._mapping)
 
 
-async def add_messages(
-    session: AsyncSession, conversation_id: uuid.UUID, messages: Sequence[Mapping[str, Any]]
-) -> list[uuid.UUID]:
-    """Append a turn's tool and agent messages, in order, in the caller's transaction: one
-    INSERT statement (no ORM unit of work: it runs in the run's finishing transaction); the
-    ids of the rows, in order."""
+# A turn's transcript rows (tool rows, then the answer), written in the transaction that
+# finishes its run, right after the finish (`FinishWrite`): only when that finish ended the
+# run with this attempt (its new status), and never twice (the ids are chosen once, so a
+# finish retried after a lost commit answer inserts nothing). `seq` (identity) follows the
+# ORDER BY: the transcript's order.
+_TRANSCRIPT = (
+    "INSERT INTO messages (id, conversation_id, sender, content, metadata)"
+    " SELECT u.id, %(conversation_id)s, u.sender, u.content, u.metadata"
+    " FROM unnest(%(ids)s::uuid[], %(senders)s::text[], %(contents)s::text[],"
+    " %(metadata)s::jsonb[]) WITH ORDINALITY AS u(id, sender, content, metadata, n)"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND attempt = %(attempt)s"
+    " AND status = %(status)s)"
+    " ORDER BY u.n ON CONFLICT (id) DO NOTHING"
+)
+
+
+def transcript_write(
+    token: RunToken,
+    conversation_id: uuid.UUID,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    status: str,
+) -> tuple[list[uuid.UUID], FinishWrite | None]:
+    """A turn's tool and agent messages (`sender`, `content`, `metadata`), in order, as a
+    statement of the finish that ends the run `token` holds with `status`
+    (`finish_run(also=...)`): the ids the rows get, and the statement (None: no rows)."""
     ids = [uuid.uuid4() for _ in messages]
     if not messages:
-        return ids
-    rows = [
+        return ids, None
+    return ids, FinishWrite(
+        _TRANSCRIPT,
         {
-            "id": message_id,
             "conversation_id": conversation_id,
-            "sender": values["sender"],
-            "content": values["content"],
-            "metadata": dict(values.get("metadata", {})),
-        }
-        for message_id, values in zip(ids, messages, strict=True)
-    ]
-    # Multi-row VALUES take their `seq` (identity) in row order: the transcript's order.
-    await session.execute(insert(Message.__table__).values(rows))  # type: ignore[arg-type]
-    return ids
+            "ids": ids,
+            "senders": [str(m["sender"]) for m in messages],
+            "contents": [str(m["content"]) for m in messages],
+            "metadata": [Jsonb(dict(m.get("metadata", {}))) for m in messages],
+            "run_id": token.run_id,
+            "attempt": token.attempt,
+            "status": status,
+        },
+    )
