@@ -3,6 +3,7 @@ the run (a turn resumed after a crash keeps its tool calls): tool rows, then the
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from stores.checkpoints import Checkpoints
 from stores.sql import turns
 from stores.sql.models import Run
 from stores.sql.runs import RunToken
+
+log = logging.getLogger(__name__)
 
 SOURCE = "chat"
 """`metadata.source` of the runs of /chat turns."""
@@ -58,9 +61,11 @@ class TranscriptRecorder:
         if is_token and self.first_token is None:
             self.first_token = time.perf_counter()
 
-    def on_finish(self, result: RunResult, token: RunToken) -> FinishRecord:
+    async def on_finish(self, result: RunResult, token: RunToken) -> FinishRecord:
         """The turn's tool rows and (on success) its answer, written with the run's end; the
-        `message` event."""
+        `message` event. Every `prune_every` turns, first keep only the conversation's latest
+        checkpoint."""
+        await self._prune(result)
         run, values = self.run, result.values
         assert run.thread_id is not None
         records = [r for r in values.get("tool_calls", []) if isinstance(r, Mapping)]
@@ -103,12 +108,16 @@ class TranscriptRecorder:
             writes=writes, events=(("custom", {"event": "message", "data": message}),)
         )
 
-    async def after_finish(self, result: RunResult) -> None:
-        """Keep only the conversation's latest checkpoint every `prune_every` turns."""
+    async def _prune(self, result: RunResult) -> None:
+        """Keep only the conversation's latest checkpoint every `prune_every` turns (its run's
+        are stored by now); housekeeping: a failure is logged, the turn goes on."""
         turn = int(result.values.get("turn", 0) or 0)
         if self.prune_every and result.status == "success" and turn % self.prune_every == 0:
             assert self.run.thread_id is not None
-            await self.checkpoints.prune(str(self.run.thread_id))
+            try:
+                await self.checkpoints.prune(str(self.run.thread_id))
+            except Exception:
+                log.exception("run %s: pruning old checkpoints failed", self.run.id)
 
 
 def transcript_recorder(*, checkpoints: Checkpoints, prune_every: int) -> RecorderFactory:

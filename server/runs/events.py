@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -22,7 +22,7 @@ from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
 from server.telemetry.metrics import metrics
 from stores.sql.database import Database, Timeouts, connect, is_transient, libpq_url
-from stores.sql.runs import RunToken
+from stores.sql.runs import FinishWrite, RunToken
 from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from stores.sql.thread_events import prune_thread_events
 
@@ -51,6 +51,21 @@ _STORE = (
     ") SELECT run_id, array_agg(seq),"
     " pg_notify(%(channel)s, %(origin)s || ':' || run_id::text || ':' || max(seq)::text)::text"
     " FROM ins GROUP BY run_id"
+)
+# A run's last events (e.g. /chat's `message`, then `end`), stored by the transaction that
+# finishes the run, right after the finish (`finish_run(also=...)`): only when that finish
+# ended the run with this attempt (its new status), never twice (a finish retried after a
+# lost commit answer inserts nothing), with the NOTIFY of other processes' followers.
+_CLOSE = (
+    "WITH ins AS ("
+    " INSERT INTO run_events (run_id, seq, event, data)"
+    " SELECT %(run_id)s, u.seq, u.event, u.data FROM unnest(%(seqs)s::integer[],"
+    " %(events)s::text[], %(data)s::text[]::jsonb[]) AS u(seq, event, data)"
+    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND attempt = %(attempt)s"
+    " AND status = %(status)s)"
+    " ON CONFLICT DO NOTHING RETURNING seq"
+    ") SELECT pg_notify(%(channel)s, %(origin)s || ':' || %(key)s || ':' || max(seq)::text)"
+    " FROM ins HAVING count(*) > 0"
 )
 _AFTER = text(
     "SELECT seq, event, data FROM run_events WHERE run_id = :run_id AND seq > :after ORDER BY seq"
@@ -135,6 +150,7 @@ class RunEventLog:
         self._seqs: dict[uuid.UUID, int] = {}
         self._seq_locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._queue: deque[_Queued] = deque()
+        self._last_ticket: dict[uuid.UUID, int] = {}  # of each run's last queued event
         self._queued_ticket = 0
         self._stored_ticket = 0
         self._wake_writer = asyncio.Event()
@@ -223,6 +239,7 @@ class RunEventLog:
     def retire(self, run_id: uuid.UUID) -> None:
         """The attempt executing `run_id` here ended: keep its local log a while if the run
         ended (its log is complete), forget it otherwise (another attempt may continue it)."""
+        self._last_ticket.pop(run_id, None)
         local = self._local.pop(run_id, None)
         if local and local[-1][1] in TERMINAL_EVENTS:
             self._done_local[run_id] = local
@@ -298,12 +315,56 @@ class RunEventLog:
         self._queued_ticket += 1
         ticket = self._queued_ticket
         self._queue.append(_Queued(ticket, run_id, token.attempt, seq, event, body))
+        self._last_ticket[run_id] = ticket
         self._wake_writer.set()
         if event in TERMINAL_EVENTS or len(self._queue) > self.max_queued:
             await self._wait_stored(ticket)
             if event in TERMINAL_EVENTS and self._seqs.get(run_id) == seq:
                 del self._seqs[run_id]  # nothing came after it: forget the counter
+                self._last_ticket.pop(run_id, None)
         return seq
+
+    async def closing(
+        self, token: RunToken, events: Sequence[tuple[str, Any]], *, status: str
+    ) -> tuple[FinishWrite, list[Event]]:
+        """Number the last events of `token`'s attempt (ending with `end` or `error`) to be
+        stored by the transaction that finishes its run with `status`: the statement for
+        `finish_run(also=...)` and the numbered events, for `closed` once it committed.
+
+        Returns once every event of the run queued before them is stored, so the table never
+        holds these before those (a follower reading it sees no gap).
+        """
+        run_id = token.run_id
+        await self._wait_stored(self._last_ticket.pop(run_id, 0))
+        numbered: list[Event] = []
+        for event, data in events:
+            body = dumps(data).decode()
+            numbered.append((await self._next_seq(run_id), event, body))
+        write = FinishWrite(
+            _CLOSE,
+            {
+                "run_id": run_id,
+                "key": str(run_id),
+                "attempt": token.attempt,
+                "status": status,
+                "seqs": [seq for seq, _, _ in numbered],
+                "events": [event for _, event, _ in numbered],
+                "data": [body for _, _, body in numbered],
+                "channel": CHANNEL,
+                "origin": self.origin,
+            },
+        )
+        return write, [(seq, event, orjson.loads(body)) for seq, event, body in numbered]
+
+    def closed(self, token: RunToken, events: Sequence[Event], *, stored: bool) -> None:
+        """The finish that carried `closing`'s events committed (`stored`): hand them to this
+        process's followers. Either way the run's counter here is forgotten (a later attempt
+        continues from the table)."""
+        self._seqs.pop(token.run_id, None)
+        if stored:
+            for event in events:
+                self._deliver(token.run_id, event)
+            metrics().events_written.inc(len(events))
 
     async def flush(self) -> None:
         """Return once every event queued so far is stored."""
@@ -378,21 +439,23 @@ class RunEventLog:
         for _ in batch:
             self._queue.popleft()
         for item in batch:
-            if (item.run_id, item.seq) not in stored:
-                continue
-            event: Event = (item.seq, item.event, orjson.loads(item.body))
-            local = self._local.get(item.run_id)
-            if local is not None:
-                if item.seq == len(local) + 1:
-                    local.append(event)
-                else:  # a gap (an event dropped): the table is the log from now on
-                    del self._local[item.run_id]
-            for subscriber in self._subscribers.get(item.run_id, ()):
-                subscriber.push(event)
+            if (item.run_id, item.seq) in stored:
+                self._deliver(item.run_id, (item.seq, item.event, orjson.loads(item.body)))
         metrics().events_written.inc(len(stored))
         self._stored_ticket = batch[-1].ticket
         self._stored_changed.set()
         self._stored_changed = asyncio.Event()
+
+    def _deliver(self, run_id: uuid.UUID, event: Event) -> None:
+        """A stored event: into the run's local log, and to its followers here."""
+        local = self._local.get(run_id)
+        if local is not None:
+            if event[0] == len(local) + 1:
+                local.append(event)
+            else:  # a gap (an event dropped): the table is the log from now on
+                del self._local[run_id]
+        for subscriber in self._subscribers.get(run_id, ()):
+            subscriber.push(event)
 
     async def _write_each(
         self,

@@ -95,13 +95,12 @@ class RunRecorder(Protocol):
     def on_event(self, event: str, data: Any) -> None:
         """See each event the attempt appends (cheap: called on the event loop)."""
 
-    def on_finish(self, result: RunResult, token: run_store.RunToken) -> FinishRecord:
-        """What to write with the run's end, as the attempt `token` finishes it (called once
-        per finish, on the event loop: cheap; its writes are sent again if the finish is
-        retried, so they must be idempotent, see `FinishWrite`)."""
-
-    async def after_finish(self, result: RunResult) -> None:
-        """Housekeeping once the run is finished (after its transaction, before its `end`)."""
+    async def on_finish(self, result: RunResult, token: run_store.RunToken) -> FinishRecord:
+        """What to write with the run's end, as the attempt `token` finishes it: called once
+        per finish, once the run's checkpoints are stored and before the transaction that
+        ends the run (and stores its `end`), so housekeeping done here (e.g. pruning old
+        checkpoints) is over when a client sees the end. The writes are sent again if that
+        transaction is retried, so they must be idempotent (see `FinishWrite`)."""
 
 
 RecorderFactory = Callable[[Run], RunRecorder]
@@ -606,7 +605,15 @@ class RunExecutor:
             context=prepared.context,
             started=prepared.started,
         )
-        record = recorder.on_finish(result, attempt.token) if recorder else FinishRecord()
+        record = FinishRecord()
+        if recorder is not None:
+            record = await recorder.on_finish(result, attempt.token)
+        # The run's last events (the recorder's, then `end` or `error`) are stored by the
+        # transaction that ends it: a client that sees the end sees the run ended, with one
+        # round trip fewer than appending them after it.
+        closing, last = await self.events.closing(
+            attempt.token, [*record.events, ("error" if data else "end", data)], status=status
+        )
         if data is not None:
             thread_status = "error"
             thread_values: dict[str, Any] | None = values if graph is not None else None
@@ -627,9 +634,10 @@ class RunExecutor:
                 thread_interrupts=thread_interrupts,
                 delete_thread=prepared.temporary,
                 notify=self.queue.finish_notify(run.id),
-                also=record.writes,
+                also=(*record.writes, closing),
             ),
         )
+        self.events.closed(attempt.token, last, stored=finished)
         if not finished:
             return False  # not ours any more: whoever holds the run finishes it
         prepared.outcome = status
@@ -638,14 +646,6 @@ class RunExecutor:
         if prepared.temporary:
             run.thread_id = None
         self.queue.finished(run)  # the waiters here get it without reading it back
-        for event, payload in record.events:
-            await self.events.append(attempt.token, event, payload)
-        if recorder is not None:
-            try:
-                await recorder.after_finish(result)
-            except Exception:
-                log.exception("run %s: work after its end failed", run.id)
-        await self.events.append(attempt.token, "error" if data else "end", data)
         if prepared.temporary:
             await self._drop_checkpoints(thread_id)
         return True

@@ -817,8 +817,9 @@ async def _finish_pipelined(
             async with driver.transaction():
                 await driver.execute(lock, {"run_id": params["run_id"]})
                 cursor = await driver.execute(finish, args)
-                for write in also:
-                    await driver.execute(write.sql, write.params)
+                for write in also:  # prepared at a connection's first use: the pool's
+                    # connections take turns, so psycopg's threshold (5 uses) is rarely met
+                    await driver.execute(write.sql, write.params, prepare=True)
             row = await cursor.fetchone()
     assert row is not None
     return bool(row[0]) or bool(row[3])

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from server.runs.events import Event, RunEventLog, open_run_event_log
+from stores.sql import runs as run_store
 from stores.sql.database import Database, open_database
 from stores.sql.runs import RunToken
 from tests.integration.run_events_support import (
@@ -315,3 +316,110 @@ async def test_a_log_another_process_writes_to_sends_followers_here_back_to_the_
     assert events == await log.events_after(run.run_id)
     assert [seq for seq, _, _ in events] == [1, 2, 3]
     assert log.local_log(run.run_id) is None  # the NOTIFY said another process writes it
+
+
+async def finish_with(
+    database: Database, log: RunEventLog, run: RunToken, last: list[tuple[str, object]]
+) -> tuple[bool, list[Event]]:
+    """Finish the run as `run`'s attempt, its last events stored by the finish itself."""
+    write, numbered = await log.closing(run, last, status="success")
+    finished = await run_store.finish_run(
+        database,
+        run,
+        status="success",
+        output={},
+        thread_status="idle",
+        thread_values=None,
+        thread_interrupts=None,
+        also=(write,),
+    )
+    log.closed(run, numbered, stored=finished)
+    return finished, numbered
+
+
+async def test_a_runs_last_events_are_stored_by_its_finish_and_replayed_as_followers_saw_them(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    """`message` and `end` committed with the run's end: followers here (from memory) and in
+    another process (woken by the finish's NOTIFY) see exactly what the table replays, and the
+    run is ended when they see `end`."""
+    run = await new_run(database)
+    log.begin(run)
+    async with (
+        open_database(database_url, pool_size=2) as other_db,
+        open_run_event_log(other_db, url=database_url, poll_s=60) as other,
+    ):
+        here = asyncio.create_task(collect(log.follow(run.run_id)))
+        there = asyncio.create_task(collect(other.follow(run.run_id)))
+        await log.append(run, "metadata", {"attempt": 1})
+        for n in range(3):
+            await log.append(run, "values", {"n": n})  # queued, not yet stored
+        finished, numbered = await finish_with(
+            database, log, run, [("custom", {"event": "message"}), ("end", None)]
+        )
+        assert finished
+        assert [seq for seq, _, _ in numbered] == [5, 6]
+        seen_here = await asyncio.wait_for(here, 10)
+        seen_there = await asyncio.wait_for(there, 10)
+    stored = await log.events_after(run.run_id)
+    assert [name for _, name, _ in stored] == [
+        "metadata",
+        *["values"] * 3,
+        "custom",
+        "end",
+    ]
+    assert [seq for seq, _, _ in stored] == [1, 2, 3, 4, 5, 6]
+    assert seen_here == stored
+    assert seen_there == stored
+    async with database.engine.connect() as conn:
+        status = (
+            await conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run.run_id})
+        ).scalar_one()
+    assert status == "success"
+    log.retire(run.run_id)
+    assert await collect(log.follow(run.run_id, after_seq=4)) == stored[4:]
+
+
+async def test_a_finish_that_does_not_end_the_run_stores_none_of_its_last_events(
+    log: RunEventLog, database: Database
+) -> None:
+    """A stale attempt's finish is refused, and so are the events it carried: no `end` in the
+    table or to a follower; the run's new attempt numbers on from the table."""
+    stale = await new_run(database)
+    log.begin(stale)
+    await log.append(stale, "metadata", {"attempt": 1})
+    await log.flush()
+    async with database.engine.begin() as conn:  # another worker claims the run: attempt 2
+        await conn.execute(text("UPDATE runs SET attempt = 2 WHERE id = :id"), {"id": stale.run_id})
+    follower = asyncio.create_task(collect(log.follow(stale.run_id)))
+    finished, _ = await finish_with(database, log, stale, [("end", None)])
+    assert not finished
+    assert [name for _, name, _ in await log.events_after(stale.run_id)] == ["metadata"]
+    current = RunToken(stale.run_id, 2)
+    assert await log.append(current, "metadata", {"attempt": 2}) == 2
+    assert await log.append(current, "end", None) == 3
+    assert [name for _, name, _ in await asyncio.wait_for(follower, 10)] == [
+        "metadata",
+        "metadata",
+        "end",
+    ]
+
+
+async def test_a_finish_retried_after_its_commit_stores_its_last_events_once(
+    log: RunEventLog, database: Database
+) -> None:
+    run = await new_run(database)
+    write, numbered = await log.closing(run, [("end", None)], status="success")
+    for _ in range(2):  # the second: a retry after a commit whose answer was lost
+        assert await run_store.finish_run(
+            database,
+            run,
+            status="success",
+            output={},
+            thread_status="idle",
+            thread_values=None,
+            thread_interrupts=None,
+            also=(write,),
+        )
+    log.closed(run, numbered, stored=True)
+    assert await log.events_after(run.run_id) == [(1, "end", None)]
