@@ -141,6 +141,8 @@ class RunEngine:
             temporary=temporary,
             thread_ttl=None if temporary else self.default_thread_ttl,
             creator=creator,
+            # Started here at once: its attempt takes the assistant just read (no second read).
+            starting=lambda run: self.executor.preload(run.id, assistant, None),
         )
         metrics().runs_created.labels(assistant.graph_id).inc()
         return run

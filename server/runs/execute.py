@@ -123,6 +123,7 @@ class _Prepared:
     run_context: dict[str, Any] = field(default_factory=dict)  # the assistant's and the run's
     context: AgentContext | None = None  # the agent context, for graphs that read one
     temporary: bool = False
+    preloaded: bool = False  # agent (and thread, if not None) given by the run's creator
     started: float = field(default_factory=time.perf_counter)
     timer: asyncio.Timeout | None = None  # RUN_TIMEOUT_S on the graph
     telemetry: RunTelemetry | None = None  # its span, callbacks and metrics
@@ -153,6 +154,11 @@ def merge_config(*configs: Mapping[str, Any] | None) -> dict[str, Any]:
             else:
                 merged[key] = value
     return merged
+
+
+def _user_of(thread: Conversation | None) -> uuid.UUID | None:
+    assert thread is not None  # read above when the run has no creator
+    return thread.user_id
 
 
 def thread_config(thread_id: uuid.UUID) -> RunnableConfig:
@@ -186,12 +192,16 @@ class RunExecutor:
         self._disabled: frozenset[str] = frozenset()
         self._disabled_at = -TOOLS_REFRESH_S - 1.0
         # Agent and thread rows a run's creator has just read, for its first attempt here.
-        self._preloaded: dict[uuid.UUID, tuple[Agent, Conversation]] = {}
+        self._preloaded: dict[uuid.UUID, tuple[Agent, Conversation | None]] = {}
 
-    def preload(self, run_id: uuid.UUID, agent: Agent, thread: Conversation) -> None:
+    def preload(self, run_id: uuid.UUID, agent: Agent, thread: Conversation | None) -> None:
         """Hand a run claimed at creation in this process (`RunQueue.adopt`) the agent and
         thread rows its creator read in the transaction that wrote it: its attempt here does not
-        read them again. Only for a run `adopt` launches (its attempt takes them back)."""
+        read them again. Only for a run `adopt` launches (its attempt takes them back).
+
+        `thread` None: its creator did not keep the row; the thread existed when the run was
+        written (a deleted thread takes its runs with it), so it is read only if the graph
+        needs it (the agent context's user)."""
         self._preloaded[run_id] = (agent, thread)
 
     # -- the seam where a run gets its graph -------------------------------------------------
@@ -237,6 +247,7 @@ class RunExecutor:
         preloaded = self._preloaded.pop(attempt.run.id, None)
         if preloaded is not None and attempt.token.attempt == 1:
             prepared.agent, prepared.thread = preloaded
+            prepared.preloaded = True
         with observed_run(attempt.run, attempt.token.attempt) as telemetry:
             prepared.telemetry = telemetry
             try:
@@ -362,7 +373,11 @@ class RunExecutor:
                 agent, thread = row
         prepared.agent, prepared.thread = agent, thread
         prepared.temporary = bool(kwargs.get("temporary")) and kwargs.get("on_completion") != "keep"
-        if agent is None or agent.graph_id not in self.graphs or thread is None:
+        if (
+            agent is None
+            or agent.graph_id not in self.graphs
+            or (thread is None and not prepared.preloaded)
+        ):
             raise ConflictError(
                 f"run {run.id}: its assistant, graph or thread no longer exists",
                 field="assistant_id",
@@ -405,13 +420,19 @@ class RunExecutor:
         thread_id = run.thread_id
         context: Any = prepared.run_context
         if reads_agent_context(graph):
-            assert prepared.thread is not None
             creator = run_creator(run)
+            if prepared.thread is None and creator is None:  # preloaded without it
+                async with self.db.reading() as session:
+                    prepared.thread = await session.get(Conversation, thread_id)
+                if prepared.thread is None:
+                    raise ConflictError(
+                        f"run {run.id}: its thread no longer exists", field="thread_id"
+                    )
             readable = (run.auth or {}).get("collections") if creator is not None else None
             prepared.context = agent_context(
                 prepared.agent,
                 # Runs execute as their creator; an open server's as the conversation's user.
-                user_id=creator.identity if creator is not None else prepared.thread.user_id,
+                user_id=creator.identity if creator is not None else _user_of(prepared.thread),
                 settings=self.settings,
                 services=self.services,
                 run_context=kwargs.get("context"),

@@ -210,9 +210,11 @@ class RunQueue:
         temporary: bool = False,
         thread_ttl: ThreadTTL | None = None,
         creator: run_store.RunCreator = run_store.NOBODY,
+        starting: Callable[[Run], None] | None = None,
     ) -> Run:
         """Write the run row (applying the multitask strategy); a thread the run creates gets
-        `thread_ttl`; the run executes as `creator`.
+        `thread_ttl`; the run executes as `creator`. `starting(run)` is called when the run
+        is about to start here at once (before its attempt's task exists).
 
         When this process has a free slot and the run can start at once, the row is written
         already claimed by this process (attempt 1, with its lease) and the run starts here
@@ -243,6 +245,8 @@ class RunQueue:
                 raise
             for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
                 self.dispatch(payload)  # the others hear it from the commit
+            if starting is not None and self._adopts(run, reservation):
+                starting(run)
             self.adopt(run, reservation)
             return run
 
@@ -353,11 +357,15 @@ class RunQueue:
         """After the commit that wrote `run`: start it here now if it was written claimed by
         this process (in the reserved slot); otherwise give the slot back and wake a worker
         (the commit's "new" woke the other processes)."""
-        if reservation is not None and run.status == "running" and run.lease_owner == self.owner:
+        if reservation is not None and self._adopts(run, reservation):
             self._launch(run, reservation.sent)
             return
         self.release(reservation)
         self.dispatch("new")
+
+    def _adopts(self, run: Run, reservation: Reservation | None) -> bool:
+        """Whether `adopt` starts `run` here (written claimed by this process)."""
+        return reservation is not None and run.status == "running" and run.lease_owner == self.owner
 
     def release(self, reservation: Reservation | None) -> None:
         """Give back the slot of a reservation whose run was not written."""

@@ -15,6 +15,8 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from psycopg.rows import dict_row
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from tests.support import TEST_GRAPHS, make_settings, running_server, scratch_database
 
@@ -766,3 +768,24 @@ async def test_runs_sent_at_once_to_an_idle_thread_get_one_start_and_their_strat
     marks = [entry for entry in state["values"]["log"] if entry in {"0", "1", "2", "3"}]
     assert sorted(marks) == ["0", "1", "2", "3"]
     assert state["values"]["log"].count("s1") == 5
+
+
+async def test_a_run_started_at_creation_takes_the_assistant_its_request_read(
+    client: Any, steps: str
+) -> None:
+    """The attempt of a run claimed at its creation runs with the assistant the route read and
+    the thread the creating transaction wrote: it does not read them again."""
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        thread_id = str(uuid.uuid4())
+        result = await client.runs.wait(thread_id, steps, input={"log": []}, if_not_exists="create")
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert result == {"log": STEPS}
+    assert any("INSERT INTO runs" in s for s in statements)  # the recorder saw the request
+    assert not [s for s in statements if "JOIN conversations ON true" in s]
