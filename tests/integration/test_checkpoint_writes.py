@@ -24,9 +24,13 @@ from langgraph_sdk import get_sync_client
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from stores.checkpoints import Checkpoints, open_checkpoints
+from stores.checkpoints import INLINE_BUDGET, Checkpoints, _light, open_checkpoints
 from tests.integration.run_graphs import build_review_graph, build_steps_graph
 from tests.support import TEST_GRAPHS, make_settings, running_server
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
 
 
 def stored(database_url: str, thread_id: str) -> int:
@@ -378,3 +382,45 @@ def test_a_run_is_finished_only_after_its_checkpoints_are_stored(
     state = client.threads.get_state(thread["thread_id"])
     assert state["values"]["log"] == ["in", "s1", "s2", "s3", "s4"]
     assert len(client.threads.get_history(thread["thread_id"])) == 6
+
+
+def test_light_values_are_plain_data_within_the_budget() -> None:
+    message = AIMessage("Hello from the fake model.", id="m1")
+    assert _light([None, 1, 2.5, True, "turns", {"a": [1, 2]}, (b"x",), message])
+    assert not _light(["x" * (INLINE_BUDGET + 1)])
+    assert not _light([[0] * INLINE_BUDGET])  # many small values weigh too
+    assert not _light([object()])  # not known to be cheap to serialise
+
+
+async def test_light_checkpoints_are_serialised_on_the_loop_and_heavy_ones_in_a_thread(
+    checkpoints: Checkpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", ""))
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+
+    async def say(state: ChatState) -> dict[str, Any]:
+        return {"messages": [AIMessage(str(state["messages"][-1].content).upper())]}
+
+    builder = StateGraph(ChatState)
+    builder.add_node("say", say)
+    builder.add_edge(START, "say")
+    builder.add_edge("say", END)
+    graph = builder.compile(checkpointer=checkpoints.saver)
+    for text, light in (("hello", True), ("x" * 3 * INLINE_BUDGET, False)):
+        hops.clear()
+        thread_id = str(uuid.uuid4())
+        writes = await attempt(checkpoints, graph, thread_id, {"messages": [HumanMessage(text)]})
+        try:
+            await checkpoints.flush(writes)
+        finally:
+            checkpoints.release(writes)
+        dumps = [h for h in hops if h in ("_dump_blobs", "_dump_writes")]
+        assert (dumps == []) is light, dumps
+        state = await graph.aget_state(config_of(thread_id))  # read back from PostgreSQL
+        assert [m.content for m in state.values["messages"]] == [text, text.upper()]
