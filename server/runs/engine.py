@@ -170,12 +170,20 @@ class RunEngine:
             metadata=metadata,
             multitask_strategy=multitask_strategy,
             creator=creator,
+            # Started here at once: its attempt takes the assistant the statement read.
+            starting=self._preload_read_agent,
         )
         if written is None:
             return None
         run, graph_id = written
         metrics().runs_created.labels(graph_id).inc()
         return run
+
+    def _preload_read_agent(self, run: Run) -> None:
+        """Hand a run written by `submit_at_once` the assistant its statement read."""
+        agent = run_store.agent_of(run)
+        if agent is not None:
+            self.executor.preload(run.id, agent, None)
 
     async def cancel(
         self,

@@ -263,6 +263,7 @@ class RunQueue:
         metadata: Mapping[str, Any],
         multitask_strategy: str = "enqueue",
         creator: run_store.RunCreator = run_store.NOBODY,
+        starting: Callable[[Run], None] | None = None,
     ) -> tuple[Run, str] | None:
         """`create_at_once` in a task of its own, which a cancellation of the caller does not
         reach (as `submit`'s write). Written in the caller's own task instead (two laps of the
@@ -278,6 +279,7 @@ class RunQueue:
                 metadata=metadata,
                 multitask_strategy=multitask_strategy,
                 creator=creator,
+                starting=starting,
             )
         )
 
@@ -291,6 +293,7 @@ class RunQueue:
         metadata: Mapping[str, Any],
         multitask_strategy: str = "enqueue",
         creator: run_store.RunCreator = run_store.NOBODY,
+        starting: Callable[[Run], None] | None = None,
     ) -> tuple[Run, str] | None:
         """`submit`'s common case in one round trip (`run_store.create_run_at_once`): a run on
         an existing thread with no run in flight, by an assistant (read in the same statement)
@@ -323,6 +326,8 @@ class RunQueue:
         if written is None:
             self.release(reservation)
             return None
+        if starting is not None and self._adopts(written[0], reservation):
+            starting(written[0])
         self.adopt(written[0], reservation)
         return written
 

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
@@ -365,7 +366,7 @@ async def create_run(
 _LOCK_THREAD = text("SELECT id FROM conversations WHERE id = :thread_id FOR UPDATE")
 _CREATE_AT_ONCE = text(
     "WITH a AS ("
-    " SELECT id, graph_id FROM agents"
+    " SELECT * FROM agents"
     " WHERE id = :assistant_id AND graph_id = ANY(CAST(:graph_ids AS text[]))"
     "), c0 AS ("
     " SELECT id, status, metadata FROM conversations WHERE id = :thread_id"
@@ -398,7 +399,9 @@ _CREATE_AT_ONCE = text(
     " SELECT r.id, 1, 'metadata', jsonb_build_object('run_id', r.id::text, 'attempt', 1)"
     " FROM r WHERE r.status = 'running' RETURNING seq"
     ") SELECT r.*, (SELECT graph_id FROM a) AS graph_id, (SELECT count(*) FROM t) AS threads,"
-    " (SELECT count(*) FROM n) AS notified, (SELECT count(*) FROM e) AS first_events"
+    " (SELECT count(*) FROM n) AS notified, (SELECT count(*) FROM e) AS first_events,"
+    # The assistant's row, for the attempt that starts here (`agent_of`): it is not read again.
+    " (SELECT to_jsonb(a) FROM a) AS agent"
     " FROM r"
 )
 _AT_ONCE_SQL: list[tuple[str, str]] = []
@@ -509,6 +512,7 @@ async def create_run_at_once(
     run = run_from_row(values)
     if values["first_events"]:
         sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))
+    sa_inspect(run).info[_AGENT] = agent_from_json(values["agent"])
     return run, str(values["graph_id"])
 
 
@@ -533,6 +537,24 @@ async def created_run(db: Database, *, thread_id: uuid.UUID, run_id: uuid.UUID) 
 
 
 _FIRST_EVENT = "switchboard.first_event"
+_AGENT = "switchboard.agent"
+
+
+def agent_of(run: Run) -> Agent | None:
+    """The assistant `create_run_at_once` read with `run` in its statement (a transient
+    `Agent`), when `run` is the object that call returned; None otherwise."""
+    agent = sa_inspect(run).info.get(_AGENT)
+    return agent if isinstance(agent, Agent) else None
+
+
+def agent_from_json(row: Mapping[str, Any]) -> Agent:
+    """A (transient) `Agent` from `to_jsonb` of a row of `agents` (its timestamps as text)."""
+    values = {attr: row[name] for name, attr in _AGENT_ATTRS.items() if name in row}
+    for stamp in ("created_at", "updated_at"):
+        if isinstance(values.get(stamp), str):
+            values[stamp] = datetime.fromisoformat(values[stamp])
+    values["id"] = uuid.UUID(str(values["id"]))
+    return Agent(**values)
 
 
 def first_metadata(run_id: uuid.UUID, attempt: int = 1) -> dict[str, Any]:
@@ -587,12 +609,13 @@ _CLAIM_TAKE = text(
 )
 
 
-def _run_columns() -> dict[str, str]:
-    """Column name -> attribute name of `Run` (`metadata` is `metadata_`)."""
-    return {prop.columns[0].name: prop.key for prop in sa_inspect(Run).column_attrs}
+def _columns(model: type[Any]) -> dict[str, str]:
+    """Column name -> attribute name of a model (`metadata` is `metadata_`)."""
+    return {prop.columns[0].name: prop.key for prop in sa_inspect(model).column_attrs}
 
 
-_RUN_ATTRS = _run_columns()
+_RUN_ATTRS = _columns(Run)
+_AGENT_ATTRS = _columns(Agent)
 
 
 def run_from_row(row: Any) -> Run:

@@ -780,12 +780,17 @@ async def test_a_run_started_at_creation_takes_the_assistant_its_request_read(
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
+    existing = await new_thread(client, steps)
     event.listen(Engine, "before_cursor_execute", seen)
     try:
+        # A new thread: the full path (the route reads the assistant, `create_run` writes).
         thread_id = str(uuid.uuid4())
         result = await client.runs.wait(thread_id, steps, input={"log": []}, if_not_exists="create")
+        # An idle thread: one statement writes the run and reads the assistant for it.
+        again = await client.runs.wait(existing, steps, input={"log": []})
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
     assert result == {"log": STEPS}
+    assert again["log"][-len(STEPS) :] == STEPS
     assert any("INSERT INTO runs" in s for s in statements)  # the recorder saw the request
     assert not [s for s in statements if "JOIN conversations ON true" in s]
