@@ -190,6 +190,17 @@ def cut_waits_and_errors(junit: str) -> tuple[list[str], list[str]]:
     return cut, errors
 
 
+# CPython 3.11's `ast.parse` keeps its recursion depth in state its threads share
+# (python/cpython#106905), so hypothesis, describing a lambda while schemathesis' two
+# workers run, can fail with this SystemError: a fault of the tool, not of the server.
+TOOL_FAULTS = ("AST constructor recursion depth mismatch",)
+
+
+def tool_fault(problem: str) -> bool:
+    """Whether a problem is the tool's own crash, which says nothing of the server."""
+    return problem.startswith("error ") and any(fault in problem for fault in TOOL_FAULTS)
+
+
 def verdict_problems(report: dict[str, Any], errors: list[str]) -> list[str]:
     """What makes a run of the command line fail: an incomplete run, a failure, an error that
     is not a cut wait, a "schema validation mismatch" warning (from its JSON report)."""
@@ -234,13 +245,19 @@ def test_verdict_problems_reads_the_reports() -> None:
         '<testcase name="GET /ok" />'
         "</testsuite></testsuites>"
     )
+    assert tool_fault(
+        "error GET /documents: Runtime Error\n\nAST constructor recursion depth "
+        "mismatch (before=66, after=103)"
+    )
+    assert not tool_fault("error GET /documents: Server Error 500")
+    assert not tool_fault("failure ST101 AST constructor recursion depth mismatch x1: []")
     cut, errors = cut_waits_and_errors(junit)
     assert cut == ["POST /runs/wait"]
     assert len(errors) == 1
     assert errors[0].startswith("POST /runs:")
 
 
-@pytest.mark.timeout(CLI_TIMEOUT_S + 200)
+@pytest.mark.timeout(2 * CLI_TIMEOUT_S + 200)  # a second run after a crash of the tool
 def test_every_operation_keeps_its_contract(contract_url: str, tmp_path: Path) -> None:
     """schemathesis 4.32's command line over the whole document: 0 failures, 0 errors,
     0 schema validation mismatches."""
@@ -279,21 +296,27 @@ def test_every_operation_keeps_its_contract(contract_url: str, tmp_path: Path) -
     ]
     for name, value in _headers().items():
         command += ["--header", f"{name}: {value}"]
-    finished = subprocess.run(
-        command,
-        cwd=tmp_path,  # its cache (.schemathesis/) of this run only
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-    output = finished.stdout + finished.stderr
-    assert report_path.exists(), (
-        f"schemathesis wrote no report (exit {finished.returncode}):\n{output}"
-    )
-    report = json.loads(report_path.read_text())
-    cut, errors = cut_waits_and_errors(junit_path.read_text())
-    problems = verdict_problems(report, errors)
+    for attempt in (1, 2):
+        report_path.unlink(missing_ok=True)
+        finished = subprocess.run(
+            command,
+            cwd=tmp_path,  # its cache (.schemathesis/) of this run only
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+        output = finished.stdout + finished.stderr
+        assert report_path.exists(), (
+            f"schemathesis wrote no report (exit {finished.returncode}):\n{output}"
+        )
+        report = json.loads(report_path.read_text())
+        cut, errors = cut_waits_and_errors(junit_path.read_text())
+        problems = verdict_problems(report, errors)
+        if attempt == 1 and problems and all(tool_fault(problem) for problem in problems):
+            print(f"schemathesis itself failed (not a finding), run again: {problems}")
+            continue
+        break
     assert not problems, "\n".join([*problems, "", output[-20000:]])
     if cut:  # said, not hidden: these waits got no verdict
         print(f"waits cut after {REQUEST_TIMEOUT_S} s (their run had not ended): {cut}")
