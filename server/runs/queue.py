@@ -253,36 +253,6 @@ class RunQueue:
         # Shielded: a request cancelled mid-commit still launches the run it claimed.
         return await shielded(write())
 
-    async def submit_at_once(
-        self,
-        *,
-        thread_id: uuid.UUID,
-        assistant_id: uuid.UUID,
-        graph_ids: list[str],
-        kwargs: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        multitask_strategy: str = "enqueue",
-        creator: run_store.RunCreator = run_store.NOBODY,
-        starting: Callable[[Run], None] | None = None,
-    ) -> tuple[Run, str] | None:
-        """`create_at_once` in a task of its own, which a cancellation of the caller does not
-        reach (as `submit`'s write). Written in the caller's own task instead (two laps of the
-        event loop fewer), a stream that the client left right after its first event missed
-        its cancel about half the time in `test_a_stream_with_on_disconnect_cancel_stops_its_run`
-        (not understood yet), so it is not."""
-        return await shielded(
-            self.create_at_once(
-                thread_id=thread_id,
-                assistant_id=assistant_id,
-                graph_ids=graph_ids,
-                kwargs=kwargs,
-                metadata=metadata,
-                multitask_strategy=multitask_strategy,
-                creator=creator,
-                starting=starting,
-            )
-        )
-
     async def create_at_once(
         self,
         *,

@@ -169,6 +169,19 @@ async def _cancel_in_session(
 # (no row returned) when a run of the thread is pending or running: the statement runs under the
 # thread row's lock with a snapshot taken after it, so it reads the runs in flight as a separate
 # read would, and a thread with none (the usual case) costs no such read.
+# The CTEs that end both creating statements (after `r`, the run written, and `t`, its
+# thread): the NOTIFYs when a run was written, and a claimed run's first event (`metadata`).
+_NOTIFY_AND_FIRST_EVENT = (
+    "), n AS ("
+    " SELECT pg_notify(ch, p) FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[]))"
+    " AS u(ch, p) WHERE EXISTS (SELECT 1 FROM r)"
+    "), e AS ("
+    " INSERT INTO run_events (run_id, seq, event, data)"
+    " SELECT r.id, 1, 'metadata', jsonb_build_object('run_id', r.id::text, 'attempt', 1)"
+    " FROM r WHERE r.status = 'running' RETURNING seq"
+)
+
+
 _CREATE = text(
     "WITH r AS ("
     " INSERT INTO runs (thread_id, assistant_id, status, multitask_strategy, kwargs, metadata,"
@@ -187,14 +200,8 @@ _CREATE = text(
     " agent_id = COALESCE(c.agent_id, :assistant_id),"
     " metadata = CASE WHEN :set_meta THEN :thread_meta ELSE c.metadata END,"
     " updated_at = now() WHERE c.id = :thread_id AND EXISTS (SELECT 1 FROM r) RETURNING c.id"
-    "), n AS ("
-    " SELECT pg_notify(ch, p) FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[]))"
-    " AS u(ch, p) WHERE EXISTS (SELECT 1 FROM r)"
-    "), e AS ("
-    " INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT r.id, 1, 'metadata', jsonb_build_object('run_id', r.id::text, 'attempt', 1)"
-    " FROM r WHERE r.status = 'running' RETURNING seq"
-    ") SELECT r.*, (SELECT count(*) FROM t) AS threads, (SELECT count(*) FROM n) AS notified,"
+    + _NOTIFY_AND_FIRST_EVENT
+    + ") SELECT r.*, (SELECT count(*) FROM t) AS threads, (SELECT count(*) FROM n) AS notified,"
     " (SELECT count(*) FROM e) AS first_events"
     " FROM r"
 ).bindparams(
@@ -391,14 +398,8 @@ _CREATE_AT_ONCE = text(
     " ELSE c.metadata END,"
     " updated_at = now() FROM a, c0 WHERE c.id = c0.id AND EXISTS (SELECT 1 FROM r)"
     " RETURNING c.id"
-    "), n AS ("
-    " SELECT pg_notify(ch, p) FROM unnest(CAST(:channels AS text[]), CAST(:payloads AS text[]))"
-    " AS u(ch, p) WHERE EXISTS (SELECT 1 FROM r)"
-    "), e AS ("
-    " INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT r.id, 1, 'metadata', jsonb_build_object('run_id', r.id::text, 'attempt', 1)"
-    " FROM r WHERE r.status = 'running' RETURNING seq"
-    ") SELECT r.*, (SELECT graph_id FROM a) AS graph_id, (SELECT count(*) FROM t) AS threads,"
+    + _NOTIFY_AND_FIRST_EVENT
+    + ") SELECT r.*, (SELECT graph_id FROM a) AS graph_id, (SELECT count(*) FROM t) AS threads,"
     " (SELECT count(*) FROM n) AS notified, (SELECT count(*) FROM e) AS first_events,"
     # The assistant's row, for the attempt that starts here (`agent_of`): it is not read again.
     " (SELECT to_jsonb(a) FROM a) AS agent"

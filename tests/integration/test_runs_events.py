@@ -13,7 +13,7 @@ from sqlalchemy import text
 from server.runs.events import Event, RunEventLog, open_run_event_log
 from stores.sql import runs as run_store
 from stores.sql.database import Database, open_database
-from stores.sql.runs import RunToken
+from stores.sql.runs import FinishWrite, RunToken
 from tests.integration.run_events_support import (
     collect,
     database,
@@ -323,7 +323,14 @@ async def finish_with(
 ) -> tuple[bool, list[Event]]:
     """Finish the run as `run`'s attempt, its last events stored by the finish itself."""
     write, numbered = await log.closing(run, last, status="success")
-    finished = await run_store.finish_run(
+    finished = await finish_success(database, run, write)
+    log.closed(run, numbered, stored=finished)
+    return finished, numbered
+
+
+async def finish_success(database: Database, run: RunToken, write: FinishWrite) -> bool:
+    """`finish_run` of a successful run with nothing else to write than `write`."""
+    return await run_store.finish_run(
         database,
         run,
         status="success",
@@ -333,8 +340,6 @@ async def finish_with(
         thread_interrupts=None,
         also=(write,),
     )
-    log.closed(run, numbered, stored=finished)
-    return finished, numbered
 
 
 async def test_a_runs_last_events_are_stored_by_its_finish_and_replayed_as_followers_saw_them(
@@ -411,15 +416,6 @@ async def test_a_finish_retried_after_its_commit_stores_its_last_events_once(
     run = await new_run(database)
     write, numbered = await log.closing(run, [("end", None)], status="success")
     for _ in range(2):  # the second: a retry after a commit whose answer was lost
-        assert await run_store.finish_run(
-            database,
-            run,
-            status="success",
-            output={},
-            thread_status="idle",
-            thread_values=None,
-            thread_interrupts=None,
-            also=(write,),
-        )
+        assert await finish_success(database, run, write)
     log.closed(run, numbered, stored=True)
     assert await log.events_after(run.run_id) == [(1, "end", None)]
