@@ -11,6 +11,7 @@ from server.runs.streaming import validate_stream_modes
 from server.schemas.agent_api import CheckpointRef
 from server.schemas.common import StoredObject, StoredValue, WebhookUrl, storable
 from server.schemas.crons import InterruptNodes, StreamModeName, interrupt_nodes
+from stores.json_values import MAX_FIELD_NAME
 
 
 class RunCommand(BaseModel):
@@ -49,7 +50,10 @@ class RunCreate(BaseModel):
     on_disconnect: Literal["cancel", "continue"] = "continue"
     on_completion: Literal["delete", "keep"] = "delete"
     after_seconds: float | None = Field(None, ge=0, le=86_400)
-    feedback_keys: list[str] | None = None
+    feedback_keys: (
+        list[Annotated[str, Field(min_length=1, max_length=MAX_FIELD_NAME, pattern=r"^[^\x00]+$")]]
+        | None
+    ) = Field(None, max_length=100, description="Accepted and ignored (no LangSmith here).")
 
     @field_validator("stream_mode")
     @classmethod

@@ -713,12 +713,19 @@ async def test_a_run_on_an_existing_thread_names_what_is_wrong_and_writes_nothin
             ("runs/wait", ghost, 422, "assistant_id"),
             ("runs", "no-such-graph", 404, "assistant_id"),
         ):
-            # A value PostgreSQL refuses (a NUL in a JSON string) does not come first either.
             answer = await http.post(
-                f"/threads/{thread_id}/{path}",
-                json={"assistant_id": assistant, "feedback_keys": ["\u0000"]},
+                f"/threads/{thread_id}/{path}", json={"assistant_id": assistant}
             )
             assert (answer.status_code, answer.json()["field"]) == (status, field), answer.text
+        # A value PostgreSQL cannot hold (a NUL in a string) is refused by name, whichever
+        # assistant the run names (it was a 500 with a known one).
+        for assistant in (steps, str(uuid.uuid4())):
+            answer = await http.post(
+                f"/threads/{thread_id}/runs/wait",
+                json={"assistant_id": assistant, "feedback_keys": ["\u0000"]},
+            )
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["field"].startswith("feedback_keys"), answer.text
         unknown = await http.post(f"/threads/{uuid.uuid4()}/runs", json={"assistant_id": steps})
         assert (unknown.status_code, unknown.json()["field"]) == (404, "thread_id")
     assert sql(database_url, "SELECT id FROM runs WHERE thread_id = %s", thread_id) == []
