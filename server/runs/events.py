@@ -601,8 +601,11 @@ class RunEventLog:
                         await asyncio.wait_for(subscriber.signal.wait(), self.poll_s)
                     except TimeoutError:
                         stale = True
-                        # A run whose log is written here is executing here: no need to ask.
-                        if run_id in self._local or await self._run_active(run_id, unknown=True):
+                        # A run whose log is written here (executing here, or just ended
+                        # here: its log is whole in memory) needs no question to the table.
+                        if self.local_log(run_id) is not None or await self._run_active(
+                            run_id, unknown=True
+                        ):
                             idle_polls = 0
                         else:
                             idle_polls += 1
