@@ -245,9 +245,7 @@ class RunQueue:
                 raise
             for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
                 self.dispatch(payload)  # the others hear it from the commit
-            if starting is not None and self._adopts(run, reservation):
-                starting(run)
-            self.adopt(run, reservation)
+            self.adopt(run, reservation, starting)
             return run
 
         # Shielded: a request cancelled mid-commit still launches the run it claimed.
@@ -296,9 +294,7 @@ class RunQueue:
         if written is None:
             self.release(reservation)
             return None
-        if starting is not None and self._adopts(written[0], reservation):
-            starting(written[0])
-        self.adopt(written[0], reservation)
+        self.adopt(written[0], reservation, starting)
         return written
 
     async def _settle(
@@ -328,11 +324,18 @@ class RunQueue:
         sent = asyncio.get_running_loop().time()  # the row's lease counts from later: now()
         return Reservation(run_store.InlineClaim(self.owner, self.lease_s), sent)
 
-    def adopt(self, run: Run, reservation: Reservation | None) -> None:
+    def adopt(
+        self,
+        run: Run,
+        reservation: Reservation | None,
+        starting: Callable[[Run], None] | None = None,
+    ) -> None:
         """After the commit that wrote `run`: start it here now if it was written claimed by
-        this process (in the reserved slot); otherwise give the slot back and wake a worker
-        (the commit's "new" woke the other processes)."""
+        this process (in the reserved slot), calling `starting(run)` just before; otherwise
+        give the slot back and wake a worker (the commit's "new" woke the other processes)."""
         if reservation is not None and self._adopts(run, reservation):
+            if starting is not None:
+                starting(run)
             self._launch(run, reservation.sent)
             return
         self.release(reservation)
