@@ -39,6 +39,7 @@ from stores.errors import InvalidInputError
 from stores.memory.operations import MAX_OFFSET
 from stores.sql import runs as run_store
 from stores.sql.assistants import assistant_key, or_system, resolve_assistant
+from stores.sql.filters import Filter
 from stores.sql.models import Agent, Run
 
 router = APIRouter(tags=["runs"], responses={**NOT_FOUND, **CONFLICT, **TOO_MANY})
@@ -55,11 +56,16 @@ STREAM_ANSWER: Responses = {
 Action = Annotated[Literal["interrupt", "rollback"], Query(description="interrupt or rollback")]
 
 
+async def runnable_filter(caller: Caller, assistant_id: str) -> Filter | None:
+    """Which assistants a run of `caller` may use: those it may read, and system ones (None:
+    any)."""
+    key = assistant_key(assistant_id)
+    return or_system(await caller.authorize("assistants", "read", {"assistant_id": key}))
+
+
 async def runnable_assistant(caller: Caller, db: DatabaseDep, assistant_id: str) -> Agent:
     """The assistant a run may use: one the caller may read, or a system assistant."""
-    key = assistant_key(assistant_id)
-    access = await caller.authorize("assistants", "read", {"assistant_id": key})
-    return await resolve_assistant(db, assistant_id, or_system(access))
+    return await resolve_assistant(db, assistant_id, await runnable_filter(caller, assistant_id))
 
 
 async def _submit(
@@ -89,10 +95,7 @@ async def _submit(
         "kwargs": body.model_dump(mode="json", include={"input", "config", "context", "webhook"}),
     }
     access = await caller.authorize("threads", "create_run", value)
-    assistant_uuid = assistant_key(body.assistant_id)
-    assistant_access = or_system(
-        await caller.authorize("assistants", "read", {"assistant_id": assistant_uuid})
-    )
+    assistant_access = await runnable_filter(caller, body.assistant_id)
     node_lists = [
         name
         for name in ("interrupt_before", "interrupt_after")
@@ -113,7 +116,7 @@ async def _submit(
         # the path below says why, or applies the multitask strategy.
         run = await engine.submit_at_once(
             thread_id=thread_id,
-            assistant_id=assistant_uuid,
+            assistant_id=assistant_key(body.assistant_id),
             kwargs=kwargs,
             metadata=metadata,
             multitask_strategy=body.multitask_strategy,
