@@ -111,15 +111,13 @@ async def resolve_assistant(
             the caller's (field `assistant_id`).
     """
     # One SELECT in autocommit (no BEGIN/ROLLBACK round trips): every run's creation reads it.
-    async with db.engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        async with AsyncSession(bind=conn, expire_on_commit=False) as session:
-            return await _agent_row(
-                session,
-                assistant_key(assistant_id_or_graph_id),
-                access,
-                shown=assistant_id_or_graph_id,
-            )
+    async with db.reading() as session:
+        return await _agent_row(
+            session,
+            assistant_key(assistant_id_or_graph_id),
+            access,
+            shown=assistant_id_or_graph_id,
+        )
 
 
 async def assistants_with_id_prefix(

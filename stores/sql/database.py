@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import select
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -127,19 +129,59 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
 
     @asynccontextmanager
+    async def connection(self, *, autocommit: bool = False) -> AsyncIterator[AsyncConnection]:
+        """`engine.connect()` (in autocommit if asked) for the paths every run takes, handed
+        back to the pool without a task of its own.
+
+        SQLAlchemy's `async with` closes a connection from a task it shields (two laps of the
+        event loop, each behind every ready callback of every executing run). Here a block that
+        ends normally with no transaction open on the driver (autocommit, or one it committed)
+        closes it directly: that close sends nothing (psycopg's rollback of an idle connection
+        is a no-op), so nothing can cut it halfway. A block that fails, is cancelled or leaves
+        a transaction open is closed as SQLAlchemy does it (a ROLLBACK round trip, shielded)."""
+        conn = await self.engine.connect()
+        try:
+            if autocommit:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+        except BaseException:
+            await conn.__aexit__(*sys.exc_info())
+            raise
+        if _idle(conn):
+            await conn.close()
+        else:
+            await conn.__aexit__(None, None, None)
+
+    @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
         """A session for reads alone, on a connection in autocommit: each statement is sent on
         its own, with no BEGIN and ROLLBACK round trips around it. What it loads stays usable
-        after the block (as from `sessions()`); it writes nothing."""
-        async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            async with AsyncSession(bind=conn, expire_on_commit=False) as session:
+        after the block (as from `sessions()`); it writes nothing. Closed without the tasks of
+        SQLAlchemy's `async with` (`connection`)."""
+        async with self.connection(autocommit=True) as conn:
+            session = AsyncSession(bind=conn, expire_on_commit=False)
+            try:
                 yield session
+            finally:
+                await session.close()  # in autocommit: nothing to send
 
     async def ping(self) -> None:
         """Run `SELECT 1`; raises whatever the driver raises when the server is unreachable."""
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+
+def _idle(conn: AsyncConnection) -> bool:
+    """Whether `conn`'s driver connection is idle: no transaction open, nothing to send."""
+    try:
+        driver = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+    except exc.SQLAlchemyError:  # invalidated or closed
+        return False
+    return (
+        isinstance(driver, psycopg.AsyncConnection)
+        and not driver.closed
+        and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    )
 
 
 @asynccontextmanager

@@ -834,7 +834,7 @@ async def _finish_pipelined(
         "values": Jsonb(params["values"]) if params["values"] is not None else None,
         "interrupts": Jsonb(params["interrupts"]) if params["interrupts"] is not None else None,
     }
-    async with db.engine.connect() as conn:
+    async with db.connection() as conn:  # closed without a task: the transaction is over
         driver = (await conn.get_raw_connection()).driver_connection
         assert isinstance(driver, psycopg.AsyncConnection)
         async with driver.pipeline():

@@ -138,8 +138,7 @@ async def create_thread(
         .on_conflict_do_nothing(index_elements=[_CONVERSATIONS.c.id])
         .returning(*(column for _, column in _ATTRIBUTES))
     )
-    async with db.engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async with db.connection(autocommit=True) as conn:
         row = (await conn.execute(statement)).one_or_none()
     if row is not None:
         return _detached(row), True
@@ -160,8 +159,7 @@ async def get_thread(
     statement = select(*(column for _, column in _ATTRIBUTES)).where(
         _CONVERSATIONS.c.id == thread_id, visible(access)
     )
-    async with db.engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async with db.connection(autocommit=True) as conn:
         row = (await conn.execute(statement)).one_or_none()
     if row is None:
         raise NotFoundError("thread", thread_id)

@@ -131,3 +131,71 @@ async def test_a_reading_session_opens_no_transaction(db: Database) -> None:
     async with db.sessions() as session:  # the connection went back to the pool as it was
         await session.execute(text("SELECT 1"))
         assert await status(session) == in_transaction
+
+
+class TasksStarted:
+    """Count the tasks the running loop starts (its task factory) while installed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> TasksStarted:
+        loop = asyncio.get_running_loop()
+        self._loop, self._before = loop, loop.get_task_factory()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.set_task_factory(self._before)
+
+
+async def test_a_connection_that_ends_idle_goes_back_to_the_pool_without_a_task(
+    db: Database,
+) -> None:
+    """`Database.connection()` closes a connection whose block ended with nothing open on the
+    driver directly; SQLAlchemy's `async with` closes every connection from a task of its own
+    (shielded: two laps of the loop). The pool gets it back either way."""
+    pool = db.engine.sync_engine.pool
+    with TasksStarted() as tasks:
+        async with db.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("SELECT 1"))
+    assert tasks.count == 1
+    with TasksStarted() as tasks:
+        async with db.connection(autocommit=True) as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+    assert tasks.count == 0
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    with TasksStarted() as tasks:
+        async with db.reading() as session:
+            assert (await session.execute(text("SELECT 2"))).scalar_one() == 2
+    assert tasks.count == 0
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_connection_left_in_a_transaction_or_failing_is_closed_as_sqlalchemy_does(
+    db: Database,
+) -> None:
+    """A block that leaves a transaction open (or raises) gets SQLAlchemy's close: rolled back,
+    so the next checkout of the (only) pooled connection finds it idle, nothing written."""
+    table = f"conn_{uuid.uuid4().hex[:8]}"
+    async with db.connection(autocommit=True) as conn:
+        await conn.execute(text(f"CREATE TABLE {table} (n int)"))
+    async with db.connection() as conn:  # a transaction begun, never committed
+        await conn.execute(text(f"INSERT INTO {table} VALUES (1)"))
+    with pytest.raises(ZeroDivisionError):
+        async with db.connection() as conn:
+            await conn.execute(text(f"INSERT INTO {table} VALUES (2)"))
+            1 / 0  # noqa: B018
+    async with db.connection(autocommit=True) as conn:
+        raw = await conn.get_raw_connection()
+        assert isinstance(raw.driver_connection, psycopg.AsyncConnection)
+        assert raw.driver_connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0
+        await conn.execute(text(f"DROP TABLE {table}"))
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
