@@ -86,7 +86,17 @@ class RunWrites:
     from the last stored checkpoint).
     """
 
-    __slots__ = ("closed", "head", "head_writes", "lock", "ops", "shared", "thread_id", "timer")
+    __slots__ = (
+        "closed",
+        "head",
+        "head_writes",
+        "lock",
+        "ops",
+        "shared",
+        "thread_id",
+        "timer",
+        "unstored",
+    )
 
     def __init__(self, thread_id: str) -> None:
         self.thread_id = thread_id
@@ -103,6 +113,10 @@ class RunWrites:
         ) = None
         self.head_writes: dict[str, dict[tuple[str, int], tuple[str, str, Any]]] = {}
         self.shared = False  # something else wrote the thread here: no head from then on
+        # The thread had no checkpoint stored when the run was written (its creating statement
+        # read so under the thread row's lock): the run's own first read of the latest
+        # checkpoint, before it puts one, finds none without a query.
+        self.unstored = False
 
     def busy(self) -> bool:
         """Whether writes are queued or being sent (a read must wait for them)."""
@@ -281,6 +295,7 @@ class TimedSaver(AsyncPostgresSaver):
             with traced("checkpoint", "checkpoint put", **{"checkpoint.op": "put"}):
                 return await super().aput(config, checkpoint, metadata, new_versions)
         # What LangGraph's `aput` writes, queued (its statements, in its order).
+        writes.unstored = False
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
         checkpoint_ns = configurable["checkpoint_ns"]
@@ -394,6 +409,18 @@ class TimedSaver(AsyncPostgresSaver):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id = _thread_of(config)
         writes = self.pending.get(thread_id)
+        if (
+            writes is not None
+            and writes.unstored
+            and writes.head is None
+            and not writes.shared
+            and not writes.closed
+            and _RUN_WRITES.get() is writes  # the run's own read (LangGraph's, at its start)
+            and not get_checkpoint_id(config)
+            and config["configurable"].get("checkpoint_ns", "") == ""
+        ):
+            writes.unstored = False  # once: what the run puts from now on is read as before
+            return None
         own = _OWN_HEAD.get()
         if (
             own is not None
@@ -471,6 +498,11 @@ class Checkpoints:
         self.saver = TimedSaver(pool, flush_after_s=flush_after_s)
         self._ready = False
         self._lock = asyncio.Lock()
+
+    @property
+    def is_ready(self) -> bool:
+        """Whether the saver's tables are known to exist (`ready` has set them up)."""
+        return self._ready
 
     async def ready(self) -> AsyncPostgresSaver:
         """The saver, its tables created (under an advisory lock); `UnavailableError` if down."""

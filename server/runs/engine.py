@@ -176,8 +176,10 @@ class RunEngine:
                 metadata=metadata,
                 multitask_strategy=multitask_strategy,
                 creator=creator,
-                # Started here at once: its attempt takes the assistant the statement read.
+                # Started here at once: its attempt takes the assistant the statement read, and
+                # whether the thread had a checkpoint.
                 starting=self._preload_read_agent,
+                ask_fresh=self.resources.checkpoints.is_ready,
             )
         )
         if written is None:
@@ -190,7 +192,7 @@ class RunEngine:
         """Hand a run written by `submit_at_once` the assistant its statement read."""
         agent = run_store.agent_of(run)
         if agent is not None:
-            self.executor.preload(run.id, agent, None)
+            self.executor.preload(run.id, agent, None, fresh=run_store.thread_was_fresh(run))
 
     async def cancel(
         self,

@@ -124,6 +124,7 @@ class _Prepared:
     context: AgentContext | None = None  # the agent context, for graphs that read one
     temporary: bool = False
     preloaded: bool = False  # agent (and thread, if not None) given by the run's creator
+    fresh: bool = False  # its creator found the thread without any checkpoint
     started: float = field(default_factory=time.perf_counter)
     timer: asyncio.Timeout | None = None  # RUN_TIMEOUT_S on the graph
     telemetry: RunTelemetry | None = None  # its span, callbacks and metrics
@@ -192,17 +193,23 @@ class RunExecutor:
         self._disabled: frozenset[str] = frozenset()
         self._disabled_at = -TOOLS_REFRESH_S - 1.0
         # Agent and thread rows a run's creator has just read, for its first attempt here.
-        self._preloaded: dict[uuid.UUID, tuple[Agent, Conversation | None]] = {}
+        self._preloaded: dict[uuid.UUID, tuple[Agent, Conversation | None, bool]] = {}
 
-    def preload(self, run_id: uuid.UUID, agent: Agent, thread: Conversation | None) -> None:
+    def preload(
+        self, run_id: uuid.UUID, agent: Agent, thread: Conversation | None, *, fresh: bool = False
+    ) -> None:
         """Hand a run claimed at creation in this process (`RunQueue.adopt`) the agent and
         thread rows its creator read in the transaction that wrote it: its attempt here does not
         read them again. Only for a run `adopt` launches (its attempt takes them back).
 
         `thread` None: its creator did not keep the row; the thread existed when the run was
         written (a deleted thread takes its runs with it), so it is read only if the graph
-        needs it (the agent context's user)."""
-        self._preloaded[run_id] = (agent, thread)
+        needs it (the agent context's user).
+
+        `fresh`: the transaction that wrote the run found its thread without any checkpoint
+        (under the thread row's lock): the attempt does not read the thread's latest checkpoint
+        before it puts its own (`RunWrites.unstored`)."""
+        self._preloaded[run_id] = (agent, thread, fresh)
 
     # -- the seam where a run gets its graph -------------------------------------------------
 
@@ -246,7 +253,7 @@ class RunExecutor:
         prepared = _Prepared()
         preloaded = self._preloaded.pop(attempt.run.id, None)
         if preloaded is not None and attempt.token.attempt == 1:
-            prepared.agent, prepared.thread = preloaded
+            prepared.agent, prepared.thread, prepared.fresh = preloaded
             prepared.preloaded = True
         with observed_run(attempt.run, attempt.token.attempt) as telemetry:
             prepared.telemetry = telemetry
@@ -288,6 +295,7 @@ class RunExecutor:
         assert run.thread_id is not None
         checkpoints = self.resources.checkpoints
         prepared.writes = checkpoints.run_writes(str(run.thread_id))
+        prepared.writes.unstored = prepared.fresh
         attempt.task = asyncio.create_task(
             self._run_graph(attempt, prepared, recorder), name=f"run-{run.id}"
         )

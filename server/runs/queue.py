@@ -262,6 +262,7 @@ class RunQueue:
         multitask_strategy: str = "enqueue",
         creator: run_store.RunCreator = run_store.NOBODY,
         starting: Callable[[Run], None] | None = None,
+        ask_fresh: bool = False,
     ) -> tuple[Run, str] | None:
         """`submit`'s common case in one round trip (`run_store.create_run_at_once`): a run on
         an existing thread with no run in flight, by an assistant (read in the same statement)
@@ -286,6 +287,7 @@ class RunQueue:
                 notify=run_store.Notify(CHANNEL, self.owner),
                 creator=creator,
                 claim=reservation.claim if reservation else None,
+                ask_fresh=ask_fresh,
             )
         except BaseException:
             # Cancelled or failed, maybe after PostgreSQL had the statement: find out.

@@ -402,23 +402,27 @@ _CREATE_AT_ONCE = text(
     + ") SELECT r.*, (SELECT graph_id FROM a) AS graph_id, (SELECT count(*) FROM t) AS threads,"
     " (SELECT count(*) FROM n) AS notified, (SELECT count(*) FROM e) AS first_events,"
     # The assistant's row, for the attempt that starts here (`agent_of`): it is not read again.
-    " (SELECT to_jsonb(a) FROM a) AS agent"
+    " (SELECT to_jsonb(a) FROM a) AS agent,"
+    " {fresh} AS fresh"
     " FROM r"
 )
-_AT_ONCE_SQL: list[tuple[str, str]] = []
+# Whether the thread has no checkpoint (`thread_was_fresh`): read under the thread row's lock,
+# in the statement's snapshot. Only asked for when LangGraph's checkpoint tables exist (the
+# saver makes them at startup, or at its first use when PostgreSQL was down then).
+_FRESH = "NOT EXISTS (SELECT 1 FROM checkpoints k WHERE k.thread_id = CAST(:thread_id AS text))"
+_AT_ONCE_SQL: dict[bool, tuple[str, str]] = {}
 
 
-def _at_once_sql(db: Database) -> tuple[str, str]:
-    """`_LOCK_THREAD` and `_CREATE_AT_ONCE` as psycopg takes them (compiled once)."""
-    if not _AT_ONCE_SQL:
+def _at_once_sql(db: Database, *, ask_fresh: bool = False) -> tuple[str, str]:
+    """`_LOCK_THREAD` and `_CREATE_AT_ONCE` as psycopg takes them (compiled once each way)."""
+    if ask_fresh not in _AT_ONCE_SQL:
         dialect = db.engine.dialect
-        _AT_ONCE_SQL.append(
-            (
-                str(_LOCK_THREAD.compile(dialect=dialect)),
-                str(_CREATE_AT_ONCE.compile(dialect=dialect)),
-            )
+        create = text(_CREATE_AT_ONCE.text.replace("{fresh}", _FRESH if ask_fresh else "NULL"))
+        _AT_ONCE_SQL[ask_fresh] = (
+            str(_LOCK_THREAD.compile(dialect=dialect)),
+            str(create.compile(dialect=dialect)),
         )
-    return _AT_ONCE_SQL[0]
+    return _AT_ONCE_SQL[ask_fresh]
 
 
 async def create_run_at_once(
@@ -434,6 +438,7 @@ async def create_run_at_once(
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
+    ask_fresh: bool = False,
 ) -> tuple[Run, str] | None:
     """`create_run`'s common case in one round trip: the run (its id `run_id`) and its graph
     id, or None when nothing was written (take `create_run` then; it says why or applies the
@@ -449,7 +454,8 @@ async def create_run_at_once(
     held, with a snapshot taken after it, and answers both at once.
 
     Only for a creator with no thread filter and no cap of runs in flight (both are
-    `create_run`'s).
+    `create_run`'s). With `ask_fresh` (LangGraph's checkpoint tables exist), the statement
+    also says whether the thread has no checkpoint (`thread_was_fresh`).
     """
     if creator.access is not None or creator.max_in_flight > 0:
         raise ValueError("create_run_at_once takes no thread filter and no cap; use create_run")
@@ -472,7 +478,7 @@ async def create_run_at_once(
         "channels": channels,
         "payloads": payloads,
     }
-    lock, create = _at_once_sql(db)
+    lock, create = _at_once_sql(db, ask_fresh=ask_fresh)
     # Not `async with`: SQLAlchemy closes a connection so from a task of its own, shielded
     # (two laps of the event loop, each a wait behind every executing run's callbacks). This
     # connection holds no transaction when it is closed (the implicit one ended at the Sync).
@@ -514,6 +520,8 @@ async def create_run_at_once(
     if values["first_events"]:
         sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))
     sa_inspect(run).info[_AGENT] = agent_from_json(values["agent"])
+    if values["fresh"]:
+        sa_inspect(run).info[_FRESH_THREAD] = True
     return run, str(values["graph_id"])
 
 
@@ -539,6 +547,7 @@ async def created_run(db: Database, *, thread_id: uuid.UUID, run_id: uuid.UUID) 
 
 _FIRST_EVENT = "switchboard.first_event"
 _AGENT = "switchboard.agent"
+_FRESH_THREAD = "switchboard.fresh_thread"
 
 
 def agent_of(run: Run) -> Agent | None:
@@ -546,6 +555,12 @@ def agent_of(run: Run) -> Agent | None:
     `Agent`), when `run` is the object that call returned; None otherwise."""
     agent = sa_inspect(run).info.get(_AGENT)
     return agent if isinstance(agent, Agent) else None
+
+
+def thread_was_fresh(run: Run) -> bool:
+    """Whether `create_run_at_once(ask_fresh=True)` found `run`'s thread without any checkpoint
+    when it wrote `run` (under the thread row's lock), when `run` is the object it returned."""
+    return bool(sa_inspect(run).info.get(_FRESH_THREAD))
 
 
 def agent_from_json(row: Mapping[str, Any]) -> Agent:
