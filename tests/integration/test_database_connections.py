@@ -188,10 +188,14 @@ async def test_a_connection_left_in_a_transaction_or_failing_is_closed_as_sqlalc
         await conn.execute(text(f"CREATE TABLE {table} (n int)"))
     async with db.connection() as conn:  # a transaction begun, never committed
         await conn.execute(text(f"INSERT INTO {table} VALUES (1)"))
-    with pytest.raises(ZeroDivisionError):
+
+    async def failing() -> None:
         async with db.connection() as conn:
             await conn.execute(text(f"INSERT INTO {table} VALUES (2)"))
-            1 / 0  # noqa: B018
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await failing()
     async with db.connection(autocommit=True) as conn:
         raw = await conn.get_raw_connection()
         assert isinstance(raw.driver_connection, psycopg.AsyncConnection)

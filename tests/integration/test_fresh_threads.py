@@ -16,6 +16,7 @@ from langgraph_sdk.client import LangGraphClient
 
 from tests.support import TEST_GRAPHS, make_settings, running_server
 
+
 @pytest.fixture(scope="module")
 def server_url(database_url: str, data_dir: Path) -> Iterator[str]:
     settings = make_settings(
@@ -32,6 +33,13 @@ async def client(server_url: str) -> AsyncIterator[LangGraphClient]:
         yield client
     finally:
         await client.aclose()
+
+
+async def wait(client: LangGraphClient, thread_id: str) -> dict[str, Any]:
+    """The final values of a run of the counter graph on the thread."""
+    result = await client.runs.wait(thread_id, "counter", input={})
+    assert isinstance(result, dict)
+    return result
 
 
 @pytest.fixture
@@ -57,10 +65,10 @@ async def test_a_run_on_a_fresh_thread_reads_no_checkpoint_and_a_second_run_read
 ) -> None:
     thread = await client.threads.create()
     thread_id = thread["thread_id"]
-    first = await client.runs.wait(thread_id, "counter", input={})
+    first = await wait(client, thread_id)
     assert first["count"] == 111
     assert reads.get(thread_id, 0) == 0
-    second = await client.runs.wait(thread_id, "counter", input={})
+    second = await wait(client, thread_id)
     assert second["count"] == 222
     assert reads[thread_id] >= 1  # the first run's checkpoints: read back, as always
 
@@ -74,7 +82,7 @@ async def test_a_thread_given_state_by_update_state_is_read_by_its_first_run(
         thread_id, {"count": 1000, "log": ["seeded"]}, as_node="finish"
     )
     reads.clear()
-    result = await client.runs.wait(thread_id, "counter", input={})
+    result = await wait(client, thread_id)
     assert result["count"] == 1111
     assert result["log"][0] == "seeded"
     assert reads[thread_id] >= 1
@@ -84,9 +92,9 @@ async def test_a_thread_copied_from_one_with_state_is_read_by_its_first_run(
     client: LangGraphClient, reads: dict[str, int]
 ) -> None:
     thread = await client.threads.create()
-    await client.runs.wait(thread["thread_id"], "counter", input={})
-    copy = await client.threads.copy(thread["thread_id"])
+    await wait(client, thread["thread_id"])
+    copied = await client.http.post(f"/threads/{thread['thread_id']}/copy", json={})
     reads.clear()
-    result = await client.runs.wait(copy["thread_id"], "counter", input={})
+    result = await wait(client, copied["thread_id"])
     assert result["count"] == 222
-    assert reads[copy["thread_id"]] >= 1
+    assert reads[copied["thread_id"]] >= 1
