@@ -121,8 +121,9 @@ def spans_wanted() -> bool:
 
 def install_tracing(*, service_name: str, otlp_endpoint: str | None) -> TracerProvider:
     """The process's tracer provider, set up once (an SDK provider set before is reused):
-    spans are always made (their durations feed the metrics); they are exported only to
-    `otlp_endpoint` (OTLP over HTTP) when given. Tests add their own exporters to it."""
+    spans are made (their durations feed the metrics), but for a run's nodes and calls, which
+    `GraphCallbacks` times without spans while nothing else receives them; they are exported
+    only to `otlp_endpoint` (OTLP over HTTP) when given. Tests add their own exporters to it."""
     global _provider
     with _lock:
         if _provider is None:
