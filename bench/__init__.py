@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# Where benchmarked Switchboard servers keep the exported embedding model, shared between runs:
+# a server with a new MODELS_DIR exports it (~30 s of CPU in a child process) after it is
+# ready, which would compete with the first measurements of every server in the run.
+MODELS_DIR = Path(
+    os.environ.get("BENCH_MODELS_DIR")
+    or os.environ.get("CHAT_BENCH_MODELS_DIR")
+    or Path.home() / ".cache/switchboard/models"
+)
 
 
 def publish(report: str, path: Path) -> None:

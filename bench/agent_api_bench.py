@@ -17,6 +17,10 @@ the end), at concurrency 1, 16 and 64. Servers are all up at once and measured i
 (round, endpoint, concurrency) cell visits every server before the next cell starts, so a busy
 moment of the shared machine hits them alike; the load average is reported.
 
+Switchboard's servers keep the exported embedding model in `BENCH_MODELS_DIR` (default
+~/.cache/switchboard/models), as the chat bench's do, so that no server exports it (~30 s of
+CPU) while the first cells are measured.
+
 Run with `python -m bench agent_api` (about ten minutes); results go to
 bench/results/agent_api.md.
 """
@@ -44,6 +48,7 @@ import psycopg
 from langgraph_sdk import get_client
 from sqlalchemy.engine import make_url
 
+from bench import MODELS_DIR
 from bench.chat_bench import admin_url, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,6 +240,7 @@ def _switchboard(name: str, url: str, data: Path, workers: int) -> Server:
         "PORT": str(port),
         "LOG_LEVEL": "warning",
         "INGEST_SAMPLES_ON_START": "false",
+        "MODELS_DIR": str(MODELS_DIR),
         "RUN_WORKERS": str(JOBS),
         **pools,
     }

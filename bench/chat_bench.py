@@ -15,9 +15,9 @@ Environment knobs (for profiling and quick A/B runs; the default runs everything
 `CHAT_BENCH_BASE` (another source tree, e.g. `git archive main` unpacked: its server runs
 each variant just before this tree's, rows labelled "base"), `CHAT_BENCH_PYSPY` (a folder:
 py-spy samples each Switchboard server there, a flame graph and raw stacks per server),
-`CHAT_BENCH_MODELS_DIR` (where the servers keep the exported embedding model; default
-~/.cache/switchboard/models), `CHAT_BENCH_OUT` (write the report there instead of
-bench/results/chat.md).
+`BENCH_MODELS_DIR` (where the servers of both this bench and agent_api keep the exported
+embedding model; default ~/.cache/switchboard/models), `CHAT_BENCH_OUT` (write the report
+there instead of bench/results/chat.md).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import httpx
 import psycopg
 from langchain_core.messages import HumanMessage
 
+from bench import MODELS_DIR
 from graphs.chat import build_chat_graph
 from nodes.context import AgentContext
 from stores import migrate
@@ -59,9 +60,6 @@ PARTS = set(os.environ.get("CHAT_BENCH_PARTS", "turns,overhead").split(","))
 VARIANTS = os.environ.get("CHAT_BENCH_VARIANTS", "on,off,exit").split(",")
 PYSPY = os.environ.get("CHAT_BENCH_PYSPY")
 BASE_TREE = os.environ.get("CHAT_BENCH_BASE")  # a source tree to compare with, in the same run
-MODELS_DIR = Path(
-    os.environ.get("CHAT_BENCH_MODELS_DIR") or Path.home() / ".cache/switchboard/models"
-)
 TURNS_PER_CLIENT = {1: 20, 16: 3, 64: 2}
 
 _BYTES_SQL = """
