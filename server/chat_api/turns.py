@@ -93,23 +93,43 @@ async def start_turn(
         # Claimed at creation when this process has a free slot: it starts here at once, no
         # worker claims it (`RunQueue.reserve`/`adopt`); else a worker of any process does.
         reservation = engine.queue.reserve()
+        run_kwargs = {
+            "input": {"messages": [human]},
+            "stream_mode": ["custom"],
+            "durability": settings.chat_durability,
+        }
+        notify = run_store.Notify(CHANNEL, engine.queue.owner)
+        claim = reservation.claim if reservation else None
         try:
-            (agent, conversation), run = await turns.begin_turn(
-                db,
-                conversation_id,
-                message_id=message_id,
-                content=request.message,
-                run_kwargs={
-                    "input": {"messages": [human]},
-                    "stream_mode": ["custom"],
-                    "durability": settings.chat_durability,
-                },
-                metadata={"source": SOURCE},
-                prepare=check,
-                notify=run_store.Notify(CHANNEL, engine.queue.owner),
-                creator=access.creator,
-                claim=reservation.claim if reservation else None,
-            )
+            written = None
+            if access.creator.access is None:  # the common case, in one round trip
+                written = await turns.begin_turn_at_once(
+                    db,
+                    conversation_id,
+                    message_id=message_id,
+                    content=request.message,
+                    run_kwargs=run_kwargs,
+                    metadata={"source": SOURCE},
+                    graph_ids=engine.graphs.declared(),
+                    notify=notify,
+                    creator=access.creator,
+                    claim=claim,
+                )
+            if written is not None:
+                agent, conversation, run = written
+            else:  # nothing written: the full path says why (or writes, with a filter)
+                (agent, conversation), run = await turns.begin_turn(
+                    db,
+                    conversation_id,
+                    message_id=message_id,
+                    content=request.message,
+                    run_kwargs=run_kwargs,
+                    metadata={"source": SOURCE},
+                    prepare=check,
+                    notify=notify,
+                    creator=access.creator,
+                    claim=claim,
+                )
         except BaseException:
             engine.queue.release(reservation)
             raise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -22,6 +24,7 @@ from stores.sql.runs import (
     Notify,
     RunCreator,
     RunToken,
+    agent_from_json,
     creation_notifies,
     run_from_row,
 )
@@ -178,6 +181,150 @@ async def begin_turn(
                 field="conversation_id",
             )
         return prepared, run_from_row(row._mapping)
+
+
+_LOCK_CONVERSATION = "SELECT id FROM conversations WHERE id = %(conversation_id)s FOR UPDATE"
+_LOCK_CREATOR = "SELECT pg_advisory_xact_lock(hashtext('runs:' || %(user_id)s::text))"
+
+# `_BEGIN_TURN`'s common case in one statement that also checks what `begin_turn` checks with
+# reads of its own first: the conversation exists, has an agent whose graph is declared here
+# (`graph_ids`) and no run in flight, and the creator (`user_id`, when `cap` > 0) has fewer than
+# `cap` runs pending or running. Nothing is written unless all hold (`ok` has no row then).
+_BEGIN_AT_ONCE = (
+    "WITH c AS ("
+    " SELECT id, user_id, agent_id, title, status FROM conversations"
+    " WHERE id = %(conversation_id)s"
+    "), a AS ("
+    " SELECT agents.* FROM agents, c WHERE agents.id = c.agent_id"
+    " AND agents.graph_id = ANY(%(graph_ids)s::text[])"
+    "), ok AS ("
+    " SELECT c.id AS conversation_id, a.id AS agent_id FROM c, a"
+    " WHERE NOT EXISTS (SELECT 1 FROM runs o WHERE o.thread_id = %(conversation_id)s"
+    " AND o.status IN ('pending', 'running'))"
+    " AND (%(cap)s::int <= 0 OR (SELECT count(*) FROM runs u WHERE u.user_id = %(user_id)s::text"
+    " AND u.status IN ('pending', 'running')) < %(cap)s::int)"
+    "), message AS ("
+    " INSERT INTO messages (id, conversation_id, sender, content, metadata)"
+    " SELECT %(message_id)s, ok.conversation_id, 'user', %(content)s, '{}'::jsonb FROM ok"
+    "), r AS ("
+    " INSERT INTO runs (id, thread_id, assistant_id, status, multitask_strategy, kwargs,"
+    " metadata, user_id, auth, lease_owner, lease_expires_at, attempt, stream_position)"
+    " SELECT %(run_id)s, ok.conversation_id, ok.agent_id,"
+    " CASE WHEN %(claimed)s THEN 'running' ELSE 'pending' END, 'reject', %(kwargs)s,"
+    " %(metadata)s, %(user_id)s::text, %(auth)s, %(owner)s::text,"
+    " CASE WHEN %(claimed)s THEN now() + make_interval(secs => %(lease_s)s) END,"
+    " CASE WHEN %(claimed)s THEN 1 ELSE 0 END,"
+    " CASE WHEN %(claimed)s THEN nextval('thread_stream_positions') END"
+    " FROM ok RETURNING *"
+    "), busy AS ("
+    " UPDATE conversations SET status = 'busy', updated_at = now()"
+    " WHERE id = %(conversation_id)s AND EXISTS (SELECT 1 FROM ok)"
+    "), n AS ("
+    " SELECT pg_notify(ch, p) FROM unnest(%(channels)s::text[], %(payloads)s::text[])"
+    " AS u(ch, p) WHERE EXISTS (SELECT 1 FROM ok)"
+    ") SELECT r.*, (SELECT count(*) FROM n) AS notified, (SELECT to_jsonb(a) FROM a) AS agent,"
+    " (SELECT user_id FROM c) AS conversation_user_id,"
+    " (SELECT title FROM c) AS conversation_title"
+    " FROM r"
+)
+
+
+async def begin_turn_at_once(
+    db: Database,
+    conversation_id: uuid.UUID,
+    *,
+    message_id: uuid.UUID,
+    content: str,
+    run_kwargs: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    graph_ids: Sequence[str],
+    notify: Notify | None = None,
+    creator: RunCreator = NOBODY,
+    claim: InlineClaim | None = None,
+) -> tuple[Agent, Conversation, Run] | None:
+    """`begin_turn`'s common case in one round trip: the conversation's agent, the
+    conversation (a transient row with what a run's attempt reads of it) and the run; or None
+    when nothing was written (take `begin_turn` then: it says why).
+
+    It writes what `begin_turn` writes, only when `begin_turn` would: the conversation exists,
+    its agent exists with its graph among `graph_ids`, no run is pending or running on it
+    (tested under the conversation row's lock), and the creator is under their cap of runs in
+    flight (counted under the lock per identity `check_in_flight` takes, taken first as there).
+    The locks and the
+    statement go out together in psycopg's pipeline mode, as one implicit transaction (one
+    Sync), as `create_run_at_once` sends its own.
+
+    Only for a creator with no conversation filter (`creator.access`: `begin_turn`'s).
+    """
+    if creator.access is not None:
+        raise ValueError("begin_turn_at_once takes no conversation filter; use begin_turn")
+    claimed = claim is not None
+    cap = creator.max_in_flight if creator.user_id is not None else 0
+    channels, payloads = creation_notifies(
+        notify,
+        [*(notify.payloads if notify else ()), *(notify.if_busy if notify else ())],
+        thread_id=conversation_id,
+        claimed=claimed,
+    )
+    args = {
+        "conversation_id": conversation_id,
+        "graph_ids": list(graph_ids),
+        "cap": cap,
+        "message_id": message_id,
+        "content": content,
+        "run_id": uuid.uuid4(),
+        "claimed": claimed,
+        "kwargs": Jsonb(dict(run_kwargs)),
+        "metadata": Jsonb(dict(metadata)),
+        "user_id": creator.user_id,
+        "auth": Jsonb(dict(creator.auth)) if creator.auth is not None else None,
+        "owner": claim.owner if claim is not None else None,
+        "lease_s": float(claim.lease_s) if claim is not None else 0.0,
+        "channels": channels,
+        "payloads": payloads,
+    }
+    # Not `async with` (its close is a shielded task of its own: two laps of the loop); in
+    # autocommit, so that the statements and their one Sync are the transaction.
+    conn = await db.engine.connect()
+    try:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        async with driver.pipeline():
+            if cap > 0:  # first, as `begin_turn` takes them (the other order could deadlock)
+                await driver.execute(_LOCK_CREATOR, {"user_id": creator.user_id})
+            await driver.execute(_LOCK_CONVERSATION, {"conversation_id": conversation_id})
+            cursor = await driver.execute(_BEGIN_AT_ONCE, args)
+        row = await cursor.fetchone()
+        names = [column.name for column in cursor.description or ()]
+    except psycopg.DataError:
+        # PostgreSQL refused a value (e.g. a NUL in the message): nothing was written; the
+        # full path answers as it would have.
+        await conn.invalidate()
+        await conn.close()
+        return None
+    except BaseException as error:
+        # Cut short mid-pipeline: closed rather than handed back to the pool.
+        await conn.invalidate()
+        await conn.close()
+        task = asyncio.current_task()
+        if not isinstance(error, asyncio.CancelledError) and task and task.cancelling():
+            raise asyncio.CancelledError from error
+        raise
+    await conn.close()
+    if row is None:
+        return None
+    values = dict(zip(names, row, strict=True))
+    run = run_from_row(values)
+    agent = agent_from_json(values["agent"])
+    conversation = Conversation(
+        id=conversation_id,
+        user_id=values["conversation_user_id"],
+        agent_id=agent.id,
+        title=values["conversation_title"],
+        status="busy",
+    )
+    return agent, conversation, run
 
 
 # A turn's transcript rows (tool rows, then the answer), written in the transaction that

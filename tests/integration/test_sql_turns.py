@@ -10,11 +10,13 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from stores.errors import ConflictError, LimitError
 from stores.sql import runs as run_store
 from stores.sql import turns
 from stores.sql.database import Database, open_database
+from stores.sql.models import Agent, Conversation, Run, User
 from stores.sql.runs import RunToken
-from tests.integration.test_sql_runs import claimed_twice
+from tests.integration.test_sql_runs import claimed_twice, counting_waits
 
 ROWS: list[dict[str, Any]] = [
     {"sender": "tool", "content": "4", "metadata": {"tool": "calculator", "args": {"x": "2+2"}}},
@@ -119,3 +121,152 @@ async def test_a_turn_without_rows_finishes_without_a_statement(db: Database) ->
     run = await run_store.get_run(db, current.run_id)
     assert run.thread_id is not None
     assert turns.transcript_write(current, run.thread_id, [], status="error") == ([], None)
+
+
+async def _conversation(db: Database, graph_id: str = "chat") -> tuple[Agent, Conversation]:
+    """An agent of `graph_id` and an idle conversation of a user with it."""
+    async with db.sessions.begin() as session:
+        user = User(email=f"{uuid.uuid4().hex[:8]}@ex.com", name="u")
+        agent = Agent(graph_id=graph_id, name=f"turn {uuid.uuid4().hex[:6]}")
+        session.add_all([user, agent])
+        await session.flush()
+        conversation = Conversation(user_id=user.id, agent_id=agent.id, title="t")
+        session.add(conversation)
+    return agent, conversation
+
+
+async def _begin(
+    db: Database, conversation_id: uuid.UUID, **given: Any
+) -> tuple[Agent, Conversation, Run] | None:
+    args: dict[str, Any] = {
+        "message_id": uuid.uuid4(),
+        "content": "hello",
+        "run_kwargs": {"input": {"n": 1}, "stream_mode": ["custom"]},
+        "metadata": {"source": "chat"},
+        "graph_ids": ["chat", "steps"],
+        "notify": run_store.Notify("switchboard_test", "me"),
+        "claim": run_store.InlineClaim("worker-a", 30),
+        **given,
+    }
+    return await turns.begin_turn_at_once(db, conversation_id, **args)
+
+
+async def _written(db: Database, conversation_id: uuid.UUID) -> tuple[Any, ...]:
+    """The conversation's status, its messages and the statuses of its runs."""
+    async with db.engine.connect() as conn:
+        status = await conn.scalar(
+            text("SELECT status FROM conversations WHERE id = :id"), {"id": conversation_id}
+        )
+        messages = [
+            tuple(row)
+            for row in await conn.execute(
+                text("SELECT id, sender, content FROM messages WHERE conversation_id = :id"),
+                {"id": conversation_id},
+            )
+        ]
+        runs = [
+            str(s)
+            for (s,) in await conn.execute(
+                text("SELECT status FROM runs WHERE thread_id = :id ORDER BY created_at"),
+                {"id": conversation_id},
+            )
+        ]
+    return status, messages, runs
+
+
+async def test_a_turn_begins_with_its_checks_and_writes_in_one_round_trip(
+    database_url: str,
+) -> None:
+    async with open_database(database_url, pool_size=1) as db:
+        agent, conversation = await _conversation(db)
+        message_id = uuid.uuid4()
+        with counting_waits() as waits:
+            written = await _begin(db, conversation.id, message_id=message_id)
+        # The conversation row's lock and the statement, sent together and answered at once.
+        assert waits[0] == 1
+        assert written is not None
+        read_agent, read_conversation, run = written
+        assert (read_agent.id, read_agent.graph_id) == (agent.id, "chat")
+        assert (read_conversation.id, read_conversation.user_id) == (
+            conversation.id,
+            conversation.user_id,
+        )
+        assert (run.status, run.attempt, run.lease_owner) == ("running", 1, "worker-a")
+        assert (run.thread_id, run.assistant_id, run.multitask_strategy) == (
+            conversation.id,
+            agent.id,
+            "reject",
+        )
+        assert run.metadata_ == {"source": "chat"}
+        assert run.stream_position is not None
+        assert await _written(db, conversation.id) == (
+            "busy",
+            [(message_id, "user", "hello")],
+            ["running"],
+        )
+        # Without a slot, the run is left pending for a worker.
+        _, other = await _conversation(db)
+        pending = await _begin(db, other.id, claim=None)
+        assert pending is not None
+        assert (pending[2].status, pending[2].attempt, pending[2].lease_owner) == (
+            "pending",
+            0,
+            None,
+        )
+
+
+async def test_a_turn_begun_at_once_writes_nothing_when_the_full_path_would_refuse_it(
+    db: Database,
+) -> None:
+    """Each refusal `begin_turn` words itself (404, 409, 429) leaves the database as it was."""
+    _, conversation = await _conversation(db)
+    assert await _begin(db, uuid.uuid4()) is None  # no such conversation
+    assert await _begin(db, conversation.id, graph_ids=["steps"]) is None  # undeclared graph
+    assert await _written(db, conversation.id) == ("idle", [], [])
+    assert await _begin(db, conversation.id) is not None
+    assert await _begin(db, conversation.id) is None  # a run in flight
+    assert len((await _written(db, conversation.id))[1]) == 1
+    with pytest.raises(ConflictError, match="busy"):  # what the full path then says
+        await turns.begin_turn(
+            db,
+            conversation.id,
+            message_id=uuid.uuid4(),
+            content="again",
+            run_kwargs={},
+            metadata={},
+            prepare=lambda conversation, agent: None,
+        )
+    # The agent deleted: the conversation has none any more.
+    _, orphan = await _conversation(db)
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM agents WHERE id = (SELECT agent_id FROM conversations"
+                 " WHERE id = :id)"),
+            {"id": orphan.id},
+        )  # fmt: skip
+    assert await _begin(db, orphan.id) is None
+    assert await _written(db, orphan.id) == ("idle", [], [])
+
+
+async def test_a_turn_begun_at_once_counts_the_creators_runs_in_flight(db: Database) -> None:
+    creator = run_store.RunCreator(user_id="ann", auth={"identity": "ann"}, max_in_flight=1)
+    _, first = await _conversation(db)
+    _, second = await _conversation(db)
+    written = await _begin(db, first.id, creator=creator)
+    assert written is not None
+    assert (written[2].user_id, written[2].auth) == ("ann", {"identity": "ann"})
+    assert await _begin(db, second.id, creator=creator) is None  # at the cap: nothing written
+    assert await _written(db, second.id) == ("idle", [], [])
+    with pytest.raises(LimitError):  # what the full path then says
+        await turns.begin_turn(
+            db,
+            second.id,
+            message_id=uuid.uuid4(),
+            content="again",
+            run_kwargs={},
+            metadata={},
+            prepare=lambda conversation, agent: None,
+            creator=creator,
+        )
+    other = run_store.RunCreator(user_id="bob", max_in_flight=1)
+    assert await _begin(db, second.id, creator=other) is not None
