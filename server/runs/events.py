@@ -532,15 +532,15 @@ class RunEventLog:
         """The seq of the last stored event of `run_id` (0 when none)."""
         return int((await self._read(_LAST, {"run_id": run_id}))[0][0])
 
-    async def _run_active(self, run_id: uuid.UUID, *, unknown: bool) -> bool:
-        """Whether the run is pending or running (`unknown` while the database is down)."""
+    async def _run_status(self, run_id: uuid.UUID) -> str | None:
+        """The run's status (None: no such run; "running" while the database is down)."""
         try:
             rows = await self._read(_STATUS, {"run_id": run_id})
         except Exception as error:
             if not is_transient(error):
                 raise
-            return unknown
-        return bool(rows) and rows[0][0] in ACTIVE_RUN_STATUSES
+            return "running"
+        return str(rows[0][0]) if rows else None
 
     async def follow(
         self, run_id: uuid.UUID, *, after_seq: int | None = None
@@ -600,12 +600,19 @@ class RunEventLog:
                     try:
                         await asyncio.wait_for(subscriber.signal.wait(), self.poll_s)
                     except TimeoutError:
-                        stale = True
                         # A run whose log is written here (executing here, or just ended
                         # here: its log is whole in memory) needs no question to the table.
-                        if self.local_log(run_id) is not None or await self._run_active(
-                            run_id, unknown=True
-                        ):
+                        status = (
+                            "running"
+                            if self.local_log(run_id) is not None
+                            else await self._run_status(run_id)
+                        )
+                        # A run waiting in the queue has no attempt writing events: its next
+                        # ones reach `items` (claimed here) or come with their NOTIFY, so its
+                        # rows are not read again meanwhile (a /chat turn waiting for a slot
+                        # asked twice a second).
+                        stale = status != "pending"
+                        if status in ACTIVE_RUN_STATUSES:
                             idle_polls = 0
                         else:
                             idle_polls += 1

@@ -245,12 +245,12 @@ async def test_a_log_written_here_is_followed_from_memory_and_replayed_the_same_
         reads.append(run_id)
         return await real_events_after(run_id, after_seq)
 
-    async def asked(run_id: uuid.UUID, *, unknown: bool) -> bool:
+    async def asked(run_id: uuid.UUID) -> str | None:
         reads.append(run_id)
-        return True
+        return "running"
 
     monkeypatch.setattr(log, "events_after", counted)
-    monkeypatch.setattr(log, "_run_active", asked)
+    monkeypatch.setattr(log, "_run_status", asked)
     live = asyncio.create_task(collect(log.follow(run.run_id)))
     await log.append(run, "metadata", {"attempt": 1})
     await log.flush()
@@ -268,6 +268,37 @@ async def test_a_log_written_here_is_followed_from_memory_and_replayed_the_same_
     assert seen == stored
     assert joined == stored
     assert after_end == stored[2:]
+
+
+async def test_a_follower_of_a_run_waiting_in_the_queue_asks_its_status_not_its_events(
+    log: RunEventLog, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending run has no attempt writing events: while it waits, its follower's polls ask
+    only whether it still waits (one statement, not two); it gets the run's events once an
+    attempt writes them, and still ends when the run ended without them."""
+    run = await new_run(database, status="pending")
+    reads: list[uuid.UUID] = []
+    real_events_after = log.events_after
+
+    async def counted(run_id: uuid.UUID, after_seq: int = 0) -> list[Event]:
+        reads.append(run_id)
+        return await real_events_after(run_id, after_seq)
+
+    monkeypatch.setattr(log, "events_after", counted)
+    follower = asyncio.create_task(collect(log.follow(run.run_id)))
+    await asyncio.sleep(0.1)
+    assert reads == [run.run_id]  # its first read
+    await asyncio.sleep(4 * log.poll_s)  # four polls while it waits
+    assert reads == [run.run_id]
+    await set_status(database, run, "running")  # claimed: its attempt writes its events
+    await log.append(run, "metadata", {"attempt": 1})
+    await log.append(run, "end", None)
+    assert [name for _, name, _ in await asyncio.wait_for(follower, 10)] == ["metadata", "end"]
+    gone = await new_run(database, status="pending")
+    follower = asyncio.create_task(collect(log.follow(gone.run_id)))
+    await asyncio.sleep(2 * log.poll_s)
+    await set_status(database, gone, "interrupted")  # ended while waiting, without events
+    assert await asyncio.wait_for(follower, 10) == []
 
 
 async def test_a_stale_attempts_refused_events_never_reach_a_follower_served_from_memory(
