@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel
 
 from stores.errors import UnavailableError
-from stores.sql.database import Timeouts, is_cut, is_transient, libpq_url
+from stores.sql.database import ASYNC_COMMIT, Timeouts, is_cut, is_transient, libpq_url
 from stores.tracing import traced
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,8 @@ class TimedSaver(AsyncPostgresSaver):
     ) -> DictRow | None:
         async with _connection(self.pool) as conn, conn.pipeline():
             async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                if ops:  # a run's progress: its commit need not wait for the WAL flush
+                    await cur.execute(ASYNC_COMMIT)
                 for statement, params, many in ops:
                     if many:
                         await cur.executemany(statement, params)
@@ -427,11 +429,10 @@ class TimedSaver(AsyncPostgresSaver):
             and own is writes
             and not get_checkpoint_id(config)
             and config["configurable"].get("checkpoint_ns", "") == ""
+            and own.head is not None
+            and not own.closed
         ):
-            if own.busy():
-                await self.flush_writes(own)  # stored first, as a read would see them
-            if own.head is not None and not own.closed:
-                return _head_tuple(own)
+            return _head_tuple(own)  # its writes are sent by the finish (`take`)
         if writes is None or not writes.busy():
             return await super().aget_tuple(config)
         # The queued writes and the read in one round trip.
@@ -557,11 +558,12 @@ class Checkpoints:
     @staticmethod
     @contextmanager
     def own_head(writes: RunWrites | None) -> Iterator[None]:
-        """Within: a read of the thread's latest checkpoint (LangGraph's `aget_state`) sends
-        the run's queued writes, then takes the checkpoint and its pending writes from what
-        the run put (`RunWrites.head`) instead of reading them back: the same checkpoint,
-        without the SELECT and the decoding of its blobs. For a run's finish, once its graph is
-        done (nothing changes the values it put since)."""
+        """Within: a read of the thread's latest checkpoint (LangGraph's `aget_state`) takes
+        the checkpoint and its pending writes from what the run put (`RunWrites.head`) instead
+        of reading them back: the same checkpoint, without the SELECT and the decoding of its
+        blobs, and without sending the run's queued writes (the finish sends them: `take`).
+        Without a head (see `RunWrites`) the read sends them first, as any read does. For a
+        run's finish, once its graph is done (nothing changes the values it put since)."""
         token = _OWN_HEAD.set(writes)
         try:
             yield
@@ -573,6 +575,18 @@ class Checkpoints:
         PostgreSQL raised; writes lost to a connection error stay queued."""
         if writes.busy():
             await self.saver.flush_writes(writes)
+
+    async def take(self, writes: RunWrites) -> list[tuple[str, Any, bool]]:
+        """The queued writes, out of the queue, for the caller to send in a transaction of its
+        own (a run's finish: they commit with it); once a batch being sent has gone out (or
+        come back to the queue, if the connection failed under it). Each is a statement, its
+        parameters and whether they are many sets (`executemany`)."""
+        async with writes.lock:
+            ops, writes.ops = writes.ops, []
+            if writes.timer is not None:
+                writes.timer.cancel()
+                writes.timer = None
+        return ops
 
     def release(self, writes: RunWrites) -> None:
         """Forget the queue at the end of its attempt; writes still in it are dropped (an

@@ -547,15 +547,25 @@ class RunExecutor:
 
     # -- finishing: the status first, then `end` / `error` ----------------------------------------
 
-    async def _retrying(self, attempt: Attempt, work: Callable[[], Awaitable[bool]]) -> bool:
+    async def _retrying(
+        self,
+        attempt: Attempt,
+        work: Callable[[], Awaitable[bool]],
+        *,
+        refused: list[Exception] | None = None,
+    ) -> bool:
         """`work()` (a fenced write), retried while the database is restarting and the claim
-        still holds; False when it did not go through."""
+        still holds; False when it did not go through (and the error that is not about the
+        connection put into `refused`, when given)."""
         loop = asyncio.get_running_loop()
         backoff = 0.1
         while True:
             try:
                 return await work()
             except Exception as error:
+                if refused is not None and not is_transient(error):
+                    refused.append(error)
+                    return False
                 if not is_transient(error) or loop.time() >= attempt.lease_deadline:
                     log.error("run %s could not be finished here: %r", attempt.run.id, error)
                     return False
@@ -594,20 +604,25 @@ class RunExecutor:
         data: dict[str, Any] | None = None
         status = "success"
         if error is None and graph is not None:
-            try:  # the run's own last checkpoint, its writes stored first (no read back)
+            try:  # the run's own last checkpoint, from memory (no read back)
                 with Checkpoints.own_head(prepared.writes):
                     values, interrupts, stopped = await self._state(graph, thread_id)
             except Exception as state_error:  # the run's work is saved: it ends as an error
                 if is_transient(state_error):
                     raise  # the database is down: the run is handed back, not failed
                 error = state_error
+        carried: list[run_store.FinishWrite] = []  # its last checkpoint writes, for its finish
         if prepared.writes is not None:
-            try:  # (the state read above has sent them already)
-                await self.resources.checkpoints.flush(prepared.writes)
-            except Exception as flush_error:
-                if is_transient(flush_error):
-                    raise  # handed back: the next attempt resumes from what is stored
-                error = error or flush_error
+            if error is None and not prepared.temporary:
+                ops = await self.resources.checkpoints.take(prepared.writes)
+                carried = [run_store.FinishWrite(sql, params, many) for sql, params, many in ops]
+            else:
+                try:
+                    await self.resources.checkpoints.flush(prepared.writes)
+                except Exception as flush_error:
+                    if is_transient(flush_error):
+                        raise  # handed back: the next attempt resumes from what is stored
+                    error = error or flush_error
         if error is not None:
             log.warning("run %s failed: %s: %s", run.id, type(error).__name__, error)
             data = error_data(error)
@@ -650,6 +665,7 @@ class RunExecutor:
         else:
             thread_status = "interrupted" if interrupts or stopped else "idle"
             thread_values, thread_interrupts = values, interrupts
+        refused: list[Exception] = []
         finished = await self._retrying(
             attempt,
             lambda: run_store.finish_run(
@@ -664,9 +680,17 @@ class RunExecutor:
                 delete_thread=prepared.temporary,
                 notify=self.queue.finish_notify(run.id),
                 also=(*record.writes, closing),
+                before=carried,
             ),
+            refused=refused if carried else None,
         )
         self.events.closed(attempt.token, last, stored=finished)
+        if refused:
+            # PostgreSQL refused the transaction (its checkpoint writes, say, as it would have
+            # refused them sent apart): nothing of it was written; the run ends as an error,
+            # its thread as last stored.
+            log.warning("finishing run %s was refused: %r", run.id, refused[0])
+            return await self._finish_with(attempt, prepared, recorder, graph, error=refused[0])
         if not finished:
             return False  # not ours any more: whoever holds the run finishes it
         prepared.outcome = status

@@ -21,6 +21,16 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
+"""Sent first in a transaction (the implicit one of a pipeline, up to its Sync, included):
+its commit returns without waiting for PostgreSQL to flush its WAL to disk. For a run's
+progress only (its checkpoints as it goes, its events but the last): what a client is told
+the outcome of (the run's creation, its finish, a cancel) commits synchronously, and that
+flush makes every commit before it durable too. A crash of PostgreSQL itself (not a restart,
+not a cut connection) can lose the last such commits, up to three times `wal_writer_delay` (0.6 s by
+default), never one without those after it; the run is then resumed from the checkpoint
+before them, as after a crash of the server (docs/runs.md, "Crashes and restarts")."""
+
 
 def sqlalchemy_url(url: str) -> str:
     """Return `url` with the psycopg 3 driver SQLAlchemy needs (`postgresql+psycopg://`)."""

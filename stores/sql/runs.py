@@ -739,7 +739,8 @@ class FinishWrite:
     through but whose answer was lost (e.g. `ON CONFLICT DO NOTHING` on ids chosen once)."""
 
     sql: str
-    params: Mapping[str, Any]
+    params: Mapping[str, Any] | Sequence[Any]
+    many: bool = False  # `params` is a sequence of parameter sets (`executemany`)
 
 
 _FINISH_LOCK = text(
@@ -796,9 +797,12 @@ async def finish_run(
     delete_thread: bool = False,
     notify: Notify | None = None,
     also: Sequence[FinishWrite] = (),
+    before: Sequence[FinishWrite] = (),
 ) -> bool:
     """Close the run `token` holds and update its thread (status, values, interrupts) in one
-    transaction, with the statements of `also` sent after it in the same transaction.
+    transaction, with the statements of `also` sent after it in the same transaction, and
+    those of `before` (the run's last checkpoint writes) first: these write whether or not the
+    finish ends the run, as if sent on their own before it, and must be safe to send again.
 
     With `delete_thread` (a stateless run), the run is detached from its temporary thread,
     which is then deleted. False (and nothing written) when the attempt no longer holds the
@@ -812,6 +816,8 @@ async def finish_run(
     pipelined round trip (`_finish_pipelined`).
     """
     if delete_thread:
+        if before:
+            raise ValueError("a stateless run's finish carries no checkpoint writes")
         return await _finish_stateless(
             db, token, status=status, output=output, error=error, notify=notify, also=also
         )
@@ -831,17 +837,20 @@ async def finish_run(
         "payloads": list(notify.payloads) if notify else [],
         "if_busy": list(notify.if_busy) if notify else [],
     }
-    return await _finish_pipelined(db, params, also)
+    return await _finish_pipelined(db, params, also, before)
 
 
 async def _finish_pipelined(
-    db: Database, params: dict[str, Any], also: Sequence[FinishWrite] = ()
+    db: Database,
+    params: dict[str, Any],
+    also: Sequence[FinishWrite] = (),
+    before: Sequence[FinishWrite] = (),
 ) -> bool:
-    """`_FINISH_LOCK` then `_FINISH` (then `also`) in one transaction, in one round trip:
-    BEGIN, the lock, the finish, `also` and COMMIT go out together in psycopg's pipeline mode,
-    on a pooled connection's driver. PostgreSQL still runs them one after the other: the
-    finish starts (and takes its snapshot) once the thread row's lock is held, as when each
-    waited for the last, and `also` sees what the finish wrote."""
+    """`before`, `_FINISH_LOCK` then `_FINISH` (then `also`) in one transaction, in one round
+    trip: BEGIN, `before`, the lock, the finish, `also` and COMMIT go out together in
+    psycopg's pipeline mode, on a pooled connection's driver. PostgreSQL still runs them one
+    after the other: the finish starts (and takes its snapshot) once the thread row's lock is
+    held, as when each waited for the last, and `also` sees what the finish wrote."""
     lock, finish = _finish_sql(db)
     args = {
         **params,
@@ -854,6 +863,12 @@ async def _finish_pipelined(
         assert isinstance(driver, psycopg.AsyncConnection)
         async with driver.pipeline():
             async with driver.transaction():
+                for write in before:
+                    if write.many:
+                        async with driver.cursor() as many:
+                            await many.executemany(write.sql, write.params)  # type: ignore[arg-type]
+                    else:
+                        await driver.execute(write.sql, write.params)  # type: ignore[arg-type]
                 await driver.execute(lock, {"run_id": params["run_id"]})
                 cursor = await driver.execute(finish, args)
                 for write in also:  # prepared at a connection's first use: the pool's

@@ -27,6 +27,7 @@ class StepsState(TypedDict, total=False):
 
     log: Annotated[list[str], operator.add]
     approved: bool
+    note: str  # written by the last step when `configurable.nul_note` is set: a NUL in it
 
 
 def _step(name: str) -> Any:
@@ -46,6 +47,8 @@ def _step(name: str) -> Any:
             raise ValueError(f"step {name} failed on purpose")
         COMPLETED[(thread_id, name)] += 1
         TRACE.append((thread_id, attempt, name, "end"))
+        if configurable.get("nul_note") and name == STEPS[-1]:
+            return {"log": [name], "note": "a\x00b"}  # PostgreSQL's JSONB refuses it
         return {"log": [name]}
 
     return node

@@ -240,7 +240,7 @@ async def test_a_finished_runs_state_from_its_own_head_is_the_state_read_back(
     """What a run's finish reads from the checkpoint it put (`Checkpoints.own_head`: values,
     next nodes, tasks and their interrupts, metadata...) is what PostgreSQL gives back once the
     writes are stored, after each attempt (an interrupt, then its resume), and it reads no
-    checkpoint to get it."""
+    checkpoint to get it (nor sends the run's writes)."""
     graph = build().copy(update={"checkpointer": checkpoints.saver})
     thread_id = str(uuid.uuid4())
     for graph_input in inputs:
@@ -250,8 +250,9 @@ async def test_a_finished_runs_state_from_its_own_head_is_the_state_read_back(
             selects.clear()
             with Checkpoints.own_head(writes):
                 own = await graph.aget_state(config_of(thread_id))
-            assert not writes.busy()  # stored first
-            assert selects == []  # and not read back
+            assert selects == []  # not read back
+            assert writes.busy()  # nor sent: the finish's transaction carries them (`take`)
+            await checkpoints.flush(writes)
             back = await graph.aget_state(config_of(thread_id))  # from PostgreSQL
             assert selects
             assert own == back
@@ -424,3 +425,146 @@ async def test_light_checkpoints_are_serialised_on_the_loop_and_heavy_ones_in_a_
         assert (dumps == []) is light, dumps
         state = await graph.aget_state(config_of(thread_id))  # read back from PostgreSQL
         assert [m.content for m in state.values["messages"]] == [text, text.upper()]
+
+
+# -- through the server: which commits wait for the WAL flush --------------------------------
+
+# Every row written to these tables records the `synchronous_commit` of its transaction.
+_RECORD_COMMIT_MODE = """
+CREATE TABLE IF NOT EXISTS commit_modes (
+    tbl text NOT NULL, op text NOT NULL, run_id text, thread_id text, event text, status text,
+    mode text NOT NULL, tx bigint NOT NULL
+);
+CREATE OR REPLACE FUNCTION record_commit_mode() RETURNS trigger AS $$
+DECLARE j jsonb := to_jsonb(NEW);
+BEGIN
+    INSERT INTO commit_modes VALUES (TG_TABLE_NAME, TG_OP,
+        COALESCE(j->>'run_id', CASE WHEN TG_TABLE_NAME = 'runs' THEN j->>'id' END,
+                 j#>>'{metadata,run_id}'),
+        j->>'thread_id', j->>'event', CASE WHEN TG_TABLE_NAME = 'runs' THEN j->>'status' END,
+        current_setting('synchronous_commit'), txid_current());
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+"""
+_MODE_TABLES = ("runs", "run_events", "checkpoints", "checkpoint_blobs", "checkpoint_writes")
+
+
+@pytest.fixture
+def commit_mode_server(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A server whose writes to the run and checkpoint tables record their commit mode (the
+    checkpoint tables exist once it has started)."""
+    settings = make_settings(
+        database_url, tmp_path, migrate_on_start=False, langgraph_config=TEST_GRAPHS
+    )
+    try:
+        with running_server(settings) as url:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(_RECORD_COMMIT_MODE)  # type: ignore[arg-type]
+                for table in _MODE_TABLES:
+                    conn.execute(
+                        f"CREATE TRIGGER record_commit_mode AFTER INSERT OR UPDATE ON {table}"  # type: ignore[arg-type]
+                        " FOR EACH ROW EXECUTE FUNCTION record_commit_mode()"
+                    )
+            yield url
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for table in _MODE_TABLES:
+                conn.execute(f"DROP TRIGGER IF EXISTS record_commit_mode ON {table}")  # type: ignore[arg-type]
+
+
+def _modes(
+    database_url: str, run: dict[str, Any]
+) -> set[tuple[str, str, str | None, str | None, str, bool | None]]:
+    """(table, operation, event, run status, synchronous_commit, in the run's finishing
+    transaction) of the run's writes, and of its thread's checkpoints (their blobs and pending
+    writes name only the thread)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT tbl, op, event, status, mode, tx = (SELECT tx FROM commit_modes"
+            " WHERE run_id = %(r)s AND tbl = 'runs' AND op = 'UPDATE' AND status = 'success')"
+            " FROM commit_modes WHERE run_id = %(r)s"
+            " OR (tbl LIKE 'checkpoint%%' AND thread_id = %(t)s)",
+            {"r": run["run_id"], "t": run["thread_id"]},
+        ).fetchall()
+    return {tuple(row) for row in rows}  # type: ignore[misc]
+
+
+def test_a_runs_checkpoints_mid_run_commit_without_waiting_for_the_wal_and_the_rest_with(
+    commit_mode_server: str, database_url: str
+) -> None:
+    client: Any = get_sync_client(url=commit_mode_server)
+    thread = client.threads.create()
+    run = client.runs.create(  # steps slower than the flush delay: checkpoints go out mid-run
+        thread["thread_id"],
+        "steps",
+        input={"log": ["in"]},
+        stream_mode=["values", "updates"],
+        config={"configurable": {"delay": 0.2}},
+    )
+    result = client.runs.join(thread["thread_id"], run["run_id"])
+    assert result["log"] == ["in", "s1", "s2", "s3", "s4"]
+    modes = _modes(database_url, run)
+    # What the client is told: the run created (claimed at once, its `metadata` with it), and
+    # its end, stored with its finish. Both wait for the WAL flush, which makes every commit
+    # before them durable too.
+    assert ("runs", "INSERT", None, "running", "on", False) in modes
+    assert ("run_events", "INSERT", "metadata", None, "on", False) in modes
+    assert ("runs", "UPDATE", None, "success", "on", True) in modes
+    assert ("run_events", "INSERT", "end", None, "on", True) in modes
+    # Its events on the way wait too: a follower is shown only what a replay will show, even
+    # after a crash of PostgreSQL. Its checkpoints mid-run do not wait; its last checkpoint
+    # writes are stored by the transaction that finishes it.
+    progress = {(tbl, event, mode, end) for tbl, _, event, _, mode, end in modes if tbl != "runs"}
+    assert {("run_events", "values", "on", False), ("run_events", "updates", "on", False)} <= (
+        progress
+    )
+    checkpoints = {(tbl, mode, end) for tbl, event, mode, end in progress if tbl != "run_events"}
+    assert {("checkpoints", "off", False), ("checkpoint_writes", "off", False)} <= checkpoints
+    assert {("checkpoints", "on", True), ("checkpoint_writes", "on", True)} <= checkpoints
+    assert ("checkpoints", "on", False) not in checkpoints
+    assert ("checkpoint_writes", "on", False) not in checkpoints
+    # All of it is there once the client has the result.
+    assert len(client.threads.get_history(thread["thread_id"])) == 6
+    events = [part.event for part in client.runs.join_stream(thread["thread_id"], run["run_id"])]
+    assert (events[0], events[-1]) == ("metadata", "end")
+    assert (events.count("values"), events.count("updates")) == (5, 4)
+
+
+def test_the_last_event_of_a_cancelled_run_commits_waiting_for_the_wal(
+    commit_mode_server: str, database_url: str
+) -> None:
+    client: Any = get_sync_client(url=commit_mode_server)
+    thread = client.threads.create()
+    run = client.runs.create(
+        thread["thread_id"], "steps", input={"log": ["in"]}, config={"configurable": {"delay": 1}}
+    )
+    time.sleep(0.5)
+    client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+    modes = _modes(database_url, run)
+    assert ("runs", "UPDATE", None, "interrupted", "on", None) in modes
+    assert ("run_events", "INSERT", "error", None, "on", None) in modes
+
+
+def test_a_run_whose_last_checkpoint_postgresql_refuses_ends_as_an_error(
+    slow_flush_server: str,
+) -> None:
+    """The finish's transaction carries the run's last checkpoint writes: when PostgreSQL
+    refuses one (a NUL in a string it stores as JSONB), nothing of it is written and the run
+    ends as an error at once, its thread as last stored, as when they were sent apart."""
+    client: Any = get_sync_client(url=slow_flush_server)
+    thread = client.threads.create()
+    run = client.runs.create(
+        thread["thread_id"],
+        "steps",
+        input={"log": ["in"]},
+        config={"configurable": {"nul_note": True}},
+    )
+    started = time.monotonic()
+    result = client.runs.join(thread["thread_id"], run["run_id"])
+    assert time.monotonic() - started < 10  # not left running until its lease lapses
+    assert "__error__" in result
+    assert client.runs.get(thread["thread_id"], run["run_id"])["status"] == "error"
+    assert client.threads.get(thread["thread_id"])["status"] == "error"
+    assert client.threads.get_history(thread["thread_id"]) == []  # none stored
+    events = [part.event for part in client.runs.join_stream(thread["thread_id"], run["run_id"])]
+    assert events[-1] == "error"
