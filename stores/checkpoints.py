@@ -80,10 +80,11 @@ class RunWrites:
 
     Made by `Checkpoints.run_writes` and bound to the run's task (`Checkpoints.bind`): the
     saver queues that task's `aput`/`aput_writes` of the thread here instead of writing each
-    at once. They are sent `flush_after_s` after the first one queued, before any read of the
-    thread in this process, and when the run ends (`Checkpoints.flush`). A crash loses what
-    was not sent yet: what LangGraph's `durability="async"` allows (the next attempt resumes
-    from the last stored checkpoint).
+    at once. They are sent `flush_after_s` after the first one queued and before any read of
+    the thread in this process (committed without waiting for the WAL flush: `ASYNC_COMMIT`),
+    and when the run ends, by its finish's transaction (`Checkpoints.take`) or on their own
+    (`Checkpoints.flush`). A crash loses what was not sent yet: what LangGraph's
+    `durability="async"` allows (the next attempt resumes from the last stored checkpoint).
     """
 
     __slots__ = (

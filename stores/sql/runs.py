@@ -863,12 +863,12 @@ async def _finish_pipelined(
         assert isinstance(driver, psycopg.AsyncConnection)
         async with driver.pipeline():
             async with driver.transaction():
-                for write in before:
+                for write in before:  # prepared, as `also` (executemany prepares its own)
                     if write.many:
                         async with driver.cursor() as many:
                             await many.executemany(write.sql, write.params)  # type: ignore[arg-type]
                     else:
-                        await driver.execute(write.sql, write.params)  # type: ignore[arg-type]
+                        await driver.execute(write.sql, write.params, prepare=True)  # type: ignore[arg-type]
                 await driver.execute(lock, {"run_id": params["run_id"]})
                 cursor = await driver.execute(finish, args)
                 for write in also:  # prepared at a connection's first use: the pool's
