@@ -611,9 +611,11 @@ class RunExecutor:
                 if is_transient(state_error):
                     raise  # the database is down: the run is handed back, not failed
                 error = state_error
-        carried: list[run_store.FinishWrite] = []  # its last checkpoint writes, for its finish
+        # Its last checkpoint writes, sent by its finish; stored first when a recorder may read
+        # the thread's checkpoints before the finish (/chat's prune keeps only the latest).
+        carried: list[run_store.FinishWrite] = []
         if prepared.writes is not None:
-            if error is None and not prepared.temporary:
+            if error is None and not prepared.temporary and recorder is None:
                 ops = await self.resources.checkpoints.take(prepared.writes)
                 carried = [run_store.FinishWrite(sql, params, many) for sql, params, many in ops]
             else:
