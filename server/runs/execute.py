@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from sqlalchemy import select, true
@@ -36,6 +37,11 @@ from stores.sql.database import is_transient
 from stores.sql.models import Agent, Conversation, Run
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL refusing what a statement holds (a NUL in a string for JSONB, a constraint): the
+# same statement fails again, unlike a connection cut under it (whose errors may be SQLAlchemy's
+# own, such as "This connection is closed", and are not these).
+_REFUSALS = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 
 TOOLS_REFRESH_S = 30.0  # how soon a tool switched off in the `tools` table applies to runs
 # Where a run's creator reaches its graph, as LangGraph's server passes it; never from a client.
@@ -555,15 +561,15 @@ class RunExecutor:
         refused: list[Exception] | None = None,
     ) -> bool:
         """`work()` (a fenced write), retried while the database is restarting and the claim
-        still holds; False when it did not go through (and the error that is not about the
-        connection put into `refused`, when given)."""
+        still holds; False when it did not go through (and PostgreSQL's refusal of the data put
+        into `refused`, when given)."""
         loop = asyncio.get_running_loop()
         backoff = 0.1
         while True:
             try:
                 return await work()
             except Exception as error:
-                if refused is not None and not is_transient(error):
+                if refused is not None and isinstance(error, _REFUSALS):
                     refused.append(error)
                     return False
                 if not is_transient(error) or loop.time() >= attempt.lease_deadline:
