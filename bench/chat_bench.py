@@ -294,12 +294,18 @@ def _free_port() -> int:
 def _process(
     args: list[str], env: dict[str, str], url: str, *, cwd: str | None = None
 ) -> Iterator[int]:
+    logs = os.environ.get("CHAT_BENCH_LOGS")  # a folder: each server's output goes there
+    output: Any = subprocess.DEVNULL
+    if logs:
+        Path(logs).mkdir(parents=True, exist_ok=True)
+        name = f"{Path(args[0]).name}-{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex[:4]}.log"
+        output = (Path(logs) / name).open("ab")
     process = subprocess.Popen(
         args,
         env=env,
         cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if logs else subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
@@ -315,11 +321,15 @@ def _process(
             time.sleep(0.5)
         yield process.pid
     finally:
+        if process.poll() is not None:  # it died while measured: say so, not just the cut
+            print(f"{args} exited with {process.returncode} while measured", file=sys.stderr)
         process.terminate()
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+        if logs:
+            output.close()
 
 
 @contextlib.contextmanager
@@ -390,7 +400,7 @@ async def _overhead(
             "DATABASE_URL": url,
             "DATA_DIR": data,
             "PORT": str(port),
-            "LOG_LEVEL": "warning",
+            "LOG_LEVEL": os.environ.get("CHAT_BENCH_LOG_LEVEL", "warning"),
             "OFFLINE_TOKEN_DELAY_S": str(PACE_S),
             "INGEST_SAMPLES_ON_START": "false",
             "DB_POOL_SIZE": "20",
