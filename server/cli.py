@@ -67,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,  # the handlers of configure_logging (text or JSON) serve uvicorn's
+        timeout_keep_alive=settings.http_keep_alive_s,
     )
     return 0
 
@@ -110,6 +111,7 @@ def _serve_workers(settings: Settings, config: Path, workers: int) -> int:
             workers=workers,
             log_level=settings.log_level,
             log_config=None,  # each worker's create_worker_app configures logging (text/JSON)
+            timeout_keep_alive=settings.http_keep_alive_s,
             # A worker answers the supervisor's pings from a thread; importing the graphs and
             # the embedder can hold the GIL for seconds on a busy machine: not a hang.
             timeout_worker_healthcheck=120,

@@ -27,6 +27,15 @@ class Settings(BaseSettings):
         description="Server processes sharing the port and the PostgreSQL run queue "
         "(`switchboard serve --workers N`); in Qdrant local mode one of them holds Qdrant.",
     )
+    http_keep_alive_s: int = Field(
+        75,
+        ge=1,
+        le=3600,
+        description="Seconds the HTTP server keeps an idle keep-alive connection open. Keep it "
+        "above the idle timeout of clients and proxies (httpx 5 s, nginx and AWS ALB 60 s) so "
+        "that they, not the server, close idle connections: a server closing one as a client "
+        "sends its next request on it cuts that request (ECONNRESET).",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     log_format: Literal["text", "json"] = Field(
         "text",
