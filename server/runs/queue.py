@@ -84,6 +84,7 @@ class Attempt:
     task: asyncio.Task[Any] | None = None
     stop_reason: StopReason | None = None
     lease_deadline: float = 0.0  # loop time after which the claim may have lapsed
+    ended: bool = False  # a renewal found the run finished by this attempt: nothing to hold
 
     def stop(self, reason: StopReason) -> None:
         """Cancel the graph's task (the first reason wins); nothing once it is done."""
@@ -622,7 +623,7 @@ class RunQueue:
         loop = asyncio.get_running_loop()
         self._held[attempt.token] = attempt
         try:
-            while True:
+            while not attempt.ended:
                 now = loop.time()
                 if now >= attempt.lease_deadline:
                     log.warning(
@@ -654,31 +655,60 @@ class RunQueue:
                 held = [a for a in self._held.values() if a.lease_deadline > sent]
                 if not held:
                     continue
-                last_deadline = max(a.lease_deadline for a in held)
-                try:
-                    renewals = await asyncio.wait_for(
-                        self._renew([a.token for a in held]),
-                        timeout=max(0.01, last_deadline - sent),
-                    )
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:  # a blip: the next beat may succeed, until deadlines
-                    log.warning("renewing %d run leases failed: %r", len(held), error)
-                    await self._drop_renewal_connection()  # reconnect on the next beat
-                    continue
-                for attempt in held:
-                    renewal = renewals[attempt.token]
-                    if not renewal.held:
-                        log.warning(
-                            "run %s: its lease was taken over; stopping it here", attempt.run.id
-                        )
-                        attempt.stop("lost")
-                        continue
-                    attempt.lease_deadline = sent + self.lease_s - self.margin_s
-                    if renewal.cancel_reason:  # a cancel whose NOTIFY we missed
-                        attempt.stop(cancel_action(renewal.cancel_reason))
+                await self._renew_held(held, sent)
         finally:
             await self._drop_renewal_connection()
+
+    async def _renew_held(self, held: list[Attempt], sent: float) -> None:
+        """One beat of the renewer: renew `held` (snapshot at loop time `sent`), then act on
+        what the statement found for each attempt. A run that finished meanwhile (its finish
+        committed after the snapshot) is let go: it is not stopped, nor said taken over."""
+        last_deadline = max(a.lease_deadline for a in held)
+        try:
+            renewals = await asyncio.wait_for(
+                self._renew([a.token for a in held]),
+                timeout=max(0.01, last_deadline - sent),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a blip: the next beat may succeed, until deadlines
+            log.warning("renewing %d run leases failed: %r", len(held), error)
+            await self._drop_renewal_connection()  # reconnect on the next beat
+            return
+        for attempt in held:
+            renewal = renewals[attempt.token]
+            if renewal.held:
+                attempt.lease_deadline = sent + self.lease_s - self.margin_s
+                if renewal.cancel_reason:  # a cancel whose NOTIFY we missed
+                    attempt.stop(cancel_action(renewal.cancel_reason))
+                continue
+            self._not_renewed(attempt, renewal)
+
+    def _not_renewed(self, attempt: Attempt, renewal: run_store.Renewal) -> None:
+        """Act on a renewal that did not extend `attempt`'s lease, by what it found."""
+        run_id, mine = attempt.token.run_id, attempt.token.attempt
+        if renewal.status in run_store.DONE and renewal.attempt == mine:
+            # Finished by this attempt (its finish committed after the beat's snapshot):
+            # nothing to stop, nothing to renew any more.
+            log.debug("run %s (attempt %d) finished; its lease needs no renewal", run_id, mine)
+            attempt.ended = True
+            if self._held.get(attempt.token) is attempt:
+                del self._held[attempt.token]
+            return
+        if renewal.status == "running" and renewal.attempt == mine:
+            # The row changed under the renewal (a write committed while it waited for the
+            # row's lock, e.g. this attempt's finish): the next beat tells; until then the
+            # deadline of the last renewal that succeeded stands.
+            log.debug("run %s (attempt %d): renewal undecided; next beat", run_id, mine)
+            return
+        if renewal.status is None:
+            why = "it was deleted"
+        elif renewal.attempt is not None and renewal.attempt != mine:
+            why = f"its lease was taken over by attempt {renewal.attempt} ({renewal.status})"
+        else:
+            why = f"it is {renewal.status} again (handed back)"
+        log.warning("run %s (attempt %d): %s; stopping it here", run_id, mine, why)
+        attempt.stop("lost")
 
     async def _renew(self, tokens: list[RunToken]) -> dict[RunToken, run_store.Renewal]:
         """One renewal of `tokens` on the renewer's connection (opened first if need be)."""

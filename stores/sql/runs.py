@@ -70,10 +70,14 @@ class RunToken:
 
 @dataclass(frozen=True, slots=True)
 class Renewal:
-    """What renewing a lease found: whether the claim still holds, and any cancel request."""
+    """What renewing a lease found: whether the claim still holds, any cancel request, and
+    the run as the renewal saw it: its status (None: no such run any more) and the attempt
+    holding it (another one: taken over)."""
 
     held: bool
     cancel_reason: str | None = None
+    status: str | None = None
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,11 +691,23 @@ def _holds(token: RunToken) -> Any:
 
 # Renewing leases: one statement for every attempt a process holds, fenced like every write of
 # an attempt: a run's lease is extended only while its attempt is the token's and it is running.
+# One row per token asked: renewed or not, and the run as the statement's snapshot saw it
+# (so a run that finished is told apart from one taken over). A run whose row a concurrent
+# transaction changed (a finish committing while the renewal waited for its lock) is not
+# renewed, yet the snapshot still shows it running with the same attempt.
 _RENEW_ALL = (
-    "UPDATE runs r SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)"
-    " FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS t(id, attempt)"
+    "WITH asked AS ("
+    " SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS t(id, attempt)"
+    "), renewed AS ("
+    " UPDATE runs r SET lease_expires_at = now() + make_interval(secs => %(lease_s)s)"
+    " FROM asked t"
     " WHERE r.id = t.id AND r.attempt = t.attempt AND r.status = 'running'"
     " RETURNING r.id, r.attempt, r.cancel_reason"
+    ")"
+    " SELECT t.id, t.attempt, n.id IS NOT NULL, n.cancel_reason, r.status, r.attempt"
+    " FROM asked t"
+    " LEFT JOIN renewed n ON n.id = t.id AND n.attempt = t.attempt"
+    " LEFT JOIN runs r ON r.id = t.id"
 )
 
 
@@ -699,7 +715,8 @@ async def renew_leases(
     conn: psycopg.AsyncConnection[Any], tokens: Sequence[RunToken], *, lease_s: float
 ) -> dict[RunToken, Renewal]:
     """Extend the leases of all `tokens` in one statement on `conn` (autocommit): a renewal
-    per token, `held` False for those whose run is no longer theirs."""
+    per token, `held` False for those whose run is no longer theirs, with the run's status
+    and attempt (finished, taken over, handed back or deleted)."""
     if not tokens:
         return {}
     cursor = await conn.execute(
@@ -711,8 +728,13 @@ async def renew_leases(
         },
     )
     rows = await cursor.fetchall()
-    found = {RunToken(run_id, attempt): reason for run_id, attempt, reason in rows}
-    return {token: Renewal(held=token in found, cancel_reason=found.get(token)) for token in tokens}
+    found = {
+        RunToken(run_id, attempt): Renewal(
+            held=bool(held), cancel_reason=reason, status=status, attempt=current
+        )
+        for run_id, attempt, held, reason, status, current in rows
+    }
+    return {token: found.get(token, Renewal(held=False)) for token in tokens}
 
 
 async def release_runs(db: Database, tokens: Sequence[RunToken]) -> int:

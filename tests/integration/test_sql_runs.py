@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from server.runs.queue import Attempt, RunQueue
 from stores.sql import runs as run_store
 from stores.sql.database import Database, connect, open_database
 from stores.sql.models import Agent, Conversation, Run
 from stores.sql.runs import RunToken
+from tests.support import make_settings
 
 
 @pytest.fixture
@@ -142,6 +146,13 @@ async def test_one_renewal_extends_the_leases_its_attempts_hold_and_no_other(
         other: True,
         done: False,
     }
+    # What each renewal found: the stale attempt's run (`done`'s) was finished by attempt 2
+    # (taken over), `done` ended with its own attempt (not taken over).
+    assert (renewals[stale].status, renewals[stale].attempt) == ("success", 2)
+    assert (renewals[done].status, renewals[done].attempt) == ("success", done.attempt)
+    assert (renewals[current].status, renewals[current].attempt) == ("running", current.attempt)
+    gone = RunToken(uuid.uuid4(), 1)
+    assert (await renew(database_url, gone))[gone] == run_store.Renewal(held=False)
     async with db.engine.connect() as conn:
         rows: dict[uuid.UUID, bool | None] = dict(
             (
@@ -398,3 +409,61 @@ async def test_a_value_postgresql_refuses_makes_a_creation_at_once_write_nothing
     assert await _at_once(db, thread_id, agent.id, kwargs={"feedback_keys": ["a\x00"]}) is None
     assert await _runs_of(db, thread_id) == []
     assert await _at_once(db, thread_id, agent.id) is not None
+
+
+async def test_the_renewer_lets_a_finished_run_go_and_stops_only_one_taken_over(
+    db: Database, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewer's beat snapshots the attempts it holds, then renews them: a run whose finish
+    committed in between is not renewed, yet it was not taken over. The renewer lets it go
+    (not stopped, no "taken over" warning); it stops the attempt another one took over, and
+    renews the one it still holds."""
+    queue = RunQueue(db, make_settings(database_url, tmp_path), database_url=database_url)
+    loop = asyncio.get_running_loop()
+    tokens = []
+    for _ in range(2):
+        stale, token = await claimed_twice(db)
+        tokens.append(token)
+        async with db.engine.begin() as conn:  # live again, so no other claim takes it
+            await conn.execute(
+                text("UPDATE runs SET lease_expires_at = now() + interval '30 s' WHERE id = :id"),
+                {"id": token.run_id},
+            )
+    live_token, finished_token = tokens  # `stale`: the first attempt of the finished one's run
+    attempts, graphs = [], []
+    for token in (finished_token, stale, live_token):
+        graph = asyncio.create_task(asyncio.sleep(3600))  # its graph, still running
+        graphs.append(graph)
+        attempt = Attempt(
+            run=await run_store.get_run(db, token.run_id),
+            token=token,
+            task=graph,
+            lease_deadline=loop.time() + 20,
+        )
+        queue._held[token] = attempt
+        attempts.append(attempt)
+    finished, lost, live = attempts
+    snapshot = list(queue._held.values())
+    sent = loop.time()
+    assert await finish(db, finished_token)  # its finish commits after the beat's snapshot
+    try:
+        with caplog.at_level(logging.DEBUG, logger="server.runs.queue"):
+            await queue._renew_held(snapshot, sent)
+        assert finished.stop_reason is None
+        assert not graphs[0].cancelling()  # never asked to stop
+        assert finished.ended
+        assert finished_token not in queue._held
+        assert lost.stop_reason == "lost"
+        assert live.stop_reason is None
+        assert live.lease_deadline == sent + 30 - 5
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warnings == [
+            f"run {stale.run_id} (attempt 1): its lease was taken over by attempt 2 "
+            "(success); stopping it here"
+        ]
+        # The hold of a finished attempt ends quietly (no "no renewal in time" later).
+        await asyncio.wait_for(queue.hold(finished), 1)
+    finally:
+        for graph in graphs:
+            graph.cancel()
+        await queue._drop_renewal_connection()
