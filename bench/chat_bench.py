@@ -15,9 +15,11 @@ Environment knobs (for profiling and quick A/B runs; the default runs everything
 `CHAT_BENCH_BASE` (another source tree, e.g. `git archive main` unpacked: its server runs
 each variant just before this tree's, rows labelled "base"), `CHAT_BENCH_PYSPY` (a folder:
 py-spy samples each Switchboard server there, a flame graph and raw stacks per server),
-`BENCH_MODELS_DIR` (where the servers of both this bench and agent_api keep the exported
-embedding model; default ~/.cache/switchboard/models), `CHAT_BENCH_OUT` (write the report
-there instead of bench/results/chat.md).
+`CHAT_BENCH_LOGS` (a folder: each server's output is kept there, one file per server;
+`CHAT_BENCH_LOG_LEVEL` sets their LOG_LEVEL, default warning), `BENCH_MODELS_DIR` (where the
+servers of both this bench and agent_api keep the exported embedding model; default
+~/.cache/switchboard/models), `CHAT_BENCH_OUT` (write the report there instead of
+bench/results/chat.md).
 """
 
 from __future__ import annotations
