@@ -429,6 +429,50 @@ def _at_once_sql(db: Database, *, ask_fresh: bool = False) -> tuple[str, str]:
     return _AT_ONCE_SQL[ask_fresh]
 
 
+async def one_implicit_transaction(
+    db: Database, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> dict[str, Any] | None:
+    """Send `statements` (psycopg SQL and parameters; e.g. a row's lock, then the statement
+    that writes under it) on a pooled connection in one round trip, and answer the last
+    one's first row by column name: None when it returned none, or when PostgreSQL refused a
+    value (`DataError`; nothing was written).
+
+    Autocommit: no BEGIN and COMMIT of psycopg's, each with a Sync (PostgreSQL answers each
+    Sync at once, so the answer would come in up to four reads, each a wait). The statements
+    go out in psycopg's pipeline mode with one Sync, which makes them one implicit
+    transaction: a lock is held until the statements after it have committed (or failed:
+    nothing is written)."""
+    # Not `async with`: SQLAlchemy closes a connection so from a task of its own, shielded
+    # (two laps of the event loop, each a wait behind every executing run's callbacks). This
+    # connection holds no transaction when it is closed (the implicit one ended at the Sync).
+    conn = await db.engine.connect()
+    try:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        async with driver.pipeline():
+            for sql, params in statements:
+                cursor = await driver.execute(sql, params)
+        row = await cursor.fetchone()
+        names = [column.name for column in cursor.description or ()]
+    except psycopg.DataError:
+        await conn.invalidate()
+        await conn.close()
+        return None
+    except BaseException as error:
+        # Cut short (a cancellation, a failure): the connection may be mid-pipeline, so it is
+        # closed rather than handed back to the pool.
+        await conn.invalidate()
+        await conn.close()
+        task = asyncio.current_task()
+        if not isinstance(error, asyncio.CancelledError) and task and task.cancelling():
+            # psycopg ends a pipeline cut by a cancellation with an error of its own.
+            raise asyncio.CancelledError from error
+        raise
+    await conn.close()
+    return None if row is None else dict(zip(names, row, strict=True))
+
+
 async def create_run_at_once(
     db: Database,
     *,
@@ -483,43 +527,11 @@ async def create_run_at_once(
         "payloads": payloads,
     }
     lock, create = _at_once_sql(db, ask_fresh=ask_fresh)
-    # Not `async with`: SQLAlchemy closes a connection so from a task of its own, shielded
-    # (two laps of the event loop, each a wait behind every executing run's callbacks). This
-    # connection holds no transaction when it is closed (the implicit one ended at the Sync).
-    conn = await db.engine.connect()
-    try:
-        # Autocommit: no BEGIN and COMMIT of psycopg's, each with a Sync (PostgreSQL answers
-        # each Sync at once, so the answer came in up to four reads, each a wait). The two
-        # statements go out with one Sync, which makes them one implicit transaction: the lock
-        # is held until the statement after it has committed (or failed: nothing is written).
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert isinstance(driver, psycopg.AsyncConnection)
-        async with driver.pipeline():
-            await driver.execute(lock, {"thread_id": thread_id})
-            cursor = await driver.execute(create, args)
-        row = await cursor.fetchone()
-        names = [column.name for column in cursor.description or ()]
-    except psycopg.DataError:
-        # PostgreSQL refused a value (e.g. a NUL in a JSON string): nothing was written. The
-        # full path answers as it would have (it reads the assistant first).
-        await conn.invalidate()
-        await conn.close()
+    # PostgreSQL refusing a value (e.g. a NUL in a JSON string) wrote nothing either: the full
+    # path answers as it would have (it reads the assistant first).
+    values = await one_implicit_transaction(db, [(lock, {"thread_id": thread_id}), (create, args)])
+    if values is None:
         return None
-    except BaseException as error:
-        # Cut short (a cancellation, a failure): the connection may be mid-pipeline, so it is
-        # closed rather than handed back to the pool.
-        await conn.invalidate()
-        await conn.close()
-        task = asyncio.current_task()
-        if not isinstance(error, asyncio.CancelledError) and task and task.cancelling():
-            # psycopg ends a pipeline cut by a cancellation with an error of its own.
-            raise asyncio.CancelledError from error
-        raise
-    await conn.close()
-    if row is None:
-        return None
-    values = dict(zip(names, row, strict=True))
     run = run_from_row(values)
     if values["first_events"]:
         sa_inspect(run).info[_FIRST_EVENT] = (1, "metadata", first_metadata(run.id))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -26,6 +24,7 @@ from stores.sql.runs import (
     RunToken,
     agent_from_json,
     creation_notifies,
+    one_implicit_transaction,
     run_from_row,
 )
 from stores.sql.threads import thread_row
@@ -283,38 +282,16 @@ async def begin_turn_at_once(
         "channels": channels,
         "payloads": payloads,
     }
-    # Not `async with` (its close is a shielded task of its own: two laps of the loop); in
-    # autocommit, so that the statements and their one Sync are the transaction.
-    conn = await db.engine.connect()
-    try:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert isinstance(driver, psycopg.AsyncConnection)
-        async with driver.pipeline():
-            if cap > 0:  # first, as `begin_turn` takes them (the other order could deadlock)
-                await driver.execute(_LOCK_CREATOR, {"user_id": creator.user_id})
-            await driver.execute(_LOCK_CONVERSATION, {"conversation_id": conversation_id})
-            cursor = await driver.execute(_BEGIN_AT_ONCE, args)
-        row = await cursor.fetchone()
-        names = [column.name for column in cursor.description or ()]
-    except psycopg.DataError:
-        # PostgreSQL refused a value (e.g. a NUL in the message): nothing was written; the
-        # full path answers as it would have.
-        await conn.invalidate()
-        await conn.close()
+    statements: list[tuple[str, Mapping[str, Any]]] = []
+    if cap > 0:  # first, as `begin_turn` takes them (the other order could deadlock)
+        statements.append((_LOCK_CREATOR, {"user_id": creator.user_id}))
+    statements.append((_LOCK_CONVERSATION, {"conversation_id": conversation_id}))
+    statements.append((_BEGIN_AT_ONCE, args))
+    # PostgreSQL refusing a value (e.g. a NUL in the message) wrote nothing either: the full
+    # path answers as it would have.
+    values = await one_implicit_transaction(db, statements)
+    if values is None:
         return None
-    except BaseException as error:
-        # Cut short mid-pipeline: closed rather than handed back to the pool.
-        await conn.invalidate()
-        await conn.close()
-        task = asyncio.current_task()
-        if not isinstance(error, asyncio.CancelledError) and task and task.cancelling():
-            raise asyncio.CancelledError from error
-        raise
-    await conn.close()
-    if row is None:
-        return None
-    values = dict(zip(names, row, strict=True))
     run = run_from_row(values)
     agent = agent_from_json(values["agent"])
     conversation = Conversation(
