@@ -409,8 +409,10 @@ def _search_the_samples(settings: Settings) -> None:
             time.sleep(0.5)
         assert len(documents) >= 3
         assert all(d["source"].startswith("switchboard-sample:") for d in documents)
+        # The top 3, not the top 1: on some CPUs the int8 model ranks the samples' health-check
+        # chunk (which also names PostgreSQL) first (seen 2026-11-30, the same on an old commit).
         hits = client.post(
             "/search",
-            json={"query": "which environment variable points at PostgreSQL?", "k": 1},
+            json={"query": "which environment variable points at PostgreSQL?", "k": 3},
         ).json()["hits"]
-        assert "DATABASE_URL" in hits[0]["text"]
+        assert any("DATABASE_URL" in hit["text"] for hit in hits), [h["text"] for h in hits]
