@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
+from opentelemetry.util.types import AttributeValue
 from sqlalchemy import select, true
 
 from nodes.context import AgentContext, reads_agent_context
@@ -35,6 +36,7 @@ from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
 from stores.sql.database import is_transient
 from stores.sql.models import Agent, Conversation, Run
+from stores.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -674,24 +676,36 @@ class RunExecutor:
             thread_status = "interrupted" if interrupts or stopped else "idle"
             thread_values, thread_interrupts = values, interrupts
         refused: list[Exception] = []
-        finished = await self._retrying(
-            attempt,
-            lambda: run_store.finish_run(
-                self.db,
-                attempt.token,
-                status=status,
-                output=output,
-                error=result.error,
-                thread_status=thread_status,
-                thread_values=thread_values,
-                thread_interrupts=thread_interrupts,
-                delete_thread=prepared.temporary,
-                notify=self.queue.finish_notify(run.id),
-                also=(*record.writes, closing),
-                before=carried,
-            ),
-            refused=refused if carried else None,
+        # Its last checkpoint writes are stored by the finish: their span (and the checkpoint
+        # write metric) is the finish's transaction, as a flush of their own would have had.
+        flush: dict[str, AttributeValue] = {
+            "checkpoint.op": "finish",
+            "checkpoint.statements": len(carried),
+        }
+        carrying = (
+            traced("checkpoint", "checkpoint flush", **flush)
+            if carried
+            else contextlib.nullcontext()
         )
+        with carrying:
+            finished = await self._retrying(
+                attempt,
+                lambda: run_store.finish_run(
+                    self.db,
+                    attempt.token,
+                    status=status,
+                    output=output,
+                    error=result.error,
+                    thread_status=thread_status,
+                    thread_values=thread_values,
+                    thread_interrupts=thread_interrupts,
+                    delete_thread=prepared.temporary,
+                    notify=self.queue.finish_notify(run.id),
+                    also=(*record.writes, closing),
+                    before=carried,
+                ),
+                refused=refused if carried else None,
+            )
         self.events.closed(attempt.token, last, stored=finished)
         if refused:
             # PostgreSQL refused the transaction (its checkpoint writes, say, as it would have

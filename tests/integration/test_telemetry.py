@@ -252,3 +252,21 @@ def test_a_scraper_token_opens_metrics_and_nothing_else(
             assert admin.get("/metrics").status_code == 401  # the token, not a user's key
         with client_with_key(url, None) as anonymous:
             assert anonymous.get("/metrics").status_code == 401
+
+
+def test_a_runs_last_checkpoint_writes_stored_by_its_finish_have_their_span(
+    api: httpx.Client, spans: InMemorySpanExporter
+) -> None:
+    # They ride in the finish's transaction: that is their span (and checkpoint write metric),
+    # whether or not the run lasted long enough for a flush of its own on the way.
+    _, run_id, _ = chat_run(api)
+    deadline = time.monotonic() + 10
+    while True:
+        ours = [s for s in _by_kind(spans.get_finished_spans(), "checkpoint")
+                if (s.attributes or {}).get("run_id") == run_id
+                and (s.attributes or {}).get("checkpoint.op") == "finish"]  # fmt: skip
+        if ours:
+            break
+        assert time.monotonic() < deadline, "the finish's checkpoint span never ended"
+        time.sleep(0.05)
+    assert all(str((s.attributes or {})["checkpoint.statements"]) != "0" for s in ours)
