@@ -123,6 +123,14 @@ class RunWrites:
         """Whether writes are queued or being sent (a read must wait for them)."""
         return bool(self.ops) or self.lock.locked()
 
+    def pop(self) -> list[tuple[str, Any, bool]]:
+        """The queued writes, out of the queue, its timer cancelled (under `lock`)."""
+        ops, self.ops = self.ops, []
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return ops
+
 
 def _light(values: Any, budget: int = INLINE_BUDGET) -> bool:
     """Whether `values` are plain data (scalars, strings, containers, pydantic models such as
@@ -223,10 +231,7 @@ class TimedSaver(AsyncPostgresSaver):
         first row is returned) at its end; writes that failed on a connection error stay
         queued (to be sent again: every statement is an upsert), others are dropped."""
         async with writes.lock:
-            ops, writes.ops = writes.ops, []
-            if writes.timer is not None:
-                writes.timer.cancel()
-                writes.timer = None
+            ops = writes.pop()
             if not ops and select is None:
                 return None
             try:
@@ -583,11 +588,7 @@ class Checkpoints:
         come back to the queue, if the connection failed under it). Each is a statement, its
         parameters and whether they are many sets (`executemany`)."""
         async with writes.lock:
-            ops, writes.ops = writes.ops, []
-            if writes.timer is not None:
-                writes.timer.cancel()
-                writes.timer = None
-        return ops
+            return writes.pop()
 
     def release(self, writes: RunWrites) -> None:
         """Forget the queue at the end of its attempt; writes still in it are dropped (an
