@@ -294,6 +294,13 @@ class Settings(BaseSettings):
     run_events_prune_every_s: float = Field(
         300.0, gt=0, le=86_400, description="Seconds between prunes of old run events."
     )
+    run_events_hold_s: float = Field(
+        0.05,
+        ge=0,
+        le=10,
+        description="Seconds the events of a run nobody follows in this process may wait to be "
+        "stored with its finish (0: each stored at once; followers elsewhere see them that late).",
+    )
 
     knowledge_default_collection: str = Field(
         "knowledge",

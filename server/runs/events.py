@@ -97,6 +97,16 @@ class _Queued:
     body: str
 
 
+@dataclass(slots=True)
+class _Held:
+    """Events of a run nobody follows here, numbered and waiting (at most `hold_s`) to be
+    stored by the run's finish, or by the writer once someone follows or time is up."""
+
+    attempt: int
+    events: list[tuple[int, str, str]]  # (seq, event, JSON body)
+    timer: asyncio.TimerHandle
+
+
 @dataclass(eq=False, slots=True)
 class _Subscriber:
     """One open `follow()`: local events land in `items`, remote ones set `stale`."""
@@ -123,6 +133,13 @@ class RunEventLog:
     elsewhere are woken by the NOTIFY and read the rows; every follower also re-reads every
     `poll_s`, so a lost notification only delays it. A follower only ever sees stored events,
     so a replay from the table never misses what a live follower was shown.
+
+    With `hold_s` > 0, the events of a run that nobody follows in this process (a
+    `runs.wait`, a background run) are not queued at once: they wait, numbered, for the
+    run's finish, which stores them with its last events in its own transaction (no round
+    trip of their own), or for the writer once a follower here subscribes, the run has
+    `max_held` of them, `hold_s` has passed, or the attempt ends without its finish.
+    Followers in other processes see them that much later; nobody sees them unstored.
     """
 
     def __init__(
@@ -135,8 +152,12 @@ class RunEventLog:
         max_queued: int = 5000,
         timeouts: Timeouts = Timeouts(),
         give_up_s: float = 60.0,
+        hold_s: float = 0.0,
+        max_held: int = 64,
     ) -> None:
         self.database = database
+        self.hold_s = hold_s
+        self.max_held = max_held
         self.url = libpq_url(url)
         self.timeouts = timeouts
         self.give_up_s = give_up_s
@@ -162,6 +183,10 @@ class RunEventLog:
         # from memory instead of the table; `_done_local` keeps the last finished ones.
         self._local: dict[uuid.UUID, list[Event]] = {}
         self._done_local: OrderedDict[uuid.UUID, list[Event]] = OrderedDict()
+        # Events of runs nobody follows here, waiting for their finish (`hold_s`); and those
+        # a finish under way carries (queued again if it does not go through).
+        self._held: dict[uuid.UUID, _Held] = {}
+        self._carried: dict[uuid.UUID, _Held] = {}
 
     async def start(self) -> None:
         """Start the writer and listen for other processes' events (returns once listening)."""
@@ -179,6 +204,8 @@ class RunEventLog:
 
     async def aclose(self, *, flush_timeout_s: float = 10.0) -> None:
         """Store what is queued (up to `flush_timeout_s`), then stop writing and listening."""
+        for run_id in list(self._held):
+            self._release(run_id)
         if self._writer is not None and self._queue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), flush_timeout_s)
@@ -238,7 +265,9 @@ class RunEventLog:
 
     def retire(self, run_id: uuid.UUID) -> None:
         """The attempt executing `run_id` here ended: keep its local log a while if the run
-        ended (its log is complete), forget it otherwise (another attempt may continue it)."""
+        ended (its log is complete), forget it otherwise (another attempt may continue it).
+        Events it still held (an attempt that ended without its finish) go to the writer."""
+        self._release(run_id)
         self._last_ticket.pop(run_id, None)
         local = self._local.pop(run_id, None)
         if local and local[-1][1] in TERMINAL_EVENTS:
@@ -260,6 +289,7 @@ class RunEventLog:
         """A subscriber of `key` (a run, or a thread's stream) for the duration."""
         subscriber = _Subscriber()
         self._subscribers.setdefault(key, set()).add(subscriber)
+        self._release(key)  # someone follows the run here: what it held is stored now
         try:
             yield subscriber
         finally:
@@ -312,11 +342,10 @@ class RunEventLog:
         run_id = token.run_id
         body = dumps(data).decode()
         seq = await self._next_seq(run_id)
-        self._queued_ticket += 1
-        ticket = self._queued_ticket
-        self._queue.append(_Queued(ticket, run_id, token.attempt, seq, event, body))
-        self._last_ticket[run_id] = ticket
-        self._wake_writer.set()
+        if self._hold(token, seq, event, body):
+            return seq
+        self._release(run_id)  # what it held goes first
+        ticket = self._enqueue(run_id, token.attempt, seq, event, body)
         if event in TERMINAL_EVENTS or len(self._queue) > self.max_queued:
             await self._wait_stored(ticket)
             if event in TERMINAL_EVENTS and self._seqs.get(run_id) == seq:
@@ -324,19 +353,64 @@ class RunEventLog:
                 self._last_ticket.pop(run_id, None)
         return seq
 
+    def _hold(self, token: RunToken, seq: int, event: str, body: str) -> bool:
+        """Keep a run's event for its finish when nobody follows the run here (`hold_s`)."""
+        run_id = token.run_id
+        if self.hold_s <= 0 or event in TERMINAL_EVENTS or self._subscribers.get(run_id):
+            return False
+        held = self._held.get(run_id)
+        if held is not None and held.attempt != token.attempt:
+            self._release(run_id)
+            held = None
+        if held is None:
+            timer = asyncio.get_running_loop().call_later(self.hold_s, self._release, run_id)
+            held = self._held[run_id] = _Held(token.attempt, [], timer)
+        held.events.append((seq, event, body))
+        if len(held.events) >= self.max_held:
+            self._release(run_id)
+        return True
+
+    def _release(self, run_id: uuid.UUID) -> None:
+        """Queue the events `run_id` held, in order, for the writer."""
+        held = self._held.pop(run_id, None)
+        if held is None:
+            return
+        held.timer.cancel()
+        for seq, event, body in held.events:
+            self._enqueue(run_id, held.attempt, seq, event, body)
+
+    def _enqueue(self, run_id: uuid.UUID, attempt: int, seq: int, event: str, body: str) -> int:
+        """Queue one numbered event for the writer; its ticket."""
+        self._queued_ticket += 1
+        self._queue.append(_Queued(self._queued_ticket, run_id, attempt, seq, event, body))
+        self._last_ticket[run_id] = self._queued_ticket
+        self._wake_writer.set()
+        return self._queued_ticket
+
     async def closing(
         self, token: RunToken, events: Sequence[tuple[str, Any]], *, status: str
     ) -> tuple[FinishWrite, list[Event]]:
         """Number the last events of `token`'s attempt (ending with `end` or `error`) to be
         stored by the transaction that finishes its run with `status`: the statement for
-        `finish_run(also=...)` and the numbered events, for `closed` once it committed.
+        `finish_run(also=...)` and the numbered events, for `closed` once it committed. The
+        events the run held (nobody followed it here) go first, in the same statement.
 
         Returns once every event of the run queued before them is stored, so the table never
         holds these before those (a follower reading it sees no gap).
         """
         run_id = token.run_id
+        # Taken before any wait: a follower that comes meanwhile gets them from `closed`.
+        carried = self._held.pop(run_id, None)
+        if carried is not None:
+            carried.timer.cancel()
+            if carried.attempt != token.attempt:
+                self._held[run_id] = carried
+                self._release(run_id)
+                carried = None
+            else:
+                self._carried[run_id] = carried
         await self._wait_stored(self._last_ticket.pop(run_id, 0))
-        numbered: list[Event] = []
+        numbered: list[tuple[int, str, str]] = list(carried.events) if carried else []
         for event, data in events:
             body = dumps(data).decode()
             numbered.append((await self._next_seq(run_id), event, body))
@@ -359,15 +433,22 @@ class RunEventLog:
     def closed(self, token: RunToken, events: Sequence[Event], *, stored: bool) -> None:
         """The finish that carried `closing`'s events committed (`stored`): hand them to this
         process's followers. Either way the run's counter here is forgotten (a later attempt
-        continues from the table)."""
+        continues from the table). Held events it carried that were not stored go to the
+        writer (fenced: a stale attempt's are dropped there)."""
         self._seqs.pop(token.run_id, None)
+        carried = self._carried.pop(token.run_id, None)
+        if carried is not None and not stored:
+            for seq, name, body in carried.events:
+                self._enqueue(token.run_id, carried.attempt, seq, name, body)
         if stored:
             for event in events:
                 self._deliver(token.run_id, event)
             metrics().events_written.inc(len(events))
 
     async def flush(self) -> None:
-        """Return once every event queued so far is stored."""
+        """Return once every event appended so far is stored (held ones too)."""
+        for run_id in list(self._held):
+            self._release(run_id)
         await self._wait_stored(self._queued_ticket)
 
     async def _wait_stored(self, ticket: int) -> None:
@@ -640,9 +721,11 @@ async def open_run_event_log(
     retention_s: float = 3600.0,
     prune_every_s: float = 300.0,
     timeouts: Timeouts = Timeouts(),
+    hold_s: float = 0.0,
 ) -> AsyncIterator[RunEventLog]:
-    """A listening `RunEventLog`, pruning finished runs' events older than `retention_s`."""
-    events = RunEventLog(database, url=url, poll_s=poll_s, timeouts=timeouts)
+    """A listening `RunEventLog`, pruning finished runs' events older than `retention_s`
+    (`hold_s`: how long the events of a run nobody follows here may wait for its finish)."""
+    events = RunEventLog(database, url=url, poll_s=poll_s, timeouts=timeouts, hold_s=hold_s)
     await events.start()
 
     async def prune() -> str | None:
@@ -672,5 +755,6 @@ async def open_run_events(resources: Resources) -> AsyncIterator[RunEventLog]:
         retention_s=settings.run_events_retention_s,
         prune_every_s=settings.run_events_prune_every_s,
         timeouts=resources.timeouts,
+        hold_s=settings.run_events_hold_s,
     ) as events:
         yield events

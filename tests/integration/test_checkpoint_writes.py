@@ -568,3 +568,43 @@ def test_a_run_whose_last_checkpoint_postgresql_refuses_ends_as_an_error(
     assert client.threads.get_history(thread["thread_id"]) == []  # none stored
     events = [part.event for part in client.runs.join_stream(thread["thread_id"], run["run_id"])]
     assert events[-1] == "error"
+
+
+def test_the_events_of_a_run_nobody_follows_are_stored_by_its_finish(
+    commit_mode_server: str, database_url: str
+) -> None:
+    """A `runs.wait` has no follower: its events wait for its finish (RUN_EVENTS_HOLD_S) and
+    are stored by the finish's transaction, with its `end`, not one round trip each; a
+    streamed run's events are stored as they come (its follower sees each once stored)."""
+    client: Any = get_sync_client(url=commit_mode_server)
+    thread = client.threads.create()
+    waited: dict[str, Any] = {}
+    result = client.runs.wait(
+        thread["thread_id"],
+        "steps",
+        input={"log": ["in"]},
+        on_run_created=lambda meta: waited.update(meta, thread_id=thread["thread_id"]),
+    )
+    assert result["log"] == ["in", "s1", "s2", "s3", "s4"]
+    events = {(event, end) for tbl, _, event, _, _, end in _modes(database_url, waited)
+              if tbl == "run_events"}  # fmt: skip
+    assert events == {
+        ("metadata", False),  # stored by the creating statement
+        ("values", True),
+        ("end", True),
+    }
+    replayed = [p.event for p in client.runs.join_stream(thread["thread_id"], waited["run_id"])]
+    assert replayed == ["metadata", *["values"] * 5, "end"]
+
+    streamed = client.threads.create()
+    parts = list(
+        client.runs.stream(
+            streamed["thread_id"], "steps", input={"log": ["in"]}, stream_mode="values"
+        )
+    )
+    run = next(p.data for p in parts if p.event == "metadata")
+    events = {(event, end) for tbl, _, event, _, _, end in
+              _modes(database_url, {**run, "thread_id": streamed["thread_id"]})
+              if tbl == "run_events"}  # fmt: skip
+    assert ("values", True) not in events
+    assert ("values", False) in events

@@ -450,3 +450,83 @@ async def test_a_finish_retried_after_its_commit_stores_its_last_events_once(
         assert await finish_success(database, run, write)
     log.closed(run, numbered, stored=True)
     assert await log.events_after(run.run_id) == [(1, "end", None)]
+
+
+async def test_a_run_nobody_follows_here_stores_its_events_with_its_finish(
+    database: Database, database_url: str
+) -> None:
+    """Held (`hold_s`): no round trip of their own; the finish stores them before its `end`,
+    and a follower in another process, woken by the finish, sees them all in order."""
+    async with (
+        open_run_event_log(database, url=database_url, poll_s=0.2, hold_s=60) as log,
+        open_database(database_url, pool_size=2) as other_db,
+        open_run_event_log(other_db, url=database_url, poll_s=60) as other,
+    ):
+        run = await new_run(database)
+        log.begin(run)
+        there = asyncio.create_task(collect(other.follow(run.run_id)))
+        await log.append(run, "metadata", {"attempt": 1})
+        for n in range(3):
+            await log.append(run, "values", {"n": n})
+        await asyncio.sleep(0.3)
+        assert await log.events_after(run.run_id) == []  # nothing stored, nothing shown
+        finished, numbered = await finish_with(database, log, run, [("end", None)])
+        assert finished
+        assert [seq for seq, _, _ in numbered] == [1, 2, 3, 4, 5]
+        stored = await log.events_after(run.run_id)
+        assert [(seq, name) for seq, name, _ in stored] == [
+            (1, "metadata"),
+            (2, "values"),
+            (3, "values"),
+            (4, "values"),
+            (5, "end"),
+        ]
+        assert await asyncio.wait_for(there, 10) == stored
+        log.retire(run.run_id)
+        assert await collect(log.follow(run.run_id)) == stored  # from memory, the same
+
+
+async def test_held_events_are_stored_once_someone_follows_here_or_hold_s_has_passed(
+    database: Database, database_url: str
+) -> None:
+    async with open_run_event_log(database, url=database_url, poll_s=0.2, hold_s=0.3) as log:
+        followed, unfollowed = await new_run(database), await new_run(database)
+        for run in (followed, unfollowed):
+            log.begin(run)
+            await log.append(run, "metadata", {"attempt": 1})
+            await log.append(run, "values", {"n": 1})
+        assert await log.events_after(followed.run_id) == []
+        follower = log.follow(followed.run_id)
+        assert [name for _, name, _ in [await anext(follower), await anext(follower)]] == [
+            "metadata",
+            "values",
+        ]
+        await follower.aclose()  # type: ignore[attr-defined]
+        assert len(await log.events_after(followed.run_id)) == 2  # shown once stored
+        assert await log.events_after(unfollowed.run_id) == []
+        await asyncio.sleep(0.6)
+        assert len(await log.events_after(unfollowed.run_id)) == 2
+
+
+async def test_held_events_of_a_finish_that_did_not_go_through_are_stored_by_the_writer(
+    database: Database, database_url: str
+) -> None:
+    """A finish that was not stored (failed, refused): the events it carried are queued again,
+    and the attempt's next finish numbers on after them."""
+    async with open_run_event_log(database, url=database_url, poll_s=0.2, hold_s=60) as log:
+        run = await new_run(database)
+        log.begin(run)
+        await log.append(run, "metadata", {"attempt": 1})
+        await log.append(run, "values", {"n": 1})
+        _, numbered = await log.closing(run, [("end", None)], status="success")
+        assert [seq for seq, _, _ in numbered] == [1, 2, 3]
+        assert await log.events_after(run.run_id) == []
+        log.closed(run, numbered, stored=False)  # its transaction failed
+        finished, numbered = await finish_with(database, log, run, [("error", {"e": 1})])
+        assert finished
+        assert [seq for seq, _, _ in numbered] == [3]
+        assert [(s, n) for s, n, _ in await log.events_after(run.run_id)] == [
+            (1, "metadata"),
+            (2, "values"),
+            (3, "error"),
+        ]
