@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from server.telemetry.context import bound_run
 from server.telemetry.metrics import metrics
-from server.telemetry.tracing import GraphCallbacks, run_span
+from server.telemetry.tracing import GraphCallbacks, run_span, spans_wanted
 from stores.sql.models import Run
 
 FAILED = frozenset({"error", "timeout"})
@@ -76,12 +76,14 @@ class RunTelemetry:
 
 @contextmanager
 def observed_run(run: Run, attempt: int) -> Iterator[RunTelemetry]:
-    """Around one attempt: the run's span (current), the run and thread ids in context."""
+    """Around one attempt: the run's span (current; only when something receives spans: the
+    run's metrics are observed here, and its nodes are timed without spans then), the run and
+    thread ids in context."""
     thread_id = str(run.thread_id) if run.thread_id is not None else None
-    with (
-        bound_run(str(run.id), thread_id),
-        run_span(
-            run_id=str(run.id), thread_id=thread_id, graph_id="unknown", attempt=attempt
-        ) as span,
-    ):
+    spanned: AbstractContextManager[Span] = (
+        run_span(run_id=str(run.id), thread_id=thread_id, graph_id="unknown", attempt=attempt)
+        if spans_wanted()
+        else nullcontext(INVALID_SPAN)
+    )
+    with bound_run(str(run.id), thread_id), spanned as span:
         yield RunTelemetry(run, attempt, span)
