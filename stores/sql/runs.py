@@ -881,10 +881,13 @@ async def _finish_pipelined(
     before: Sequence[FinishWrite] = (),
 ) -> bool:
     """`before`, `_FINISH_LOCK` then `_FINISH` (then `also`) in one transaction, in one round
-    trip: BEGIN, `before`, the lock, the finish, `also` and COMMIT go out together in
-    psycopg's pipeline mode, on a pooled connection's driver. PostgreSQL still runs them one
-    after the other: the finish starts (and takes its snapshot) once the thread row's lock is
-    held, as when each waited for the last, and `also` sees what the finish wrote."""
+    trip: `before`, the lock, the finish and `also` go out together in psycopg's pipeline mode,
+    on a pooled connection's driver in autocommit, with one Sync: PostgreSQL runs them as one
+    implicit transaction (all or nothing, committed at the Sync) and answers once. It still
+    runs them one after the other: the finish starts (and takes its snapshot) once the thread
+    row's lock is held, as when each waited for the last, and `also` sees what the finish
+    wrote. (psycopg's `transaction()` in pipeline mode sends BEGIN and COMMIT each with a Sync
+    of their own: three answers to wait for instead of one.)"""
     lock, finish = _finish_sql(db)
     args = {
         **params,
@@ -892,23 +895,23 @@ async def _finish_pipelined(
         "values": Jsonb(params["values"]) if params["values"] is not None else None,
         "interrupts": Jsonb(params["interrupts"]) if params["interrupts"] is not None else None,
     }
-    async with db.connection() as conn:  # closed without a task: the transaction is over
+    # Closed without a task: the implicit transaction ended at the Sync.
+    async with db.connection(autocommit=True) as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         assert isinstance(driver, psycopg.AsyncConnection)
         async with driver.pipeline():
-            async with driver.transaction():
-                for write in before:  # prepared, as `also` (executemany prepares its own)
-                    if write.many:
-                        async with driver.cursor() as many:
-                            await many.executemany(write.sql, write.params)  # type: ignore[arg-type]
-                    else:
-                        await driver.execute(write.sql, write.params, prepare=True)  # type: ignore[arg-type]
-                await driver.execute(lock, {"run_id": params["run_id"]})
-                cursor = await driver.execute(finish, args)
-                for write in also:  # prepared at a connection's first use: the pool's
-                    # connections take turns, so psycopg's threshold (5 uses) is rarely met
-                    await driver.execute(write.sql, write.params, prepare=True)
-            row = await cursor.fetchone()
+            for write in before:  # prepared, as `also` (executemany prepares its own)
+                if write.many:
+                    async with driver.cursor() as many:
+                        await many.executemany(write.sql, write.params)  # type: ignore[arg-type]
+                else:
+                    await driver.execute(write.sql, write.params, prepare=True)  # type: ignore[arg-type]
+            await driver.execute(lock, {"run_id": params["run_id"]})
+            cursor = await driver.execute(finish, args)
+            for write in also:  # prepared at a connection's first use: the pool's
+                # connections take turns, so psycopg's threshold (5 uses) is rarely met
+                await driver.execute(write.sql, write.params, prepare=True)
+        row = await cursor.fetchone()
     assert row is not None
     return bool(row[0]) or bool(row[3])
 

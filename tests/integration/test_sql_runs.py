@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -467,3 +468,59 @@ async def test_the_renewer_lets_a_finished_run_go_and_stops_only_one_taken_over(
         for graph in graphs:
             graph.cancel()
         await queue._drop_renewal_connection()
+
+
+async def test_a_finish_with_what_it_carries_is_one_round_trip_and_one_transaction(
+    database_url: str,
+) -> None:
+    """The run's last writes before it, the lock, the finish and the statements after it go
+    out with one Sync: one answer to wait for, and all of it or nothing."""
+    async with open_database(database_url, pool_size=1) as db:
+        agent, thread_id = await _agent_and_thread(db, "steps")
+        written = await _at_once(db, thread_id, agent.id)
+        assert written is not None
+        token = RunToken(written[0].id, 1)
+        note = (
+            "INSERT INTO thread_events (thread_id, position, event, data)"
+            " VALUES (%(t)s, %(seq)s, 'noted', '{}'::jsonb)"
+        )
+        before = run_store.FinishWrite(note, [{"t": thread_id, "seq": n} for n in (1, 2)], True)
+        with counting_waits() as waits:
+            assert await run_store.finish_run(
+                db,
+                token,
+                status="success",
+                output={"n": 1},
+                thread_status="idle",
+                thread_values={"n": 1},
+                thread_interrupts={},
+                before=(before,),
+                also=(run_store.FinishWrite(note, {"t": thread_id, "seq": 3}),),
+            )
+        assert waits[0] == 1
+        async with db.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT count(*) FROM thread_events WHERE thread_id = :t"), {"t": thread_id}
+            )
+            assert rows.scalar_one() == 3
+        # A statement PostgreSQL refuses undoes the whole finish.
+        other_agent, other_thread = await _agent_and_thread(db, "steps")
+        other = await _at_once(db, other_thread, other_agent.id)
+        assert other is not None
+        bad = run_store.FinishWrite("SELECT 1 / 0", {})
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await run_store.finish_run(
+                db,
+                RunToken(other[0].id, 1),
+                status="success",
+                output={},
+                thread_status="idle",
+                thread_values={},
+                thread_interrupts={},
+                also=(bad,),
+            )
+        async with db.engine.connect() as conn:
+            status = await conn.execute(
+                text("SELECT status FROM runs WHERE id = :id"), {"id": other[0].id}
+            )
+            assert status.scalar_one() == "running"
