@@ -39,19 +39,37 @@ Event = tuple[int, str, Any]
 
 # One statement, so one round trip in autocommit: store the events whose attempt still holds
 # its run (the fencing token: a reclaimed run refuses its stale attempt's events, a deleted
-# run all of them), then NOTIFY once per run with its last seq (delivered at commit).
+# run all of them), then NOTIFY once per run with its last seq (delivered at commit). The
+# batch is one JSON array parameter (`_rows`: each event's body is spliced in as it was
+# encoded): five typed arrays cost psycopg ~60 us more per statement to adapt and PostgreSQL
+# ~150 us more to parse (uuid[], and text[] cast to jsonb[]), and a /chat token at
+# concurrency 1 is a statement of its own.
 _STORE = (
     "WITH ins AS ("
     " INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT u.run_id, u.seq, u.event, u.data FROM unnest(%(run_ids)s::uuid[],"
-    " %(seqs)s::integer[], %(events)s::text[], %(data)s::text[]::jsonb[],"
-    " %(attempts)s::integer[]) AS u(run_id, seq, event, data, attempt)"
-    " JOIN runs r ON r.id = u.run_id AND r.attempt = u.attempt"
+    " SELECT u.r, u.s, u.e, u.d FROM jsonb_to_recordset(%(rows)s::jsonb)"
+    " AS u(r uuid, s integer, e text, d jsonb, a integer)"
+    " JOIN runs r ON r.id = u.r AND r.attempt = u.a"
     " ON CONFLICT DO NOTHING RETURNING run_id, seq"
     ") SELECT run_id, array_agg(seq),"
     " pg_notify(%(channel)s, %(origin)s || ':' || run_id::text || ':' || max(seq)::text)::text"
     " FROM ins GROUP BY run_id"
 )
+# The same without the NOTIFY, while no other process listens (`_PEERS`): this process's own
+# listener would be the only one woken, to drop it (~65 us of CPU a statement here, and
+# PostgreSQL's signalling), once for each token of a /chat answer at concurrency 1.
+_STORE_QUIET = _STORE.replace(
+    "pg_notify(%(channel)s, %(origin)s || ':' || run_id::text || ':' || max(seq)::text)::text",
+    "%(channel)s || %(origin)s",
+)
+# Each process's listener says who it is (`application_name`); the others in this database
+# are the processes whose followers NOTIFYs wake. A new one announces itself (`hello`).
+_LISTENER_NAME: Final = "switchboard-events "
+_PEERS = text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND application_name LIKE 'switchboard-events %' AND application_name <> :mine"
+)
+_PEER_CHECK_S: Final = 5.0
 # A run's last events (e.g. /chat's `message`, then `end`), stored by the transaction that
 # finishes the run, right after the finish (`finish_run(also=...)`): only when that finish
 # ended the run with this attempt (its new status), never twice (a finish retried after a
@@ -94,7 +112,7 @@ class _Queued:
     attempt: int
     seq: int
     event: str
-    body: str
+    body: bytes  # the data's JSON, as stored
 
 
 @dataclass(slots=True)
@@ -103,25 +121,70 @@ class _Held:
     stored by the run's finish, or by the writer once someone follows or time is up."""
 
     attempt: int
-    events: list[tuple[int, str, str]]  # (seq, event, JSON body)
+    events: list[tuple[int, str, bytes]]  # (seq, event, JSON body)
     timer: asyncio.TimerHandle
 
 
 @dataclass(eq=False, slots=True)
 class _Subscriber:
-    """One open `follow()`: local events land in `items`, remote ones set `stale`."""
+    """One open `follow()` (or `watching()`): local events land in `items`, remote ones set
+    `stale`; either wakes the follower's `wait` (and sets `signal`, which `watching` hands out).
+
+    A follower waits on a bare future, its poll timer armed once and moved on only when it
+    fires, not through `asyncio.wait_for` (on Python 3.11: a task, a timer and three more laps
+    of the event loop for every event a stream is shown)."""
 
     items: deque[Event] = field(default_factory=deque)
     stale: bool = False
     signal: asyncio.Event = field(default_factory=asyncio.Event)
+    waiter: asyncio.Future[bool] | None = None
+    timer: asyncio.TimerHandle | None = None
+    waiting_since: float = 0.0
+    poll_s: float = 1.0
 
     def push(self, item: Event) -> None:
         self.items.append(item)
-        self.signal.set()
+        self._wake()
 
     def poke(self) -> None:
         self.stale = True
+        self._wake()
+
+    def _wake(self) -> None:
         self.signal.set()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def _polled(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait arms the timer again
+        due = self.waiting_since + self.poll_s
+        loop = waiter.get_loop()
+        if loop.time() >= due:
+            waiter.set_result(False)
+        else:  # armed by an earlier wait: this one times out `poll_s` after it began
+            self.timer = loop.call_at(due, self._polled)
+
+    async def wait(self, poll_s: float) -> bool:
+        """Until an event is pushed or the key poked (True), or `poll_s` passed (False)."""
+        loop = asyncio.get_running_loop()
+        self.waiting_since, self.poll_s = loop.time(), poll_s
+        if self.timer is None:
+            self.timer = loop.call_at(self.waiting_since + poll_s, self._polled)
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self.waiter = waiter
+        try:
+            return await waiter
+        finally:
+            self.waiter = None
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class RunEventLog:
@@ -165,6 +228,11 @@ class RunEventLog:
         self.max_batch = max_batch
         self.max_queued = max_queued
         self.origin = uuid.uuid4().hex[:12]
+        # Whether another process listens (so NOTIFYs are sent): until checked, and whenever a
+        # check fails, yes; a notification from another origin says yes at once.
+        self._peers = True
+        self._peers_seen = 0  # notifications from other origins so far
+        self._peer_watch: asyncio.Task[None] | None = None
         self._subscribers: dict[uuid.UUID, set[_Subscriber]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -178,6 +246,7 @@ class RunEventLog:
         self._stored_changed = asyncio.Event()  # set (and replaced) after each batch
         self._writer: asyncio.Task[None] | None = None
         self._write_conn: psycopg.AsyncConnection[Any] | None = None
+        self._write_cursor: psycopg.AsyncCursor[Any] | None = None  # kept: ~15 us a statement
         # Local logs: the stored events of runs executing here whose whole log this process
         # wrote (from seq 1, `_local[run][i]` is seq i + 1), so a follower here reads them
         # from memory instead of the table; `_done_local` keeps the last finished ones.
@@ -201,6 +270,31 @@ class RunEventLog:
         if waiter not in done:
             waiter.cancel()
             self._listener.result()  # raises why listening failed
+        if self._peer_watch is None:
+            await self._check_peers()
+            self._peer_watch = asyncio.create_task(self._watch_peers(), name="run-events-peers")
+
+    @property
+    def notifying(self) -> bool:
+        """Whether stored events are NOTIFYed: only while another process listens."""
+        return self._peers
+
+    async def _check_peers(self) -> None:
+        seen = self._peers_seen
+        try:
+            rows = await self._read(_PEERS, {"mine": _LISTENER_NAME + self.origin})
+            alone = int(rows[0][0]) == 0
+        except Exception as error:
+            if not is_transient(error):
+                log.warning("counting the other listening processes failed (%s)", error)
+            alone = False
+        # A process that said hello while the count was under way is a peer all the same.
+        self._peers = not alone or self._peers_seen != seen
+
+    async def _watch_peers(self) -> None:
+        while True:
+            await asyncio.sleep(_PEER_CHECK_S)
+            await self._check_peers()
 
     async def aclose(self, *, flush_timeout_s: float = 10.0) -> None:
         """Store what is queued (up to `flush_timeout_s`), then stop writing and listening."""
@@ -209,23 +303,29 @@ class RunEventLog:
         if self._writer is not None and self._queue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), flush_timeout_s)
-        for task in (self._writer, self._listener):
+        for task in (self._writer, self._listener, self._peer_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._writer = self._listener = None
+        self._writer = self._listener = self._peer_watch = None
         if self._write_conn is not None:
             await self._write_conn.close()
-            self._write_conn = None
+            self._write_conn = self._write_cursor = None
 
     async def _listen(self) -> None:
         backoff = 0.2
         while True:
             try:
-                async with await connect(self.url, self.timeouts) as conn:
+                async with await connect(
+                    self.url, self.timeouts, application_name=_LISTENER_NAME + self.origin
+                ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {THREAD_CHANNEL}")
+                    # Processes that store events quietly while alone notify from now on.
+                    await conn.execute(
+                        "SELECT pg_notify(%s, %s)", (CHANNEL, f"{self.origin}:hello")
+                    )
                     self._listening.set()
                     backoff = 0.2
                     self._poke_all()  # whatever was sent while not listening is re-read
@@ -248,6 +348,8 @@ class RunEventLog:
         origin, _, rest = payload.partition(":")
         if origin == self.origin:
             return  # appended here: local followers already have it
+        self._peers_seen += 1
+        self._peers = True  # another process is here: it may follow runs of this one
         key = rest.partition(":")[0]
         with contextlib.suppress(ValueError):
             self._forget_local(uuid.UUID(key))  # another process writes its log now
@@ -293,6 +395,7 @@ class RunEventLog:
         try:
             yield subscriber
         finally:
+            subscriber.close()
             subscribers = self._subscribers.get(key)
             if subscribers is not None:
                 subscribers.discard(subscriber)
@@ -340,7 +443,7 @@ class RunEventLog:
         The event is stored only while `token`'s attempt still holds its run (it is dropped
         once another worker has reclaimed the run, or the run was deleted)."""
         run_id = token.run_id
-        body = dumps(data).decode()
+        body = dumps(data)
         seq = await self._next_seq(run_id)
         if self._hold(token, seq, event, body):
             return seq
@@ -353,7 +456,7 @@ class RunEventLog:
                 self._last_ticket.pop(run_id, None)
         return seq
 
-    def _hold(self, token: RunToken, seq: int, event: str, body: str) -> bool:
+    def _hold(self, token: RunToken, seq: int, event: str, body: bytes) -> bool:
         """Keep a run's event for its finish when nobody follows the run here (`hold_s`)."""
         run_id = token.run_id
         if self.hold_s <= 0 or event in TERMINAL_EVENTS or self._subscribers.get(run_id):
@@ -379,7 +482,7 @@ class RunEventLog:
         for seq, event, body in held.events:
             self._enqueue(run_id, held.attempt, seq, event, body)
 
-    def _enqueue(self, run_id: uuid.UUID, attempt: int, seq: int, event: str, body: str) -> int:
+    def _enqueue(self, run_id: uuid.UUID, attempt: int, seq: int, event: str, body: bytes) -> int:
         """Queue one numbered event for the writer; its ticket."""
         self._queued_ticket += 1
         self._queue.append(_Queued(self._queued_ticket, run_id, attempt, seq, event, body))
@@ -410,9 +513,9 @@ class RunEventLog:
             else:
                 self._carried[run_id] = carried
         await self._wait_stored(self._last_ticket.pop(run_id, 0))
-        numbered: list[tuple[int, str, str]] = list(carried.events) if carried else []
+        numbered: list[tuple[int, str, bytes]] = list(carried.events) if carried else []
         for event, data in events:
-            body = dumps(data).decode()
+            body = dumps(data)
             numbered.append((await self._next_seq(run_id), event, body))
         write = FinishWrite(
             _CLOSE,
@@ -423,7 +526,7 @@ class RunEventLog:
                 "status": status,
                 "seqs": [seq for seq, _, _ in numbered],
                 "events": [event for _, event, _ in numbered],
-                "data": [body for _, _, body in numbered],
+                "data": [body.decode() for _, _, body in numbered],
                 "channel": CHANNEL,
                 "origin": self.origin,
             },
@@ -560,24 +663,21 @@ class RunEventLog:
 
     async def _write(self, batch: list[_Queued]) -> set[tuple[uuid.UUID, int]]:
         """Store `batch` in one statement; the (run, seq) pairs actually stored."""
-        if self._write_conn is None or self._write_conn.closed:
+        if self._write_conn is None or self._write_conn.closed or self._write_cursor is None:
+            if self._write_conn is not None:
+                await self._write_conn.close()
             self._write_conn = await connect(self.url, self.timeouts)
+            self._write_cursor = self._write_conn.cursor()
+        cursor = self._write_cursor
         try:
-            cursor = await self._write_conn.execute(
-                _STORE,
-                {
-                    "run_ids": [item.run_id for item in batch],
-                    "seqs": [item.seq for item in batch],
-                    "events": [item.event for item in batch],
-                    "data": [item.body for item in batch],
-                    "attempts": [item.attempt for item in batch],
-                    "channel": CHANNEL,
-                    "origin": self.origin,
-                },
+            await cursor.execute(
+                _STORE if self._peers else _STORE_QUIET,
+                {"rows": _rows(batch), "channel": CHANNEL, "origin": self.origin},
             )
             rows = await cursor.fetchall()
         except _CUT:
             await self._write_conn.close()  # reconnect on the next try
+            self._write_cursor = None
             raise
         stored = {(run_id, seq) for run_id, seqs, _ in rows for seq in seqs}
         if len(stored) != len(batch):
@@ -674,31 +774,27 @@ class RunEventLog:
                         return
                 if stale:
                     continue
-                subscriber.signal.clear()
                 if subscriber.items:
                     continue
-                if not subscriber.stale:
-                    try:
-                        await asyncio.wait_for(subscriber.signal.wait(), self.poll_s)
-                    except TimeoutError:
-                        # A run whose log is written here (executing here, or just ended
-                        # here: its log is whole in memory) needs no question to the table.
-                        status = (
-                            "running"
-                            if self.local_log(run_id) is not None
-                            else await self._run_status(run_id)
-                        )
-                        # A run waiting in the queue has no attempt writing events: its next
-                        # ones reach `items` (claimed here) or come with their NOTIFY, so its
-                        # rows are not read again meanwhile (a /chat turn waiting for a slot
-                        # asked twice a second).
-                        stale = status != "pending"
-                        if status in ACTIVE_RUN_STATUSES:
-                            idle_polls = 0
-                        else:
-                            idle_polls += 1
-                            if idle_polls > 2:
-                                return
+                if not subscriber.stale and not await subscriber.wait(self.poll_s):
+                    # A run whose log is written here (executing here, or just ended
+                    # here: its log is whole in memory) needs no question to the table.
+                    status = (
+                        "running"
+                        if self.local_log(run_id) is not None
+                        else await self._run_status(run_id)
+                    )
+                    # A run waiting in the queue has no attempt writing events: its next
+                    # ones reach `items` (claimed here) or come with their NOTIFY, so its
+                    # rows are not read again meanwhile (a /chat turn waiting for a slot
+                    # asked twice a second).
+                    stale = status != "pending"
+                    if status in ACTIVE_RUN_STATUSES:
+                        idle_polls = 0
+                    else:
+                        idle_polls += 1
+                        if idle_polls > 2:
+                            return
                 if subscriber.stale:
                     subscriber.stale = False
                     stale = True
@@ -710,6 +806,17 @@ class RunEventLog:
             result = await conn.execute(_PRUNE, {"keep": keep_s})
         pruned = int(getattr(result, "rowcount", 0) or 0)
         return pruned + await prune_thread_events(self.database, keep_s=keep_s)
+
+
+def _rows(batch: Sequence[_Queued]) -> str:
+    """`_STORE`'s parameter: the events of `batch` as one JSON array of
+    `{"r": run, "s": seq, "e": event, "d": data, "a": attempt}`, each body spliced in."""
+    rows = b",".join(
+        b'{"r":"%b","s":%d,"e":%b,"d":%b,"a":%d}'
+        % (item.run_id.hex.encode(), item.seq, orjson.dumps(item.event), item.body, item.attempt)
+        for item in batch
+    )
+    return (b"[%b]" % rows).decode()
 
 
 @asynccontextmanager

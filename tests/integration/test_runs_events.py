@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from sqlalchemy import text
@@ -530,3 +532,121 @@ async def test_held_events_of_a_finish_that_did_not_go_through_are_stored_by_the
             (2, "values"),
             (3, "error"),
         ]
+
+
+async def test_pending_events_of_several_runs_are_stored_by_one_statement_of_one_document(
+    log: RunEventLog, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything queued when the writer runs goes out in one statement whose events are one
+    JSON document (each body spliced in as encoded), not five typed arrays to adapt; what a
+    follower is shown and what the table replays is the same, odd text included."""
+    first, second = await new_run(database), await new_run(database)
+    sent: list[dict[str, object]] = []
+    real_execute = psycopg.AsyncCursor.execute
+
+    async def recorded(
+        self: psycopg.AsyncCursor[Any], query: str, params: Any = None, **kwargs: Any
+    ) -> psycopg.AsyncCursor[Any]:
+        if query.startswith("WITH ins AS ( INSERT INTO run_events"):
+            assert isinstance(params, dict)
+            sent.append(params)
+        return await real_execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", recorded)
+    log.begin(first)  # first attempts: numbered here from 1, no read in between
+    log.begin(second)
+    text = 'quote " back \\ line\n tab\t é 🙂 nul\u0000'
+    odd = {"text": text, "n": [1, 2.5, None, True]}
+    live = asyncio.create_task(collect(log.follow(first.run_id)))
+    await asyncio.sleep(0.05)
+    for n in range(3):
+        await log.append(first, "custom", {"event": "token", "data": {"text": f"t{n} "}})
+        await log.append(second, "messages|tools:ü|x", {"n": n})
+    await log.append(first, "values", odd)
+    await log.append(first, "end", None)
+    assert len(sent) == 1
+    assert sorted(sent[0]) == ["channel", "origin", "rows"]
+    assert len(orjson.loads(str(sent[0]["rows"]))) == 8
+    seen = await asyncio.wait_for(live, 10)
+    assert seen == await log.events_after(first.run_id)
+    assert seen[3] == (4, "values", {**odd, "text": text.replace("\u0000", "\ufffd")})
+    assert [(s, e) for s, e, _ in await log.events_after(second.run_id)] == [
+        (1, "messages|tools:ü|x"),
+        (2, "messages|tools:ü|x"),
+        (3, "messages|tools:ü|x"),
+    ]
+
+
+async def test_a_follower_starts_no_task_for_each_event_it_is_shown(
+    log: RunEventLog, database: Database
+) -> None:
+    """Waiting for the next event is a future woken by the writer, not `asyncio.wait_for`
+    (which on Python 3.11 starts a task, and costs three more laps of the loop, per event)."""
+    run = await new_run(database)
+    log.begin(run)
+    started: list[object] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: object, **kwargs: object) -> object:
+        started.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+
+    follower = asyncio.create_task(collect(log.follow(run.run_id)))
+    await asyncio.sleep(0.05)
+    loop.set_task_factory(counting)  # type: ignore[arg-type]
+    try:
+        for n in range(20):
+            await log.append(run, "values", {"n": n})
+            await log.flush()
+            await asyncio.sleep(0)
+        await log.append(run, "end", None)
+        seen = await asyncio.wait_for(follower, 10)
+    finally:
+        loop.set_task_factory(previous)
+    assert [seq for seq, _, _ in seen] == list(range(1, 22))
+    assert started == []
+
+
+async def test_a_lone_process_stores_events_without_notifying_until_another_one_listens(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    """While no other process listens, a NOTIFY per stored event would only wake this one's
+    own listener to be dropped: none is sent. A process that starts says hello, and from
+    then on every stored event is NOTIFYed again, as its followers need."""
+    heard: list[str] = []
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as spy:
+        await spy.execute("LISTEN run_events")  # not a Switchboard process: not a peer
+
+        async def listen() -> None:
+            async for note in spy.notifies():
+                heard.append(note.payload)
+
+        listening = asyncio.create_task(listen())
+        try:
+            assert not log.notifying
+            run = await new_run(database)
+            for n in range(3):
+                await log.append(run, "values", {"n": n})
+            await log.flush()
+            await asyncio.sleep(0.3)
+            assert heard == []
+            async with (
+                open_database(database_url, pool_size=2) as other_db,
+                open_run_event_log(other_db, url=database_url, poll_s=60) as other,
+            ):
+                for _ in range(50):
+                    if log.notifying:
+                        break
+                    await asyncio.sleep(0.02)
+                assert log.notifying
+                assert other.notifying
+                await log.append(run, "values", {"n": 3})
+                await log.flush()
+                for _ in range(50):
+                    if len(heard) > 1:
+                        break
+                    await asyncio.sleep(0.02)
+        finally:
+            listening.cancel()
+    assert heard == [f"{other.origin}:hello", f"{log.origin}:{run.run_id}:4"]
