@@ -27,6 +27,7 @@ from server.chat_api.transcript import transcript_recorder
 from server.config import Project, ProjectGraphs, load_project, read_project
 from server.config.http import CORS, CustomRoutes, cors_options, mount_custom_app
 from server.errors import install_error_handlers
+from server.gc_pauses import quiet_full_collections
 from server.limits import BodyLimitMiddleware
 from server.openapi import declare_graph_ids
 from server.protocols.a2a import build_dispatcher
@@ -150,6 +151,8 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
             # serves apps one after another (the tests) still collects the old ones.
             gc.freeze()
             stack.callback(gc.unfreeze)
+            # And later full collections wait for a moment when no run executes (docs/runs.md).
+            await stack.enter_async_context(quiet_full_collections(lambda: runs.admission.idle))
             yield
 
     meta_urls = {} if not http.disable_meta else {"docs_url": None, "redoc_url": None}

@@ -262,6 +262,14 @@ class Settings(BaseSettings):
         description="Runs this process executes at once, claimed as they are created or from "
         "the queue (0: it only accepts runs).",
     )
+    run_admit_lag_s: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="How late (seconds, mean over 50 ms) the event loop may come round before "
+        "fewer of this process's runs execute their graph at once, so that HTTP requests keep "
+        "their turn (0: every run executes at once).",
+    )
     run_lease_s: float = Field(
         30.0,
         ge=0.5,

@@ -3,6 +3,7 @@ API created it (the Agent Server API, /chat, crons)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -13,6 +14,7 @@ from nodes.models import ChatModelCache
 from nodes.tools.builtin import BUILTIN_TOOLS
 from server.config import Graph, ProjectGraphs
 from server.resources import Resources
+from server.runs.admission import RunAdmission
 from server.runs.context import ContextServices
 from server.runs.events import RunEventLog
 from server.runs.execute import RecorderFactory, RunExecutor, run_json
@@ -61,6 +63,9 @@ class RunEngine:
             database_url=resources.database_url,
             timeouts=resources.timeouts,
         )
+        self.admission = RunAdmission(
+            capacity=settings.run_workers, target_lag_s=settings.run_admit_lag_s
+        )
         self.executor = RunExecutor(
             resources,
             queue=self.queue,
@@ -74,7 +79,9 @@ class RunEngine:
             ),
             recorders=recorders,
             send_webhooks=send_webhooks,
+            admission=self.admission,
         )
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Sync the `tools` table, then start the listener and the workers."""
@@ -94,6 +101,7 @@ class RunEngine:
         # A first attempt starting here (claimed at creation or by the dispatcher) has an
         # empty log, written here: streams of it in this process follow it from memory.
         await self.queue.start(self._execute, launched=self.events.begin)
+        self._watch = asyncio.create_task(self.admission.watch(), name="runs-admission")
 
     async def _execute(self, attempt: Attempt) -> None:
         """Execute one attempt claimed here; then retire its local event log."""
@@ -104,6 +112,10 @@ class RunEngine:
 
     async def aclose(self) -> None:
         """Stop the workers; runs still executing go back to pending for another process."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self.queue.aclose()
 
     async def submit(

@@ -24,6 +24,7 @@ from server.auth.users import AuthUser, from_json
 from server.config import Graph, ProjectGraphs
 from server.redact import mask_secrets
 from server.resources import Resources
+from server.runs.admission import RunAdmission
 from server.runs.context import ContextServices, agent_context
 from server.runs.events import RunEventLog
 from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
@@ -188,8 +189,10 @@ class RunExecutor:
         services: ContextServices,
         recorders: Mapping[str, RecorderFactory] | None = None,
         send_webhooks: bool = True,
+        admission: RunAdmission | None = None,
     ) -> None:
         self.resources = resources
+        self.admission = admission or RunAdmission(capacity=1, target_lag_s=0)
         self.settings = resources.settings
         self.db = resources.database
         self.queue = queue
@@ -502,13 +505,18 @@ class RunExecutor:
         config = await self._prepare(attempt, prepared)
         assert prepared.agent is not None
         kwargs = run.kwargs
-        async with self.graphs.acquire(
-            prepared.agent.graph_id,
-            config,
-            context=prepared.run_context,
-            user=run_creator(run),
-            field="assistant_id",
-        ) as graph:
+        # Its graph executes once admitted (the loop's lag bounds how many short runs execute
+        # at once); its first event is out already.
+        async with (
+            self.admission.admitted(prepared.agent.graph_id),
+            self.graphs.acquire(
+                prepared.agent.graph_id,
+                config,
+                context=prepared.run_context,
+                user=run_creator(run),
+                field="assistant_id",
+            ) as graph,
+        ):
             graph_input, context = await self._start(attempt, prepared, graph, config)
             prepared.timer = asyncio.timeout(self.settings.run_timeout_s)
             async with prepared.timer:
