@@ -34,6 +34,21 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _squeezed() -> tuple[RunAdmission, asyncio.Event, list[str], list[asyncio.Task[None]]]:
+    """An admission whose FLOOR places are held (until `release`) by runs that a late loop
+    left at the floor: the next run waits."""
+    admission = RunAdmission(capacity=8, target_lag_s=0.005)
+    release = asyncio.Event()
+    started: list[str] = []
+    holders = [
+        asyncio.create_task(_hold(admission, f"r{i}", started, release)) for i in range(FLOOR)
+    ]
+    await _settle()
+    _window(admission, LATE)
+    assert admission.limit == FLOOR
+    return admission, release, started, holders
+
+
 async def test_a_late_loop_lowers_the_limit_and_later_runs_wait_their_turn_in_order() -> None:
     admission = RunAdmission(capacity=8, target_lag_s=0.005)
     release = asyncio.Event()
@@ -94,15 +109,7 @@ async def test_an_early_loop_raises_the_limit_while_runs_wait() -> None:
 
 
 async def test_a_run_cancelled_while_it_waits_takes_no_place_with_it() -> None:
-    admission = RunAdmission(capacity=8, target_lag_s=0.005)
-    release = asyncio.Event()
-    started: list[str] = []
-    holders = [
-        asyncio.create_task(_hold(admission, f"r{i}", started, release)) for i in range(FLOOR)
-    ]
-    await _settle()
-    _window(admission, LATE)
-    assert admission.limit == FLOOR
+    admission, release, started, holders = await _squeezed()
     cancelled = asyncio.create_task(_hold(admission, "gone", started, release))
     after = asyncio.create_task(_hold(admission, "next", started, release))
     await _settle()
@@ -117,15 +124,7 @@ async def test_a_run_cancelled_while_it_waits_takes_no_place_with_it() -> None:
 
 
 async def test_a_run_cancelled_as_it_is_admitted_hands_its_place_on() -> None:
-    admission = RunAdmission(capacity=8, target_lag_s=0.005)
-    release = asyncio.Event()
-    started: list[str] = []
-    holders = [
-        asyncio.create_task(_hold(admission, f"r{i}", started, release)) for i in range(FLOOR)
-    ]
-    await _settle()
-    _window(admission, LATE)
-    assert admission.limit == FLOOR
+    admission, release, started, holders = await _squeezed()
     unlucky = asyncio.create_task(_hold(admission, "unlucky", started, release))
     after = asyncio.create_task(_hold(admission, "next", started, release))
     await _settle()
@@ -143,15 +142,7 @@ async def test_a_run_cancelled_as_it_is_admitted_hands_its_place_on() -> None:
 async def test_runs_of_a_graph_whose_runs_are_long_do_not_wait() -> None:
     """A graph whose recent runs each took longer than LONG_S (paced by a model) is admitted at
     once however late the loop is; one short run among its recent ones makes it wait again."""
-    admission = RunAdmission(capacity=8, target_lag_s=0.005)
-    release = asyncio.Event()
-    started: list[str] = []
-    holders = [
-        asyncio.create_task(_hold(admission, f"r{i}", started, release)) for i in range(FLOOR)
-    ]
-    await _settle()
-    _window(admission, LATE)
-    assert admission.limit == FLOOR
+    admission, release, started, holders = await _squeezed()
     for _ in range(FLOOR):  # runs of "paced" took longer than LONG_S
         admission.record("paced", LONG_S * 2)
     assert admission.long("paced")
