@@ -22,9 +22,10 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
 from langgraph_sdk import get_sync_client
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from stores.checkpoints import INLINE_BUDGET, Checkpoints, _light, open_checkpoints
+from stores.checkpoints import INLINE_BUDGET, Checkpoints, _light, batched, open_checkpoints
 from tests.integration.run_graphs import build_review_graph, build_steps_graph
 from tests.support import TEST_GRAPHS, make_settings, running_server
 
@@ -147,6 +148,131 @@ async def test_writes_not_sent_when_an_attempt_ends_are_dropped_and_the_next_sta
         assert state.values["log"] == ["in", "s1", "s2", "s3", "s4"]  # the input applied once
     finally:
         checkpoints.release(again)
+
+
+async def test_a_runs_queued_writes_go_out_as_one_statement_a_table(
+    checkpoints: Checkpoints, stock: AsyncPostgresSaver, database_url: str
+) -> None:
+    """What a run's finish carries (`take`): its checkpoints, their blobs and pending writes
+    as one statement per table, not two or three a step; stored, the thread reads as LangGraph's
+    own saver leaves it."""
+    graph = build_steps_graph().copy(update={"checkpointer": checkpoints.saver})
+    thread_id = str(uuid.uuid4())
+    writes = await attempt(checkpoints, graph, thread_id, {"log": ["in"]})
+    try:
+        ops = await checkpoints.take(writes)
+        tables = [sql.split()[2] for sql, _, _ in ops]
+        assert sorted(tables) == ["checkpoint_blobs", "checkpoint_writes", "checkpoints"]
+        async with (
+            await psycopg.AsyncConnection.connect(database_url) as conn,
+            conn.transaction(),
+            conn.cursor(binary=True) as cur,
+        ):
+            for sql, params, many in ops:
+                assert not many
+                await cur.execute(sql, params)
+        state = await graph.aget_state(config_of(thread_id))
+    finally:
+        checkpoints.release(writes)
+    plain = build_steps_graph().copy(update={"checkpointer": stock})
+    other = str(uuid.uuid4())
+    async for _ in plain.astream({"log": ["in"]}, config_of(other), durability="async"):
+        pass
+    expected = await plain.aget_state(config_of(other))
+    assert (state.values, state.next) == (expected.values, expected.next)
+    ours = [s async for s in graph.aget_state_history(config_of(thread_id))]
+    theirs = [s async for s in plain.aget_state_history(config_of(other))]
+    assert [(s.values, s.next, s.metadata) for s in ours] == [
+        (s.values, s.next, s.metadata) for s in theirs
+    ]
+    assert [len(s.tasks) for s in ours] == [len(s.tasks) for s in theirs]
+
+
+def _repeated_keys(thread_id: str) -> list[tuple[str, Any, bool]]:
+    """Queued writes of one thread whose keys come again, of every kind and conflict rule."""
+    saver = AsyncPostgresSaver
+    t, ns = thread_id, ""
+
+    def blob(channel: str, version: str, data: bytes | None) -> tuple[Any, ...]:
+        return (t, ns, channel, version, "bytes" if data is not None else "empty", data)
+
+    def checkpoint(cid: str, parent: str | None, note: str) -> tuple[Any, ...]:
+        return (t, ns, cid, parent, Jsonb({"id": cid, "note": note}), Jsonb({"note": note}))
+
+    def write(task: str, path: str, idx: int, channel: str, data: bytes) -> tuple[Any, ...]:
+        return (t, ns, "c1", task, path, idx, channel, "bytes", data)
+
+    blobs, points = saver.UPSERT_CHECKPOINT_BLOBS_SQL, saver.UPSERT_CHECKPOINTS_SQL
+    upsert, insert = saver.UPSERT_CHECKPOINT_WRITES_SQL, saver.INSERT_CHECKPOINT_WRITES_SQL
+    return [
+        (blobs, [blob("a", "1", b"\x00first"), blob("b", "1", None)], True),
+        (points, checkpoint("c1", None, "first"), False),
+        (blobs, [blob("a", "1", b"\xffsecond"), blob("s", "1", b"")], True),
+        (insert, [write("t1", "p1", 0, "x", b"\x01"),
+                  write("t1", "p1", -1, "__error__", b"e1")], True),
+        (points, checkpoint("c1", "c0", "second"), False),
+        (points, checkpoint("c2", "c1", "third"), False),
+        (upsert, [write("t1", "p2", -1, "__error__", b"e2")], True),
+        (insert, [write("t1", "p3", 0, "y", b"\x02"), write("t2", "p1", 0, "z", b"\x03")], True),
+        (upsert, [write("t3", "p1", -3, "__interrupt__", b"i1")], True),
+        (insert, [write("t3", "p2", -3, "__interrupt__", b"i2")], True),
+        (upsert, [write("t4", "p1", -2, "__scheduled__", b"s1")], True),
+        (upsert, [write("t4", "p2", -2, "__scheduled__", b"s2")], True),
+        (points, checkpoint("c3", None, "was stored"), False),
+        (upsert, [write("t5", "p9", -4, "__resume__", b"r2")], True),
+    ]  # fmt: skip
+
+
+async def test_a_batch_with_repeated_keys_stores_what_its_statements_in_order_store(
+    checkpoints: Checkpoints, database_url: str
+) -> None:
+    """One statement a table may not update a row twice: a key that comes again is merged as
+    its conflict clause would have it, over rows already stored too."""
+    one, other = str(uuid.uuid4()), str(uuid.uuid4())
+    saver = AsyncPostgresSaver
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for thread_id in (one, other):  # stored before: c3 (with a parent) and one write
+            await conn.execute(
+                saver.UPSERT_CHECKPOINTS_SQL,
+                (thread_id, "", "c3", "c2", Jsonb({"id": "c3"}), Jsonb({})),
+            )
+            await conn.execute(
+                saver.UPSERT_CHECKPOINT_WRITES_SQL,
+                (thread_id, "", "c1", "t5", "p0", -4, "__resume__", "bytes", b"r1"),
+            )
+        async with conn.transaction(), conn.cursor(binary=True) as cur:
+            for sql, params, many in _repeated_keys(one):  # as LangGraph sends them
+                if many:
+                    await cur.executemany(sql, params)
+                else:
+                    await cur.execute(sql, params)
+        batch = batched(_repeated_keys(other))
+        assert [sql.split()[2] for sql, _, _ in batch] == [
+            "checkpoint_blobs",
+            "checkpoints",
+            "checkpoint_writes",
+            "checkpoint_writes",
+        ]
+        async with conn.transaction(), conn.cursor(binary=True) as cur:
+            for sql, params, _ in batch:
+                await cur.execute(sql, params)
+        tables = {
+            "checkpoint_blobs": "checkpoint_ns, channel, version, type, blob",
+            "checkpoints": "checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint,"
+            " metadata",
+            "checkpoint_writes": "checkpoint_ns, checkpoint_id, task_id, task_path, idx,"
+            " channel, type, blob",
+        }
+        for table, columns in tables.items():
+            rows = {}
+            for thread_id in (one, other):
+                cur = await conn.execute(
+                    f"SELECT {columns} FROM {table} WHERE thread_id = %s ORDER BY {columns}",
+                    (thread_id,),
+                )
+                rows[thread_id] = await cur.fetchall()
+            assert rows[one] == rows[other], table
+            assert rows[one]
 
 
 async def test_an_interrupt_and_its_resume_read_and_write_through_the_queue(
