@@ -82,6 +82,16 @@ async def attempt(checkpoints: Checkpoints, graph: Any, thread_id: str, graph_in
     return writes
 
 
+async def _steps_on(stock: AsyncPostgresSaver) -> tuple[Any, str]:
+    """The steps graph on LangGraph's own saver, run once on a new thread: the graph and the
+    thread, to compare with what ours stored."""
+    plain = build_steps_graph().copy(update={"checkpointer": stock})
+    other = str(uuid.uuid4())
+    async for _ in plain.astream({"log": ["in"]}, config_of(other), durability="async"):
+        pass
+    return plain, other
+
+
 async def test_a_runs_writes_wait_until_a_read_of_its_thread_sends_them(
     checkpoints: Checkpoints, stock: AsyncPostgresSaver, database_url: str
 ) -> None:
@@ -97,10 +107,7 @@ async def test_a_runs_writes_wait_until_a_read_of_its_thread_sends_them(
     finally:
         checkpoints.release(writes)
 
-    plain = build_steps_graph().copy(update={"checkpointer": stock})
-    other = str(uuid.uuid4())
-    async for _ in plain.astream({"log": ["in"]}, config_of(other), durability="async"):
-        pass
+    plain, other = await _steps_on(stock)
     expected = await plain.aget_state(config_of(other))
     assert (state.values, state.next, state.tasks) == (
         expected.values,
@@ -174,10 +181,7 @@ async def test_a_runs_queued_writes_go_out_as_one_statement_a_table(
         state = await graph.aget_state(config_of(thread_id))
     finally:
         checkpoints.release(writes)
-    plain = build_steps_graph().copy(update={"checkpointer": stock})
-    other = str(uuid.uuid4())
-    async for _ in plain.astream({"log": ["in"]}, config_of(other), durability="async"):
-        pass
+    plain, other = await _steps_on(stock)
     expected = await plain.aget_state(config_of(other))
     assert (state.values, state.next) == (expected.values, expected.next)
     ours = [s async for s in graph.aget_state_history(config_of(thread_id))]
