@@ -70,6 +70,10 @@ _PEERS = text(
     " AND application_name LIKE 'switchboard-events %' AND application_name <> :mine"
 )
 _PEER_CHECK_S: Final = 5.0
+# The bodies' bytes one batch (one JSON document) carries, past its first event: PostgreSQL's
+# jsonb refuses a document whose elements total over 256 MiB (stored, a body may take several
+# times its text's bytes: an array of small numbers), as the batch's statement would be refused.
+_MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
 # A run's last events (e.g. /chat's `message`, then `end`), stored by the transaction that
 # finishes the run, right after the finish (`finish_run(also=...)`): only when that finish
 # ended the run with this attempt (its new status), never twice (a finish retried after a
@@ -590,7 +594,13 @@ class RunEventLog:
                 self._wake_writer.clear()
                 await self._wake_writer.wait()
                 continue
-            batch = [self._queue[i] for i in range(min(len(self._queue), self.max_batch))]
+            batch: list[_Queued] = []
+            size = 0
+            for item in self._queue:
+                size += len(item.body)
+                if batch and (len(batch) >= self.max_batch or size > _MAX_BATCH_BYTES):
+                    break
+                batch.append(item)
             try:
                 try:
                     stored = await self._write(batch)

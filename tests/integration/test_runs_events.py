@@ -650,3 +650,23 @@ async def test_a_lone_process_stores_events_without_notifying_until_another_one_
         finally:
             listening.cancel()
     assert heard == [f"{other.origin}:hello", f"{log.origin}:{run.run_id}:4"]
+
+
+async def test_events_too_big_together_for_one_json_document_are_each_stored(
+    database: Database, database_url: str
+) -> None:
+    # Each event fits PostgreSQL's jsonb (under 256 MiB); the two together do not: the
+    # writer's batch must not put them in one document (once, it failed as a cut connection,
+    # was retried for `give_up_s` and dropped whole).
+    run = await new_run(database)
+    log = RunEventLog(database, url=database_url, poll_s=0.2, give_up_s=0.5)
+    await log.start()
+    try:
+        big = "x" * (150 * 1024 * 1024)
+        await log.append(run, "values", {"a": big})
+        await log.append(run, "values", {"b": big})
+        del big
+        await asyncio.wait_for(log.flush(), 120)
+        assert await log.last_seq(run.run_id) == 2
+    finally:
+        await log.aclose()
