@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -209,13 +211,22 @@ async def test_a_stale_attempts_events_are_dropped_once_its_run_is_reclaimed(
     assert [(name, data) for _, name, data in seen] == stored
 
 
+@asynccontextmanager
+async def _giving_up_soon(database: Database, database_url: str) -> AsyncIterator[RunEventLog]:
+    """A started log whose writer gives a batch it cannot store up after 0.5 s, closed after."""
+    log = RunEventLog(database, url=database_url, poll_s=0.2, give_up_s=0.5)
+    await log.start()
+    try:
+        yield log
+    finally:
+        await log.aclose()
+
+
 async def test_the_writer_gives_up_a_batch_it_cannot_store_instead_of_holding_every_run(
     database: Database, database_url: str
 ) -> None:
     run = await new_run(database)
-    log = RunEventLog(database, url=database_url, poll_s=0.2, give_up_s=0.5)
-    await log.start()
-    try:
+    async with _giving_up_soon(database, database_url) as log:
         await log.append(run, "values", {"n": 1})
         await log.flush()
         # The database stops answering the writer (a port nothing listens on, as while
@@ -229,8 +240,6 @@ async def test_the_writer_gives_up_a_batch_it_cannot_store_instead_of_holding_ev
         log.url = database_url  # back: the next events are stored again
         second = await new_run(database)
         await asyncio.wait_for(log.append(second, "end", None), 30)
-    finally:
-        await log.aclose()
     assert [name for _, name, _ in await log.events_after(run.run_id)] == ["values"]
     assert [name for _, name, _ in await log.events_after(second.run_id)] == ["end"]
 
@@ -659,14 +668,10 @@ async def test_events_too_big_together_for_one_json_document_are_each_stored(
     # writer's batch must not put them in one document (once, it failed as a cut connection,
     # was retried for `give_up_s` and dropped whole).
     run = await new_run(database)
-    log = RunEventLog(database, url=database_url, poll_s=0.2, give_up_s=0.5)
-    await log.start()
-    try:
+    async with _giving_up_soon(database, database_url) as log:
         big = "x" * (150 * 1024 * 1024)
         await log.append(run, "values", {"a": big})
         await log.append(run, "values", {"b": big})
         del big
         await asyncio.wait_for(log.flush(), 120)
         assert await log.last_seq(run.run_id) == 2
-    finally:
-        await log.aclose()
