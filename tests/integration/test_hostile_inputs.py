@@ -95,5 +95,7 @@ def test_ok_keeps_answering_while_hostile_inputs_are_worked_on(api: httpx.Client
     assert call["status"] == "error"
     assert "refused" in call["content"]
     assert poller.failures == []
-    assert poller.answers > 10
+    # The poller ran while the inputs were worked on (a few answers: on a quiet machine the four
+    # requests take ~0.2 s, so more than that counts the machine's speed, not the server's).
+    assert poller.answers >= 3
     assert poller.slowest < STALL_S, f"/ok took {poller.slowest:.1f} s to answer"
