@@ -480,9 +480,12 @@ class RunEventLog:
     def _release(self, run_id: uuid.UUID) -> None:
         """Queue the events `run_id` held, in order, for the writer."""
         held = self._held.pop(run_id, None)
-        if held is None:
-            return
-        held.timer.cancel()
+        if held is not None:
+            held.timer.cancel()
+            self._requeue(run_id, held)
+
+    def _requeue(self, run_id: uuid.UUID, held: _Held) -> None:
+        """Queue `held`'s events, in order, for the writer (fenced there by their attempt)."""
         for seq, event, body in held.events:
             self._enqueue(run_id, held.attempt, seq, event, body)
 
@@ -511,8 +514,7 @@ class RunEventLog:
         if carried is not None:
             carried.timer.cancel()
             if carried.attempt != token.attempt:
-                self._held[run_id] = carried
-                self._release(run_id)
+                self._requeue(run_id, carried)
                 carried = None
             else:
                 self._carried[run_id] = carried
@@ -545,8 +547,7 @@ class RunEventLog:
         self._seqs.pop(token.run_id, None)
         carried = self._carried.pop(token.run_id, None)
         if carried is not None and not stored:
-            for seq, name, body in carried.events:
-                self._enqueue(token.run_id, carried.attempt, seq, name, body)
+            self._requeue(token.run_id, carried)
         if stored:
             for event in events:
                 self._deliver(token.run_id, event)
