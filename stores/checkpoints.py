@@ -110,6 +110,10 @@ _RUN_WRITES: ContextVar[RunWrites | None] = ContextVar("switchboard_run_writes",
 _OWN_HEAD: ContextVar[RunWrites | None] = ContextVar("switchboard_own_head", default=None)
 
 
+Op = tuple[str, Any, bool]
+"""A queued write: a statement, its parameters and whether they are many sets (`executemany`)."""
+
+
 class RunWrites:
     """The checkpoint writes of one run attempt on one thread not yet sent to PostgreSQL.
 
@@ -136,7 +140,7 @@ class RunWrites:
 
     def __init__(self, thread_id: str) -> None:
         self.thread_id = thread_id
-        self.ops: list[tuple[str, Any, bool]] = []  # (statement, params, executemany)
+        self.ops: list[Op] = []  # (statement, params, executemany)
         self.lock = asyncio.Lock()  # held while a batch is being sent
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -158,17 +162,13 @@ class RunWrites:
         """Whether writes are queued or being sent (a read must wait for them)."""
         return bool(self.ops) or self.lock.locked()
 
-    def pop(self) -> list[tuple[str, Any, bool]]:
+    def pop(self) -> list[Op]:
         """The queued writes, out of the queue, its timer cancelled (under `lock`)."""
         ops, self.ops = self.ops, []
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         return ops
-
-
-Op = tuple[str, Any, bool]
-"""A queued write: a statement, its parameters and whether they are many sets (`executemany`)."""
 
 
 def batched(ops: Sequence[Op]) -> list[Op]:
@@ -299,7 +299,7 @@ class TimedSaver(AsyncPostgresSaver):
             return None
         return writes
 
-    def _queue(self, writes: RunWrites, ops: list[tuple[str, Any, bool]]) -> None:
+    def _queue(self, writes: RunWrites, ops: list[Op]) -> None:
         writes.ops.extend(ops)
         if writes.timer is None:
             loop = asyncio.get_running_loop()
@@ -342,7 +342,7 @@ class TimedSaver(AsyncPostgresSaver):
                 raise
 
     async def _send(
-        self, ops: list[tuple[str, Any, bool]], select: tuple[str, tuple[Any, ...]] | None
+        self, ops: list[Op], select: tuple[str, tuple[Any, ...]] | None
     ) -> DictRow | None:
         async with _connection(self.pool) as conn, conn.pipeline():
             async with conn.cursor(binary=True, row_factory=dict_row) as cur:
@@ -413,7 +413,7 @@ class TimedSaver(AsyncPostgresSaver):
                 pass
             else:
                 blob_values[key] = copy["channel_values"].pop(key)
-        ops: list[tuple[str, Any, bool]] = []
+        ops: list[Op] = []
         if blob_versions := {k: v for k, v in new_versions.items() if k in blob_values}:
             dumped = [blob_values[k] for k in blob_versions if k in blob_values]
             if _light(dumped):  # serialised here: less than the thread hand-off would cost
@@ -677,7 +677,7 @@ class Checkpoints:
         if writes.busy():
             await self.saver.flush_writes(writes)
 
-    async def take(self, writes: RunWrites) -> list[tuple[str, Any, bool]]:
+    async def take(self, writes: RunWrites) -> list[Op]:
         """The queued writes, out of the queue, for the caller to send in a transaction of its
         own (a run's finish: they commit with it); once a batch being sent has gone out (or
         come back to the queue, if the connection failed under it). Each is a statement, its
