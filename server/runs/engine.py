@@ -179,21 +179,33 @@ class RunEngine:
         # a stream that the client left right after its first event missed its cancel about
         # half the time in `test_a_stream_with_on_disconnect_cancel_stops_its_run` (not
         # understood yet), so it is not.
-        written = await shielded(
-            self.queue.create_at_once(
-                thread_id=thread_id,
-                assistant_id=assistant_id,
-                graph_ids=list(self.graphs),
-                kwargs=kwargs,
-                metadata=metadata,
-                multitask_strategy=multitask_strategy,
-                creator=creator,
-                # Started here at once: its attempt takes the assistant the statement read, and
-                # whether the thread had a checkpoint.
-                starting=self._preload_read_agent,
-                ask_fresh=self.resources.checkpoints.is_ready,
-            )
-        )
+        # While no other process listens, the creation sends no NOTIFY (its commit would wait
+        # for PostgreSQL's notification-queue lock, which every NOTIFYing commit of the
+        # database holds through its WAL flush): the thread's stream followers here are woken
+        # from here instead.
+        notify_thread = self.events.notifying
+
+        async def create() -> tuple[Run, str] | None:
+            try:
+                return await self.queue.create_at_once(
+                    thread_id=thread_id,
+                    assistant_id=assistant_id,
+                    graph_ids=list(self.graphs),
+                    kwargs=kwargs,
+                    metadata=metadata,
+                    multitask_strategy=multitask_strategy,
+                    creator=creator,
+                    # Started here at once: its attempt takes the assistant the statement
+                    # read, and whether the thread had a checkpoint.
+                    starting=self._preload_read_agent,
+                    ask_fresh=self.resources.checkpoints.is_ready,
+                    notify_thread=notify_thread,
+                )
+            finally:
+                if not notify_thread:
+                    self.events.wake_thread(thread_id)
+
+        written = await shielded(create())
         if written is None:
             return None
         run, graph_id = written

@@ -413,6 +413,12 @@ class RunEventLog:
         with self._subscribed(thread_id) as subscriber:
             yield subscriber.signal
 
+    def wake_thread(self, thread_id: uuid.UUID) -> None:
+        """Wake this process's watchers of `thread_id`'s stream (`watching`), as a NOTIFY on the
+        thread-stream channel would: for a place given without one (`notifying` false)."""
+        for subscriber in self._subscribers.get(thread_id, ()):
+            subscriber.poke()
+
     def followers(self, key: uuid.UUID) -> int:
         """How many open follows (of a run) or watches (of a thread stream) `key` has here."""
         return len(self._subscribers.get(key, ()))

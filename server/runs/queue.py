@@ -264,6 +264,7 @@ class RunQueue:
         creator: run_store.RunCreator = run_store.NOBODY,
         starting: Callable[[Run], None] | None = None,
         ask_fresh: bool = False,
+        notify_thread: bool = True,
     ) -> tuple[Run, str] | None:
         """`submit`'s common case in one round trip (`run_store.create_run_at_once`): a run on
         an existing thread with no run in flight, by an assistant (read in the same statement)
@@ -289,6 +290,7 @@ class RunQueue:
                 creator=creator,
                 claim=reservation.claim if reservation else None,
                 ask_fresh=ask_fresh,
+                notify_thread=notify_thread,
             )
         except BaseException:
             # Cancelled or failed, maybe after PostgreSQL had the statement: find out.

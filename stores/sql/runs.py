@@ -91,15 +91,21 @@ class Notify:
 
 
 def creation_notifies(
-    notify: Notify | None, payloads: Sequence[str], *, thread_id: uuid.UUID, claimed: bool
+    notify: Notify | None,
+    payloads: Sequence[str],
+    *,
+    thread_id: uuid.UUID,
+    claimed: bool,
+    notify_thread: bool = True,
 ) -> tuple[list[str], list[str]]:
     """The `(channels, payloads)` a statement creating a run sends at commit: `payloads` on
     `notify`'s channel, then "new" for a run left pending, or, for one claimed at creation, the
-    thread's id on the thread-stream channel (its followers: the run has its place)."""
+    thread's id on the thread-stream channel (its followers: the run has its place), unless
+    `notify_thread` is false (no other process listens: the caller wakes its own)."""
     payloads = [*payloads] if claimed else [*payloads, "new"]
     channels = [notify.channel] * len(payloads) if notify else []
     payloads = [f"{p}|{notify.sender}" for p in payloads] if notify else []
-    if claimed:
+    if claimed and notify_thread:
         channels.append(THREAD_CHANNEL)
         payloads.append(str(thread_id))
     return channels, payloads
@@ -487,6 +493,7 @@ async def create_run_at_once(
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
     ask_fresh: bool = False,
+    notify_thread: bool = True,
 ) -> tuple[Run, str] | None:
     """`create_run`'s common case in one round trip: the run (its id `run_id`) and its graph
     id, or None when nothing was written (take `create_run` then; it says why or applies the
@@ -503,12 +510,18 @@ async def create_run_at_once(
 
     Only for a creator with no thread filter and no cap of runs in flight (both are
     `create_run`'s). With `ask_fresh` (LangGraph's checkpoint tables exist), the statement
-    also says whether the thread has no checkpoint (`thread_was_fresh`).
+    also says whether the thread has no checkpoint (`thread_was_fresh`). With `notify_thread`
+    false, a run claimed here sends no NOTIFY at all (see `creation_notifies`): a transaction
+    that NOTIFYs takes PostgreSQL's one lock on the notification queue at commit and holds it
+    through its WAL flush, so such commits of the whole database (other runs' finishes) go
+    one at a time, and a creation queued behind them.
     """
     if creator.access is not None or creator.max_in_flight > 0:
         raise ValueError("create_run_at_once takes no thread filter and no cap; use create_run")
     claimed = claim is not None and not kwargs.get("after_seconds")
-    channels, payloads = creation_notifies(notify, [], thread_id=thread_id, claimed=claimed)
+    channels, payloads = creation_notifies(
+        notify, [], thread_id=thread_id, claimed=claimed, notify_thread=notify_thread
+    )
     args = {
         "run_id": run_id,
         "thread_id": thread_id,

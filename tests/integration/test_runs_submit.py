@@ -1,17 +1,24 @@
-"""Submitting runs: the one-round-trip creation on an idle thread, cancelled at any point."""
+"""Submitting runs: the one-round-trip creation on an idle thread, cancelled at any point, and
+who it wakes."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from pathlib import Path
+from typing import Any, cast
 
+import psycopg
+from langgraph_sdk import get_client
 from sqlalchemy import text
 
 from server.runs.queue import Attempt, RunQueue
-from stores.sql.database import Database, open_database
+from stores.sql.database import Database, libpq_url, open_database
 from stores.sql.models import Agent, Conversation
-from tests.support import make_settings
+from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
+from tests.support import TEST_GRAPHS, make_settings, running_server
 
 
 async def _idle_thread(db: Database, agent: Agent) -> uuid.UUID:
@@ -76,3 +83,45 @@ async def test_a_creation_cancelled_at_any_point_starts_the_run_it_wrote_or_free
         finally:
             await queue.aclose()
         assert "cancelled" in outcomes
+
+
+async def test_a_run_created_while_no_other_process_listens_wakes_thread_followers_here_itself(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a run's creation commits no NOTIFY (which would wait
+    for PostgreSQL's notification-queue lock, held by every NOTIFYing commit through its WAL
+    flush), and this process's followers of the thread's stream are woken all the same, long
+    before their poll (30 s here) would find the run."""
+    settings = make_settings(
+        database_url, tmp_path, langgraph_config=TEST_GRAPHS, run_events_poll_s=30
+    )
+    with running_server(settings) as url:
+        client: Any = get_client(url=url)
+        thread_id = str((await client.threads.create())["thread_id"])
+        conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
+        async with conn:
+            await conn.execute(f"LISTEN {THREAD_CHANNEL}")
+
+            async def first_start() -> str:
+                joining = await client.threads.join_stream(thread_id, last_event_id="-")
+                stream = cast(AsyncGenerator[Any, None], joining)
+                async with aclosing(stream) as parts:
+                    async for part in parts:
+                        if part.event == "metadata" and "attempt" in part.data:
+                            return str(part.data["run_id"])
+                raise AssertionError("the thread stream ended")
+
+            followed = asyncio.create_task(first_start())
+            await asyncio.sleep(1.0)  # the follower has read the (empty) stream and waits
+            run = await client.runs.create(thread_id, "sleeper", input={"count": 0})
+            async with asyncio.timeout(10):
+                assert await followed == run["run_id"]
+            told: list[str] = []
+            try:
+                async with asyncio.timeout(0.5):
+                    async for note in conn.notifies():
+                        told.append(note.payload)
+            except TimeoutError:
+                pass
+            assert thread_id not in told
+            await client.runs.cancel(thread_id, run["run_id"])

@@ -16,9 +16,10 @@ from sqlalchemy import text
 
 from server.runs.queue import Attempt, RunQueue
 from stores.sql import runs as run_store
-from stores.sql.database import Database, connect, open_database
+from stores.sql.database import Database, connect, libpq_url, open_database
 from stores.sql.models import Agent, Conversation, Run
 from stores.sql.runs import RunToken
+from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from tests.support import make_settings
 
 
@@ -267,6 +268,31 @@ async def _at_once(
         **given,
     }
     return await run_store.create_run_at_once(db, **args)
+
+
+async def test_a_run_created_without_the_thread_notify_commits_no_notify(
+    database_url: str,
+) -> None:
+    """`notify_thread=False`: the creating transaction sends no NOTIFY (one would take
+    PostgreSQL's notification-queue lock through its commit); by default it tells the
+    thread's stream followers in every process."""
+    async with (
+        open_database(database_url, pool_size=1) as db,
+        await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as conn,
+    ):
+        await conn.execute(f"LISTEN {THREAD_CHANNEL}")
+        agent, quiet = await _agent_and_thread(db)
+        _, told = await _agent_and_thread(db)
+        assert await _at_once(db, quiet, agent.id, notify_thread=False) is not None
+        assert await _at_once(db, told, agent.id) is not None
+        payloads: list[str] = []
+        async with asyncio.timeout(10):
+            async for note in conn.notifies():
+                payloads.append(note.payload)
+                if note.payload == str(told):
+                    break
+        # Notifications come in commit order: the first creation's would have come first.
+        assert str(quiet) not in payloads
 
 
 async def test_a_run_on_an_idle_thread_is_created_with_its_assistant_read_in_one_round_trip(
