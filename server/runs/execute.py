@@ -708,7 +708,7 @@ class RunExecutor:
                     thread_values=thread_values,
                     thread_interrupts=thread_interrupts,
                     delete_thread=prepared.temporary,
-                    notify=self.queue.finish_notify(run.id),
+                    notify=self.queue.finish_notify(run.id, others=self.events.notifying),
                     also=(*record.writes, closing),
                     before=carried,
                 ),

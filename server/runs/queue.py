@@ -458,13 +458,17 @@ class RunQueue:
         async with self.db.engine.begin() as conn:
             await conn.execute(text(f"SELECT {calls}"), {"channel": CHANNEL, **params})
 
-    def finish_notify(self, run_id: uuid.UUID) -> run_store.Notify:
-        """What the commit that finishes `run_id` tells the other processes."""
+    def finish_notify(self, run_id: uuid.UUID, *, others: bool = True) -> run_store.Notify:
+        """What the commit that finishes `run_id` tells the other processes: its "done" only
+        when `others` listen (a NOTIFYing commit holds PostgreSQL's notification-queue lock
+        through its WAL flush, one such commit of the database at a time); this process's
+        waiters are woken by `announce_done` either way."""
         # "new" only when another run of its thread waits: a finished run frees no other run,
         # and the worker that finished it looks for work at once anyway.
         # "new freed" is a "new" to every process; this one acts on its own too (it sends it
         # only when a run of the thread waits, which this process's dispatcher may take).
-        return run_store.Notify(CHANNEL, self.owner, (f"done {run_id}",), if_busy=(f"new {FREED}",))
+        done = (f"done {run_id}",) if others else ()
+        return run_store.Notify(CHANNEL, self.owner, done, if_busy=(f"new {FREED}",))
 
     def announced(self, run_id: uuid.UUID) -> None:
         """Note that the commit that finished `run_id` told the other processes."""

@@ -14,6 +14,8 @@ import psycopg
 from langgraph_sdk import get_client
 from sqlalchemy import text
 
+from server.runs.events import CHANNEL as EVENTS_CHANNEL
+from server.runs.queue import CHANNEL as RUNS_CHANNEL
 from server.runs.queue import Attempt, RunQueue
 from stores.sql.database import Database, libpq_url, open_database
 from stores.sql.models import Agent, Conversation
@@ -125,3 +127,32 @@ async def test_a_run_created_while_no_other_process_listens_wakes_thread_followe
                 pass
             assert thread_id not in told
             await client.runs.cancel(thread_id, run["run_id"])
+
+
+async def test_a_run_finished_while_no_other_process_listens_commits_no_notify(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a run's finish (its "done", its last events) commits
+    no NOTIFY, and its waiters here get its result all the same."""
+    settings = make_settings(
+        database_url, tmp_path, langgraph_config=TEST_GRAPHS, run_poll_s=30, run_events_poll_s=30
+    )
+    with running_server(settings) as url:
+        client: Any = get_client(url=url)
+        thread_id = str((await client.threads.create())["thread_id"])
+        conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
+        async with conn:
+            await conn.execute(f"LISTEN {RUNS_CHANNEL}")
+            await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+            async with asyncio.timeout(10):
+                values = await client.runs.wait(thread_id, "counter", input={"count": 1})
+            assert values["count"] == 112  # 1 + 1 + 10 + 100
+            told: list[str] = []
+            try:
+                async with asyncio.timeout(0.5):
+                    async for note in conn.notifies():
+                        told.append(note.payload)
+            except TimeoutError:
+                pass
+            (run,) = await client.runs.list(thread_id)
+            assert [p for p in told if run["run_id"] in p] == []
