@@ -333,6 +333,11 @@ class RunEventLog:
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {THREAD_CHANNEL}")
+                    # A process that said hello while this listener was away went unheard:
+                    # notify until a count of the listeners says alone (a count under way
+                    # too: as a hello heard during it).
+                    self._peers_seen += 1
+                    self._peers = True
                     # Processes that store events quietly while alone notify from now on.
                     await conn.execute(
                         "SELECT pg_notify(%s, %s)", (CHANNEL, f"{self.origin}:hello")

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from server.runs.events import Event, RunEventLog, open_run_event_log
 from stores.sql import runs as run_store
-from stores.sql.database import Database, open_database
+from stores.sql.database import Database, Timeouts, connect, open_database
 from stores.sql.runs import FinishWrite, RunToken
 from tests.integration.run_events_support import (
     collect,
@@ -675,3 +675,65 @@ async def test_events_too_big_together_for_one_json_document_are_each_stored(
         del big
         await asyncio.wait_for(log.flush(), 120)
         assert await log.last_seq(run.run_id) == 2
+
+
+async def test_a_lone_process_whose_listener_was_away_when_another_said_hello_notifies_again(
+    database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that stores quietly (alone) and whose listener lost its connection cannot hear
+    the hello of a process that starts meanwhile: once listening again, it notifies (until a
+    count of the listeners says it is alone), instead of leaving the newcomer's followers of its
+    runs to their poll until its next count (`_PEER_CHECK_S`)."""
+    reconnect = asyncio.Event()
+    listeners: set[str] = set()
+
+    async def gated(url: str, timeouts: Timeouts, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+        name = str(kwargs.get("application_name", ""))
+        if name in listeners:
+            await reconnect.wait()  # the listener is away while the other says hello
+        listeners.add(name)
+        return await connect(url, timeouts, **kwargs)
+
+    monkeypatch.setattr("server.runs.events.connect", gated)
+    heard: list[str] = []
+    arrived = asyncio.Event()
+
+    async def hear(payload: str) -> None:
+        while payload not in heard:
+            arrived.clear()
+            await arrived.wait()
+
+    async with (
+        open_run_event_log(database, url=database_url, poll_s=60) as log,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as spy,
+    ):
+        assert not log.notifying
+        await spy.execute("LISTEN run_events")  # not a Switchboard process: not a peer
+
+        async def listen() -> None:
+            async for note in spy.notifies():
+                heard.append(note.payload)
+                arrived.set()
+
+        listening = asyncio.create_task(listen())
+        try:
+            await spy.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (f"switchboard-events {log.origin}",),
+            )
+            async with (
+                open_database(database_url, pool_size=2) as other_db,
+                open_run_event_log(other_db, url=database_url, poll_s=60),  # starts, says hello
+            ):
+                reconnect.set()
+                async with asyncio.timeout(10):
+                    await hear(f"{log.origin}:hello")  # listening again
+                assert log.notifying  # well before its next count of the listeners
+                run = await new_run(database)
+                await log.append(run, "values", {"n": 1})
+                await log.flush()
+                async with asyncio.timeout(5):
+                    await hear(f"{log.origin}:{run.run_id}:1")
+        finally:
+            listening.cancel()
