@@ -15,12 +15,11 @@ from server.runs.engine import RunEngine
 from server.runs.queue import CHANNEL
 from server.schemas.turns import ChatAnswer, ChatRequest
 from server.sse import SseEvent
-from stores.errors import ConflictError
 from stores.sql import repositories as repo
 from stores.sql import runs as run_store
 from stores.sql import turns
 from stores.sql.filters import Filter
-from stores.sql.models import Agent, Conversation, Run
+from stores.sql.models import Agent, Run
 from stores.sql.runs import NOBODY, RunCreator
 
 ChatEvent = tuple[str, dict[str, Any]]
@@ -77,15 +76,6 @@ async def start_turn(
     else:
         conversation_id = request.conversation_id
 
-    def check(conversation: Conversation, agent: Agent) -> tuple[Agent, Conversation]:
-        if agent.graph_id not in engine.graphs:
-            raise ConflictError(
-                f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
-                f"declared graphs: {engine.graphs.declared()}",
-                field="graph_id",
-            )
-        return agent, conversation
-
     message_id = uuid.uuid4()
     human = {"type": "human", "content": request.message, "id": str(message_id)}
 
@@ -101,35 +91,19 @@ async def start_turn(
         notify = run_store.Notify(CHANNEL, engine.queue.owner)
         claim = reservation.claim if reservation else None
         try:
-            written = None
-            if access.creator.access is None:  # the common case, in one round trip
-                written = await turns.begin_turn_at_once(
-                    db,
-                    conversation_id,
-                    message_id=message_id,
-                    content=request.message,
-                    run_kwargs=run_kwargs,
-                    metadata={"source": SOURCE},
-                    graph_ids=engine.graphs.declared(),
-                    notify=notify,
-                    creator=access.creator,
-                    claim=claim,
-                )
-            if written is not None:
-                agent, conversation, run = written
-            else:  # nothing written: the full path says why (or writes, with a filter)
-                (agent, conversation), run = await turns.begin_turn(
-                    db,
-                    conversation_id,
-                    message_id=message_id,
-                    content=request.message,
-                    run_kwargs=run_kwargs,
-                    metadata={"source": SOURCE},
-                    prepare=check,
-                    notify=notify,
-                    creator=access.creator,
-                    claim=claim,
-                )
+            # Checked and written in one round trip in the common case (`begin_turn`).
+            agent, conversation, run = await turns.begin_turn(
+                db,
+                conversation_id,
+                message_id=message_id,
+                content=request.message,
+                run_kwargs=run_kwargs,
+                metadata={"source": SOURCE},
+                graph_ids=engine.graphs.declared(),
+                notify=notify,
+                creator=access.creator,
+                claim=claim,
+            )
         except BaseException:
             engine.queue.release(reservation)
             raise

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import bindparam, select, text
@@ -28,8 +28,6 @@ from stores.sql.runs import (
     run_from_row,
 )
 from stores.sql.threads import thread_row
-
-T = TypeVar("T")
 
 
 def _agent_of(conversation: Conversation, agent: Agent | None) -> Agent:
@@ -112,17 +110,17 @@ async def begin_turn(
     content: str,
     run_kwargs: Mapping[str, Any],
     metadata: Mapping[str, Any],
-    prepare: Callable[[Conversation, Agent], T],
+    graph_ids: Sequence[str],
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
-) -> tuple[T, Run]:
+) -> tuple[Agent, Conversation, Run]:
     """Check the conversation, then write the user's message and a pending run of its agent.
 
     One transaction, the conversation row locked first (as every run writer does): 404 if it
-    is unknown, 409 if its agent was deleted or a run (of /chat or of the Agent Server API)
-    is already pending or running on it; `prepare(conversation, agent)` runs and may raise to
-    refuse the turn; nothing is written unless all pass. The conversation must satisfy
+    is unknown, 409 if its agent was deleted, its agent's graph is not among `graph_ids` (the
+    graphs declared here) or a run (of /chat or of the Agent Server API) is already pending or
+    running on it; nothing is written unless all pass. The conversation must satisfy
     `creator.access` (404 otherwise), and the creator's runs in flight must be under their cap
     (429). The commit sends `notify` ("new"): a run worker of any process claims the run like
     any other, and runs it as `creator`.
@@ -131,9 +129,28 @@ async def begin_turn(
     already claimed by it (running, attempt 1, with its lease): hand it to `RunQueue.adopt`
     after the commit; no worker claims it.
 
+    The common case (no conversation filter, every check passing) takes one round trip
+    (`begin_turn_at_once`); when that writes nothing, the checks run one by one and say why.
+
     Returns:
-        What `prepare` returned, and the run (the user's message has id `message_id`).
+        The conversation's agent, the conversation and the run (the user's message has id
+        `message_id`).
     """
+    if creator.access is None:
+        written = await begin_turn_at_once(
+            db,
+            conversation_id,
+            message_id=message_id,
+            content=content,
+            run_kwargs=run_kwargs,
+            metadata=metadata,
+            graph_ids=graph_ids,
+            notify=notify,
+            creator=creator,
+            claim=claim,
+        )
+        if written is not None:
+            return written
     async with db.sessions.begin() as session:
         if creator.user_id is not None:
             await check_in_flight(session, creator.user_id, cap=creator.max_in_flight)
@@ -145,7 +162,12 @@ async def begin_turn(
         if conversation is None:
             raise NotFoundError("conversation", conversation_id, field="conversation_id")
         agent = _agent_of(conversation, agent)
-        prepared = prepare(conversation, agent)
+        if agent.graph_id not in graph_ids:
+            raise ConflictError(
+                f"agent {agent.id} uses graph {agent.graph_id!r}, which is not declared; "
+                f"declared graphs: {sorted(graph_ids)}",
+                field="graph_id",
+            )
         # What `send_notify` would send, then "new" (or, claimed, the thread's followers).
         channels, payloads = creation_notifies(
             notify,
@@ -179,7 +201,7 @@ async def begin_turn(
                 "send the next message when it has ended",
                 field="conversation_id",
             )
-        return prepared, run_from_row(row._mapping)
+        return agent, conversation, run_from_row(row._mapping)
 
 
 _LOCK_CONVERSATION = "SELECT id FROM conversations WHERE id = %(conversation_id)s FOR UPDATE"
@@ -241,9 +263,9 @@ async def begin_turn_at_once(
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
 ) -> tuple[Agent, Conversation, Run] | None:
-    """`begin_turn`'s common case in one round trip: the conversation's agent, the
-    conversation (a transient row with what a run's attempt reads of it) and the run; or None
-    when nothing was written (take `begin_turn` then: it says why).
+    """`begin_turn`'s common case in one round trip (`begin_turn` tries it first): the
+    conversation's agent, the conversation (a transient row with what a run's attempt reads of
+    it) and the run; or None when nothing was written (`begin_turn` then says why).
 
     It writes what `begin_turn` writes, only when `begin_turn` would: the conversation exists,
     its agent exists with its graph among `graph_ids`, no run is pending or running on it

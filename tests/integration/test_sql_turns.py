@@ -234,7 +234,7 @@ async def test_a_turn_begun_at_once_writes_nothing_when_the_full_path_would_refu
             content="again",
             run_kwargs={},
             metadata={},
-            prepare=lambda conversation, agent: None,
+            graph_ids=["chat"],
         )
     # The agent deleted: the conversation has none any more.
     _, orphan = await _conversation(db)
@@ -265,8 +265,44 @@ async def test_a_turn_begun_at_once_counts_the_creators_runs_in_flight(db: Datab
             content="again",
             run_kwargs={},
             metadata={},
-            prepare=lambda conversation, agent: None,
+            graph_ids=["chat"],
             creator=creator,
         )
     other = run_store.RunCreator(user_id="bob", max_in_flight=1)
     assert await _begin(db, second.id, creator=other) is not None
+
+
+async def test_begin_turn_takes_the_one_round_trip_first_and_says_why_when_it_declines(
+    database_url: str,
+) -> None:
+    """One call for /chat: `begin_turn` writes the common case as `begin_turn_at_once` does (one
+    wait for PostgreSQL), and words a refusal itself (here, an undeclared graph)."""
+    async with open_database(database_url, pool_size=1) as db:
+        agent, conversation = await _conversation(db)
+        args: dict[str, Any] = {
+            "content": "hello",
+            "run_kwargs": {"input": {"n": 1}, "stream_mode": ["custom"]},
+            "metadata": {"source": "chat"},
+            "notify": run_store.Notify("switchboard_test", "me"),
+        }
+        with pytest.raises(ConflictError, match="which is not declared; declared graphs"):
+            await turns.begin_turn(
+                db, conversation.id, message_id=uuid.uuid4(), graph_ids=["steps"], **args
+            )
+        assert await _written(db, conversation.id) == ("idle", [], [])
+        message_id = uuid.uuid4()
+        with counting_waits() as waits:
+            read_agent, read_conversation, run = await turns.begin_turn(
+                db, conversation.id, message_id=message_id, graph_ids=["chat"], **args
+            )
+        assert waits[0] == 1
+        assert (read_agent.id, read_conversation.id, run.thread_id) == (
+            agent.id,
+            conversation.id,
+            conversation.id,
+        )
+        assert await _written(db, conversation.id) == (
+            "busy",
+            [(message_id, "user", "hello")],
+            ["pending"],
+        )
