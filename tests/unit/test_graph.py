@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import uuid
 from collections.abc import Sequence
@@ -474,3 +475,31 @@ async def test_a_turn_with_nothing_to_remember_ends_with_respond(ctx: AgentConte
     # Memory off: nothing to remember, whatever is said.
     off = replace(plain, memory_policy="off")
     assert (await _nodes_of_turn(graph, "t", "I'm vegetarian.", off))[-1] == "respond"
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that refuses work: what runs in a thread of it fails."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("handed to a thread")
+
+
+async def test_the_chat_graphs_branches_are_chosen_on_the_event_loop() -> None:
+    """The routes after plan, reason and respond run on the loop, not handed to a thread of the
+    default executor as LangGraph runs a plain function's branch (a wake-up per branch)."""
+    graph = build_chat_graph()
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(_NoThreads())
+    question = HumanMessage("2+2?", id="h")
+    answer = AIMessage("4", id="a")
+    tool_call = AIMessage("", tool_calls=[{"name": "calculator", "args": {}, "id": "t"}])
+    cases = {
+        "plan": ({"messages": [question], "scratch": [tool_call]}, "call_tools"),
+        "reason": ({"messages": [question], "scratch": [answer]}, "respond"),
+        "respond": ({"messages": [question, answer], "answer_id": "a"}, "__end__"),
+    }
+    for node, (state, destination) in cases.items():
+        (branch,) = graph.builder.branches[node].values()
+        assert await branch.path.ainvoke(state) == destination
+        assert branch.ends is not None  # read off the Literal
+        assert destination in branch.ends
