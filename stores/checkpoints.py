@@ -554,6 +554,32 @@ class TimedSaver(AsyncPostgresSaver):
             return await super().aget_tuple(config)  # an old checkpoint: LangGraph migrates it
         return await self._load_checkpoint_tuple(value)
 
+    async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
+        """LangGraph's, but the checkpoint's pending writes are loaded here when they weigh at
+        most `INLINE_BUDGET` (a turn's start reads none, or a few small ones), not always in a
+        worker thread: the hand-off costs more. Its blobs LangGraph loads here too."""
+        pending = value["pending_writes"]
+        if pending and sum(8 + len(w[3] or b"") for w in pending) > INLINE_BUDGET:
+            return await super()._load_checkpoint_tuple(value)
+        configurable = {
+            "thread_id": value["thread_id"],
+            "checkpoint_ns": value["checkpoint_ns"],
+        }
+        parent_id = value["parent_checkpoint_id"]
+        return CheckpointTuple(
+            {"configurable": {**configurable, "checkpoint_id": value["checkpoint_id"]}},
+            {  # type: ignore[typeddict-item]  # the stored checkpoint has every key
+                **value["checkpoint"],
+                "channel_values": {
+                    **(value["checkpoint"].get("channel_values") or {}),
+                    **self._load_blobs(value["channel_values"]),
+                },
+            },
+            value["metadata"],
+            {"configurable": {**configurable, "checkpoint_id": parent_id}} if parent_id else None,
+            self._load_writes(pending),
+        )
+
     async def alist(
         self,
         config: RunnableConfig | None,

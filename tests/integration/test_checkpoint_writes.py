@@ -557,6 +557,41 @@ async def test_light_checkpoints_are_serialised_on_the_loop_and_heavy_ones_in_a_
         assert [m.content for m in state.values["messages"]] == [text, text.upper()]
 
 
+async def test_light_pending_writes_are_loaded_on_the_loop_and_heavy_ones_in_a_thread(
+    checkpoints: Checkpoints, stock: AsyncPostgresSaver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint read back loads its pending writes itself when they are light (LangGraph's
+    saver always hands them to a thread) and reads the same tuple as LangGraph's."""
+    await stock.setup()
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", ""))
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    for pending, light in (([], True), (["hi"], True), (["x" * 3 * INLINE_BUDGET], False)):
+        thread_id = str(uuid.uuid4())
+        checkpoint = empty_checkpoint()
+        config = await stock.aput(config_of(thread_id), checkpoint, {"step": 1}, {})
+        if pending:
+            await stock.aput_writes(config, [("messages", v) for v in pending], "task-1")
+        hops.clear()
+        ours = await checkpoints.saver.aget_tuple(config_of(thread_id))
+        assert ours is not None
+        assert ("_load_writes" not in hops) is light, hops
+        theirs = await stock.aget_tuple(config_of(thread_id))
+        assert theirs is not None
+        assert (ours.config, ours.checkpoint, ours.parent_config, ours.pending_writes) == (
+            theirs.config,
+            theirs.checkpoint,
+            theirs.parent_config,
+            theirs.pending_writes,
+        )
+        assert [value for _, _, value in ours.pending_writes or []] == pending
+
+
 # -- through the server: which commits wait for the WAL flush --------------------------------
 
 # Every row written to these tables records the `synchronous_commit` of its transaction.
