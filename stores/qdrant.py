@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -15,6 +17,21 @@ from qdrant_client.local.async_qdrant_local import AsyncQdrantLocal
 T = TypeVar("T")
 # Local mode is plain Python under `async def`s and not thread-safe: one call at a time.
 _LOCAL_LOCK = threading.Lock()
+
+
+class _KeptLoop:
+    """A worker thread's own event loop for local mode's calls, kept from one call to the next
+    and closed with the thread (its thread-local slot)."""
+
+    def __init__(self) -> None:
+        self.runner = asyncio.Runner()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.runner.get_loop().close()
+
+
+_LOOPS = threading.local()
 
 
 @asynccontextmanager
@@ -43,8 +60,15 @@ def is_local(client: AsyncQdrantClient) -> bool:
 
 
 def _run_locked(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run the coroutine `call()` builds on this worker thread's event loop, made on its first
+    call and kept: `asyncio.run` would make and close a loop (a selector, a socket pair, the
+    shutdown of its executor) per call, several a /chat turn. In the caller's context, as
+    `asyncio.to_thread` hands it over."""
     with _LOCAL_LOCK:
-        return asyncio.run(call())
+        kept: _KeptLoop | None = getattr(_LOOPS, "kept", None)
+        if kept is None:
+            kept = _LOOPS.kept = _KeptLoop()
+        return kept.runner.run(call(), context=contextvars.copy_context())
 
 
 async def qdrant_call(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import logging
 import math
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -269,6 +273,29 @@ async def test_bad_files_are_refused_before_anything_is_stored(kb: KnowledgeBase
 
     assert (await kb.list_documents(collection=collection)).total == 0
     assert await all_points(kb, collection) == []
+
+
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
+
+async def test_local_mode_calls_keep_their_threads_loop_and_run_in_the_callers_context(
+    tmp_path: Path,
+) -> None:
+    """A worker thread runs local mode's calls on one event loop of its own, kept (not one made
+    and closed a call), each in its caller's context."""
+    seen: list[tuple[int, asyncio.AbstractEventLoop, str]] = []  # (the loops kept referenced)
+
+    async def probe(client: Any) -> Any:
+        seen.append((threading.get_ident(), asyncio.get_running_loop(), _CALLER.get()))
+        return await client.get_collections()
+
+    async with open_qdrant(url=None, path=tmp_path / "q") as client:
+        for i in range(8):
+            _CALLER.set(f"call {i}")
+            await qdrant_call(client, probe)
+    threads = {thread for thread, _, _ in seen}
+    assert len({(thread, id(loop)) for thread, loop, _ in seen}) == len(threads)
+    assert [caller for _, _, caller in seen] == [f"call {i}" for i in range(8)]
 
 
 async def test_collection_of_another_dimension_is_refused_at_startup(
