@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from nodes.memory_extract import (
+    INLINE_CHARS,
     MAX_FACTS,
     MAX_STATEMENT_CHARS,
+    OfflineExtractor,
     first_fact,
     note,
     parse_statements,
@@ -173,3 +178,22 @@ def test_hostile_input_is_read_bounded_and_in_linear_time(text: str) -> None:
     facts = parse_statements(text)
     assert len(facts) <= MAX_FACTS
     assert all(len(f.text) <= MAX_STATEMENT_CHARS for f in facts)
+
+
+async def test_the_offline_extractor_parses_a_short_text_on_the_loop_and_a_long_one_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handed: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed.append(args[0])
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    short = "I live in Porto."
+    long = "I live in Porto. " + "The weather is fine today, " * (INLINE_CHARS // 20)
+    assert len(short) <= INLINE_CHARS < len(long)
+    for text in (short, long):
+        assert await OfflineExtractor().extract(text) == parse_statements(text)
+    assert handed == [long]
