@@ -225,9 +225,11 @@ class KnowledgeBase:
 
     # -- Qdrant plumbing -------------------------------------------------------------------
 
-    async def _q(self, call: Callable[[AsyncQdrantClient], Coroutine[Any, Any, Any]]) -> Any:
+    async def _q(
+        self, call: Callable[[AsyncQdrantClient], Coroutine[Any, Any, Any]], *, light: bool = False
+    ) -> Any:
         try:
-            return await qdrant_call(self.client, call)
+            return await qdrant_call(self.client, call, light=light)
         except (UnexpectedResponse, ResponseHandlingException, OSError) as error:
             raise UnavailableError(f"the vector store failed: {error}") from error
         except Exception as error:
@@ -237,7 +239,7 @@ class KnowledgeBase:
             raise
 
     async def _all_collections(self) -> list[str]:
-        response = await self._q(lambda c: c.get_collections())
+        response = await self._q(lambda c: c.get_collections(), light=True)
         return [c.name for c in response.collections]
 
     async def _collections(self) -> list[str]:

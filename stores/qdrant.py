@@ -74,19 +74,29 @@ def _run_locked(call: Callable[[], Coroutine[Any, Any, T]]) -> T:
 async def qdrant_call(
     client: AsyncQdrantClient,
     call: Callable[[AsyncQdrantClient], Coroutine[Any, Any, T]],
+    *,
+    light: bool = False,
 ) -> T:
     """Await `call(client)` without blocking the event loop.
 
     A server client is awaited as is. Local mode computes synchronously inside its coroutines
-    (brute-force search, SQLite writes), so its calls run one at a time in a worker thread.
+    (brute-force search, SQLite writes), so its calls run one at a time in a worker thread;
+    a `light` one (known to cost next to nothing, e.g. `get_collections`: a dictionary's keys)
+    runs on the event loop when no other call is running, without the thread hand-off.
 
     Args:
         client: The process's Qdrant client.
         call: Builds the coroutine to run, e.g. `lambda c: c.query_points(...)`.
+        light: The call is cheap (see above).
 
     Returns:
         What the coroutine returns.
     """
     if not is_local(client):
         return await call(client)
+    if light and _LOCAL_LOCK.acquire(blocking=False):
+        try:
+            return await call(client)
+        finally:
+            _LOCAL_LOCK.release()
     return await asyncio.to_thread(_run_locked, lambda: call(client))

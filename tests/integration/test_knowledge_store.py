@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from nodes.context import AgentContext
 from nodes.tools.knowledge_search import KNOWLEDGE_SEARCH
 from nodes.tools.registry import ToolEnv
+from stores import qdrant as qdrant_module
 from stores import sparse
 from stores.embeddings import SharedEmbeddings
 from stores.errors import UnavailableError
@@ -296,6 +297,28 @@ async def test_local_mode_calls_keep_their_threads_loop_and_run_in_the_callers_c
     threads = {thread for thread, _, _ in seen}
     assert len({(thread, id(loop)) for thread, loop, _ in seen}) == len(threads)
     assert [caller for _, _, caller in seen] == [f"call {i}" for i in range(8)]
+
+
+async def test_a_light_local_call_runs_on_the_loop_unless_another_call_is_running(
+    tmp_path: Path,
+) -> None:
+    """`get_collections` in local mode: on the caller's thread when the client is free; when
+    another call holds it, in a worker thread once that call is done (the loop never waits)."""
+    threads: list[int] = []
+
+    async def listing(client: Any) -> Any:
+        threads.append(threading.get_ident())
+        return await client.get_collections()
+
+    async with open_qdrant(url=None, path=tmp_path / "q") as client:
+        await qdrant_call(client, listing, light=True)
+        assert threads == [threading.get_ident()]
+        with qdrant_module._LOCAL_LOCK:  # another call running
+            waiting = asyncio.create_task(qdrant_call(client, listing, light=True))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # (the loop went on meanwhile)
+        await waiting
+        assert threads[1] != threading.get_ident()
 
 
 async def test_collection_of_another_dimension_is_refused_at_startup(
