@@ -718,14 +718,16 @@ class RunEventLog:
         return stored
 
     async def _read(self, query: Any, params: dict[str, Any]) -> list[Any]:
-        """Run a read, retrying on a fresh connection when the pooled one was cut under it.
+        """Run a read (one statement, in autocommit: no BEGIN before it, no ROLLBACK after,
+        and no task to close the connection), retrying on a fresh connection when the pooled
+        one was cut under it.
 
         The pool's pre-ping catches connections that died while idle, not one whose server
         process is terminated between the ping and the query.
         """
         for attempt in range(_READ_ATTEMPTS):
             try:
-                async with self.database.engine.connect() as conn:
+                async with self.database.connection(autocommit=True) as conn:
                     return list(await conn.execute(query, params))
             except DBAPIError as error:
                 if not error.connection_invalidated or attempt == _READ_ATTEMPTS - 1:

@@ -26,6 +26,7 @@ from tests.integration.run_events_support import (
     new_run,
     set_status,
 )
+from tests.integration.test_sql_runs import counting_waits
 from tests.support import free_port
 
 __all__ = ["database", "log"]  # fixtures
@@ -737,3 +738,16 @@ async def test_a_lone_process_whose_listener_was_away_when_another_said_hello_no
                     await hear(f"{log.origin}:{run.run_id}:1")
         finally:
             listening.cancel()
+
+
+async def test_a_read_of_the_log_is_one_round_trip(log: RunEventLog, database: Database) -> None:
+    """A follower's read of stored events (and of a waiting run's status) is its statement
+    alone: no BEGIN before it, no ROLLBACK after."""
+    run = await new_run(database, status="pending")
+    await log.append(run, "metadata", {"attempt": 1})
+    await log.flush()
+    for read in (lambda: log.events_after(run.run_id), lambda: log.last_seq(run.run_id)):
+        await read()  # (a pooled connection, checked out once already)
+        with counting_waits() as waits:
+            await read()
+        assert waits[0] == 1
