@@ -88,7 +88,13 @@ async def start_turn(
             "stream_mode": ["custom"],
             "durability": settings.chat_durability,
         }
-        notify = run_store.Notify(CHANNEL, engine.queue.owner)
+        # While no other process listens, the commit sends no NOTIFY (it would queue for
+        # PostgreSQL's notification-queue lock, which every NOTIFYing commit of the database
+        # holds through its WAL flush): its "new" only ever woke other processes (`adopt`
+        # wakes this one's dispatcher), and this process's followers of the conversation's
+        # stream are woken from here.
+        others = engine.events.notifying
+        notify = run_store.Notify(CHANNEL, engine.queue.owner) if others else None
         claim = reservation.claim if reservation else None
         try:
             # Checked and written in one round trip in the common case (`begin_turn`).
@@ -103,10 +109,14 @@ async def start_turn(
                 notify=notify,
                 creator=access.creator,
                 claim=claim,
+                notify_thread=others,
             )
         except BaseException:
             engine.queue.release(reservation)
             raise
+        finally:
+            if not others:
+                engine.events.wake_thread(conversation_id)
         if reservation is not None and run.status == "running":
             # Started here by `adopt`: its attempt takes the rows just read, not reading them
             # again.

@@ -114,6 +114,7 @@ async def begin_turn(
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
+    notify_thread: bool = True,
 ) -> tuple[Agent, Conversation, Run]:
     """Check the conversation, then write the user's message and a pending run of its agent.
 
@@ -127,7 +128,12 @@ async def begin_turn(
 
     With `claim` (a slot reserved in this process: `RunQueue.reserve`), the run is written
     already claimed by it (running, attempt 1, with its lease): hand it to `RunQueue.adopt`
-    after the commit; no worker claims it.
+    after the commit; no worker claims it. With `notify_thread` false, a run claimed here
+    does not NOTIFY the thread's stream followers (see `creation_notifies`): the caller wakes
+    its own, when no other process listens. Alone, a caller passes no `notify` either: the
+    commit then sends no NOTIFY at all (a NOTIFYing commit takes PostgreSQL's one lock on
+    the notification queue and holds it through its WAL flush: such commits of the whole
+    database go one at a time).
 
     The common case (no conversation filter, every check passing) takes one round trip
     (`begin_turn_at_once`); when that writes nothing, the checks run one by one and say why.
@@ -148,6 +154,7 @@ async def begin_turn(
             notify=notify,
             creator=creator,
             claim=claim,
+            notify_thread=notify_thread,
         )
         if written is not None:
             return written
@@ -174,6 +181,7 @@ async def begin_turn(
             [*(notify.payloads if notify else ()), *(notify.if_busy if notify else ())],
             thread_id=conversation_id,
             claimed=claim is not None,
+            notify_thread=notify_thread,
         )
         row = (
             await session.execute(
@@ -262,6 +270,7 @@ async def begin_turn_at_once(
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
+    notify_thread: bool = True,
 ) -> tuple[Agent, Conversation, Run] | None:
     """`begin_turn`'s common case in one round trip (`begin_turn` tries it first): the
     conversation's agent, the conversation (a transient row with what a run's attempt reads of
@@ -286,6 +295,7 @@ async def begin_turn_at_once(
         [*(notify.payloads if notify else ()), *(notify.if_busy if notify else ())],
         thread_id=conversation_id,
         claimed=claimed,
+        notify_thread=notify_thread,
     )
     args = {
         "conversation_id": conversation_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,9 +14,10 @@ from sqlalchemy import text
 from stores.errors import ConflictError, LimitError
 from stores.sql import runs as run_store
 from stores.sql import turns
-from stores.sql.database import Database, open_database
+from stores.sql.database import Database, libpq_url, open_database
 from stores.sql.models import Agent, Conversation, Run, User
 from stores.sql.runs import RunToken
+from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from tests.integration.test_sql_runs import claimed_twice, counting_waits
 
 ROWS: list[dict[str, Any]] = [
@@ -306,3 +308,47 @@ async def test_begin_turn_takes_the_one_round_trip_first_and_says_why_when_it_de
             [(message_id, "user", "hello")],
             ["pending"],
         )
+
+
+async def test_a_turn_begun_without_notify_and_thread_notify_commits_no_notify(
+    database_url: str,
+) -> None:
+    """A process alone on its database passes no `notify` and `notify_thread=False`: the turn's
+    commit sends no NOTIFY at all (each would take PostgreSQL's notification-queue lock through
+    the commit's WAL flush), claimed or pending, on either path; by default a claimed turn
+    tells the conversation's stream followers in every process."""
+    async with (
+        open_database(database_url, pool_size=1) as db,
+        await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as conn,
+    ):
+        await conn.execute(f"LISTEN {THREAD_CHANNEL}")
+        await conn.execute("LISTEN switchboard_test")
+        for claim in (run_store.InlineClaim("worker-a", 30), None):
+            _, conversation = await _conversation(db)
+            written = await _begin(
+                db, conversation.id, notify=None, notify_thread=False, claim=claim
+            )
+            assert written is not None
+        _, conversation = await _conversation(db)  # the full path (a conversation filter)
+        await turns.begin_turn(
+            db,
+            conversation.id,
+            message_id=uuid.uuid4(),
+            content="hello",
+            run_kwargs={},
+            metadata={},
+            graph_ids=["chat"],
+            claim=run_store.InlineClaim("worker-a", 30),
+            creator=run_store.RunCreator(access={}),
+            notify_thread=False,
+        )
+        _, told = await _conversation(db)
+        assert await _begin(db, told.id) is not None
+        payloads: list[str] = []
+        async with asyncio.timeout(10):
+            async for note in conn.notifies():
+                payloads.append(note.payload)
+                if note.payload == str(told.id):
+                    break
+        # Notifications come in commit order: the quiet turns' would have come first.
+        assert payloads == [str(told.id)]
