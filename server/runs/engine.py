@@ -100,7 +100,14 @@ class RunEngine:
             log.warning("could not sync the tools table: %s", error)
         # A first attempt starting here (claimed at creation or by the dispatcher) has an
         # empty log, written here: streams of it in this process follow it from memory.
-        await self.queue.start(self._execute, launched=self.events.begin)
+        # Alone on the database, its claims and creations NOTIFY nobody: the event log wakes
+        # this process's followers of a thread's stream instead.
+        await self.queue.start(
+            self._execute,
+            launched=self.events.begin,
+            others=lambda: self.events.notifying,
+            wake_thread=self.events.wake_thread,
+        )
         self._watch = asyncio.create_task(self.admission.watch(), name="runs-admission")
 
     async def _execute(self, attempt: Attempt) -> None:

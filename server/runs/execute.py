@@ -802,7 +802,7 @@ class RunExecutor:
                 thread_values=values_now,
                 thread_interrupts=interrupts_now,
                 delete_thread=temporary,
-                notify=self.queue.finish_notify(run.id),
+                notify=self.queue.finish_notify(run.id, others=self.events.notifying),
             ),
         )
         if not finished:

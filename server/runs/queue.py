@@ -148,6 +148,10 @@ class RunQueue:
         self._busy = 0
         self._execute: Execute | None = None
         self._launched: Callable[[RunToken], None] | None = None
+        # Whether another process listens (`RunEventLog.notifying`), and how to wake this
+        # process's followers of a thread's stream when a commit did not NOTIFY them.
+        self._others: Callable[[], bool] = lambda: True
+        self._wake_thread: Callable[[uuid.UUID], None] = lambda thread_id: None
         self._executing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set: look for runs (a "new", a slot freed, a reconnect)
         self._closing = False
@@ -162,14 +166,28 @@ class RunQueue:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(
-        self, execute: Execute, *, launched: Callable[[RunToken], None] | None = None
+        self,
+        execute: Execute,
+        *,
+        launched: Callable[[RunToken], None] | None = None,
+        others: Callable[[], bool] | None = None,
+        wake_thread: Callable[[uuid.UUID], None] | None = None,
     ) -> None:
         """Start the NOTIFY listener, the lease renewer and the dispatcher that claims runs
         while this process has capacity (`run_workers` runs at once) and hands each to
         `execute` in a task of its own (`launched(token)` is called first, synchronously). With
-        no capacity (0) the process only accepts runs."""
+        no capacity (0) the process only accepts runs.
+
+        While `others()` is false (no other process listens), a claim or a creation here
+        commits no NOTIFY (each would take PostgreSQL's one notification-queue lock through
+        its WAL flush) and `wake_thread(thread_id)` wakes this process's followers of the
+        thread's stream instead."""
         self._execute = execute
         self._launched = launched
+        if others is not None:
+            self._others = others
+        if wake_thread is not None:
+            self._wake_thread = wake_thread
         self._tasks.append(asyncio.create_task(self._listen(), name="runs-listener"))
         renewer = supervise("runs-lease-renewer", self._renew_forever)
         self._tasks.append(asyncio.create_task(renewer, name="runs-lease-renewer"))
@@ -225,6 +243,9 @@ class RunQueue:
 
         async def write() -> Run:
             reservation = self.reserve()
+            # Alone, nothing but this process hears the commit's NOTIFYs: it sends none (its
+            # cancels are dispatched here, its "new" by `adopt`, its followers woken here).
+            others = self._others()
             try:
                 run, cancels = await run_store.create_run(
                     self.db,
@@ -237,13 +258,17 @@ class RunQueue:
                     if_not_exists=if_not_exists,
                     temporary=temporary,
                     thread_ttl=thread_ttl,
-                    notify=run_store.Notify(CHANNEL, self.owner),
+                    notify=run_store.Notify(CHANNEL, self.owner) if others else None,
                     creator=creator,
                     claim=reservation.claim if reservation else None,
+                    notify_thread=others,
                 )
             except BaseException:
                 self.release(reservation)
                 raise
+            finally:
+                if not others:
+                    self._wake_thread(thread_id)
             for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
                 self.dispatch(payload)  # the others hear it from the commit
             self.adopt(run, reservation, starting)
@@ -477,7 +502,7 @@ class RunQueue:
     async def announce_done(self, run_id: uuid.UUID) -> None:
         """Wake this process's waiters of a finished run, and tell the others unless the commit
         that finished it did."""
-        if run_id in self._announced:
+        if run_id in self._announced or not self._others():  # (alone: nobody to tell)
             self._announced.discard(run_id)
             self.dispatch(f"done {run_id}")
             return
@@ -597,8 +622,11 @@ class RunQueue:
                 continue
             self._wake.clear()
             sent = loop.time()
+            others = self._others()
             try:
-                claim = await run_store.claim_run(self.db, owner=self.owner, lease_s=self.lease_s)
+                claim = await run_store.claim_run(
+                    self.db, owner=self.owner, lease_s=self.lease_s, notify_thread=others
+                )
             except asyncio.CancelledError:
                 self._busy -= 1
                 raise
@@ -611,6 +639,8 @@ class RunQueue:
                     await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)
                 continue
             self._launch(claim.run, sent)
+            if not others and claim.run.thread_id is not None:
+                self._wake_thread(claim.run.thread_id)  # not NOTIFYed: the run has its place
             if not claim.more:  # nothing else pending: wait for word of new runs
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)

@@ -247,6 +247,7 @@ async def create_run(
     notify: Notify | None = None,
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
+    notify_thread: bool = True,
 ) -> tuple[Run, list[CancelRequest]]:
     """Write a pending run on `thread_id`, applying the multitask strategy to runs in flight.
 
@@ -255,7 +256,9 @@ async def create_run(
     its place in the thread's stream, the thread's stream followers woken at commit), and no
     "new" NOTIFY (there is nothing for another worker to take), with its attempt's first event
     (`metadata`, seq 1) stored in the same statement (`stored_first_event` of the returned run
-    gives it). Otherwise it is `pending`.
+    gives it). Otherwise it is `pending`. With `notify_thread` false, a run claimed here does
+    not NOTIFY the thread's stream followers (`creation_notifies`; with no `notify` either, the
+    commit sends no NOTIFY at all: for a process alone on its database, which wakes its own).
 
     A thread the run creates (`if_not_exists="create"`) gets `thread_ttl`, and the run's
     metadata (as LangGraph's server does: an auth handler's owner stamp lands on it).
@@ -317,6 +320,7 @@ async def create_run(
                 [f"cancel {c.run_id} {c.action}" for c in cancels],
                 thread_id=thread_id,
                 claimed=claimed,
+                notify_thread=notify_thread,
             )
             # One statement: the run (claimed or pending), the thread (busy, its agent, its
             # metadata) and the NOTIFYs.
@@ -647,7 +651,8 @@ _CLAIM_TAKE = text(
     " updated_at = now()"
     f" WHERE r.id = :run_id AND {_RUNNABLE}"
     " RETURNING r.*"
-    "), woke AS (SELECT pg_notify(:channel, thread_id::text) FROM claimed)"
+    "), woke AS (SELECT pg_notify(:channel, thread_id::text) FROM claimed"
+    " WHERE CAST(:notify AS boolean))"
     " SELECT claimed.*, (SELECT count(*) FROM woke) AS woke,"
     " EXISTS (SELECT 1 FROM runs p WHERE p.status = 'pending' AND p.id <> :run_id) AS more"
     " FROM claimed"
@@ -676,7 +681,9 @@ class Claim:
     more: bool
 
 
-async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16) -> Claim | None:
+async def claim_run(
+    db: Database, *, owner: str, lease_s: float, scan: int = 16, notify_thread: bool = True
+) -> Claim | None:
     """Claim the oldest runnable run: pending, or running with an expired lease (a dead owner).
 
     A run is runnable when no other run of its thread holds a live lease and no older run of
@@ -684,6 +691,10 @@ async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16)
     is locked first with `SKIP LOCKED`, then the run is tested again and claimed under that lock,
     so processes never claim the same run and never run two runs of one thread at once. Up to
     `scan` candidates are tried (one that another claim took meanwhile is skipped).
+
+    The commit NOTIFYs the thread's stream followers (the run has its place), unless
+    `notify_thread` is false: no other process listens, and the caller wakes its own (a
+    NOTIFYing commit takes PostgreSQL's one notification-queue lock through its WAL flush).
     """
     skipped: list[uuid.UUID] = []
     async with db.engine.begin() as conn:
@@ -699,6 +710,7 @@ async def claim_run(db: Database, *, owner: str, lease_s: float, scan: int = 16)
                         "lease_s": float(lease_s),
                         "run_id": run_id,
                         "channel": THREAD_CHANNEL,
+                        "notify": notify_thread,
                     },
                 )
             ).first()

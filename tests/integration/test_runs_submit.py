@@ -10,6 +10,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import psycopg
 from langgraph_sdk import get_client
 from sqlalchemy import text
@@ -156,3 +157,120 @@ async def test_a_run_finished_while_no_other_process_listens_commits_no_notify(
                 pass
             (run,) = await client.runs.list(thread_id)
             assert [p for p in told if run["run_id"] in p] == []
+
+
+async def test_chat_turns_and_claims_while_no_other_process_listens_commit_no_notify(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a /chat turn's creation (claimed at once, or left
+    pending) and the dispatcher's claim of a pending run commit no NOTIFY (each would take
+    PostgreSQL's notification-queue lock through its WAL flush), and this process's followers of
+    the conversation's stream are woken all the same, long before their poll (30 s) would."""
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        langgraph_config=TEST_GRAPHS,
+        run_workers=1,
+        run_poll_s=30,
+        run_events_poll_s=30,
+    )
+    with running_server(settings) as url:
+        client: Any = get_client(url=url)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+            user = await api.post(
+                "/users", json={"email": f"{uuid.uuid4().hex}@ex.com", "name": "q"}
+            )
+            agent = await api.post("/agents", json={"name": "quiet"})
+            conversations = [
+                (
+                    await api.post(
+                        "/conversations",
+                        json={"user_id": user.json()["id"], "agent_id": agent.json()["id"]},
+                    )
+                ).json()["id"]
+                for _ in range(2)
+            ]
+            conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
+            async with conn:
+                for channel in (RUNS_CHANNEL, EVENTS_CHANNEL, THREAD_CHANNEL):
+                    await conn.execute(f"LISTEN {channel}")
+
+                async def first_start(thread_id: str) -> str:
+                    joining = await client.threads.join_stream(thread_id, last_event_id="-")
+                    stream = cast(AsyncGenerator[Any, None], joining)
+                    async with aclosing(stream) as parts:
+                        async for part in parts:
+                            if part.event == "metadata" and "attempt" in part.data:
+                                return str(part.data["run_id"])
+                    raise AssertionError("the thread stream ended")
+
+                async def turn(conversation_id: str) -> dict[str, Any]:
+                    body = {"conversation_id": conversation_id, "message": "hello"}
+                    response = await api.post("/chat/invoke", json=body)
+                    assert response.status_code == 200, response.text
+                    answer: dict[str, Any] = response.json()
+                    return answer
+
+                # Claimed at creation (the slot is free).
+                followed = asyncio.create_task(first_start(conversations[0]))
+                await asyncio.sleep(1.0)  # the follower has read the (empty) stream and waits
+                async with asyncio.timeout(10):
+                    answer = await turn(conversations[0])
+                    assert await followed == str(answer["run_id"])
+                # Left pending (a sleeper holds the one slot), then claimed by the dispatcher.
+                sleeper_thread = str((await client.threads.create())["thread_id"])
+                sleeper = await client.runs.create(sleeper_thread, "sleeper", input={"count": 0})
+                await asyncio.sleep(0.5)
+                followed = asyncio.create_task(first_start(conversations[1]))
+                pending = asyncio.create_task(turn(conversations[1]))
+                await asyncio.sleep(1.0)
+                assert not followed.done()
+                await client.runs.cancel(sleeper_thread, sleeper["run_id"])
+                async with asyncio.timeout(10):
+                    answer = await pending
+                    assert await followed == str(answer["run_id"])
+                told: list[str] = []
+                try:
+                    async with asyncio.timeout(0.5):
+                        async for note in conn.notifies():
+                            told.append(note.payload)
+                except TimeoutError:
+                    pass
+                assert [p for p in told if p.startswith("new") or p in conversations] == []
+
+
+async def test_a_run_submitted_on_a_busy_thread_while_alone_commits_no_notify(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a run created by the full path (here `interrupt` on
+    a thread whose run is running) commits no NOTIFY, neither its cancel nor its "new", and is
+    run all the same: the cancel and the wake-up are this process's own."""
+    settings = make_settings(
+        database_url, tmp_path, langgraph_config=TEST_GRAPHS, run_poll_s=30, run_events_poll_s=30
+    )
+    with running_server(settings) as url:
+        client: Any = get_client(url=url)
+        thread_id = str((await client.threads.create())["thread_id"])
+        conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
+        async with conn:
+            for channel in (RUNS_CHANNEL, THREAD_CHANNEL):
+                await conn.execute(f"LISTEN {channel}")
+            first = await client.runs.create(thread_id, "sleeper", input={"count": 0})
+            await asyncio.sleep(0.5)
+            second = await client.runs.create(
+                thread_id, "counter", input={"count": 1}, multitask_strategy="interrupt"
+            )
+            async with asyncio.timeout(10):
+                values = await client.runs.join(thread_id, second["run_id"])
+            assert values["count"] == 112
+            assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "interrupted"
+            told: list[str] = []
+            try:
+                async with asyncio.timeout(0.5):
+                    async for note in conn.notifies():
+                        told.append(note.payload)
+            except TimeoutError:
+                pass
+            # "new freed" (the interrupted run's finish: another run of its thread waits) is
+            # this process's own wake-up too.
+            assert [p for p in told if not p.startswith("new freed")] == []

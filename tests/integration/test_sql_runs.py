@@ -550,3 +550,46 @@ async def test_a_finish_with_what_it_carries_is_one_round_trip_and_one_transacti
                 text("SELECT status FROM runs WHERE id = :id"), {"id": other[0].id}
             )
             assert status.scalar_one() == "running"
+
+
+async def test_a_claim_without_the_thread_notify_commits_no_notify(database_url: str) -> None:
+    """`claim_run(notify_thread=False)` (no other process listens): the claim's commit sends no
+    NOTIFY (one would take PostgreSQL's notification-queue lock through the commit's WAL
+    flush); by default it tells the thread's stream followers in every process."""
+    async with (
+        open_database(database_url, pool_size=1) as db,
+        await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as conn,
+    ):
+        await conn.execute(f"LISTEN {THREAD_CHANNEL}")
+        agent, _ = await _agent_and_thread(db)
+        threads = []
+        for notify_thread in (False, True):
+            thread_id = uuid.uuid4()
+            run, _ = await run_store.create_run(
+                db,
+                thread_id=thread_id,
+                assistant_id=agent.id,
+                graph_id="chat",
+                kwargs={},
+                metadata={},
+                multitask_strategy="reject",
+                if_not_exists="create",
+            )
+            claim = await run_store.claim_run(
+                db, owner="worker-a", lease_s=30, notify_thread=notify_thread
+            )
+            while claim is not None and claim.run.id != run.id:  # other tests' runs
+                claim = await run_store.claim_run(
+                    db, owner="worker-a", lease_s=30, notify_thread=notify_thread
+                )
+            assert claim is not None
+            threads.append(thread_id)
+        quiet, told = threads
+        payloads: list[str] = []
+        async with asyncio.timeout(10):
+            async for note in conn.notifies():
+                payloads.append(note.payload)
+                if note.payload == str(told):
+                    break
+        # Notifications come in commit order: the first claim's would have come first.
+        assert str(quiet) not in payloads
