@@ -523,9 +523,8 @@ def test_light_values_are_plain_data_within_the_budget() -> None:
     assert not _light([object()])  # not known to be cheap to serialise
 
 
-async def test_light_checkpoints_are_serialised_on_the_loop_and_heavy_ones_in_a_thread(
-    checkpoints: Checkpoints, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions handed to `asyncio.to_thread` from now on, in order."""
     hops: list[str] = []
     to_thread = asyncio.to_thread
 
@@ -534,6 +533,13 @@ async def test_light_checkpoints_are_serialised_on_the_loop_and_heavy_ones_in_a_
         return await to_thread(func, *args, **kwargs)
 
     monkeypatch.setattr(asyncio, "to_thread", counted)
+    return hops
+
+
+async def test_light_checkpoints_are_serialised_on_the_loop_and_heavy_ones_in_a_thread(
+    checkpoints: Checkpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hops = _thread_hops(monkeypatch)
 
     async def say(state: ChatState) -> dict[str, Any]:
         return {"messages": [AIMessage(str(state["messages"][-1].content).upper())]}
@@ -563,14 +569,7 @@ async def test_light_pending_writes_are_loaded_on_the_loop_and_heavy_ones_in_a_t
     """A checkpoint read back loads its pending writes itself when they are light (LangGraph's
     saver always hands them to a thread) and reads the same tuple as LangGraph's."""
     await stock.setup()
-    hops: list[str] = []
-    to_thread = asyncio.to_thread
-
-    async def counted(func: Any, /, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(func, "__name__", ""))
-        return await to_thread(func, *args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
+    hops = _thread_hops(monkeypatch)
     for pending, light in (([], True), (["hi"], True), (["x" * 3 * INLINE_BUDGET], False)):
         thread_id = str(uuid.uuid4())
         checkpoint = empty_checkpoint()

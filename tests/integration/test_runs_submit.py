@@ -4,8 +4,9 @@ who it wakes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, cast
@@ -88,53 +89,12 @@ async def test_a_creation_cancelled_at_any_point_starts_the_run_it_wrote_or_free
         assert "cancelled" in outcomes
 
 
-async def test_a_run_created_while_no_other_process_listens_wakes_thread_followers_here_itself(
-    database_url: str, tmp_path: Path
-) -> None:
-    """One process alone on its database: a run's creation commits no NOTIFY (which would wait
-    for PostgreSQL's notification-queue lock, held by every NOTIFYing commit through its WAL
-    flush), and this process's followers of the thread's stream are woken all the same, long
-    before their poll (30 s here) would find the run."""
-    settings = make_settings(
-        database_url, tmp_path, langgraph_config=TEST_GRAPHS, run_events_poll_s=30
-    )
-    with running_server(settings) as url:
-        client: Any = get_client(url=url)
-        thread_id = str((await client.threads.create())["thread_id"])
-        conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
-        async with conn:
-            await conn.execute(f"LISTEN {THREAD_CHANNEL}")
-
-            async def first_start() -> str:
-                joining = await client.threads.join_stream(thread_id, last_event_id="-")
-                stream = cast(AsyncGenerator[Any, None], joining)
-                async with aclosing(stream) as parts:
-                    async for part in parts:
-                        if part.event == "metadata" and "attempt" in part.data:
-                            return str(part.data["run_id"])
-                raise AssertionError("the thread stream ended")
-
-            followed = asyncio.create_task(first_start())
-            await asyncio.sleep(1.0)  # the follower has read the (empty) stream and waits
-            run = await client.runs.create(thread_id, "sleeper", input={"count": 0})
-            async with asyncio.timeout(10):
-                assert await followed == run["run_id"]
-            told: list[str] = []
-            try:
-                async with asyncio.timeout(0.5):
-                    async for note in conn.notifies():
-                        told.append(note.payload)
-            except TimeoutError:
-                pass
-            assert thread_id not in told
-            await client.runs.cancel(thread_id, run["run_id"])
-
-
-async def test_a_run_finished_while_no_other_process_listens_commits_no_notify(
-    database_url: str, tmp_path: Path
-) -> None:
-    """One process alone on its database: a run's finish (its "done", its last events) commits
-    no NOTIFY, and its waiters here get its result all the same."""
+@contextlib.asynccontextmanager
+async def _alone(
+    database_url: str, tmp_path: Path, *channels: str
+) -> AsyncIterator[tuple[Any, str, psycopg.AsyncConnection[Any]]]:
+    """One server alone on its database, its polls 30 s (so only a wake-up is quick): a
+    langgraph-sdk client of it, a new thread, and a connection LISTENing on `channels`."""
     settings = make_settings(
         database_url, tmp_path, langgraph_config=TEST_GRAPHS, run_poll_s=30, run_events_poll_s=30
     )
@@ -143,20 +103,63 @@ async def test_a_run_finished_while_no_other_process_listens_commits_no_notify(
         thread_id = str((await client.threads.create())["thread_id"])
         conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
         async with conn:
-            await conn.execute(f"LISTEN {RUNS_CHANNEL}")
-            await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-            async with asyncio.timeout(10):
-                values = await client.runs.wait(thread_id, "counter", input={"count": 1})
-            assert values["count"] == 112  # 1 + 1 + 10 + 100
-            told: list[str] = []
-            try:
-                async with asyncio.timeout(0.5):
-                    async for note in conn.notifies():
-                        told.append(note.payload)
-            except TimeoutError:
-                pass
-            (run,) = await client.runs.list(thread_id)
-            assert [p for p in told if run["run_id"] in p] == []
+            for channel in channels:
+                await conn.execute(f"LISTEN {channel}")
+            yield client, thread_id, conn
+
+
+async def _told(conn: psycopg.AsyncConnection[Any], seconds: float = 0.5) -> list[str]:
+    """The payloads `conn` (LISTENing) receives over the next `seconds`."""
+    told: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            async for note in conn.notifies():
+                told.append(note.payload)
+    return told
+
+
+async def _first_start(client: Any, thread_id: str) -> str:
+    """The run id of the first run attempt the thread's stream (joined from its start) shows."""
+    joining = await client.threads.join_stream(thread_id, last_event_id="-")
+    stream = cast(AsyncGenerator[Any, None], joining)
+    async with aclosing(stream) as parts:
+        async for part in parts:
+            if part.event == "metadata" and "attempt" in part.data:
+                return str(part.data["run_id"])
+    raise AssertionError("the thread stream ended")
+
+
+async def test_a_run_created_while_no_other_process_listens_wakes_thread_followers_here_itself(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a run's creation commits no NOTIFY (which would wait
+    for PostgreSQL's notification-queue lock, held by every NOTIFYing commit through its WAL
+    flush), and this process's followers of the thread's stream are woken all the same, long
+    before their poll (30 s here) would find the run."""
+    async with _alone(database_url, tmp_path, THREAD_CHANNEL) as (client, thread_id, conn):
+        followed = asyncio.create_task(_first_start(client, thread_id))
+        await asyncio.sleep(1.0)  # the follower has read the (empty) stream and waits
+        run = await client.runs.create(thread_id, "sleeper", input={"count": 0})
+        async with asyncio.timeout(10):
+            assert await followed == run["run_id"]
+        told = await _told(conn)
+        assert thread_id not in told
+        await client.runs.cancel(thread_id, run["run_id"])
+
+
+async def test_a_run_finished_while_no_other_process_listens_commits_no_notify(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a run's finish (its "done", its last events) commits
+    no NOTIFY, and its waiters here get its result all the same."""
+    channels = (RUNS_CHANNEL, EVENTS_CHANNEL)
+    async with _alone(database_url, tmp_path, *channels) as (client, thread_id, conn):
+        async with asyncio.timeout(10):
+            values = await client.runs.wait(thread_id, "counter", input={"count": 1})
+        assert values["count"] == 112  # 1 + 1 + 10 + 100
+        told = await _told(conn)
+        (run,) = await client.runs.list(thread_id)
+        assert [p for p in told if run["run_id"] in p] == []
 
 
 async def test_chat_turns_and_claims_while_no_other_process_listens_commit_no_notify(
@@ -195,15 +198,6 @@ async def test_chat_turns_and_claims_while_no_other_process_listens_commit_no_no
                 for channel in (RUNS_CHANNEL, EVENTS_CHANNEL, THREAD_CHANNEL):
                     await conn.execute(f"LISTEN {channel}")
 
-                async def first_start(thread_id: str) -> str:
-                    joining = await client.threads.join_stream(thread_id, last_event_id="-")
-                    stream = cast(AsyncGenerator[Any, None], joining)
-                    async with aclosing(stream) as parts:
-                        async for part in parts:
-                            if part.event == "metadata" and "attempt" in part.data:
-                                return str(part.data["run_id"])
-                    raise AssertionError("the thread stream ended")
-
                 async def turn(conversation_id: str) -> dict[str, Any]:
                     body = {"conversation_id": conversation_id, "message": "hello"}
                     response = await api.post("/chat/invoke", json=body)
@@ -212,7 +206,7 @@ async def test_chat_turns_and_claims_while_no_other_process_listens_commit_no_no
                     return answer
 
                 # Claimed at creation (the slot is free).
-                followed = asyncio.create_task(first_start(conversations[0]))
+                followed = asyncio.create_task(_first_start(client, conversations[0]))
                 await asyncio.sleep(1.0)  # the follower has read the (empty) stream and waits
                 async with asyncio.timeout(10):
                     answer = await turn(conversations[0])
@@ -221,7 +215,7 @@ async def test_chat_turns_and_claims_while_no_other_process_listens_commit_no_no
                 sleeper_thread = str((await client.threads.create())["thread_id"])
                 sleeper = await client.runs.create(sleeper_thread, "sleeper", input={"count": 0})
                 await asyncio.sleep(0.5)
-                followed = asyncio.create_task(first_start(conversations[1]))
+                followed = asyncio.create_task(_first_start(client, conversations[1]))
                 pending = asyncio.create_task(turn(conversations[1]))
                 await asyncio.sleep(1.0)
                 assert not followed.done()
@@ -229,13 +223,7 @@ async def test_chat_turns_and_claims_while_no_other_process_listens_commit_no_no
                 async with asyncio.timeout(10):
                     answer = await pending
                     assert await followed == str(answer["run_id"])
-                told: list[str] = []
-                try:
-                    async with asyncio.timeout(0.5):
-                        async for note in conn.notifies():
-                            told.append(note.payload)
-                except TimeoutError:
-                    pass
+                told = await _told(conn)
                 assert [p for p in told if p.startswith("new") or p in conversations] == []
 
 
@@ -245,32 +233,18 @@ async def test_a_run_submitted_on_a_busy_thread_while_alone_commits_no_notify(
     """One process alone on its database: a run created by the full path (here `interrupt` on
     a thread whose run is running) commits no NOTIFY, neither its cancel nor its "new", and is
     run all the same: the cancel and the wake-up are this process's own."""
-    settings = make_settings(
-        database_url, tmp_path, langgraph_config=TEST_GRAPHS, run_poll_s=30, run_events_poll_s=30
-    )
-    with running_server(settings) as url:
-        client: Any = get_client(url=url)
-        thread_id = str((await client.threads.create())["thread_id"])
-        conn = await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True)
-        async with conn:
-            for channel in (RUNS_CHANNEL, THREAD_CHANNEL):
-                await conn.execute(f"LISTEN {channel}")
-            first = await client.runs.create(thread_id, "sleeper", input={"count": 0})
-            await asyncio.sleep(0.5)
-            second = await client.runs.create(
-                thread_id, "counter", input={"count": 1}, multitask_strategy="interrupt"
-            )
-            async with asyncio.timeout(10):
-                values = await client.runs.join(thread_id, second["run_id"])
-            assert values["count"] == 112
-            assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "interrupted"
-            told: list[str] = []
-            try:
-                async with asyncio.timeout(0.5):
-                    async for note in conn.notifies():
-                        told.append(note.payload)
-            except TimeoutError:
-                pass
-            # "new freed" (the interrupted run's finish: another run of its thread waits) is
-            # this process's own wake-up too.
-            assert [p for p in told if not p.startswith("new freed")] == []
+    channels = (RUNS_CHANNEL, THREAD_CHANNEL)
+    async with _alone(database_url, tmp_path, *channels) as (client, thread_id, conn):
+        first = await client.runs.create(thread_id, "sleeper", input={"count": 0})
+        await asyncio.sleep(0.5)
+        second = await client.runs.create(
+            thread_id, "counter", input={"count": 1}, multitask_strategy="interrupt"
+        )
+        async with asyncio.timeout(10):
+            values = await client.runs.join(thread_id, second["run_id"])
+        assert values["count"] == 112
+        assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "interrupted"
+        told = await _told(conn)
+        # "new freed" (the interrupted run's finish: another run of its thread waits) is
+        # this process's own wake-up too.
+        assert [p for p in told if not p.startswith("new freed")] == []

@@ -252,6 +252,18 @@ async def _agent_and_thread(db: Database, graph_id: str = "chat") -> tuple[Agent
     return agent, thread_id
 
 
+async def _payloads_until(conn: psycopg.AsyncConnection[Any], last: str) -> list[str]:
+    """What `conn` (LISTENing) receives, in commit order, up to the payload `last` (10 s at
+    most)."""
+    payloads: list[str] = []
+    async with asyncio.timeout(10):
+        async for note in conn.notifies():
+            payloads.append(note.payload)
+            if note.payload == last:
+                return payloads
+    return payloads
+
+
 async def _at_once(
     db: Database, thread_id: uuid.UUID, assistant_id: uuid.UUID, **given: Any
 ) -> tuple[Run, str] | None:
@@ -285,12 +297,7 @@ async def test_a_run_created_without_the_thread_notify_commits_no_notify(
         _, told = await _agent_and_thread(db)
         assert await _at_once(db, quiet, agent.id, notify_thread=False) is not None
         assert await _at_once(db, told, agent.id) is not None
-        payloads: list[str] = []
-        async with asyncio.timeout(10):
-            async for note in conn.notifies():
-                payloads.append(note.payload)
-                if note.payload == str(told):
-                    break
+        payloads = await _payloads_until(conn, str(told))
         # Notifications come in commit order: the first creation's would have come first.
         assert str(quiet) not in payloads
 
@@ -585,11 +592,6 @@ async def test_a_claim_without_the_thread_notify_commits_no_notify(database_url:
             assert claim is not None
             threads.append(thread_id)
         quiet, told = threads
-        payloads: list[str] = []
-        async with asyncio.timeout(10):
-            async for note in conn.notifies():
-                payloads.append(note.payload)
-                if note.payload == str(told):
-                    break
+        payloads = await _payloads_until(conn, str(told))
         # Notifications come in commit order: the first claim's would have come first.
         assert str(quiet) not in payloads
