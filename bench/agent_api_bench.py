@@ -67,6 +67,13 @@ RUNS_PER_CLIENT = {1: 12, 16: 6, 64: 2}  # c=16: 192 streams a round, so p99 is 
 C1_SECONDS = 3.0
 C1_MAX_RUNS = 150
 ROUNDS = 2
+# Before the first cell, every server serves WARM_RUNS runs of each endpoint (16 clients at
+# once, not measured): a server is measured warm, as it serves in steady state. Switchboard's
+# pooled connections prepare a statement on its fifth use (psycopg's prepare_threshold), so a
+# fresh process ran its first ~65 checkouts a pool unprepared, inside the first cell measured
+# (runs.wait at concurrency 1). Aegra prepares nothing (PgBouncer compatibility) but opens its
+# pools' connections on first use too, and every server's first runs warm its caches.
+WARM_RUNS = 128
 JOBS = 64  # runs a server process executes at once (RUN_WORKERS / --n-jobs-per-worker): the
 # highest concurrency, as Aegra's default mode starts every run at once
 ENDPOINTS = ("wait", "stream")
@@ -427,6 +434,11 @@ def _level(server: str, endpoint: str, concurrency: int, samples: Samples) -> Le
 
 def measure_all(servers: list[Server]) -> list[Level]:
     """Every cell (round, endpoint, concurrency) visits every server, in a rotating order."""
+    for server in servers:
+        began = time.perf_counter()
+        for endpoint in ENDPOINTS:
+            asyncio.run(_clients(server, endpoint, 16, WARM_RUNS // 16))
+        print(f"  warm-up {server.name}: {time.perf_counter() - began:.1f} s")
     samples: dict[tuple[str, str, int], Samples] = {}
     turn = 0
     for round_ in range(ROUNDS):
@@ -527,7 +539,9 @@ def report(levels: list[Level], *, aegra_version: str, started: datetime) -> str
         f"clients at concurrency 16 and 64 in {CLIENT_PROCESSES} processes (one langgraph-sdk "
         "client and event loop each; in one process, that loop's parsing of every stream "
         "delayed the first events of the fastest server most), "
-        f"{ROUNDS} rounds, {per_round} per round. Latency: request to the final answer "
+        f"each server warmed first by {WARM_RUNS} runs of each endpoint (16 clients, not "
+        f"measured), {ROUNDS} rounds, {per_round} per round. Latency: request to the final "
+        "answer "
         "(wait) or to the stream's end "
         "(stream); first event: the stream's first SSE event (`metadata`). Pools alike and kept "
         "open (18 PostgreSQL connections at most per server, no overflow), and "
