@@ -43,19 +43,69 @@ def sqlalchemy_url(url: str) -> str:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether `error` (or an error it was raised from) is about the database connection, not
-    the statement: PostgreSQL restarted, cut the connection, timed out or is unreachable, so
-    the same work may succeed again once it is back."""
+    """Whether `error` (or an error it was raised from) says the same work may succeed if sent
+    again: the database connection failed (PostgreSQL restarted, cut the connection, timed out
+    or is unreachable), or the transaction lost a race (a serialization failure, a deadlock),
+    not the statement.
+
+    An error PostgreSQL answered with says which by its SQLSTATE (`RETRYABLE_STATES`): psycopg
+    maps many statement errors onto `OperationalError` too (class 54, a value over one of
+    PostgreSQL's limits; 57014, a statement timeout; 55P03, a lock not available), and those
+    fail again. An error without one (a socket cut, no pooled connection free in time, SQLAlchemy
+    giving up a checkout on connections found cut, `CLOSED_ON_CHECKOUT`) is transient."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
             return True
+        state = sqlstate(current)
+        if state is not None:
+            return retryable_state(state)
         if isinstance(current, _OUTAGES):
+            return True
+        if isinstance(current, exc.InvalidRequestError) and str(current) == CLOSED_ON_CHECKOUT:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE PostgreSQL answered `error` with (SQLAlchemy's wrapper: its driver
+    error's), or None (not an answer of PostgreSQL: a cut socket, a timeout, ours)."""
+    if isinstance(error, exc.DBAPIError):
+        error = error.orig  # type: ignore[assignment]
+    state = getattr(error, "sqlstate", None) if isinstance(error, psycopg.Error) else None
+    return state if isinstance(state, str) and state else None
+
+
+def retryable_state(state: str) -> bool:
+    """Whether an error of SQLSTATE `state` may go away if the same work is sent again."""
+    return state.startswith("08") or state in RETRYABLE_STATES
+
+
+RETRYABLE_STATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: the server is stopping (or pg_terminate_backend)
+        "57P02",  # crash_shutdown: another backend crashed, every connection is reset
+        "57P03",  # cannot_connect_now: the server is starting or in recovery
+        "57P05",  # idle_session_timeout: the server closed an idle connection
+        "53300",  # too_many_connections: until others close
+        "53100",  # disk_full: the database's volume, not the statement (until space is freed)
+        "40001",  # serialization_failure: a race lost; the transaction may be run again
+        "40P01",  # deadlock_detected: likewise
+    }
+)
+"""SQLSTATEs besides class 08 (connection_exception) that `is_transient` calls transient. Not
+in it: the rest of class 53 (out_of_memory, configuration_limit_exceeded: a statement's size),
+54 (program_limit_exceeded: a value over 256 MiB in JSONB, 1 GiB in a field), 57014
+(query_canceled: a statement timeout, a cancel), 55P03 (lock_not_available), 57P04
+(database_dropped)."""
+
+CLOSED_ON_CHECKOUT = "This connection is closed"
+"""SQLAlchemy's `InvalidRequestError` when its checkout found a pooled connection cut, replaced
+it and found the new one cut as well (`_check_on_checkout` says so of both: every connection
+is being cut, a restart under way): a connection outage, as any other."""
 
 
 _OUTAGES = (

@@ -12,10 +12,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, exc, text
 
 from stores.checkpoints import open_checkpoints
-from stores.sql.database import Database, connect, is_cut, open_database
+from stores.sql.database import Database, connect, is_cut, is_transient, open_database
 
 
 def terminate(database_url: str, pid: int) -> None:
@@ -203,3 +203,80 @@ async def test_a_connection_left_in_a_transaction_or_failing_is_closed_as_sqlalc
         assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0
         await conn.execute(text(f"DROP TABLE {table}"))
     assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def failure(db: Database, *statements: str) -> exc.DBAPIError:
+    """What running `statements` in one transaction of `db` raised (SQLAlchemy's wrapper)."""
+    try:
+        async with db.engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    except exc.DBAPIError as error:
+        return error
+    raise AssertionError(f"{statements} did not fail")
+
+
+async def test_statement_errors_postgresql_answers_as_operational_errors_are_not_transient(
+    db: Database, database_url: str
+) -> None:
+    """psycopg maps some statement errors onto `OperationalError` (a value over one of
+    PostgreSQL's limits, a statement timeout): sent again, they fail again, so they are not
+    taken for an outage (a run handed back, an event retried for a minute)."""
+    over_limit = await failure(db, "SELECT repeat('x', 1073741824)")  # a 1 GiB string
+    assert isinstance(over_limit.orig, psycopg.errors.ProgramLimitExceeded)
+    assert isinstance(over_limit.orig, psycopg.OperationalError)
+    timed_out = await failure(db, "SET LOCAL statement_timeout = 10", "SELECT pg_sleep(5)")
+    assert isinstance(timed_out.orig, psycopg.errors.QueryCanceled)
+    async with await connect(database_url) as conn:  # the driver's own, unwrapped
+        with pytest.raises(psycopg.errors.ProgramLimitExceeded) as raw:
+            await conn.execute("SELECT repeat('x', 1073741824)")
+    for error in (over_limit, timed_out, raw.value):
+        assert not is_transient(error)
+    await db.ping()  # the pool's connections are fine
+
+
+async def test_a_connection_the_server_cuts_under_a_statement_is_transient(
+    db: Database, database_url: str
+) -> None:
+    async with db.engine.connect() as conn:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        terminate(database_url, pid)
+        with pytest.raises(exc.DBAPIError) as cut:
+            await conn.execute(text("SELECT 1"))
+    assert isinstance(cut.value.orig, psycopg.errors.AdminShutdown)  # 57P01, with a SQLSTATE
+    assert is_transient(cut.value)
+
+
+async def test_a_checkout_finding_each_connection_cut_is_transient(
+    db: Database, database_url: str
+) -> None:
+    """While every connection is being cut (a restart, an operator terminating them all), a
+    checkout can find the pooled connection cut and its replacement cut too: SQLAlchemy gives
+    up with its own "This connection is closed", which is an outage like the others."""
+    async with db.engine.connect() as conn:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    terminate(database_url, pid)
+    await until_cut(driver)
+
+    def cut_at_once(dbapi_connection: Any, record: Any) -> None:
+        new = dbapi_connection.driver_connection
+        terminate(database_url, new.info.backend_pid)
+        deadline = time.monotonic() + 5
+        while not is_cut(new):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    pool = db.engine.sync_engine.pool
+    event.listen(pool, "connect", cut_at_once)
+    try:
+        with pytest.raises(exc.InvalidRequestError) as closed:
+            async with db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    finally:
+        event.remove(pool, "connect", cut_at_once)
+    assert str(closed.value) == "This connection is closed"
+    assert is_transient(closed.value)
+    async with db.engine.connect() as conn:  # once connections last again, all is well
+        assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
