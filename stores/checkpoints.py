@@ -104,6 +104,13 @@ weigh ~350; serialising 2048 takes ~50 µs here, weighing them about as long, ag
 CPU and ~80 µs of wall time for the thread hand-off alone."""
 _SCALARS = (bool, int, float, type(None))
 
+BATCH_BYTES = 16 * 1024 * 1024
+"""The most one statement of a batch (`batched`) carries, in its rows' bytes (blobs, and the
+strings a checkpoint keeps inline): more rows go in another statement of the same transaction.
+One statement of a run's many large writes would otherwise be refused by PostgreSQL (a JSONB
+array over 256 MiB, a parameter over 1 GiB) or cost it that much memory at once; a single row
+over it goes alone."""
+
 _BACKGROUND: set[asyncio.Task[None]] = set()  # flushes started by a timer, kept referenced
 _RUN_WRITES: ContextVar[RunWrites | None] = ContextVar("switchboard_run_writes", default=None)
 # A finished run reading its thread's latest checkpoint: from its own `RunWrites.head`.
@@ -171,7 +178,7 @@ class RunWrites:
         return ops
 
 
-def batched(ops: Sequence[Op]) -> list[Op]:
+def batched(ops: Sequence[Op], *, max_bytes: int | None = None) -> list[Op]:
     """The queued writes as one statement per table (two for pending writes when both of
     LangGraph's kinds are queued), storing what the statements would store sent one by one in
     order. A row whose key comes again in the batch is merged as its conflict clause would
@@ -181,7 +188,9 @@ def batched(ops: Sequence[Op]) -> list[Op]:
     blob, the first's task path. The tables have no constraint between them, so their order
     within a transaction does not matter. Anything else queued: `ops` as they are. (The bench's
     trivial run: 15 statements, 3 now; ~28 % less client CPU to send, ~10 % less of
-    PostgreSQL's.)"""
+    PostgreSQL's.) A table's rows weighing more than `max_bytes` (`_row_bytes`) are split over
+    several statements, sent in the same transaction as one would be (default `BATCH_BYTES`)."""
+    cap = BATCH_BYTES if max_bytes is None else max_bytes
     blobs: dict[tuple[Any, ...], Sequence[Any]] = {}
     checkpoints: dict[tuple[Any, ...], Sequence[Any]] = {}
     writes: dict[tuple[Any, ...], tuple[Sequence[Any], bool]] = {}
@@ -207,18 +216,46 @@ def batched(ops: Sequence[Op]) -> list[Op]:
         else:
             return list(ops)
     out: list[Op] = []
-    if blobs:
-        rows = list(blobs.values())
+    for rows in _split(list(blobs.values()), cap):
         params = (Jsonb([row[:5] for row in rows]), [row[5] for row in rows])
         out.append((_BLOBS_BATCH, params, False))
-    if checkpoints:
-        points = [[*row[:4], _obj(row[4]), _obj(row[5])] for row in checkpoints.values()]
+    for rows in _split(list(checkpoints.values()), cap):
+        points = [[*row[:4], _obj(row[4]), _obj(row[5])] for row in rows]
         out.append((_CHECKPOINTS_BATCH, (Jsonb(points),), False))
     for upsert, statement in ((False, _WRITES_INSERT_BATCH), (True, _WRITES_UPSERT_BATCH)):
-        if kind := [row for row, is_upsert in writes.values() if is_upsert is upsert]:
-            params = (Jsonb([row[:8] for row in kind]), [row[8] for row in kind])
+        kind = [row for row, is_upsert in writes.values() if is_upsert is upsert]
+        for rows in _split(kind, cap):
+            params = (Jsonb([row[:8] for row in rows]), [row[8] for row in rows])
             out.append((statement, params, False))
     return out
+
+
+def _split(rows: list[Sequence[Any]], max_bytes: int) -> Iterator[list[Sequence[Any]]]:
+    """`rows` in runs of at most `max_bytes` (`_row_bytes`), each at least one row, in order."""
+    start, size = 0, 0
+    for at, row in enumerate(rows):
+        weight = _row_bytes(row)
+        if at > start and size + weight > max_bytes:
+            yield rows[start:at]
+            start, size = at, 0
+        size += weight
+    if start < len(rows):
+        yield rows[start:]
+
+
+def _row_bytes(row: Sequence[Any]) -> int:
+    """About what a queued row weighs in its statement: its text and binary columns, and the
+    strings a checkpoint keeps inline among its channel values (LangGraph keeps scalars in the
+    checkpoint, everything else in blobs); 64 for the rest."""
+    weight = 64
+    for value in row:
+        if isinstance(value, str | bytes):
+            weight += len(value)
+        elif isinstance(value, Jsonb) and isinstance(value.obj, dict):
+            channels = value.obj.get("channel_values")
+            if isinstance(channels, dict):
+                weight += sum(len(v) for v in channels.values() if isinstance(v, str | bytes))
+    return weight
 
 
 def _obj(value: Any) -> Any:
@@ -710,6 +747,13 @@ class Checkpoints:
         parameters and whether they are many sets (`executemany`): one a table (`batched`)."""
         async with writes.lock:
             return batched(writes.pop())
+
+    @staticmethod
+    def give_back(writes: RunWrites, ops: Sequence[Op]) -> None:
+        """Put writes `take` handed out back at the head of the queue, to be sent by `flush` (a
+        finish that will not carry them after all)."""
+        if not writes.closed:
+            writes.ops[:0] = ops
 
     def release(self, writes: RunWrites) -> None:
         """Forget the queue at the end of its attempt; writes still in it are dropped (an

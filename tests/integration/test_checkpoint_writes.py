@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from stores import checkpoints as checkpoints_module
 from stores.checkpoints import INLINE_BUDGET, Checkpoints, _light, batched, open_checkpoints
 from tests.integration.run_graphs import build_review_graph, build_steps_graph
 from tests.support import TEST_GRAPHS, make_settings, running_server
@@ -772,3 +773,82 @@ def test_the_events_of_a_run_nobody_follows_are_stored_by_its_finish(
               if tbl == "run_events"}  # fmt: skip
     assert ("values", True) not in events
     assert ("values", False) in events
+
+
+class PagesState(TypedDict):
+    pages: Annotated[list[str], operator.add]
+
+
+def build_pages_graph(size: int) -> Any:
+    """Four steps, each adding a page of `size` characters: large blobs and pending writes."""
+    builder = StateGraph(PagesState)
+    previous = START
+    for name in ("p1", "p2", "p3", "p4"):
+
+        def page(state: PagesState, *, _name: str = name) -> dict[str, Any]:
+            return {"pages": [_name * (size // len(_name))]}
+
+        builder.add_node(name, page)
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, END)
+    return builder
+
+
+async def test_a_batch_of_writes_over_the_byte_cap_goes_out_in_several_statements_all_stored(
+    checkpoints: Checkpoints,
+    stock: AsyncPostgresSaver,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run's queued writes weighing more than `BATCH_BYTES` are not one statement a table
+    (a JSONB array and a bytea array PostgreSQL would refuse past 256 MiB / 1 GiB): they go
+    out in several, in the one transaction, and every row lands as LangGraph's saver stores
+    it."""
+    cap = 256 * 1024
+    monkeypatch.setattr(checkpoints_module, "BATCH_BYTES", cap, raising=False)
+    sent: list[list[Any]] = []
+    send = checkpoints.saver._send
+
+    async def recorded(ops: list[Any], select: Any) -> Any:
+        sent.append(ops)
+        return await send(ops, select)
+
+    monkeypatch.setattr(checkpoints.saver, "_send", recorded)
+    builder = build_pages_graph(100_000)  # blobs of 0.1, 0.2, 0.3 and 0.4 MB; writes of 0.1 MB
+    graph = builder.compile(checkpointer=checkpoints.saver)
+    thread_id = str(uuid.uuid4())
+    writes = await attempt(checkpoints, graph, thread_id, {"pages": []})
+    try:
+        assert stored(database_url, thread_id) == 0  # all of it queued: one batch
+        await checkpoints.flush(writes)
+    finally:
+        checkpoints.release(writes)
+    [ops] = sent
+    blob_statements = [params for statement, params, _ in ops if "checkpoint_blobs" in statement]
+    write_statements = [params for statement, params, _ in ops if "checkpoint_writes" in statement]
+    assert len(blob_statements) > 1
+    assert len(write_statements) > 1
+    for _, binary in blob_statements + write_statements:
+        assert len(binary) == 1 or sum(len(b or b"") for b in binary) <= cap
+
+    plain = builder.compile(checkpointer=stock)
+    other = str(uuid.uuid4())
+    async for _ in plain.astream({"pages": []}, config_of(other), durability="async"):
+        pass
+    ours = [s async for s in graph.aget_state_history(config_of(thread_id))]
+    theirs = [s async for s in plain.aget_state_history(config_of(other))]
+    assert len(ours) == 6
+    assert [(s.values, s.next) for s in ours] == [(s.values, s.next) for s in theirs]
+    with psycopg.connect(database_url) as conn:
+        counts = [
+            conn.execute(
+                f"SELECT count(*), coalesce(sum(length(blob)), 0) FROM {table}"
+                " WHERE thread_id = %s",
+                (thread,),
+            ).fetchone()
+            for table in ("checkpoint_blobs", "checkpoint_writes")
+            for thread in (thread_id, other)
+        ]
+    assert counts[0] == counts[1]  # blobs: ours, LangGraph's
+    assert counts[2] == counts[3]  # pending writes: ours, LangGraph's
