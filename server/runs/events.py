@@ -21,7 +21,7 @@ from server.background import supervise, sweep_forever
 from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
 from server.telemetry.metrics import metrics
-from stores.sql.database import Database, Timeouts, connect, is_transient, libpq_url
+from stores.sql.database import Database, Timeouts, connect, is_transient, libpq_url, sqlstate
 from stores.sql.runs import FinishWrite, RunToken
 from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from stores.sql.thread_events import prune_thread_events
@@ -30,8 +30,21 @@ log = logging.getLogger(__name__)
 
 # What the database says of the data, not of the connection: retrying the same rows is futile.
 _REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
-# The connection, not the data: reconnect and try the same rows again (for a while).
-_CUT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
+
+
+def _cut(error: BaseException) -> bool:
+    """The connection, not the data: reconnect and try the same rows again (for a while).
+    Not every `psycopg.OperationalError`: PostgreSQL answers some statement errors with one
+    (an event over its limits, class 54; a statement timeout), which fail again (`is_transient`
+    tells them apart by their SQLSTATE)."""
+    return isinstance(error, OSError | TimeoutError) or is_transient(error)
+
+
+class EventRefusedError(Exception):
+    """PostgreSQL refused to store an event of the run (too large for it, say): the event is
+    lost, so the run cannot go on (its stream would have a hole) and ends as an error. Its
+    message is meant for the run's client: no database text in it."""
+
 
 CHANNEL: Final[str] = "run_events"
 ACTIVE_RUN_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running"})
@@ -73,7 +86,11 @@ _PEER_CHECK_S: Final = 5.0
 # The bodies' bytes one batch (one JSON document) carries, past its first event: PostgreSQL's
 # jsonb refuses a document whose elements total over 256 MiB (stored, a body may take several
 # times its text's bytes: an array of small numbers), as the batch's statement would be refused.
+# Held events weighing more than this are not carried by a run's finish either (`closing`):
+# the writer stores them first, so one PostgreSQL refuses costs that event, not the finish.
 _MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
+# How many runs' refused events (`refusal`) a process remembers until their attempt retires.
+_REFUSED_RUNS: Final = 1024
 # A run's last events (e.g. /chat's `message`, then `end`), stored by the transaction that
 # finishes the run, right after the finish (`finish_run(also=...)`): only when that finish
 # ended the run with this attempt (its new status), never twice (a finish retried after a
@@ -267,6 +284,8 @@ class RunEventLog:
         # a finish under way carries (queued again if it does not go through).
         self._held: dict[uuid.UUID, _Held] = {}
         self._carried: dict[uuid.UUID, _Held] = {}
+        # Runs (attempt, message) with an event PostgreSQL refused to store (`refusal`).
+        self._refused: OrderedDict[uuid.UUID, tuple[int, str]] = OrderedDict()
 
     async def start(self) -> None:
         """Start the writer and listen for other processes' events (returns once listening)."""
@@ -311,6 +330,8 @@ class RunEventLog:
         """Store what is queued (up to `flush_timeout_s`), then stop writing and listening."""
         for run_id in list(self._held):
             self._release(run_id)
+        for run_id in list(self._carried):  # finishes cut short by the shutdown
+            self._requeue(run_id, self._carried.pop(run_id))
         if self._writer is not None and self._queue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), flush_timeout_s)
@@ -384,8 +405,15 @@ class RunEventLog:
     def retire(self, run_id: uuid.UUID) -> None:
         """The attempt executing `run_id` here ended: keep its local log a while if the run
         ended (its log is complete), forget it otherwise (another attempt may continue it).
-        Events it still held (an attempt that ended without its finish) go to the writer."""
+        Events it still held (an attempt that ended without its finish) go to the writer, and
+        so do those a finish that never came back carried (cancelled between `closing` and
+        `closed`, e.g. by a shutdown): its commit may or may not have stored them, and the
+        writer stores them at most once (fenced by their attempt, a stored seq kept)."""
         self._release(run_id)
+        carried = self._carried.pop(run_id, None)
+        if carried is not None:
+            self._requeue(run_id, carried)
+        self._refused.pop(run_id, None)
         self._last_ticket.pop(run_id, None)
         local = self._local.pop(run_id, None)
         if local and local[-1][1] in TERMINAL_EVENTS:
@@ -531,8 +559,11 @@ class RunEventLog:
         carried = self._held.pop(run_id, None)
         if carried is not None:
             carried.timer.cancel()
-            if carried.attempt != token.attempt:
-                self._requeue(run_id, carried)
+            if (
+                carried.attempt != token.attempt
+                or sum(len(body) for _, _, body in carried.events) > _MAX_BATCH_BYTES
+            ):
+                self._requeue(run_id, carried)  # the writer stores them (or refuses one) first
                 carried = None
             else:
                 self._carried[run_id] = carried
@@ -570,6 +601,32 @@ class RunEventLog:
             for event in events:
                 self._deliver(token.run_id, event)
             metrics().events_written.inc(len(events))
+
+    def refusal(self, token: RunToken) -> str | None:
+        """Why an event of `token`'s attempt was not stored, when PostgreSQL refused it (a
+        message for the run's client); None when none was. Known once the writer tried it:
+        after `closing` returned, for every event appended before."""
+        refused = self._refused.get(token.run_id)
+        return refused[1] if refused is not None and refused[0] == token.attempt else None
+
+    def _refuse(self, item: _Queued, error: BaseException) -> None:
+        """Note that PostgreSQL refused `item` (its run must not go on as if stored)."""
+        if item.run_id in self._refused:
+            return  # the first says why
+        state = sqlstate(error)
+        if state is not None and state.startswith("54"):
+            why = "it is over PostgreSQL's size limits"
+        elif state == "57014":
+            why = "storing it took longer than the database allows a statement"
+        else:
+            why = "the database refused it" + (f" (SQLSTATE {state})" if state else "")
+        message = (
+            f"event {item.seq} ({item.event[:64]}, {len(item.body)} bytes of JSON) of the run "
+            f"could not be stored: {why}"
+        )
+        self._refused[item.run_id] = (item.attempt, message)
+        while len(self._refused) > _REFUSED_RUNS:
+            self._refused.popitem(last=False)
 
     async def flush(self) -> None:
         """Return once every event appended so far is stored (held ones too)."""
@@ -627,7 +684,18 @@ class RunEventLog:
                     stored = await self._write_each(batch)  # keep the good ones
             except asyncio.CancelledError:
                 raise
-            except _CUT as error:
+            except Exception as error:
+                if not _cut(error):  # not the connection: some event of the batch is at fault
+                    log.warning(
+                        "storing %d run events failed (%s: %s); storing them one by one",
+                        len(batch),
+                        type(error).__name__,
+                        error,
+                    )
+                    stored = await self._write_each(batch, tolerate=Exception)
+                    backoff, failing_since = 0.1, None
+                    self._publish(batch, stored)
+                    continue
                 failing_since = failing_since or loop.time()
                 if loop.time() - failing_since < self.give_up_s:
                     log.warning("storing %d run events failed (%s); retrying", len(batch), error)
@@ -641,9 +709,6 @@ class RunEventLog:
                     error,
                 )
                 stored = set()
-            except Exception:  # not the connection: some event of the batch is at fault
-                log.exception("storing %d run events failed; storing them one by one", len(batch))
-                stored = await self._write_each(batch, tolerate=Exception)
             backoff, failing_since = 0.1, None
             self._publish(batch, stored)
 
@@ -676,18 +741,26 @@ class RunEventLog:
         *,
         tolerate: type[Exception] | tuple[type[Exception], ...] = _REFUSED,
     ) -> set[tuple[uuid.UUID, int]]:
-        """Store events one by one, dropping those that fail with `tolerate` (e.g. of a run
-        that was deleted meanwhile), so one bad event cannot hold up every run's stream."""
+        """Store events one by one, dropping those that fail with `tolerate`, so one bad event
+        cannot hold up every run's stream; its run is told (`refusal`). (An event of a run
+        deleted meanwhile, or reclaimed by another attempt, is not refused: it stores nothing.)"""
         stored: set[tuple[uuid.UUID, int]] = set()
         for item in batch:
             try:
                 stored |= await self._write([item])
-            except _CUT:
-                raise
-            except tolerate as error:
+            except Exception as error:
+                if _cut(error) or not isinstance(error, tolerate):
+                    raise
                 log.warning(
-                    "dropped event %d (%s) of run %s: %s", item.seq, item.event, item.run_id, error
+                    "dropped event %d (%s, %d bytes) of run %s: %s: %s",
+                    item.seq,
+                    item.event,
+                    len(item.body),
+                    item.run_id,
+                    type(error).__name__,
+                    error,
                 )
+                self._refuse(item, error)
         return stored
 
     async def _write(self, batch: list[_Queued]) -> set[tuple[uuid.UUID, int]]:
@@ -704,9 +777,10 @@ class RunEventLog:
                 {"rows": _rows(batch), "channel": CHANNEL, "origin": self.origin},
             )
             rows = await cursor.fetchall()
-        except _CUT:
-            await self._write_conn.close()  # reconnect on the next try
-            self._write_cursor = None
+        except Exception as error:
+            if _cut(error):
+                await self._write_conn.close()  # reconnect on the next try
+                self._write_cursor = None
             raise
         stored = {(run_id, seq) for run_id, seqs, _ in rows for seq in seqs}
         if len(stored) != len(batch):

@@ -26,7 +26,7 @@ from server.redact import mask_secrets
 from server.resources import Resources
 from server.runs.admission import RunAdmission
 from server.runs.context import ContextServices, agent_context
-from server.runs.events import RunEventLog
+from server.runs.events import EventRefusedError, RunEventLog
 from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
 from server.runs.streaming import error_data, stream_graph, to_jsonable
 from server.runs.webhooks import send_webhook, webhook_payload, webhook_policy
@@ -35,7 +35,7 @@ from stores.checkpoints import Checkpoints, RunWrites
 from stores.errors import ConflictError, NotFoundError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
-from stores.sql.database import is_transient
+from stores.sql.database import is_transient, sqlstate
 from stores.sql.models import Agent, Conversation, Run
 from stores.tracing import traced
 
@@ -43,8 +43,32 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL refusing what a statement holds (a NUL in a string for JSONB, a constraint): the
 # same statement fails again, unlike a connection cut under it (whose errors may be SQLAlchemy's
-# own, such as "This connection is closed", and are not these).
+# own, such as "This connection is closed", and are not these). So does any error PostgreSQL
+# answered with whose SQLSTATE is not transient (`_refusal`): a value over its limits, a
+# statement timeout.
 _REFUSALS = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
+
+
+def _refusal(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL's refusal of a statement: sending it again fails again."""
+    if isinstance(error, _REFUSALS):
+        return True
+    return sqlstate(error) is not None and not is_transient(error)
+
+
+def _error_data(error: BaseException) -> dict[str, str]:
+    """The data of a failed run's `error` event: the exception's type and message (the graph's
+    own), but none of the database's text for an error PostgreSQL answered with."""
+    state = sqlstate(error)
+    if state is None and isinstance(error.__cause__, psycopg.Error):
+        state = sqlstate(error.__cause__)
+    if state is None:
+        return error_data(error)
+    return {
+        "error": type(error).__name__,
+        "message": f"the database refused to store the run's results (SQLSTATE {state})",
+    }
+
 
 TOOLS_REFRESH_S = 30.0  # how soon a tool switched off in the `tools` table applies to runs
 # Where a run's creator reaches its graph, as LangGraph's server passes it; never from a client.
@@ -480,6 +504,9 @@ class RunExecutor:
     async def _append(
         self, attempt: Attempt, recorder: RunRecorder | None, event: str, data: Any
     ) -> None:
+        refused = self.events.refusal(attempt.token)
+        if refused is not None:  # its stream has a hole: the run stops, as an error
+            raise EventRefusedError(refused)
         await self.events.append(attempt.token, event, data)
         if recorder is not None:
             recorder.on_event(event, data)
@@ -579,7 +606,7 @@ class RunExecutor:
             try:
                 return await work()
             except Exception as error:
-                if refused is not None and isinstance(error, _REFUSALS):
+                if refused is not None and _refusal(error):
                     refused.append(error)
                     return False
                 if not is_transient(error) or loop.time() >= attempt.lease_deadline:
@@ -610,6 +637,7 @@ class RunExecutor:
         graph: Graph | None,
         *,
         error: BaseException | None,
+        last_try: bool = False,
     ) -> bool:
         run = attempt.run
         assert run.thread_id is not None
@@ -643,7 +671,7 @@ class RunExecutor:
                     error = error or flush_error
         if error is not None:
             log.warning("run %s failed: %s: %s", run.id, type(error).__name__, error)
-            data = error_data(error)
+            data = _error_data(error)
             status = "error"
             if prepared.timed_out():
                 status = "timeout"
@@ -676,6 +704,18 @@ class RunExecutor:
         closing, last = await self.events.closing(
             attempt.token, [*record.events, ("error" if data else "end", data)], status=status
         )
+        refusal = self.events.refusal(attempt.token)
+        if refusal is not None and data is None and not last_try:
+            # PostgreSQL refused an event of the run (too large for it, say): the run ends as
+            # an error saying so, its last checkpoint writes sent by that finish's flush.
+            self.events.closed(attempt.token, last, stored=False)
+            if carried and prepared.writes is not None:
+                self.resources.checkpoints.give_back(
+                    prepared.writes, [(w.sql, w.params, w.many) for w in carried]
+                )
+            return await self._finish_with(
+                attempt, prepared, recorder, graph, error=EventRefusedError(refusal), last_try=True
+            )
         if data is not None:
             thread_status = "error"
             thread_values: dict[str, Any] | None = values if graph is not None else None
@@ -712,7 +752,7 @@ class RunExecutor:
                     also=(*record.writes, closing),
                     before=carried,
                 ),
-                refused=refused if carried else None,
+                refused=None if last_try else refused,
             )
         self.events.closed(attempt.token, last, stored=finished)
         if refused:
@@ -720,7 +760,9 @@ class RunExecutor:
             # refused them sent apart): nothing of it was written; the run ends as an error,
             # its thread as last stored.
             log.warning("finishing run %s was refused: %r", run.id, refused[0])
-            return await self._finish_with(attempt, prepared, recorder, graph, error=refused[0])
+            return await self._finish_with(
+                attempt, prepared, recorder, graph, error=refused[0], last_try=True
+            )
         if not finished:
             return False  # not ours any more: whoever holds the run finishes it
         prepared.outcome = status

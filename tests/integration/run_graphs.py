@@ -27,7 +27,7 @@ class StepsState(TypedDict, total=False):
 
     log: Annotated[list[str], operator.add]
     approved: bool
-    note: str  # written by the last step when `configurable.nul_note` is set: a NUL in it
+    note: str  # by the last step: a NUL in it (`configurable.nul_note`), `note_bytes` long
 
 
 def _step(name: str) -> Any:
@@ -49,6 +49,8 @@ def _step(name: str) -> Any:
         TRACE.append((thread_id, attempt, name, "end"))
         if configurable.get("nul_note") and name == STEPS[-1]:
             return {"log": [name], "note": "a\x00b"}  # PostgreSQL's JSONB refuses it
+        if configurable.get("note_bytes") and name == STEPS[-1]:
+            return {"log": [name], "note": "x" * int(configurable["note_bytes"])}
         return {"log": [name]}
 
     return node

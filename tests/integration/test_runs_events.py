@@ -751,3 +751,89 @@ async def test_a_read_of_the_log_is_one_round_trip(log: RunEventLog, database: D
         with counting_waits() as waits:
             await read()
         assert waits[0] == 1
+
+
+# PostgreSQL's own refusal of a value over one of its limits (`repeat` asks for a 1 GiB string:
+# program_limit_exceeded, class 54, a `psycopg.OperationalError`), raised for an event over
+# 64 KiB: as an event over 256 MiB is refused by JSONB, without sending 256 MiB.
+OVER_LIMIT_BYTES = 64 * 1024
+_OVER_LIMIT = f"""
+CREATE OR REPLACE FUNCTION sb_event_over_limit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF octet_length(NEW.data::text) > {OVER_LIMIT_BYTES} THEN
+    PERFORM repeat('x', 1073741824);
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER sb_event_over_limit BEFORE INSERT ON run_events
+  FOR EACH ROW EXECUTE FUNCTION sb_event_over_limit();
+"""
+
+
+@asynccontextmanager
+async def events_over_limit_refused(database_url: str) -> AsyncIterator[None]:
+    """Within: PostgreSQL refuses to store a run event over `OVER_LIMIT_BYTES`."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(_OVER_LIMIT)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            await conn.execute("DROP TRIGGER sb_event_over_limit ON run_events")
+
+
+async def test_an_event_over_postgresqls_limits_is_dropped_at_once_and_its_run_told_why(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    """A statement error PostgreSQL answers with an OperationalError (an event too large for
+    it) is not an outage: the writer does not retry it for `give_up_s` (60 s), it stores the
+    other events at once and tells the event's run why (no database text in the message)."""
+    run, other = await new_run(database), await new_run(database)
+    async with events_over_limit_refused(database_url):
+        await log.append(run, "values", {"n": 1})
+        await log.append(run, "values", {"big": "x" * (OVER_LIMIT_BYTES + 1)})
+        await log.append(other, "values", {"n": 1})
+        await log.append(run, "values", {"n": 3})
+        assert await asyncio.wait_for(log.append(run, "end", None), 10) == 4
+        assert await asyncio.wait_for(log.append(other, "end", None), 10) == 2
+    assert [seq for seq, _, _ in await log.events_after(run.run_id)] == [1, 3, 4]
+    assert [seq for seq, _, _ in await log.events_after(other.run_id)] == [1, 2]
+    refusal = log.refusal(run)
+    assert refusal is not None
+    assert refusal.startswith("event 2 (values, 65547 bytes of JSON) of the run could not be")
+    assert "size limits" in refusal
+    assert "requested length" not in refusal  # PostgreSQL's own words stay in the log
+    assert log.refusal(other) is None
+    assert log.refusal(RunToken(run.run_id, 2)) is None  # another attempt's
+    log.retire(run.run_id)
+    assert log.refusal(run) is None  # forgotten with the attempt
+
+
+async def test_held_events_of_a_finish_cancelled_before_it_came_back_are_stored_by_the_writer(
+    database: Database, database_url: str
+) -> None:
+    """A finish cancelled between `closing` and `closed` (a shutdown, say) carried the run's
+    held events: when its attempt retires they go to the writer, nothing is kept in memory,
+    and the run's log is whole for its next attempt."""
+    async with open_run_event_log(database, url=database_url, poll_s=0.2, hold_s=60) as log:
+        run = await new_run(database)
+        log.begin(run)
+        await log.append(run, "metadata", {"attempt": 1})
+        await log.append(run, "values", {"n": 1})
+        async with await psycopg.AsyncConnection.connect(database_url) as blocker:
+            # The finish's UPDATE of the run waits for this lock: it is cut short meanwhile.
+            await blocker.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run.run_id,))
+            finishing = asyncio.create_task(finish_with(database, log, run, [("end", None)]))
+            await asyncio.sleep(0.5)
+            assert not finishing.done()
+            finishing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await finishing
+            await blocker.rollback()
+        log.retire(run.run_id)  # as the engine does once the attempt ends
+        await asyncio.wait_for(log.flush(), 10)
+        assert not log._held
+        assert not log._carried
+        assert [(s, n) for s, n, _ in await log.events_after(run.run_id)] == [
+            (1, "metadata"),
+            (2, "values"),
+        ]

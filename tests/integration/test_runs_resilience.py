@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from langgraph_sdk import get_client
+import pytest
+from langgraph_sdk import get_client, get_sync_client
 from psycopg.rows import dict_row
 
+from server.runs import events as events_module
 from stores import migrate
 from stores.embedded_postgres import embedded_postgres, embedded_server
+from tests.integration.test_runs_events import _OVER_LIMIT, OVER_LIMIT_BYTES
 from tests.support import TEST_GRAPHS, make_settings, running_server, scratch_database
 
 STEPS = ["s1", "s2", "s3", "s4"]
@@ -135,6 +138,17 @@ def test_runs_survive_every_database_connection_being_cut_under_load(
 
 
 @contextmanager
+def events_over_limit_refused_sync(database_url: str) -> Iterator[None]:
+    """Within: PostgreSQL refuses to store a run event over `OVER_LIMIT_BYTES`."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(_OVER_LIMIT)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            conn.execute("DROP TRIGGER sb_event_over_limit ON run_events")
+
+
+@contextmanager
 def embedded_database(folder: Path) -> Iterator[str]:
     """An embedded PostgreSQL of this test's own, with the schema migrated."""
     with embedded_postgres(folder) as url:
@@ -173,3 +187,51 @@ def test_runs_survive_the_embedded_postgres_stopping_and_starting_under_load(
         )[0]["n"]
     assert ended_after >= 1
     print(f"ended after the restart: {ended_after}; attempts per run: {attempts}")
+
+
+def test_a_run_whose_event_postgresql_refuses_ends_as_an_error_saying_why(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event PostgreSQL will not store (one over its 256 MiB JSONB limit; here, by a trigger
+    that makes it refuse one over 64 KiB with the same error) is not retried as an outage for a
+    minute and then dropped while the run succeeds: the run ends as an error at once, its stream
+    ends with an `error` event saying which event and why, in no words of the database's. So
+    does a run nobody follows, whose events wait for its finish (over `_MAX_BATCH_BYTES`, here
+    32 KiB, they are stored apart first, as a 256 MiB one would be past 16 MiB)."""
+    monkeypatch.setattr(events_module, "_MAX_BATCH_BYTES", 32 * 1024)
+    with (
+        events_over_limit_refused_sync(database_url),
+        running_server(
+            make_settings(
+                database_url, tmp_path, migrate_on_start=False, langgraph_config=TEST_GRAPHS
+            )
+        ) as base,
+    ):
+        client: Any = get_sync_client(url=base)
+        big = {"configurable": {"note_bytes": OVER_LIMIT_BYTES + 1000}}
+        thread = client.threads.create()
+        started = time.monotonic()
+        parts = list(
+            client.runs.stream(thread["thread_id"], "steps", input={"log": ["in"]}, config=big)
+        )
+        assert time.monotonic() - started < 20  # not a minute of retries
+        assert parts[-1].event == "error"
+        assert parts[-1].data["error"] == "EventRefusedError"
+        message = parts[-1].data["message"]
+        assert "could not be stored: it is over PostgreSQL's size limits" in message
+        assert "requested length" not in message
+        [run] = client.runs.list(thread["thread_id"])
+        assert run["status"] == "error"
+        replayed = list(client.runs.join_stream(thread["thread_id"], run["run_id"]))
+        assert [p.event for p in replayed] == [p.event for p in parts]
+
+        waited = client.threads.create()
+        result = client.runs.wait(
+            waited["thread_id"], "steps", input={"log": ["in"]}, config=big, raise_error=False
+        )
+        assert result["__error__"]["error"] == "EventRefusedError"
+        [run] = client.runs.list(waited["thread_id"])
+        assert run["status"] == "error"
+        events = [p.event for p in client.runs.join_stream(waited["thread_id"], run["run_id"])]
+        assert events[0] == "metadata"
+        assert events[-1] == "error"
