@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InvalidRequestError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +25,7 @@ from stores.errors import (
     UnavailableError,
 )
 from stores.extract import DocumentError
+from stores.sql.database import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,15 @@ async def _database_down(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "the database is unavailable; try again shortly")
 
 
+async def _connection_lost(request: Request, exc: Exception) -> JSONResponse:
+    # SQLAlchemy's own "This connection is closed": a checkout found every connection it tried
+    # cut (a restart under way). An outage as any other, not a 500; any other misuse of the
+    # API is a bug, left to the server's 500 as before.
+    if not is_transient(exc):
+        raise exc
+    return await _database_down(request, exc)
+
+
 async def _bad_value(_: Request, exc: Exception) -> JSONResponse:
     # The database refused a value of the request (out of range, untranslatable, ...): the
     # client's fault, not an outage. Validation should have named the field first; say what
@@ -156,5 +166,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(PoolTimeoutError, _database_down)
     app.add_exception_handler(DBAPIError, _database_down)
+    app.add_exception_handler(InvalidRequestError, _connection_lost)
     # More specific than DBAPIError, so it wins for data errors (SQLSTATE class 22).
     app.add_exception_handler(DataError, _bad_value)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from server.app import create_app
+from stores.sql.database import is_cut
 from tests.integration.helpers import unique_email
 from tests.support import make_settings, running_server, scratch_database
 
@@ -93,3 +98,42 @@ def test_openapi_documents_every_route(api: httpx.Client) -> None:
     ):
         assert path in spec["paths"], path
     assert api.get("/docs").status_code == 200
+
+
+def test_a_checkout_that_finds_every_connection_cut_is_503_not_500(
+    database_url: str, tmp_path: Path
+) -> None:
+    """While every connection is being cut (each new one too), SQLAlchemy's checkout gives up
+    with its own "This connection is closed": an outage, answered 503 as the others are."""
+    settings = make_settings(database_url, tmp_path, migrate_on_start=False)
+    app = create_app(settings)
+    with (
+        running_server(settings, app=app) as base,
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        assert client.get("/users").status_code == 200
+        pool = app.state.resources.database.engine.sync_engine.pool
+
+        def cut_at_once(dbapi_connection: Any, record: Any) -> None:
+            new = dbapi_connection.driver_connection
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (new.info.backend_pid,))
+            deadline = time.monotonic() + 5
+            while not is_cut(new):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+
+        event.listen(pool, "connect", cut_at_once)
+        try:
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            time.sleep(0.5)  # the pooled connections get their FATAL
+            listing = client.get("/users")
+            assert listing.status_code == 503, listing.text
+            assert "database" in listing.json()["detail"]
+        finally:
+            event.remove(pool, "connect", cut_at_once)
+        assert client.get("/users").status_code == 200
