@@ -89,6 +89,10 @@ _PEER_CHECK_S: Final = 5.0
 # Held events weighing more than this are not carried by a run's finish either (`closing`):
 # the writer stores them first, so one PostgreSQL refuses costs that event, not the finish.
 _MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
+# An event whose JSON is longer is refused without being sent: PostgreSQL's JSONB cannot hold
+# it (a string or a document over 256 MiB), and parsing that much only to refuse it held up
+# every run's events for ~13 s a try here.
+_MAX_EVENT_BYTES: Final = 256 * 1024 * 1024
 # How many runs' refused events (`refusal`) a process remembers until their attempt retires.
 _REFUSED_RUNS: Final = 1024
 # A run's last events (e.g. /chat's `message`, then `end`), stored by the transaction that
@@ -609,11 +613,11 @@ class RunEventLog:
         refused = self._refused.get(token.run_id)
         return refused[1] if refused is not None and refused[0] == token.attempt else None
 
-    def _refuse(self, item: _Queued, error: BaseException) -> None:
-        """Note that PostgreSQL refused `item` (its run must not go on as if stored)."""
+    def _refuse(self, item: _Queued, state: str | None) -> None:
+        """Note that PostgreSQL refused `item` with SQLSTATE `state` (its run must not go on
+        as if it were stored)."""
         if item.run_id in self._refused:
             return  # the first says why
-        state = sqlstate(error)
         if state is not None and state.startswith("54"):
             why = "it is over PostgreSQL's size limits"
         elif state == "57014":
@@ -677,6 +681,20 @@ class RunEventLog:
                 if batch and (len(batch) >= self.max_batch or size > _MAX_BATCH_BYTES):
                     break
                 batch.append(item)
+            if len(batch[0].body) > _MAX_EVENT_BYTES:  # alone: over `_MAX_BATCH_BYTES`
+                item = batch[0]
+                log.warning(
+                    "dropped event %d (%s, %d bytes) of run %s: over the %d bytes PostgreSQL's "
+                    "JSONB holds",
+                    item.seq,
+                    item.event,
+                    len(item.body),
+                    item.run_id,
+                    _MAX_EVENT_BYTES,
+                )
+                self._refuse(item, "54000")  # program_limit_exceeded, as PostgreSQL says
+                self._publish(batch, set())
+                continue
             try:
                 try:
                     stored = await self._write(batch)
@@ -687,12 +705,16 @@ class RunEventLog:
             except Exception as error:
                 if not _cut(error):  # not the connection: some event of the batch is at fault
                     log.warning(
-                        "storing %d run events failed (%s: %s); storing them one by one",
+                        "storing %d run events failed (%s: %s); those that can be are stored",
                         len(batch),
                         type(error).__name__,
                         error,
                     )
-                    stored = await self._write_each(batch, tolerate=Exception)
+                    if len(batch) > 1:
+                        stored = await self._write_each(batch, tolerate=Exception)
+                    else:  # the same statement again would fail the same way
+                        self._refuse(batch[0], sqlstate(error))
+                        stored = set()
                     backoff, failing_since = 0.1, None
                     self._publish(batch, stored)
                     continue
@@ -760,7 +782,7 @@ class RunEventLog:
                     type(error).__name__,
                     error,
                 )
-                self._refuse(item, error)
+                self._refuse(item, sqlstate(error))
         return stored
 
     async def _write(self, batch: list[_Queued]) -> set[tuple[uuid.UUID, int]]:

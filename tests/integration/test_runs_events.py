@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from server.runs import events as events_module
 from server.runs.events import Event, RunEventLog, open_run_event_log
 from stores.sql import runs as run_store
 from stores.sql.database import Database, Timeouts, connect, open_database
@@ -837,3 +838,34 @@ async def test_held_events_of_a_finish_cancelled_before_it_came_back_are_stored_
             (1, "metadata"),
             (2, "values"),
         ]
+
+
+async def test_an_event_over_what_jsonb_holds_is_refused_without_being_sent(
+    log: RunEventLog, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event longer than PostgreSQL's JSONB can hold (`_MAX_EVENT_BYTES`, 256 MiB; here
+    4 KiB) is refused here: sending it only to be refused held up every run's events."""
+    monkeypatch.setattr(events_module, "_MAX_EVENT_BYTES", 4096, raising=False)
+    monkeypatch.setattr(events_module, "_MAX_BATCH_BYTES", 1024)
+    sent: list[int] = []
+    real_execute = psycopg.AsyncCursor.execute
+
+    async def recorded(
+        self: psycopg.AsyncCursor[Any], query: str, params: Any = None, **kwargs: Any
+    ) -> psycopg.AsyncCursor[Any]:
+        if query.startswith("WITH ins AS ( INSERT INTO run_events"):
+            sent.append(len(params["rows"]))
+        return await real_execute(self, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", recorded)
+    run = await new_run(database)
+    await log.append(run, "values", {"n": 1})
+    await log.append(run, "values", {"big": "x" * 5000})
+    assert await asyncio.wait_for(log.append(run, "end", None), 10) == 3
+    assert [seq for seq, _, _ in await log.events_after(run.run_id)] == [1, 3]
+    assert sent
+    assert max(sent) < 4096
+    refusal = log.refusal(run)
+    assert refusal is not None
+    assert "event 2 (values, 5010 bytes of JSON)" in refusal
+    assert "size limits" in refusal
