@@ -761,7 +761,7 @@ class RunExecutor:
             # its thread as last stored.
             log.warning("finishing run %s was refused: %r", run.id, refused[0])
             return await self._finish_with(
-                attempt, prepared, recorder, graph, error=refused[0], last_try=True
+                attempt, prepared, recorder, graph, error=error or refused[0], last_try=True
             )
         if not finished:
             return False  # not ours any more: whoever holds the run finishes it
