@@ -34,6 +34,7 @@ from server.protocols.a2a import build_dispatcher
 from server.protocols.mcp import open_mcp
 from server.resources import open_resources
 from server.retention import open_retention
+from server.route_index import index_routes
 from server.routes import agents, chat, conversations, documents, health, memory, metrics, users
 from server.routes.protocols import install_protocols
 from server.runs.engine import open_run_engine
@@ -220,6 +221,7 @@ def create_app(settings: Settings, *, project: Project | None = None) -> FastAPI
     if not http.disable_ui:
         install_web(app)
     declare_graph_ids(app, list(project.graphs))
+    index_routes(app)  # last: every route is in
     return app
 
 

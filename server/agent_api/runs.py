@@ -14,7 +14,14 @@ from nodes.context import reads_agent_context
 from server.agent_api.threads import thread_access
 from server.auth.caller import Caller, CallerDep
 from server.auth.limits import run_creator
-from server.deps import DatabaseDep, EngineDep, ResourcesDep, RunEventsDep
+from server.deps import (
+    DatabaseDep,
+    EngineDep,
+    ResourcesDep,
+    RunEventsDep,
+    RunServices,
+    RunServicesDep,
+)
 from server.runs.context import check_overrides
 from server.runs.engine import RunEngine, run_json
 from server.runs.execute import AUTH_CONFIGURABLE
@@ -68,15 +75,13 @@ async def runnable_assistant(caller: Caller, db: DatabaseDep, assistant_id: str)
     return await resolve_assistant(db, assistant_id, await runnable_filter(caller, assistant_id))
 
 
-async def _submit(
-    body: RunCreate,
-    *,
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    thread_id: uuid.UUID | None,
-    caller: Caller,
-) -> Run:
+async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUID | None) -> Run:
+    engine, db, resources, caller = (
+        services.engine,
+        services.db,
+        services.resources,
+        services.caller,
+    )
     configurable = (body.config or {}).get("configurable")
     for key in AUTH_CONFIGURABLE:
         if isinstance(configurable, dict) and key in configurable:
@@ -253,56 +258,30 @@ def _join_headers(run: Run) -> dict[str, str]:
 
 @router.post("/threads/{thread_id}/runs")
 async def create_run(
-    thread_id: uuid.UUID,
-    body: RunCreate,
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    caller: CallerDep,
+    thread_id: uuid.UUID, body: RunCreate, services: RunServicesDep
 ) -> JSONResponse:
     """Create a background run on a thread."""
-    run = await _submit(
-        body, engine=engine, db=db, resources=resources, thread_id=thread_id, caller=caller
-    )
+    run = await _submit(body, services, thread_id=thread_id)
     return JSONResponse(
         run_json(run), headers={"Content-Location": f"/threads/{thread_id}/runs/{run.id}"}
     )
 
 
 @router.post("/threads/{thread_id}/runs/stream", responses=STREAM_ANSWER)
-async def stream_run(
-    thread_id: uuid.UUID,
-    body: RunCreate,
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    events: RunEventsDep,
-    caller: CallerDep,
-) -> Response:
+async def stream_run(thread_id: uuid.UUID, body: RunCreate, services: RunServicesDep) -> Response:
     """Create a run on a thread and stream its events (SSE)."""
-    run = await _submit(
-        body, engine=engine, db=db, resources=resources, thread_id=thread_id, caller=caller
-    )
-    return _stream_new(run, body, engine=engine, events=events)
+    run = await _submit(body, services, thread_id=thread_id)
+    return _stream_new(run, body, engine=services.engine, events=services.events)
 
 
 @router.post("/threads/{thread_id}/runs/wait")
-async def wait_run(
-    thread_id: uuid.UUID,
-    body: RunCreate,
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    caller: CallerDep,
-) -> Response:
+async def wait_run(thread_id: uuid.UUID, body: RunCreate, services: RunServicesDep) -> Response:
     """Create a run on a thread and return its final values (or `__error__`)."""
-    run = await _submit(
-        body, engine=engine, db=db, resources=resources, thread_id=thread_id, caller=caller
-    )
+    run = await _submit(body, services, thread_id=thread_id)
     return _result(
         run,
-        engine=engine,
-        keepalive_s=resources.settings.sse_heartbeat_s,
+        engine=services.engine,
+        keepalive_s=services.resources.settings.sse_heartbeat_s,
         cancel_on_disconnect=body.on_disconnect == "cancel",
         fresh=True,
     )
@@ -446,52 +425,27 @@ async def cancel_run(
 
 
 @router.post("/runs")
-async def create_stateless_run(
-    body: RunCreate,
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    caller: CallerDep,
-) -> JSONResponse:
+async def create_stateless_run(body: RunCreate, services: RunServicesDep) -> JSONResponse:
     """Create a background run on a temporary thread (deleted after, unless `keep`)."""
-    run = await _submit(
-        body, engine=engine, db=db, resources=resources, thread_id=None, caller=caller
-    )
+    run = await _submit(body, services, thread_id=None)
     return JSONResponse(run_json(run), headers={"Content-Location": f"/runs/{run.id}"})
 
 
 @router.post("/runs/stream", responses=STREAM_ANSWER)
-async def stream_stateless_run(
-    body: RunCreate,
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    events: RunEventsDep,
-    caller: CallerDep,
-) -> Response:
+async def stream_stateless_run(body: RunCreate, services: RunServicesDep) -> Response:
     """Create a run on a temporary thread and stream its events (SSE)."""
-    run = await _submit(
-        body, engine=engine, db=db, resources=resources, thread_id=None, caller=caller
-    )
-    return _stream_new(run, body, engine=engine, events=events)
+    run = await _submit(body, services, thread_id=None)
+    return _stream_new(run, body, engine=services.engine, events=services.events)
 
 
 @router.post("/runs/wait")
-async def wait_stateless_run(
-    body: RunCreate,
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    caller: CallerDep,
-) -> Response:
+async def wait_stateless_run(body: RunCreate, services: RunServicesDep) -> Response:
     """Create a run on a temporary thread and return its final values (or `__error__`)."""
-    run = await _submit(
-        body, engine=engine, db=db, resources=resources, thread_id=None, caller=caller
-    )
+    run = await _submit(body, services, thread_id=None)
     return _result(
         run,
-        engine=engine,
-        keepalive_s=resources.settings.sse_heartbeat_s,
+        engine=services.engine,
+        keepalive_s=services.resources.settings.sse_heartbeat_s,
         cancel_on_disconnect=body.on_disconnect == "cancel",
         fresh=True,
     )
@@ -500,10 +454,7 @@ async def wait_stateless_run(
 @router.post("/runs/batch")
 async def create_run_batch(
     body: Annotated[list[BatchRunCreate], Field(min_length=1, max_length=100)],
-    engine: EngineDep,
-    db: DatabaseDep,
-    resources: ResourcesDep,
-    caller: CallerDep,
+    services: RunServicesDep,
 ) -> list[dict[str, Any]]:
     """Create several background runs (stateless unless an item names its `thread_id`).
 
@@ -511,20 +462,8 @@ async def create_run_batch(
     use) creates no run at all; each item then goes through the same checks as one run.
     """
     for item in body:
-        await runnable_assistant(caller, db, item.assistant_id)
-    return [
-        run_json(
-            await _submit(
-                item,
-                engine=engine,
-                db=db,
-                resources=resources,
-                thread_id=item.thread_id,
-                caller=caller,
-            )
-        )
-        for item in body
-    ]
+        await runnable_assistant(services.caller, services.db, item.assistant_id)
+    return [run_json(await _submit(item, services, thread_id=item.thread_id)) for item in body]
 
 
 @router.post("/runs/cancel", status_code=204)

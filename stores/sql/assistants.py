@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -96,8 +97,17 @@ async def _agent_row(
 
 def assistant_key(assistant_id_or_graph_id: str | uuid.UUID) -> uuid.UUID:
     """The id of an assistant named by its id, or by the graph id of its system assistant."""
+    if isinstance(assistant_id_or_graph_id, uuid.UUID):
+        return assistant_id_or_graph_id
+    return _key_of(str(assistant_id_or_graph_id))
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_of(assistant_id_or_graph_id: str) -> uuid.UUID:
+    # Every run's creation asks (a graph id costs a failed parse and a SHA-1): remembered for
+    # the few names clients use, bounded for the others.
     key = _parse_id(assistant_id_or_graph_id)
-    return key if key is not None else system_assistant_id(str(assistant_id_or_graph_id))
+    return key if key is not None else system_assistant_id(assistant_id_or_graph_id)
 
 
 async def resolve_assistant(
