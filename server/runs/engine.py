@@ -115,7 +115,7 @@ class RunEngine:
         try:
             await self.executor.execute(attempt)
         finally:
-            self.events.retire(attempt.token.run_id)
+            self.events.retire(attempt.token)
 
     async def aclose(self) -> None:
         """Stop the workers; runs still executing go back to pending for another process."""

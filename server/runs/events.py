@@ -148,6 +148,15 @@ class _Queued:
 
 
 @dataclass(slots=True)
+class _Numbering:
+    """How the attempt of a run executing here numbers its events: the last seq it gave, or
+    None until it has read where the stored log ends (`_next_seq`)."""
+
+    attempt: int
+    seq: int | None
+
+
+@dataclass(slots=True)
 class _Held:
     """Events of a run nobody follows here, numbered and waiting (at most `hold_s`) to be
     stored by the run's finish, or by the writer once someone follows or time is up."""
@@ -268,8 +277,13 @@ class RunEventLog:
         self._subscribers: dict[uuid.UUID, set[_Subscriber]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
-        self._seqs: dict[uuid.UUID, int] = {}
+        # Numbering (see `_next_seq`): the attempt of each run executing here and the last seq
+        # it gave (None: read from the table at its next event). Dropped when the attempt
+        # retires; a run whose attempt retired with events still queued keeps the ticket of
+        # the last (`_draining`) until the writer is past it, for a next attempt here to wait on.
+        self._seqs: dict[uuid.UUID, _Numbering] = {}
         self._seq_locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._draining: dict[uuid.UUID, int] = {}
         self._queue: deque[_Queued] = deque()
         self._last_ticket: dict[uuid.UUID, int] = {}  # of each run's last queued event
         self._queued_ticket = 0
@@ -406,19 +420,36 @@ class RunEventLog:
         local = self._local.get(run_id)
         return local if local is not None else self._done_local.get(run_id)
 
-    def retire(self, run_id: uuid.UUID) -> None:
-        """The attempt executing `run_id` here ended: keep its local log a while if the run
+    def retire(self, token: RunToken) -> None:
+        """`token`'s attempt, executing here, ended: keep its local log a while if the run
         ended (its log is complete), forget it otherwise (another attempt may continue it).
         Events it still held (an attempt that ended without its finish) go to the writer, and
         so do those a finish that never came back carried (cancelled between `closing` and
         `closed`, e.g. by a shutdown): its commit may or may not have stored them, and the
-        writer stores them at most once (fenced by their attempt, a stored seq kept)."""
-        self._release(run_id)
-        carried = self._carried.pop(run_id, None)
-        if carried is not None:
-            self._requeue(run_id, carried)
-        self._refused.pop(run_id, None)
-        self._last_ticket.pop(run_id, None)
+        writer stores them at most once (fenced by their attempt, a stored seq kept).
+
+        Its numbering is forgotten (nothing of the run stays in memory but a finished local
+        log): a later attempt here numbers after the stored log (`_next_seq`), once the events
+        this one left queued are stored or dropped. An attempt that retires after a newer one
+        of the same run began here (its finish outlived its lease) leaves the newer one's
+        state alone."""
+        run_id = token.run_id
+        held = self._held.get(run_id)
+        if held is not None and held.attempt <= token.attempt:
+            self._release(run_id)
+        carried = self._carried.get(run_id)
+        if carried is not None and carried.attempt <= token.attempt:
+            self._requeue(run_id, self._carried.pop(run_id))
+        refused = self._refused.get(run_id)
+        if refused is not None and refused[0] <= token.attempt:
+            del self._refused[run_id]
+        numbering = self._seqs.get(run_id)
+        if numbering is not None and numbering.attempt > token.attempt:
+            return  # the run's numbering, queued events and log are the newer attempt's
+        self._seqs.pop(run_id, None)
+        ticket = self._last_ticket.pop(run_id, 0)
+        if ticket > self._stored_ticket:  # dropped by `_publish` once the writer is past it
+            self._draining[run_id] = ticket
         local = self._local.pop(run_id, None)
         if local and local[-1][1] in TERMINAL_EVENTS:
             self._done_local[run_id] = local
@@ -473,17 +504,21 @@ class RunEventLog:
                 subscriber.poke()
 
     def begin(self, token: RunToken, *, stored: Event | None = None) -> None:
-        """Note that `token`'s attempt starts: a first attempt's log is empty (no read), or
+        """Note that `token`'s attempt starts here. A first attempt's log is empty (no read), or
         holds only `stored`, its first event written with the run's row (seq 1), and this
-        process writes the rest, so its followers here read it from memory."""
-        if token.attempt != 1:
-            return
+        process writes the rest, so its followers here read it from memory. A later attempt
+        reads where the stored log ends at its first event (`_next_seq`)."""
         run_id = token.run_id
+        numbering = self._seqs.get(run_id)
+        if numbering is None or numbering.attempt < token.attempt:
+            first = token.attempt == 1
+            numbering = self._seqs[run_id] = _Numbering(token.attempt, 0 if first else None)
+        if token.attempt != 1 or numbering.attempt != 1:
+            return
         if stored is None:
-            self._seqs.setdefault(run_id, 0)
             self._local.setdefault(run_id, [])
             return
-        self._seqs[run_id] = max(self._seqs.get(run_id, 0), stored[0])
+        numbering.seq = max(numbering.seq or 0, stored[0])
         if not self._local.get(run_id):
             self._local[run_id] = [stored]
             for subscriber in self._subscribers.get(run_id, ()):
@@ -495,17 +530,27 @@ class RunEventLog:
         event of the run queued before them is stored or dropped.
 
         The event is stored only while `token`'s attempt still holds its run (it is dropped
-        once another worker has reclaimed the run, or the run was deleted)."""
+        once another worker has reclaimed the run, or the run was deleted). The event of an
+        attempt older than one of the same run that began here since is dropped at once
+        (0: the newer claim fenced it out), without taking a seq of the newer one."""
         run_id = token.run_id
         body = dumps(data)
-        seq = await self._next_seq(run_id)
+        seq = await self._next_seq(token)
+        if seq is None:
+            return 0
         if self._hold(token, seq, event, body):
             return seq
         self._release(run_id)  # what it held goes first
         ticket = self._enqueue(run_id, token.attempt, seq, event, body)
         if event in TERMINAL_EVENTS or len(self._queue) > self.max_queued:
             await self._wait_stored(ticket)
-            if event in TERMINAL_EVENTS and self._seqs.get(run_id) == seq:
+            numbering = self._seqs.get(run_id)
+            if (
+                event in TERMINAL_EVENTS
+                and numbering is not None
+                and numbering.attempt == token.attempt
+                and numbering.seq == seq
+            ):
                 del self._seqs[run_id]  # nothing came after it: forget the counter
                 self._last_ticket.pop(run_id, None)
         return seq
@@ -571,11 +616,16 @@ class RunEventLog:
                 carried = None
             else:
                 self._carried[run_id] = carried
-        await self._wait_stored(self._last_ticket.pop(run_id, 0))
+        numbering = self._seqs.get(run_id)
+        if numbering is None or numbering.attempt <= token.attempt:
+            await self._wait_stored(self._last_ticket.pop(run_id, 0))
+        else:  # a newer attempt of the run began here: its queued events are not this one's
+            await self._wait_stored(self._last_ticket.get(run_id, 0))
         numbered: list[tuple[int, str, bytes]] = list(carried.events) if carried else []
         for event, data in events:
             body = dumps(data)
-            numbered.append((await self._next_seq(run_id), event, body))
+            # A stale attempt's (None): its finish, fenced out, stores none of them.
+            numbered.append(((await self._next_seq(token)) or 0, event, body))
         write = FinishWrite(
             _CLOSE if self._peers else _CLOSE_QUIET,
             {
@@ -596,11 +646,16 @@ class RunEventLog:
         """The finish that carried `closing`'s events committed (`stored`): hand them to this
         process's followers. Either way the run's counter here is forgotten (a later attempt
         continues from the table). Held events it carried that were not stored go to the
-        writer (fenced: a stale attempt's are dropped there)."""
-        self._seqs.pop(token.run_id, None)
-        carried = self._carried.pop(token.run_id, None)
-        if carried is not None and not stored:
-            self._requeue(token.run_id, carried)
+        writer (fenced: a stale attempt's are dropped there). A newer attempt of the run that
+        began here meanwhile keeps its own counter and carried events."""
+        numbering = self._seqs.get(token.run_id)
+        if numbering is not None and numbering.attempt <= token.attempt:
+            del self._seqs[token.run_id]
+        carried = self._carried.get(token.run_id)
+        if carried is not None and carried.attempt == token.attempt:
+            del self._carried[token.run_id]
+            if not stored:
+                self._requeue(token.run_id, carried)
         if stored:
             for event in events:
                 self._deliver(token.run_id, event)
@@ -646,18 +701,41 @@ class RunEventLog:
                 raise RuntimeError("the run event writer has stopped")
             await self._stored_changed.wait()
 
-    async def _next_seq(self, run_id: uuid.UUID) -> int:
-        if run_id not in self._seqs:
+    async def _next_seq(self, token: RunToken) -> int | None:
+        """The next seq of `token`'s attempt; None for an attempt older than one of the same run
+        that began here since (the newer claim fenced it out: none of its events is stored).
+
+        An attempt numbers on from where the run's stored log ends, read at its first event
+        (a first attempt starts at 0 without reading, `begin`: nothing was stored before it),
+        once every event of the run this process queued before (an earlier attempt's, handed
+        to the writer as it retired) is stored or dropped: none of those is still on its way
+        to the table when the new attempt reads it, so none shares a seq with the new
+        attempt's. Never from what an earlier attempt counted here: another process may have
+        taken the run over since and stored events past that."""
+        run_id = token.run_id
+        numbering = self._seqs.get(run_id)
+        if numbering is None or numbering.attempt < token.attempt:
+            numbering = self._seqs[run_id] = _Numbering(token.attempt, None)
+        elif numbering.attempt > token.attempt:
+            return None
+        if numbering.seq is None:
             lock = self._seq_locks.setdefault(run_id, asyncio.Lock())
             try:
                 async with lock:
-                    if run_id not in self._seqs:
-                        # First event of this run in this process: continue the stored log.
-                        self._seqs[run_id] = await self.last_seq(run_id)
+                    if numbering.seq is None:
+                        ticket = max(
+                            self._last_ticket.get(run_id, 0), self._draining.get(run_id, 0)
+                        )
+                        if ticket > self._stored_ticket:
+                            await self._wait_stored(ticket)
+                        last = await self.last_seq(run_id)
+                        if numbering.seq is None:
+                            numbering.seq = last
             finally:
                 self._seq_locks.pop(run_id, None)
-        self._seqs[run_id] += 1
-        return self._seqs[run_id]
+        seq = (numbering.seq or 0) + 1
+        numbering.seq = seq
+        return seq
 
     async def _write_forever(self) -> None:
         """Store queued batches until cancelled; no batch is retried forever.
@@ -743,6 +821,9 @@ class RunEventLog:
                 self._deliver(item.run_id, (item.seq, item.event, orjson.loads(item.body)))
         metrics().events_written.inc(len(stored))
         self._stored_ticket = batch[-1].ticket
+        if self._draining:  # runs whose attempt retired with events queued: now past them
+            for run_id in [r for r, t in self._draining.items() if t <= self._stored_ticket]:
+                del self._draining[run_id]
         self._stored_changed.set()
         self._stored_changed = asyncio.Event()
 

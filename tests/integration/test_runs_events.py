@@ -272,7 +272,7 @@ async def test_a_log_written_here_is_followed_from_memory_and_replayed_the_same_
     for n in range(3):
         await log.append(run, "values", {"n": n})
     await log.append(run, "end", None)
-    log.retire(run.run_id)  # the attempt ended: the finished log stays a while
+    log.retire(run)  # the attempt ended: the finished log stays a while
     after_end = await collect(log.follow(run.run_id, after_seq=2))
     seen, joined = await asyncio.wait_for(live, 10), await asyncio.wait_for(late, 10)
     assert reads == []  # none of them read the table
@@ -336,8 +336,10 @@ async def test_a_stale_attempts_refused_events_never_reach_a_follower_served_fro
         ("end", None),
     ]
     assert await asyncio.wait_for(follower, 10) == stored
-    # The gap the refused event left sent the log back to the table: a new follower too.
-    assert log.local_log(first.run_id) is None
+    # Attempt 2 numbered after what was stored once the stale event had been tried (refused):
+    # no gap, so the local log is the table's; a new follower reads the same from memory.
+    assert [seq for seq, _, _ in stored] == [1, 2, 3]
+    assert log.local_log(first.run_id) == stored
     assert await asyncio.wait_for(collect(log.follow(first.run_id)), 10) == stored
 
 
@@ -425,7 +427,7 @@ async def test_a_runs_last_events_are_stored_by_its_finish_and_replayed_as_follo
             await conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run.run_id})
         ).scalar_one()
     assert status == "success"
-    log.retire(run.run_id)
+    log.retire(run)
     assert await collect(log.follow(run.run_id, after_seq=4)) == stored[4:]
 
 
@@ -495,7 +497,7 @@ async def test_a_run_nobody_follows_here_stores_its_events_with_its_finish(
             (5, "end"),
         ]
         assert await asyncio.wait_for(there, 10) == stored
-        log.retire(run.run_id)
+        log.retire(run)
         assert await collect(log.follow(run.run_id)) == stored  # from memory, the same
 
 
@@ -805,7 +807,7 @@ async def test_an_event_over_postgresqls_limits_is_dropped_at_once_and_its_run_t
     assert "requested length" not in refusal  # PostgreSQL's own words stay in the log
     assert log.refusal(other) is None
     assert log.refusal(RunToken(run.run_id, 2)) is None  # another attempt's
-    log.retire(run.run_id)
+    log.retire(run)
     assert log.refusal(run) is None  # forgotten with the attempt
 
 
@@ -830,7 +832,7 @@ async def test_held_events_of_a_finish_cancelled_before_it_came_back_are_stored_
             with pytest.raises(asyncio.CancelledError):
                 await finishing
             await blocker.rollback()
-        log.retire(run.run_id)  # as the engine does once the attempt ends
+        log.retire(run)  # as the engine does once the attempt ends
         await asyncio.wait_for(log.flush(), 10)
         assert not log._held
         assert not log._carried
@@ -869,3 +871,197 @@ async def test_an_event_over_what_jsonb_holds_is_refused_without_being_sent(
     assert refusal is not None
     assert "event 2 (values, 5010 bytes of JSON)" in refusal
     assert "size limits" in refusal
+
+
+async def _claim(database: Database, run: RunToken) -> RunToken:
+    """Another claim of the run (as `claim_run`'s): running, its attempt + 1."""
+    async with database.engine.begin() as conn:
+        attempt = (
+            await conn.execute(
+                text(
+                    "UPDATE runs SET status = 'running', attempt = attempt + 1 WHERE id = :id"
+                    " RETURNING attempt"
+                ),
+                {"id": run.run_id},
+            )
+        ).scalar_one()
+    return RunToken(run.run_id, attempt)
+
+
+def _remembers(log: RunEventLog, run: RunToken) -> list[str]:
+    """What `log` still keeps of the run once its attempt retired and its events were stored."""
+    kept = {
+        "seqs": log._seqs,
+        "draining": log._draining,
+        "last_ticket": log._last_ticket,
+        "held": log._held,
+        "carried": log._carried,
+        "refused": log._refused,
+        "local": log._local,
+        "seq_locks": log._seq_locks,
+    }
+    return [name for name, state in kept.items() if run.run_id in state]
+
+
+async def test_an_attempt_back_in_a_process_numbers_after_what_another_process_stored_since(
+    database: Database, database_url: str
+) -> None:
+    """Attempt 1 in process A is handed back, attempt 2 in process B stores events, attempt 3
+    is back in A: A numbers after B's events (the table), not on from its own count of
+    attempt 1, so none of attempt 3's events collides with a stored seq and is dropped."""
+    run = await new_run(database)
+    async with (
+        open_run_event_log(database, url=database_url, poll_s=0.2, hold_s=60) as a,
+        open_run_event_log(database, url=database_url, poll_s=0.2) as b,
+    ):
+        a.begin(run)
+        await a.append(run, "metadata", {"attempt": 1})
+        await a.append(run, "values", {"n": 1})  # held for the finish: queued as it retires
+        assert await run_store.release_runs(database, [run]) == 1  # handed back
+        a.retire(run)
+        await a.flush()
+
+        second = await _claim(database, run)
+        b.begin(second)
+        assert [await b.append(second, "metadata", {"attempt": 2})] == [3]
+        await b.append(second, "values", {"n": 2})
+        await b.append(second, "values", {"n": 3})
+        await b.flush()
+        b.retire(second)  # its lease lapsed: A takes the run over
+
+        third = await _claim(database, run)
+        a.begin(third)
+        seqs = [await a.append(third, "metadata", {"attempt": 3})]
+        seqs.append(await a.append(third, "values", {"n": 4}))
+        finished, last = await finish_with(database, a, third, [("end", None)])
+        assert finished
+        seqs.append(last[-1][0])  # `last`: the held events its finish carried, then `end`
+        a.retire(third)
+        assert seqs == [6, 7, 8]
+        stored = await a.events_after(run.run_id)
+        assert [(seq, name) for seq, name, _ in stored] == [
+            (1, "metadata"),
+            (2, "values"),
+            (3, "metadata"),
+            (4, "values"),
+            (5, "values"),
+            (6, "metadata"),
+            (7, "values"),
+            (8, "end"),
+        ]
+        assert stored[5][2] == {"attempt": 3}
+        # Replayed whole, in order, in either process, from the start or from a Last-Event-ID.
+        assert await asyncio.wait_for(collect(b.follow(run.run_id)), 10) == stored
+        assert (
+            await asyncio.wait_for(collect(a.follow(run.run_id, after_seq=5)), 10) == (stored[5:])
+        )
+
+
+async def test_an_attempt_handed_back_lost_or_whose_finish_was_cancelled_leaves_nothing_behind(
+    database: Database, database_url: str
+) -> None:
+    """Whatever way an attempt ends without its finish, once it retired and the writer stored
+    what it left queued, the log keeps nothing of the run: no counter, no ticket."""
+    async with open_run_event_log(database, url=database_url, poll_s=0.2, hold_s=60) as log:
+        handed_back = await new_run(database)
+        log.begin(handed_back)
+        await log.append(handed_back, "metadata", {"attempt": 1})
+        await log.append(handed_back, "values", {"n": 1})
+        assert await run_store.release_runs(database, [handed_back]) == 1
+        log.retire(handed_back)
+
+        lost = await new_run(database)
+        log.begin(lost)
+        await log.append(lost, "metadata", {"attempt": 1})
+        await log.flush()
+        await _claim(database, lost)  # its lease lapsed and another process took the run
+        await log.append(lost, "values", {"stale": True})
+        log.retire(lost)
+
+        cancelled = await new_run(database)
+        log.begin(cancelled)
+        await log.append(cancelled, "metadata", {"attempt": 1})
+        async with await psycopg.AsyncConnection.connect(database_url) as blocker:
+            await blocker.execute(
+                "SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (cancelled.run_id,)
+            )
+            finishing = asyncio.create_task(finish_with(database, log, cancelled, [("end", None)]))
+            await asyncio.sleep(0.3)
+            finishing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await finishing
+            await blocker.rollback()
+        log.retire(cancelled)
+
+        await asyncio.wait_for(log.flush(), 10)
+        for run in (handed_back, lost, cancelled):
+            assert _remembers(log, run) == []
+        assert [(s, n) for s, n, _ in await log.events_after(handed_back.run_id)] == [
+            (1, "metadata"),
+            (2, "values"),
+        ]
+        assert [(s, n) for s, n, _ in await log.events_after(lost.run_id)] == [(1, "metadata")]
+
+
+async def test_an_attempt_here_after_one_whose_events_are_still_queued_numbers_after_them(
+    database: Database, database_url: str
+) -> None:
+    """Attempt 1's events are still on their way to the table when attempt 2 of the run starts
+    in the same process: attempt 2 numbers after whatever of them got stored (none shares its
+    seq with an event of attempt 2), and the run's log has no gap."""
+    async with open_run_event_log(database, url=database_url, poll_s=0.2, hold_s=60) as log:
+        for _ in range(20):
+            run = await new_run(database)
+            log.begin(run)
+            await log.append(run, "metadata", {"attempt": 1})
+            for n in range(5):
+                await log.append(run, "values", {"n": n})
+            log.retire(run)  # handed back: its held events go to the writer now
+            second = await _claim(database, run)
+            log.begin(second)
+            await log.append(second, "metadata", {"attempt": 2})
+            await log.append(second, "values", {"n": 5})
+            finished, _ = await finish_with(database, log, second, [("end", None)])
+            assert finished
+            log.retire(second)
+            stored = await log.events_after(run.run_id)
+            assert [seq for seq, _, _ in stored] == list(range(1, len(stored) + 1))
+            assert [(name, data) for _, name, data in stored[-3:]] == [
+                ("metadata", {"attempt": 2}),
+                ("values", {"n": 5}),
+                ("end", None),
+            ]
+            assert _remembers(log, run) == []
+
+
+async def test_an_attempt_that_outlives_a_newer_one_here_leaves_the_newer_ones_numbering_alone(
+    database: Database, database_url: str
+) -> None:
+    """A stale attempt (its lease lapsed, this process claimed the run again) that finishes or
+    retires after the newer attempt began here takes none of its seqs, does not reset its
+    counter and does not retire its state: every event of the newer attempt is stored."""
+    async with open_run_event_log(database, url=database_url, poll_s=0.2) as log:
+        run = await new_run(database)
+        log.begin(run)
+        await log.append(run, "metadata", {"attempt": 1})
+        await log.flush()
+        second = await _claim(database, run)
+        log.begin(second)
+        assert await log.append(second, "metadata", {"attempt": 2}) == 2
+        finished, _ = await finish_with(database, log, run, [("end", None)])  # the stale one
+        assert not finished
+        await log.append(run, "values", {"stale": True})
+        log.retire(run)
+        assert await log.append(second, "values", {"n": 1}) == 3
+        finished, last = await finish_with(database, log, second, [("end", None)])
+        assert finished
+        assert [seq for seq, _, _ in last] == [4]
+        log.retire(second)
+        stored = await log.events_after(run.run_id)
+        assert [(seq, name, data) for seq, name, data in stored] == [
+            (1, "metadata", {"attempt": 1}),
+            (2, "metadata", {"attempt": 2}),
+            (3, "values", {"n": 1}),
+            (4, "end", None),
+        ]
+        assert _remembers(log, run) == []
