@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -890,7 +890,7 @@ async def _claim(database: Database, run: RunToken) -> RunToken:
 
 def _remembers(log: RunEventLog, run: RunToken) -> list[str]:
     """What `log` still keeps of the run once its attempt retired and its events were stored."""
-    kept = {
+    kept: dict[str, Container[uuid.UUID]] = {
         "seqs": log._seqs,
         "draining": log._draining,
         "last_ticket": log._last_ticket,
