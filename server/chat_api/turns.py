@@ -12,7 +12,6 @@ from typing import Any
 from server.chat_api.transcript import SOURCE
 from server.runs.context import model_spec
 from server.runs.engine import RunEngine
-from server.runs.queue import CHANNEL
 from server.schemas.turns import ChatAnswer, ChatRequest
 from server.sse import SseEvent
 from stores.sql import repositories as repo
@@ -88,35 +87,29 @@ async def start_turn(
             "stream_mode": ["custom"],
             "durability": settings.chat_durability,
         }
-        # While no other process listens, the commit sends no NOTIFY (it would queue for
-        # PostgreSQL's notification-queue lock, which every NOTIFYing commit of the database
-        # holds through its WAL flush): its "new" only ever woke other processes (`adopt`
-        # wakes this one's dispatcher), and this process's followers of the conversation's
-        # stream are woken from here.
-        others = engine.events.notifying
-        notify = run_store.Notify(CHANNEL, engine.queue.owner) if others else None
         claim = reservation.claim if reservation else None
-        try:
-            # Checked and written in one round trip in the common case (`begin_turn`).
-            agent, conversation, run = await turns.begin_turn(
-                db,
-                conversation_id,
-                message_id=message_id,
-                content=request.message,
-                run_kwargs=run_kwargs,
-                metadata={"source": SOURCE},
-                graph_ids=engine.graphs.declared(),
-                notify=notify,
-                creator=access.creator,
-                claim=claim,
-                notify_thread=others,
-            )
-        except BaseException:
-            engine.queue.release(reservation)
-            raise
-        finally:
-            if not others:
-                engine.events.wake_thread(conversation_id)
+        # While no other process listens, the commit sends no NOTIFY (`RunQueue.telling`): its
+        # "new" only ever woke other processes (`adopt` wakes this one's dispatcher), and
+        # this process's followers of the conversation's stream are woken at the block's end.
+        with engine.queue.creating(conversation_id) as telling:
+            try:
+                # Checked and written in one round trip in the common case (`begin_turn`).
+                agent, conversation, run = await turns.begin_turn(
+                    db,
+                    conversation_id,
+                    message_id=message_id,
+                    content=request.message,
+                    run_kwargs=run_kwargs,
+                    metadata={"source": SOURCE},
+                    graph_ids=engine.graphs.declared(),
+                    notify=telling.notify,
+                    creator=access.creator,
+                    claim=claim,
+                    notify_thread=telling.notify_thread,
+                )
+            except BaseException:
+                engine.queue.release(reservation)
+                raise
         if reservation is not None and run.status == "running":
             # Started here by `adopt`: its attempt takes the rows just read, not reading them
             # again.

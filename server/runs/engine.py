@@ -100,8 +100,9 @@ class RunEngine:
             log.warning("could not sync the tools table: %s", error)
         # A first attempt starting here (claimed at creation or by the dispatcher) has an
         # empty log, written here: streams of it in this process follow it from memory.
-        # Alone on the database, its claims and creations NOTIFY nobody: the event log wakes
-        # this process's followers of a thread's stream instead.
+        # Alone on the database, its claims, creations and finishes NOTIFY nobody (the queue
+        # decides, `RunQueue.telling`): the event log wakes this process's followers of a
+        # thread's stream instead.
         await self.queue.start(
             self._execute,
             launched=self.events.begin,
@@ -186,33 +187,21 @@ class RunEngine:
         # a stream that the client left right after its first event missed its cancel about
         # half the time in `test_a_stream_with_on_disconnect_cancel_stops_its_run` (not
         # understood yet), so it is not.
-        # While no other process listens, the creation sends no NOTIFY (its commit would wait
-        # for PostgreSQL's notification-queue lock, which every NOTIFYing commit of the
-        # database holds through its WAL flush): the thread's stream followers here are woken
-        # from here instead.
-        notify_thread = self.events.notifying
-
-        async def create() -> tuple[Run, str] | None:
-            try:
-                return await self.queue.create_at_once(
-                    thread_id=thread_id,
-                    assistant_id=assistant_id,
-                    graph_ids=list(self.graphs),
-                    kwargs=kwargs,
-                    metadata=metadata,
-                    multitask_strategy=multitask_strategy,
-                    creator=creator,
-                    # Started here at once: its attempt takes the assistant the statement
-                    # read, and whether the thread had a checkpoint.
-                    starting=self._preload_read_agent,
-                    ask_fresh=self.resources.checkpoints.is_ready,
-                    notify_thread=notify_thread,
-                )
-            finally:
-                if not notify_thread:
-                    self.events.wake_thread(thread_id)
-
-        written = await shielded(create())
+        written = await shielded(
+            self.queue.create_at_once(
+                thread_id=thread_id,
+                assistant_id=assistant_id,
+                graph_ids=list(self.graphs),
+                kwargs=kwargs,
+                metadata=metadata,
+                multitask_strategy=multitask_strategy,
+                creator=creator,
+                # Started here at once: its attempt takes the assistant the statement read,
+                # and whether the thread had a checkpoint.
+                starting=self._preload_read_agent,
+                ask_fresh=self.resources.checkpoints.is_ready,
+            )
+        )
         if written is None:
             return None
         run, graph_id = written

@@ -748,7 +748,7 @@ class RunExecutor:
                     thread_values=thread_values,
                     thread_interrupts=thread_interrupts,
                     delete_thread=prepared.temporary,
-                    notify=self.queue.finish_notify(run.id, others=self.events.notifying),
+                    notify=self.queue.finish_notify(run.id),
                     also=(*record.writes, closing),
                     before=carried,
                 ),
@@ -844,7 +844,7 @@ class RunExecutor:
                 thread_values=values_now,
                 thread_interrupts=interrupts_now,
                 delete_thread=temporary,
-                notify=self.queue.finish_notify(run.id, others=self.events.notifying),
+                notify=self.queue.finish_notify(run.id),
             ),
         )
         if not finished:

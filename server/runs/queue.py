@@ -10,7 +10,7 @@ import os
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -107,6 +107,25 @@ class Reservation:
     sent: float
 
 
+def _nobody(thread_id: uuid.UUID) -> None:
+    """No follower to wake here: the commit's NOTIFY wakes them all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Telling:
+    """Whom one transaction creating or claiming a run tells, decided before it is sent
+    (`RunQueue.telling`). While another process listens, its commit NOTIFYs them: `notify` on
+    the run channel, and the thread's stream (`notify_thread`). Alone, it NOTIFYs nobody (a
+    NOTIFYing commit holds PostgreSQL's one notification-queue lock through its WAL flush,
+    serialising every such commit of the database): this process acts on its own payloads
+    itself, and `wake(thread_id)` wakes its followers of the thread's stream after the commit.
+    """
+
+    notify_thread: bool  # the commit NOTIFYs the thread's stream (another process listens)
+    notify: run_store.Notify | None  # its NOTIFYs on the run channel; None when alone
+    wake: Callable[[uuid.UUID], None]  # after the commit: this process's thread followers
+
+
 @dataclass(slots=True)
 class _Waiters:
     events: set[asyncio.Event] = field(default_factory=set)
@@ -178,10 +197,10 @@ class RunQueue:
         `execute` in a task of its own (`launched(token)` is called first, synchronously). With
         no capacity (0) the process only accepts runs.
 
-        While `others()` is false (no other process listens), a claim or a creation here
-        commits no NOTIFY (each would take PostgreSQL's one notification-queue lock through
-        its WAL flush) and `wake_thread(thread_id)` wakes this process's followers of the
-        thread's stream instead."""
+        While `others()` is false (no other process listens), a claim, a creation or a finish
+        here commits no NOTIFY (each would take PostgreSQL's one notification-queue lock
+        through its WAL flush; `telling`, `finish_notify`) and `wake_thread(thread_id)` wakes
+        this process's followers of the thread's stream instead."""
         self._execute = execute
         self._launched = launched
         if others is not None:
@@ -245,30 +264,27 @@ class RunQueue:
             reservation = self.reserve()
             # Alone, nothing but this process hears the commit's NOTIFYs: it sends none (its
             # cancels are dispatched here, its "new" by `adopt`, its followers woken here).
-            others = self._others()
-            try:
-                run, cancels = await run_store.create_run(
-                    self.db,
-                    thread_id=thread_id,
-                    assistant_id=assistant.id,
-                    graph_id=assistant.graph_id,
-                    kwargs={**kwargs, "temporary": temporary},
-                    metadata=metadata,
-                    multitask_strategy=multitask_strategy,
-                    if_not_exists=if_not_exists,
-                    temporary=temporary,
-                    thread_ttl=thread_ttl,
-                    notify=run_store.Notify(CHANNEL, self.owner) if others else None,
-                    creator=creator,
-                    claim=reservation.claim if reservation else None,
-                    notify_thread=others,
-                )
-            except BaseException:
-                self.release(reservation)
-                raise
-            finally:
-                if not others:
-                    self._wake_thread(thread_id)
+            with self.creating(thread_id) as telling:
+                try:
+                    run, cancels = await run_store.create_run(
+                        self.db,
+                        thread_id=thread_id,
+                        assistant_id=assistant.id,
+                        graph_id=assistant.graph_id,
+                        kwargs={**kwargs, "temporary": temporary},
+                        metadata=metadata,
+                        multitask_strategy=multitask_strategy,
+                        if_not_exists=if_not_exists,
+                        temporary=temporary,
+                        thread_ttl=thread_ttl,
+                        notify=telling.notify,
+                        creator=creator,
+                        claim=reservation.claim if reservation else None,
+                        notify_thread=telling.notify_thread,
+                    )
+                except BaseException:
+                    self.release(reservation)
+                    raise
             for payload in (f"cancel {r.run_id} {r.action}" for r in cancels):
                 self.dispatch(payload)  # the others hear it from the commit
             self.adopt(run, reservation, starting)
@@ -289,7 +305,6 @@ class RunQueue:
         creator: run_store.RunCreator = run_store.NOBODY,
         starting: Callable[[Run], None] | None = None,
         ask_fresh: bool = False,
-        notify_thread: bool = True,
     ) -> tuple[Run, str] | None:
         """`submit`'s common case in one round trip (`run_store.create_run_at_once`): a run on
         an existing thread with no run in flight, by an assistant (read in the same statement)
@@ -298,34 +313,39 @@ class RunQueue:
 
         In the caller's task: a caller cancelled (or failing) while the statement may have
         gone through leaves it to a background task to learn what was written, and start the
-        run it claimed (or give its slot back)."""
-        reservation = self.reserve()
-        run_id = uuid.uuid4()
-        try:
-            written = await run_store.create_run_at_once(
-                self.db,
-                run_id=run_id,
-                thread_id=thread_id,
-                assistant_id=assistant_id,
-                graph_ids=graph_ids,
-                kwargs={**kwargs, "temporary": False},
-                metadata=metadata,
-                multitask_strategy=multitask_strategy,
-                notify=run_store.Notify(CHANNEL, self.owner),
-                creator=creator,
-                claim=reservation.claim if reservation else None,
-                ask_fresh=ask_fresh,
-                notify_thread=notify_thread,
-            )
-        except BaseException:
-            # Cancelled or failed, maybe after PostgreSQL had the statement: find out.
-            self.background(self._settle(thread_id, run_id, reservation))
-            raise
-        if written is None:
-            self.release(reservation)
-            return None
-        self.adopt(written[0], reservation, starting)
-        return written
+        run it claimed (or give its slot back).
+
+        While no other process listens, a run it claims commits no thread-stream NOTIFY
+        (`telling`)."""
+        with self.creating(thread_id) as telling:
+            reservation = self.reserve()
+            run_id = uuid.uuid4()
+            try:
+                written = await run_store.create_run_at_once(
+                    self.db,
+                    run_id=run_id,
+                    thread_id=thread_id,
+                    assistant_id=assistant_id,
+                    graph_ids=graph_ids,
+                    kwargs={**kwargs, "temporary": False},
+                    metadata=metadata,
+                    multitask_strategy=multitask_strategy,
+                    # (A run left pending: its "new" is NOTIFYed even alone, as before.)
+                    notify=run_store.Notify(CHANNEL, self.owner),
+                    creator=creator,
+                    claim=reservation.claim if reservation else None,
+                    ask_fresh=ask_fresh,
+                    notify_thread=telling.notify_thread,
+                )
+            except BaseException:
+                # Cancelled or failed, maybe after PostgreSQL had the statement: find out.
+                self.background(self._settle(thread_id, run_id, reservation))
+                raise
+            if written is None:
+                self.release(reservation)
+                return None
+            self.adopt(written[0], reservation, starting)
+            return written
 
     async def _settle(
         self, thread_id: uuid.UUID, run_id: uuid.UUID, reservation: Reservation | None
@@ -341,6 +361,26 @@ class RunQueue:
             self.release(reservation)
         else:
             self.adopt(run, reservation)
+
+    # -- whom a creation or a claim tells ----------------------------------------------------
+
+    def telling(self) -> Telling:
+        """Whom the commit about to be sent (a run's creation, a claim) tells: every process
+        while another one listens (`others`, given at `start`), else nobody (see `Telling`)."""
+        if self._others():
+            return Telling(True, run_store.Notify(CHANNEL, self.owner), _nobody)
+        return Telling(False, None, self._wake_thread)
+
+    @contextlib.contextmanager
+    def creating(self, thread_id: uuid.UUID) -> Iterator[Telling]:
+        """`telling` for a transaction creating a run of `thread_id`, whose followers here are
+        woken when the block ends, if its commit did not NOTIFY them: also when it failed or
+        was cancelled, as the statement may have gone through."""
+        telling = self.telling()
+        try:
+            yield telling
+        finally:
+            telling.wake(thread_id)
 
     # -- claiming at creation (for any writer of run rows) ----------------------------------
 
@@ -483,16 +523,16 @@ class RunQueue:
         async with self.db.engine.begin() as conn:
             await conn.execute(text(f"SELECT {calls}"), {"channel": CHANNEL, **params})
 
-    def finish_notify(self, run_id: uuid.UUID, *, others: bool = True) -> run_store.Notify:
+    def finish_notify(self, run_id: uuid.UUID) -> run_store.Notify:
         """What the commit that finishes `run_id` tells the other processes: its "done" only
-        when `others` listen (a NOTIFYing commit holds PostgreSQL's notification-queue lock
-        through its WAL flush, one such commit of the database at a time); this process's
+        while another one listens (a NOTIFYing commit holds PostgreSQL's notification-queue
+        lock through its WAL flush, one such commit of the database at a time); this process's
         waiters are woken by `announce_done` either way."""
         # "new" only when another run of its thread waits: a finished run frees no other run,
         # and the worker that finished it looks for work at once anyway.
         # "new freed" is a "new" to every process; this one acts on its own too (it sends it
         # only when a run of the thread waits, which this process's dispatcher may take).
-        done = (f"done {run_id}",) if others else ()
+        done = (f"done {run_id}",) if self._others() else ()
         return run_store.Notify(CHANNEL, self.owner, done, if_busy=(f"new {FREED}",))
 
     def announced(self, run_id: uuid.UUID) -> None:
@@ -622,10 +662,13 @@ class RunQueue:
                 continue
             self._wake.clear()
             sent = loop.time()
-            others = self._others()
+            telling = self.telling()
             try:
                 claim = await run_store.claim_run(
-                    self.db, owner=self.owner, lease_s=self.lease_s, notify_thread=others
+                    self.db,
+                    owner=self.owner,
+                    lease_s=self.lease_s,
+                    notify_thread=telling.notify_thread,
                 )
             except asyncio.CancelledError:
                 self._busy -= 1
@@ -639,8 +682,8 @@ class RunQueue:
                     await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)
                 continue
             self._launch(claim.run, sent)
-            if not others and claim.run.thread_id is not None:
-                self._wake_thread(claim.run.thread_id)  # not NOTIFYed: the run has its place
+            if claim.run.thread_id is not None:
+                telling.wake(claim.run.thread_id)  # the run has its place in the thread's stream
             if not claim.more:  # nothing else pending: wait for word of new runs
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_s)
