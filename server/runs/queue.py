@@ -524,16 +524,19 @@ class RunQueue:
             await conn.execute(text(f"SELECT {calls}"), {"channel": CHANNEL, **params})
 
     def finish_notify(self, run_id: uuid.UUID) -> run_store.Notify:
-        """What the commit that finishes `run_id` tells the other processes: its "done" only
-        while another one listens (a NOTIFYing commit holds PostgreSQL's notification-queue
-        lock through its WAL flush, one such commit of the database at a time); this process's
-        waiters are woken by `announce_done` either way."""
+        """What the commit that finishes `run_id` tells the other processes, only while another
+        one listens (a NOTIFYing commit holds PostgreSQL's notification-queue lock through its
+        WAL flush, one such commit of the database at a time): its "done", and "new freed" (a
+        "new" to them) when another run of its thread waits. Either way this process's waiters
+        are woken by `announce_done`, and its dispatcher, which may take the waiting run, after
+        the commit (`on_busy`)."""
         # "new" only when another run of its thread waits: a finished run frees no other run,
         # and the worker that finished it looks for work at once anyway.
-        # "new freed" is a "new" to every process; this one acts on its own too (it sends it
-        # only when a run of the thread waits, which this process's dispatcher may take).
-        done = (f"done {run_id}",) if self._others() else ()
-        return run_store.Notify(CHANNEL, self.owner, done, if_busy=(f"new {FREED}",))
+        if not self._others():
+            return run_store.Notify(CHANNEL, self.owner, on_busy=self._signal)
+        return run_store.Notify(
+            CHANNEL, self.owner, (f"done {run_id}",), (f"new {FREED}",), on_busy=self._signal
+        )
 
     def announced(self, run_id: uuid.UUID) -> None:
         """Note that the commit that finished `run_id` told the other processes."""
@@ -567,8 +570,7 @@ class RunQueue:
                     self._signal()  # cancels sent meanwhile land with the next lease renewal
                     async for notice in conn.notifies():
                         payload, _, sender = notice.payload.rpartition("|")
-                        # Ours were handled when sent, but for a finish's "new freed".
-                        if sender != self.owner or payload == f"new {FREED}":
+                        if sender != self.owner:  # ours were handled when sent
                             self.dispatch(payload)
             except asyncio.CancelledError:
                 raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -88,6 +88,9 @@ class Notify:
     sender: str
     payloads: tuple[str, ...] = ()
     if_busy: tuple[str, ...] = ()  # finish_run: only when other runs of the thread wait
+    # finish_run: called after its commit when other runs of the thread wait (this process's
+    # own action on them, sent or not), or when a retry finds the run already ended by it.
+    on_busy: Callable[[], None] | None = None
 
 
 def creation_notifies(
@@ -835,7 +838,8 @@ _FINISH = text(
     # Already ended by this very attempt: an earlier try of this finish committed, and its
     # answer was lost with its connection (the statement sees the row as it was before it).
     " (SELECT count(*) FROM runs WHERE id = :run_id AND attempt = :attempt"
-    "  AND status IN ('success', 'error', 'timeout', 'interrupted')) AS ended_before"
+    "  AND status IN ('success', 'error', 'timeout', 'interrupted')) AS ended_before,"
+    " (SELECT busy FROM waiting) AS busy"
 ).bindparams(
     bindparam("output", type_=JSONB),
     bindparam("values", type_=JSONB),
@@ -868,7 +872,8 @@ async def finish_run(
     run: another worker reclaimed it, or it was deleted. True, without writing, when this
     attempt ended the run already: a finish retried after its commit's answer was lost with
     its connection (`also` must then write nothing twice). `notify.if_busy` payloads are sent
-    only when other runs of the thread are waiting.
+    only when other runs of the thread are waiting, and `notify.on_busy` is called then (or
+    when the run was ended already: whether others wait is not known then).
 
     This is two statements (lock the thread row; then close the run, update the thread and
     NOTIFY in one) and those of `also`, sent with the transaction's BEGIN and COMMIT in one
@@ -896,7 +901,9 @@ async def finish_run(
         "payloads": list(notify.payloads) if notify else [],
         "if_busy": list(notify.if_busy) if notify else [],
     }
-    return await _finish_pipelined(db, params, also, before)
+    return await _finish_pipelined(
+        db, params, also, before, on_busy=notify.on_busy if notify else None
+    )
 
 
 async def _finish_pipelined(
@@ -904,6 +911,8 @@ async def _finish_pipelined(
     params: dict[str, Any],
     also: Sequence[FinishWrite] = (),
     before: Sequence[FinishWrite] = (),
+    *,
+    on_busy: Callable[[], None] | None = None,
 ) -> bool:
     """`before`, `_FINISH_LOCK` then `_FINISH` (then `also`) in one transaction, in one round
     trip: `before`, the lock, the finish and `also` go out together in psycopg's pipeline mode,
@@ -938,7 +947,10 @@ async def _finish_pipelined(
                 await driver.execute(write.sql, write.params, prepare=True)
         row = await cursor.fetchone()
     assert row is not None
-    return bool(row[0]) or bool(row[3])
+    finished, ended_before, busy = bool(row[0]), bool(row[3]), bool(row[4])
+    if on_busy is not None and ((finished and busy) or ended_before):
+        on_busy()
+    return finished or ended_before
 
 
 _PIPELINED: list[tuple[str, str]] = []
