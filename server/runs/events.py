@@ -50,6 +50,14 @@ CHANNEL: Final[str] = "run_events"
 ACTIVE_RUN_STATUSES: Final[frozenset[str]] = frozenset({"pending", "running"})
 Event = tuple[int, str, Any]
 
+
+def _notify(payload: str, *, quiet: bool) -> str:
+    """`pg_notify(%(channel)s, <payload>)` for a statement's SELECT list, or, `quiet` (no other
+    process listens), an expression of the same parameters that sends nothing: one parameter
+    set serves both forms of a statement (what the expression gives is not read)."""
+    return f"(%(channel)s || {payload})" if quiet else f"pg_notify(%(channel)s, {payload})"
+
+
 # One statement, so one round trip in autocommit: store the events whose attempt still holds
 # its run (the fencing token: a reclaimed run refuses its stale attempt's events, a deleted
 # run all of them), then NOTIFY once per run with its last seq (delivered at commit). The
@@ -57,24 +65,25 @@ Event = tuple[int, str, Any]
 # encoded): five typed arrays cost psycopg ~60 us more per statement to adapt and PostgreSQL
 # ~150 us more to parse (uuid[], and text[] cast to jsonb[]), and a /chat token at
 # concurrency 1 is a statement of its own.
-_STORE = (
-    "WITH ins AS ("
-    " INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT u.r, u.s, u.e, u.d FROM jsonb_to_recordset(%(rows)s::jsonb)"
-    " AS u(r uuid, s integer, e text, d jsonb, a integer)"
-    " JOIN runs r ON r.id = u.r AND r.attempt = u.a"
-    " ON CONFLICT DO NOTHING RETURNING run_id, seq"
-    ") SELECT run_id, array_agg(seq),"
-    " pg_notify(%(channel)s, %(origin)s || ':' || run_id::text || ':' || max(seq)::text)::text"
-    " FROM ins GROUP BY run_id"
-)
-# The same without the NOTIFY, while no other process listens (`_PEERS`): this process's own
-# listener would be the only one woken, to drop it (~65 us of CPU a statement here, and
-# PostgreSQL's signalling), once for each token of a /chat answer at concurrency 1.
-_STORE_QUIET = _STORE.replace(
-    "pg_notify(%(channel)s, %(origin)s || ':' || run_id::text || ':' || max(seq)::text)::text",
-    "%(channel)s || %(origin)s",
-)
+# Quiet (`_STORE_QUIET`), while no other process listens (`_PEERS`), it sends no NOTIFY: this
+# process's own listener would be the only one woken, to drop it (~65 us of CPU a statement
+# here, and PostgreSQL's signalling), once for each token of a /chat answer at concurrency 1.
+def _store(*, quiet: bool) -> str:
+    notify = _notify("%(origin)s || ':' || run_id::text || ':' || max(seq)::text", quiet=quiet)
+    return (
+        "WITH ins AS ("
+        " INSERT INTO run_events (run_id, seq, event, data)"
+        " SELECT u.r, u.s, u.e, u.d FROM jsonb_to_recordset(%(rows)s::jsonb)"
+        " AS u(r uuid, s integer, e text, d jsonb, a integer)"
+        " JOIN runs r ON r.id = u.r AND r.attempt = u.a"
+        " ON CONFLICT DO NOTHING RETURNING run_id, seq"
+        f") SELECT run_id, array_agg(seq), {notify}::text"
+        " FROM ins GROUP BY run_id"
+    )
+
+
+_STORE = _store(quiet=False)
+_STORE_QUIET = _store(quiet=True)
 # Each process's listener says who it is (`application_name`); the others in this database
 # are the processes whose followers NOTIFYs wake. A new one announces itself (`hello`).
 _LISTENER_NAME: Final = "switchboard-events "
@@ -95,28 +104,32 @@ _MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
 _MAX_EVENT_BYTES: Final = 256 * 1024 * 1024
 # How many runs' refused events (`refusal`) a process remembers until their attempt retires.
 _REFUSED_RUNS: Final = 1024
+
+
 # A run's last events (e.g. /chat's `message`, then `end`), stored by the transaction that
 # finishes the run, right after the finish (`finish_run(also=...)`): only when that finish
 # ended the run with this attempt (its new status), never twice (a finish retried after a
 # lost commit answer inserts nothing), with the NOTIFY of other processes' followers.
-_CLOSE = (
-    "WITH ins AS ("
-    " INSERT INTO run_events (run_id, seq, event, data)"
-    " SELECT %(run_id)s, u.seq, u.event, u.data FROM unnest(%(seqs)s::integer[],"
-    " %(events)s::text[], %(data)s::text[]::jsonb[]) AS u(seq, event, data)"
-    " WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND attempt = %(attempt)s"
-    " AND status = %(status)s)"
-    " ON CONFLICT DO NOTHING RETURNING seq"
-    ") SELECT pg_notify(%(channel)s, %(origin)s || ':' || %(key)s || ':' || max(seq)::text)"
-    " FROM ins HAVING count(*) > 0"
-)
-# The same without the NOTIFY, while no other process listens (`notifying`): a NOTIFYing commit
-# holds PostgreSQL's notification-queue lock through its WAL flush, so every such commit of the
-# database (each run's finish, which carries this) waited for the one before it.
-_CLOSE_QUIET = _CLOSE.replace(
-    "pg_notify(%(channel)s, %(origin)s || ':' || %(key)s || ':' || max(seq)::text)",
-    "%(channel)s || %(origin)s || %(key)s || max(seq)::text",
-)
+# Quiet (`_CLOSE_QUIET`), while no other process listens (`notifying`), it sends none: a
+# NOTIFYing commit holds PostgreSQL's notification-queue lock through its WAL flush, so every
+# such commit of the database (each run's finish, which carries this) waited for the one
+# before it.
+def _close(*, quiet: bool) -> str:
+    notify = _notify("%(origin)s || ':' || %(key)s || ':' || max(seq)::text", quiet=quiet)
+    return (
+        "WITH ins AS ("
+        " INSERT INTO run_events (run_id, seq, event, data)"
+        " SELECT %(run_id)s, u.seq, u.event, u.data FROM unnest(%(seqs)s::integer[],"
+        " %(events)s::text[], %(data)s::text[]::jsonb[]) AS u(seq, event, data)"
+        " WHERE EXISTS (SELECT 1 FROM runs WHERE id = %(run_id)s AND attempt = %(attempt)s"
+        " AND status = %(status)s)"
+        " ON CONFLICT DO NOTHING RETURNING seq"
+        f") SELECT {notify} FROM ins HAVING count(*) > 0"
+    )
+
+
+_CLOSE = _close(quiet=False)
+_CLOSE_QUIET = _close(quiet=True)
 _AFTER = text(
     "SELECT seq, event, data FROM run_events WHERE run_id = :run_id AND seq > :after ORDER BY seq"
 )
