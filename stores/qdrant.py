@@ -21,14 +21,23 @@ _LOCAL_LOCK = threading.Lock()
 
 class _KeptLoop:
     """A worker thread's own event loop for local mode's calls, kept from one call to the next
-    and closed with the thread (its thread-local slot)."""
+    and shut down with the thread (its thread-local slot), as `asyncio.run` would."""
 
     def __init__(self) -> None:
         self.runner = asyncio.Runner()
 
     def __del__(self) -> None:
+        # The slot is emptied when its thread ends, in that thread, as the interpreter clears
+        # the thread's state (after `threading` forgot the thread: `current_thread()` would
+        # make a dummy one there): no loop runs there any more, so the runner's loop may run
+        # to shut down. `Runner.close` cancels the loop's tasks, closes its open async
+        # generators (their `finally`), shuts down its default executor and closes it. Only
+        # that executor's shutdown starts a thread, which would register a dummy thread for
+        # the ending one; local mode never makes one (no `run_in_executor`, no `to_thread`).
+        # The slots of threads still alive are emptied at interpreter exit, where a failure
+        # (modules torn down) is let go.
         with contextlib.suppress(Exception):
-            self.runner.get_loop().close()
+            self.runner.close()
 
 
 _LOOPS = threading.local()

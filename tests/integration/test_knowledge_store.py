@@ -299,6 +299,33 @@ async def test_local_mode_calls_keep_their_threads_loop_and_run_in_the_callers_c
     assert [caller for _, _, caller in seen] == [f"call {i}" for i in range(8)]
 
 
+def test_a_worker_threads_kept_loop_is_shut_down_with_the_thread() -> None:
+    """When a worker thread ends, the loop it kept for local mode's calls is shut down as
+    `asyncio.run` would: an async generator a call left open is closed (its `finally` runs),
+    then the loop."""
+    closed: list[str] = []
+    left: list[tuple[Any, asyncio.AbstractEventLoop]] = []
+
+    async def ticks() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append("ticks")
+
+    async def call() -> None:
+        ticker = ticks()
+        await anext(ticker)
+        left.append((ticker, asyncio.get_running_loop()))  # open, and kept referenced
+
+    worker = threading.Thread(target=qdrant_module._run_locked, args=(call,))
+    worker.start()
+    worker.join()
+    ((_, loop),) = left
+    assert closed == ["ticks"]
+    assert loop.is_closed()
+
+
 async def test_a_light_local_call_runs_on_the_loop_unless_another_call_is_running(
     tmp_path: Path,
 ) -> None:
