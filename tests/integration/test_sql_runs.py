@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import pytest
@@ -29,21 +29,35 @@ async def db(database_url: str) -> AsyncIterator[Database]:
         yield database
 
 
+async def _create(
+    db: Database,
+    thread_id: uuid.UUID,
+    agent: Agent,
+    *,
+    if_not_exists: Literal["create", "reject"] = "create",
+    claim: run_store.InlineClaim | None = None,
+) -> Run:
+    """A run of `agent` on `thread_id` by the full creation path (`reject` on a busy thread)."""
+    run, _ = await run_store.create_run(
+        db,
+        thread_id=thread_id,
+        assistant_id=agent.id,
+        graph_id=agent.graph_id,
+        kwargs={},
+        metadata={},
+        multitask_strategy="reject",
+        if_not_exists=if_not_exists,
+        claim=claim,
+    )
+    return run
+
+
 async def claimed_twice(db: Database) -> tuple[RunToken, RunToken]:
     """A run claimed by a first attempt whose lease lapsed, then reclaimed by a second."""
     async with db.sessions.begin() as session:
         agent = Agent(graph_id="chat", name=f"fencing {uuid.uuid4().hex[:6]}")
         session.add(agent)
-    run, _ = await run_store.create_run(
-        db,
-        thread_id=uuid.uuid4(),
-        assistant_id=agent.id,
-        graph_id="chat",
-        kwargs={},
-        metadata={},
-        multitask_strategy="reject",
-        if_not_exists="create",
-    )
+    run = await _create(db, uuid.uuid4(), agent)
     tokens = []
     for owner in ("worker-a", "worker-b"):
         claim = await run_store.claim_run(db, owner=owner, lease_s=30)
@@ -188,17 +202,7 @@ async def test_a_run_claimed_at_creation_has_its_first_metadata_stored_with_its_
         session.add(agent)
     created = {}
     for claim in (run_store.InlineClaim("worker-a", 30), None):
-        run, _ = await run_store.create_run(
-            db,
-            thread_id=uuid.uuid4(),
-            assistant_id=agent.id,
-            graph_id="chat",
-            kwargs={},
-            metadata={},
-            multitask_strategy="reject",
-            if_not_exists="create",
-            claim=claim,
-        )
+        run = await _create(db, uuid.uuid4(), agent, claim=claim)
         created[claim is not None] = run
     claimed, pending = created[True], created[False]
     assert (claimed.status, pending.status) == ("running", "pending")
@@ -318,15 +322,7 @@ async def test_a_run_on_an_idle_thread_is_created_with_its_assistant_read_in_one
         with counting_waits() as waits:
             async with db.engine.connect() as conn:
                 await conn.execute(text("SELECT 1 FROM agents WHERE id = :id"), {"id": agent.id})
-            await run_store.create_run(
-                db,
-                thread_id=other,
-                assistant_id=agent.id,
-                graph_id="chat",
-                kwargs={},
-                metadata={},
-                multitask_strategy="reject",
-            )
+            await _create(db, other, agent, if_not_exists="reject")
         assert waits[0] >= 5
         assert graph_id == "chat"
         assert (run.status, run.attempt, run.lease_owner) == ("running", 1, "worker-a")
@@ -572,16 +568,7 @@ async def test_a_claim_without_the_thread_notify_commits_no_notify(database_url:
         threads = []
         for notify_thread in (False, True):
             thread_id = uuid.uuid4()
-            run, _ = await run_store.create_run(
-                db,
-                thread_id=thread_id,
-                assistant_id=agent.id,
-                graph_id="chat",
-                kwargs={},
-                metadata={},
-                multitask_strategy="reject",
-                if_not_exists="create",
-            )
+            run = await _create(db, thread_id, agent)
             claim = await run_store.claim_run(
                 db, owner="worker-a", lease_s=30, notify_thread=notify_thread
             )
