@@ -315,8 +315,9 @@ class RunQueue:
         gone through leaves it to a background task to learn what was written, and start the
         run it claimed (or give its slot back).
 
-        While no other process listens, a run it claims commits no thread-stream NOTIFY
-        (`telling`)."""
+        While no other process listens, its commit NOTIFYs nobody (`telling`): neither the
+        thread's stream for a run it claims nor "new" for one it leaves pending (no slot free
+        here); `adopt` wakes this process's dispatcher for that one."""
         with self.creating(thread_id) as telling:
             reservation = self.reserve()
             run_id = uuid.uuid4()
@@ -330,8 +331,9 @@ class RunQueue:
                     kwargs={**kwargs, "temporary": False},
                     metadata=metadata,
                     multitask_strategy=multitask_strategy,
-                    # (A run left pending: its "new" is NOTIFYed even alone, as before.)
-                    notify=run_store.Notify(CHANNEL, self.owner),
+                    # Alone, a run left pending NOTIFYs no "new" either: `adopt` wakes
+                    # this process's dispatcher after the commit.
+                    notify=telling.notify,
                     creator=creator,
                     claim=reservation.claim if reservation else None,
                     ask_fresh=ask_fresh,

@@ -91,12 +91,18 @@ async def test_a_creation_cancelled_at_any_point_starts_the_run_it_wrote_or_free
 
 @contextlib.asynccontextmanager
 async def _alone(
-    database_url: str, tmp_path: Path, *channels: str
+    database_url: str, tmp_path: Path, *channels: str, **overrides: Any
 ) -> AsyncIterator[tuple[Any, str, psycopg.AsyncConnection[Any]]]:
     """One server alone on its database, its polls 30 s (so only a wake-up is quick): a
-    langgraph-sdk client of it, a new thread, and a connection LISTENing on `channels`."""
+    langgraph-sdk client of it, a new thread, and a connection LISTENing on `channels`
+    (`overrides`: more settings)."""
     settings = make_settings(
-        database_url, tmp_path, langgraph_config=TEST_GRAPHS, run_poll_s=30, run_events_poll_s=30
+        database_url,
+        tmp_path,
+        langgraph_config=TEST_GRAPHS,
+        run_poll_s=30,
+        run_events_poll_s=30,
+        **overrides,
     )
     with running_server(settings) as url:
         client: Any = get_client(url=url)
@@ -268,3 +274,60 @@ async def test_a_run_queued_behind_another_of_its_thread_starts_at_its_finish_wh
         assert values["count"] == 112
         assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
         assert await _told(conn) == []
+
+
+async def _pending_behind_a_busy_slot(client: Any, thread_id: str) -> tuple[str, str]:
+    """With one slot: a slow run on `thread_id` takes it, then a run on a new (idle) thread is
+    created by the one-round-trip path and left pending. Their run ids."""
+    slow = {"configurable": {"delay": 0.4}}  # four steps: ~1.6 s
+    first = await client.runs.create(thread_id, "steps", input={"log": []}, config=slow)
+    other_thread = str((await client.threads.create())["thread_id"])
+    second = await client.runs.create(other_thread, "counter", input={"count": 1})
+    assert (await client.runs.get(other_thread, second["run_id"]))["status"] == "pending"
+    async with asyncio.timeout(10):  # its poll is 30 s: only a wake-up starts it in time
+        values = await client.runs.join(other_thread, second["run_id"])
+    assert values["count"] == 112
+    assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
+    return first["run_id"], second["run_id"]
+
+
+async def test_a_run_created_pending_while_alone_commits_no_new_and_starts_when_a_slot_frees(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database, its one slot busy: a run created on an idle thread
+    (`create_at_once`) is left pending and its commit NOTIFYs no "new" (only this process's
+    own listener would hear it, and drop it; the commit would take PostgreSQL's notification-
+    queue lock through its WAL flush). It starts as soon as the slot frees all the same, long
+    before the dispatcher's poll (30 s)."""
+    async with _alone(database_url, tmp_path, RUNS_CHANNEL, run_workers=1) as (
+        client,
+        thread_id,
+        conn,
+    ):
+        await _pending_behind_a_busy_slot(client, thread_id)
+        assert await _told(conn) == []
+
+
+async def test_a_run_created_pending_while_another_process_listens_notifies_new(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The same with another process listening (a connection named as a Switchboard process's
+    event listener, that said hello): the pending run's creation NOTIFYs "new" for it."""
+    async with _alone(database_url, tmp_path, RUNS_CHANNEL, run_workers=1) as (
+        client,
+        thread_id,
+        conn,
+    ):
+        peer = await psycopg.AsyncConnection.connect(
+            libpq_url(database_url),
+            autocommit=True,
+            application_name=f"switchboard-events peer-{uuid.uuid4().hex[:8]}",
+        )
+        async with peer:
+            await peer.execute(f"LISTEN {EVENTS_CHANNEL}")
+            await peer.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, "peer:hello"))
+            await asyncio.sleep(0.5)  # the server has heard the hello
+            await _pending_behind_a_busy_slot(client, thread_id)
+            told = await _told(conn)
+        # Its "new" (the slow run's finish frees no other run of its thread: no "new freed").
+        assert [p.rpartition("|")[0] for p in told if p.startswith("new")] == ["new"]
