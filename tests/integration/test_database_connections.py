@@ -77,15 +77,22 @@ async def test_the_pool_hands_out_a_healthy_connection_without_a_round_trip(
     assert [q for q in sent if "pg_backend_pid" not in q] == []  # no ping before it
 
 
+async def _cut_the_pooled_connection(db: Database, database_url: str) -> int:
+    """Terminate the backend of `db`'s (only) pooled connection, once its client side can tell
+    (`until_cut`), as a restart does while it sits idle; its backend pid."""
+    async with db.engine.connect() as conn:
+        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    terminate(database_url, pid)
+    await until_cut(driver)
+    return int(pid)
+
+
 async def test_a_pooled_connection_cut_while_idle_is_replaced_before_use(
     db: Database, database_url: str
 ) -> None:
-    async with db.engine.connect() as conn:
-        before = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        driver = (await conn.get_raw_connection()).driver_connection
-    assert isinstance(driver, psycopg.AsyncConnection)
-    terminate(database_url, before)
-    await until_cut(driver)
+    before = await _cut_the_pooled_connection(db, database_url)
     async with db.engine.connect() as conn:  # the only pooled connection was the cut one
         after = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
     assert after != before
@@ -253,12 +260,7 @@ async def test_a_checkout_finding_each_connection_cut_is_transient(
     """While every connection is being cut (a restart, an operator terminating them all), a
     checkout can find the pooled connection cut and its replacement cut too: SQLAlchemy gives
     up with its own "This connection is closed", which is an outage like the others."""
-    async with db.engine.connect() as conn:
-        pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
-        driver = (await conn.get_raw_connection()).driver_connection
-    assert isinstance(driver, psycopg.AsyncConnection)
-    terminate(database_url, pid)
-    await until_cut(driver)
+    await _cut_the_pooled_connection(db, database_url)
 
     def cut_at_once(dbapi_connection: Any, record: Any) -> None:
         new = dbapi_connection.driver_connection
