@@ -45,13 +45,14 @@ def sqlalchemy_url(url: str) -> str:
 def is_transient(error: BaseException) -> bool:
     """Whether `error` (or an error it was raised from) says the same work may succeed if sent
     again: the database connection failed (PostgreSQL restarted, cut the connection, timed out
-    or is unreachable), or the transaction lost a race (a serialization failure, a deadlock),
-    not the statement.
+    or is unreachable), or the transaction lost a race (a serialization failure, a deadlock,
+    a lock or statement timeout), not the statement.
 
     An error PostgreSQL answered with says which by its SQLSTATE (`RETRYABLE_STATES`): psycopg
     maps many statement errors onto `OperationalError` too (class 54, a value over one of
-    PostgreSQL's limits; 57014, a statement timeout; 55P03, a lock not available), and those
-    fail again. An error without one (a socket cut, no pooled connection free in time, SQLAlchemy
+    PostgreSQL's limits), and those fail again; a statement timeout (57014) or a lock not
+    available (55P03) is contention or a stalled server, not the statement, and is transient.
+    An error without one (a socket cut, no pooled connection free in time, SQLAlchemy
     giving up a checkout on connections found cut, `CLOSED_ON_CHECKOUT`) is transient."""
     seen: set[int] = set()
     current: BaseException | None = error
@@ -94,13 +95,21 @@ RETRYABLE_STATES = frozenset(
         "53100",  # disk_full: the database's volume, not the statement (until space is freed)
         "40001",  # serialization_failure: a race lost; the transaction may be run again
         "40P01",  # deadlock_detected: likewise
+        "55P03",  # lock_not_available: likewise (a lock_timeout)
+        "57014",  # query_canceled: `statement_timeout` (contention, a stall; see below)
     }
 )
 """SQLSTATEs besides class 08 (connection_exception) that `is_transient` calls transient. Not
 in it: the rest of class 53 (out_of_memory, configuration_limit_exceeded: a statement's size),
-54 (program_limit_exceeded: a value over 256 MiB in JSONB, 1 GiB in a field), 57014
-(query_canceled: a statement timeout, a cancel), 55P03 (lock_not_available), 57P04
-(database_dropped)."""
+54 (program_limit_exceeded: a value over 256 MiB in JSONB, 1 GiB in a field), 57P04
+(database_dropped).
+
+57014 is also what a client's cancel gets; the server cancels its own statements only by
+their timeout (`Timeouts.statement_s`, `DB_STATEMENT_TIMEOUT_S`), which is there so a database
+that stops answering makes calls fail and be retried: a lock held by a migration or a long
+DELETE, an I/O stall. Refusing them instead failed healthy runs, and the event writer sent a
+timed-out batch again event by event, each waiting the timeout again. An event too large to
+store is refused before it is sent (`_MAX_EVENT_BYTES`), so a timeout is not about the data."""
 
 CLOSED_ON_CHECKOUT = "This connection is closed"
 """SQLAlchemy's `InvalidRequestError` when its checkout found a pooled connection cut, replaced

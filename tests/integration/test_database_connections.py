@@ -227,19 +227,42 @@ async def test_statement_errors_postgresql_answers_as_operational_errors_are_not
     db: Database, database_url: str
 ) -> None:
     """psycopg maps some statement errors onto `OperationalError` (a value over one of
-    PostgreSQL's limits, a statement timeout): sent again, they fail again, so they are not
-    taken for an outage (a run handed back, an event retried for a minute)."""
+    PostgreSQL's limits): sent again, they fail again, so they are not taken for an outage
+    (a run handed back, an event retried for a minute)."""
     over_limit = await failure(db, "SELECT repeat('x', 1073741824)")  # a 1 GiB string
     assert isinstance(over_limit.orig, psycopg.errors.ProgramLimitExceeded)
     assert isinstance(over_limit.orig, psycopg.OperationalError)
-    timed_out = await failure(db, "SET LOCAL statement_timeout = 10", "SELECT pg_sleep(5)")
-    assert isinstance(timed_out.orig, psycopg.errors.QueryCanceled)
     async with await connect(database_url) as conn:  # the driver's own, unwrapped
         with pytest.raises(psycopg.errors.ProgramLimitExceeded) as raw:
             await conn.execute("SELECT repeat('x', 1073741824)")
-    for error in (over_limit, timed_out, raw.value):
+    for error in (over_limit, raw.value):
         assert not is_transient(error)
     await db.ping()  # the pool's connections are fine
+
+
+async def test_a_statement_or_lock_timeout_is_transient(db: Database, database_url: str) -> None:
+    """A statement timeout (57014, the server's `DB_STATEMENT_TIMEOUT_S`) or a lock timeout
+    (55P03) is contention or a stalled server, not the statement: sent again it may succeed,
+    like a deadlock (40P01), so it is retried, not refused."""
+    timed_out = await failure(db, "SET LOCAL statement_timeout = 10", "SELECT pg_sleep(5)")
+    assert isinstance(timed_out.orig, psycopg.errors.QueryCanceled)
+    table = f"sb_locked_{uuid.uuid4().hex}"
+    async with await connect(database_url) as conn:
+        await conn.execute(f"CREATE TABLE {table} (n int)")  # type: ignore[arg-type]
+        try:
+            async with conn.transaction():
+                await conn.execute(f"LOCK TABLE {table}")  # type: ignore[arg-type]
+                not_available = await failure(
+                    db, "SET LOCAL lock_timeout = 10", f"SELECT * FROM {table}"
+                )
+        finally:
+            await conn.execute(f"DROP TABLE {table}")  # type: ignore[arg-type]
+    assert isinstance(not_available.orig, psycopg.errors.LockNotAvailable)
+    for error in (timed_out, not_available):
+        assert isinstance(error.orig, psycopg.OperationalError)
+        assert is_transient(error)
+        assert is_transient(error.orig)  # the driver's own, unwrapped
+    await db.ping()
 
 
 async def test_a_connection_the_server_cuts_under_a_statement_is_transient(
