@@ -28,15 +28,12 @@ from stores.sql.thread_events import prune_thread_events
 
 log = logging.getLogger(__name__)
 
-# What the database says of the data, not of the connection: retrying the same rows is futile.
-_REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
-
 
 def _cut(error: BaseException) -> bool:
-    """The connection, not the data: reconnect and try the same rows again (for a while).
-    Not every `psycopg.OperationalError`: PostgreSQL answers some statement errors with one
-    (an event over its limits, class 54; a statement timeout), which fail again (`is_transient`
-    tells them apart by their SQLSTATE)."""
+    """The connection (or contention: a statement or lock timeout), not the data: reconnect
+    and try the same rows again (for a while). Not every `psycopg.OperationalError`:
+    PostgreSQL answers some statement errors with one (an event over its limits, class 54),
+    which fail again (`is_transient` tells them apart by their SQLSTATE)."""
     return isinstance(error, OSError | TimeoutError) or is_transient(error)
 
 
@@ -688,8 +685,6 @@ class RunEventLog:
             return  # the first says why
         if state is not None and state.startswith("54"):
             why = "it is over PostgreSQL's size limits"
-        elif state == "57014":
-            why = "storing it took longer than the database allows a statement"
         else:
             why = "the database refused it" + (f" (SQLSTATE {state})" if state else "")
         message = (
@@ -754,8 +749,9 @@ class RunEventLog:
         """Store queued batches until cancelled; no batch is retried forever.
 
         A batch the database refuses is written event by event, dropping the refused ones. A
-        cut connection is reopened and the batch retried with a growing pause for up to
-        `give_up_s` (a restart of PostgreSQL); past that its events are dropped (logged) so
+        cut connection (or a statement or lock timeout), for the batch or during that, is
+        reopened and the batch retried with a growing pause for up to `give_up_s` (a restart
+        of PostgreSQL, a lock held); past that its events are dropped (logged) so
         the runs behind them are not held up for ever.
         """
         backoff, failing_since = 0.1, None
@@ -789,25 +785,35 @@ class RunEventLog:
             try:
                 try:
                     stored = await self._write(batch)
-                except _REFUSED:
-                    stored = await self._write_each(batch)  # keep the good ones
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if not _cut(error):  # not the connection: some event of the batch is at fault
+                except Exception as error:
+                    if _cut(error) or len(batch) == 1:
+                        raise
+                    # Not the connection: some event of the batch is at fault. Keep the good
+                    # ones; a cut meanwhile is retried below like the batch's own.
                     log.warning(
                         "storing %d run events failed (%s: %s); those that can be are stored",
                         len(batch),
                         type(error).__name__,
                         error,
                     )
-                    if len(batch) > 1:
-                        stored = await self._write_each(batch, tolerate=Exception)
-                    else:  # the same statement again would fail the same way
-                        self._refuse(batch[0], sqlstate(error))
-                        stored = set()
+                    stored = await self._write_each(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if not _cut(error):  # a lone event: the same statement again would fail alike
+                    log.warning(
+                        "dropped event %d (%s, %d bytes) of run %s: %s: %s",
+                        batch[0].seq,
+                        batch[0].event,
+                        len(batch[0].body),
+                        batch[0].run_id,
+                        type(error).__name__,
+                        error,
+                    )
+                    for item in batch:  # one (`_write_each` tolerates all but cuts)
+                        self._refuse(item, sqlstate(error))
                     backoff, failing_since = 0.1, None
-                    self._publish(batch, stored)
+                    self._publish(batch, set())
                     continue
                 failing_since = failing_since or loop.time()
                 if loop.time() - failing_since < self.give_up_s:
@@ -851,13 +857,9 @@ class RunEventLog:
         for subscriber in self._subscribers.get(run_id, ()):
             subscriber.push(event)
 
-    async def _write_each(
-        self,
-        batch: list[_Queued],
-        *,
-        tolerate: type[Exception] | tuple[type[Exception], ...] = _REFUSED,
-    ) -> set[tuple[uuid.UUID, int]]:
-        """Store events one by one, dropping those that fail with `tolerate`, so one bad event
+    async def _write_each(self, batch: list[_Queued]) -> set[tuple[uuid.UUID, int]]:
+        """Store events one by one, dropping those that fail other than by a cut (`_cut`,
+        raised: the caller retries), so one bad event
         cannot hold up every run's stream; its run is told (`refusal`). (An event of a run
         deleted meanwhile, or reclaimed by another attempt, is not refused: it stores nothing.)"""
         stored: set[tuple[uuid.UUID, int]] = set()
@@ -865,7 +867,7 @@ class RunEventLog:
             try:
                 stored |= await self._write([item])
             except Exception as error:
-                if _cut(error) or not isinstance(error, tolerate):
+                if _cut(error):
                     raise
                 log.warning(
                     "dropped event %d (%s, %d bytes) of run %s: %s: %s",

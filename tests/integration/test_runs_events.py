@@ -811,6 +811,111 @@ async def test_an_event_over_postgresqls_limits_is_dropped_at_once_and_its_run_t
     assert log.refusal(run) is None  # forgotten with the attempt
 
 
+async def test_a_statement_timeout_in_the_writer_is_retried_as_an_outage_not_refused(
+    database: Database, database_url: str
+) -> None:
+    """A statement timeout (57014: the server's own `DB_STATEMENT_TIMEOUT_S`) is contention or a
+    stalled server, not the events: the writer retries the batch for `give_up_s` as after a cut.
+    It does not send it again event by event, each waiting the timeout again, nor fail the runs
+    behind it with a refusal (`EventRefusedError`)."""
+    run, other = await new_run(database), await new_run(database)
+    log = RunEventLog(database, url=database_url, poll_s=0.2, timeouts=Timeouts(statement_s=0.2))
+    await log.start()
+    try:
+        # Another transaction holds the run's row: storing its events (their foreign key's
+        # FOR KEY SHARE) waits, and times out, until it ends.
+        async with await psycopg.AsyncConnection.connect(database_url) as locker:
+            await locker.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run.run_id,))
+            for n in range(3):
+                await log.append(run, "values", {"n": n})
+            await log.append(other, "values", {"n": 0})
+            await asyncio.sleep(2)  # many timeouts
+            await locker.rollback()
+        assert await asyncio.wait_for(log.append(run, "end", None), 20) == 4
+        assert await asyncio.wait_for(log.append(other, "end", None), 20) == 2
+        assert log.refusal(run) is None
+        assert log.refusal(other) is None
+    finally:
+        await log.aclose()
+    assert [seq for seq, _, _ in await log.events_after(run.run_id)] == [1, 2, 3, 4]
+    assert [seq for seq, _, _ in await log.events_after(other.run_id)] == [1, 2]
+
+
+async def test_a_cut_while_the_writer_stores_a_refused_batch_event_by_event_is_retried(
+    log: RunEventLog, database: Database, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch PostgreSQL refuses (an event over its limits) is stored event by event; a
+    connection cut meanwhile is retried like the batch's own, not raised out of the writer
+    (whose restart pause doubles up to 30 s, all runs' events waiting)."""
+    once = f"sb_cut_once_{uuid.uuid4().hex}"
+    cut = f"""
+CREATE SEQUENCE {once};
+CREATE OR REPLACE FUNCTION {once}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.event = 'cut-me' AND nextval('{once}') = 1 THEN
+    PERFORM pg_terminate_backend(pg_backend_pid());
+    PERFORM pg_sleep(5);
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {once} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {once}();
+"""
+    run = await new_run(database)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(cut)  # type: ignore[arg-type]
+        try:
+            async with events_over_limit_refused(database_url):
+                await log.append(run, "values", {"n": 1})
+                await log.append(run, "values", {"big": "x" * (OVER_LIMIT_BYTES + 1)})
+                await log.append(run, "cut-me", {"n": 3})
+                assert await asyncio.wait_for(log.append(run, "end", None), 20) == 4
+            tries = await (await conn.execute(f"SELECT last_value FROM {once}")).fetchone()  # type: ignore[arg-type]
+            assert tries == (2,)  # cut once, then stored
+        finally:
+            await conn.execute(f"DROP TRIGGER {once} ON run_events")  # type: ignore[arg-type]
+            await conn.execute(f"DROP FUNCTION {once}(); DROP SEQUENCE {once}")  # type: ignore[arg-type]
+    assert [seq for seq, _, _ in await log.events_after(run.run_id)] == [1, 3, 4]
+    assert log.refusal(run) is not None  # the big one only
+    assert not [r for r in caplog.records if r.name == "server.background"]  # no restart
+
+
+async def test_a_lone_event_postgresql_refuses_is_sent_once(
+    log: RunEventLog, database: Database, database_url: str
+) -> None:
+    """The same statement again would be refused the same way: a batch of one refused event is
+    not sent again on its own."""
+    tries = f"sb_tries_{uuid.uuid4().hex}"
+    refuse = f"""
+CREATE SEQUENCE {tries};
+CREATE OR REPLACE FUNCTION {tries}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.event = 'refuse-me' THEN
+    PERFORM nextval('{tries}');
+    RAISE EXCEPTION 'refused' USING ERRCODE = '22023';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {tries} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {tries}();
+"""
+    run = await new_run(database)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(refuse)  # type: ignore[arg-type]
+        try:
+            await log.append(run, "values", {"n": 1})
+            await log.flush()
+            await log.append(run, "refuse-me", {"n": 2})
+            await log.flush()  # alone in its batch
+            sent = await (await conn.execute(f"SELECT last_value FROM {tries}")).fetchone()  # type: ignore[arg-type]
+        finally:
+            await conn.execute(f"DROP TRIGGER {tries} ON run_events")  # type: ignore[arg-type]
+            await conn.execute(f"DROP FUNCTION {tries}(); DROP SEQUENCE {tries}")  # type: ignore[arg-type]
+    assert sent == (1,)
+    refusal = log.refusal(run)
+    assert refusal is not None
+    assert "SQLSTATE 22023" in refusal
+    assert [seq for seq, _, _ in await log.events_after(run.run_id)] == [1]
+
+
 async def test_held_events_of_a_finish_cancelled_before_it_came_back_are_stored_by_the_writer(
     database: Database, database_url: str
 ) -> None:
