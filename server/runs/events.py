@@ -859,8 +859,8 @@ class RunEventLog:
 
     async def _write_each(self, batch: list[_Queued]) -> set[tuple[uuid.UUID, int]]:
         """Store events one by one, dropping those that fail other than by a cut (`_cut`,
-        raised: the caller retries), so one bad event
-        cannot hold up every run's stream; its run is told (`refusal`). (An event of a run
+        raised: the caller retries), so one bad event cannot hold up every run's stream; its
+        run is told (`refusal`). (An event of a run
         deleted meanwhile, or reclaimed by another attempt, is not refused: it stores nothing.)"""
         stored: set[tuple[uuid.UUID, int]] = set()
         for item in batch:
