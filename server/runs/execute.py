@@ -638,7 +638,13 @@ class RunExecutor:
         *,
         error: BaseException | None,
         last_try: bool = False,
+        refused_by: BaseException | None = None,
     ) -> bool:
+        # `refused_by`: PostgreSQL refused the run's finish (for its values, its error's text, a
+        # recorder's write, ...): this one ends it as an error with nothing that could be refused
+        # for what it holds: no thread values (the thread keeps what is stored), no recorder,
+        # a fixed message (the error's type kept), only its `error` event.
+        bare = refused_by is not None
         run = attempt.run
         assert run.thread_id is not None
         thread_id = run.thread_id
@@ -677,7 +683,14 @@ class RunExecutor:
                 status = "timeout"
                 limit = self.settings.run_timeout_s
                 data = {"error": "TimeoutError", "message": f"the run took over {limit} s"}
-            if graph is not None:
+            if refused_by is not None:
+                state = sqlstate(refused_by)
+                data = {
+                    "error": data["error"],
+                    "message": "the database refused to store the run's results"
+                    + (f" (SQLSTATE {state})" if state else ""),
+                }
+            elif graph is not None:
                 with contextlib.suppress(Exception):
                     values, _, _ = await self._state(graph, thread_id)
         output: dict[str, Any]
@@ -696,7 +709,7 @@ class RunExecutor:
             started=prepared.started,
         )
         record = FinishRecord()
-        if recorder is not None:
+        if recorder is not None and not bare:
             record = await recorder.on_finish(result, attempt.token)
         # The run's last events (the recorder's, then `end` or `error`) are stored by the
         # transaction that ends it: a client that sees the end sees the run ended, with one
@@ -718,7 +731,9 @@ class RunExecutor:
             )
         if data is not None:
             thread_status = "error"
-            thread_values: dict[str, Any] | None = values if graph is not None else None
+            thread_values: dict[str, Any] | None = (
+                values if graph is not None and not bare else None
+            )
             thread_interrupts: dict[str, Any] = {}
         else:
             thread_status = "interrupted" if interrupts or stopped else "idle"
@@ -752,16 +767,26 @@ class RunExecutor:
                     also=(*record.writes, closing),
                     before=carried,
                 ),
-                refused=None if last_try else refused,
+                refused=None if bare else refused,
             )
         self.events.closed(attempt.token, last, stored=finished)
         if refused:
-            # PostgreSQL refused the transaction (its checkpoint writes, say, as it would have
-            # refused them sent apart): nothing of it was written; the run ends as an error,
-            # its thread as last stored.
+            # PostgreSQL refused the transaction (its checkpoint writes, its values, say):
+            # nothing of it was written, its checkpoint writes included: they go back, for the
+            # bare finish's flush to store (or to fail as they did); the run ends as an error.
             log.warning("finishing run %s was refused: %r", run.id, refused[0])
+            if carried and prepared.writes is not None:
+                self.resources.checkpoints.give_back(
+                    prepared.writes, [(w.sql, w.params, w.many) for w in carried]
+                )
             return await self._finish_with(
-                attempt, prepared, recorder, graph, error=error or refused[0], last_try=True
+                attempt,
+                prepared,
+                recorder,
+                graph,
+                error=error or refused[0],
+                last_try=True,
+                refused_by=refused[0],
             )
         if not finished:
             return False  # not ours any more: whoever holds the run finishes it

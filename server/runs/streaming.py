@@ -103,8 +103,9 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def error_data(error: BaseException) -> dict[str, str]:
-    """The data of an `error` event: the exception's type and message."""
-    return {"error": type(error).__name__, "message": str(error)}
+    """The data of an `error` event: the exception's type and message (without NULs, which
+    PostgreSQL cannot store as text or JSONB)."""
+    return {"error": type(error).__name__, "message": str(error).replace("\x00", "")}
 
 
 def validate_stream_modes(modes: str | Sequence[str] | None) -> list[str]:

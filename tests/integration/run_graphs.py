@@ -44,7 +44,8 @@ def _step(name: str) -> Any:
             TRACE.append((thread_id, attempt, name, "stopped"))
             raise
         if configurable.get("fail_at") == name:
-            raise ValueError(f"step {name} failed on purpose")
+            nul = "\x00 after a NUL" if configurable.get("nul_error") else ""
+            raise ValueError(f"step {name} failed on purpose{nul}")
         COMPLETED[(thread_id, name)] += 1
         TRACE.append((thread_id, attempt, name, "end"))
         if configurable.get("nul_note") and name == STEPS[-1]:

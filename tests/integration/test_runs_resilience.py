@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from server.runs import events as events_module
 from stores import migrate
 from stores.embedded_postgres import embedded_postgres, embedded_server
+from tests.integration.run_graphs import COMPLETED, TRACE
 from tests.integration.test_runs_events import _OVER_LIMIT, OVER_LIMIT_BYTES
 from tests.support import TEST_GRAPHS, make_settings, running_server, scratch_database
 
@@ -235,3 +236,126 @@ def test_a_run_whose_event_postgresql_refuses_ends_as_an_error_saying_why(
         events = [p.event for p in client.runs.join_stream(waited["thread_id"], run["run_id"])]
         assert events[0] == "metadata"
         assert events[-1] == "error"
+
+
+# PostgreSQL refusing a thread's values over 64 KiB as it refuses ones over JSONB's 256 MiB
+# (program_limit_exceeded), without sending 256 MiB: the finish's thread values are refused.
+_VALUES_OVER_LIMIT = f"""
+CREATE OR REPLACE FUNCTION sb_values_over_limit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW."values" IS DISTINCT FROM OLD."values"
+     AND octet_length(NEW."values"::text) > {OVER_LIMIT_BYTES} THEN
+    PERFORM repeat('x', 1073741824);
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER sb_values_over_limit BEFORE UPDATE ON conversations
+  FOR EACH ROW EXECUTE FUNCTION sb_values_over_limit();
+"""
+
+
+@contextmanager
+def thread_values_over_limit_refused(database_url: str) -> Iterator[None]:
+    """Within: PostgreSQL refuses to store a thread's values over `OVER_LIMIT_BYTES`."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(_VALUES_OVER_LIMIT)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            conn.execute("DROP TRIGGER sb_values_over_limit ON conversations")
+
+
+def _ended(client: Any, thread_id: str, run_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    """The run once it is no longer pending or running (or as it is after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run: dict[str, Any] = client.runs.get(thread_id, run_id)
+        if run["status"] not in ("pending", "running") or time.monotonic() > deadline:
+            return run
+        time.sleep(0.2)
+
+
+def _attempts(database_url: str, run_id: str) -> int:
+    return int(sql(database_url, "SELECT attempt FROM runs WHERE id = %s", run_id)[0]["attempt"])
+
+
+def test_a_run_whose_error_holds_a_nul_ends_as_that_error_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """An exception whose message holds a NUL (which PostgreSQL stores neither as text nor as
+    JSONB) ends its run as that error, NUL removed, at its first attempt: its finish is not
+    refused, the run not left running until its lease lapses and executed again."""
+    with running_server(settings_for(database_url, tmp_path)) as base:
+        client: Any = get_sync_client(url=base)
+        thread = client.threads.create()
+        thread_id = thread["thread_id"]
+        run = client.runs.create(
+            thread_id,
+            "steps",
+            input={"log": ["in"]},
+            config={"configurable": {"fail_at": "s2", "nul_error": True}},
+        )
+        ended = _ended(client, thread_id, run["run_id"])
+        assert ended["status"] == "error"
+        result = client.runs.join(thread_id, run["run_id"])
+        assert result["__error__"] == {
+            "error": "ValueError",
+            "message": "step s2 failed on purpose after a NUL",
+        }
+        assert client.threads.get(thread_id)["status"] == "error"
+        assert _attempts(database_url, run["run_id"]) == 1
+    starts = [(a, node) for t, a, node, what in TRACE if t == thread_id and what == "start"]
+    assert starts == [(1, "s1"), (1, "s2")]  # not executed again
+
+
+@pytest.mark.parametrize("stored_before", [False, True])
+def test_a_run_whose_thread_values_postgresql_refuses_ends_as_an_error_once(
+    database_url: str, tmp_path: Path, stored_before: bool
+) -> None:
+    """A finish PostgreSQL refuses for the thread's values (over its size limits) is followed
+    by one it cannot refuse for them: the run ends as an error at once, in no words of the
+    database's, its thread not left busy and its values as last stored, its last checkpoint
+    kept; it is not reclaimed and executed again. Whether the values too large came with the
+    run's last checkpoint writes, or were in the thread's stored checkpoints before it (an
+    earlier run's, their copy in the thread's values not stored)."""
+    big = {"note_bytes": OVER_LIMIT_BYTES + 1000}
+    with running_server(settings_for(database_url, tmp_path)) as base:
+        client: Any = get_sync_client(url=base)
+        thread = client.threads.create()
+        thread_id = thread["thread_id"]
+        log = ["in", *STEPS]
+        if stored_before:
+            client.runs.wait(
+                thread_id, "steps", input={"log": ["in"]}, config={"configurable": big}
+            )
+            log = [*log, *log]
+            # Its checkpoints hold them; the thread's copy not, as if it had been refused.
+            sql(
+                database_url,
+                "UPDATE conversations SET values = '{}' WHERE id = %s RETURNING id",
+                thread_id,
+            )
+        with thread_values_over_limit_refused(database_url):
+            run = client.runs.create(
+                thread_id,
+                "steps",
+                input={"log": ["in"]},
+                config={"configurable": {} if stored_before else big},
+            )
+            ended = _ended(client, thread_id, run["run_id"])
+            assert ended["status"] == "error"
+            result = client.runs.join(thread_id, run["run_id"])
+            assert result["__error__"] == {
+                "error": "ProgramLimitExceeded",
+                "message": "the database refused to store the run's results (SQLSTATE 54000)",
+            }
+            stored = client.threads.get(thread_id)
+            assert stored["status"] == "error"
+            assert "note" not in (stored["values"] or {})  # as last stored
+            # The refused finish's checkpoint writes were stored by the one after it.
+            assert client.threads.get_state(thread_id)["values"]["log"] == log
+            events = [p.event for p in client.runs.join_stream(thread_id, run["run_id"])]
+            assert events[-1] == "error"
+            assert _attempts(database_url, run["run_id"]) == 1
+    runs = 2 if stored_before else 1
+    assert [COMPLETED[(thread_id, node)] for node in STEPS] == [runs] * 4  # not executed again
