@@ -8,7 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,14 +139,19 @@ def test_runs_survive_every_database_connection_being_cut_under_load(
 
 
 @contextmanager
-def events_over_limit_refused_sync(database_url: str) -> Iterator[None]:
-    """Within: PostgreSQL refuses to store a run event over `OVER_LIMIT_BYTES`."""
+def _trigger(database_url: str, create: str, drop: str) -> Iterator[None]:
+    """Within: the trigger `create` makes is installed (`drop` removes it after)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(_OVER_LIMIT)  # type: ignore[arg-type]
+        conn.execute(create)  # type: ignore[arg-type]
         try:
             yield
         finally:
-            conn.execute("DROP TRIGGER sb_event_over_limit ON run_events")
+            conn.execute(drop)  # type: ignore[arg-type]
+
+
+def events_over_limit_refused_sync(database_url: str) -> AbstractContextManager[None]:
+    """Within: PostgreSQL refuses to store a run event over `OVER_LIMIT_BYTES`."""
+    return _trigger(database_url, _OVER_LIMIT, "DROP TRIGGER sb_event_over_limit ON run_events")
 
 
 @contextmanager
@@ -254,15 +259,11 @@ CREATE TRIGGER sb_values_over_limit BEFORE UPDATE ON conversations
 """
 
 
-@contextmanager
-def thread_values_over_limit_refused(database_url: str) -> Iterator[None]:
+def thread_values_over_limit_refused(database_url: str) -> AbstractContextManager[None]:
     """Within: PostgreSQL refuses to store a thread's values over `OVER_LIMIT_BYTES`."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(_VALUES_OVER_LIMIT)  # type: ignore[arg-type]
-        try:
-            yield
-        finally:
-            conn.execute("DROP TRIGGER sb_values_over_limit ON conversations")
+    return _trigger(
+        database_url, _VALUES_OVER_LIMIT, "DROP TRIGGER sb_values_over_limit ON conversations"
+    )
 
 
 def _ended(client: Any, thread_id: str, run_id: str, timeout_s: float = 30) -> dict[str, Any]:
