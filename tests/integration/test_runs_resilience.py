@@ -280,6 +280,12 @@ def _attempts(database_url: str, run_id: str) -> int:
     return int(sql(database_url, "SELECT attempt FROM runs WHERE id = %s", run_id)[0]["attempt"])
 
 
+def _error_of(client: Any, thread_id: str, run_id: str) -> Any:
+    """The error a run ended with (its status `error`), as joining it returns it."""
+    assert _ended(client, thread_id, run_id)["status"] == "error"
+    return client.runs.join(thread_id, run_id)["__error__"]
+
+
 def test_a_run_whose_error_holds_a_nul_ends_as_that_error_once(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -296,10 +302,7 @@ def test_a_run_whose_error_holds_a_nul_ends_as_that_error_once(
             input={"log": ["in"]},
             config={"configurable": {"fail_at": "s2", "nul_error": True}},
         )
-        ended = _ended(client, thread_id, run["run_id"])
-        assert ended["status"] == "error"
-        result = client.runs.join(thread_id, run["run_id"])
-        assert result["__error__"] == {
+        assert _error_of(client, thread_id, run["run_id"]) == {
             "error": "ValueError",
             "message": "step s2 failed on purpose after a NUL",
         }
@@ -343,10 +346,7 @@ def test_a_run_whose_thread_values_postgresql_refuses_ends_as_an_error_once(
                 input={"log": ["in"]},
                 config={"configurable": {} if stored_before else big},
             )
-            ended = _ended(client, thread_id, run["run_id"])
-            assert ended["status"] == "error"
-            result = client.runs.join(thread_id, run["run_id"])
-            assert result["__error__"] == {
+            assert _error_of(client, thread_id, run["run_id"]) == {
                 "error": "ProgramLimitExceeded",
                 "message": "the database refused to store the run's results (SQLSTATE 54000)",
             }
