@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -841,39 +841,56 @@ async def test_a_statement_timeout_in_the_writer_is_retried_as_an_outage_not_ref
     assert [seq for seq, _, _ in await log.events_after(other.run_id)] == [1, 2]
 
 
+@asynccontextmanager
+async def _on_insert_of(
+    database_url: str, event: str, action: str, *, times: int | None = None
+) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """Within: inserting a run event named `event` does `action` (PL/pgSQL), the first `times`
+    tries (every one if None); yields how many tries there were so far."""
+    name = f"sb_on_{uuid.uuid4().hex}"
+    install = f"""
+CREATE SEQUENCE {name};
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.event = '{event}' THEN
+    IF nextval('{name}') <= {2**62 if times is None else times} THEN
+      {action}
+    END IF;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+
+        async def tries() -> int:
+            row = await (await conn.execute(f"SELECT last_value FROM {name}")).fetchone()  # type: ignore[arg-type]
+            assert row is not None
+            return int(row[0])
+
+        await conn.execute(install)  # type: ignore[arg-type]
+        try:
+            yield tries
+        finally:
+            await conn.execute(f"DROP TRIGGER {name} ON run_events")  # type: ignore[arg-type]
+            await conn.execute(f"DROP FUNCTION {name}(); DROP SEQUENCE {name}")  # type: ignore[arg-type]
+
+
 async def test_a_cut_while_the_writer_stores_a_refused_batch_event_by_event_is_retried(
     log: RunEventLog, database: Database, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A batch PostgreSQL refuses (an event over its limits) is stored event by event; a
     connection cut meanwhile is retried like the batch's own, not raised out of the writer
     (whose restart pause doubles up to 30 s, all runs' events waiting)."""
-    once = f"sb_cut_once_{uuid.uuid4().hex}"
-    cut = f"""
-CREATE SEQUENCE {once};
-CREATE OR REPLACE FUNCTION {once}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.event = 'cut-me' AND nextval('{once}') = 1 THEN
-    PERFORM pg_terminate_backend(pg_backend_pid());
-    PERFORM pg_sleep(5);
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER {once} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {once}();
-"""
     run = await new_run(database)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute(cut)  # type: ignore[arg-type]
-        try:
-            async with events_over_limit_refused(database_url):
-                await log.append(run, "values", {"n": 1})
-                await log.append(run, "values", {"big": "x" * (OVER_LIMIT_BYTES + 1)})
-                await log.append(run, "cut-me", {"n": 3})
-                assert await asyncio.wait_for(log.append(run, "end", None), 20) == 4
-            tries = await (await conn.execute(f"SELECT last_value FROM {once}")).fetchone()  # type: ignore[arg-type]
-            assert tries == (2,)  # cut once, then stored
-        finally:
-            await conn.execute(f"DROP TRIGGER {once} ON run_events")  # type: ignore[arg-type]
-            await conn.execute(f"DROP FUNCTION {once}(); DROP SEQUENCE {once}")  # type: ignore[arg-type]
+    cut = "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);"
+    async with _on_insert_of(database_url, "cut-me", cut, times=1) as tries:
+        async with events_over_limit_refused(database_url):
+            await log.append(run, "values", {"n": 1})
+            await log.append(run, "values", {"big": "x" * (OVER_LIMIT_BYTES + 1)})
+            await log.append(run, "cut-me", {"n": 3})
+            assert await asyncio.wait_for(log.append(run, "end", None), 20) == 4
+        assert await tries() == 2  # cut once, then stored
     assert [seq for seq, _, _ in await log.events_after(run.run_id)] == [1, 3, 4]
     assert log.refusal(run) is not None  # the big one only
     assert not [r for r in caplog.records if r.name == "server.background"]  # no restart
@@ -884,32 +901,15 @@ async def test_a_lone_event_postgresql_refuses_is_sent_once(
 ) -> None:
     """The same statement again would be refused the same way: a batch of one refused event is
     not sent again on its own."""
-    tries = f"sb_tries_{uuid.uuid4().hex}"
-    refuse = f"""
-CREATE SEQUENCE {tries};
-CREATE OR REPLACE FUNCTION {tries}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.event = 'refuse-me' THEN
-    PERFORM nextval('{tries}');
-    RAISE EXCEPTION 'refused' USING ERRCODE = '22023';
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER {tries} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {tries}();
-"""
     run = await new_run(database)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        await conn.execute(refuse)  # type: ignore[arg-type]
-        try:
-            await log.append(run, "values", {"n": 1})
-            await log.flush()
-            await log.append(run, "refuse-me", {"n": 2})
-            await log.flush()  # alone in its batch
-            sent = await (await conn.execute(f"SELECT last_value FROM {tries}")).fetchone()  # type: ignore[arg-type]
-        finally:
-            await conn.execute(f"DROP TRIGGER {tries} ON run_events")  # type: ignore[arg-type]
-            await conn.execute(f"DROP FUNCTION {tries}(); DROP SEQUENCE {tries}")  # type: ignore[arg-type]
-    assert sent == (1,)
+    refuse = "RAISE EXCEPTION 'refused' USING ERRCODE = '22023';"
+    async with _on_insert_of(database_url, "refuse-me", refuse) as tries:
+        await log.append(run, "values", {"n": 1})
+        await log.flush()
+        await log.append(run, "refuse-me", {"n": 2})
+        await log.flush()  # alone in its batch
+        sent = await tries()
+    assert sent == 1
     refusal = log.refusal(run)
     assert refusal is not None
     assert "SQLSTATE 22023" in refusal
