@@ -760,17 +760,27 @@ async def test_a_read_of_the_log_is_one_round_trip(log: RunEventLog, database: D
 # program_limit_exceeded, class 54, a `psycopg.OperationalError`), raised for an event over
 # 64 KiB: as an event over 256 MiB is refused by JSONB, without sending 256 MiB.
 OVER_LIMIT_BYTES = 64 * 1024
-_OVER_LIMIT = f"""
-CREATE OR REPLACE FUNCTION sb_event_over_limit() RETURNS trigger LANGUAGE plpgsql AS $$
+
+
+def refusing_over_limit(name: str, before: str, size: str) -> str:
+    """SQL installing the trigger `name`, run `before` (e.g. "INSERT ON run_events") for each
+    row: PostgreSQL refuses the row with its own program_limit_exceeded when `size` (an SQL
+    expression of `NEW` and `OLD`) is over `OVER_LIMIT_BYTES`."""
+    return f"""
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF octet_length(NEW.data::text) > {OVER_LIMIT_BYTES} THEN
+  IF ({size}) > {OVER_LIMIT_BYTES} THEN
     PERFORM repeat('x', 1073741824);
   END IF;
   RETURN NEW;
 END $$;
-CREATE TRIGGER sb_event_over_limit BEFORE INSERT ON run_events
-  FOR EACH ROW EXECUTE FUNCTION sb_event_over_limit();
+CREATE TRIGGER {name} BEFORE {before} FOR EACH ROW EXECUTE FUNCTION {name}();
 """
+
+
+_OVER_LIMIT = refusing_over_limit(
+    "sb_event_over_limit", "INSERT ON run_events", "octet_length(NEW.data::text)"
+)
 
 
 @asynccontextmanager

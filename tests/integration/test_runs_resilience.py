@@ -21,7 +21,11 @@ from server.runs import events as events_module
 from stores import migrate
 from stores.embedded_postgres import embedded_postgres, embedded_server
 from tests.integration.run_graphs import COMPLETED, TRACE
-from tests.integration.test_runs_events import _OVER_LIMIT, OVER_LIMIT_BYTES
+from tests.integration.test_runs_events import (
+    _OVER_LIMIT,
+    OVER_LIMIT_BYTES,
+    refusing_over_limit,
+)
 from tests.support import TEST_GRAPHS, make_settings, running_server, scratch_database
 
 STEPS = ["s1", "s2", "s3", "s4"]
@@ -245,18 +249,12 @@ def test_a_run_whose_event_postgresql_refuses_ends_as_an_error_saying_why(
 
 # PostgreSQL refusing a thread's values over 64 KiB as it refuses ones over JSONB's 256 MiB
 # (program_limit_exceeded), without sending 256 MiB: the finish's thread values are refused.
-_VALUES_OVER_LIMIT = f"""
-CREATE OR REPLACE FUNCTION sb_values_over_limit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW."values" IS DISTINCT FROM OLD."values"
-     AND octet_length(NEW."values"::text) > {OVER_LIMIT_BYTES} THEN
-    PERFORM repeat('x', 1073741824);
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER sb_values_over_limit BEFORE UPDATE ON conversations
-  FOR EACH ROW EXECUTE FUNCTION sb_values_over_limit();
-"""
+_VALUES_OVER_LIMIT = refusing_over_limit(
+    "sb_values_over_limit",
+    "UPDATE ON conversations",
+    'CASE WHEN NEW."values" IS DISTINCT FROM OLD."values"'
+    ' THEN octet_length(NEW."values"::text) ELSE 0 END',
+)
 
 
 def thread_values_over_limit_refused(database_url: str) -> AbstractContextManager[None]:
