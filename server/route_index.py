@@ -65,6 +65,26 @@ def _guarded(matches: Matcher, heads: frozenset[str]) -> Matcher:
     return guarded
 
 
+def _answers_for(route: BaseRoute, paths: list[str]) -> bool:
+    """Whether `route` matches (fully or by path only) a request for each of `paths`, its
+    parameters filled in: the paths read off it describe it. A FastAPI whose internals give
+    other paths (say, without their router's prefix) leaves the route unguarded, as before,
+    rather than answering "no match" for the paths it serves."""
+    for path in paths:
+        sample = _PARAMETER.sub("00000000-0000-4000-8000-000000000001", path)
+        scope = {"type": "http", "method": "GET", "path": sample, "root_path": "", "headers": []}
+        try:
+            match, _ = route.matches(scope)
+        except Exception:  # a route that needs more of a request to tell: asked as before
+            return False
+        if match == Match.NONE:
+            return False
+    return True
+
+
+_PARAMETER = re.compile(r"\{[^}]*\}")
+
+
 def index_routes(app: FastAPI) -> int:
     """Guard each top-level route of `app` whose paths are known; call it once every route is
     in (a route added later is asked for every request, as before). How many are guarded."""
@@ -72,7 +92,7 @@ def index_routes(app: FastAPI) -> int:
     for route in app.router.routes:
         paths = route_paths(route)
         heads = first_segments(paths) if paths else None
-        if heads is None:
+        if heads is None or not _answers_for(route, paths or []):
             continue
         instance: Any = route
         try:

@@ -76,6 +76,7 @@ def test_a_request_asks_only_the_routes_whose_paths_can_start_with_its_first_seg
         object.__setattr__(route, "matches", counted)
     try:
         index_routes(app)
+        asked.clear()  # its own check of each route's paths
         _chosen(
             list(app.router.routes),
             _scope("POST", _filled("/threads/{id}/runs/wait")),
@@ -126,3 +127,33 @@ def test_a_route_added_after_the_index_is_asked_as_before() -> None:
         len(app.router.routes) - 1,
         Match.FULL,
     )
+
+
+def test_a_route_whose_paths_read_off_it_do_not_describe_it_is_not_guarded() -> None:
+    """Should FastAPI's internals give an included router's paths otherwise (here: without
+    its prefix), the route is asked for every request as before, not answered "no match"
+    for the paths it serves."""
+    router = APIRouter()
+
+    @router.get("/items/{item_id}")
+    def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    app = FastAPI()
+    app.include_router(router, prefix="/shop")
+    (included,) = [r for r in app.router.routes if route_paths(r) == ["/shop/items/{item_id}"]]
+    contexts = included.effective_route_contexts  # type: ignore[attr-defined]
+
+    class Unprefixed:
+        def __init__(self, context: Any) -> None:
+            self.original_route = context.original_route
+            self.path = context.path.removeprefix("/shop")
+
+    object.__setattr__(
+        included, "effective_route_contexts", lambda: [Unprefixed(c) for c in contexts()]
+    )
+    assert route_paths(included) == ["/items/{item_id}"]
+    index_routes(app)
+    assert "matches" not in vars(included)  # asked as before
+    match, _ = included.matches(_scope("GET", "/shop/items/1"))
+    assert match == Match.FULL
