@@ -541,21 +541,34 @@ class RunQueue:
         )
 
     def announced(self, run_id: uuid.UUID) -> None:
-        """Note that the commit that finished `run_id` told the other processes."""
+        """Note that the commit that finished `run_id` answered: it told the other processes
+        (while one listens), and `on_busy` woke this process's dispatcher if need be."""
         self._announced.add(run_id)
 
     async def announce_done(self, run_id: uuid.UUID) -> None:
-        """Wake this process's waiters of a finished run, and tell the others unless the commit
-        that finished it did."""
-        if run_id in self._announced or not self._others():  # (alone: nobody to tell)
+        """Wake this process's waiters of a run whose attempt here ended, and tell the others
+        unless the commit that finished it did.
+
+        An attempt that ended without a finish that answered (`announced`) may have freed a run
+        queued on its thread, or left its own run pending: a finish given up after its answer
+        was lost (whether it committed, and whether another run waits, is not known), a run
+        rolled back (deleted), handed back or taken over. The others are told "new", and this
+        process's dispatcher looks as well: also alone, where nothing is sent (else a run
+        queued behind it waited for the poll, `run_poll_s`), and when the NOTIFY fails."""
+        if run_id in self._announced:
             self._announced.discard(run_id)
             self.dispatch(f"done {run_id}")
+            return
+        if not self._others():  # alone: nobody to tell
+            self.dispatch(f"done {run_id}")
+            self.dispatch("new")
             return
         try:
             await self.notify(f"done {run_id}", "new")
         except Exception as error:  # the others poll; ours are woken here
             log.warning("could not announce the end of run %s: %s", run_id, error)
             self.dispatch(f"done {run_id}")
+            self.dispatch("new")
 
     def _signal(self) -> None:
         """Have the dispatcher look for a run (at once if it waits; after its claim if not)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -13,12 +14,14 @@ from typing import Any, cast
 
 import httpx
 import psycopg
+import pytest
 from langgraph_sdk import get_client
 from sqlalchemy import text
 
 from server.runs.events import CHANNEL as EVENTS_CHANNEL
 from server.runs.queue import CHANNEL as RUNS_CHANNEL
 from server.runs.queue import Attempt, RunQueue
+from stores.sql import runs as run_store
 from stores.sql.database import Database, libpq_url, open_database
 from stores.sql.models import Agent, Conversation
 from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
@@ -331,3 +334,70 @@ async def test_a_run_created_pending_while_another_process_listens_notifies_new(
             told = await _told(conn)
         # Its "new" (the slow run's finish frees no other run of its thread: no "new freed").
         assert [p.rpartition("|")[0] for p in told if p.startswith("new")] == ["new"]
+
+
+@pytest.mark.parametrize("retries", ["fail until the lease deadline", "fail for good"])
+async def test_a_run_queued_behind_another_starts_when_its_finish_loses_its_answer_while_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retries: str
+) -> None:
+    """One process alone on its database: the finish of a run whose thread has another run
+    queued commits, but its answer is lost (the connection cut under it), and no retry gets
+    an answer (they fail until the attempt's lease deadline, or with an error not worth a
+    retry): the run is given up here, not knowing whether it ended. The queued run starts all
+    the same, long before the dispatcher's poll (30 s): the finishing task wakes its own
+    dispatcher when its finish ends without an answer."""
+    real = run_store.finish_run
+    lost: set[uuid.UUID] = set()
+    first_id: list[uuid.UUID] = []
+
+    async def finish_run(db: Database, token: Any, **kwargs: Any) -> bool:
+        if not first_id or token.run_id != first_id[0]:
+            return await real(db, token, **kwargs)
+        if token.run_id not in lost:
+            lost.add(token.run_id)
+            # It commits, but its answer (whether another run of the thread waits) is lost.
+            notify = kwargs["notify"]
+            await real(db, token, **{**kwargs, "notify": dataclasses.replace(notify, on_busy=None)})
+        if retries == "fail for good":
+            raise RuntimeError("the finish's connection is in an unknown state")
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(run_store, "finish_run", finish_run)
+    async with _alone(database_url, tmp_path, RUNS_CHANNEL, run_lease_s=3.0) as (
+        client,
+        thread_id,
+        conn,
+    ):
+        slow = {"configurable": {"delay": 0.2}}
+        first = await client.runs.create(thread_id, "steps", input={"log": []}, config=slow)
+        first_id.append(uuid.UUID(first["run_id"]))
+        second = await client.runs.create(
+            thread_id, "counter", input={"count": 1}, multitask_strategy="enqueue"
+        )
+        assert (await client.runs.get(thread_id, second["run_id"]))["status"] == "pending"
+        async with asyncio.timeout(15):  # its poll is 30 s: only a wake-up starts it in time
+            values = await client.runs.join(thread_id, second["run_id"])
+        assert values["count"] == 112
+        assert lost == set(first_id)
+        assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "success"
+        assert await _told(conn) == []
+
+
+async def test_a_run_queued_behind_one_rolled_back_starts_at_once_while_alone(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a run created with `rollback` on a thread whose run
+    is running waits for that run to be rolled back (deleted), and starts as soon as it is,
+    long before the dispatcher's poll (30 s): nothing NOTIFYs "new" for it alone, so the
+    process that deleted the run wakes its own dispatcher."""
+    async with _alone(database_url, tmp_path, RUNS_CHANNEL) as (client, thread_id, conn):
+        await client.runs.create(thread_id, "sleeper", input={"count": 0})
+        await asyncio.sleep(0.5)
+        second = await client.runs.create(
+            thread_id, "counter", input={"count": 1}, multitask_strategy="rollback"
+        )
+        async with asyncio.timeout(10):
+            values = await client.runs.join(thread_id, second["run_id"])
+        assert values["count"] == 112
+        assert [r["run_id"] for r in await client.runs.list(thread_id)] == [second["run_id"]]
+        assert await _told(conn) == []
