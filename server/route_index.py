@@ -51,12 +51,76 @@ def route_paths(route: BaseRoute) -> list[str] | None:
     return paths
 
 
-def _guarded(matches: Matcher, heads: frozenset[str]) -> Matcher:
-    # `/<head>` then `/` or the end: the path's first segment is one of `heads`.
-    starts = re.compile(f"/(?:{'|'.join(re.escape(h) for h in sorted(heads))})(?:/|$)")
+def _routers(route: BaseRoute) -> list[Any] | None:
+    """The routers whose routes make up `route`'s paths: an included router's own and those
+    included in it ([] for a single route; None when one has no change hook to watch)."""
+    top = getattr(route, "original_router", None)
+    if top is None:
+        return []
+    routers, todo = [], [top]
+    while todo:
+        router = todo.pop()
+        if not callable(getattr(router, "_mark_routes_changed", None)):
+            return None
+        routers.append(router)
+        todo.extend(r.original_router for r in router.routes if hasattr(r, "original_router"))
+    return routers
+
+
+def _heads(route: BaseRoute, matches: Matcher) -> frozenset[str] | None:
+    """The first segments `route` can match, checked against its `matches` (None: any)."""
+    paths = route_paths(route)
+    heads = first_segments(paths) if paths else None
+    if heads is None or not _answers_for(matches, paths or []):
+        return None
+    return heads
+
+
+def _starts(heads: frozenset[str] | None) -> re.Pattern[str]:
+    """`/<head>` then `/` or the end: the path's first segment is one of `heads` (any path
+    when None)."""
+    if heads is None:
+        return _ANY
+    return re.compile(f"/(?:{'|'.join(re.escape(h) for h in sorted(heads))})(?:/|$)")
+
+
+_ANY = re.compile("")
+_STALE: Any = object()
+
+
+def _guarded(route: BaseRoute, matches: Matcher, heads: frozenset[str]) -> Matcher:
+    """`matches`, answering "no match" at once for a path outside `heads`. FastAPI marks a
+    router's routes changed when one is added (and reads them again at the next request):
+    the guard hears it from each router it reads, and reads the route's paths again too
+    before the next request is answered, at no cost to requests until then."""
     no_match: tuple[Match, Scope] = (Match.NONE, {})
+    starts: Any = _starts(heads)
+    watched: set[int] = set()
+
+    def stale() -> None:
+        nonlocal starts
+        starts = _STALE
+
+    def watch() -> bool:
+        routers = _routers(route)
+        for router in routers or ():
+            if id(router) not in watched:
+                watched.add(id(router))
+                changed = router._mark_routes_changed
+
+                def marked(changed: Callable[[], None] = changed) -> None:
+                    changed()
+                    stale()
+
+                router._mark_routes_changed = marked
+        return routers is not None
+
+    watch()
 
     def guarded(scope: Scope) -> tuple[Match, Scope]:
+        nonlocal starts
+        if starts is _STALE:
+            starts = _starts(_heads(route, matches)) if watch() else None
         http = scope["type"] == "http" and not scope.get("root_path")
         if http and starts.match(scope["path"]) is None:
             return no_match
@@ -65,16 +129,16 @@ def _guarded(matches: Matcher, heads: frozenset[str]) -> Matcher:
     return guarded
 
 
-def _answers_for(route: BaseRoute, paths: list[str]) -> bool:
-    """Whether `route` matches (fully or by path only) a request for each of `paths`, its
-    parameters filled in: the paths read off it describe it. A FastAPI whose internals give
-    other paths (say, without their router's prefix) leaves the route unguarded, as before,
-    rather than answering "no match" for the paths it serves."""
+def _answers_for(matches: Matcher, paths: list[str]) -> bool:
+    """Whether a route's `matches` matches (fully or by path only) a request for each of
+    `paths`, its parameters filled in: the paths read off it describe it. A FastAPI whose
+    internals give other paths (say, without their router's prefix) leaves the route
+    unguarded, as before, rather than answering "no match" for the paths it serves."""
     for path in paths:
         sample = _PARAMETER.sub("00000000-0000-4000-8000-000000000001", path)
         scope = {"type": "http", "method": "GET", "path": sample, "root_path": "", "headers": []}
         try:
-            match, _ = route.matches(scope)
+            match, _ = matches(scope)
         except Exception:  # a route that needs more of a request to tell: asked as before
             return False
         if match == Match.NONE:
@@ -87,16 +151,16 @@ _PARAMETER = re.compile(r"\{[^}]*\}")
 
 def index_routes(app: FastAPI) -> int:
     """Guard each top-level route of `app` whose paths are known; call it once every route is
-    in (a route added later is asked for every request, as before). How many are guarded."""
+    in. A top-level route added later is asked for every request, as before; a route added
+    later to an included router is seen by that router's guard. How many are guarded."""
     guarded = 0
     for route in app.router.routes:
-        paths = route_paths(route)
-        heads = first_segments(paths) if paths else None
-        if heads is None or not _answers_for(route, paths or []):
+        heads = _heads(route, route.matches) if _routers(route) is not None else None
+        if heads is None:
             continue
         instance: Any = route
         try:
-            instance.matches = _guarded(route.matches, heads)
+            instance.matches = _guarded(route, route.matches, heads)
         except AttributeError:  # a route type that takes no attributes: asked as before
             continue
         guarded += 1

@@ -157,3 +157,37 @@ def test_a_route_whose_paths_read_off_it_do_not_describe_it_is_not_guarded() -> 
     assert "matches" not in vars(included)  # asked as before
     match, _ = included.matches(_scope("GET", "/shop/items/1"))
     assert match == Match.FULL
+
+
+def test_a_route_added_later_to_an_included_router_is_matched() -> None:
+    """FastAPI keeps an included router as one route that reads its router's routes at each
+    request: one added there after the index (a new first segment, in the router or in one
+    included in it) is matched, not answered "no match" by the first segments read before."""
+    app = FastAPI()
+    outer, inner = APIRouter(), APIRouter()
+
+    @outer.get("/a")
+    async def a() -> None: ...
+
+    @inner.get("/b")
+    async def b() -> None: ...
+
+    outer.include_router(inner)
+    app.include_router(outer)
+    assert index_routes(app) >= 1
+    (included,) = [r for r in app.router.routes if route_paths(r) == ["/a", "/b"]]
+    assert "matches" in vars(included)
+    assert included.matches(_scope("GET", "/c"))[0] == Match.NONE
+
+    @outer.get("/c")
+    async def c() -> None: ...
+
+    @inner.get("/d/{x}")
+    async def d(x: str) -> None: ...
+
+    for path in ("/a", "/b", "/c", "/d/1"):
+        assert _chosen(list(app.router.routes), _scope("GET", path), indexed=True) == (
+            app.router.routes.index(included),
+            Match.FULL,
+        ), path
+    assert included.matches(_scope("GET", "/e"))[0] == Match.NONE  # guarded still
