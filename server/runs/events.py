@@ -678,20 +678,27 @@ class RunEventLog:
         refused = self._refused.get(token.run_id)
         return refused[1] if refused is not None and refused[0] == token.attempt else None
 
-    def _refuse(self, item: _Queued, state: str | None) -> None:
-        """Note that PostgreSQL refused `item` with SQLSTATE `state` (its run must not go on
-        as if it were stored)."""
-        if item.run_id in self._refused:
-            return  # the first says why
-        if state is not None and state.startswith("54"):
+    @property
+    def _unreachable(self) -> str:
+        """Why events the writer gave up are lost, for their runs' clients (no database text)."""
+        return f"the database could not be reached for {self.give_up_s:g} s"
+
+    def _refuse(self, item: _Queued, state: str | None, *, why: str | None = None) -> None:
+        """Note that PostgreSQL refused `item` with SQLSTATE `state`, or that it was dropped
+        for `why` (its run must not go on as if it were stored)."""
+        known = self._refused.get(item.run_id)
+        if known is not None and known[0] >= item.attempt:
+            return  # the first says why (an older attempt's, retired, says nothing of this one)
+        if why is None and state is not None and state.startswith("54"):
             why = "it is over PostgreSQL's size limits"
-        else:
+        elif why is None:
             why = "the database refused it" + (f" (SQLSTATE {state})" if state else "")
         message = (
             f"event {item.seq} ({item.event[:64]}, {len(item.body)} bytes of JSON) of the run "
             f"could not be stored: {why}"
         )
         self._refused[item.run_id] = (item.attempt, message)
+        self._refused.move_to_end(item.run_id)
         while len(self._refused) > _REFUSED_RUNS:
             self._refused.popitem(last=False)
 
@@ -752,7 +759,9 @@ class RunEventLog:
         cut connection (or a statement or lock timeout), for the batch or during that, is
         reopened and the batch retried with a growing pause for up to `give_up_s` (a restart
         of PostgreSQL, a lock held); past that its events are dropped (logged) so
-        the runs behind them are not held up for ever.
+        the runs behind them are not held up for ever. Either way the attempt of each
+        dropped event is told (`refusal`): it ends as an error, never as a success whose
+        stream misses an event.
         """
         backoff, failing_since = 0.1, None
         loop = asyncio.get_running_loop()
@@ -822,11 +831,15 @@ class RunEventLog:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 log.error(
-                    "dropped %d run events: the database refused them for %.0f s (%s)",
+                    "dropped %d run events: the database refused them for %g s (%s)",
                     len(batch),
                     self.give_up_s,
                     error,
                 )
+                # Their runs' streams have a hole now: each attempt is told (`refusal`), so
+                # it ends as an error instead of a success whose replay misses them.
+                for item in batch:
+                    self._refuse(item, None, why=self._unreachable)
                 stored = set()
             backoff, failing_since = 0.1, None
             self._publish(batch, stored)

@@ -246,6 +246,44 @@ async def test_the_writer_gives_up_a_batch_it_cannot_store_instead_of_holding_ev
     assert [name for _, name, _ in await log.events_after(second.run_id)] == ["end"]
 
 
+async def test_events_the_writer_gives_up_refuse_their_attempt_as_a_refused_event_does(
+    database: Database, database_url: str
+) -> None:
+    """Events dropped after `give_up_s` of outage leave a hole in their run's stream: their
+    attempt is told (`refusal`, as for an event PostgreSQL refused), so it cannot finish as a
+    success; the message says why in no words of the database's. Other runs, and the next
+    attempt of the same run, are not."""
+    run, other = await new_run(database), await new_run(database)
+    async with _giving_up_soon(database, database_url) as log:
+        await log.append(other, "values", {"n": 1})
+        await log.flush()
+        log.url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+        assert log._write_conn is not None
+        await log._write_conn.close()
+        await log.append(run, "values", {"n": 1})
+        await asyncio.wait_for(log.flush(), 30)
+        log.url = database_url
+        refusal = log.refusal(run)
+        assert refusal == (
+            "event 1 (values, 7 bytes of JSON) of the run could not be stored: "
+            "the database could not be reached for 0.5 s"
+        )
+        assert "connection" not in refusal  # psycopg's own words stay in the log
+        assert log.refusal(other) is None
+        later = RunToken(run.run_id, 2)
+        assert log.refusal(later) is None
+        # A next attempt of the run (its first's refusal not forgotten yet) is told of its own.
+        log.url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+        await log._write_conn.close()
+        await log.append(later, "values", {"n": 2})
+        await asyncio.wait_for(log.flush(), 30)
+        log.url = database_url
+        assert (log.refusal(later) or "").startswith("event 1 (values, 7 bytes of JSON)")
+        log.retire(later)
+        assert log.refusal(run) is None
+        assert log.refusal(later) is None
+
+
 async def test_a_log_written_here_is_followed_from_memory_and_replayed_the_same_from_the_table(
     log: RunEventLog, database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -858,19 +896,7 @@ async def _on_insert_of(
     """Within: inserting a run event named `event` does `action` (PL/pgSQL), the first `times`
     tries (every one if None); yields how many tries there were so far."""
     name = f"sb_on_{uuid.uuid4().hex}"
-    install = f"""
-CREATE SEQUENCE {name};
-CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.event = '{event}' THEN
-    IF nextval('{name}') <= {2**62 if times is None else times} THEN
-      {action}
-    END IF;
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER {name} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {name}();
-"""
+    install = on_insert_of(name, event, action, times=times)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
 
         async def tries() -> int:
@@ -884,6 +910,24 @@ CREATE TRIGGER {name} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION 
         finally:
             await conn.execute(f"DROP TRIGGER {name} ON run_events")  # type: ignore[arg-type]
             await conn.execute(f"DROP FUNCTION {name}(); DROP SEQUENCE {name}")  # type: ignore[arg-type]
+
+
+def on_insert_of(name: str, event: str, action: str, *, times: int | None = None) -> str:
+    """SQL installing the trigger (and sequence, and function) `name`: inserting a run event
+    named `event` does `action` (PL/pgSQL), the first `times` tries (every one if None)."""
+    return f"""
+CREATE SEQUENCE {name};
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.event = '{event}' THEN
+    IF nextval('{name}') <= {2**62 if times is None else times} THEN
+      {action}
+    END IF;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
 
 
 async def test_a_cut_while_the_writer_stores_a_refused_batch_event_by_event_is_retried(

@@ -24,6 +24,7 @@ from tests.integration.run_graphs import COMPLETED, TRACE
 from tests.integration.test_runs_events import (
     _OVER_LIMIT,
     OVER_LIMIT_BYTES,
+    on_insert_of,
     refusing_over_limit,
 )
 from tests.support import TEST_GRAPHS, make_settings, running_server, scratch_database
@@ -245,6 +246,44 @@ def test_a_run_whose_event_postgresql_refuses_ends_as_an_error_saying_why(
         events = [p.event for p in client.runs.join_stream(waited["thread_id"], run["run_id"])]
         assert events[0] == "metadata"
         assert events[-1] == "error"
+
+
+def test_a_run_whose_events_the_writer_gives_up_ends_as_an_error_not_a_success(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events the writer could not store through an outage longer than `give_up_s` (here 0.5 s
+    of lock timeouts, 55P03, on every `values` event; the rest of the database answers) are
+    dropped: their run does not finish as a success whose replay misses them, it ends as an
+    error saying which event was lost and why, in no words of the database's."""
+    defaults = events_module.RunEventLog.__init__.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "give_up_s", 0.5)  # the server's log gives up after 0.5 s
+    name = f"sb_on_{uuid.uuid4().hex}"
+    stalled = "RAISE EXCEPTION 'stalled on purpose' USING ERRCODE = '55P03';"
+    with (
+        _trigger(
+            database_url,
+            on_insert_of(name, "values", stalled),
+            f"DROP TRIGGER {name} ON run_events; DROP FUNCTION {name}(); DROP SEQUENCE {name}",
+        ),
+        running_server(
+            make_settings(
+                database_url, tmp_path, migrate_on_start=False, langgraph_config=TEST_GRAPHS
+            )
+        ) as base,
+    ):
+        client: Any = get_sync_client(url=base)
+        thread = client.threads.create()
+        parts = list(client.runs.stream(thread["thread_id"], "steps", input={"log": ["in"]}))
+        assert [p.event for p in parts] == ["metadata", "error"]
+        assert parts[-1].data["error"] == "EventRefusedError"
+        message = parts[-1].data["message"]
+        assert "could not be stored: the database could not be reached for 0.5 s" in message
+        assert "stalled on purpose" not in message
+        [run] = client.runs.list(thread["thread_id"])
+        assert run["status"] == "error"
+        replayed = list(client.runs.join_stream(thread["thread_id"], run["run_id"]))
+        assert [p.event for p in replayed] == ["metadata", "error"]
 
 
 # PostgreSQL refusing a thread's values over 64 KiB as it refuses ones over JSONB's 256 MiB
