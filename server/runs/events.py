@@ -21,20 +21,20 @@ from server.background import supervise, sweep_forever
 from server.resources import Resources
 from server.runs.streaming import TERMINAL_EVENTS, dumps
 from server.telemetry.metrics import metrics
-from stores.sql.database import Database, Timeouts, connect, is_transient, libpq_url, sqlstate
+from stores.sql.database import (
+    Database,
+    Timeouts,
+    connect,
+    is_refusal,
+    is_transient,
+    libpq_url,
+    sqlstate,
+)
 from stores.sql.runs import FinishWrite, RunToken
 from stores.sql.thread_events import CHANNEL as THREAD_CHANNEL
 from stores.sql.thread_events import prune_thread_events
 
 log = logging.getLogger(__name__)
-
-
-def _cut(error: BaseException) -> bool:
-    """The connection (or contention: a statement or lock timeout), not the data: reconnect
-    and try the same rows again (for a while). Not every `psycopg.OperationalError`:
-    PostgreSQL answers some statement errors with one (an event over its limits, class 54),
-    which fail again (`is_transient` tells them apart by their SQLSTATE)."""
-    return isinstance(error, OSError | TimeoutError) or is_transient(error)
 
 
 class EventRefusedError(Exception):
@@ -795,7 +795,7 @@ class RunEventLog:
                 try:
                     stored = await self._write(batch)
                 except Exception as error:
-                    if _cut(error) or len(batch) == 1:
+                    if not is_refusal(error) or len(batch) == 1:
                         raise
                     # Not the connection: some event of the batch is at fault. Keep the good
                     # ones; a cut meanwhile is retried below like the batch's own.
@@ -809,7 +809,7 @@ class RunEventLog:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                if not _cut(error):  # a lone event: the same statement again would fail alike
+                if is_refusal(error):  # a lone event: the same statement again would fail alike
                     log.warning(
                         "dropped event %d (%s, %d bytes) of run %s: %s: %s",
                         batch[0].seq,
@@ -871,16 +871,16 @@ class RunEventLog:
             subscriber.push(event)
 
     async def _write_each(self, batch: list[_Queued]) -> set[tuple[uuid.UUID, int]]:
-        """Store events one by one, dropping those that fail other than by a cut (`_cut`,
-        raised: the caller retries), so one bad event cannot hold up every run's stream; its
-        run is told (`refusal`). (An event of a run
-        deleted meanwhile, or reclaimed by another attempt, is not refused: it stores nothing.)"""
+        """Store events one by one, dropping those PostgreSQL refuses (`is_refusal`; any other
+        error, a cut, is raised: the caller retries), so one bad event cannot hold up every
+        run's stream; its run is told (`refusal`). (An event of a run deleted meanwhile, or
+        reclaimed by another attempt, is not refused: it stores nothing.)"""
         stored: set[tuple[uuid.UUID, int]] = set()
         for item in batch:
             try:
                 stored |= await self._write([item])
             except Exception as error:
-                if _cut(error):
+                if not is_refusal(error):
                     raise
                 log.warning(
                     "dropped event %d (%s, %d bytes) of run %s: %s: %s",
@@ -909,7 +909,7 @@ class RunEventLog:
             )
             rows = await cursor.fetchall()
         except Exception as error:
-            if _cut(error):
+            if not is_refusal(error):
                 await self._write_conn.close()  # reconnect on the next try
                 self._write_cursor = None
             raise

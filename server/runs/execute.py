@@ -35,25 +35,11 @@ from stores.checkpoints import Checkpoints, RunWrites
 from stores.errors import ConflictError, NotFoundError
 from stores.sql import runs as run_store
 from stores.sql import tools as sql_tools
-from stores.sql.database import is_transient, sqlstate
+from stores.sql.database import is_refusal, is_transient, sqlstate
 from stores.sql.models import Agent, Conversation, Run
 from stores.tracing import traced
 
 log = logging.getLogger(__name__)
-
-# PostgreSQL refusing what a statement holds (a NUL in a string for JSONB, a constraint): the
-# same statement fails again, unlike a connection cut under it (whose errors may be SQLAlchemy's
-# own, such as "This connection is closed", and are not these). So does any error PostgreSQL
-# answered with whose SQLSTATE is not transient (`_refusal`): a value over its limits, a
-# statement timeout.
-_REFUSALS = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
-
-
-def _refusal(error: BaseException) -> bool:
-    """Whether `error` is PostgreSQL's refusal of a statement: sending it again fails again."""
-    if isinstance(error, _REFUSALS):
-        return True
-    return sqlstate(error) is not None and not is_transient(error)
 
 
 def _error_data(error: BaseException) -> dict[str, str]:
@@ -606,7 +592,7 @@ class RunExecutor:
             try:
                 return await work()
             except Exception as error:
-                if refused is not None and _refusal(error):
+                if refused is not None and is_refusal(error):
                     refused.append(error)
                     return False
                 if not is_transient(error) or loop.time() >= attempt.lease_deadline:

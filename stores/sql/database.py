@@ -71,6 +71,19 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
+def is_refusal(error: BaseException) -> bool:
+    """Whether `error` is PostgreSQL refusing the statement itself: sending it again fails
+    again (unlike `is_transient`). Either it answered with an SQLSTATE that is not transient
+    (`retryable_state`: a value over its limits, class 54; a data exception, class 22; a
+    constraint, class 23; a statement it cannot run, class 42), or psycopg refused the
+    statement's data before sending it (a NUL in a string: a `DataError`, `IntegrityError` or
+    `ProgrammingError` with no SQLSTATE). A connection error, a timeout (of a statement, of a
+    lock, of a pool checkout) and anything else that is not an answer of PostgreSQL are not."""
+    if isinstance(error, _REFUSALS):
+        return True
+    return sqlstate(error) is not None and not is_transient(error)
+
+
 def sqlstate(error: BaseException) -> str | None:
     """The SQLSTATE PostgreSQL answered `error` with (SQLAlchemy's wrapper: its driver
     error's), or None (not an answer of PostgreSQL: a cut socket, a timeout, ours)."""
@@ -116,6 +129,8 @@ CLOSED_ON_CHECKOUT = "This connection is closed"
 it and found the new one cut as well (`_check_on_checkout` says so of both: every connection
 is being cut, a restart under way): a connection outage, as any other."""
 
+
+_REFUSALS = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 
 _OUTAGES = (
     exc.OperationalError,

@@ -15,7 +15,14 @@ import pytest
 from sqlalchemy import event, exc, text
 
 from stores.checkpoints import open_checkpoints
-from stores.sql.database import Database, connect, is_cut, is_transient, open_database
+from stores.sql.database import (
+    Database,
+    connect,
+    is_cut,
+    is_refusal,
+    is_transient,
+    open_database,
+)
 
 
 def terminate(database_url: str, pid: int) -> None:
@@ -237,7 +244,41 @@ async def test_statement_errors_postgresql_answers_as_operational_errors_are_not
             await conn.execute("SELECT repeat('x', 1073741824)")
     for error in (over_limit, raw.value):
         assert not is_transient(error)
+        assert is_refusal(error)
     await db.ping()  # the pool's connections are fine
+
+
+async def test_a_refusal_is_postgresql_refusing_the_statement_not_an_outage(
+    db: Database, database_url: str
+) -> None:
+    """`is_refusal`: the statement itself is refused, and would be again: PostgreSQL answered
+    with an SQLSTATE that is not transient (a data exception, class 22; a constraint, 23), or
+    psycopg refused its data before sending it (a NUL in a string); wrapped by SQLAlchemy or
+    not. A statement or lock timeout, a cut connection, a socket error are not."""
+    bad_number = await failure(db, "SELECT 'x'::integer")
+    assert isinstance(bad_number, exc.DataError)
+    assert isinstance(bad_number.orig, psycopg.errors.InvalidTextRepresentation)  # 22P02
+    duplicate = await failure(
+        db,
+        "CREATE TEMPORARY TABLE sb_dup (n int PRIMARY KEY)",
+        "INSERT INTO sb_dup VALUES (1), (1)",
+    )
+    assert isinstance(duplicate.orig, psycopg.errors.UniqueViolation)  # 23505
+    async with await connect(database_url) as conn:
+        with pytest.raises(psycopg.DataError) as nul:
+            await conn.execute("SELECT %s::text", ("a\x00b",))
+    assert nul.value.sqlstate is None  # psycopg's own: never sent
+    refused: list[BaseException | None] = [bad_number, bad_number.orig, duplicate, nul.value]
+    for error in refused:
+        assert error is not None
+        assert is_refusal(error)
+        assert not is_transient(error)
+    timed_out = await failure(db, "SET LOCAL statement_timeout = 10", "SELECT pg_sleep(5)")
+    others: list[BaseException | None] = [timed_out, timed_out.orig, OSError("cut"), TimeoutError()]
+    for other in others:
+        assert other is not None
+        assert not is_refusal(other)
+    await db.ping()
 
 
 async def test_a_statement_or_lock_timeout_is_transient(db: Database, database_url: str) -> None:
@@ -275,6 +316,7 @@ async def test_a_connection_the_server_cuts_under_a_statement_is_transient(
             await conn.execute(text("SELECT 1"))
     assert isinstance(cut.value.orig, psycopg.errors.AdminShutdown)  # 57P01, with a SQLSTATE
     assert is_transient(cut.value)
+    assert not is_refusal(cut.value)
 
 
 async def test_a_checkout_finding_each_connection_cut_is_transient(
