@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +26,7 @@ from stores.errors import (
     UnavailableError,
 )
 from stores.extract import DocumentError
-from stores.sql.database import is_transient
+from stores.sql.database import is_refusal, is_transient, sqlstate
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,45 @@ async def _database_down(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "the database is unavailable; try again shortly")
 
 
+_TOO_LARGE = "a value of the request is too large for the database to store"
+_BAD_VALUE = "a value of the request is out of the range the database can hold or compare"
+_CONFLICT = "the write conflicts with existing data"
+
+
+def _refused_answer(exc: BaseException) -> tuple[int, str] | None:
+    """The status and fixed message of a statement PostgreSQL refused for what the request
+    holds (`is_refusal`), by its SQLSTATE class: 413 over one of its limits (54, or the rest of
+    53: a statement's size), 422 a data exception (22, or psycopg refusing a value before
+    sending it: a NUL), 409 a constraint (23, as the stores' own conflicts). None for any
+    other refusal (a statement of ours PostgreSQL cannot run: a bug, left to the 500)."""
+    state = sqlstate(exc)
+    if state is None:
+        orig = getattr(exc, "orig", exc)
+        return (422, _BAD_VALUE) if isinstance(orig, psycopg.DataError) else None
+    if state.startswith(("54", "53")):
+        return 413, _TOO_LARGE
+    if state.startswith("22"):
+        return 422, _BAD_VALUE
+    if state.startswith("23"):
+        return 409, _CONFLICT
+    return None
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # Only an outage (`is_transient`: a cut, a restart, a timeout, no pooled connection free)
+    # is a 503: PostgreSQL refusing the statement for a value of the request (a class-54 error
+    # psycopg raises as an OperationalError, say) fails the same way when sent again, so it is
+    # the client's 4xx, with a fixed message (the database's own text goes to the log only).
+    if is_transient(exc):
+        return await _database_down(request, exc)
+    answer = _refused_answer(exc) if is_refusal(exc) or isinstance(exc, DataError) else None
+    if answer is None:
+        raise exc  # not the request's doing: a bug, the server's 500 (its text only logged)
+    status, detail = answer
+    log.warning("the database refused the request's statement (%d): %s", status, exc)
+    return error_response(status, detail)
+
+
 async def _connection_lost(request: Request, exc: Exception) -> JSONResponse:
     # SQLAlchemy's own "This connection is closed": a checkout found every connection it tried
     # cut (a restart under way). An outage as any other, not a 500; any other misuse of the
@@ -147,9 +187,7 @@ async def _bad_value(_: Request, exc: Exception) -> JSONResponse:
     # client's fault, not an outage. Validation should have named the field first; say what
     # kind of problem it was, and keep the database's own text for the log.
     log.warning("the database refused a value of the request: %s", exc)
-    return error_response(
-        422, "a value of the request is out of the range the database can hold or compare"
-    )
+    return error_response(422, _BAD_VALUE)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -163,9 +201,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, _auth_refused)
     app.add_exception_handler(LimitError, _limited)
     app.add_exception_handler(DocumentError, _bad_document)
-    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(PoolTimeoutError, _database_down)
-    app.add_exception_handler(DBAPIError, _database_down)
+    app.add_exception_handler(DBAPIError, _database_error)
+    # The driver's own, where a store uses psycopg directly (the checkpoint saver's pool).
+    app.add_exception_handler(psycopg.Error, _database_error)
     app.add_exception_handler(InvalidRequestError, _connection_lost)
     # More specific than DBAPIError, so it wins for data errors (SQLSTATE class 22).
     app.add_exception_handler(DataError, _bad_value)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ from sqlalchemy.exc import DataError
 
 from server.errors import install_error_handlers
 from tests.integration.helpers import create_user
+from tests.integration.test_runs_events import OVER_LIMIT_BYTES, refusing_over_limit
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -167,3 +170,98 @@ async def test_a_database_data_error_is_the_clients_422_not_an_outage() -> None:
     assert response.status_code == 422
     assert "bigint" not in response.text  # the database's own text stays in the log
     assert "unavailable" not in response.text
+
+
+@contextmanager
+def _installed(database_url: str, create: str, drop: str) -> Iterator[None]:
+    """Within: what `create` installs (a trigger) is there; `drop` removes it after."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(create)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            conn.execute(drop)  # type: ignore[arg-type]
+
+
+def test_a_value_over_postgresqls_limits_is_a_413_not_an_outage(
+    api: httpx.Client, database_url: str
+) -> None:
+    """A value PostgreSQL refuses as over one of its limits (program_limit_exceeded, class 54,
+    which psycopg raises as an OperationalError; here a thread's metadata over 64 KiB, refused
+    by a trigger with PostgreSQL's own error, as one over JSONB's 256 MiB would be) fails the
+    same way when sent again: a 413 with a fixed message, not a 503 telling the client to
+    retry, and none of the database's text."""
+    install = refusing_over_limit(
+        "sb_thread_metadata_over_limit",
+        "INSERT ON conversations",
+        "octet_length(NEW.metadata::text)",
+    )
+    drop = "DROP TRIGGER sb_thread_metadata_over_limit ON conversations"
+    with _installed(database_url, install, drop):
+        response = api.post("/threads", json={"metadata": {"note": "x" * OVER_LIMIT_BYTES}})
+        small = api.post("/threads", json={"metadata": {"note": "x"}})
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"] == (
+        "a value of the request is too large for the database to store"
+    )
+    assert "requested length" not in response.text
+    assert "Retry-After" not in response.headers
+    assert small.status_code == 200, small.text
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "detail"),
+    [
+        ("22023", 422, "a value of the request is out of the range the database can hold"),
+        ("23505", 409, "the write conflicts with existing data"),
+        ("54001", 413, "a value of the request is too large for the database to store"),
+        ("55P03", 503, "the database is unavailable; try again shortly"),  # a lock timeout
+        ("57014", 503, "the database is unavailable; try again shortly"),  # statement timeout
+        ("42703", 500, "internal server error"),  # a statement of ours it cannot run: a bug
+    ],
+)
+def test_a_statement_postgresql_refuses_answers_by_its_sqlstate_class(
+    api: httpx.Client, database_url: str, state: str, status: int, detail: str
+) -> None:
+    """Only an outage is a 503: a refusal of what the request holds is the client's 4xx (a data
+    exception 422, a constraint 409 as the stores' own conflicts, a limit 413), a refusal of
+    the server's own statement a 500; never with the database's text."""
+    name = f"sb_raise_{uuid.uuid4().hex}"
+    install = f"""
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.metadata ? 'sb_raise' THEN
+    RAISE EXCEPTION 'sb secret database text' USING ERRCODE = NEW.metadata->>'sb_raise';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE INSERT ON conversations FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+    drop = f"DROP TRIGGER {name} ON conversations; DROP FUNCTION {name}()"
+    with _installed(database_url, install, drop):
+        response = api.post("/threads", json={"metadata": {"sb_raise": state}})
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"]
+    assert "sb secret" not in response.text
+
+
+async def test_the_drivers_own_errors_are_answered_as_sqlalchemys() -> None:
+    """An error psycopg raises unwrapped (where a store uses the driver directly) is answered
+    like SQLAlchemy's wrapper of it: an outage 503, a value over PostgreSQL's limits 413."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/cut")
+    async def cut() -> None:
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    @app.get("/too-large")
+    async def too_large() -> None:
+        raise psycopg.errors.ProgramLimitExceeded("requested length too large")
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        down, large = await client.get("/cut"), await client.get("/too-large")
+    assert down.status_code == 503
+    assert large.status_code == 413
+    assert "requested length" not in large.text
