@@ -1,0 +1,274 @@
+"""Switchboard against `langgraph dev`: the same langgraph-sdk calls, on the same project
+(tests/projects/parity), give a client the same answers — status codes for bad input and
+unknown ids, the fields of every object, pagination, thread search `extract`, the store's
+missing items, update_state's answer, stream event names.
+
+Only what a client relies on is compared; ids and timestamps differ by nature. Where
+`langgraph dev` itself misbehaves (a 500 for `get_history(before=...)`, a 200 for a run
+join of an unknown id), or Switchboard answers better on purpose (docs/agent_api.md), the
+test does not ask for the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+from tests.support import LANGGRAPH, ROOT, langgraph_dev, make_settings, running_server
+
+PROJECT = ROOT / "tests" / "projects" / "parity" / "langgraph.json"
+NIL = str(uuid.UUID(int=7))
+BOGUS: Any = "bogus"  # a value the SDK's types refuse, sent on purpose
+
+Exercise = Callable[[LangGraphClient, str], Awaitable[Any]]
+
+
+@pytest.fixture(scope="module")
+def switchboard(database_url: str, data_dir: Path) -> Iterator[str]:
+    """Switchboard serving the parity project."""
+    settings = make_settings(
+        database_url, data_dir, migrate_on_start=False, langgraph_config=PROJECT
+    )
+    with running_server(settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`langgraph dev` serving the same project."""
+    if not LANGGRAPH.exists():
+        pytest.skip("langgraph-cli[inmem] is not installed (pip install -e '.[dev]')")
+    with langgraph_dev(PROJECT, log=tmp_path_factory.mktemp("langgraph-dev") / "dev.log") as url:
+        yield url
+
+
+@pytest.fixture
+def both(switchboard: str, dev: str) -> Callable[[Exercise], Awaitable[tuple[Any, Any]]]:
+    """Run one exercise against each server; answer (switchboard's, dev's)."""
+
+    async def run(exercise: Exercise) -> tuple[Any, Any]:
+        ours = await exercise(get_client(url=switchboard), switchboard)
+        theirs = await exercise(get_client(url=dev), dev)
+        return ours, theirs
+
+    return run
+
+
+async def status_of(call: Awaitable[Any]) -> int:
+    """200 when the SDK call succeeds, else the status code of its error."""
+    try:
+        await call
+    except httpx.HTTPStatusError as error:
+        return error.response.status_code
+    return 200
+
+
+async def test_unknown_ids_and_bad_bodies_get_the_same_status_codes(both: Any) -> None:
+    """Where both servers answer an error the same way a client can tell (the status), they
+    keep doing so; Switchboard's bodies also name the field."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        thread = await client.threads.create()
+        tid = thread["thread_id"]
+        await client.runs.wait(tid, "counter", input={"count": 0})
+        calls: dict[str, Awaitable[Any]] = {
+            "assistants.get": client.assistants.get(NIL),
+            "assistants.update": client.assistants.update(NIL, name="x"),
+            "assistants.delete": client.assistants.delete(NIL),
+            "assistants.get_graph": client.assistants.get_graph(NIL),
+            "assistants.get_schemas": client.assistants.get_schemas(NIL),
+            "assistants.get_subgraphs": client.assistants.get_subgraphs(NIL),
+            "assistants.get_versions": client.assistants.get_versions(NIL),
+            "assistants.search.sort_by": client.assistants.search(sort_by=BOGUS),
+            "assistants.search.limit": client.assistants.search(limit=0),
+            "assistants.search.select": client.assistants.search(select=[BOGUS]),
+            "threads.get": client.threads.get(NIL),
+            "threads.update": client.threads.update(NIL, metadata={"x": 1}),
+            "threads.delete": client.threads.delete(NIL),
+            "threads.get_state": client.threads.get_state(NIL),
+            "threads.update_state": client.threads.update_state(NIL, {"count": 1}),
+            "threads.get_history": client.threads.get_history(NIL),
+            "threads.search.status": client.threads.search(status=BOGUS),
+            "threads.search.sort_by": client.threads.search(sort_by=BOGUS),
+            "threads.create.twice": client.threads.create(thread_id=tid, if_exists="raise"),
+            "runs.list": client.runs.list(NIL),
+            "runs.get": client.runs.get(tid, NIL),
+            "runs.delete": client.runs.delete(tid, NIL),
+            "runs.cancel": client.runs.cancel(tid, NIL),
+            "runs.wait.thread": client.runs.wait(NIL, "counter", input={}),
+            "runs.wait.assistant": client.runs.wait(tid, NIL, input={}),
+            "runs.create.strategy": client.runs.create(
+                tid,
+                "counter",
+                input={},
+                multitask_strategy=BOGUS,
+            ),
+            "runs.create.stream_mode": client.runs.create(
+                tid,
+                "counter",
+                input={},
+                stream_mode=BOGUS,
+            ),
+            "crons.delete": client.crons.delete(NIL),
+            "crons.create.assistant": client.crons.create(NIL, schedule="0 0 1 1 *"),
+            "crons.create.schedule": client.crons.create("counter", schedule="bogus"),
+            "assistants.set_latest": client.assistants.set_latest(
+                (await client.assistants.create("counter"))["assistant_id"], 99
+            ),
+        }
+        codes = {name: await status_of(call) for name, call in calls.items()}
+        async with httpx.AsyncClient(base_url=url) as http:
+            for name, method, path, body in [
+                ("raw.threads.bad_id", "GET", "/threads/not-a-uuid", None),
+                ("raw.runs.bad_id", "GET", f"/threads/{tid}/runs/not-a-uuid", None),
+                ("raw.assistants.no_graph", "POST", "/assistants", {}),
+                ("raw.threads.metadata", "POST", "/threads", {"metadata": "x"}),
+                ("raw.runs.no_assistant", "POST", f"/threads/{tid}/runs", {}),
+                ("raw.threads.search.limit", "POST", "/threads/search", {"limit": 100000}),
+                ("raw.history.limit", "POST", f"/threads/{tid}/history", {"limit": 0}),
+            ]:
+                answer = await http.request(method, path, json=body)
+                codes[name] = answer.status_code
+        return codes
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    assert {code for code in ours.values()} <= {404, 409, 422}
+
+
+async def test_objects_carry_every_field_langgraph_dev_gives_them(both: Any) -> None:
+    """Each object a client reads has at least the fields `langgraph dev` gives it (Switchboard
+    may add some: `interrupts` on every thread, `cancel_reason` on runs). Left out: a run's
+    `langsmith_session_name` (no LangSmith here) and a thread's `error` (the failed run's
+    error, which `runs.get`/`join` give); neither is in the SDK's types."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        assistant = await client.assistants.create("counter", name="fields")
+        thread = await client.threads.create(metadata={"k": "v"})
+        tid = thread["thread_id"]
+        run = await client.runs.create(tid, "counter", input={"count": 0})
+        await client.runs.join(tid, run["run_id"])
+        namespace = ["parity", uuid.uuid4().hex]
+        await client.store.put_item(namespace, "k", {"text": "x"})
+        cron: Any = await client.crons.create_for_thread(tid, "counter", schedule="0 0 1 1 *")
+        fields = {
+            "assistant": assistant,
+            "assistant.version": (await client.assistants.get_versions(assistant["assistant_id"]))[
+                0
+            ],
+            "thread": await client.threads.get(tid),
+            "run": await client.runs.get(tid, run["run_id"]),
+            "state": await client.threads.get_state(tid),
+            "history": (await client.threads.get_history(tid, limit=1))[0],
+            "store.item": await client.store.get_item(namespace, "k"),
+            "store.search": (await client.store.search_items(namespace))["items"][0],
+            "cron": cron,
+            "schemas": await client.assistants.get_schemas(assistant["assistant_id"]),
+            "graph": await client.assistants.get_graph(assistant["assistant_id"], xray=True),
+            "info": (await httpx.AsyncClient(base_url=url).get("/info")).json(),
+        }
+        await client.crons.delete(cron["cron_id"])
+        return {name: set(value) for name, value in fields.items()}
+
+    ours, theirs = await both(exercise)
+    theirs["run"].discard("langsmith_session_name")
+    theirs["thread"].discard("error")
+    missing = {name: theirs[name] - ours[name] for name in theirs if theirs[name] - ours[name]}
+    assert missing == {}
+
+
+async def test_stream_modes_send_the_same_events(both: Any) -> None:
+    """Every stream mode sends the same events in the same order, and values/updates/custom
+    the same payloads (Switchboard ends a stream with `end`, which langgraph dev leaves out)."""
+    modes: list[Any] = ["values", "updates", "custom", "debug", "tasks", "checkpoints", "events"]
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        seen: dict[str, Any] = {}
+        for mode in modes:
+            thread = await client.threads.create()
+            parts = [
+                (part.event, part.data)
+                async for part in client.runs.stream(
+                    thread["thread_id"],
+                    "counter",
+                    input={"count": 0},
+                    stream_mode=mode,
+                )
+            ]
+            parts = [p for p in parts if p[0] != "end"]
+            if mode in ("values", "updates", "custom"):
+                seen[mode] = parts[1:]
+            elif mode == "events":
+                seen[mode] = [(event, data["event"], data["name"]) for event, data in parts[1:]]
+            else:
+                seen[mode] = [(event, sorted(data)) for event, data in parts[1:]]
+        thread = await client.threads.create()
+        seen["subgraphs"] = [
+            part.event.split("|")[0] + ("|ns" if "|" in part.event else "")
+            async for part in client.runs.stream(
+                thread["thread_id"],
+                "counter",
+                input={"count": 0},
+                stream_mode=["values", "updates"],
+                stream_subgraphs=True,
+            )
+            if part.event != "end"
+        ]
+        return seen
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+
+
+async def test_multitask_strategies_and_cancels_end_runs_alike(both: Any) -> None:
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        thread = await client.threads.create()
+        tid = thread["thread_id"]
+        first = await client.runs.create(tid, "sleeper", input={"count": 20})
+        await asyncio.sleep(0.5)
+        rejected = await status_of(
+            client.runs.create(tid, "counter", input={}, multitask_strategy="reject")
+        )
+        queued = await client.runs.create(tid, "counter", input={"count": 1})
+        await client.runs.cancel(tid, first["run_id"], wait=True)
+        cancelled = (await client.runs.get(tid, first["run_id"]))["status"]
+        await client.runs.join(tid, queued["run_id"])
+        second = await client.runs.create(tid, "sleeper", input={"count": 20})
+        await asyncio.sleep(0.5)
+        interrupter = await client.runs.create(
+            tid, "counter", input={"count": 1}, multitask_strategy="interrupt"
+        )
+        await client.runs.join(tid, interrupter["run_id"])
+        third = await client.runs.create(tid, "sleeper", input={"count": 20})
+        await asyncio.sleep(0.5)
+        roller = await client.runs.create(
+            tid, "counter", input={"count": 1}, multitask_strategy="rollback"
+        )
+        await client.runs.join(tid, roller["run_id"])
+        return {
+            "rejected": rejected,
+            "cancelled": cancelled,
+            "queued": (await client.runs.get(tid, queued["run_id"]))["status"],
+            "interrupted": (await client.runs.get(tid, second["run_id"]))["status"],
+            "rolled back": await status_of(client.runs.get(tid, third["run_id"])),
+            "thread": (await client.threads.get(tid))["status"],
+        }
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    assert ours == {
+        "rejected": 409,
+        "cancelled": "interrupted",
+        "queued": "success",
+        "interrupted": "interrupted",
+        "rolled back": 404,
+        "thread": "idle",
+    }

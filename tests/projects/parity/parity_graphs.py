@@ -1,0 +1,108 @@
+"""Small graphs that both `langgraph dev` and Switchboard serve in the parity tests: a counter
+with a subgraph and a custom stream event, a graph that naps (for multitask strategies and
+cancels), one that asks a human (an interrupt), and the store's embed function."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import operator
+import re
+from typing import Annotated, Any
+
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import interrupt
+from typing_extensions import TypedDict
+
+
+class CountState(TypedDict, total=False):
+    """A count and a log of the nodes that ran."""
+
+    count: int
+    log: Annotated[list[str], operator.add]
+
+
+async def start(state: CountState) -> dict[str, Any]:
+    """Add one, and say so on the custom stream."""
+    get_stream_writer()({"started": state.get("count", 0)})
+    return {"count": state.get("count", 0) + 1, "log": ["start"]}
+
+
+async def inner_step(state: CountState) -> dict[str, Any]:
+    """Add ten, inside the subgraph."""
+    return {"count": state.get("count", 0) + 10, "log": ["inner_step"]}
+
+
+async def finish(state: CountState) -> dict[str, Any]:
+    """Add a hundred."""
+    return {"count": state.get("count", 0) + 100, "log": ["finish"]}
+
+
+def _inner() -> CompiledStateGraph[Any, Any, Any, Any]:
+    builder = StateGraph(CountState)
+    builder.add_node("inner_step", inner_step)
+    builder.add_edge(START, "inner_step")
+    builder.add_edge("inner_step", END)
+    return builder.compile()
+
+
+def _counter() -> CompiledStateGraph[Any, Any, Any, Any]:
+    builder = StateGraph(CountState)
+    builder.add_node("start", start)
+    builder.add_node("child", _inner())
+    builder.add_node("finish", finish)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "child")
+    builder.add_edge("child", "finish")
+    builder.add_edge("finish", END)
+    return builder.compile()
+
+
+async def nap(state: CountState) -> dict[str, Any]:
+    """Take a while: `count` seconds when it is under 30, else thirty."""
+    await asyncio.sleep(min(float(state.get("count", 0) or 30), 30.0))
+    return {"log": ["nap"]}
+
+
+def _sleeper() -> CompiledStateGraph[Any, Any, Any, Any]:
+    builder = StateGraph(CountState)
+    builder.add_node("nap", nap)
+    builder.add_edge(START, "nap")
+    builder.add_edge("nap", END)
+    return builder.compile()
+
+
+async def ask(state: CountState) -> dict[str, Any]:
+    """Ask a human for a number and add it."""
+    answer = interrupt({"question": "how many?"})
+    return {"count": state.get("count", 0) + int(answer), "log": ["ask"]}
+
+
+def _asker() -> CompiledStateGraph[Any, Any, Any, Any]:
+    builder = StateGraph(CountState)
+    builder.add_node("start", start)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "start")
+    builder.add_edge("start", "ask")
+    builder.add_edge("ask", END)
+    return builder.compile()
+
+
+def embed(texts: list[str]) -> list[list[float]]:
+    """One unit vector per text: its words hashed into 16 buckets (offline, deterministic)."""
+    vectors = []
+    for text in texts:
+        vector = [0.0] * 16
+        for word in re.findall(r"[a-z]+", text.lower()):
+            vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % 16] += 1.0
+        norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+        vectors.append([x / norm for x in vector])
+    return vectors
+
+
+counter_graph = _counter()
+sleeper_graph = _sleeper()
+asker_graph = _asker()
