@@ -10,13 +10,13 @@ from server.auth.access import store_search_filter
 from server.auth.caller import CallerDep
 from server.deps import ResourcesDep
 from server.schemas.agent_api import StoreItemDelete
-from server.schemas.common import NOT_FOUND
 from server.schemas.memory import (
     MemoryOut,
     StoreItemPut,
     StoreItemsSearch,
     StoreNamespacesList,
 )
+from stores.errors import NotFoundError
 from stores.memory import operations as ops
 from stores.memory.operations import MAX_KEY_LENGTH, MAX_LABEL_LENGTH, MAX_NAMESPACE_LABELS
 
@@ -47,7 +47,7 @@ async def put_item(body: StoreItemPut, resources: ResourcesDep, caller: CallerDe
     )
 
 
-@router.get("/items", responses={**NOT_FOUND})
+@router.get("/items")
 async def get_item(
     resources: ResourcesDep,
     caller: CallerDep,
@@ -62,16 +62,20 @@ async def get_item(
         ),
     ],
     refresh_ttl: bool | None = None,
-) -> dict[str, Any]:
-    """The item at (namespace, key); 404 when absent or expired."""
+) -> dict[str, Any] | None:
+    """The item at (namespace, key); `null` when absent or expired, as langgraph-api answers
+    (the SDK's `get_item` then returns None)."""
     value: dict[str, Any] = {
         "namespace": tuple(namespace.split(".") if namespace else ()),
         "key": key,
     }
     await caller.authorize("store", "get", value)
-    item = await ops.get_item(
-        resources.memory, list(value["namespace"]), value["key"], refresh_ttl=refresh_ttl
-    )
+    try:
+        item = await ops.get_item(
+            resources.memory, list(value["namespace"]), value["key"], refresh_ttl=refresh_ttl
+        )
+    except NotFoundError:
+        return None
     out = MemoryOut.of(item).model_dump(mode="json", exclude={"score"})
     return out
 

@@ -260,8 +260,7 @@ def test_store_items_put_get_search_namespaces_delete(client: SyncLangGraphClien
     assert shallow["namespaces"] == [["prefs", user]]
 
     client.store.delete_item(["prefs", user], "color")
-    with pytest.raises(NotFoundError):
-        client.store.get_item(["prefs", user], "color")
+    assert client.store.get_item(["prefs", user], "color") is None  # as langgraph-api answers
 
 
 def test_store_bad_input_names_the_field(api: httpx.Client) -> None:

@@ -71,6 +71,22 @@ async def status_of(call: Awaitable[Any]) -> int:
     return 200
 
 
+async def test_a_missing_store_item_reads_as_null(both: Any) -> None:
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        namespace = ["parity", uuid.uuid4().hex]
+        await client.store.put_item(namespace, "k", {"text": "red apples"})
+        found = await client.store.get_item(namespace, "k")
+        await client.store.delete_item(namespace, "k")
+        return (
+            found["value"],
+            await client.store.get_item(namespace, "k"),
+            (await client.store.get_item(namespace, "never")),
+        )
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs == ({"text": "red apples"}, None, None)
+
+
 async def test_unknown_ids_and_bad_bodies_get_the_same_status_codes(both: Any) -> None:
     """Where both servers answer an error the same way a client can tell (the status), they
     keep doing so; Switchboard's bodies also name the field."""
