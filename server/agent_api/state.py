@@ -225,7 +225,9 @@ async def update_state(
 ) -> tuple[dict[str, Any], StateSnapshot]:
     """Write `values` to a thread as if node `as_node` had returned them (a new checkpoint).
 
-    Returns the SDK's `{"checkpoint": ...}` and the thread's latest state after the write.
+    Returns the SDK's `{"checkpoint": ...}` (with the deprecated `configurable` and
+    `checkpoint_id` beside it, which langgraph-api still sends and older clients read) and the
+    thread's latest state after the write.
 
     Raises:
         InvalidInputError: `as_node` is not a node of the graph, or the update is rejected.
@@ -243,7 +245,13 @@ async def update_state(
             f"the state update was rejected: {error}", field="values"
         ) from error
     latest = await graph.aget_state(thread_config(thread_id))
-    return {"checkpoint": checkpoint_of(written)}, latest
+    checkpoint = checkpoint_of(written)
+    answer = {
+        "checkpoint": checkpoint,
+        "configurable": dict(checkpoint) if checkpoint else None,
+        "checkpoint_id": checkpoint["checkpoint_id"] if checkpoint else None,
+    }
+    return answer, latest
 
 
 async def apply_supersteps(

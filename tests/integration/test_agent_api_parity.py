@@ -87,6 +87,23 @@ async def test_a_missing_store_item_reads_as_null(both: Any) -> None:
     assert ours == theirs == ({"text": "red apples"}, None, None)
 
 
+async def test_update_state_answers_the_checkpoint_and_its_deprecated_fields(both: Any) -> None:
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        thread = await client.threads.create()
+        await client.runs.wait(thread["thread_id"], "counter", input={"count": 0})
+        written: Any = await client.threads.update_state(
+            thread["thread_id"], {"count": 5}, as_node="finish"
+        )
+        state = await client.threads.get_state(thread["thread_id"])
+        return written, state
+
+    for written, state in await both(exercise):
+        assert set(written) == {"checkpoint", "configurable", "checkpoint_id"}
+        assert written["checkpoint"]["checkpoint_id"] == written["checkpoint_id"]
+        assert written["configurable"] == written["checkpoint"]
+        assert written["checkpoint_id"] == state["checkpoint"]["checkpoint_id"]
+
+
 async def test_unknown_ids_and_bad_bodies_get_the_same_status_codes(both: Any) -> None:
     """Where both servers answer an error the same way a client can tell (the status), they
     keep doing so; Switchboard's bodies also name the field."""
