@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,34 @@ def search_page(
     if select:
         items = [{k: v for k, v in item.items() if k in select} for item in items]
     return items
+
+
+_PATH_STEP = re.compile(r"\.|\[")
+
+
+def extract_path_value(data: Mapping[str, Any], path: str) -> Any:
+    """The value at a dot/bracket `path` (`values.messages[-1].content`) of a thread's JSON,
+    or None where it does not resolve: langgraph-api's `extract` of a thread search."""
+    root, *steps = _PATH_STEP.split(path)
+    current: Any = data.get(root)
+    for step in steps:
+        if current is None:
+            return None
+        if not step:
+            continue
+        if step.endswith("]"):
+            try:
+                index = int(step[:-1])
+            except ValueError:
+                return None
+            if not isinstance(current, list) or not -len(current) <= index < len(current):
+                return None
+            current = current[index]
+        elif isinstance(current, Mapping):
+            current = current.get(step)
+        else:
+            return None
+    return current
 
 
 def thread_config(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.encoders import jsonable_encoder
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import StateSnapshot
 
@@ -16,6 +17,7 @@ from server.agent_api.state import (
     cached_state,
     copy_checkpoints,
     empty_state,
+    extract_path_value,
     history,
     read_state,
     search_page,
@@ -292,9 +294,21 @@ async def search_threads(
         sort_order=body.sort_order,
         access=access,
     )
-    return search_page(
-        response, rows, more=more, offset=body.offset, to_json=thread_json, select=body.select
-    )
+    if not body.extract:
+        return search_page(
+            response, rows, more=more, offset=body.offset, to_json=thread_json, select=body.select
+        )
+    shown = []
+    for thread in search_page(
+        response, rows, more=more, offset=body.offset, to_json=thread_json, select=None
+    ):
+        item = {k: v for k, v in thread.items() if not body.select or k in body.select}
+        data = jsonable_encoder(thread)
+        item["extracted"] = {
+            alias: extract_path_value(data, path) for alias, path in body.extract.items()
+        }
+        shown.append(item)
+    return shown
 
 
 @router.post("/count")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from server.schemas.common import PageOffset, StoredObject, StoredValue
 from server.schemas.memory import ItemKey, Namespace
@@ -38,6 +38,18 @@ ThreadField = Literal[
     "status",
     "values",
     "interrupts",
+]
+# `extract` of a thread search: alias → a dot/bracket path into one of these columns, as
+# langgraph-api takes it (`values.messages[-1].content`); at most 10 paths.
+MAX_EXTRACT_PATHS = 10
+ExtractAlias = Annotated[
+    str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=100)
+]
+ExtractPath = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(values|metadata|config|interrupts)([.\[][^\x00]*)?$", max_length=500
+    ),
 ]
 
 
@@ -162,6 +174,17 @@ class ThreadSearch(ThreadCount):
     sort_by: ThreadSort | None = None
     sort_order: SortOrder | None = None
     select: list[ThreadField] | None = None
+    extract: dict[ExtractAlias, ExtractPath] | None = Field(None, max_length=MAX_EXTRACT_PATHS)
+
+    @field_validator("extract")
+    @classmethod
+    def _aliases_are_not_thread_fields(
+        cls, extract: dict[str, str] | None
+    ) -> dict[str, str] | None:
+        reserved = sorted(set(extract or {}) & set(get_args(ThreadField)))
+        if reserved:
+            raise ValueError(f"extract keys cannot be thread fields: {reserved}")
+        return extract
 
 
 class ThreadPrune(AgentApiBody):

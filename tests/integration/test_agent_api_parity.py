@@ -104,6 +104,46 @@ async def test_update_state_answers_the_checkpoint_and_its_deprecated_fields(bot
         assert written["checkpoint_id"] == state["checkpoint"]["checkpoint_id"]
 
 
+async def test_thread_search_extract_adds_the_extracted_values(both: Any) -> None:
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        tag = uuid.uuid4().hex
+        metadata = {"tag": tag, "user": {"name": "ann"}, "labels": ["a", "b", "c"]}
+        await client.threads.create(metadata=metadata)
+        found = await client.threads.search(
+            metadata={"tag": tag},
+            select=["thread_id", "status"],
+            extract={
+                "name": "metadata.user.name",
+                "last": "metadata.labels[-1]",
+                "second": "metadata.labels[1]",
+                "nothing": "metadata.user.name.deeper",
+                "out_of_range": "metadata.labels[9]",
+            },
+        )
+        async with httpx.AsyncClient(base_url=url) as http:
+            refused = [
+                (await http.post("/threads/search", json={"extract": extract})).status_code
+                for extract in (
+                    {"status": "metadata.tag"},  # a thread field
+                    {"bad-alias": "metadata.tag"},
+                    {"x": "runs.tag"},  # not a column it reads
+                    {f"k{i}": "metadata.tag" for i in range(11)},  # over ten
+                )
+            ]
+        return [(sorted(t), t["extracted"]) for t in found], refused
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    rows, refused = ours
+    assert rows == [
+        (
+            ["extracted", "status", "thread_id"],
+            {"name": "ann", "last": "c", "second": "b", "nothing": None, "out_of_range": None},
+        )
+    ]
+    assert refused == [422] * 4
+
+
 async def test_unknown_ids_and_bad_bodies_get_the_same_status_codes(both: Any) -> None:
     """Where both servers answer an error the same way a client can tell (the status), they
     keep doing so; Switchboard's bodies also name the field."""
