@@ -530,6 +530,21 @@ async def get_thread_history(
         )
 
 
+@router.get("/{thread_id}/history", responses={**NOT_FOUND})
+async def get_thread_history_by_query(
+    thread_id: uuid.UUID,
+    db: DatabaseDep,
+    graphs: GraphsDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1,
+    before: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> list[dict[str, Any]]:
+    """Past states of the thread, newest first: the GET form langgraph-api also serves
+    (`limit`, default 1 as there, and `before` a checkpoint id)."""
+    body = ThreadHistory(limit=limit, before=before)
+    return await get_thread_history(thread_id, body, db, graphs, caller)
+
+
 # How many `stream_mode` / `stream_modes` values one request may give.
 MAX_STREAM_MODE_VALUES = 10
 

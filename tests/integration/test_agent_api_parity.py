@@ -144,6 +144,32 @@ async def test_thread_search_extract_adds_the_extracted_values(both: Any) -> Non
     assert refused == [422] * 4
 
 
+async def test_history_is_also_served_by_get(both: Any) -> None:
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        thread = await client.threads.create()
+        await client.runs.wait(thread["thread_id"], "counter", input={"count": 0})
+        posted = await client.threads.get_history(thread["thread_id"], limit=3)
+        async with httpx.AsyncClient(base_url=url) as http:
+            path = f"/threads/{thread['thread_id']}/history"
+            default = (await http.get(path)).json()
+            two = (await http.get(path, params={"limit": 2})).json()
+            before = (
+                await http.get(
+                    path,
+                    params={"limit": 2, "before": posted[0]["checkpoint"]["checkpoint_id"]},
+                )
+            ).json()
+        ids = [state["checkpoint"]["checkpoint_id"] for state in posted]
+        return (
+            [s["checkpoint"]["checkpoint_id"] for s in default] == ids[:1],
+            [s["checkpoint"]["checkpoint_id"] for s in two] == ids[:2],
+            [s["checkpoint"]["checkpoint_id"] for s in before] == ids[1:3],
+        )
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs == (True, True, True)
+
+
 async def test_unknown_ids_and_bad_bodies_get_the_same_status_codes(both: Any) -> None:
     """Where both servers answer an error the same way a client can tell (the status), they
     keep doing so; Switchboard's bodies also name the field."""
