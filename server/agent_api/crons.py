@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
+from server.agent_api.state import set_pagination_headers
 from server.agent_api.threads import thread_access
 from server.auth.caller import Caller, CallerDep
 from server.auth.collections import readable_collections
@@ -165,9 +166,9 @@ async def create_cron(
 
 @router.post("/runs/crons/search")
 async def search_crons(
-    body: CronSearch, db: DatabaseDep, caller: CallerDep
+    body: CronSearch, db: DatabaseDep, response: Response, caller: CallerDep
 ) -> list[dict[str, Any]]:
-    """Crons matching the filters, one page."""
+    """Crons matching the filters, one page, with langgraph-api's pagination headers."""
     access = await _cron_access(
         caller,
         "search",
@@ -184,12 +185,15 @@ async def search_crons(
         thread_id=body.thread_id,
         enabled=body.enabled,
         metadata=body.metadata,
-        limit=body.limit,
+        limit=body.limit + 1,  # one more: whether another page follows
         offset=body.offset,
         sort_by=body.sort_by,
         sort_order=body.sort_order,
         access=access,
     )
+    more = len(rows) > body.limit
+    rows = rows[: body.limit]
+    set_pagination_headers(response, offset=body.offset, count=len(rows), more=more)
     select = [str(name) for name in body.select] if body.select else None
     return [cron_out(row, select=select) for row in rows]
 

@@ -170,6 +170,39 @@ async def test_history_is_also_served_by_get(both: Any) -> None:
     assert ours == theirs == (True, True, True)
 
 
+async def test_cron_search_sends_the_pagination_headers(both: Any) -> None:
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        thread = await client.threads.create()
+        crons: list[Any] = [
+            await client.crons.create_for_thread(
+                thread["thread_id"], "counter", schedule="0 0 1 1 *", input={"count": 1}
+            )
+            for _ in range(3)
+        ]
+        pages = []
+        async with httpx.AsyncClient(base_url=url) as http:
+            for offset in (0, 2):
+                page = await http.post(
+                    "/runs/crons/search",
+                    json={"thread_id": thread["thread_id"], "limit": 2, "offset": offset},
+                )
+                pages.append(
+                    (
+                        len(page.json()),
+                        page.headers.get("X-Pagination-Total"),
+                        page.headers.get("X-Pagination-Next"),
+                    )
+                )
+        for cron in crons:
+            await client.crons.delete(cron["cron_id"])
+        return pages
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    assert ours[1] == (1, "3", None)
+    assert ours[0] == (2, "3", "2")
+
+
 async def test_unknown_ids_and_bad_bodies_get_the_same_status_codes(both: Any) -> None:
     """Where both servers answer an error the same way a client can tell (the status), they
     keep doing so; Switchboard's bodies also name the field."""
