@@ -157,15 +157,19 @@ def _name(mode: str, ns: Sequence[str] | None) -> str:
 
 
 def _checkpoint_of(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A debug event's checkpoint as langgraph-api sends it: `checkpoint_map` only when there
+    is one (never `null`)."""
     if not config:
         return None
     configurable = config.get("configurable") or {}
-    return {
+    checkpoint = {
         "thread_id": configurable.get("thread_id"),
         "checkpoint_ns": configurable.get("checkpoint_ns", ""),
         "checkpoint_id": configurable.get("checkpoint_id"),
-        "checkpoint_map": configurable.get("checkpoint_map"),
     }
+    if configurable.get("checkpoint_map"):
+        checkpoint["checkpoint_map"] = configurable["checkpoint_map"]
+    return checkpoint
 
 
 _RUN_CONFIG_KEYS: Final[frozenset[str]] = frozenset({"config", "parent_config", "metadata"})

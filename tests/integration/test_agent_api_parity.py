@@ -340,6 +340,17 @@ async def test_stream_modes_send_the_same_events(both: Any) -> None:
                 seen[mode] = parts[1:]
             elif mode == "events":
                 seen[mode] = [(event, data["event"], data["name"]) for event, data in parts[1:]]
+            elif mode == "debug":  # useStream reads the checkpoints of debug events
+                seen[mode] = [
+                    (
+                        event,
+                        data["type"],
+                        sorted(data["payload"]),
+                        sorted(data["payload"].get("checkpoint") or {}),
+                        sorted(data["payload"].get("parent_checkpoint") or {}),
+                    )
+                    for event, data in parts[1:]
+                ]
             else:
                 seen[mode] = [(event, sorted(data)) for event, data in parts[1:]]
         thread = await client.threads.create()
