@@ -12,6 +12,7 @@ test does not ask for the same answer.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -32,21 +33,30 @@ Exercise = Callable[[LangGraphClient, str], Awaitable[Any]]
 
 
 @pytest.fixture(scope="module")
-def switchboard(database_url: str, data_dir: Path) -> Iterator[str]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh copy of the project for each run of the module: `langgraph dev` keeps its
+    in-memory state in the project's `.langgraph_api/` across restarts."""
+    if not LANGGRAPH.exists():
+        pytest.skip("langgraph-cli[inmem] is not installed (pip install -e '.[dev]')")
+    folder = tmp_path_factory.mktemp("parity") / "parity"
+    shutil.copytree(PROJECT.parent, folder, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    return folder / PROJECT.name
+
+
+@pytest.fixture(scope="module")
+def switchboard(project: Path, database_url: str, data_dir: Path) -> Iterator[str]:
     """Switchboard serving the parity project."""
     settings = make_settings(
-        database_url, data_dir, migrate_on_start=False, langgraph_config=PROJECT
+        database_url, data_dir, migrate_on_start=False, langgraph_config=project
     )
     with running_server(settings) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def dev(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`langgraph dev` serving the same project."""
-    if not LANGGRAPH.exists():
-        pytest.skip("langgraph-cli[inmem] is not installed (pip install -e '.[dev]')")
-    with langgraph_dev(PROJECT, log=tmp_path_factory.mktemp("langgraph-dev") / "dev.log") as url:
+    with langgraph_dev(project, log=tmp_path_factory.mktemp("langgraph-dev") / "dev.log") as url:
         yield url
 
 
