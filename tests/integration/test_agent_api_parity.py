@@ -375,10 +375,43 @@ async def test_stream_modes_send_the_same_events(both: Any) -> None:
             )
             if part.event != "end"
         ]
+        question: Any = {"messages": [{"role": "user", "content": "hi"}]}
+        chat_modes: list[Any] = ["messages-tuple", "messages"]
+        for mode in chat_modes:
+            thread = await client.threads.create()
+            seen[f"talker {mode}"] = [
+                _message_event(part.event, part.data)
+                async for part in client.runs.stream(
+                    thread["thread_id"],
+                    "talker",
+                    input=question,
+                    stream_mode=mode,
+                )
+                if part.event not in ("metadata", "end")
+            ]
         return seen
 
     ours, theirs = await both(exercise)
     assert ours == theirs
+    assert [content for _, content, *_ in ours["talker messages-tuple"]] == [
+        "hello",
+        " ",
+        "there,",
+        " ",
+        "friend",
+    ]
+
+
+def _message_event(event: str, data: Any) -> Any:
+    """What a chat client reads of a `messages` event: the text, type and node of each
+    message (`messages-tuple`: [chunk, metadata]; legacy: lists of messages, or metadata by
+    message id)."""
+    if event == "messages":
+        chunk, metadata = data
+        return (event, chunk["content"], chunk["type"], metadata["langgraph_node"])
+    if event == "messages/metadata":
+        return (event, [value["metadata"]["langgraph_node"] for value in data.values()])
+    return (event, [(message["content"], message["type"]) for message in data])
 
 
 async def test_multitask_strategies_and_cancels_end_runs_alike(both: Any) -> None:

@@ -1,6 +1,7 @@
 """Small graphs that both `langgraph dev` and Switchboard serve in the parity tests: a counter
 with a subgraph and a custom stream event, a graph that naps (for multitask strategies and
-cancels), one that asks a human (an interrupt), and the store's embed function."""
+cancels), one that asks a human (an interrupt), a chat whose fake model streams tokens, and the
+store's embed function."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import operator
 import re
 from typing import Annotated, Any
 
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
@@ -91,6 +96,26 @@ def _asker() -> CompiledStateGraph[Any, Any, Any, Any]:
     return builder.compile()
 
 
+class ChatState(TypedDict, total=False):
+    """A conversation."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+async def reply(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    """Answer with a fake chat model that streams its reply word by word."""
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="hello there, friend")]))
+    return {"messages": [await model.ainvoke(state.get("messages", []), config)]}
+
+
+def _chat() -> CompiledStateGraph[Any, Any, Any, Any]:
+    builder = StateGraph(ChatState)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    builder.add_edge("reply", END)
+    return builder.compile()
+
+
 def embed(texts: list[str]) -> list[list[float]]:
     """One unit vector per text: its words hashed into 16 buckets (offline, deterministic)."""
     vectors = []
@@ -106,3 +131,4 @@ def embed(texts: list[str]) -> list[list[float]]:
 counter_graph = _counter()
 sleeper_graph = _sleeper()
 asker_graph = _asker()
+chat_graph = _chat()
