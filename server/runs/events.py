@@ -136,6 +136,18 @@ _READ_ATTEMPTS: Final = 3
 # ended here is served from memory too); older ones are read from the table.
 _DONE_LOCAL: Final = 256
 _LAST = text("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = :run_id")
+# A later attempt's first read of `_LAST` (`settled_last_seq`): in a transaction holding
+# run_events in SHARE mode, which waits for every insert into it in flight (any process's
+# writer, a finish) to commit or fail. An insert takes its ROW EXCLUSIVE lock before the
+# snapshot its fence (the run's attempt) is read with: one whose fence still saw the earlier
+# attempt, read before the new claim committed, is stored before this read, never after it
+# under a seq the new attempt then gives (and loses to `ON CONFLICT DO NOTHING`). An insert
+# that comes later reads the new attempt and is fenced out. The lock is asked for a short
+# while at a time (inserts queue behind a waiting SHARE request), a few times, then the read
+# is made without it (logged).
+_SETTLE_TIMEOUT = text("SET LOCAL lock_timeout = '200ms'")
+_SETTLE_LOCK = text("LOCK TABLE run_events IN SHARE MODE")
+_SETTLE_TRIES: Final = 10
 _PRUNE = text(
     "DELETE FROM run_events e USING ("
     " SELECT ev.run_id FROM run_events ev JOIN runs r ON r.id = ev.run_id"
@@ -743,7 +755,7 @@ class RunEventLog:
                         )
                         if ticket > self._stored_ticket:
                             await self._wait_stored(ticket)
-                        last = await self.last_seq(run_id)
+                        last = await self.settled_last_seq(run_id)
                         if numbering.seq is None:
                             numbering.seq = last
             finally:
@@ -948,6 +960,24 @@ class RunEventLog:
     async def last_seq(self, run_id: uuid.UUID) -> int:
         """The seq of the last stored event of `run_id` (0 when none)."""
         return int((await self._read(_LAST, {"run_id": run_id}))[0][0])
+
+    async def settled_last_seq(self, run_id: uuid.UUID) -> int:
+        """`last_seq`, read once no insert into the log is in flight (`_SETTLE_LOCK`): where a
+        later attempt of `run_id`, whose claim has committed, numbers on from. No event of an
+        earlier attempt, in any process, is stored after this read (each is either read here
+        or fenced out by the new claim). Without the lock after `_SETTLE_TRIES` tries (a long
+        transaction writes the log), a plain read (logged)."""
+        for _ in range(_SETTLE_TRIES):
+            try:
+                async with self.database.engine.begin() as conn:
+                    await conn.execute(_SETTLE_TIMEOUT)
+                    await conn.execute(_SETTLE_LOCK)
+                    return int((await conn.execute(_LAST, {"run_id": run_id})).scalar_one())
+            except DBAPIError as error:
+                if sqlstate(error) != "55P03":  # lock_not_available: try again
+                    raise
+        log.warning("run %s: numbering on from its log without waiting for inserts", run_id)
+        return await self.last_seq(run_id)
 
     async def _run_status(self, run_id: uuid.UUID) -> str | None:
         """The run's status (None: no such run; "running" while the database is down)."""

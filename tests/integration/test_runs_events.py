@@ -891,12 +891,18 @@ async def test_a_statement_timeout_in_the_writer_is_retried_as_an_outage_not_ref
 
 @asynccontextmanager
 async def _on_insert_of(
-    database_url: str, event: str, action: str, *, times: int | None = None
+    database_url: str,
+    event: str,
+    action: str,
+    *,
+    times: int | None = None,
+    when: str = "BEFORE",
 ) -> AsyncIterator[Callable[[], Awaitable[int]]]:
     """Within: inserting a run event named `event` does `action` (PL/pgSQL), the first `times`
-    tries (every one if None); yields how many tries there were so far."""
+    tries (every one if None), `when` the row is inserted (BEFORE, or AFTER: its index entries
+    are in); yields how many tries there were so far."""
     name = f"sb_on_{uuid.uuid4().hex}"
-    install = on_insert_of(name, event, action, times=times)
+    install = on_insert_of(name, event, action, times=times, when=when)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
 
         async def tries() -> int:
@@ -912,9 +918,12 @@ async def _on_insert_of(
             await conn.execute(f"DROP FUNCTION {name}(); DROP SEQUENCE {name}")  # type: ignore[arg-type]
 
 
-def on_insert_of(name: str, event: str, action: str, *, times: int | None = None) -> str:
+def on_insert_of(
+    name: str, event: str, action: str, *, times: int | None = None, when: str = "BEFORE"
+) -> str:
     """SQL installing the trigger (and sequence, and function) `name`: inserting a run event
-    named `event` does `action` (PL/pgSQL), the first `times` tries (every one if None)."""
+    named `event` does `action` (PL/pgSQL), the first `times` tries (every one if None),
+    `when` the row is inserted (BEFORE, or AFTER: its index entries are in)."""
     return f"""
 CREATE SEQUENCE {name};
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -926,7 +935,7 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$;
-CREATE TRIGGER {name} BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {name}();
+CREATE TRIGGER {name} {when} INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION {name}();
 """
 
 
@@ -1224,3 +1233,65 @@ async def test_an_attempt_that_outlives_a_newer_one_here_leaves_the_newer_ones_n
             (4, "end", None),
         ]
         assert _remembers(log, run) == []
+
+
+async def test_a_stale_insert_begun_before_a_new_claim_takes_no_seq_the_new_attempt_gives(
+    database: Database, database_url: str
+) -> None:
+    """Two processes: A's writer stores an event of attempt 1, and its statement has read the
+    run as attempt 1's (the fence) and inserted its row when B claims the run (attempt 2, its
+    lease lapsed) and numbers its first event after the last seq stored. Before, A's insert
+    committed after B's read, under the very seq B then gave, and B's event (its `metadata`)
+    was dropped by `ON CONFLICT DO NOTHING`. Now B reads where the log ends only once no
+    insert into it is in flight (`settled_last_seq`): it numbers after A's event, and both
+    are stored."""
+    run = await new_run(database)
+    key = 7_400_000 + uuid.uuid4().int % 100_000  # an advisory lock held by this test
+    held = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    async with (
+        held,
+        open_run_event_log(database, url=database_url, poll_s=0.2) as a,
+        open_run_event_log(database, url=database_url, poll_s=0.2) as b,
+    ):
+        await held.execute("SELECT pg_advisory_lock(%s)", (key,))
+        wait = f"PERFORM pg_advisory_xact_lock({key});"
+        async with _on_insert_of(database_url, "stale", wait, times=1, when="AFTER"):
+            a.begin(run)
+            assert await a.append(run, "stale", {"attempt": 1}) == 1
+            # A's statement has passed its fence, inserted its row and waits (in a trigger).
+            for _ in range(500):
+                if await _waits_for_advisory_lock(held, key):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("A's insert never reached its trigger")
+
+            async def claim_then_number() -> tuple[RunToken, int]:
+                second = await _claim(database, run)  # B's claim
+                b.begin(second)
+                return second, await b.append(second, "metadata", {"attempt": 2})
+
+            claiming = asyncio.create_task(claim_then_number())
+            await asyncio.sleep(1.0)  # (before: B had claimed and numbered by now)
+            await held.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            async with asyncio.timeout(10):
+                second, seq = await claiming
+                await a.flush()
+                await b.flush()
+            a.retire(run)
+        stored = await b.events_after(run.run_id)
+        assert (seq, "metadata", {"attempt": 2}) in stored
+        assert stored == [(1, "stale", {"attempt": 1}), (2, "metadata", {"attempt": 2})]
+        b.retire(second)
+
+
+async def _waits_for_advisory_lock(conn: psycopg.AsyncConnection[Any], key: int) -> bool:
+    """Whether a session waits for the advisory lock `key` (held by `conn`)."""
+    row = await (
+        await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND objid = %s",
+            (key,),
+        )
+    ).fetchone()
+    return row is not None and int(row[0]) > 0
