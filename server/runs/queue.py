@@ -432,14 +432,25 @@ class RunQueue:
         access: Filter | None = None,
     ) -> None:
         """Cancel runs: pending ones at once, running ones by the process that holds them
-        (with `access`: only runs on threads that satisfy it)."""
+        (with `access`: only runs on threads that satisfy it).
+
+        While no other process listens, nothing is NOTIFYed: the cancels and the "done"s are
+        acted on here (a run executing here is stopped at once, waiters here are woken). A
+        process that started meanwhile, unheard yet, finds a cancel of a run it holds in its
+        next lease renewal (the request is in the run's row), and a waiter there reads the run
+        at its next poll."""
         requests = await run_store.cancel_runs(
             self.db, run_ids, action=action, reason=reason, thread_id=thread_id, access=access
         )
-        await self.notify(
+        payloads = (
             *(f"cancel {r.run_id} {r.action}" for r in requests),
             *(f"done {run_id}" for run_id in run_ids),
         )
+        if not self._others():
+            for payload in payloads:
+                self.dispatch(payload)
+            return
+        await self.notify(*payloads)
 
     def cancel_soon(self, run_id: uuid.UUID, *, reason: str) -> None:
         """`cancel` in a task of its own: for callers that are being cancelled (disconnects)."""

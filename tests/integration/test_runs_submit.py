@@ -401,3 +401,31 @@ async def test_a_run_queued_behind_one_rolled_back_starts_at_once_while_alone(
         assert values["count"] == 112
         assert [r["run_id"] for r in await client.runs.list(thread_id)] == [second["run_id"]]
         assert await _told(conn) == []
+
+
+async def test_a_client_cancel_while_alone_commits_no_notify_and_is_acted_on_here_at_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """One process alone on its database: a client's cancel of a run waiting in the queue and
+    of one executing here commits no NOTIFY ("cancel", "done": only this process's own
+    listener would hear them, and drop them), and is acted on here all the same: the waiter of
+    the pending run is woken, the executing run is stopped at once (not at its next lease
+    renewal)."""
+    async with _alone(database_url, tmp_path, RUNS_CHANNEL) as (client, thread_id, conn):
+        running = await client.runs.create(thread_id, "sleeper", input={"count": 0})
+        await asyncio.sleep(0.5)
+        pending = await client.runs.create(
+            thread_id, "counter", input={"count": 1}, multitask_strategy="enqueue"
+        )
+        assert (await client.runs.get(thread_id, pending["run_id"]))["status"] == "pending"
+        joined = asyncio.create_task(client.runs.join(thread_id, pending["run_id"]))
+        await asyncio.sleep(0.5)  # the waiter waits
+        async with asyncio.timeout(10):
+            await client.runs.cancel(thread_id, pending["run_id"])
+            await joined
+            await client.runs.cancel(thread_id, running["run_id"])
+            await client.runs.join(thread_id, running["run_id"])
+        for run in (pending, running):
+            status = (await client.runs.get(thread_id, run["run_id"]))["status"]
+            assert status == "interrupted", (run["run_id"], status)
+        assert await _told(conn) == []
