@@ -154,6 +154,8 @@ async def test_a_run_created_while_no_other_process_listens_wakes_thread_followe
         told = await _told(conn)
         assert thread_id not in told
         await client.runs.cancel(thread_id, run["run_id"])
+        async with asyncio.timeout(10):  # ended here, not handed back to the module's next server
+            await client.runs.join(thread_id, run["run_id"])
 
 
 async def test_a_run_finished_while_no_other_process_listens_commits_no_notify(
