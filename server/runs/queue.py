@@ -543,8 +543,9 @@ class RunQueue:
         "new" to them) when another run of its thread waits. Either way this process's waiters
         are woken by `announce_done`, and its dispatcher, which may take the waiting run, after
         the commit (`on_busy`)."""
-        # "new" only when another run of its thread waits: a finished run frees no other run,
-        # and the worker that finished it looks for work at once anyway.
+        # "new" only when another run of its thread waits: a finished run frees no other run
+        # but by its slot, and a freed slot that was the last one wakes the dispatcher
+        # (`_release_slot`); with a slot free, runs that can start were already claimed.
         if not self._others():
             return run_store.Notify(CHANNEL, self.owner, on_busy=self._signal)
         return run_store.Notify(
