@@ -366,9 +366,10 @@ def graph_schemas(graph: Graph) -> dict[str, Any]:
     """Input, output, state, config and context JSON schemas of a graph (None if unavailable).
 
     Graphs whose state types pydantic cannot describe (e.g. `typing.TypedDict` on Python 3.11)
-    fall back to a schema built channel by channel, as langgraph-api does for the state.
+    fall back to a schema built channel by channel, as langgraph-api does for the state. Titles
+    are LangChain's `get_name(suffix)`, as there: `counter_state` for a graph named `counter`,
+    `LangGraphState` for `LangGraph`.
     """
-    name = graph.get_name()
 
     def config_schema() -> dict[str, Any]:
         with warnings.catch_warnings():  # deprecated in LangGraph 1.0, still what Studio reads
@@ -383,14 +384,14 @@ def graph_schemas(graph: Graph) -> dict[str, Any]:
     return {
         "input_schema": jsonschema_of(graph.get_input_jsonschema)
         or jsonschema_of(
-            lambda: _channels_schema(graph, _schema_keys(graph, "input"), f"{name}Input")
+            lambda: _channels_schema(graph, _schema_keys(graph, "input"), graph.get_name("Input"))
         ),
         "output_schema": jsonschema_of(graph.get_output_jsonschema)
         or jsonschema_of(
-            lambda: _channels_schema(graph, _schema_keys(graph, "output"), f"{name}Output")
+            lambda: _channels_schema(graph, _schema_keys(graph, "output"), graph.get_name("Output"))
         ),
         "state_schema": jsonschema_of(
-            lambda: _channels_schema(graph, graph.stream_channels_list, f"{name}State")
+            lambda: _channels_schema(graph, graph.stream_channels_list, graph.get_name("State"))
         ),
         "config_schema": jsonschema_of(config_schema),
         "context_schema": jsonschema_of(graph.get_context_jsonschema),

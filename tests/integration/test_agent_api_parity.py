@@ -213,6 +213,25 @@ async def test_cron_search_sends_the_pagination_headers(both: Any) -> None:
     assert ours[0] == (2, "3", "2")
 
 
+async def test_graphs_describe_themselves_alike(both: Any) -> None:
+    """What Studio draws and the forms it builds: graph, schemas and subgraphs are the same."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        described = {}
+        for graph_id in ("counter", "asker", "talker"):
+            assistant_id = (await client.assistants.create(graph_id))["assistant_id"]
+            described[graph_id] = (
+                await client.assistants.get_schemas(assistant_id),
+                await client.assistants.get_subgraphs(assistant_id, recurse=True),
+                await client.assistants.get_graph(assistant_id, xray=True),
+            )
+        return described
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    assert ours["counter"][0]["state_schema"]["title"] == "counter_state"
+
+
 async def test_unknown_ids_and_bad_bodies_get_the_same_status_codes(both: Any) -> None:
     """Where both servers answer an error the same way a client can tell (the status), they
     keep doing so; Switchboard's bodies also name the field."""
