@@ -56,6 +56,9 @@ def _error_data(error: BaseException) -> dict[str, str]:
     }
 
 
+_STATEMENT_TIMEOUT = "57014"  # query_canceled: `DB_STATEMENT_TIMEOUT_S` (transient)
+# A finish timing out this many times in a row is refused (`_retrying`): tried, then once more.
+_TIMEOUTS_REFUSED = 2
 TOOLS_REFRESH_S = 30.0  # how soon a tool switched off in the `tools` table applies to runs
 # Where a run's creator reaches its graph, as LangGraph's server passes it; never from a client.
 AUTH_CONFIGURABLE = ("langgraph_auth_user", "langgraph_auth_user_id", "langgraph_auth_permissions")
@@ -585,14 +588,22 @@ class RunExecutor:
     ) -> bool:
         """`work()` (a fenced write), retried while the database is restarting and the claim
         still holds; False when it did not go through (and PostgreSQL's refusal of the data put
-        into `refused`, when given)."""
+        into `refused`, when given).
+
+        A statement timeout is transient (contention, a stall), but the claim is renewed while
+        this retries: a write that times out each time (one too slow for the database, say a
+        thread's values it takes longer to store than `DB_STATEMENT_TIMEOUT_S`) would be sent
+        for ever. Where a refusal has a way out (`refused`), the `_TIMEOUTS_REFUSED`th timeout
+        in a row is taken for one: the finish after it carries nothing it could time out on."""
         loop = asyncio.get_running_loop()
         backoff = 0.1
+        timeouts = 0
         while True:
             try:
                 return await work()
             except Exception as error:
-                if refused is not None and is_refusal(error):
+                timeouts = timeouts + 1 if sqlstate(error) == _STATEMENT_TIMEOUT else 0
+                if refused is not None and (is_refusal(error) or timeouts >= _TIMEOUTS_REFUSED):
                     refused.append(error)
                     return False
                 if not is_transient(error) or loop.time() >= attempt.lease_deadline:
@@ -671,10 +682,14 @@ class RunExecutor:
                 data = {"error": "TimeoutError", "message": f"the run took over {limit} s"}
             if refused_by is not None:
                 state = sqlstate(refused_by)
+                why = (
+                    f"timed out {_TIMEOUTS_REFUSED} times storing the run's results"
+                    if state == _STATEMENT_TIMEOUT
+                    else "refused to store the run's results"
+                )
                 data = {
                     "error": data["error"],
-                    "message": "the database refused to store the run's results"
-                    + (f" (SQLSTATE {state})" if state else ""),
+                    "message": f"the database {why}" + (f" (SQLSTATE {state})" if state else ""),
                 }
             elif graph is not None:
                 with contextlib.suppress(Exception):

@@ -397,3 +397,45 @@ def test_a_run_whose_thread_values_postgresql_refuses_ends_as_an_error_once(
             assert _attempts(database_url, run["run_id"]) == 1
     runs = 2 if stored_before else 1
     assert [COMPLETED[(thread_id, node)] for node in STEPS] == [runs] * 4  # not executed again
+
+
+def test_a_run_whose_finish_times_out_each_time_ends_as_an_error_instead_of_retrying_for_ever(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A finish that times out each time (57014: transient, so retried, while the run's lease
+    is renewed all along) is not sent for ever: the second timeout in a row is taken for a
+    refusal, and the finish after it carries nothing it could time out on (no thread values,
+    no recorder), as after any refusal. Here storing the thread's values sleeps past the
+    statement timeout: the run ends as an error at its first attempt saying so, in no words of
+    the database's, its thread not left busy, its last checkpoint stored."""
+    name = f"sb_slow_{uuid.uuid4().hex}"
+    install = f"""
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW."values" IS DISTINCT FROM OLD."values" THEN PERFORM pg_sleep(5); END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE UPDATE ON conversations FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        migrate_on_start=False,
+        langgraph_config=TEST_GRAPHS,
+        db_statement_timeout_s=0.5,
+    )
+    drop = f"DROP TRIGGER {name} ON conversations; DROP FUNCTION {name}()"
+    with _trigger(database_url, install, drop), running_server(settings) as base:
+        client: Any = get_sync_client(url=base)
+        thread = client.threads.create()
+        thread_id = thread["thread_id"]
+        run = client.runs.create(thread_id, "steps", input={"log": ["in"]})
+        assert _error_of(client, thread_id, run["run_id"]) == {
+            "error": "QueryCanceled",
+            "message": "the database timed out 2 times storing the run's results (SQLSTATE 57014)",
+        }
+        assert _attempts(database_url, run["run_id"]) == 1
+        assert client.threads.get(thread_id)["status"] == "error"
+        assert client.threads.get_state(thread_id)["values"]["log"] == ["in", *STEPS]
+        events = [p.event for p in client.runs.join_stream(thread_id, run["run_id"])]
+        assert events[-1] == "error"
