@@ -789,9 +789,12 @@ async def test_a_read_of_the_log_is_one_round_trip(log: RunEventLog, database: D
     await log.flush()
     for read in (lambda: log.events_after(run.run_id), lambda: log.last_seq(run.run_id)):
         await read()  # (a pooled connection, checked out once already)
-        with counting_waits() as waits:
-            await read()
-        assert waits[0] == 1
+        tries = []
+        for _ in range(3):  # the fewest of three: a loaded machine may split an answer
+            with counting_waits() as waits:
+                await read()
+            tries.append(waits[0])
+        assert min(tries) == 1, tries
 
 
 # PostgreSQL's own refusal of a value over one of its limits (`repeat` asks for a 1 GiB string:
