@@ -31,6 +31,7 @@ class Turn:
     run_id: uuid.UUID
     conversation_id: uuid.UUID
     metadata: dict[str, Any]  # the turn's first event
+    pending: bool = False  # its run was committed waiting in the queue (nothing stored yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,7 @@ async def start_turn(
     message_id = uuid.uuid4()
     human = {"type": "human", "content": request.message, "id": str(message_id)}
 
-    async def write() -> tuple[Agent, Run]:
+    async def write() -> tuple[Agent, Run, bool]:
         # Claimed at creation when this process has a free slot: it starts here at once, no
         # worker claims it (`RunQueue.reserve`/`adopt`); else a worker of any process does.
         reservation = engine.queue.reserve()
@@ -114,11 +115,12 @@ async def start_turn(
             # Started here by `adopt`: its attempt takes the rows just read, not reading them
             # again.
             engine.executor.preload(run.id, agent, conversation)
+        pending = run.status == "pending"
         engine.queue.adopt(run, reservation)
-        return agent, run
+        return agent, run, pending
 
     # Shielded: a request cancelled mid-commit still launches the run it claimed.
-    agent, run = await asyncio.shield(write())
+    agent, run, pending = await asyncio.shield(write())
     return Turn(
         run_id=run.id,
         conversation_id=conversation_id,
@@ -130,6 +132,7 @@ async def start_turn(
             "user_message_id": str(message_id),
             "model": model_spec(agent, settings).name,
         },
+        pending=pending,
     )
 
 
@@ -138,7 +141,7 @@ async def turn_events(engine: RunEngine, turn: Turn) -> AsyncIterator[SseEvent]:
     tool_call, tool_result, token, warning, ...), then `message` and `end`, or `error` and
     `end`. Leaving early does not stop the turn: its run goes on and saves the answer."""
     yield None, "metadata", turn.metadata
-    async for seq, event, data in engine.events.follow(turn.run_id):
+    async for seq, event, data in engine.events.follow(turn.run_id, pending=turn.pending):
         if event == "custom" and isinstance(data, dict) and "event" in data:
             yield seq, str(data["event"]), dict(data.get("data") or {})
         elif event == "end":

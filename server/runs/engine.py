@@ -108,6 +108,7 @@ class RunEngine:
             launched=self.events.begin,
             others=lambda: self.events.notifying,
             wake_thread=self.events.wake_thread,
+            wake_run=self.events.wake_run,
         )
         self._watch = asyncio.create_task(self.admission.watch(), name="runs-admission")
 

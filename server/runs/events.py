@@ -135,6 +135,10 @@ _READ_ATTEMPTS: Final = 3
 # How many finished runs' local logs a process keeps (a stream that starts right after its run
 # ended here is served from memory too); older ones are read from the table.
 _DONE_LOCAL: Final = 256
+# A follower of a run waiting in the queue reads its status only every this many polls: it
+# is woken when the run starts (its first stored event, here or by NOTIFY) or ends pending
+# (`wake_run`, a "done" here or by NOTIFY); the read is the safety net for a lost wake-up.
+_PENDING_POLLS: Final = 10
 _LAST = text("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = :run_id")
 # A later attempt's first read of `_LAST` (`settled_last_seq`): in a transaction holding
 # run_events in SHARE mode, which waits for every insert into it in flight (any process's
@@ -514,6 +518,12 @@ class RunEventLog:
         """Wake this process's watchers of `thread_id`'s stream (`watching`), as a NOTIFY on the
         thread-stream channel would: for a place given without one (`notifying` false)."""
         for subscriber in self._subscribers.get(thread_id, ()):
+            subscriber.poke()
+
+    def wake_run(self, run_id: uuid.UUID) -> None:
+        """Wake this process's followers of `run_id`: its status changed without an event (a
+        pending run cancelled, or announced done), so they read it again at once."""
+        for subscriber in self._subscribers.get(run_id, ()):
             subscriber.poke()
 
     def followers(self, key: uuid.UUID) -> int:
@@ -990,17 +1000,25 @@ class RunEventLog:
         return str(rows[0][0]) if rows else None
 
     async def follow(
-        self, run_id: uuid.UUID, *, after_seq: int | None = None
+        self, run_id: uuid.UUID, *, after_seq: int | None = None, pending: bool = False
     ) -> AsyncIterator[Event]:
         """Yield `(seq, event, data)` of `run_id` after `after_seq` (None: from the first),
         stored ones first, then live ones, until `end` or `error`.
 
         Also stops when the run is no longer pending/running and nothing new came for three
         polls (a run that died without its `end`, or a log already pruned).
+
+        `pending`: the caller committed the run pending (nothing stored) just before. Its
+        status is then not read until `_PENDING_POLLS` polls have passed or something woke the
+        follower, and, while no other process listens and none claimed it here yet, neither is
+        its log (empty: an attempt here pushes what it stores; one elsewhere would NOTIFY it).
         """
         last = after_seq or 0
         with self._subscribed(run_id) as subscriber:
-            stale, idle_polls = True, 0
+            fresh = pending and not self._peers and self.local_log(run_id) is None
+            stale, idle_polls = not fresh, 0
+            # Polls left before a pending run's status is read again (0: read at the next).
+            quiet_polls = _PENDING_POLLS if pending else 0
             while True:
                 if stale:
                     stale = False
@@ -1045,11 +1063,20 @@ class RunEventLog:
                 if not subscriber.stale and not await subscriber.wait(self.poll_s):
                     # A run whose log is written here (executing here, or just ended
                     # here: its log is whole in memory) needs no question to the table.
-                    status = (
-                        "running"
-                        if self.local_log(run_id) is not None
-                        else await self._run_status(run_id)
-                    )
+                    status: str | None
+                    if self.local_log(run_id) is not None:
+                        status = "running"
+                    elif quiet_polls > 0:
+                        # Still pending as far as this process knows: its start comes as an
+                        # event (pushed here, or with its NOTIFY) and its end without a start
+                        # as a wake-up (`wake_run`), so the table is asked only every
+                        # `_PENDING_POLLS` polls (a /chat turn waiting for a slot asked once
+                        # a second).
+                        quiet_polls -= 1
+                        status = "pending"
+                    else:
+                        status = await self._run_status(run_id)
+                        quiet_polls = _PENDING_POLLS - 1 if status == "pending" else 0
                     # A run waiting in the queue has no attempt writing events: its next
                     # ones reach `items` (claimed here) or come with their NOTIFY, so its
                     # rows are not read again meanwhile (a /chat turn waiting for a slot
@@ -1063,7 +1090,7 @@ class RunEventLog:
                             return
                 if subscriber.stale:
                     subscriber.stale = False
-                    stale = True
+                    stale, quiet_polls = True, 0
 
     async def prune(self, *, keep_s: float) -> int:
         """Delete the events of finished runs whose last event is older than `keep_s`, and

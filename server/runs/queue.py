@@ -171,6 +171,7 @@ class RunQueue:
         # process's followers of a thread's stream when a commit did not NOTIFY them.
         self._others: Callable[[], bool] = lambda: True
         self._wake_thread: Callable[[uuid.UUID], None] = lambda thread_id: None
+        self._wake_run: Callable[[uuid.UUID], None] = lambda run_id: None
         self._executing: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # set: look for runs (a "new", a slot freed, a reconnect)
         self._closing = False
@@ -191,6 +192,7 @@ class RunQueue:
         launched: Callable[[RunToken], None] | None = None,
         others: Callable[[], bool] | None = None,
         wake_thread: Callable[[uuid.UUID], None] | None = None,
+        wake_run: Callable[[uuid.UUID], None] | None = None,
     ) -> None:
         """Start the NOTIFY listener, the lease renewer and the dispatcher that claims runs
         while this process has capacity (`run_workers` runs at once) and hands each to
@@ -200,13 +202,17 @@ class RunQueue:
         While `others()` is false (no other process listens), a claim, a creation or a finish
         here commits no NOTIFY (each would take PostgreSQL's one notification-queue lock
         through its WAL flush; `telling`, `finish_notify`) and `wake_thread(thread_id)` wakes
-        this process's followers of the thread's stream instead."""
+        this process's followers of the thread's stream instead. `wake_run(run_id)` is called
+        for every "done" (here or NOTIFYed): the run's followers here read its status again
+        (one that ended pending stored no event to wake them)."""
         self._execute = execute
         self._launched = launched
         if others is not None:
             self._others = others
         if wake_thread is not None:
             self._wake_thread = wake_thread
+        if wake_run is not None:
+            self._wake_run = wake_run
         self._tasks.append(asyncio.create_task(self._listen(), name="runs-listener"))
         renewer = supervise("runs-lease-renewer", self._renew_forever)
         self._tasks.append(asyncio.create_task(renewer, name="runs-lease-renewer"))
@@ -631,6 +637,7 @@ class RunQueue:
                 waiters = self._done.get(run_id)
                 for event in waiters.events if waiters else ():
                     event.set()
+                self._wake_run(run_id)
 
     # -- workers and leases ----------------------------------------------------------------
 

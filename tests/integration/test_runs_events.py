@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Container
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import orjson
 import psycopg
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import text
 
 from server.runs import events as events_module
@@ -349,6 +350,64 @@ async def test_a_follower_of_a_run_waiting_in_the_queue_asks_its_status_not_its_
     follower = asyncio.create_task(collect(log.follow(gone.run_id)))
     await asyncio.sleep(2 * log.poll_s)
     await set_status(database, gone, "interrupted")  # ended while waiting, without events
+    assert await asyncio.wait_for(follower, 10) == []
+
+
+@contextmanager
+def statements_about(database: Database, run_id: uuid.UUID) -> Iterator[list[str]]:
+    """The SQL statements sent through `database` with `run_id` among their parameters."""
+    sent: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if str(run_id) in repr(params):
+            sent.append(statement)
+
+    sa_event.listen(database.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        yield sent
+    finally:
+        sa_event.remove(database.engine.sync_engine, "before_cursor_execute", seen)
+
+
+async def test_a_follower_of_a_run_it_created_pending_sends_nothing_while_the_run_waits(
+    log: RunEventLog, database: Database
+) -> None:
+    """A /chat turn waiting for a slot: the run was just committed pending, so while this
+    process is alone its follower neither reads the empty log nor asks the status (it asked
+    once a poll); it still sees the run start and end here, and learns at once of a run
+    that ended while waiting (`wake_run`, what a "done" does here), or at the slow poll."""
+    assert not log.notifying  # alone on the test database
+    run = await new_run(database, status="pending")
+    with statements_about(database, run.run_id) as sent:
+        follower = asyncio.create_task(collect(log.follow(run.run_id, pending=True)))
+        await asyncio.sleep(6 * log.poll_s)  # six polls while it waits
+        assert sent == []
+        await set_status(database, run, "running")  # claimed here: its attempt writes
+        sent.clear()
+        log.begin(run)
+        await log.append(run, "metadata", {"attempt": 1})
+        await log.append(run, "end", None)
+        seen = await asyncio.wait_for(follower, 10)
+    assert [name for _, name, _ in seen] == ["metadata", "end"]
+    assert not [statement for statement in sent if "FROM runs" in statement]
+    assert seen == await log.events_after(run.run_id)
+    log.retire(run)
+
+    # Cancelled while it waits (no event): the "done" wakes the follower, which reads the
+    # status then and ends after its idle polls, well before the slow poll.
+    gone = await new_run(database, status="pending")
+    follower = asyncio.create_task(collect(log.follow(gone.run_id, pending=True)))
+    await asyncio.sleep(2 * log.poll_s)
+    await set_status(database, gone, "interrupted")
+    started = time.monotonic()
+    log.wake_run(gone.run_id)
+    assert await asyncio.wait_for(follower, 10) == []
+    assert time.monotonic() - started < events_module._PENDING_POLLS * log.poll_s
+    # Not woken (deleted with its thread, a lost NOTIFY): the slow poll still ends it.
+    lost = await new_run(database, status="pending")
+    follower = asyncio.create_task(collect(log.follow(lost.run_id, pending=True)))
+    await asyncio.sleep(2 * log.poll_s)
+    await set_status(database, lost, "interrupted")
     assert await asyncio.wait_for(follower, 10) == []
 
 
