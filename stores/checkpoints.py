@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
@@ -650,6 +650,63 @@ class TimedSaver(AsyncPostgresSaver):
         await super().aprune(thread_ids, strategy=strategy)
 
 
+# LangGraph's `keep_latest` (langgraph.checkpoint.postgres.base `_keep_latest`) for a thread
+# whose checkpoints are all in the root namespace, whose latest is of format v4 or later (so
+# it keeps no parent for pending sends) and that has no DeltaChannel (LangGraph's own check):
+# delete every checkpoint but the latest and the writes of those deleted, unlink the latest
+# from its parent, and delete the blobs only deleted checkpoints referenced. One statement:
+# its parts read one snapshot (as LangGraph's REPEATABLE READ transaction does), so what a run
+# saves meanwhile is neither seen nor deleted. `done` is false (and nothing is deleted) for a
+# thread with checkpoints that is not such a one.
+_KEEP_LATEST: Final = """
+WITH heads AS (
+    SELECT DISTINCT ON (checkpoint_ns) checkpoint_ns, checkpoint_id, checkpoint
+    FROM checkpoints WHERE thread_id = %(t)s
+    ORDER BY checkpoint_ns DESC, checkpoint_id DESC
+), head AS (
+    SELECT h.checkpoint_id, h.checkpoint FROM heads h
+    WHERE h.checkpoint_ns = '' AND (h.checkpoint ->> 'v')::int >= 4
+    AND NOT EXISTS (SELECT 1 FROM heads o WHERE o.checkpoint_ns <> '')
+    AND NOT EXISTS (
+        SELECT 1 FROM checkpoints m WHERE m.thread_id = %(t)s
+        AND (m.metadata ? 'counters_since_delta_snapshot' OR m.metadata ? 'delta_writes_versioned')
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM checkpoints c
+        CROSS JOIN LATERAL jsonb_each(c.checkpoint -> 'channel_values') AS v
+        WHERE c.thread_id = %(t)s AND v.value = 'true'::jsonb AND EXISTS (
+            SELECT 1 FROM checkpoint_blobs b
+            WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+            AND b.channel = v.key AND b.version = c.checkpoint -> 'channel_versions' ->> v.key
+        )
+    )
+), gone AS (
+    DELETE FROM checkpoints c USING head
+    WHERE c.thread_id = %(t)s AND c.checkpoint_ns = '' AND c.checkpoint_id <> head.checkpoint_id
+    RETURNING c.checkpoint_id, c.checkpoint -> 'channel_versions' AS versions
+), writes AS (
+    DELETE FROM checkpoint_writes w
+    WHERE w.thread_id = %(t)s AND w.checkpoint_ns = ''
+    AND w.checkpoint_id IN (SELECT checkpoint_id FROM gone)
+), unlinked AS (
+    UPDATE checkpoints c SET parent_checkpoint_id = NULL FROM head
+    WHERE c.thread_id = %(t)s AND c.checkpoint_ns = '' AND c.checkpoint_id = head.checkpoint_id
+    AND c.parent_checkpoint_id <> head.checkpoint_id
+), garbage AS (
+    SELECT v.key AS channel, v.value AS version
+    FROM gone CROSS JOIN LATERAL jsonb_each_text(gone.versions) AS v
+    EXCEPT
+    SELECT v.key, v.value
+    FROM head CROSS JOIN LATERAL jsonb_each_text(head.checkpoint -> 'channel_versions') AS v
+), blobs AS (
+    DELETE FROM checkpoint_blobs b USING garbage g
+    WHERE b.thread_id = %(t)s AND b.checkpoint_ns = ''
+    AND b.channel = g.channel AND b.version = g.version
+)
+SELECT EXISTS (SELECT 1 FROM head) OR NOT EXISTS (SELECT 1 FROM heads) AS done
+"""
+
+
 class Checkpoints:
     """The checkpointer and its pool; `ready()` creates the tables once per process."""
 
@@ -698,9 +755,20 @@ class Checkpoints:
         """
         saver = await self.ready()
         try:
-            await saver.aprune([thread_id], strategy="keep_latest")
+            if not await self._keep_latest(thread_id):
+                await saver.aprune([thread_id], strategy="keep_latest")
         except psycopg.Error as error:
             log.warning("pruning checkpoints of thread %s failed: %s", thread_id, error)
+
+    async def _keep_latest(self, thread_id: str) -> bool:
+        """LangGraph's `keep_latest` for a thread with checkpoints in the root namespace only,
+        of format v4 or later, without a DeltaChannel (a /chat conversation's), as one
+        statement (`_KEEP_LATEST`; LangGraph's sends a dozen, one after the other). False when
+        the thread is not such a one (nothing done: LangGraph's prune handles it)."""
+        await self.saver.settle(thread_id)  # the run's queued writes first, as `aprune` does
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(_KEEP_LATEST, {"t": thread_id})).fetchone()
+        return bool(row and row["done"])
 
     def run_writes(self, thread_id: str) -> RunWrites:
         """A queue for the checkpoint writes of a run attempt on the thread (see `RunWrites`),
