@@ -26,7 +26,15 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from stores import checkpoints as checkpoints_module
-from stores.checkpoints import INLINE_BUDGET, Checkpoints, _light, batched, open_checkpoints
+from stores.checkpoints import (
+    INLINE_BUDGET,
+    Checkpoints,
+    _light,
+    batched,
+    in_one,
+    open_checkpoints,
+)
+from stores.sql.database import ASYNC_COMMIT
 from tests.integration.run_graphs import build_review_graph, build_steps_graph
 from tests.support import TEST_GRAPHS, make_settings, running_server
 
@@ -268,16 +276,64 @@ async def test_a_batch_with_repeated_keys_stores_what_its_statements_in_order_st
             "checkpoint_writes": "checkpoint_ns, checkpoint_id, task_id, task_path, idx,"
             " channel, type, blob",
         }
+        # And as one statement (`in_one`, a mid-run flush), committed without the WAL flush.
+        third = str(uuid.uuid4())
+        await conn.execute(
+            saver.UPSERT_CHECKPOINTS_SQL, (third, "", "c3", "c2", Jsonb({"id": "c3"}), Jsonb({}))
+        )
+        await conn.execute(
+            saver.UPSERT_CHECKPOINT_WRITES_SQL,
+            (third, "", "c1", "t5", "p0", -4, "__resume__", "bytes", b"r1"),
+        )
+        single = in_one(_repeated_keys(third))
+        assert single is not None
+        assert single[0].startswith("WITH ")
+        assert single[0].endswith(ASYNC_COMMIT)
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(single[0], single[1])
+            assert await cur.fetchone() == ("off",)
         for table, columns in tables.items():
             rows = {}
-            for thread_id in (one, other):
+            for thread_id in (one, other, third):
                 cur = await conn.execute(
                     f"SELECT {columns} FROM {table} WHERE thread_id = %s ORDER BY {columns}",
                     (thread_id,),
                 )
                 rows[thread_id] = await cur.fetchall()
             assert rows[one] == rows[other], table
+            assert rows[one] == rows[third], table
             assert rows[one]
+
+
+async def test_a_mid_run_flush_is_one_statement_only_within_the_byte_cap_of_one(
+    checkpoints: Checkpoints, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's writes sent on their own (the flush timer, no read after them) go out as one
+    statement for the three tables, not set_config and one statement a table in a pipeline;
+    past `BATCH_BYTES` in all they are several, in a pipeline, as before."""
+    sent: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await execute(self, query, *args, **kwargs)
+
+    graph = build_steps_graph().copy(update={"checkpointer": checkpoints.saver})
+    thread_id = str(uuid.uuid4())
+    writes = await attempt(checkpoints, graph, thread_id, {"log": ["in"]})
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted)
+    try:
+        await checkpoints.saver.flush_writes(writes)
+    finally:
+        monkeypatch.undo()
+        checkpoints.release(writes)
+    [statement] = sent
+    for table in ("checkpoint_blobs", "checkpoints", "checkpoint_writes"):
+        assert f"INSERT INTO {table} " in statement
+    assert stored(database_url, thread_id) == 6  # the input, its start and four steps
+    assert in_one(_repeated_keys(thread_id)) is not None
+    assert in_one(_repeated_keys(thread_id), max_bytes=200) is None
+    assert in_one([("SELECT 1", (), False)]) is None
 
 
 async def test_an_interrupt_and_its_resume_read_and_write_through_the_queue(
