@@ -107,7 +107,7 @@ async def _bad_document(_: Request, exc: Exception) -> JSONResponse:
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InvalidInputError)
-    return error_response(422, str(exc), field=exc.field)
+    return error_response(getattr(exc, "status", 422), str(exc), field=exc.field)
 
 
 async def _limited(_: Request, exc: Exception) -> JSONResponse:

@@ -26,10 +26,12 @@ class ConflictError(StoreError):
 
 
 class InvalidInputError(StoreError, ValueError):
-    """A request value a store cannot accept, named by its field (HTTP 422)."""
+    """A request value a store cannot accept, named by its field (HTTP 422, or `status`: 400
+    where langgraph-api answers 400)."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, status: int = 422) -> None:
         self.field = field
+        self.status = status
         super().__init__(message)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Query, Response, status
 from langchain_core.runnables import RunnableConfig
 
+from server.agent_api.configurable import mirrored
 from server.agent_api.state import graph_schemas, search_page
 from server.agent_api.threads import stop_runs
 from server.auth.access import refuse_if_readable
@@ -118,6 +119,9 @@ async def create_assistant(
         "name": body.name or "Untitled",
     }
     await caller.authorize("assistants", "create", value)
+    # As langgraph-api: `config.configurable` and `context` mirror each other (400 for both).
+    value["config"], context = mirrored(value["config"], value["context"])
+    value["context"] = context or {}
     read = await caller.authorize("assistants", "read", {"assistant_id": body.assistant_id})
     agent = await store.create_assistant(
         db,
@@ -197,6 +201,10 @@ async def update_assistant(
         "name": body.name,
     }
     access = await _changing(caller, db, assistant_id, "update", value)
+    # As langgraph-api: a given `configurable` is the new context, a given context the new
+    # `configurable` (400 for both); an empty config keeps the version's config.
+    config, value["context"] = mirrored(value["config"], value["context"])
+    value["config"] = config or None
     try:
         updated = await store.update_assistant(
             db,

@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from nodes.context import reads_agent_context
+from server.agent_api.configurable import mirrored
 from server.agent_api.threads import thread_access
 from server.auth.caller import Caller, CallerDep
 from server.auth.limits import run_creator
@@ -89,6 +90,13 @@ async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUI
                 f"config.configurable.{key} is set by the server (the run's creator)",
                 field=f"config.configurable.{key}",
             )
+    # As langgraph-api: the run's `config.configurable` and `context` mirror each other (400
+    # for both), so a graph reading `runtime.context` sees what a client put in `configurable`.
+    # A context given is checked against Switchboard's agent context here; one mirrored from
+    # `configurable` when the run starts (it keeps the one-round-trip path below).
+    given_context = body.context
+    if body.config or body.context:
+        body.config, body.context = mirrored(body.config, body.context)
     stateless = thread_id is None
     value: dict[str, Any] = {
         "thread_id": thread_id,
@@ -113,7 +121,7 @@ async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUI
         and caller.identity is None
         and access is None
         and assistant_access is None
-        and not (node_lists or body.context or body.webhook)
+        and not (node_lists or given_context or body.webhook)
     ):
         # The common case (an open caller, nothing to check against the graph first): the
         # assistant is read by the statement that writes the run, all in one round trip. When
@@ -130,7 +138,7 @@ async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUI
             return run
     assistant = await resolve_assistant(db, body.assistant_id, assistant_access)
     engine.graphs.require(assistant.graph_id, field="assistant_id")
-    if node_lists or body.context:
+    if node_lists or given_context:
         # The graph's nodes and context schema (a factory is called for them, as for a read).
         async with engine.graphs.acquire(
             assistant.graph_id, assistant.config, access="assistants.read", field="assistant_id"
@@ -143,7 +151,7 @@ async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUI
                         field=field,
                     )
             if reads_agent_context(graph):
-                check_overrides(body.context)
+                check_overrides(given_context)
     if body.webhook:
         try:
             await check_webhook_url(body.webhook, policy=webhook_policy(resources.settings))

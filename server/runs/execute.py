@@ -28,6 +28,7 @@ from server.runs.admission import RunAdmission
 from server.runs.context import ContextServices, agent_context
 from server.runs.events import EventRefusedError, RunEventLog
 from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
+from server.runs.schema_context import schema_context
 from server.runs.streaming import error_data, stream_graph, to_jsonable
 from server.runs.webhooks import send_webhook, webhook_payload, webhook_policy
 from server.telemetry.runs import RunTelemetry, observed_run
@@ -451,7 +452,11 @@ class RunExecutor:
         assert prepared.agent is not None
         thread_id = run.thread_id
         context: Any = prepared.run_context
-        if reads_agent_context(graph):
+        if not reads_agent_context(graph):
+            # Only the keys the graph's context schema declares, as langgraph-api passes them
+            # (a dataclass schema would refuse the others, a mirrored `configurable` among them).
+            context = schema_context(graph, context)
+        else:
             creator = run_creator(run)
             if prepared.thread is None and creator is None:  # preloaded without it
                 async with self.db.reading() as session:

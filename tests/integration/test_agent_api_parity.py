@@ -477,3 +477,101 @@ async def test_multitask_strategies_and_cancels_end_runs_alike(both: Any) -> Non
         "rolled back": 404,
         "thread": "idle",
     }
+
+
+async def detail_of(call: Awaitable[Any]) -> tuple[int, Any]:
+    """The status code and `detail` of the SDK call's error (200 and None when it succeeds)."""
+    try:
+        await call
+    except httpx.HTTPStatusError as error:
+        return error.response.status_code, error.response.json().get("detail")
+    return 200, None
+
+
+async def test_assistants_mirror_configurable_and_context(both: Any) -> None:
+    """An assistant's `config.configurable` and `context` mirror each other on create, update
+    and its versions; both at once is a 400 with langgraph-api's words."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        def kept(assistant: Any) -> Any:
+            return assistant["config"].get("configurable"), assistant["context"]
+
+        by_config = await client.assistants.create(
+            "echo", config={"configurable": {"tone": "warm"}}
+        )
+        by_context = await client.assistants.create("echo", context={"tone": "cool"})
+        aid = by_context["assistant_id"]
+        updated = await client.assistants.update(aid, context={"tone": "dry", "level": 2})
+        reconfigured = await client.assistants.update(aid, config={"configurable": {"tone": "wry"}})
+        renamed = await client.assistants.update(aid, name="renamed")
+        versions = await client.assistants.get_versions(aid)
+        return {
+            "create config": kept(by_config),
+            "create context": kept(by_context),
+            "update context": kept(updated),
+            "update config": kept(reconfigured),
+            "update name": kept(renamed),
+            "versions": sorted((v["version"], *map(str, kept(v))) for v in versions),
+            "both": await detail_of(
+                client.assistants.create(
+                    "echo", config={"configurable": {"tone": "a"}}, context={"tone": "b"}
+                )
+            ),
+            "update both": await detail_of(
+                client.assistants.update(
+                    aid, config={"configurable": {"tone": "a"}}, context={"tone": "a"}
+                )
+            ),
+        }
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    assert ours["create config"] == ({"tone": "warm"}, {"tone": "warm"})
+    assert ours["create context"] == ({"tone": "cool"}, {"tone": "cool"})
+    assert ours["both"][0] == 400
+
+
+async def test_runs_give_the_graph_its_declared_context(both: Any) -> None:
+    """A run's `configurable` is its context too (and the other way round), merged over its
+    assistant's; a graph is given only the keys its context schema declares (a dataclass, a
+    TypedDict), every key when it has none; both at once is a 400."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        async def seen(graph: str, assistant: str | None = None, **kwargs: Any) -> Any:
+            thread = await client.threads.create()
+            state: Any = await client.runs.wait(
+                thread["thread_id"], assistant or graph, input={}, **kwargs
+            )
+            return state.get("seen") if isinstance(state, dict) else state
+
+        extra = {"tone": "warm", "level": 3, "junk": True}
+        answers: dict[str, Any] = {}
+        for graph in ("echo", "echo_typed", "echo_any"):
+            answers[f"{graph} context"] = await seen(graph, context=extra)
+            answers[f"{graph} configurable"] = await seen(graph, config={"configurable": extra})
+            answers[f"{graph} nothing"] = await seen(graph)
+        assistant = await client.assistants.create(
+            "echo_typed", config={"configurable": {"tone": "dry", "junk": 1}}
+        )
+        answers["assistant"] = await seen("echo_typed", assistant["assistant_id"])
+        answers["assistant and run"] = await seen(
+            "echo_typed", assistant["assistant_id"], context={"level": 5}
+        )
+        thread = await client.threads.create()
+        answers["both"] = await detail_of(
+            client.runs.wait(
+                thread["thread_id"],
+                "echo",
+                input={},
+                config={"configurable": {"tone": "a"}},
+                context={"tone": "a"},
+            )
+        )
+        return answers
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    assert ours["echo configurable"] == {"tone": "warm", "level": 3}
+    assert ours["echo_typed context"] == {"tone": "warm", "level": 3}
+    assert ours["echo_any configurable"] == {"tone": "warm", "level": 3, "junk": True}
+    assert ours["both"][0] == 400

@@ -76,13 +76,26 @@ def test_assistant_config_and_context_are_masked_but_the_graph_gets_them(
 ) -> None:
     assistant: dict[str, Any] = client.assistants.create(  # type: ignore[assignment]
         "tell",
-        config={"configurable": {"api_key": "sk-assistant-real", "model": "m-1"}},
-        context={"db_password": "pw-context-real", "nested": [{"access_token": "tok-nested-real"}]},  # type: ignore[dict-item]
+        # Its context mirrors `configurable` (as langgraph-api; both at once is a 400).
+        config={
+            "configurable": {
+                "api_key": "sk-assistant-real",
+                "model": "m-1",
+                "db_password": "pw-context-real",
+                "nested": [{"access_token": "tok-nested-real"}],
+            }
+        },
         metadata={"signing_secret": "sk-assistant-real", "team": "blue"},
         name="masked",
     )
-    assert assistant["config"]["configurable"] == {"api_key": MASK, "model": "m-1"}
-    assert assistant["context"] == {"db_password": MASK, "nested": [{"access_token": MASK}]}
+    shown_config = {
+        "api_key": MASK,
+        "model": "m-1",
+        "db_password": MASK,
+        "nested": [{"access_token": MASK}],
+    }
+    assert assistant["config"]["configurable"] == shown_config
+    assert assistant["context"] == shown_config
     assert assistant["metadata"]["signing_secret"] == MASK
     assert assistant["metadata"]["team"] == "blue"
     assistant_id = assistant["assistant_id"]
@@ -113,14 +126,20 @@ def test_run_config_context_and_metadata_are_masked_in_answers_and_webhooks(
         thread_id,
         "tell",
         input={"question": "?"},
-        config={"configurable": {"openai_api_key": "sk-run-real", "temperature": 0}},
-        context={"Token": "tok-run-real"},
+        # Its context mirrors `configurable` (as langgraph-api; both at once is a 400).
+        config={
+            "configurable": {
+                "openai_api_key": "sk-run-real",
+                "temperature": 0,
+                "Token": "tok-run-real",
+            }
+        },
         metadata={"password": "pw-context-real"},
         webhook=receiver.url,
     )
     assert run["kwargs"]["config"]["configurable"]["openai_api_key"] == MASK
     assert run["kwargs"]["config"]["configurable"]["temperature"] == 0
-    assert run["kwargs"]["context"] == {"Token": MASK}
+    assert run["kwargs"]["context"] == {"openai_api_key": MASK, "temperature": 0, "Token": MASK}
     assert run["metadata"]["password"] == MASK
     client.runs.join(thread_id, run["run_id"])
     (hook,) = receiver.wait_for(1)
@@ -129,7 +148,11 @@ def test_run_config_context_and_metadata_are_masked_in_answers_and_webhooks(
     assert hook["metadata"]["password"] == MASK
     _no_secret(hook, but=("values",))
     assert hook["values"]["told"]["openai_api_key"] == "sk-run-real"  # the graph's
-    assert hook["values"]["context"] == {"Token": "tok-run-real"}
+    assert hook["values"]["context"] == {
+        "openai_api_key": "sk-run-real",
+        "temperature": 0,
+        "Token": "tok-run-real",
+    }
     for shown in (
         run,
         client.runs.get(thread_id, run["run_id"]),

@@ -1,11 +1,13 @@
 """Small graphs that both `langgraph dev` and Switchboard serve in the parity tests: a counter
 with a subgraph and a custom stream event, a graph that naps (for multitask strategies and
-cancels), one that asks a human (an interrupt), a chat whose fake model streams tokens, and the
-store's embed function."""
+cancels), one that asks a human (an interrupt), a chat whose fake model streams tokens, graphs
+that echo the `runtime.context` they are given (a dataclass, a TypedDict and no context schema),
+and the store's embed function."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import math
 import operator
@@ -19,6 +21,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
@@ -116,6 +119,46 @@ def _chat() -> CompiledStateGraph[Any, Any, Any, Any]:
     return builder.compile()
 
 
+class EchoState(TypedDict, total=False):
+    """The context the graph was given."""
+
+    seen: Any
+
+
+@dataclasses.dataclass
+class Tone:
+    """A dataclass context schema (it refuses keys it does not declare)."""
+
+    tone: str = "plain"
+    level: int = 0
+
+
+class TypedTone(TypedDict, total=False):
+    """A TypedDict context schema."""
+
+    tone: str
+    level: int
+
+
+def _seen(context: Any) -> Any:
+    if dataclasses.is_dataclass(context) and not isinstance(context, type):
+        return dataclasses.asdict(context)
+    return context
+
+
+async def echo(state: EchoState, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Say which context the graph was given."""
+    return {"seen": _seen(runtime.context)}
+
+
+def _echo(context_schema: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
+    builder = StateGraph(EchoState, context_schema=context_schema)
+    builder.add_node("echo", echo)
+    builder.add_edge(START, "echo")
+    builder.add_edge("echo", END)
+    return builder.compile()
+
+
 def embed(texts: list[str]) -> list[list[float]]:
     """One unit vector per text: its words hashed into 16 buckets (offline, deterministic)."""
     vectors = []
@@ -132,3 +175,6 @@ counter_graph = _counter()
 sleeper_graph = _sleeper()
 asker_graph = _asker()
 chat_graph = _chat()
+echo_graph = _echo(Tone)
+echo_typed_graph = _echo(TypedTone)
+echo_any_graph = _echo(None)
