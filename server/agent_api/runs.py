@@ -23,7 +23,7 @@ from server.deps import (
     RunServices,
     RunServicesDep,
 )
-from server.runs.context import check_overrides
+from server.runs.context import ContextOverrides, check_overrides
 from server.runs.engine import RunEngine, run_json
 from server.runs.execute import AUTH_CONFIGURABLE
 from server.runs.streaming import validate_stream_modes
@@ -76,6 +76,10 @@ async def runnable_assistant(caller: Caller, db: DatabaseDep, assistant_id: str)
     return await resolve_assistant(db, assistant_id, await runnable_filter(caller, assistant_id))
 
 
+_OVERRIDES = frozenset(ContextOverrides.model_fields)
+"""The keys of a run's context that change Switchboard's own agents (`server.runs.context`)."""
+
+
 async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUID | None) -> Run:
     engine, db, resources, caller = (
         services.engine,
@@ -92,11 +96,14 @@ async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUI
             )
     # As langgraph-api: the run's `config.configurable` and `context` mirror each other (400
     # for both), so a graph reading `runtime.context` sees what a client put in `configurable`.
-    # A context given is checked against Switchboard's agent context here; one mirrored from
-    # `configurable` when the run starts (it keeps the one-round-trip path below).
-    given_context = body.context
+    # A context is checked against Switchboard's agent context here, also one mirrored from a
+    # `configurable` that sets one of its keys (422 naming `config.configurable`); any other
+    # `configurable` keeps the one-round-trip path below.
+    given_context, field = body.context, "context"
     if body.config or body.context:
         body.config, body.context = mirrored(body.config, body.context)
+        if not given_context and body.context and _OVERRIDES.intersection(body.context):
+            given_context, field = body.context, "config.configurable"
     stateless = thread_id is None
     value: dict[str, Any] = {
         "thread_id": thread_id,
@@ -151,7 +158,7 @@ async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUI
                         field=field,
                     )
             if reads_agent_context(graph):
-                check_overrides(given_context)
+                check_overrides(given_context, field=field)
     if body.webhook:
         try:
             await check_webhook_url(body.webhook, policy=webhook_policy(resources.settings))

@@ -421,6 +421,15 @@ async def test_bad_requests_name_the_problem(client: Any, steps: str, server_url
         assert bad_context.status_code == 422
         assert bad_context.json()["field"] == "context"
         assert "teleport" in bad_context.text
+        # The same in `configurable`, which a run mirrors into its context, on a thread too.
+        thread = await client.threads.create()
+        bad_configurable = await http.post(
+            f"/threads/{thread['thread_id']}/runs",
+            json={"assistant_id": "chat", "config": {"configurable": {"tools": ["teleport"]}}},
+        )
+        assert bad_configurable.status_code == 422
+        assert bad_configurable.json()["field"] == "config.configurable"
+        assert "teleport" in bad_configurable.text
         bad_mode = await http.post("/runs", json={"assistant_id": steps, "stream_mode": "nope"})
         assert bad_mode.status_code == 422
         assert "stream_mode" in bad_mode.text
