@@ -162,3 +162,15 @@ def langgraph_dev(config: Path, *, log: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with served_by(command, cwd=config.parent, env=env, log=log, url=url):
         yield url
+
+
+@contextmanager
+def installed(database_url: str, create: str, drop: str) -> Iterator[None]:
+    """Within: what the SQL `create` installs (a trigger, say) is in the database at
+    `database_url`; the SQL `drop` removes it after."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(create)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            conn.execute(drop)  # type: ignore[arg-type]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -19,6 +17,7 @@ from sqlalchemy.exc import DataError
 from server.errors import install_error_handlers
 from tests.integration.helpers import create_user
 from tests.integration.test_runs_events import OVER_LIMIT_BYTES, refusing_over_limit
+from tests.support import installed
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -172,17 +171,6 @@ async def test_a_database_data_error_is_the_clients_422_not_an_outage() -> None:
     assert "unavailable" not in response.text
 
 
-@contextmanager
-def _installed(database_url: str, create: str, drop: str) -> Iterator[None]:
-    """Within: what `create` installs (a trigger) is there; `drop` removes it after."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(create)  # type: ignore[arg-type]
-        try:
-            yield
-        finally:
-            conn.execute(drop)  # type: ignore[arg-type]
-
-
 def test_a_value_over_postgresqls_limits_is_a_413_not_an_outage(
     api: httpx.Client, database_url: str
 ) -> None:
@@ -197,7 +185,7 @@ def test_a_value_over_postgresqls_limits_is_a_413_not_an_outage(
         "octet_length(NEW.metadata::text)",
     )
     drop = "DROP TRIGGER sb_thread_metadata_over_limit ON conversations"
-    with _installed(database_url, install, drop):
+    with installed(database_url, install, drop):
         response = api.post("/threads", json={"metadata": {"note": "x" * OVER_LIMIT_BYTES}})
         small = api.post("/threads", json={"metadata": {"note": "x"}})
     assert response.status_code == 413, response.text
@@ -238,7 +226,7 @@ END $$;
 CREATE TRIGGER {name} BEFORE INSERT ON conversations FOR EACH ROW EXECUTE FUNCTION {name}();
 """
     drop = f"DROP TRIGGER {name} ON conversations; DROP FUNCTION {name}()"
-    with _installed(database_url, install, drop):
+    with installed(database_url, install, drop):
         response = api.post("/threads", json={"metadata": {"sb_raise": state}})
     assert response.status_code == status, response.text
     assert detail in response.json()["detail"]

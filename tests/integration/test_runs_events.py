@@ -225,6 +225,14 @@ async def _giving_up_soon(database: Database, database_url: str) -> AsyncIterato
         await log.aclose()
 
 
+async def _unreachable(log: RunEventLog) -> None:
+    """The database stops answering `log`'s writer: its connection is closed and it reconnects
+    to a port nothing listens on, as while PostgreSQL restarts (`log.url` back ends it)."""
+    log.url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    assert log._write_conn is not None
+    await log._write_conn.close()
+
+
 async def test_the_writer_gives_up_a_batch_it_cannot_store_instead_of_holding_every_run(
     database: Database, database_url: str
 ) -> None:
@@ -232,11 +240,8 @@ async def test_the_writer_gives_up_a_batch_it_cannot_store_instead_of_holding_ev
     async with _giving_up_soon(database, database_url) as log:
         await log.append(run, "values", {"n": 1})
         await log.flush()
-        # The database stops answering the writer (a port nothing listens on, as while
-        # PostgreSQL restarts): the batch is retried for `give_up_s`, then dropped and logged.
-        log.url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-        assert log._write_conn is not None
-        await log._write_conn.close()
+        # The batch is retried for `give_up_s`, then dropped and logged.
+        await _unreachable(log)
         started = time.monotonic()
         await asyncio.wait_for(log.append(run, "end", None), 30)
         assert time.monotonic() - started >= 0.5
@@ -258,9 +263,7 @@ async def test_events_the_writer_gives_up_refuse_their_attempt_as_a_refused_even
     async with _giving_up_soon(database, database_url) as log:
         await log.append(other, "values", {"n": 1})
         await log.flush()
-        log.url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-        assert log._write_conn is not None
-        await log._write_conn.close()
+        await _unreachable(log)
         await log.append(run, "values", {"n": 1})
         await asyncio.wait_for(log.flush(), 30)
         log.url = database_url
@@ -274,8 +277,7 @@ async def test_events_the_writer_gives_up_refuse_their_attempt_as_a_refused_even
         later = RunToken(run.run_id, 2)
         assert log.refusal(later) is None
         # A next attempt of the run (its first's refusal not forgotten yet) is told of its own.
-        log.url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-        await log._write_conn.close()
+        await _unreachable(log)
         await log.append(later, "values", {"n": 2})
         await asyncio.wait_for(log.flush(), 30)
         log.url = database_url

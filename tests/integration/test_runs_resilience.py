@@ -27,7 +27,7 @@ from tests.integration.test_runs_events import (
     on_insert_of,
     refusing_over_limit,
 )
-from tests.support import TEST_GRAPHS, make_settings, running_server, scratch_database
+from tests.support import TEST_GRAPHS, installed, make_settings, running_server, scratch_database
 
 STEPS = ["s1", "s2", "s3", "s4"]
 RUNS = 16
@@ -143,20 +143,9 @@ def test_runs_survive_every_database_connection_being_cut_under_load(
     print(f"connections cut: {cut}; attempts per run: {attempts}")
 
 
-@contextmanager
-def _trigger(database_url: str, create: str, drop: str) -> Iterator[None]:
-    """Within: the trigger `create` makes is installed (`drop` removes it after)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(create)  # type: ignore[arg-type]
-        try:
-            yield
-        finally:
-            conn.execute(drop)  # type: ignore[arg-type]
-
-
 def events_over_limit_refused_sync(database_url: str) -> AbstractContextManager[None]:
     """Within: PostgreSQL refuses to store a run event over `OVER_LIMIT_BYTES`."""
-    return _trigger(database_url, _OVER_LIMIT, "DROP TRIGGER sb_event_over_limit ON run_events")
+    return installed(database_url, _OVER_LIMIT, "DROP TRIGGER sb_event_over_limit ON run_events")
 
 
 @contextmanager
@@ -165,6 +154,20 @@ def embedded_database(folder: Path) -> Iterator[str]:
     with embedded_postgres(folder) as url:
         migrate.upgrade(url)
         yield url
+
+
+def _assert_refused(client: Any, thread: Any, parts: list[Any], *, says: str, hides: str) -> None:
+    """`parts`, the stream of the thread's one run, ends with the `EventRefusedError` that
+    `says` why, in no words of the database's (`hides`); the run is an error, and its replay
+    is the same stream."""
+    assert parts[-1].event == "error"
+    assert parts[-1].data["error"] == "EventRefusedError"
+    assert says in parts[-1].data["message"]
+    assert hides not in parts[-1].data["message"]
+    [run] = client.runs.list(thread["thread_id"])
+    assert run["status"] == "error"
+    replayed = list(client.runs.join_stream(thread["thread_id"], run["run_id"]))
+    assert [p.event for p in replayed] == [p.event for p in parts]
 
 
 def test_runs_survive_the_embedded_postgres_stopping_and_starting_under_load(
@@ -226,15 +229,13 @@ def test_a_run_whose_event_postgresql_refuses_ends_as_an_error_saying_why(
             client.runs.stream(thread["thread_id"], "steps", input={"log": ["in"]}, config=big)
         )
         assert time.monotonic() - started < 20  # not a minute of retries
-        assert parts[-1].event == "error"
-        assert parts[-1].data["error"] == "EventRefusedError"
-        message = parts[-1].data["message"]
-        assert "could not be stored: it is over PostgreSQL's size limits" in message
-        assert "requested length" not in message
-        [run] = client.runs.list(thread["thread_id"])
-        assert run["status"] == "error"
-        replayed = list(client.runs.join_stream(thread["thread_id"], run["run_id"]))
-        assert [p.event for p in replayed] == [p.event for p in parts]
+        _assert_refused(
+            client,
+            thread,
+            parts,
+            says="could not be stored: it is over PostgreSQL's size limits",
+            hides="requested length",
+        )
 
         waited = client.threads.create()
         result = client.runs.wait(
@@ -261,7 +262,7 @@ def test_a_run_whose_events_the_writer_gives_up_ends_as_an_error_not_a_success(
     name = f"sb_on_{uuid.uuid4().hex}"
     stalled = "RAISE EXCEPTION 'stalled on purpose' USING ERRCODE = '55P03';"
     with (
-        _trigger(
+        installed(
             database_url,
             on_insert_of(name, "values", stalled),
             f"DROP TRIGGER {name} ON run_events; DROP FUNCTION {name}(); DROP SEQUENCE {name}",
@@ -276,14 +277,13 @@ def test_a_run_whose_events_the_writer_gives_up_ends_as_an_error_not_a_success(
         thread = client.threads.create()
         parts = list(client.runs.stream(thread["thread_id"], "steps", input={"log": ["in"]}))
         assert [p.event for p in parts] == ["metadata", "error"]
-        assert parts[-1].data["error"] == "EventRefusedError"
-        message = parts[-1].data["message"]
-        assert "could not be stored: the database could not be reached for 0.5 s" in message
-        assert "stalled on purpose" not in message
-        [run] = client.runs.list(thread["thread_id"])
-        assert run["status"] == "error"
-        replayed = list(client.runs.join_stream(thread["thread_id"], run["run_id"]))
-        assert [p.event for p in replayed] == ["metadata", "error"]
+        _assert_refused(
+            client,
+            thread,
+            parts,
+            says="could not be stored: the database could not be reached for 0.5 s",
+            hides="stalled on purpose",
+        )
 
 
 # PostgreSQL refusing a thread's values over 64 KiB as it refuses ones over JSONB's 256 MiB
@@ -298,7 +298,7 @@ _VALUES_OVER_LIMIT = refusing_over_limit(
 
 def thread_values_over_limit_refused(database_url: str) -> AbstractContextManager[None]:
     """Within: PostgreSQL refuses to store a thread's values over `OVER_LIMIT_BYTES`."""
-    return _trigger(
+    return installed(
         database_url, _VALUES_OVER_LIMIT, "DROP TRIGGER sb_values_over_limit ON conversations"
     )
 
@@ -425,7 +425,7 @@ CREATE TRIGGER {name} BEFORE UPDATE ON conversations FOR EACH ROW EXECUTE FUNCTI
         db_statement_timeout_s=0.5,
     )
     drop = f"DROP TRIGGER {name} ON conversations; DROP FUNCTION {name}()"
-    with _trigger(database_url, install, drop), running_server(settings) as base:
+    with installed(database_url, install, drop), running_server(settings) as base:
         client: Any = get_sync_client(url=base)
         thread = client.threads.create()
         thread_id = thread["thread_id"]

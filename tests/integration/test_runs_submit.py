@@ -238,6 +238,22 @@ async def test_chat_turns_and_claims_while_no_other_process_listens_commit_no_no
                 assert [p for p in told if p.startswith("new") or p in conversations] == []
 
 
+async def _behind_a_sleeper(
+    client: Any, thread_id: str, strategy: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A sleeper run on the thread, then a counter run sent with multitask `strategy` while it
+    runs; the counter's run ended as it should within 10 s. Both runs."""
+    first = await client.runs.create(thread_id, "sleeper", input={"count": 0})
+    await asyncio.sleep(0.5)
+    second = await client.runs.create(
+        thread_id, "counter", input={"count": 1}, multitask_strategy=strategy
+    )
+    async with asyncio.timeout(10):
+        values = await client.runs.join(thread_id, second["run_id"])
+    assert values["count"] == 112
+    return first, second
+
+
 async def test_a_run_submitted_on_a_busy_thread_while_alone_commits_no_notify(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -246,14 +262,7 @@ async def test_a_run_submitted_on_a_busy_thread_while_alone_commits_no_notify(
     run all the same: the cancel and the wake-up are this process's own."""
     channels = (RUNS_CHANNEL, THREAD_CHANNEL)
     async with _alone(database_url, tmp_path, *channels) as (client, thread_id, conn):
-        first = await client.runs.create(thread_id, "sleeper", input={"count": 0})
-        await asyncio.sleep(0.5)
-        second = await client.runs.create(
-            thread_id, "counter", input={"count": 1}, multitask_strategy="interrupt"
-        )
-        async with asyncio.timeout(10):
-            values = await client.runs.join(thread_id, second["run_id"])
-        assert values["count"] == 112
+        first, _ = await _behind_a_sleeper(client, thread_id, "interrupt")
         assert (await client.runs.get(thread_id, first["run_id"]))["status"] == "interrupted"
         told = await _told(conn)
         # Nor does the interrupted run's finish ("new freed": another run of its thread waits).
@@ -393,14 +402,7 @@ async def test_a_run_queued_behind_one_rolled_back_starts_at_once_while_alone(
     long before the dispatcher's poll (30 s): nothing NOTIFYs "new" for it alone, so the
     process that deleted the run wakes its own dispatcher."""
     async with _alone(database_url, tmp_path, RUNS_CHANNEL) as (client, thread_id, conn):
-        await client.runs.create(thread_id, "sleeper", input={"count": 0})
-        await asyncio.sleep(0.5)
-        second = await client.runs.create(
-            thread_id, "counter", input={"count": 1}, multitask_strategy="rollback"
-        )
-        async with asyncio.timeout(10):
-            values = await client.runs.join(thread_id, second["run_id"])
-        assert values["count"] == 112
+        _, second = await _behind_a_sleeper(client, thread_id, "rollback")
         assert [r["run_id"] for r in await client.runs.list(thread_id)] == [second["run_id"]]
         assert await _told(conn) == []
 

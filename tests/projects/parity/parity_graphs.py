@@ -20,7 +20,6 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 from typing_extensions import TypedDict
@@ -49,23 +48,15 @@ async def finish(state: CountState) -> dict[str, Any]:
     return {"count": state.get("count", 0) + 100, "log": ["finish"]}
 
 
-def _inner() -> CompiledStateGraph[Any, Any, Any, Any]:
-    builder = StateGraph(CountState)
-    builder.add_node("inner_step", inner_step)
-    builder.add_edge(START, "inner_step")
-    builder.add_edge("inner_step", END)
-    return builder.compile()
-
-
-def _counter() -> CompiledStateGraph[Any, Any, Any, Any]:
-    builder = StateGraph(CountState)
-    builder.add_node("start", start)
-    builder.add_node("child", _inner())
-    builder.add_node("finish", finish)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "child")
-    builder.add_edge("child", "finish")
-    builder.add_edge("finish", END)
+def _line(state: Any, *nodes: tuple[str, Any], context_schema: Any = None) -> Any:
+    """A graph of `state` running `nodes` (name, node) one after the other."""
+    builder = StateGraph(state, context_schema=context_schema)
+    previous = START
+    for name, node in nodes:
+        builder.add_node(name, node)
+        builder.add_edge(previous, name)
+        previous = name
+    builder.add_edge(previous, END)
     return builder.compile()
 
 
@@ -75,28 +66,10 @@ async def nap(state: CountState) -> dict[str, Any]:
     return {"log": ["nap"]}
 
 
-def _sleeper() -> CompiledStateGraph[Any, Any, Any, Any]:
-    builder = StateGraph(CountState)
-    builder.add_node("nap", nap)
-    builder.add_edge(START, "nap")
-    builder.add_edge("nap", END)
-    return builder.compile()
-
-
 async def ask(state: CountState) -> dict[str, Any]:
     """Ask a human for a number and add it."""
     answer = interrupt({"question": "how many?"})
     return {"count": state.get("count", 0) + int(answer), "log": ["ask"]}
-
-
-def _asker() -> CompiledStateGraph[Any, Any, Any, Any]:
-    builder = StateGraph(CountState)
-    builder.add_node("start", start)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "start")
-    builder.add_edge("start", "ask")
-    builder.add_edge("ask", END)
-    return builder.compile()
 
 
 class ChatState(TypedDict, total=False):
@@ -109,14 +82,6 @@ async def reply(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
     """Answer with a fake chat model that streams its reply word by word."""
     model = GenericFakeChatModel(messages=iter([AIMessage(content="hello there, friend")]))
     return {"messages": [await model.ainvoke(state.get("messages", []), config)]}
-
-
-def _chat() -> CompiledStateGraph[Any, Any, Any, Any]:
-    builder = StateGraph(ChatState)
-    builder.add_node("reply", reply)
-    builder.add_edge(START, "reply")
-    builder.add_edge("reply", END)
-    return builder.compile()
 
 
 class EchoState(TypedDict, total=False):
@@ -151,14 +116,6 @@ async def echo(state: EchoState, runtime: Runtime[Any]) -> dict[str, Any]:
     return {"seen": _seen(runtime.context)}
 
 
-def _echo(context_schema: Any) -> CompiledStateGraph[Any, Any, Any, Any]:
-    builder = StateGraph(EchoState, context_schema=context_schema)
-    builder.add_node("echo", echo)
-    builder.add_edge(START, "echo")
-    builder.add_edge("echo", END)
-    return builder.compile()
-
-
 def embed(texts: list[str]) -> list[list[float]]:
     """One unit vector per text: its words hashed into 16 buckets (offline, deterministic)."""
     vectors = []
@@ -171,10 +128,15 @@ def embed(texts: list[str]) -> list[list[float]]:
     return vectors
 
 
-counter_graph = _counter()
-sleeper_graph = _sleeper()
-asker_graph = _asker()
-chat_graph = _chat()
-echo_graph = _echo(Tone)
-echo_typed_graph = _echo(TypedTone)
-echo_any_graph = _echo(None)
+counter_graph = _line(
+    CountState,
+    ("start", start),
+    ("child", _line(CountState, ("inner_step", inner_step))),
+    ("finish", finish),
+)
+sleeper_graph = _line(CountState, ("nap", nap))
+asker_graph = _line(CountState, ("start", start), ("ask", ask))
+chat_graph = _line(ChatState, ("reply", reply))
+echo_graph = _line(EchoState, ("echo", echo), context_schema=Tone)
+echo_typed_graph = _line(EchoState, ("echo", echo), context_schema=TypedTone)
+echo_any_graph = _line(EchoState, ("echo", echo))
