@@ -371,6 +371,8 @@ MATRIX: tuple[Cell, ...] = (
          body=lambda ids: {"checkpoint": {"checkpoint_id": ids["checkpoint_id"]}}),
     Cell("threads: state by checkpoint id", "GET", "/threads/{thread_id}/state/{checkpoint_id}"),
     Cell("threads: history", "POST", "/threads/{thread_id}/history", body=lambda ids: {}),
+    Cell("threads: history by GET", "GET", "/threads/{thread_id}/history",
+         query=lambda ids: {"limit": "5"}),
     Cell("threads: join the thread's stream", "GET", "/threads/{thread_id}/stream",
          query=lambda ids: {"stream_modes": "lifecycle"}),
     # -- store ---------------------------------------------------------------------------------
@@ -421,7 +423,8 @@ READS = {
     "runs: read", "runs: join", "runs: join the stream", "assistants: read", "assistants: graph",
     "assistants: schemas", "assistants: subgraphs", "assistants: subgraphs in",
     "assistants: versions", "threads: read", "threads: state", "threads: state at a checkpoint",
-    "threads: state by checkpoint id", "threads: history", "crons: read", "store: get",
+    "threads: state by checkpoint id", "threads: history", "threads: history by GET",
+    "crons: read", "store: get",
     "store: search alice's namespace", "store: alice's namespaces", "a2a: alice's agent card",
 }  # fmt: skip
 
