@@ -58,13 +58,25 @@ def check_overrides(layer: Mapping[str, Any] | None, *, field: str = "context") 
     _overrides(layer, field=field)
 
 
-def _overrides(layer: Mapping[str, Any] | None, *, field: str) -> dict[str, Any]:
+def _problems(error: ValidationError, field: str) -> str:
+    """Each of `error`'s problems as `field.key: what is wrong` (pydantic's words, without
+    its model's name and links)."""
+    problems = []
+    for problem in error.errors(include_url=False, include_input=False):
+        where = ".".join([field, *(str(part) for part in problem["loc"])])
+        problems.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def _overrides(layer: Mapping[str, Any] | None, *, field: str, whose: str = "") -> dict[str, Any]:
+    """`layer`'s agent context keys; an `InvalidInputError` naming `field` and each bad key
+    (after `whose`, the layer's owner) when one has a value Switchboard's graphs refuse."""
     if not layer:
         return {}
     try:
         values = ContextOverrides.model_validate(layer).model_dump(exclude_none=True)
     except ValidationError as error:
-        raise InvalidInputError(f"{field}: {error}", field=field) from error
+        raise InvalidInputError(f"{whose}{_problems(error, field)}", field=field) from error
     for key in ("tools", "collections"):
         if key in values:
             values[key] = tuple(values[key])
@@ -185,7 +197,10 @@ def agent_context(
         raise ConflictError(
             f"agent {agent.id} has an invalid config: {error}", field="config"
         ) from error
-    for layer in (configured, _overrides(agent.context, field="context")):
+    # As langgraph-api, an assistant's context is not checked against its graph when it is
+    # created or changed: a value refused here fails each run of it, naming whose it is.
+    assistant = _overrides(agent.context, field="context", whose=f"assistant {agent.id}: ")
+    for layer in (configured, assistant):
         context = dataclasses.replace(context, **layer)
     context = dataclasses.replace(context, **_overrides(run_context, field="context"))
     if disabled_tools:

@@ -810,3 +810,31 @@ async def test_a_run_started_at_creation_takes_the_assistant_its_request_read(
     assert again["log"][-len(STEPS) :] == STEPS
     assert any("INSERT INTO runs" in s for s in statements)  # the recorder saw the request
     assert not [s for s in statements if "JOIN conversations ON true" in s]
+
+
+async def test_an_assistants_bad_context_fails_its_run_naming_the_field(client: Any) -> None:
+    """As langgraph-api, an assistant's `context` is not checked against its graph when it is
+    created or changed; a value Switchboard's agent graphs refuse fails each run of it when it
+    starts, as an error naming the assistant, `context.<key>` and the problem, in plain words."""
+    assistant = await client.assistants.create("chat", context={"tools": ["teleport"]})
+    aid = assistant["assistant_id"]
+    await client.assistants.update(aid, context={"tools": ["teleport"], "max_steps": 0})
+    thread = await client.threads.create()
+    chunks = [
+        chunk
+        async for chunk in client.runs.stream(thread["thread_id"], aid, input={"messages": []})
+    ]
+    assert [chunk.event for chunk in chunks] == ["metadata", "error"]
+    message = chunks[-1].data["message"]
+    assert message.startswith(f"assistant {aid}: context.tools: unknown tools ['teleport']")
+    assert "; context.max_steps: Input should be greater than or equal to 1" in message
+    assert "ContextOverrides" not in message
+    assert "pydantic" not in message
+    (run,) = await client.runs.list(thread["thread_id"])
+    assert run["status"] == "error"
+    # A run's own context is refused at creation, in the same words (422 naming it).
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        await client.runs.create(thread["thread_id"], "chat", context={"max_steps": 0})
+    assert refused.value.response.status_code == 422
+    assert refused.value.response.json()["field"] == "context"
+    assert "context.max_steps: Input should be" in refused.value.response.text
