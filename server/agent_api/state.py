@@ -40,12 +40,16 @@ def search_page(
     offset: int,
     to_json: Callable[[T], dict[str, Any]],
     select: Sequence[str] | None,
+    added: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """A search's rows as JSON (only the `select`ed fields), with the pagination headers set."""
+    """A search's rows as JSON (only the `select`ed fields, then what `added` makes of each
+    whole item: a thread search's `extracted`), with the pagination headers set."""
     set_pagination_headers(response, offset=offset, count=len(rows), more=more)
-    items = [to_json(row) for row in rows]
-    if select:
-        items = [{k: v for k, v in item.items() if k in select} for item in items]
+    items = []
+    for row in rows:
+        whole = to_json(row)
+        item = {k: v for k, v in whole.items() if k in select} if select else whole
+        items.append(item if added is None else {**item, **added(whole)})
     return items
 
 

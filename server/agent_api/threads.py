@@ -294,21 +294,21 @@ async def search_threads(
         sort_order=body.sort_order,
         access=access,
     )
-    if not body.extract:
-        return search_page(
-            response, rows, more=more, offset=body.offset, to_json=thread_json, select=body.select
-        )
-    shown = []
-    for thread in search_page(
-        response, rows, more=more, offset=body.offset, to_json=thread_json, select=None
-    ):
-        item = {k: v for k, v in thread.items() if not body.select or k in body.select}
+
+    def extracted(thread: dict[str, Any]) -> dict[str, Any]:
         data = jsonable_encoder(thread)
-        item["extracted"] = {
-            alias: extract_path_value(data, path) for alias, path in body.extract.items()
-        }
-        shown.append(item)
-    return shown
+        return {"extracted": {alias: extract_path_value(data, path) for alias, path in extract}}
+
+    extract = list((body.extract or {}).items())
+    return search_page(
+        response,
+        rows,
+        more=more,
+        offset=body.offset,
+        to_json=thread_json,
+        select=body.select,
+        added=extracted if extract else None,
+    )
 
 
 @router.post("/count")
