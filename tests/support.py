@@ -154,7 +154,12 @@ def langgraph_dev(config: Path, *, log: Path) -> Iterator[str]:
     from the project folder as its users run it (graph paths are relative to the working
     directory there); its `.langgraph_api/` state folder is git-ignored."""
     port = free_port()
-    env = {**os.environ, "LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
+    env = {
+        **os.environ,
+        "LANGSMITH_TRACING": "false",
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "CRON_SCHEDULER_SLEEP_TIME": "1",  # its crons fire within a second or so (5 s by default)
+    }
     command = [
         str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--port", str(port),
         "--config", str(config),

@@ -1,12 +1,13 @@
-"""`config.configurable` and `context` kept as one, as langgraph-api keeps them: an assistant's
-or a run's request may give either (not both); the other is filled in from it (a graph is given
-only the context keys its schema declares: `server.runs.schema_context`)."""
+"""`config.configurable` and `context` kept as one, as langgraph-api keeps them: an assistant's,
+a run's or a cron's request may give either (not both); the other is filled in from it (a graph
+is given only the context keys its schema declares: `server.runs.schema_context`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from server.runs.schema_context import CONTEXT_GIVEN
 from stores.errors import InvalidInputError
 
 # langgraph-api's own words (and status, 400) for a request that gives both.
@@ -14,6 +15,13 @@ BOTH = (
     "Cannot specify both configurable and context. Prefer setting context alone. Context was "
     "introduced in LangGraph 0.6.0 and is the long term planned replacement for configurable."
 )
+
+
+def refuse_both(config: Mapping[str, Any] | None, context: Mapping[str, Any] | None) -> None:
+    """A 400 naming `context` (langgraph-api's words) when both `config.configurable` and
+    `context` are non-empty, whatever their content."""
+    if context and (config or {}).get("configurable"):
+        raise InvalidInputError(BOTH, field="context", status=400)
 
 
 def mirrored(
@@ -25,10 +33,21 @@ def mirrored(
     (not given) stays None unless `configurable` fills it."""
     config = dict(config or {})
     configurable = config.get("configurable")
-    if configurable and context:
-        raise InvalidInputError(BOTH, field="context", status=400)
+    refuse_both(config, context)
     if configurable and isinstance(configurable, Mapping):
         return config, dict(configurable)
     if context:
         config["configurable"] = dict(context)
     return config, None if context is None else dict(context)
+
+
+def run_mirrored(
+    config: Mapping[str, Any] | None, context: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """`mirrored` for a run's request (a client's or a cron's firing): a `configurable`
+    mirrored from a given context is marked `CONTEXT_GIVEN`, as langgraph-api marks it: when
+    the run starts, the keys the graph's context schema drops leave it too."""
+    config, context_out = mirrored(config, context)
+    if context:
+        config["configurable"][CONTEXT_GIVEN] = True
+    return config, context_out

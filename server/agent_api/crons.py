@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
+from server.agent_api.configurable import refuse_both, run_mirrored
 from server.agent_api.state import set_pagination_headers
 from server.agent_api.threads import thread_access
 from server.auth.caller import Caller, CallerDep
@@ -101,6 +102,9 @@ async def _create(
 ) -> dict[str, Any]:
     db = resources.database
     settings = resources.settings
+    # Its runs mirror `config.configurable` and `context` (as a run's request does): both is
+    # the 400 a run answers, where langgraph-api keeps the cron and refuses each of its runs.
+    refuse_both(body.config, body.context)
     sent = body.model_dump(include=set(RUN_PAYLOAD_FIELDS), exclude_none=True, mode="json")
     value: dict[str, Any] = {
         "payload": sent,
@@ -244,6 +248,8 @@ async def update_cron(
         changes["timezone"] = "UTC"
     if body.metadata is not None:
         changes["metadata"] = body.metadata
+    # A new context replaces the payload's `configurable` and the other way round (both: 400).
+    refuse_both(body.config, body.context)
     payload_changes = body.model_dump(
         include=set(RUN_PAYLOAD_FIELDS) & sent, exclude_none=True, mode="json"
     )
@@ -284,7 +290,8 @@ async def submit_cron_run(
 
     A thread cron runs on its thread with the cron's multitask strategy; a stateless cron runs
     on a new temporary thread, deleted after the run unless `on_run_completed` is `keep`. The
-    run's metadata is the cron's metadata, then the payload's, plus `cron_id`.
+    run's metadata is the cron's metadata, then the payload's, plus `cron_id`; its
+    `config.configurable` and context mirror each other, and hold `cron_id` as there.
     """
     payload = dict(cron.payload)
     payload["assistant_id"] = str(cron.assistant_id)
@@ -292,6 +299,13 @@ async def submit_cron_run(
     if stateless:
         payload["on_completion"] = "keep" if cron.on_run_completed == "keep" else "delete"
     body = RunCreate.model_validate(payload)
+    # As langgraph-api's runs of a cron: its `configurable` (with `cron_id`) or its context is
+    # the run's context and `configurable` both (a payload with both is refused, as a run's).
+    config = dict(body.config or {})
+    if not body.context:
+        config["configurable"] = {**(config.get("configurable") or {}), "cron_id": str(cron.id)}
+    body.config, body.context = run_mirrored(config, body.context)
+    body.config["configurable"]["cron_id"] = str(cron.id)
     caller = Caller.of_run(cron.auth, authorizer)
     value: dict[str, Any] = {
         "thread_id": cron.thread_id,

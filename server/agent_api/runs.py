@@ -11,7 +11,7 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from nodes.context import reads_agent_context
-from server.agent_api.configurable import mirrored
+from server.agent_api.configurable import run_mirrored
 from server.agent_api.threads import thread_access
 from server.auth.caller import Caller, CallerDep
 from server.auth.limits import run_creator
@@ -101,7 +101,7 @@ async def _submit(body: RunCreate, services: RunServices, *, thread_id: uuid.UUI
     # `configurable` keeps the one-round-trip path below.
     given_context, field = body.context, "context"
     if body.config or body.context:
-        body.config, body.context = mirrored(body.config, body.context)
+        body.config, body.context = run_mirrored(body.config, body.context)
         if not given_context and body.context and _OVERRIDES.intersection(body.context):
             given_context, field = body.context, "config.configurable"
     stateless = thread_id is None

@@ -28,7 +28,7 @@ from server.runs.admission import RunAdmission
 from server.runs.context import ContextServices, agent_context
 from server.runs.events import EventRefusedError, RunEventLog
 from server.runs.queue import Attempt, CancelAction, RunQueue, cancel_action
-from server.runs.schema_context import schema_context
+from server.runs.schema_context import CONTEXT_GIVEN, drop_undeclared, schema_context
 from server.runs.streaming import error_data, stream_graph, to_jsonable
 from server.runs.webhooks import send_webhook, webhook_payload, webhook_policy
 from server.telemetry.runs import RunTelemetry, observed_run
@@ -146,6 +146,7 @@ class _Prepared:
     run_context: dict[str, Any] = field(default_factory=dict)  # the assistant's and the run's
     context: AgentContext | None = None  # the agent context, for graphs that read one
     temporary: bool = False
+    context_given: bool = False  # its `configurable` mirrors the context its client gave
     preloaded: bool = False  # agent (and thread, if not None) given by the run's creator
     fresh: bool = False  # its creator found the thread without any checkpoint
     started: float = field(default_factory=time.perf_counter)
@@ -419,6 +420,7 @@ class RunExecutor:
         config = merge_config(agent.config, kwargs.get("config"))
         configurable = dict(config.get("configurable") or {})
         configurable.update(thread_id=str(thread_id), checkpoint_ns="")
+        prepared.context_given = bool(configurable.pop(CONTEXT_GIVEN, False))
         for key in AUTH_CONFIGURABLE:
             configurable.pop(key, None)
         creator = run_creator(run)
@@ -454,8 +456,12 @@ class RunExecutor:
         context: Any = prepared.run_context
         if not reads_agent_context(graph):
             # Only the keys the graph's context schema declares, as langgraph-api passes them
-            # (a dataclass schema would refuse the others, a mirrored `configurable` among them).
-            context = schema_context(graph, context)
+            # (a dataclass schema would refuse the others, a mirrored `configurable` among them);
+            # they leave a `configurable` mirrored from a context the client gave, as there.
+            kept = schema_context(graph, context)
+            if prepared.context_given and kept is not context:
+                drop_undeclared(config["configurable"], context, kept)
+            context = kept
         else:
             creator = run_creator(run)
             if prepared.thread is None and creator is None:  # preloaded without it

@@ -8,6 +8,10 @@ from typing import Any
 
 _DECLARED: dict[Any, frozenset[str] | None] = {}
 
+CONTEXT_GIVEN = "__context_provided__"
+"""The mark of a run's `configurable` mirrored from the context its client gave (langgraph-api's
+own, which a run's kwargs show there too); taken out before the graph sees its config."""
+
 
 def declared_keys(graph: Any) -> frozenset[str] | None:
     """The context keys `graph`'s context schema declares (the properties of its JSON schema,
@@ -43,3 +47,14 @@ def schema_context(graph: Any, context: Mapping[str, Any] | None) -> Any:
     if keys is None:
         return context
     return {key: value for key, value in context.items() if key in keys}
+
+
+def drop_undeclared(
+    configurable: dict[str, Any], context: Mapping[str, Any], kept: Mapping[str, Any]
+) -> None:
+    """As langgraph-api, for a run whose client gave its context: the keys the graph's context
+    schema dropped leave the run's (mirrored) `configurable` too, where they still hold the
+    context's value. A run given `configurable` keeps all of it there."""
+    for key in context.keys() - kept.keys():
+        if configurable.get(key) == context[key]:
+            configurable.pop(key, None)

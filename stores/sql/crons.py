@@ -256,6 +256,28 @@ async def count_crons(
         return int(await session.scalar(stmt) or 0)
 
 
+def merged_payload(payload: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`changes` over a cron's run payload, key by key as langgraph-api merges them, except that
+    a new non-empty `context` replaces the payload's `config.configurable` and a new non-empty
+    `config.configurable` its `context`: they are one (each run mirrors them), and a payload
+    holding both would have every run it starts refused."""
+    merged = {**payload, **changes}
+    configurable = (changes.get("config") or {}).get("configurable")
+    if (
+        changes.get("context")
+        and not configurable
+        and (merged.get("config") or {}).get("configurable")
+    ):
+        config = {k: v for k, v in merged["config"].items() if k != "configurable"}
+        if config:
+            merged["config"] = config
+        else:
+            del merged["config"]
+    elif configurable and not changes.get("context"):
+        merged.pop("context", None)
+    return merged
+
+
 async def update_cron(
     db: Database,
     cron_id: uuid.UUID,
@@ -282,7 +304,7 @@ async def update_cron(
         if "on_run_completed" in changes:
             row.on_run_completed = changes["on_run_completed"]
         if payload_changes:
-            row.payload = {**row.payload, **payload_changes}
+            row.payload = merged_payload(row.payload, payload_changes)
         row.next_run_date = _first_run(
             row.schedule,
             row.timezone,

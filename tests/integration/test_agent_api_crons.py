@@ -143,6 +143,83 @@ def test_unknown_ids_get_404(client: SyncLangGraphClient) -> None:
         assert error.value.response.status_code == 404
 
 
+def test_a_cron_given_configurable_and_context_gets_400_naming_context(
+    client: SyncLangGraphClient, cron_server: str
+) -> None:
+    """As a run's request (each of its runs would be refused): on create, thread or stateless,
+    and on update."""
+    thread = client.threads.create()
+    both: Any = {"config": {"configurable": {"tone": "a"}}, "context": {"tone": "a"}}
+    for path in ("/runs/crons", f"/threads/{thread['thread_id']}/runs/crons"):
+        refused = httpx.post(
+            cron_server + path, json={"assistant_id": "chat", "schedule": "0 0 1 1 *", **both}
+        )
+        assert (refused.status_code, refused.json()["field"]) == (400, "context")
+    cron: Any = client.crons.create("chat", schedule="0 0 1 1 *")
+    with pytest.raises(httpx.HTTPStatusError) as error:
+        client.crons.update(cron["cron_id"], **both)
+    status, body = _status_and_body(error.value)
+    assert (status, body["field"]) == (400, "context")
+    assert client.crons.search(thread_id=thread["thread_id"]) == []
+    client.crons.delete(cron["cron_id"])
+
+
+def test_a_crons_new_context_replaces_its_configurable_and_the_other_way_round(
+    client: SyncLangGraphClient,
+) -> None:
+    """An update's non-empty context or `config.configurable` is the one the runs get: the
+    other leaves the payload (the rest of its `config` stays), so that no run is refused."""
+    cron: Any = client.crons.create(
+        "chat", schedule="0 0 1 1 *", config={"configurable": {"tone": "a"}, "tags": ["t"]}
+    )
+    by_context: Any = client.crons.update(cron["cron_id"], context={"tone": "b"})
+    assert by_context["payload"]["config"] == {"tags": ["t"]}
+    assert by_context["payload"]["context"] == {"tone": "b"}
+    by_config: Any = client.crons.update(cron["cron_id"], config={"configurable": {"tone": "c"}})
+    assert by_config["payload"]["config"] == {"configurable": {"tone": "c"}}
+    assert "context" not in by_config["payload"]
+    bare: Any = client.crons.create(
+        "chat", schedule="0 0 1 1 *", config={"configurable": {"tone": "a"}}
+    )
+    only_context: Any = client.crons.update(bare["cron_id"], context={"tone": "b"})
+    assert "config" not in only_context["payload"]
+    for made in (cron, bare):
+        client.crons.delete(made["cron_id"])
+
+
+@pytest.mark.parametrize("given", ["configurable", "context"])
+def test_a_crons_runs_mirror_its_configurable_and_context(
+    client: SyncLangGraphClient, given: str
+) -> None:
+    """Each run a cron starts has its payload's `configurable` (with `cron_id`) or context as
+    both, as a run's request and langgraph-api's cron runs have; a given context is marked
+    (its graph's undeclared keys leave `configurable` when the run starts)."""
+    thread = client.threads.create()
+    values = {**RUN_CONTEXT, "tone": "warm"}
+    sent: Any = {"config": {"configurable": values}} if given == "configurable" else {
+        "context": values
+    }  # fmt: skip
+    cron: Any = client.crons.create_for_thread(
+        thread["thread_id"], "chat", schedule="* * * * * */1", input=RUN_INPUT, **sent
+    )
+    deadline = time.monotonic() + 20
+    try:
+        while not (runs := client.runs.list(thread["thread_id"])) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        client.crons.delete(cron["cron_id"])
+    run: Any = runs[-1]
+    kwargs = run["kwargs"]
+    cron_id = cron["cron_id"]
+    configurable = kwargs["config"]["configurable"]
+    if given == "configurable":
+        assert kwargs["context"] == {**values, "cron_id": cron_id}
+        assert configurable == {**values, "cron_id": cron_id}
+    else:
+        assert kwargs["context"] == values
+        assert configurable == {**values, "cron_id": cron_id, "__context_provided__": True}
+
+
 def test_thread_cron_fires_runs_and_each_run_calls_the_webhook(
     client: SyncLangGraphClient, receiver: WebhookReceiver
 ) -> None:

@@ -23,6 +23,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from server.agent_api.configurable import BOTH
 from tests.support import LANGGRAPH, ROOT, langgraph_dev, make_settings, running_server
 
 PROJECT = ROOT / "tests" / "projects" / "parity" / "langgraph.json"
@@ -47,7 +48,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def switchboard(project: Path, database_url: str, data_dir: Path) -> Iterator[str]:
     """Switchboard serving the parity project."""
     settings = make_settings(
-        database_url, data_dir, migrate_on_start=False, langgraph_config=project
+        database_url,
+        data_dir,
+        migrate_on_start=False,
+        langgraph_config=project,
+        cron_poll_interval_s=0.2,  # crons fire about as soon as langgraph dev's
+        cron_min_interval_s=1,
     )
     with running_server(settings) as url:
         yield url
@@ -575,3 +581,153 @@ async def test_runs_give_the_graph_its_declared_context(both: Any) -> None:
     assert ours["echo_typed context"] == {"tone": "warm", "level": 3}
     assert ours["echo_any configurable"] == {"tone": "warm", "level": 3, "junk": True}
     assert ours["both"][0] == 400
+
+
+CLIENT_KEYS = ("tone", "level", "junk", "cron_id")  # the parity project's echo reports these
+
+
+def _client_keys(values: Any, cron_id: str | None = None) -> Any:
+    """The client's keys of each mapping in an echo graph's `values` (a cron's id as <cron>)."""
+    return {
+        name: {
+            key: "<cron>" if value == cron_id else value
+            for key, value in (shown or {}).items()
+            if key in CLIENT_KEYS
+        }
+        for name, shown in (values or {}).items()
+    }
+
+
+async def test_a_given_context_drops_its_undeclared_keys_from_configurable(both: Any) -> None:
+    """A run given `context` has the keys its graph's context schema drops taken out of its
+    mirrored `configurable` too (the graph's config, the checkpoint's metadata); a run given
+    `configurable` keeps all of them there."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        async def configured(graph: str, **kwargs: Any) -> Any:
+            thread = await client.threads.create()
+            values: Any = await client.runs.wait(thread["thread_id"], graph, input={}, **kwargs)
+            metadata: Any = (await client.threads.get_state(thread["thread_id"]))["metadata"]
+            return values["configured"], {k: metadata[k] for k in CLIENT_KEYS if k in metadata}
+
+        extra = {"tone": "warm", "level": 3, "junk": True}
+        answers: dict[str, Any] = {}
+        for graph in ("echo", "echo_typed", "echo_any"):
+            answers[f"{graph} context"] = await configured(graph, context=extra)
+            answers[f"{graph} configurable"] = await configured(
+                graph, config={"configurable": extra}
+            )
+        assistant = await client.assistants.create(
+            "echo", config={"configurable": {"tone": "dry", "junk": 1}}
+        )
+        answers["assistant and run context"] = await configured(
+            assistant["assistant_id"], context={"level": 5, "junk": 1}
+        )
+        answers["assistant and run configurable"] = await configured(
+            assistant["assistant_id"], config={"configurable": {"level": 5}}
+        )
+        return answers
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    kept = {"tone": "warm", "level": 3}
+    assert ours["echo context"] == (kept, kept)
+    assert ours["echo configurable"] == ({**kept, "junk": True},) * 2
+    assert ours["echo_any context"] == ({**kept, "junk": True},) * 2
+    assert ours["assistant and run context"] == ({"tone": "dry", "level": 5},) * 2
+
+
+async def test_crons_runs_mirror_configurable_and_context(both: Any) -> None:
+    """A cron's payload keeps `config` and `context` as given; each run it starts has its
+    `configurable` (with `cron_id`) or its context as both, its graph given the declared keys.
+    A cron given both: langgraph dev keeps it and refuses each of its runs (logged, never
+    run), Switchboard answers the 400 a run gets, naming `context`."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        extra = {"tone": "warm", "level": 3, "junk": True}
+        kinds: dict[str, Any] = {
+            "context": {"context": extra},
+            "configurable": {"config": {"configurable": extra, "tags": ["t"]}},
+            "nothing": {},
+        }
+        crons: dict[str, tuple[str, str]] = {}
+        answers: dict[str, Any] = {}
+        for graph in ("echo", "echo_any"):
+            for kind, kwargs in kinds.items():
+                thread = await client.threads.create()
+                cron: Any = await client.crons.create_for_thread(
+                    thread["thread_id"], graph, schedule="* * * * * */1", input={}, **kwargs
+                )
+                payload = cron["payload"]
+                configurable = dict((payload.get("config") or {}).get("configurable") or {})
+                configurable.pop("cron_id", None)  # langgraph dev's payload shows its id
+                answers[f"{graph} {kind} payload"] = (configurable, payload.get("context"))
+                crons[f"{graph} {kind}"] = (thread["thread_id"], cron["cron_id"])
+        thread = await client.threads.create()
+        answers["both"] = await detail_of(
+            client.crons.create_for_thread(
+                thread["thread_id"],
+                "echo",
+                schedule="* * * * * */1",
+                config={"configurable": {"tone": "a"}},
+                context={"tone": "b"},
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        for name, (thread_id, cron_id) in crons.items():
+            while True:
+                values = (await client.threads.get_state(thread_id))["values"]
+                if values or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            await client.crons.delete(cron_id)
+            answers[f"{name} run"] = _client_keys(values, cron_id)
+        if answers["both"][0] == 200:  # langgraph dev: kept, yet it never ran
+            answers["both runs"] = len(await client.runs.list(thread["thread_id"]))
+            (kept,) = await client.crons.search(thread_id=thread["thread_id"])
+            await client.crons.delete(kept["cron_id"])
+        return answers
+
+    ours, theirs = await both(exercise)
+    assert ours.pop("both") == (400, BOTH)
+    assert theirs.pop("both") == (200, None)
+    assert theirs.pop("both runs") == 0
+    assert ours == theirs
+    assert ours["echo configurable run"] == {
+        "seen": {"tone": "warm", "level": 3},
+        "configured": {"tone": "warm", "level": 3, "junk": True, "cron_id": "<cron>"},
+    }
+    assert ours["echo context run"]["configured"] == {
+        "tone": "warm", "level": 3, "cron_id": "<cron>"
+    }  # fmt: skip
+    assert ours["echo_any nothing run"]["seen"] == {"cron_id": "<cron>"}
+
+
+async def test_cron_updates_keep_config_and_context_as_given(both: Any) -> None:
+    """An update's `context` or `config` replaces the payload's, as given."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        thread = await client.threads.create()
+        answers = {}
+        for kind, created, changed in (
+            ("context", {"context": {"tone": "a"}}, {"context": {"tone": "b", "level": 1}}),
+            (
+                "config",
+                {"config": {"configurable": {"tone": "a"}}},
+                {"config": {"configurable": {"tone": "b"}}},
+            ),
+        ):
+            cron: Any = await client.crons.create_for_thread(
+                thread["thread_id"], "echo", schedule="0 0 1 1 *", **created
+            )
+            updated: Any = await client.crons.update(cron["cron_id"], **changed)
+            payload = updated["payload"]
+            configurable = dict((payload.get("config") or {}).get("configurable") or {})
+            configurable.pop("cron_id", None)
+            answers[kind] = (configurable, payload.get("context"))
+            await client.crons.delete(cron["cron_id"])
+        return answers
+
+    ours, theirs = await both(exercise)
+    assert ours == theirs
+    assert ours == {"context": ({}, {"tone": "b", "level": 1}), "config": ({"tone": "b"}, None)}

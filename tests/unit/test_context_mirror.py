@@ -12,9 +12,10 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-from server.agent_api.configurable import BOTH, mirrored
-from server.runs.schema_context import schema_context
+from server.agent_api.configurable import BOTH, mirrored, refuse_both, run_mirrored
+from server.runs.schema_context import CONTEXT_GIVEN, drop_undeclared, schema_context
 from stores.errors import InvalidInputError
+from stores.sql.crons import merged_payload
 
 
 class State(TypedDict, total=False):
@@ -76,3 +77,40 @@ async def test_a_graph_without_a_context_schema_gets_every_key() -> None:
     graph = _graph(None)
     assert schema_context(graph, {"tone": "warm", "junk": 1}) == {"tone": "warm", "junk": 1}
     assert schema_context(graph, {}) == {}
+
+
+def test_a_runs_given_context_marks_its_mirrored_configurable() -> None:
+    config, context = run_mirrored({"tags": ["t"]}, {"x": 1})
+    assert config == {"tags": ["t"], "configurable": {"x": 1, CONTEXT_GIVEN: True}}
+    assert context == {"x": 1}
+    assert run_mirrored({"configurable": {"x": 1}}, None) == ({"configurable": {"x": 1}}, {"x": 1})
+    with pytest.raises(InvalidInputError):
+        refuse_both({"configurable": {"x": 1}}, {"y": 2})
+    refuse_both({"configurable": {}}, {"y": 2})
+
+
+def test_undeclared_keys_leave_configurable_only_where_they_hold_the_contexts_value() -> None:
+    configurable = {"tone": "warm", "junk": 1, "other": 2, "thread_id": "t"}
+    context = {"tone": "warm", "junk": 1, "other": 3}
+    drop_undeclared(configurable, context, {"tone": "warm"})
+    assert configurable == {"tone": "warm", "other": 2, "thread_id": "t"}
+
+
+def test_a_cron_update_replaces_configurable_or_context_never_leaving_both() -> None:
+    payload = {"input": {}, "config": {"configurable": {"a": 1}, "tags": ["t"]}}
+    assert merged_payload(payload, {"context": {"b": 2}}) == {
+        "input": {},
+        "config": {"tags": ["t"]},
+        "context": {"b": 2},
+    }
+    assert merged_payload({"config": {"configurable": {"a": 1}}}, {"context": {"b": 2}}) == {
+        "context": {"b": 2}
+    }
+    assert merged_payload({"context": {"b": 2}}, {"config": {"configurable": {"a": 1}}}) == {
+        "config": {"configurable": {"a": 1}}
+    }
+    assert merged_payload({"context": {"b": 2}}, {"config": {"tags": []}}) == {
+        "context": {"b": 2},
+        "config": {"tags": []},
+    }
+    assert merged_payload(payload, {"input": {"n": 1}}) == {**payload, "input": {"n": 1}}

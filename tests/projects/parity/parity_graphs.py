@@ -85,9 +85,10 @@ async def reply(state: ChatState, config: RunnableConfig) -> dict[str, Any]:
 
 
 class EchoState(TypedDict, total=False):
-    """The context the graph was given."""
+    """The context the graph was given, and which client keys its `configurable` holds."""
 
     seen: Any
+    configured: Any
 
 
 @dataclasses.dataclass
@@ -111,9 +112,17 @@ def _seen(context: Any) -> Any:
     return context
 
 
-async def echo(state: EchoState, runtime: Runtime[Any]) -> dict[str, Any]:
-    """Say which context the graph was given."""
-    return {"seen": _seen(runtime.context)}
+# The `configurable` keys the parity tests set (the servers add others of their own).
+CLIENT_KEYS = ("tone", "level", "junk", "cron_id")
+
+
+async def echo(state: EchoState, runtime: Runtime[Any], config: RunnableConfig) -> dict[str, Any]:
+    """Say which context the graph was given, and which client keys its config holds."""
+    configurable = config.get("configurable") or {}
+    return {
+        "seen": _seen(runtime.context),
+        "configured": {key: configurable[key] for key in CLIENT_KEYS if key in configurable},
+    }
 
 
 def embed(texts: list[str]) -> list[list[float]]:
