@@ -156,7 +156,13 @@ def _status_after(state: StateSnapshot) -> Literal["idle", "interrupted"]:
 
 
 async def _graph_of(db: DatabaseDep, graphs: GraphsDep, thread: Conversation) -> str | None:
-    """The id of the declared graph whose checkpoints the thread holds (None: none yet)."""
+    """The id of the declared graph whose checkpoints the thread holds (None: none yet): the
+    graph of its latest run (`metadata.graph_id`, which each run sets), as langgraph-api reads
+    it, else its first assistant's. A thread whose runs switched graphs shows its state as the
+    latest graph sees it (the next nodes, the tasks)."""
+    latest = thread.metadata_.get("graph_id")
+    if isinstance(latest, str) and latest in graphs:
+        return latest
     graph_id = await store.graph_id_of(db, thread)
     return graph_id if graph_id is not None and graph_id in graphs else None
 

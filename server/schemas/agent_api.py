@@ -231,6 +231,15 @@ class ThreadHistory(AgentApiBody):
     metadata: StoredObject | None = None
     checkpoint: CheckpointRef | None = None
 
+    @field_validator("before", mode="before")
+    @classmethod
+    def _before_as_a_config(cls, value: object) -> object:
+        """The JS client sends `before` as a config (`{"configurable": {"checkpoint_id":
+        ...}}`), as langgraph-api reads it; the Python client a checkpoint or its id."""
+        if isinstance(value, dict) and isinstance(value.get("configurable"), dict):
+            return value["configurable"]
+        return value
+
 
 class StoreItemDelete(AgentApiBody):
     """Body of `DELETE /store/items`."""

@@ -178,6 +178,34 @@ def test_state_update_history_and_checkpoints(client: SyncLangGraphClient) -> No
     assert fork_state["parent_checkpoint"]["checkpoint_id"] == first_id
 
 
+def test_history_before_as_a_config_as_the_js_client_sends_it(
+    client: SyncLangGraphClient, api: httpx.Client
+) -> None:
+    """`@langchain/langgraph-sdk` sends `before` as a config (`{"configurable":
+    {"checkpoint_id": ...}}`): the history starts below that checkpoint (it was ignored, and
+    the history started at the latest)."""
+    thread_id = _counter_thread(client)
+    for count in (1, 2, 3):
+        client.threads.update_state(thread_id, {"count": count}, as_node="start")
+    ids = [h["checkpoint"]["checkpoint_id"] for h in client.threads.get_history(thread_id)]
+    body = {"limit": 2, "before": {"configurable": {"checkpoint_id": ids[0]}}}
+    below = api.post(f"/threads/{thread_id}/history", json=body)
+    assert below.status_code == 200
+    assert [h["checkpoint"]["checkpoint_id"] for h in below.json()] == ids[1:3]
+
+
+def test_state_is_read_with_the_graph_of_the_latest_run(client: SyncLangGraphClient) -> None:
+    """A thread whose runs switched graphs shows its state as its latest run's graph sees it
+    (`metadata.graph_id`), as langgraph-api does: the next node of an `interrupt_before`, not
+    `[]` from the first graph, which has no such node."""
+    thread_id = str(client.threads.create()["thread_id"])
+    client.runs.wait(thread_id, "steps", input={})
+    client.runs.wait(thread_id, "counter", input={"count": 0}, interrupt_before=["finish"])
+    assert client.threads.get(thread_id)["metadata"]["graph_id"] == "counter"
+    state = client.threads.get_state(thread_id)
+    assert (state["next"], [task["name"] for task in state["tasks"]]) == (["finish"], ["finish"])
+
+
 def test_state_bad_input(client: SyncLangGraphClient, api: httpx.Client) -> None:
     thread_id = _counter_thread(client)
     with pytest.raises(UnprocessableEntityError) as bad_node:
