@@ -201,7 +201,8 @@ def test_state_is_read_with_the_graph_of_the_latest_run(client: SyncLangGraphCli
     thread_id = str(client.threads.create()["thread_id"])
     client.runs.wait(thread_id, "steps", input={})
     client.runs.wait(thread_id, "counter", input={"count": 0}, interrupt_before=["finish"])
-    assert client.threads.get(thread_id)["metadata"]["graph_id"] == "counter"
+    metadata: Any = client.threads.get(thread_id)["metadata"]
+    assert metadata["graph_id"] == "counter"
     state = client.threads.get_state(thread_id)
     assert (state["next"], [task["name"] for task in state["tasks"]]) == (["finish"], ["finish"])
 
