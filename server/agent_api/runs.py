@@ -450,7 +450,11 @@ async def create_stateless_run(body: RunCreate, services: RunServicesDep) -> JSO
 async def stream_stateless_run(body: RunCreate, services: RunServicesDep) -> Response:
     """Create a run on a temporary thread and stream its events (SSE)."""
     run = await _submit(body, services, thread_id=None)
-    return _stream_new(run, body, engine=services.engine, events=services.events)
+    answer = _stream_new(run, body, engine=services.engine, events=services.events)
+    # As langgraph-api: the run's location without its temporary thread, whose id the JS
+    # client's `onRunCreated` would otherwise hand on (a thread about to be deleted).
+    answer.headers.update(run_headers(run.id, thread_id=None))
+    return answer
 
 
 @router.post("/runs/wait")

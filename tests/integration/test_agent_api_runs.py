@@ -381,6 +381,26 @@ async def test_stateless_runs_use_a_temporary_thread(
     assert [p for p in parts if p.event == "values"][-1].data["log"] == STEPS
 
 
+async def test_a_stateless_stream_locates_its_run_without_the_temporary_thread(
+    server_url: str, steps: str
+) -> None:
+    """As langgraph-api: `/runs/stream` answers `Content-Location: /runs/{run_id}`, so the JS
+    client's `onRunCreated` gets no thread id (it got the temporary thread's, a thread about
+    to be deleted); a stream on a thread names its thread."""
+    async with httpx.AsyncClient(base_url=server_url, timeout=30) as http:
+        body = {"assistant_id": steps, "input": {"log": []}}
+        async with http.stream("POST", "/runs/stream", json=body) as answer:
+            located = answer.headers["Content-Location"], answer.headers["Location"]
+            await answer.aread()
+        run_id = located[0].rsplit("/", 1)[-1]
+        assert located == (f"/runs/{run_id}", f"/runs/{run_id}/stream")
+        thread_id = (await http.post("/threads", json={})).json()["thread_id"]
+        path = f"/threads/{thread_id}/runs/stream"
+        async with http.stream("POST", path, json=body) as answer:
+            assert answer.headers["Content-Location"].startswith(f"/threads/{thread_id}/runs/")
+            await answer.aread()
+
+
 async def test_stream_and_join_stream_on_a_thread(client: Any, steps: str) -> None:
     thread_id = await new_thread(client, steps)
     parts = [

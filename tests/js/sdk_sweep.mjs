@@ -233,6 +233,19 @@ let stateThread;
     await report("runs.stream.stateless", parts.map((p) => [p.event, p.event === "values" ? p.data : null]));
   }
   {
+    // What useStream learns of a run from the Content-Location of its answer (onRunCreated)
+    const t = await client.threads.create();
+    const seen = [];
+    const note = (kind) => (meta) => seen.push([kind, meta]);
+    await collect(client.runs.stream(t.thread_id, "counter", { input: { count: 0 }, onRunCreated: note("stream") }));
+    const made = await client.runs.create(t.thread_id, "counter", { input: { count: 0 }, onRunCreated: note("create") });
+    await client.runs.join(t.thread_id, made.run_id);
+    await client.runs.wait(t.thread_id, "counter", { input: { count: 0 }, onRunCreated: note("wait") });
+    await collect(client.runs.stream(null, "counter", { input: { count: 0 }, onRunCreated: note("stateless stream") }));
+    await client.runs.wait(null, "counter", { input: { count: 0 }, onRunCreated: note("stateless wait") });
+    await report("runs.onRunCreated", seen);
+  }
+  {
     // interrupt, then resume with a command
     const t = await client.threads.create();
     const first = await collect(client.runs.stream(t.thread_id, "asker", { input: { count: 1 }, streamMode: ["values", "updates"] }));
