@@ -99,8 +99,6 @@ _MAX_BATCH_BYTES: Final = 16 * 1024 * 1024
 # it (a string or a document over 256 MiB), and parsing that much only to refuse it held up
 # every run's events for ~13 s a try here.
 _MAX_EVENT_BYTES: Final = 256 * 1024 * 1024
-# How many runs' refused events (`refusal`) a process remembers until their attempt retires.
-_REFUSED_RUNS: Final = 1024
 
 
 # A run's last events (e.g. /chat's `message`, then `end`), stored by the transaction that
@@ -328,8 +326,12 @@ class RunEventLog:
         # a finish under way carries (queued again if it does not go through).
         self._held: dict[uuid.UUID, _Held] = {}
         self._carried: dict[uuid.UUID, _Held] = {}
-        # Runs (attempt, message) with an event PostgreSQL refused to store (`refusal`).
-        self._refused: OrderedDict[uuid.UUID, tuple[int, str]] = OrderedDict()
+        # The newest attempt of each run executing here: begun (`begin`), not retired yet.
+        self._live: dict[uuid.UUID, int] = {}
+        # Attempts executing here (attempt, message) with an event the writer could not store
+        # (`refusal`): one entry at most per `_live` one, dropped when its attempt retires, so
+        # none is ever forgotten while its attempt can still finish, and none outlives it.
+        self._refused: dict[uuid.UUID, tuple[int, str]] = {}
 
     async def start(self) -> None:
         """Start the writer and listen for other processes' events (returns once listening)."""
@@ -466,6 +468,8 @@ class RunEventLog:
         carried = self._carried.get(run_id)
         if carried is not None and carried.attempt <= token.attempt:
             self._requeue(run_id, self._carried.pop(run_id))
+        if self._live.get(run_id, 0) <= token.attempt:
+            self._live.pop(run_id, None)
         refused = self._refused.get(run_id)
         if refused is not None and refused[0] <= token.attempt:
             del self._refused[run_id]
@@ -541,6 +545,8 @@ class RunEventLog:
         process writes the rest, so its followers here read it from memory. A later attempt
         reads where the stored log ends at its first event (`_next_seq`)."""
         run_id = token.run_id
+        if self._live.get(run_id, 0) < token.attempt:
+            self._live[run_id] = token.attempt
         numbering = self._seqs.get(run_id)
         if numbering is None or numbering.attempt < token.attempt:
             first = token.attempt == 1
@@ -694,9 +700,10 @@ class RunEventLog:
             metrics().events_written.inc(len(events))
 
     def refusal(self, token: RunToken) -> str | None:
-        """Why an event of `token`'s attempt was not stored, when PostgreSQL refused it (a
-        message for the run's client); None when none was. Known once the writer tried it:
-        after `closing` returned, for every event appended before."""
+        """Why an event of `token`'s attempt was not stored, when PostgreSQL refused it or the
+        writer gave it up (a message for the run's client); None when none was. Known once the
+        writer tried it: after `closing` returned, for every event appended before. Only for an
+        attempt executing here (from `begin` to `retire`): nobody else asks."""
         refused = self._refused.get(token.run_id)
         return refused[1] if refused is not None and refused[0] == token.attempt else None
 
@@ -707,9 +714,13 @@ class RunEventLog:
 
     def _refuse(self, item: _Queued, state: str | None, *, why: str | None = None) -> None:
         """Note that PostgreSQL refused `item` with SQLSTATE `state`, or that it was dropped
-        for `why` (its run must not go on as if it were stored)."""
+        for `why` (its run must not go on as if it were stored). Kept only while its attempt
+        executes here (`_live`): an attempt that retired (its events handed to the writer as it
+        ended) or never began here is never asked, and an entry for it would never be dropped."""
+        if self._live.get(item.run_id) != item.attempt:
+            return
         known = self._refused.get(item.run_id)
-        if known is not None and known[0] >= item.attempt:
+        if known is not None and known[0] == item.attempt:
             return  # the first says why (an older attempt's, retired, says nothing of this one)
         if why is None and state is not None and state.startswith("54"):
             why = "it is over PostgreSQL's size limits"
@@ -720,9 +731,6 @@ class RunEventLog:
             f"could not be stored: {why}"
         )
         self._refused[item.run_id] = (item.attempt, message)
-        self._refused.move_to_end(item.run_id)
-        while len(self._refused) > _REFUSED_RUNS:
-            self._refused.popitem(last=False)
 
     async def flush(self) -> None:
         """Return once every event appended so far is stored (held ones too)."""

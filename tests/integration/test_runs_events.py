@@ -261,6 +261,8 @@ async def test_events_the_writer_gives_up_refuse_their_attempt_as_a_refused_even
     attempt of the same run, are not."""
     run, other = await new_run(database), await new_run(database)
     async with _giving_up_soon(database, database_url) as log:
+        log.begin(run)  # attempts executing here, as the queue launches them
+        log.begin(other)
         await log.append(other, "values", {"n": 1})
         await log.flush()
         await _unreachable(log)
@@ -277,6 +279,7 @@ async def test_events_the_writer_gives_up_refuse_their_attempt_as_a_refused_even
         later = RunToken(run.run_id, 2)
         assert log.refusal(later) is None
         # A next attempt of the run (its first's refusal not forgotten yet) is told of its own.
+        log.begin(later)
         await _unreachable(log)
         await log.append(later, "values", {"n": 2})
         await asyncio.wait_for(log.flush(), 30)
@@ -285,6 +288,50 @@ async def test_events_the_writer_gives_up_refuse_their_attempt_as_a_refused_even
         log.retire(later)
         assert log.refusal(run) is None
         assert log.refusal(later) is None
+
+
+async def test_every_attempt_executing_here_is_told_of_its_lost_events_however_many_and_none_after(
+    database: Database, database_url: str
+) -> None:
+    """The refusals a process remembers are those of the attempts executing here, all of
+    them: an attempt whose event was lost is told so at its finish even when more than 1024
+    other runs lost one since (the map was bounded at 1024, oldest forgotten first: that run
+    then finished as a success with a hole in its log). Each is dropped when its attempt
+    retires, and an attempt that is not executing here (retired, or never begun here) leaves
+    none: nothing stays behind to bound."""
+    async with database.engine.begin() as conn:
+        ids = (
+            await conn.execute(
+                text(
+                    "INSERT INTO runs (status, attempt)"
+                    " SELECT 'running', 1 FROM generate_series(1, 1100) RETURNING id"
+                )
+            )
+        ).scalars()
+        runs = [RunToken(run_id, 1) for run_id in ids]
+    retired, outsider = await new_run(database), await new_run(database)
+    async with _giving_up_soon(database, database_url) as log:
+        for run in [*runs, retired]:
+            log.begin(run)
+        log.retire(retired)  # ended here; its events were handed to the writer
+        await log.append(outsider, "values", {"n": 0})
+        await log.flush()
+        await _unreachable(log)
+        await log.append(retired, "values", {"n": 1})
+        await log.append(outsider, "values", {"n": 1})
+        for run in runs:  # the first run's lost event first, then 1099 others'
+            await log.append(run, "values", {"n": 1})
+        await asyncio.wait_for(log.flush(), 60)
+        log.url = database_url
+        lost = "could not be stored: the database could not be reached for 0.5 s"
+        assert all(lost in (log.refusal(run) or "") for run in runs)
+        assert log.refusal(retired) is None
+        assert log.refusal(outsider) is None
+        assert set(log._refused) == {run.run_id for run in runs}
+        for run in runs:
+            log.retire(run)
+        assert log._refused == {}
+        assert log._live == {}
 
 
 async def test_a_log_written_here_is_followed_from_memory_and_replayed_the_same_from_the_table(
@@ -903,6 +950,7 @@ async def test_an_event_over_postgresqls_limits_is_dropped_at_once_and_its_run_t
     it) is not an outage: the writer does not retry it for `give_up_s` (60 s), it stores the
     other events at once and tells the event's run why (no database text in the message)."""
     run, other = await new_run(database), await new_run(database)
+    log.begin(run)  # executing here: its refusals are kept for it (`refusal`)
     async with events_over_limit_refused(database_url):
         await log.append(run, "values", {"n": 1})
         await log.append(run, "values", {"big": "x" * (OVER_LIMIT_BYTES + 1)})
@@ -934,6 +982,8 @@ async def test_a_statement_timeout_in_the_writer_is_retried_as_an_outage_not_ref
     log = RunEventLog(database, url=database_url, poll_s=0.2, timeouts=Timeouts(statement_s=0.2))
     await log.start()
     try:
+        log.begin(run)  # executing here: a refusal would be kept for them
+        log.begin(other)
         # Another transaction holds the run's row: storing its events (their foreign key's
         # FOR KEY SHARE) waits, and times out, until it ends.
         async with await psycopg.AsyncConnection.connect(database_url) as locker:
@@ -1010,6 +1060,7 @@ async def test_a_cut_while_the_writer_stores_a_refused_batch_event_by_event_is_r
     connection cut meanwhile is retried like the batch's own, not raised out of the writer
     (whose restart pause doubles up to 30 s, all runs' events waiting)."""
     run = await new_run(database)
+    log.begin(run)
     cut = "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);"
     async with _on_insert_of(database_url, "cut-me", cut, times=1) as tries:
         async with events_over_limit_refused(database_url):
@@ -1029,6 +1080,7 @@ async def test_a_lone_event_postgresql_refuses_is_sent_once(
     """The same statement again would be refused the same way: a batch of one refused event is
     not sent again on its own."""
     run = await new_run(database)
+    log.begin(run)
     refuse = "RAISE EXCEPTION 'refused' USING ERRCODE = '22023';"
     async with _on_insert_of(database_url, "refuse-me", refuse) as tries:
         await log.append(run, "values", {"n": 1})
@@ -1093,6 +1145,7 @@ async def test_an_event_over_what_jsonb_holds_is_refused_without_being_sent(
 
     monkeypatch.setattr(psycopg.AsyncCursor, "execute", recorded)
     run = await new_run(database)
+    log.begin(run)
     await log.append(run, "values", {"n": 1})
     await log.append(run, "values", {"big": "x" * 5000})
     assert await asyncio.wait_for(log.append(run, "end", None), 10) == 3
