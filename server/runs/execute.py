@@ -58,7 +58,9 @@ def _error_data(error: BaseException) -> dict[str, str]:
 
 
 _STATEMENT_TIMEOUT = "57014"  # query_canceled: `DB_STATEMENT_TIMEOUT_S` (transient)
-# A finish timing out this many times in a row is refused (`_retrying`): tried, then once more.
+# A finish timing out this many times in a row is refused (`_retrying`): tried, then once more;
+# a write with no refusal to fall back on (the bare finish after one, a release, a cancel's
+# finish) is given up then, its attempt ended (the run's lease lapses: recovery takes it).
 _TIMEOUTS_REFUSED = 2
 TOOLS_REFRESH_S = 30.0  # how soon a tool switched off in the `tools` table applies to runs
 # Where a run's creator reaches its graph, as LangGraph's server passes it; never from a client.
@@ -605,7 +607,11 @@ class RunExecutor:
         this retries: a write that times out each time (one too slow for the database, say a
         thread's values it takes longer to store than `DB_STATEMENT_TIMEOUT_S`) would be sent
         for ever. Where a refusal has a way out (`refused`), the `_TIMEOUTS_REFUSED`th timeout
-        in a row is taken for one: the finish after it carries nothing it could time out on."""
+        in a row is taken for one: the finish after it carries nothing it could time out on.
+        Elsewhere (that bare finish itself, say, whose update of the run's own row times out
+        each time: a lock held on it, a trigger), the write is given up then (False): the
+        attempt ends and frees its slot, its lease is no longer renewed, and once it lapses
+        recovery reclaims the run (its next attempt resumes from the stored checkpoints)."""
         loop = asyncio.get_running_loop()
         backoff = 0.1
         timeouts = 0
@@ -617,7 +623,11 @@ class RunExecutor:
                 if refused is not None and (is_refusal(error) or timeouts >= _TIMEOUTS_REFUSED):
                     refused.append(error)
                     return False
-                if not is_transient(error) or loop.time() >= attempt.lease_deadline:
+                if (
+                    not is_transient(error)
+                    or timeouts >= _TIMEOUTS_REFUSED
+                    or loop.time() >= attempt.lease_deadline
+                ):
                     log.error("run %s could not be finished here: %r", attempt.run.id, error)
                     return False
                 log.warning("finishing run %s failed (%r); retrying", attempt.run.id, error)

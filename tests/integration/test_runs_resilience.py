@@ -439,3 +439,54 @@ CREATE TRIGGER {name} BEFORE UPDATE ON conversations FOR EACH ROW EXECUTE FUNCTI
         assert client.threads.get_state(thread_id)["values"]["log"] == ["in", *STEPS]
         events = [p.event for p in client.runs.join_stream(thread_id, run["run_id"])]
         assert events[-1] == "error"
+
+
+def test_a_run_whose_every_finish_times_out_frees_its_slot_and_is_recovered_once_it_can_end(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A finish whose update of the run's own row times out each time (57014; here a trigger
+    sleeps past the statement timeout whenever the run's row would leave `running`), the bare
+    finish after the second timeout included, is not retried for ever while the attempt's
+    lease is renewed: the second timeout in a row of that bare finish ends the attempt, so its
+    slot is free (another run, here behind it in the one slot, runs) and its lease lapses. The
+    run stays `running` meanwhile (nothing can write its row); once the row can be written,
+    recovery reclaims it and it ends as a success, resumed from its stored checkpoints: each
+    step ran once, one `end`."""
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        migrate_on_start=False,
+        langgraph_config=TEST_GRAPHS,
+        run_workers=1,
+        run_lease_s=3.0,
+        run_poll_s=0.3,
+        db_statement_timeout_s=0.5,
+    )
+    name = f"sb_stuck_{uuid.uuid4().hex}"
+    with running_server(settings) as base:
+        client: Any = get_sync_client(url=base)
+        stuck = client.threads.create()["thread_id"]
+        install = f"""
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF OLD.status = 'running' AND NEW.status <> 'running' THEN PERFORM pg_sleep(5); END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE UPDATE ON runs FOR EACH ROW
+WHEN (OLD.thread_id = '{stuck}') EXECUTE FUNCTION {name}();
+"""
+        drop = f"DROP TRIGGER {name} ON runs; DROP FUNCTION {name}()"
+        with installed(database_url, install, drop):
+            run = client.runs.create(stuck, "steps", input={"log": ["in"]})
+            other = client.threads.create()["thread_id"]
+            behind = client.runs.create(other, "steps", input={"log": ["in"]})
+            assert _ended(client, other, behind["run_id"])["status"] == "success"
+            assert client.runs.get(stuck, run["run_id"])["status"] == "running"
+        ended = _ended(client, stuck, run["run_id"])
+        assert ended["status"] == "success"
+        assert client.runs.join(stuck, run["run_id"])["log"] == ["in", *STEPS]
+        events = [p.event for p in client.runs.join_stream(stuck, run["run_id"])]
+        assert events.count("end") == 1
+        assert "error" not in events
+        assert _attempts(database_url, run["run_id"]) >= 2
+    assert [COMPLETED[(stuck, node)] for node in STEPS] == [1] * 4  # resumed, not run again
