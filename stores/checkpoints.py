@@ -876,15 +876,24 @@ class Checkpoints:
         """Delete every checkpoint (and pending write) of the thread."""
         await self.saver.adelete_thread(thread_id)
 
-    async def delete_run(self, thread_id: str, run_id: str) -> None:
-        """Delete the checkpoints one run wrote on the thread (a rollback), with their pending
-        writes and those the run left on the checkpoint it started from."""
-        params = {"t": thread_id, "r": run_id}
+    async def run_deletes(self, thread_id: str, run_id: str) -> list[tuple[str, dict[str, str]]]:
+        """The statements (psycopg SQL and parameters) that delete the checkpoints one run wrote
+        on the thread (a rollback), with their pending writes and those the run left on the
+        checkpoint it started from; for the transaction that deletes the run
+        (`drop_run(also=...)`): it commits both or neither, so a lost answer is retried whole
+        and no next run of the thread starts from the rolled-back run's checkpoints (until
+        2026-12-01 they were deleted after it, by a transaction of their own: left behind when
+        that failed). The thread's writes queued here are dropped first.
+        They must run in this order, in one transaction, while no other run of the thread
+        writes (under the thread row's lock): the last deletes the pending writes of the
+        thread's latest checkpoint once the run's own are gone."""
         await self.saver.discard(thread_id)
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_DELETE_RUN_WRITES, params)
-            await conn.execute(_DELETE_RUN_CHECKPOINTS, params)
-            await conn.execute(_DELETE_LEFT_WRITES, params)
+        params = {"t": thread_id, "r": run_id}
+        return [
+            (_DELETE_RUN_WRITES, params),
+            (_DELETE_RUN_CHECKPOINTS, params),
+            (_DELETE_LEFT_WRITES, params),
+        ]
 
 
 @asynccontextmanager

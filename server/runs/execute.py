@@ -862,18 +862,41 @@ class RunExecutor:
         if action == "rollback":
             # The stream ends first: once the run is deleted, its events are refused.
             await self.events.append(attempt.token, "error", error)
-            if not await run_store.drop_run(self.db, attempt.token):
+            # The run's checkpoints go with its row, in its transaction: none stays behind a
+            # delete whose answer was lost (retried whole here, or by the run's next attempt
+            # when this one gives up), and the thread's next run, which can start once the row
+            # is gone, never starts from them.
+            deletes = (
+                []
+                if temporary
+                else await self.resources.checkpoints.run_deletes(str(thread_id), str(run.id))
+            )
+            tries = [0]
+
+            async def drop() -> bool:
+                tries[0] += 1  # a try after one that failed may find the run gone by it
+                return await run_store.drop_run(
+                    self.db, attempt.token, also=deletes, retried=tries[0] > 1
+                )
+
+            if not await self._retrying(attempt, drop):
                 return False
-            await self._drop_checkpoints(thread_id, run_id=None if temporary else run.id)
-            async with self.db.sessions.begin() as session:
-                thread = await session.get(Conversation, thread_id, with_for_update=True)
-                if thread is not None and temporary:
-                    await session.delete(thread)
-                elif thread is not None and graph is not None:
-                    values, interrupts, _ = await self._state(graph, thread_id)
-                    thread.values_, thread.interrupts = values, interrupts
-                    if interrupts and thread.status == "idle":
-                        thread.status = "interrupted"
+            if temporary:
+                await self._drop_checkpoints(thread_id)
+
+            async def settle_thread() -> bool:  # idempotent: retried while PostgreSQL restarts
+                async with self.db.sessions.begin() as session:
+                    thread = await session.get(Conversation, thread_id, with_for_update=True)
+                    if thread is not None and temporary:
+                        await session.delete(thread)
+                    elif thread is not None and graph is not None:
+                        values, interrupts, _ = await self._state(graph, thread_id)
+                        thread.values_, thread.interrupts = values, interrupts
+                        if interrupts and thread.status == "idle":
+                            thread.status = "interrupted"
+                return True
+
+            await self._retrying(attempt, settle_thread)
             return True
         values_now: dict[str, Any] | None = None
         interrupts_now: dict[str, Any] | None = None
@@ -902,16 +925,10 @@ class RunExecutor:
             await self._drop_checkpoints(thread_id)
         return True
 
-    async def _drop_checkpoints(
-        self, thread_id: uuid.UUID, *, run_id: uuid.UUID | None = None
-    ) -> None:
-        """Delete a thread's checkpoints (only those `run_id` wrote, when given)."""
-        checkpoints = self.resources.checkpoints
+    async def _drop_checkpoints(self, thread_id: uuid.UUID) -> None:
+        """Delete a (temporary) thread's checkpoints."""
         try:
-            if run_id is None:
-                await checkpoints.delete_thread(str(thread_id))
-            else:
-                await checkpoints.delete_run(str(thread_id), str(run_id))
+            await self.resources.checkpoints.delete_thread(str(thread_id))
         except Exception as error:  # housekeeping: the run's outcome stands
             log.warning("deleting checkpoints of thread %s failed: %r", thread_id, error)
 

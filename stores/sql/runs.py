@@ -1007,16 +1007,37 @@ async def _finish_stateless(
         return True
 
 
-async def drop_run(db: Database, token: RunToken) -> bool:
-    """Delete a run row (rollback) while `token`'s attempt holds it."""
+async def drop_run(
+    db: Database,
+    token: RunToken,
+    *,
+    also: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    retried: bool = False,
+) -> bool:
+    """Delete a run row (rollback) while `token`'s attempt holds it, and send the statements
+    of `also` (psycopg SQL and parameters: the run's checkpoints deleted) in the same
+    transaction, under its thread row's lock, only when the row was deleted: both are
+    committed or neither, so the run's next attempt, or a retry after a lost answer, finds
+    either the run still there or nothing left to delete.
+
+    `retried`: an earlier call for this attempt failed, maybe after it committed (its answer
+    lost): a run no longer there counts as deleted (True). Whatever else deletes a run (its
+    thread deleted, a next attempt's rollback) takes its checkpoints too. A run another
+    attempt holds is False either way."""
     run_id = token.run_id
     async with db.sessions.begin() as session:
         run = await session.get(Run, run_id)
         if run is None:
-            return False
+            return retried
         thread = await lock_thread(session, run.thread_id) if run.thread_id else None
         stmt = delete(Run).where(Run.id == run_id, Run.attempt == token.attempt)
         deleted = await session.scalar(stmt.returning(Run.id))
+        if deleted is not None and also:
+            connection = await session.connection()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert isinstance(driver, psycopg.AsyncConnection)
+            for sql, params in also:
+                await driver.execute(sql, params)  # type: ignore[arg-type]
         idle = deleted is not None and thread is not None and thread.status == "busy"
         if idle and thread is not None and not await in_flight(session, thread.id):
             thread.status = "idle"

@@ -20,6 +20,8 @@ from psycopg.rows import dict_row
 from server.runs import events as events_module
 from stores import migrate
 from stores.embedded_postgres import embedded_postgres, embedded_server
+from stores.sql import runs as run_store
+from stores.sql.database import Database
 from tests.integration.run_graphs import COMPLETED, TRACE
 from tests.integration.test_runs_events import (
     _OVER_LIMIT,
@@ -490,3 +492,54 @@ WHEN (OLD.thread_id = '{stuck}') EXECUTE FUNCTION {name}();
         assert "error" not in events
         assert _attempts(database_url, run["run_id"]) >= 2
     assert [COMPLETED[(stuck, node)] for node in STEPS] == [1] * 4  # resumed, not run again
+
+
+def test_a_rollback_whose_delete_loses_its_answer_leaves_none_of_the_runs_checkpoints(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """multitask_strategy=rollback: the running run is deleted with the checkpoints it wrote.
+    When the delete commits but its answer is lost (the connection cut after it was sent),
+    none of them stays behind: they went in the delete's own transaction, which the retry
+    finds done. The thread's next run starts from the state before the rolled-back one, not
+    from its checkpoints (before: they were deleted after, by a transaction of their own, never
+    sent when the delete's answer was lost; the next run, free to start once the row was gone,
+    could also start from them before they were deleted)."""
+    real = run_store.drop_run
+    lost: list[uuid.UUID] = []
+
+    async def drop_run(db: Database, token: Any, **kwargs: Any) -> bool:
+        dropped = await real(db, token, **kwargs)
+        if not lost:  # it committed; its answer is lost with the connection
+            lost.append(token.run_id)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return dropped
+
+    monkeypatch.setattr(run_store, "drop_run", drop_run)
+    query = (
+        "SELECT count(*) AS n FROM checkpoints WHERE metadata->>'run_id' = %s"
+        " AND (metadata->>'step')::int >= 1"
+    )
+    with running_server(settings_for(database_url, tmp_path)) as base:
+        client: Any = get_sync_client(url=base)
+        thread_id = client.threads.create()["thread_id"]
+        slow = {"configurable": {"delay": 0.3}}
+        first = client.runs.create(thread_id, "steps", input={"log": ["a"]}, config=slow)
+        wait_until(
+            lambda: int(sql(database_url, query, first["run_id"])[0]["n"]) > 0,
+            timeout_s=20,
+            what="the first run's checkpoint of s1",
+        )
+        second = client.runs.create(
+            thread_id, "steps", input={"log": ["b"]}, multitask_strategy="rollback"
+        )
+        result = client.runs.join(thread_id, second["run_id"])
+        assert lost == [uuid.UUID(first["run_id"])]
+        assert result["log"] == ["b", *STEPS]  # nothing of the first run
+        left = sql(
+            database_url,
+            "SELECT count(*) AS n FROM checkpoints WHERE metadata->>'run_id' = %s",
+            first["run_id"],
+        )
+        assert left[0]["n"] == 0
+        assert client.threads.get(thread_id)["values"]["log"] == ["b", *STEPS]
+        assert [r["run_id"] for r in client.runs.list(thread_id)] == [second["run_id"]]
