@@ -338,6 +338,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["https://smith.langchain.com"],
         description="Origins allowed by CORS (LangGraph Studio's by default).",
     )
+    allow_private_network: bool = Field(
+        True,
+        description="Answer a CORS preflight's `Access-Control-Request-Private-Network` with "
+        "`Access-Control-Allow-Private-Network: true` for CORS-allowed origins only, so Chrome "
+        "lets Studio's public page reach a server on loopback or a private network (as "
+        "`langgraph dev` does); `false` refuses such preflights.",
+    )
     webhook_allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Webhook hosts allowed even on loopback/private addresses (`*.domain` ok).",

@@ -31,10 +31,18 @@ async def info(request: Request) -> dict[str, Any]:
         "flags": {
             "assistants": not project.http.disable_assistants,
             "crons": not project.http.disable_runs,
+            # No LangSmith tracing here: Studio shows no in-Studio traces for these runs.
             "langsmith": False,
             "langsmith_tracing_replicas": False,
+            "langsmith_tracing_session_on_runs": False,
         },
-        "host": {"kind": "self-hosted", "project_id": None, "revision_id": None},
+        "host": {
+            "kind": "self-hosted",
+            "project_id": None,
+            "host_revision_id": None,
+            "revision_id": None,
+            "tenant_id": None,
+        },
     }
 
 

@@ -67,9 +67,17 @@ def mount_custom_app(app: FastAPI, custom: Starlette) -> None:
     app.router.routes.append(CustomRoutes(custom))
 
 
+PRIVATE_NETWORK_HEADER = "access-control-allow-private-network"
+
+
 class CORS(CORSMiddleware):
     """Starlette's CORS, whose refused preflight (400) is the server's JSON error body (with the
-    request id) instead of plain text."""
+    request id) instead of plain text.
+
+    With `allow_private_network`, a preflight asking `Access-Control-Request-Private-Network`
+    (Chrome's Private Network Access: a public page such as Studio calling loopback or a
+    private address) gets `Access-Control-Allow-Private-Network: true` — only when the rest of
+    the preflight passes: a refused origin (or method, or header) never gets it."""
 
     def preflight_response(self, request_headers: Headers) -> Response:
         """The answer to a preflight; a refusal names what CORS did not allow."""
@@ -79,11 +87,18 @@ class CORS(CORSMiddleware):
         headers = {
             k: v
             for k, v in response.headers.items()
-            if k.lower() not in ("content-length", "content-type")
+            if k.lower() not in ("content-length", "content-type", PRIVATE_NETWORK_HEADER)
         }
-        detail = bytes(response.body).decode()
+        detail = bytes(response.body).decode()  # "Disallowed CORS origin, headers"
+        refused = detail.removeprefix("Disallowed CORS ").split(", ")
+        if "origin" in refused:
+            hint, field = "CORS origins", "origin"
+        elif refused[0] == "private-network":
+            hint, field = "ALLOW_PRIVATE_NETWORK", "access-control-request-private-network"
+        else:
+            hint, field = "CORS rules", f"access-control-request-{refused[0]}"
         return JSONResponse(
-            error_body(f"{detail} (CORS origins)", field="origin"),
+            error_body(f"{detail} ({hint})", field=field),
             status_code=response.status_code,
             headers=headers,
         )
@@ -91,13 +106,17 @@ class CORS(CORSMiddleware):
 
 def cors_options(http: HttpConfig, settings: Settings) -> dict[str, Any]:
     """CORSMiddleware's arguments: `http.cors` when the project sets it (Starlette's defaults
-    where it is silent, as langgraph-api passes it), else the CORS_ORIGINS setting."""
+    where it is silent, as langgraph-api passes it), else the CORS_ORIGINS setting; Private
+    Network Access as ALLOW_PRIVATE_NETWORK says unless `http.cors` says it."""
     if http.cors is not None:
-        return http.cors.model_dump(exclude_none=True, exclude=set(http.cors.model_extra or {}))
+        options = http.cors.model_dump(exclude_none=True, exclude=set(http.cors.model_extra or {}))
+        options.setdefault("allow_private_network", settings.allow_private_network)
+        return options
     return {
         "allow_origins": settings.cors_origins,
         "allow_credentials": True,
         "allow_methods": ["*"],
         "allow_headers": ["*"],
         "expose_headers": EXPOSED_HEADERS,
+        "allow_private_network": settings.allow_private_network,
     }

@@ -75,6 +75,8 @@ class CorsConfig(ConfigModel):
     allow_origin_regex: str | None = Field(None, max_length=1000)
     expose_headers: list[str] = Field(default_factory=list, max_length=1000)
     max_age: int = Field(600, ge=0, le=86_400 * 7)
+    # Starlette's argument too; unset: the ALLOW_PRIVATE_NETWORK setting.
+    allow_private_network: bool | None = None
 
 
 class HttpConfig(ConfigModel):

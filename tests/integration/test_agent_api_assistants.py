@@ -287,6 +287,7 @@ def test_ok_and_info_flags(api: httpx.Client) -> None:
     assert info["flags"]["assistants"] is True
     assert info["flags"]["crons"] is True
     assert info["flags"]["langsmith"] is False
+    assert info["flags"]["langsmith_tracing_session_on_runs"] is False
     assert info["version"]
 
 
@@ -331,6 +332,47 @@ def test_cors_preflight_from_studio(api: httpx.Client) -> None:
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in other.headers
+
+
+# The headers Studio's front end sends with its calls.
+STUDIO_HEADERS = "content-type,x-api-key,x-auth-scheme,x-request-id,authorization"
+
+
+def test_studio_private_network_preflight_gets_its_answer(api: httpx.Client) -> None:
+    """Chrome's Private Network Access: a public page (Studio) calling a server on loopback
+    sends a preflight with `Access-Control-Request-Private-Network: true`; only an origin CORS
+    allows gets `Access-Control-Allow-Private-Network: true` (without it Starlette refused the
+    whole preflight with 400)."""
+    origin = "https://smith.langchain.com"
+    asked = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": STUDIO_HEADERS,
+        "Access-Control-Request-Private-Network": "true",
+    }
+    studio = api.options("/threads/search", headers={"Origin": origin, **asked})
+    assert studio.status_code == 200
+    assert studio.headers["access-control-allow-private-network"] == "true"
+    assert studio.headers["access-control-allow-origin"] == origin
+    assert studio.headers["access-control-allow-credentials"] == "true"
+    assert studio.headers["access-control-allow-headers"] == STUDIO_HEADERS
+    assert "POST" in studio.headers["access-control-allow-methods"]
+    assert "Access-Control-Request-Private-Network" in studio.headers["vary"]
+
+    other = api.options("/threads/search", headers={"Origin": "https://evil.example", **asked})
+    assert other.status_code == 400
+    assert other.json()["field"] == "origin"
+    assert "access-control-allow-private-network" not in other.headers
+    assert "access-control-allow-origin" not in other.headers
+
+    # Not a preflight (no Access-Control-Request-Method): CORS labels the answer as ever.
+    simple = api.get(
+        "/info", headers={"Origin": origin, "Access-Control-Request-Private-Network": "true"}
+    )
+    assert simple.status_code == 200
+    assert simple.headers["access-control-allow-origin"] == origin
+    assert "access-control-allow-private-network" not in simple.headers
+    plain = api.options("/threads/search")  # no Origin: no CORS at all
+    assert "access-control-allow-private-network" not in plain.headers
 
 
 async def test_async_client_drives_assistants_threads_and_store(server_url: str) -> None:

@@ -340,7 +340,10 @@ async def test_objects_carry_every_field_langgraph_dev_gives_them(both: Any) -> 
             "cron": cron,
             "schemas": await client.assistants.get_schemas(assistant["assistant_id"]),
             "graph": await client.assistants.get_graph(assistant["assistant_id"], xray=True),
-            "info": (await httpx.AsyncClient(base_url=url).get("/info")).json(),
+            "info": (info := (await httpx.AsyncClient(base_url=url).get("/info")).json()),
+            # Studio turns features on by these flags.
+            "info.flags": info["flags"],
+            "info.host": info["host"],
         }
         await client.crons.delete(cron["cron_id"])
         return {name: set(value) for name, value in fields.items()}
@@ -350,6 +353,33 @@ async def test_objects_carry_every_field_langgraph_dev_gives_them(both: Any) -> 
     theirs["thread"].discard("error")
     missing = {name: theirs[name] - ours[name] for name in theirs if theirs[name] - ours[name]}
     assert missing == {}
+
+
+async def test_studio_preflights_pass_with_private_network_access(both: Any) -> None:
+    """Chrome's preflight of Studio's calls (its headers, Private Network Access to loopback):
+    both servers grant the private network, and Switchboard the request too (`langgraph dev`
+    answers 400, Starlette refusing what its CORS was not told about, with the grant added on
+    top); neither grants it to an origin its CORS refuses (`langgraph dev` allows every one)."""
+
+    async def exercise(client: LangGraphClient, url: str) -> Any:
+        asked = {
+            "Origin": "https://smith.langchain.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-api-key,x-auth-scheme,x-request-id",
+            "Access-Control-Request-Private-Network": "true",
+        }
+        async with httpx.AsyncClient(base_url=url) as http:
+            answer = await http.options("/runs/stream", headers=asked)
+        return answer.status_code, answer.headers
+
+    (ours, our_headers), (_, their_headers) = await both(exercise)
+    for headers in (our_headers, their_headers):
+        assert headers["access-control-allow-private-network"] == "true"
+        assert headers["access-control-allow-headers"] == (
+            "content-type,x-api-key,x-auth-scheme,x-request-id"
+        )
+        assert "POST" in headers["access-control-allow-methods"]
+    assert ours == 200
 
 
 async def test_stream_modes_send_the_same_events(both: Any) -> None:

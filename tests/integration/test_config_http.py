@@ -76,7 +76,7 @@ def custom(database_url: str, data_dir: Path) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def bare(database_url: str, data_dir: Path) -> Iterator[httpx.Client]:
-    """A server without meta routes, assistants or runs."""
+    """A server without meta routes, assistants or runs, nor Private Network Access."""
     project = write_project(
         data_dir / "bare-project",
         {
@@ -89,7 +89,11 @@ def bare(database_url: str, data_dir: Path) -> Iterator[httpx.Client]:
         },
     )
     settings = make_settings(
-        database_url, data_dir / "bare", migrate_on_start=False, langgraph_config=project
+        database_url,
+        data_dir / "bare",
+        migrate_on_start=False,
+        langgraph_config=project,
+        allow_private_network=False,
     )
     with running_server(settings) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client
@@ -116,6 +120,29 @@ def test_the_projects_cors_rules_replace_the_default_ones(custom: httpx.Client) 
         "/hello", headers={"Origin": "https://smith.langchain.com", **preflight}
     )
     assert "access-control-allow-origin" not in studio.headers
+
+
+def test_private_network_access_follows_the_cors_rules_and_the_setting(
+    custom: httpx.Client, bare: httpx.Client
+) -> None:
+    asked = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Private-Network": "true",
+    }
+    allowed = custom.options("/hello", headers={"Origin": "https://app.example", **asked})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-private-network"] == "true"
+    studio = custom.options("/hello", headers={"Origin": "https://smith.langchain.com", **asked})
+    assert studio.status_code == 400  # the project's CORS rules leave Studio out
+    assert "access-control-allow-private-network" not in studio.headers
+    # ALLOW_PRIVATE_NETWORK=false: Starlette's refusal, naming what it refused.
+    off = bare.options(
+        "/threads/search", headers={"Origin": "https://smith.langchain.com", **asked}
+    )
+    assert off.status_code == 400
+    assert off.json()["field"] == "access-control-request-private-network"
+    assert "ALLOW_PRIVATE_NETWORK" in off.json()["detail"]
+    assert "access-control-allow-private-network" not in off.headers
 
 
 def test_disabled_route_groups_are_gone_and_the_rest_stay(
