@@ -42,6 +42,11 @@ _SETUP_LOCK_KEY = 5_318_008_001
 
 
 _LATEST = "WHERE thread_id = %s AND checkpoint_ns = %s ORDER BY checkpoint_id DESC LIMIT 1"
+LATEST_CHECKPOINT_SQL: Final = AsyncPostgresSaver.SELECT_SQL + _LATEST
+"""The saver's read of a thread's latest checkpoint in the root namespace (parameters: the
+thread id, then ''), as LangGraph's `aget_tuple` sends it: for a statement that writes a run
+to read it in the same round trip (`RunWrites.latest`). Read it with a binary cursor, as the
+saver does."""
 _DELETE_RUN_WRITES = (
     "DELETE FROM checkpoint_writes w USING checkpoints c "
     "WHERE c.thread_id = %(t)s AND c.metadata->>'run_id' = %(r)s "
@@ -137,6 +142,7 @@ class RunWrites:
         "closed",
         "head",
         "head_writes",
+        "latest",
         "lock",
         "ops",
         "shared",
@@ -164,6 +170,11 @@ class RunWrites:
         # read so under the thread row's lock): the run's own first read of the latest
         # checkpoint, before it puts one, finds none without a query.
         self.unstored = False
+        # The thread's latest checkpoint as the statement that wrote the run read it, under
+        # the thread row's lock, in the same round trip (a row of `LATEST_CHECKPOINT_SQL`):
+        # the run's own first read of the latest checkpoint, before it puts one, loads it
+        # instead of reading it again. Taken once.
+        self.latest: DictRow | None = None
 
     def busy(self) -> bool:
         """Whether writes are queued or being sent (a read must wait for them)."""
@@ -471,7 +482,7 @@ class TimedSaver(AsyncPostgresSaver):
             with traced("checkpoint", "checkpoint put", **{"checkpoint.op": "put"}):
                 return await super().aput(config, checkpoint, metadata, new_versions)
         # What LangGraph's `aput` writes, queued (its statements, in its order).
-        writes.unstored = False
+        writes.unstored, writes.latest = False, None
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
         checkpoint_ns = configurable["checkpoint_ns"]
@@ -597,6 +608,19 @@ class TimedSaver(AsyncPostgresSaver):
         ):
             writes.unstored = False  # once: what the run puts from now on is read as before
             return None
+        if (
+            writes is not None
+            and writes.latest is not None
+            and writes.head is None
+            and not writes.shared
+            and not writes.closed
+            and _RUN_WRITES.get() is writes  # the run's own read (LangGraph's, at its start)
+            and not get_checkpoint_id(config)
+            and config["configurable"].get("checkpoint_ns", "") == ""
+        ):
+            latest, writes.latest = writes.latest, None  # once, as `unstored`
+            if latest["checkpoint"]["v"] >= 4 or not latest["parent_checkpoint_id"]:
+                return await self._load_checkpoint_tuple(latest)
         own = _OWN_HEAD.get()
         if (
             own is not None

@@ -107,14 +107,19 @@ async def start_turn(
                     creator=access.creator,
                     claim=claim,
                     notify_thread=telling.notify_thread,
+                    # Started here: its first checkpoint read goes in the same round trip.
+                    read_latest=engine.resources.checkpoints.is_ready,
                 )
             except BaseException:
                 engine.queue.release(reservation)
                 raise
         if reservation is not None and run.status == "running":
-            # Started here by `adopt`: its attempt takes the rows just read, not reading them
-            # again.
-            engine.executor.preload(run.id, agent, conversation)
+            # Started here by `adopt`: its attempt takes the rows just read (and the
+            # conversation's latest checkpoint, when read with them), not reading them again.
+            read, latest = turns.latest_checkpoint_read(run)
+            engine.executor.preload(
+                run.id, agent, conversation, fresh=read and latest is None, latest=latest
+            )
         pending = run.status == "pending"
         engine.queue.adopt(run, reservation)
         return agent, run, pending

@@ -151,6 +151,7 @@ class _Prepared:
     context_given: bool = False  # its `configurable` mirrors the context its client gave
     preloaded: bool = False  # agent (and thread, if not None) given by the run's creator
     fresh: bool = False  # its creator found the thread without any checkpoint
+    latest: dict[str, Any] | None = None  # the thread's latest checkpoint its creator read
     started: float = field(default_factory=time.perf_counter)
     timer: asyncio.Timeout | None = None  # RUN_TIMEOUT_S on the graph
     telemetry: RunTelemetry | None = None  # its span, callbacks and metrics
@@ -221,10 +222,18 @@ class RunExecutor:
         self._disabled: frozenset[str] = frozenset()
         self._disabled_at = -TOOLS_REFRESH_S - 1.0
         # Agent and thread rows a run's creator has just read, for its first attempt here.
-        self._preloaded: dict[uuid.UUID, tuple[Agent, Conversation | None, bool]] = {}
+        self._preloaded: dict[
+            uuid.UUID, tuple[Agent, Conversation | None, bool, dict[str, Any] | None]
+        ] = {}
 
     def preload(
-        self, run_id: uuid.UUID, agent: Agent, thread: Conversation | None, *, fresh: bool = False
+        self,
+        run_id: uuid.UUID,
+        agent: Agent,
+        thread: Conversation | None,
+        *,
+        fresh: bool = False,
+        latest: dict[str, Any] | None = None,
     ) -> None:
         """Hand a run claimed at creation in this process (`RunQueue.adopt`) the agent and
         thread rows its creator read in the transaction that wrote it: its attempt here does not
@@ -236,8 +245,12 @@ class RunExecutor:
 
         `fresh`: the transaction that wrote the run found its thread without any checkpoint
         (under the thread row's lock): the attempt does not read the thread's latest checkpoint
-        before it puts its own (`RunWrites.unstored`)."""
-        self._preloaded[run_id] = (agent, thread, fresh)
+        before it puts its own (`RunWrites.unstored`).
+
+        `latest`: the thread's latest checkpoint as the transaction that wrote the run read it
+        (under the thread row's lock, a row of `LATEST_CHECKPOINT_SQL`): the attempt's first
+        read of it loads this row instead of reading it again (`RunWrites.latest`)."""
+        self._preloaded[run_id] = (agent, thread, fresh, latest)
 
     # -- the seam where a run gets its graph -------------------------------------------------
 
@@ -281,7 +294,7 @@ class RunExecutor:
         prepared = _Prepared()
         preloaded = self._preloaded.pop(attempt.run.id, None)
         if preloaded is not None and attempt.token.attempt == 1:
-            prepared.agent, prepared.thread, prepared.fresh = preloaded
+            prepared.agent, prepared.thread, prepared.fresh, prepared.latest = preloaded
             prepared.preloaded = True
         with observed_run(attempt.run, attempt.token.attempt) as telemetry:
             prepared.telemetry = telemetry
@@ -324,6 +337,8 @@ class RunExecutor:
         checkpoints = self.resources.checkpoints
         prepared.writes = checkpoints.run_writes(str(run.thread_id))
         prepared.writes.unstored = prepared.fresh
+        prepared.writes.latest = prepared.latest
+        prepared.latest = None
         attempt.task = asyncio.create_task(
             self._run_graph(attempt, prepared, recorder), name=f"run-{run.id}"
         )

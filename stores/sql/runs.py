@@ -455,6 +455,20 @@ async def one_implicit_transaction(
     go out in psycopg's pipeline mode with one Sync, which makes them one implicit
     transaction: a lock is held until the statements after it have committed (or failed:
     nothing is written)."""
+    answered = await implicit_transaction(db, statements)
+    return None if answered is None else answered[0]
+
+
+async def implicit_transaction(
+    db: Database,
+    statements: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    read: tuple[str, Sequence[Any]] | None = None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+    """`one_implicit_transaction`, with `read` (a query and its parameters) sent after the
+    statements in the same round trip and implicit transaction, its results in binary format:
+    the last statement's first row and `read`'s (None: no row, or no `read`); None when
+    PostgreSQL refused a value (nothing was written)."""
     # Not `async with`: SQLAlchemy closes a connection so from a task of its own, shielded
     # (two laps of the event loop, each a wait behind every executing run's callbacks). This
     # connection holds no transaction when it is closed (the implicit one ended at the Sync).
@@ -463,11 +477,20 @@ async def one_implicit_transaction(
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         driver = (await conn.get_raw_connection()).driver_connection
         assert isinstance(driver, psycopg.AsyncConnection)
+        reading: psycopg.AsyncCursor[Any] | None = None
         async with driver.pipeline():
             for sql, params in statements:
                 cursor = await driver.execute(sql, params)
+            if read is not None:
+                reading = await driver.execute(read[0], read[1], binary=True)
         row = await cursor.fetchone()
         names = [column.name for column in cursor.description or ()]
+        read_row: dict[str, Any] | None = None
+        if reading is not None:
+            found = await reading.fetchone()
+            if found is not None:
+                read_names = [column.name for column in reading.description or ()]
+                read_row = dict(zip(read_names, found, strict=True))
     except psycopg.DataError:
         await conn.invalidate()
         await conn.close()
@@ -483,7 +506,7 @@ async def one_implicit_transaction(
             raise asyncio.CancelledError from error
         raise
     await conn.close()
-    return None if row is None else dict(zip(names, row, strict=True))
+    return (None if row is None else dict(zip(names, row, strict=True))), read_row
 
 
 async def create_run_at_once(

@@ -8,9 +8,11 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import bindparam, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stores.checkpoints import LATEST_CHECKPOINT_SQL
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
 from stores.sql.models import Agent, Conversation, Run
@@ -24,7 +26,7 @@ from stores.sql.runs import (
     RunToken,
     agent_from_json,
     creation_notifies,
-    one_implicit_transaction,
+    implicit_transaction,
     run_from_row,
 )
 from stores.sql.threads import thread_row
@@ -115,6 +117,7 @@ async def begin_turn(
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
     notify_thread: bool = True,
+    read_latest: bool = False,
 ) -> tuple[Agent, Conversation, Run]:
     """Check the conversation, then write the user's message and a pending run of its agent.
 
@@ -137,6 +140,8 @@ async def begin_turn(
 
     The common case (no conversation filter, every check passing) takes one round trip
     (`begin_turn_at_once`); when that writes nothing, the checks run one by one and say why.
+    With `read_latest` (LangGraph's checkpoint tables exist) and `claim`, that round trip
+    also reads the conversation's latest checkpoint (`latest_checkpoint_read`).
 
     Returns:
         The conversation's agent, the conversation and the run (the user's message has id
@@ -155,6 +160,7 @@ async def begin_turn(
             creator=creator,
             claim=claim,
             notify_thread=notify_thread,
+            read_latest=read_latest,
         )
         if written is not None:
             return written
@@ -271,6 +277,7 @@ async def begin_turn_at_once(
     creator: RunCreator = NOBODY,
     claim: InlineClaim | None = None,
     notify_thread: bool = True,
+    read_latest: bool = False,
 ) -> tuple[Agent, Conversation, Run] | None:
     """`begin_turn`'s common case in one round trip (`begin_turn` tries it first): the
     conversation's agent, the conversation (a transient row with what a run's attempt reads of
@@ -283,6 +290,11 @@ async def begin_turn_at_once(
     The locks and the
     statement go out together in psycopg's pipeline mode, as one implicit transaction (one
     Sync), as `create_run_at_once` sends its own.
+
+    With `read_latest` and `claim` (the run starts in this process), the same round trip
+    reads the conversation's latest checkpoint after the statement, as LangGraph's saver reads
+    it (`LATEST_CHECKPOINT_SQL`, binary), for the run's first read (`latest_checkpoint_read`).
+    Only when LangGraph's checkpoint tables exist (else the transaction fails).
 
     Only for a creator with no conversation filter (`creator.access`: `begin_turn`'s).
     """
@@ -321,10 +333,14 @@ async def begin_turn_at_once(
     statements.append((_BEGIN_AT_ONCE, args))
     # PostgreSQL refusing a value (e.g. a NUL in the message) wrote nothing either: the full
     # path answers as it would have.
-    values = await one_implicit_transaction(db, statements)
-    if values is None:
+    read = (LATEST_CHECKPOINT_SQL, (str(conversation_id), "")) if read_latest and claimed else None
+    answered = await implicit_transaction(db, statements, read=read)
+    values = None if answered is None else answered[0]
+    if answered is None or values is None:
         return None
     run = run_from_row(values)
+    if read is not None:
+        sa_inspect(run).info[_LATEST_CHECKPOINT] = answered[1]
     agent = agent_from_json(values["agent"])
     conversation = Conversation(
         id=conversation_id,
@@ -334,6 +350,21 @@ async def begin_turn_at_once(
         status="busy",
     )
     return agent, conversation, run
+
+
+_LATEST_CHECKPOINT = "switchboard.latest_checkpoint"
+
+
+def latest_checkpoint_read(run: Run) -> tuple[bool, dict[str, Any] | None]:
+    """Whether `begin_turn(read_latest=True)` read the conversation's latest checkpoint with
+    `run` (in the round trip that wrote it, under the conversation row's lock; `run` the object
+    it returned), and that row (a row of `LATEST_CHECKPOINT_SQL`; None: it had no checkpoint).
+    """
+    info = sa_inspect(run).info
+    if _LATEST_CHECKPOINT not in info:
+        return False, None
+    row = info[_LATEST_CHECKPOINT]
+    return True, row if isinstance(row, dict) else None
 
 
 # A turn's transcript rows (tool rows, then the answer), written in the transaction that
