@@ -61,6 +61,15 @@ class TranscriptRecorder:
         if is_token and self.first_token is None:
             self.first_token = time.perf_counter()
 
+    def reads_checkpoints(self, values: Mapping[str, Any]) -> bool:
+        """Whether the finish of a successful turn ending with `values` prunes the
+        conversation's checkpoints first (its last checkpoint writes are then stored before)."""
+        return self._prunes(values, "success")
+
+    def _prunes(self, values: Mapping[str, Any], status: str) -> bool:
+        turn = int(values.get("turn", 0) or 0)
+        return bool(self.prune_every) and status == "success" and turn % self.prune_every == 0
+
     async def on_finish(self, result: RunResult, token: RunToken) -> FinishRecord:
         """The turn's tool rows and (on success) its answer, written with the run's end; the
         `message` event. Every `prune_every` turns, first keep only the conversation's latest
@@ -111,8 +120,7 @@ class TranscriptRecorder:
     async def _prune(self, result: RunResult) -> None:
         """Keep only the conversation's latest checkpoint every `prune_every` turns (its run's
         are stored by now); housekeeping: a failure is logged, the turn goes on."""
-        turn = int(result.values.get("turn", 0) or 0)
-        if self.prune_every and result.status == "success" and turn % self.prune_every == 0:
+        if self._prunes(result.values, result.status):
             assert self.run.thread_id is not None
             try:
                 await self.checkpoints.prune(str(self.run.thread_id))

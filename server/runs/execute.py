@@ -120,6 +120,11 @@ class RunRecorder(Protocol):
     def on_event(self, event: str, data: Any) -> None:
         """See each event the attempt appends (cheap: called on the event loop)."""
 
+    def reads_checkpoints(self, values: Mapping[str, Any]) -> bool:
+        """Whether `on_finish` of a successful attempt whose thread ends with `values` reads
+        the thread's checkpoints (e.g. prunes them): the attempt's last checkpoint writes are
+        then stored before it, else with the finish's transaction (`finish_run(before=...)`)."""
+
     async def on_finish(self, result: RunResult, token: run_store.RunToken) -> FinishRecord:
         """What to write with the run's end, as the attempt `token` finishes it: called once
         per finish, once the run's checkpoints are stored and before the transaction that
@@ -694,11 +699,15 @@ class RunExecutor:
                 if is_transient(state_error):
                     raise  # the database is down: the run is handed back, not failed
                 error = state_error
-        # Its last checkpoint writes, sent by its finish; stored first when a recorder may read
+        # Its last checkpoint writes, sent by its finish; stored first when a recorder reads
         # the thread's checkpoints before the finish (/chat's prune keeps only the latest).
         carried: list[run_store.FinishWrite] = []
         if prepared.writes is not None:
-            if error is None and not prepared.temporary and recorder is None:
+            if (
+                error is None
+                and not prepared.temporary
+                and (recorder is None or not recorder.reads_checkpoints(values))
+            ):
                 ops = await self.resources.checkpoints.take(prepared.writes)
                 carried = [run_store.FinishWrite(sql, params, many) for sql, params, many in ops]
             else:
