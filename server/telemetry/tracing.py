@@ -25,7 +25,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from server.telemetry.context import ids
 from server.telemetry.metrics import metrics
-from stores.tracing import KIND, traced
+from stores.tracing import KIND, observe_without_spans, traced
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +57,30 @@ class SpanMetrics(SpanProcessor):
         attributes = span.attributes
         if not attributes or span.start_time is None or span.end_time is None:
             return
-        kind = attributes.get(KIND)
-        if kind is None:
-            return
-
-        def label(key: str, default: str = "") -> str:
-            value = attributes.get(key)
-            return default if value is None else str(value)
-
         seconds = max(0.0, (span.end_time - span.start_time) / 1e9)
-        m = metrics()
-        if kind in _CALLBACK_KINDS:
-            _observe(attributes, seconds, _status(span))
-        elif kind == "embedding":
-            m.embedding.labels(label("embedding.kind")).observe(seconds)
-        elif kind == "memory":
-            m.memory_op.labels(label("memory.op"), _status(span)).observe(seconds)
-        elif kind == "checkpoint":
-            m.checkpoint_write.labels(label("checkpoint.op")).observe(seconds)
+        observe_span(attributes, seconds, _status(span))
+
+
+def observe_span(attributes: Mapping[str, Any], seconds: float, status: str) -> None:
+    """The metric of a span of a known kind (`switchboard.kind`) that took `seconds`: what
+    `SpanMetrics` observes of a span, and `traced` of a block it timed without one."""
+    kind = attributes.get(KIND)
+    if kind is None:
+        return
+
+    def label(key: str, default: str = "") -> str:
+        value = attributes.get(key)
+        return default if value is None else str(value)
+
+    m = metrics()
+    if kind in _CALLBACK_KINDS:
+        _observe(attributes, seconds, status)
+    elif kind == "embedding":
+        m.embedding.labels(label("embedding.kind")).observe(seconds)
+    elif kind == "memory":
+        m.memory_op.labels(label("memory.op"), status).observe(seconds)
+    elif kind == "checkpoint":
+        m.checkpoint_write.labels(label("checkpoint.op")).observe(seconds)
 
 
 _CALLBACK_KINDS = frozenset({"model", "tool", "retrieval", "node"})
@@ -121,9 +127,10 @@ def spans_wanted() -> bool:
 
 def install_tracing(*, service_name: str, otlp_endpoint: str | None) -> TracerProvider:
     """The process's tracer provider, set up once (an SDK provider set before is reused):
-    spans are made (their durations feed the metrics), but for a run's nodes and calls, which
-    `GraphCallbacks` times without spans while nothing else receives them; they are exported
-    only to `otlp_endpoint` (OTLP over HTTP) when given. Tests add their own exporters to it."""
+    spans are made only while something receives them (`spans_wanted`); until then requests,
+    runs, a run's nodes and calls (`GraphCallbacks`) and the stores' blocks (`traced`) are
+    timed without spans and observed in the same metrics. They are exported only to
+    `otlp_endpoint` (OTLP over HTTP) when given. Tests add their own exporters to it."""
     global _provider
     with _lock:
         if _provider is None:
@@ -135,6 +142,8 @@ def install_tracing(*, service_name: str, otlp_endpoint: str | None) -> TracerPr
                 trace.set_tracer_provider(_provider)
             _provider.add_span_processor(ContextIds())
             _provider.add_span_processor(SpanMetrics())
+            # The stores' spans too are made only for a receiver; else timed and observed.
+            observe_without_spans(spans_wanted, observe_span)
         if otlp_endpoint and otlp_endpoint not in _exporting_to:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
