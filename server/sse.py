@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import types
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator, Mapping
+from typing import Any, Final, cast
 
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
@@ -258,15 +259,28 @@ class EventStream(Response):
         active = metrics().streams_active
         active.inc()
         events = self.events
+        gathered: list[bytes] = []
+
+        async def flush() -> None:
+            body = b"".join(gathered)
+            gathered.clear()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
         try:
-            async for ident, event, data in events:
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": encode_event(ident, event, dumps(data)),
-                        "more_body": True,
-                    }
-                )
+            while True:
+                try:
+                    ident, event, data = await _next_flushing(events, flush if gathered else None)
+                except StopAsyncIteration:
+                    break
+                except Exception:
+                    if gathered:  # what came before the failure goes out, as it would have
+                        await flush()
+                    raise
+                gathered.append(encode_event(ident, event, dumps(data)))
+                if len(gathered) >= _GATHER_MAX:
+                    await flush()
+            if gathered:
+                await flush()
         except asyncio.CancelledError:
             finished = True
             if not ended or task.uncancel() > 0:
@@ -339,6 +353,62 @@ class ResultResponse(Response):
                 result.cancel()
                 if self.on_disconnect is not None:
                     self.on_disconnect()
+
+
+_GATHER_MAX: Final[int] = 32
+"""At most this many events go out in one body message (each is sent at once otherwise)."""
+
+
+@types.coroutine
+def _next_flushing(
+    events: AsyncIterator[SseEvent], flush: Callable[[], Awaitable[None]] | None
+) -> Generator[Any, Any, SseEvent]:
+    """`await anext(events)`, but when it has to wait (its next event is not there yet), first
+    `await flush()`: the events an iterator had ready together go out in one body message, one
+    write instead of one each (a run's events reach their followers a writer's batch at a
+    time), and none is held back while the stream waits.
+
+    The iterator's step is begun here; when it waits, the flush runs meanwhile and the step is
+    then awaited as `yield from` would. A failure of the flush (a cancellation: the client
+    left) is thrown into the waiting step, as it would have reached it had the stream been
+    waiting there: the iterator unwinds (its `finally` runs) and is done, and the failure is
+    raised here."""
+    step = events.__anext__().__await__()
+    try:
+        waiting = step.send(None)
+    except StopIteration as done:
+        return cast(SseEvent, done.value)  # ready at once
+    if flush is not None:
+        try:
+            yield from flush().__await__()
+        except BaseException as error:
+            try:
+                waiting = step.throw(error)
+            except StopIteration:  # it took the failure for an event: the stream ends anyway
+                raise error from None
+            yield from _awaiting(step, waiting)  # it awaits while it unwinds
+            raise error from None
+    return cast(SseEvent, (yield from _awaiting(step, waiting)))
+
+
+def _awaiting(step: Generator[Any, Any, Any], waiting: Any) -> Generator[Any, Any, Any]:
+    """Go on awaiting `step`, which last yielded `waiting` (what `yield from step` does)."""
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as error:
+            try:
+                waiting = step.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waiting = step.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 async def _until_disconnect(receive: Receive) -> None:
