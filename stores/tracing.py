@@ -3,8 +3,8 @@ SDK they cost nothing; the server installs one, which also turns their durations
 
 While nothing but those metrics would receive the spans (no exporter: `observe_without_spans`),
 a block is timed without a span and its duration observed directly, as the server's request and
-run spans are: a span nobody reads cost ~50 µs of CPU on the event loop (its start, the context
-switch, its processors), ~20 of them a /chat turn."""
+run spans are: a span nobody reads cost ~50-80 µs of CPU on the event loop (its start, the context
+switch, its processors), ~8 of them a /chat turn."""
 
 from __future__ import annotations
 
