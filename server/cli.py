@@ -132,10 +132,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _read_users(path: Path) -> list[dict[str, Any]]:
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            return [dict(row) for row in csv.DictReader(handle)]
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8") as handle:
+                return [dict(row) for row in csv.DictReader(handle)]
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:  # a line, not a traceback
+        raise SystemExit(
+            f"{path}: not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
+        ) from None
+    except (UnicodeDecodeError, csv.Error, OSError) as error:
+        raise SystemExit(f"{path}: cannot be read: {error}") from None
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise SystemExit(f"{path}: expected a JSON array of user objects")
     return data

@@ -94,6 +94,25 @@ def test_seed_users_rejects_a_bad_file_and_writes_nothing(
     assert "no such file" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("broken.json", b'[{"email": "a@example.org",', "not valid JSON"),
+        ("latin1.csv", b"email,name\nz@example.org,Z\xe9\n", "cannot be read"),
+    ],
+)
+def test_seed_users_names_an_unreadable_file_in_one_line(
+    tmp_path: Path, name: str, content: bytes, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = _run("seed-users", str(path), env={"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"{path}: {says}")
+
+
 def test_serve_stops_with_one_line_naming_the_graph_that_failed_to_import(tmp_path: Path) -> None:
     (tmp_path / "agent.py").write_text("raise RuntimeError('OPENAI_API_KEY is not set')\n")
     config = tmp_path / "langgraph.json"
