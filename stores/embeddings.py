@@ -150,6 +150,9 @@ def export_onnx_in_child(
         child.communicate()
         log.warning("exporting the embedding model in a child process took over 900 s")
         return False
+    if child.returncode < 0:  # stopped by a signal: ours (the process is ending), or a kill
+        log.info("exporting the embedding model stopped (signal %d)", -child.returncode)
+        return False
     if child.returncode != 0:
         tail = errors.decode(errors="replace")[-500:]
         log.warning("exporting the embedding model in a child process failed: %s", tail)
@@ -541,12 +544,18 @@ class MiniLMEmbeddings(Embeddings):
             if self._stopped:
                 child.terminate()
 
+        log.info(
+            "first start on %s: exporting the embedding model to ONNX (about a minute); "
+            "knowledge search and memory recall wait for it",
+            cache_dir,
+        )
         try:
             export_onnx_in_child(self.path, cache_dir, quantize=self._quantize, started=started)
         finally:
             self._exporter = None
         if not self._stopped:
             self._load()  # (exports in this process after all if the child could not)
+            log.info("the embedding model is ready")
 
     def stop_preparing(self) -> None:
         """Stop an export running in a child process (the process is shutting down)."""
