@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 import uvicorn
 from pydantic import ValidationError
 
@@ -25,7 +27,7 @@ from server.settings import Settings, load_settings
 from server.telemetry.logs import configure_logging
 from server.telemetry.metrics import shared_metrics_dir
 from stores import migrate
-from stores.errors import ConflictError
+from stores.errors import ConflictError, UnavailableError
 from stores.sql import repositories as repo
 
 
@@ -217,10 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _database_failure(error: BaseException) -> str:
+    """One line on a database that could not be used: the driver's first line (libpq names
+    the host and port, never the password), not a traceback."""
+    cause = getattr(error, "orig", None) or error
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return f"the database could not be used (DATABASE_URL): {first}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `switchboard` console script."""
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except (sqlalchemy.exc.OperationalError, psycopg.OperationalError, UnavailableError) as error:
+        raise SystemExit(f"switchboard {args.command}: {_database_failure(error)}") from None
     return result
 
 

@@ -48,7 +48,7 @@ def collect_files(paths: Sequence[Path]) -> list[Path]:
     return list(unique)
 
 
-def _local_store_busy(settings: Settings, error: RuntimeError) -> SystemExit:
+def local_store_busy(settings: Settings, error: RuntimeError) -> SystemExit:
     """The message for qdrant-client's refusal to open a folder another process holds."""
     if "already accessed" not in str(error):
         raise error
@@ -84,7 +84,7 @@ async def ingest_files(
                         continue
                     counts[result.status] += 1
     except RuntimeError as error:
-        raise _local_store_busy(settings, error) from error
+        raise local_store_busy(settings, error) from error
     return counts
 
 
@@ -114,7 +114,7 @@ async def reindex_collections(
                     results.append(await knowledge.reindex(name, force=force, progress=bar.update))
             return results
     except RuntimeError as error:
-        raise _local_store_busy(settings, error) from error
+        raise local_store_busy(settings, error) from error
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from server.config.project import ProjectError, import_object, read_project
 from server.config.store import StoreConfigError, memory_index, store_setup
+from server.ingest import local_store_busy
 from server.resources import embedder_for, open_memory_for, qdrant_for
 from server.settings import Settings, load_settings
 from stores.errors import StoreError
@@ -58,6 +59,8 @@ def cmd_memory_reindex(args: argparse.Namespace) -> int:
         total, indexed = asyncio.run(reindex(settings))
     except (StoreError, ProjectError, StoreConfigError) as error:
         raise SystemExit(f"memory reindex failed: {error}") from error
+    except RuntimeError as error:  # Qdrant local mode: a running server holds the folder
+        raise local_store_busy(settings, error) from error
     took = time.perf_counter() - started
     print(f"reindexed {indexed} of {total} memories in {took:.1f}s")
     return 0

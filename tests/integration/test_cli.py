@@ -136,6 +136,46 @@ def test_serve_without_a_project_file_says_how_to_give_one(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", [("memory", "reindex"), ("reindex",)])
+def test_vector_commands_beside_a_running_server_say_so_in_local_mode(
+    database_url: str, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    from qdrant_client import QdrantClient
+
+    holder = QdrantClient(path=str(tmp_path / "qdrant"))  # as a running server holds it
+    try:
+        env = {"DATA_DIR": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+        env["DATABASE_URL"] = database_url
+        result = _run(*command, env=env)
+    finally:
+        holder.close()
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "is open in another process (a running server?)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [("migrate",), ("keys", "list"), ("seed-users", "users.json"), ("reindex",)]
+)
+def test_an_unreachable_database_is_one_line_without_the_password(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    (tmp_path / "users.json").write_text('[{"email": "u@example.org", "name": "U"}]')
+    args = [str(tmp_path / a) if a.endswith(".json") else a for a in command]
+    env = {
+        "DATABASE_URL": "postgresql://nobody:hunter2@127.0.0.1:1/none",  # nothing listens
+        "DATA_DIR": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+    }
+    result = _run(*args, env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"switchboard {command[0]}: the database could not be used")
+    assert "port 1 failed" in last
+
+
 @pytest.mark.parametrize("command", [("migrate",), ("keys", "list"), ("memory", "reindex")])
 def test_invalid_settings_are_named_without_their_values(command: tuple[str, ...]) -> None:
     env = {
