@@ -17,7 +17,7 @@ def test_a_base_url_without_any_key_gets_a_placeholder_key(
     spec = ModelSpec(provider="openai", name="llama3", base_url="http://127.0.0.1:11434/v1")
     model = make_chat_model(spec)
     assert isinstance(model, ChatOpenAI)
-    assert model.openai_api_key is not None
+    assert isinstance(model.openai_api_key, SecretStr)
     assert model.openai_api_key.get_secret_value() == NO_KEY
 
 
@@ -28,10 +28,10 @@ def test_a_configured_key_is_sent_as_it_is(monkeypatch: pytest.MonkeyPatch) -> N
     )
     model = make_chat_model(spec)
     assert isinstance(model, ChatOpenAI)
-    assert model.openai_api_key is not None
+    assert isinstance(model.openai_api_key, SecretStr)
     assert model.openai_api_key.get_secret_value() == "sk-real"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     model = make_chat_model(ModelSpec(provider="openai", name="m", base_url="http://x/v1"))
     assert isinstance(model, ChatOpenAI)
-    assert model.openai_api_key is not None
+    assert isinstance(model.openai_api_key, SecretStr)
     assert model.openai_api_key.get_secret_value() == "sk-from-env"
