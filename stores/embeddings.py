@@ -545,7 +545,7 @@ class MiniLMEmbeddings(Embeddings):
                 child.terminate()
 
         log.info(
-            "first start on %s: exporting the embedding model to ONNX (about a minute); "
+            "first start on %s: exporting the embedding model to ONNX (a minute or two); "
             "knowledge search and memory recall wait for it",
             cache_dir,
         )
