@@ -57,6 +57,42 @@ async def test_an_event_the_database_refuses_does_not_hold_up_other_runs(
     assert [name for _, name, _ in await log.events_after(run.run_id)] == ["values", "end"]
 
 
+def _scans(plan: Any) -> list[tuple[str, str]]:
+    """Every (node type, relation) of an EXPLAIN (FORMAT JSON) plan."""
+    if isinstance(plan, list):
+        return [scan for node in plan for scan in _scans(node)]
+    if not isinstance(plan, dict):
+        return []
+    here = [(plan["Node Type"], plan.get("Relation Name", ""))] if "Node Type" in plan else []
+    return here + [scan for key in ("Plan", "Plans") for scan in _scans(plan.get(key))]
+
+
+async def test_a_batch_finds_its_runs_by_key_on_a_young_database(
+    database: Database, database_url: str
+) -> None:
+    """PostgreSQL guesses 100 rows for the batch: joined plainly, a batch of one event hashed
+    the whole `runs` table while it held a few thousand rows (every batch of the writer)."""
+    async with database.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO runs (status, attempt)"
+                " SELECT 'success', 1 FROM generate_series(1, 5000)"
+            )
+        )
+        await conn.execute(text("ANALYZE runs"))
+    run = await new_run(database)
+    rows = orjson.dumps([{"r": run.run_id.hex, "s": 1, "e": "values", "d": {}, "a": 1}])
+    params = {"rows": rows.decode(), "channel": events_module.CHANNEL, "origin": "o"}
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        for statement in (events_module._STORE, events_module._STORE_QUIET):
+            cursor = await conn.execute("EXPLAIN (FORMAT JSON) " + statement, params)
+            row = await cursor.fetchone()
+            assert row is not None
+            scans = _scans(row[0])
+            assert ("Index Scan", "runs") in scans or ("Index Only Scan", "runs") in scans
+            assert ("Seq Scan", "runs") not in scans
+
+
 async def test_a_deeply_nested_subgraph_event_name_is_stored_whole(
     log: RunEventLog, database: Database
 ) -> None:
