@@ -18,7 +18,7 @@ from server.runs.admission import RunAdmission
 from server.runs.context import ContextServices
 from server.runs.events import RunEventLog
 from server.runs.execute import RecorderFactory, RunExecutor, run_json
-from server.runs.queue import Attempt, CancelAction, RunQueue, shielded
+from server.runs.queue import Attempt, CancelAction, RunQueue
 from server.telemetry.metrics import metrics
 from stores.errors import InvalidInputError
 from stores.sql import runs as run_store
@@ -183,25 +183,24 @@ class RunEngine:
         creator with no thread filter and no cap. None when nothing was written: read the
         assistant and take `submit`, which says what is wrong (unknown assistant or thread, an
         undeclared graph) or applies the multitask strategy."""
-        # In a task of its own, which a cancellation of the caller does not reach (as `submit`'s
-        # write). Written in the caller's own task instead (two laps of the event loop fewer),
-        # a stream that the client left right after its first event missed its cancel about
-        # half the time in `test_a_stream_with_on_disconnect_cancel_stops_its_run` (not
-        # understood yet), so it is not.
-        written = await shielded(
-            self.queue.create_at_once(
-                thread_id=thread_id,
-                assistant_id=assistant_id,
-                graph_ids=list(self.graphs),
-                kwargs=kwargs,
-                metadata=metadata,
-                multitask_strategy=multitask_strategy,
-                creator=creator,
-                # Started here at once: its attempt takes the assistant the statement read,
-                # and whether the thread had a checkpoint.
-                starting=self._preload_read_agent,
-                ask_fresh=self.resources.checkpoints.is_ready,
-            )
+        # In the caller's own task: a task of its own (`shielded`) cost two laps of the event
+        # loop on the way to a stream's first event (one to start it, one to hear back), each
+        # as long as every executing run's ready work. A caller cancelled meanwhile leaves it
+        # to `create_at_once` to settle what was written. (A stream whose client left right
+        # after its first event used to miss its cancel here: the run's task had not started
+        # its graph yet, and `Attempt.stop` dropped a stop that came before it; it keeps it now.)
+        written = await self.queue.create_at_once(
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            graph_ids=list(self.graphs),
+            kwargs=kwargs,
+            metadata=metadata,
+            multitask_strategy=multitask_strategy,
+            creator=creator,
+            # Started here at once: its attempt takes the assistant the statement read,
+            # and whether the thread had a checkpoint.
+            starting=self._preload_read_agent,
+            ask_fresh=self.resources.checkpoints.is_ready,
         )
         if written is None:
             return None

@@ -351,6 +351,8 @@ class RunExecutor:
         try:
             if run.cancel_reason:  # cancelled while its previous holder died
                 attempt.stop(cancel_action(run.cancel_reason))
+            elif attempt.stop_reason is not None:  # stopped before its task existed
+                attempt.task.cancel()
             try:
                 await asyncio.shield(attempt.task)
             except asyncio.CancelledError:

@@ -87,12 +87,16 @@ class Attempt:
     ended: bool = False  # a renewal found the run finished by this attempt: nothing to hold
 
     def stop(self, reason: StopReason) -> None:
-        """Cancel the graph's task (the first reason wins); nothing once it is done."""
-        if self.task is None or self.task.done():
+        """Cancel the graph's task (the first reason wins); nothing once it is done. A stop
+        that comes before the task exists (a run claimed at creation whose stream's client
+        left right after its first event: the attempt's own task has not run yet) is kept,
+        and the executor cancels the task as it creates it."""
+        if self.task is not None and self.task.done():
             return
         if self.stop_reason is None:
             self.stop_reason = reason
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()
 
 
 Execute = Callable[[Attempt], Awaitable[None]]

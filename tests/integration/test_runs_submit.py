@@ -18,6 +18,7 @@ import pytest
 from langgraph_sdk import get_client
 from sqlalchemy import text
 
+from server.runs.engine import RunEngine
 from server.runs.events import CHANNEL as EVENTS_CHANNEL
 from server.runs.queue import CHANNEL as RUNS_CHANNEL
 from server.runs.queue import Attempt, RunQueue
@@ -125,6 +126,64 @@ async def _told(conn: psycopg.AsyncConnection[Any], seconds: float = 0.5) -> lis
             async for note in conn.notifies():
                 told.append(note.payload)
     return told
+
+
+async def test_a_stream_on_an_idle_thread_writes_its_run_in_the_requests_own_task(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-round-trip creation runs in the request's own task, not in a task of its own:
+    starting one and hearing back from it took two laps of the event loop on the way to the
+    stream's first event, each as long as the ready work of every run executing."""
+    entered: list[asyncio.Task[Any] | None] = []
+    written: list[asyncio.Task[Any] | None] = []
+    submit_at_once, create_run_at_once = RunEngine.submit_at_once, run_store.create_run_at_once
+
+    async def submitting(self: RunEngine, **kwargs: Any) -> Any:
+        entered.append(asyncio.current_task())
+        return await submit_at_once(self, **kwargs)
+
+    async def writing(db: Database, **kwargs: Any) -> Any:
+        written.append(asyncio.current_task())
+        return await create_run_at_once(db, **kwargs)
+
+    monkeypatch.setattr(RunEngine, "submit_at_once", submitting)
+    monkeypatch.setattr(run_store, "create_run_at_once", writing)
+    async with _alone(database_url, tmp_path) as (client, thread_id, _):
+        async with asyncio.timeout(10):
+            parts = [
+                part
+                async for part in client.runs.stream(
+                    thread_id, "counter", input={"count": 1}, stream_mode="values"
+                )
+            ]
+    assert parts[0].event == "metadata"
+    assert [p.data["count"] for p in parts if p.event == "values"][-1] == 112
+    assert len(written) == 1
+    assert written == entered
+
+
+async def test_a_stop_that_comes_before_its_attempts_graph_task_exists_is_kept(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run claimed at creation starts in a task of its own, which creates the graph's task
+    when it first runs: a cancel in between (a stream's client that left right after its first
+    event, with `on_disconnect=cancel`) stops the graph as soon as its task exists; it used to
+    be dropped, and the run went on to the end."""
+    launch = RunQueue._launch
+
+    def launched_then_stopped(self: RunQueue, run: Any, sent: float) -> None:
+        launch(self, run, sent)
+        attempt = self.attempts[run.id]
+        assert attempt.task is None  # the attempt's own task has not run yet
+        attempt.stop("interrupt")
+
+    monkeypatch.setattr(RunQueue, "_launch", launched_then_stopped)
+    async with _alone(database_url, tmp_path) as (client, thread_id, _):
+        slow = {"configurable": {"delay": 0.3}}
+        run = await client.runs.create(thread_id, "steps", input={"log": []}, config=slow)
+        async with asyncio.timeout(10):
+            await client.runs.join(thread_id, run["run_id"])
+        assert (await client.runs.get(thread_id, run["run_id"]))["status"] == "interrupted"
 
 
 async def _first_start(client: Any, thread_id: str) -> str:
