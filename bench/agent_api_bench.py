@@ -84,6 +84,17 @@ ENDPOINTS = ("wait", "stream")
 # streams: first event p99 61.8 ms from one client process, 28.2 ms from four; Aegra's 221 and
 # 190 ms).
 CLIENT_PROCESSES = 4
+# A part of the bench, while working on one figure (the full run is the figure of record):
+# AGENT_API_SERVERS names the servers to start (comma-separated, e.g. "switchboard,aegra"),
+# AGENT_API_CELLS the cells to measure (endpoint:concurrency, e.g. "stream:16"), AGENT_API_ROUNDS
+# how many rounds. A part prints its cells and writes bench/results/agent_api.partial.md.
+PART_SERVERS = [n.strip() for n in os.environ.get("AGENT_API_SERVERS", "").split(",") if n.strip()]
+PART_CELLS = [
+    (cell.split(":")[0].strip(), int(cell.split(":")[1]))
+    for cell in os.environ.get("AGENT_API_CELLS", "").split(",")
+    if cell.strip()
+]
+PART = bool(PART_SERVERS or PART_CELLS or os.environ.get("AGENT_API_ROUNDS"))
 RUN_INPUT: dict[str, Any] = {"messages": [{"role": "user", "content": "hello there"}]}
 AEGRA_VENV = Path(
     os.environ.get("AEGRA_VENV", Path.home() / ".cache" / "switchboard-bench" / "aegra")
@@ -441,23 +452,22 @@ def measure_all(servers: list[Server]) -> list[Level]:
         print(f"  warm-up {server.name}: {time.perf_counter() - began:.1f} s")
     samples: dict[tuple[str, str, int], Samples] = {}
     turn = 0
-    for round_ in range(ROUNDS):
-        for endpoint in ENDPOINTS:
-            for concurrency in CONCURRENCY:
-                order = servers[turn % len(servers) :] + servers[: turn % len(servers)]
-                turn += 1
-                for server in order:
-                    cell = samples.setdefault((server.name, endpoint, concurrency), Samples())
-                    began = time.perf_counter()
-                    _measure(server, endpoint, concurrency, cell)
-                    print(
-                        f"  round {round_ + 1} {endpoint} c={concurrency} {server.name}: "
-                        f"{time.perf_counter() - began:.1f} s"
-                    )
+    cells = PART_CELLS or [(e, c) for e in ENDPOINTS for c in CONCURRENCY]
+    for round_ in range(int(os.environ.get("AGENT_API_ROUNDS", ROUNDS))):
+        for endpoint, concurrency in cells:
+            order = servers[turn % len(servers) :] + servers[: turn % len(servers)]
+            turn += 1
+            for server in order:
+                cell = samples.setdefault((server.name, endpoint, concurrency), Samples())
+                began = time.perf_counter()
+                _measure(server, endpoint, concurrency, cell)
+                print(
+                    f"  round {round_ + 1} {endpoint} c={concurrency} {server.name}: "
+                    f"{time.perf_counter() - began:.1f} s"
+                )
     return [
         _level(server.name, endpoint, concurrency, samples[(server.name, endpoint, concurrency)])
-        for endpoint in ENDPOINTS
-        for concurrency in CONCURRENCY
+        for endpoint, concurrency in cells
         for server in servers
     ]
 
@@ -613,14 +623,38 @@ def main() -> None:
             _aegra(AEGRA_REDIS, aegra, aegra_redis_url, redis=True),
             _langgraph_dev(),
         ]
+        if PART_SERVERS:
+            servers = [server for server in servers if server.name in PART_SERVERS]
         for server in servers:  # one at a time: their startups do not slow each other
             print(f"starting {server.name} ...")
             stack.enter_context(_process(server, workdir / f"{server.port}.log"))
         levels = measure_all(servers)
-    text = report(levels, aegra_version=_aegra_version(), started=started)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    if PART:
+        text = _part(levels, started=started)
+        RESULTS.with_name("agent_api.partial.md").write_text(text)
+    else:
+        text = report(levels, aegra_version=_aegra_version(), started=started)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text)
     print(text)
+
+
+def _part(levels: list[Level], *, started: datetime) -> str:
+    """The cells of a part of the bench (AGENT_API_SERVERS / _CELLS / _ROUNDS), no targets."""
+    lines = [
+        f"# Agent Server API benchmark, a part ({started:%Y-%m-%d %H:%M} UTC)",
+        "",
+        "| endpoint | concurrency | server | runs | errors | runs/s | latency p50 ms "
+        "| latency p99 ms | first event p50 ms | first event p99 ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for x in levels:
+        lines.append(
+            f"| {x.endpoint} | {x.concurrency} | {x.server} | {x.runs} | {x.errors} "
+            f"| {x.runs_per_s} | {x.latency_p50_ms} | {x.latency_p99_ms} | {x.first_p50_ms} "
+            f"| {x.first_p99_ms} | {x.load} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
