@@ -453,6 +453,11 @@ class RunExecutor:
             configurable["langgraph_auth_user_id"] = creator.identity
             configurable["langgraph_auth_permissions"] = creator.permissions
         config["configurable"] = configurable
+        if attempt.token.attempt == 1:
+            # The graph's root run is the run, as langgraph-api has it (`runtime.execution_info
+            # .run_id`, a memory's source); a later attempt's callbacks get a fresh id (a
+            # tracer would refuse a second root run of the same id).
+            config["run_id"] = run.id
         config["metadata"] = {
             **(config.get("metadata") or {}),
             **(run.metadata_ or {}),

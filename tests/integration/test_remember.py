@@ -82,6 +82,7 @@ def test_a_changed_fact_supersedes_the_old_one_which_stays_as_history(api: httpx
     [record] = memories(api, user)
     assert (record["value"], record["status"]) == ("Porto", "active")
     assert record["source"]["conversation_id"] == dict(moved)["metadata"]["conversation_id"]
+    assert record["source"]["run_id"] == dict(moved)["metadata"]["run_id"]
     [old] = record["history"]
     assert old["text"] == "I live in Lisbon"
     assert old["source"]["conversation_id"] == dict(told)["metadata"]["conversation_id"]
