@@ -557,16 +557,8 @@ def report(levels: list[Level], *, aegra_version: str, started: datetime) -> str
         "open (18 PostgreSQL connections at most per server, no overflow), and "
         f"{JOBS} runs at once per process for every server.",
         "",
-        "| endpoint | concurrency | server | runs | errors | runs/s | latency p50 ms "
-        "| latency p99 ms | first event p50 ms | first event p99 ms | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *_cells(levels),
     ]
-    for x in levels:
-        lines.append(
-            f"| {x.endpoint} | {x.concurrency} | {x.server} | {x.runs} | {x.errors} "
-            f"| {x.runs_per_s} | {x.latency_p50_ms} | {x.latency_p99_ms} | {x.first_p50_ms} "
-            f"| {x.first_p99_ms} | {x.load} |"
-        )
     lines += [
         "",
         "## Targets (issue 14), each against the better Aegra mode for that figure",
@@ -639,21 +631,28 @@ def main() -> None:
     print(text)
 
 
+def _cells(levels: list[Level]) -> list[str]:
+    """The measured cells as a markdown table."""
+    return [
+        "| endpoint | concurrency | server | runs | errors | runs/s | latency p50 ms "
+        "| latency p99 ms | first event p50 ms | first event p99 ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {x.endpoint} | {x.concurrency} | {x.server} | {x.runs} | {x.errors} "
+            f"| {x.runs_per_s} | {x.latency_p50_ms} | {x.latency_p99_ms} | {x.first_p50_ms} "
+            f"| {x.first_p99_ms} | {x.load} |"
+            for x in levels
+        ),
+    ]
+
+
 def _part(levels: list[Level], *, started: datetime) -> str:
     """The cells of a part of the bench (AGENT_API_SERVERS / _CELLS / _ROUNDS), no targets."""
     lines = [
         f"# Agent Server API benchmark, a part ({started:%Y-%m-%d %H:%M} UTC)",
         "",
-        "| endpoint | concurrency | server | runs | errors | runs/s | latency p50 ms "
-        "| latency p99 ms | first event p50 ms | first event p99 ms | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *_cells(levels),
     ]
-    for x in levels:
-        lines.append(
-            f"| {x.endpoint} | {x.concurrency} | {x.server} | {x.runs} | {x.errors} "
-            f"| {x.runs_per_s} | {x.latency_p50_ms} | {x.latency_p99_ms} | {x.first_p50_ms} "
-            f"| {x.first_p99_ms} | {x.load} |"
-        )
     return "\n".join(lines) + "\n"
 
 

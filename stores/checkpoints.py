@@ -596,28 +596,11 @@ class TimedSaver(AsyncPostgresSaver):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         thread_id = _thread_of(config)
         writes = self.pending.get(thread_id)
-        if (
-            writes is not None
-            and writes.unstored
-            and writes.head is None
-            and not writes.shared
-            and not writes.closed
-            and _RUN_WRITES.get() is writes  # the run's own read (LangGraph's, at its start)
-            and not get_checkpoint_id(config)
-            and config["configurable"].get("checkpoint_ns", "") == ""
-        ):
+        first = writes is not None and _runs_first_read(writes, config)
+        if first and writes is not None and writes.unstored:
             writes.unstored = False  # once: what the run puts from now on is read as before
             return None
-        if (
-            writes is not None
-            and writes.latest is not None
-            and writes.head is None
-            and not writes.shared
-            and not writes.closed
-            and _RUN_WRITES.get() is writes  # the run's own read (LangGraph's, at its start)
-            and not get_checkpoint_id(config)
-            and config["configurable"].get("checkpoint_ns", "") == ""
-        ):
+        if first and writes is not None and writes.latest is not None:
             latest, writes.latest = writes.latest, None  # once, as `unstored`
             if latest["checkpoint"]["v"] >= 4 or not latest["parent_checkpoint_id"]:
                 return await self._load_checkpoint_tuple(latest)
@@ -936,6 +919,19 @@ async def _check(conn: AsyncConnection[Any]) -> None:
     statement with a transient error: a run is handed back and resumed."""
     if is_cut(conn):
         await AsyncConnectionPool.check_connection(conn)
+
+
+def _runs_first_read(writes: RunWrites, config: RunnableConfig) -> bool:
+    """Whether this read of the latest root checkpoint is the run's own (LangGraph's, at its
+    start), nothing put yet and its writes not shared with another run."""
+    return (
+        writes.head is None
+        and not writes.shared
+        and not writes.closed
+        and _RUN_WRITES.get() is writes
+        and not get_checkpoint_id(config)
+        and config["configurable"].get("checkpoint_ns", "") == ""
+    )
 
 
 def _head_tuple(writes: RunWrites) -> CheckpointTuple:
