@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import and_, bindparam, delete, func, or_, select, text, true, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from stores.errors import ConflictError, NotFoundError
 from stores.sql.database import Database
@@ -442,6 +442,14 @@ def _at_once_sql(db: Database, *, ask_fresh: bool = False) -> tuple[str, str]:
     return _AT_ONCE_SQL[ask_fresh]
 
 
+async def psycopg_of(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under a SQLAlchemy one (for its pipeline mode, binary results,
+    or statements written for psycopg), in whatever transaction `conn` holds."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    return driver
+
+
 async def one_implicit_transaction(
     db: Database, statements: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> dict[str, Any] | None:
@@ -475,8 +483,7 @@ async def implicit_transaction(
     conn = await db.engine.connect()
     try:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert isinstance(driver, psycopg.AsyncConnection)
+        driver = await psycopg_of(conn)
         reading: psycopg.AsyncCursor[Any] | None = None
         async with driver.pipeline():
             for sql, params in statements:
@@ -954,8 +961,7 @@ async def _finish_pipelined(
     }
     # Closed without a task: the implicit transaction ended at the Sync.
     async with db.connection(autocommit=True) as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert isinstance(driver, psycopg.AsyncConnection)
+        driver = await psycopg_of(conn)
         async with driver.pipeline():
             for write in before:  # prepared, as `also` (executemany prepares its own)
                 if write.many:
@@ -1014,9 +1020,7 @@ async def _finish_stateless(
         run.lease_expires_at = None  # lease_owner stays: which process ran it last
         if also:
             await session.flush()  # (`also` guards on the run's new status)
-            connection = await session.connection()
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert isinstance(driver, psycopg.AsyncConnection)
+            driver = await psycopg_of(await session.connection())
             for write in also:
                 await driver.execute(write.sql, write.params)
         if thread is not None:
@@ -1056,9 +1060,7 @@ async def drop_run(
         stmt = delete(Run).where(Run.id == run_id, Run.attempt == token.attempt)
         deleted = await session.scalar(stmt.returning(Run.id))
         if deleted is not None and also:
-            connection = await session.connection()
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert isinstance(driver, psycopg.AsyncConnection)
+            driver = await psycopg_of(await session.connection())
             for sql, params in also:
                 await driver.execute(sql, params)  # type: ignore[arg-type]
         idle = deleted is not None and thread is not None and thread.status == "busy"
